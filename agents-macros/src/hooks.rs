@@ -1,0 +1,149 @@
+//! The hooks `#[agent]` knows: names, signatures, and "did you mean" for near misses.
+
+/// One of the seeds' lifecycle hooks, in Rust case.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum HookKind {
+    OnStart,
+    OnRequest,
+    ConnectionTags,
+    OnConnect,
+    OnMessage,
+    OnClose,
+    OnError,
+}
+
+impl HookKind {
+    pub(crate) const ALL: [Self; 7] = [
+        Self::OnStart,
+        Self::OnRequest,
+        Self::ConnectionTags,
+        Self::OnConnect,
+        Self::OnMessage,
+        Self::OnClose,
+        Self::OnError,
+    ];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::OnStart => "on_start",
+            Self::OnRequest => "on_request",
+            Self::ConnectionTags => "connection_tags",
+            Self::OnConnect => "on_connect",
+            Self::OnMessage => "on_message",
+            Self::OnClose => "on_close",
+            Self::OnError => "on_error",
+        }
+    }
+
+    pub(crate) fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|hook| hook.name() == name)
+    }
+
+    /// The parameters after `&mut self`, for messages.
+    pub(crate) fn params(self) -> &'static str {
+        match self {
+            Self::OnStart => "ctx: &mut Context<Self>",
+            Self::OnRequest => "ctx: &mut Context<Self>, request: Request",
+            Self::ConnectionTags | Self::OnConnect => {
+                "ctx: &mut Context<Self>, conn: &Connection<S>, conn_ctx: &ConnectionContext"
+            }
+            Self::OnMessage => "ctx: &mut Context<Self>, conn: &Connection<S>, message: Message",
+            Self::OnClose => {
+                "ctx: &mut Context<Self>, conn: &Connection<S>, code: u16, reason: &str, was_clean: bool"
+            }
+            Self::OnError => "ctx: &mut Context<Self>, conn: Option<&Connection<S>>, error: &Error",
+        }
+    }
+
+    /// How many parameters follow the receiver.
+    pub(crate) fn arity(self) -> usize {
+        self.params().split(", ").count()
+    }
+
+    pub(crate) fn signature(self) -> String {
+        format!("fn {}(&mut self, {})", self.name(), self.params())
+    }
+}
+
+/// The hook a method name was probably meant to be: a camelCase spelling of it
+/// (`onMessage`), the JavaScript name (`get_connection_tags`), or a typo (`on_mesage`).
+pub(crate) fn near_miss(name: &str) -> Option<HookKind> {
+    if HookKind::from_name(name).is_some() || name.len() < 5 {
+        return None;
+    }
+    let snake = to_snake_case(name);
+    if let Some(hook) = HookKind::from_name(&snake) {
+        return Some(hook);
+    }
+    if snake == "get_connection_tags" {
+        return Some(HookKind::ConnectionTags);
+    }
+    HookKind::ALL
+        .into_iter()
+        .map(|hook| (edit_distance(&snake, hook.name()), hook))
+        .filter(|(distance, _)| *distance <= 2)
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, hook)| hook)
+}
+
+fn to_snake_case(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 4);
+    for c in name.chars() {
+        if c.is_ascii_uppercase() {
+            if !out.is_empty() && !out.ends_with('_') {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Levenshtein distance over bytes (hook names are ASCII).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1).min(row[j] + 1).min(diagonal + usize::from(ca != cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn near_misses_are_found() {
+        assert_eq!(near_miss("on_mesage"), Some(HookKind::OnMessage));
+        assert_eq!(near_miss("onMessage"), Some(HookKind::OnMessage));
+        assert_eq!(near_miss("on_conect"), Some(HookKind::OnConnect));
+        assert_eq!(near_miss("get_connection_tags"), Some(HookKind::ConnectionTags));
+        assert_eq!(near_miss("connection_tag"), Some(HookKind::ConnectionTags));
+        assert_eq!(near_miss("onClose"), Some(HookKind::OnClose));
+    }
+
+    #[test]
+    fn hooks_and_unrelated_helpers_are_not_near_misses() {
+        for name in
+            ["on_message", "broadcast_presence", "get_presence", "notify_admins", "new", "handle"]
+        {
+            assert_eq!(near_miss(name), None, "{name}");
+        }
+    }
+
+    #[test]
+    fn arity_counts_parameters() {
+        assert_eq!(HookKind::OnStart.arity(), 1);
+        assert_eq!(HookKind::OnMessage.arity(), 3);
+        assert_eq!(HookKind::OnClose.arity(), 5);
+    }
+}

@@ -1,0 +1,22 @@
+//! The `#[agent]` attribute. Use it through `agents_runtime` (`agents_runtime::agent`), whose
+//! documentation describes the hooks and their signatures.
+
+mod attr;
+mod expand;
+mod hooks;
+mod kebab;
+mod model;
+
+use proc_macro::TokenStream;
+
+/// Turns an inherent impl block into an agent: the hooks found there (`on_start`,
+/// `on_request`, `connection_tags`, `on_connect`, `on_message`, `on_close`, `on_error`) make up
+/// its `agents_runtime::Agent` implementation, and the agent is registered with the server.
+///
+/// Arguments, all optional: `name = "route-name"` (default: the type name in kebab-case,
+/// `ChatRoom` → `chat-room`) and `connection_state = Type` (default `()`), the per-connection
+/// state, which must be `Serialize + DeserializeOwned + Send`.
+#[proc_macro_attribute]
+pub fn agent(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand::agent(args.into(), item.into()).into()
+}

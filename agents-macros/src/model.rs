@@ -1,0 +1,171 @@
+//! The model of one `#[agent]` impl block, built and validated from the parsed syntax.
+
+use proc_macro2::Span;
+use syn::spanned::Spanned;
+use syn::{FnArg, ImplItem, ImplItemFn, ItemImpl, Type};
+
+use crate::attr::AgentArgs;
+use crate::hooks::{HookKind, near_miss};
+use crate::kebab::camel_case_to_kebab_case;
+
+/// An agent: its type, route name, connection state and the hooks it defines.
+pub(crate) struct AgentDef {
+    pub(crate) self_ty: Type,
+    pub(crate) route_name: String,
+    pub(crate) connection_state: Option<Type>,
+    pub(crate) hooks: Vec<HookDef>,
+}
+
+/// One hook method found in the impl block.
+pub(crate) struct HookDef {
+    pub(crate) kind: HookKind,
+    pub(crate) ident: syn::Ident,
+    pub(crate) is_async: bool,
+    /// Where errors about this hook's types should point: its signature.
+    pub(crate) span: Span,
+}
+
+/// Collects every error instead of stopping at the first.
+#[derive(Default)]
+pub(crate) struct Errors(Option<syn::Error>);
+
+impl Errors {
+    pub(crate) fn push(&mut self, error: syn::Error) {
+        match &mut self.0 {
+            Some(errors) => errors.combine(error),
+            None => self.0 = Some(error),
+        }
+    }
+
+    pub(crate) fn finish(self) -> syn::Result<()> {
+        self.0.map_or(Ok(()), Err)
+    }
+}
+
+impl AgentDef {
+    pub(crate) fn from_syntax(args: AgentArgs, item: &ItemImpl) -> syn::Result<Self> {
+        let mut errors = Errors::default();
+        if let Some((_, path, _)) = &item.trait_ {
+            errors.push(syn::Error::new_spanned(
+                path,
+                "#[agent] goes on the agent's own impl block (`impl MyAgent { ... }`), not on a trait impl",
+            ));
+        }
+        if !item.generics.params.is_empty() {
+            errors.push(syn::Error::new_spanned(&item.generics, "an agent type cannot be generic"));
+        }
+        let type_name = match &*item.self_ty {
+            Type::Path(path) if path.qself.is_none() => {
+                path.path.segments.last().map(|segment| segment.ident.to_string())
+            }
+            _ => None,
+        };
+        let route_name = match (&args.name, type_name) {
+            (Some(name), _) => {
+                if let Err(why) = check_route_name(&name.value()) {
+                    errors.push(syn::Error::new(name.span(), why));
+                }
+                name.value()
+            }
+            (None, Some(type_name)) => camel_case_to_kebab_case(&type_name),
+            (None, None) => {
+                errors.push(syn::Error::new_spanned(
+                    &item.self_ty,
+                    "#[agent] needs a named type: `impl MyAgent { ... }`",
+                ));
+                String::new()
+            }
+        };
+        let mut hooks = Vec::new();
+        for impl_item in &item.items {
+            if let ImplItem::Fn(method) = impl_item {
+                match hook_of(method) {
+                    Ok(Some(hook)) => hooks.push(hook),
+                    Ok(None) => {}
+                    Err(error) => errors.push(error),
+                }
+            }
+        }
+        errors.finish()?;
+        Ok(Self {
+            self_ty: (*item.self_ty).clone(),
+            route_name,
+            connection_state: args.connection_state,
+            hooks,
+        })
+    }
+}
+
+/// The hook `method` defines, `None` for a helper method, or why its shape is wrong.
+fn hook_of(method: &ImplItemFn) -> syn::Result<Option<HookDef>> {
+    let sig = &method.sig;
+    let name = sig.ident.to_string();
+    let Some(kind) = HookKind::from_name(&name) else {
+        if let Some(hook) = near_miss(&name) {
+            return Err(syn::Error::new(
+                sig.ident.span(),
+                format!(
+                    "`{name}` is not an agent hook; did you mean `{}`?\n\
+                     help: hooks are matched by exact name; rename this method if it is a helper",
+                    hook.name()
+                ),
+            ));
+        }
+        return Ok(None);
+    };
+    let expected = || format!("expected `{}`", kind.signature());
+    if !sig.generics.params.is_empty() {
+        return Err(syn::Error::new_spanned(
+            &sig.generics,
+            format!("hook `{name}` cannot be generic; {}", expected()),
+        ));
+    }
+    match sig.inputs.first() {
+        Some(FnArg::Receiver(receiver)) if receiver.reference.is_some() => {}
+        Some(FnArg::Receiver(receiver)) => {
+            return Err(syn::Error::new_spanned(
+                receiver,
+                format!("hook `{name}` must take `&mut self`; {}", expected()),
+            ));
+        }
+        _ => {
+            return Err(syn::Error::new(
+                sig.paren_token.span.join(),
+                format!("hook `{name}` must take `&mut self`; {}", expected()),
+            ));
+        }
+    }
+    let given = sig.inputs.len() - 1;
+    if given != kind.arity() {
+        return Err(syn::Error::new(
+            sig.paren_token.span.join(),
+            format!(
+                "hook `{name}` takes {} parameter{} after `&mut self`, not {given}; {}",
+                kind.arity(),
+                if kind.arity() == 1 { "" } else { "s" },
+                expected()
+            ),
+        ));
+    }
+    Ok(Some(HookDef {
+        kind,
+        ident: sig.ident.clone(),
+        is_async: sig.asyncness.is_some(),
+        span: sig.span(),
+    }))
+}
+
+/// A route name is one URL path segment.
+fn check_route_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("the agent name cannot be empty".into());
+    }
+    if let Some(bad) =
+        name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~')))
+    {
+        return Err(format!(
+            "the agent name is a URL path segment: `{bad}` is not allowed (use letters, digits, `-`, `_`, `.`, `~`)"
+        ));
+    }
+    Ok(())
+}

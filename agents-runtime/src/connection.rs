@@ -1,0 +1,402 @@
+//! The [`Connection`] object: id, uri, tags, typed per-connection state, send and close.
+
+use std::fmt;
+use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+
+use tokio::sync::{Notify, mpsc};
+
+use crate::error::ConnectionError;
+use crate::message::Message;
+
+/// Close codes the runtime itself uses, with their meaning here.
+pub mod close_code {
+    /// The server is shutting down, or the agent instance went away.
+    pub const GOING_AWAY: u16 = 1001;
+    /// A frame or message was over the server's size limit.
+    pub const MESSAGE_TOO_BIG: u16 = 1009;
+    /// Setting the connection up failed (tags, `on_start`); an `{"error":…}` frame came first.
+    pub const SESSION_SETUP_FAILED: u16 = 1011;
+    /// The client stopped reading and its outbox filled up ("try again later": clients reconnect).
+    pub const OUTBOX_FULL: u16 = 1013;
+}
+
+/// A close frame: code and reason.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct CloseFrame {
+    pub(crate) code: u16,
+    pub(crate) reason: String,
+}
+
+/// What the agent side queues for a connection's socket task.
+#[derive(Debug)]
+pub(crate) enum Outgoing {
+    Message(Message),
+    Close(CloseFrame),
+}
+
+/// Shared between a [`Connection`] and its socket task: the out-of-band close used when the
+/// in-band queue cannot take one (a full outbox).
+#[derive(Debug, Default)]
+pub(crate) struct Link {
+    forced: Notify,
+    forced_frame: Mutex<Option<CloseFrame>>,
+}
+
+impl Link {
+    /// Asks the socket task to drop whatever is queued and close with `frame` (first call wins).
+    pub(crate) fn force_close(&self, frame: CloseFrame) {
+        let mut slot = lock(&self.forced_frame);
+        if slot.is_none() {
+            *slot = Some(frame);
+            self.forced.notify_one();
+        }
+    }
+
+    /// Resolves once a forced close was asked for.
+    pub(crate) async fn forced(&self) -> CloseFrame {
+        loop {
+            if let Some(frame) = lock(&self.forced_frame).clone() {
+                return frame;
+            }
+            self.forced.notified().await;
+        }
+    }
+}
+
+/// The runtime's handle on one connection, unique within the process.
+pub(crate) type ConnectionKey = u64;
+
+/// One connected client, as the seeds' `Connection`: `id`, `uri`, `state`, `set_state`, `send`,
+/// `close`, `tags` and `server` (the instance name).
+///
+/// `S` is the agent's per-connection state type (`#[agent(connection_state = S)]`). The handle
+/// is cheap to clone; all clones refer to the same connection.
+pub struct Connection<S = ()> {
+    inner: Arc<Inner<S>>,
+}
+
+struct Inner<S> {
+    key: ConnectionKey,
+    id: Arc<str>,
+    uri: Box<str>,
+    server: Arc<str>,
+    tags: OnceLock<Box<[Arc<str>]>>,
+    state: Mutex<Option<S>>,
+    max_state_size: usize,
+    outbox: mpsc::Sender<Outgoing>,
+    outbox_capacity: usize,
+    closing: AtomicBool,
+    link: Arc<Link>,
+}
+
+impl<S> Clone for Connection<S> {
+    fn clone(&self) -> Self {
+        Self { inner: self.inner.clone() }
+    }
+}
+
+pub(crate) struct ConnectionParts {
+    pub(crate) key: ConnectionKey,
+    pub(crate) id: Arc<str>,
+    pub(crate) uri: Box<str>,
+    pub(crate) outbox: mpsc::Sender<Outgoing>,
+    pub(crate) link: Arc<Link>,
+}
+
+impl<S: serde::Serialize> Connection<S> {
+    pub(crate) fn new(parts: ConnectionParts, server: Arc<str>, max_state_size: usize) -> Self {
+        let outbox_capacity = parts.outbox.max_capacity();
+        Self {
+            inner: Arc::new(Inner {
+                key: parts.key,
+                id: parts.id,
+                uri: parts.uri,
+                server,
+                tags: OnceLock::new(),
+                state: Mutex::new(None),
+                max_state_size,
+                outbox: parts.outbox,
+                outbox_capacity,
+                closing: AtomicBool::new(false),
+                link: parts.link,
+            }),
+        }
+    }
+
+    /// Replaces the connection state (`connection.setState(state)`).
+    ///
+    /// The state must serialize to at most the server's `max_connection_state_size` bytes of
+    /// JSON; otherwise the old state is kept and [`ConnectionError::StateTooLarge`] is returned.
+    pub fn set_state(&self, state: S) -> Result<(), ConnectionError> {
+        self.check_state_size(&state)?;
+        *lock(&self.inner.state) = Some(state);
+        Ok(())
+    }
+
+    /// Computes the new state from the current one (`connection.setState(prev => next)`).
+    pub fn update_state(
+        &self,
+        update: impl FnOnce(Option<&S>) -> S,
+    ) -> Result<(), ConnectionError> {
+        let mut slot = lock(&self.inner.state);
+        let next = update(slot.as_ref());
+        self.check_state_size(&next)?;
+        *slot = Some(next);
+        Ok(())
+    }
+
+    fn check_state_size(&self, state: &S) -> Result<(), ConnectionError> {
+        let limit = self.inner.max_state_size;
+        let mut counter = SizeLimit { written: 0, limit };
+        match serde_json::to_writer(&mut counter, state) {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_io() => Err(ConnectionError::StateTooLarge { limit }),
+            Err(e) => Err(ConnectionError::StateNotSerializable(e)),
+        }
+    }
+}
+
+impl<S> Connection<S> {
+    /// The connection id: the client's `_pk` query parameter when it has 1 to 256 characters,
+    /// otherwise a random 21-character id of `[A-Za-z0-9_-]`.
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    /// The URL of the original upgrade request, query string included.
+    pub fn uri(&self) -> &str {
+        &self.inner.uri
+    }
+
+    /// The agent instance name this connection belongs to (`connection.server` in the docs).
+    pub fn server(&self) -> &str {
+        &self.inner.server
+    }
+
+    /// The tags from `connection_tags`; the first is always the connection id.
+    pub fn tags(&self) -> &[Arc<str>] {
+        match self.inner.tags.get() {
+            Some(tags) => tags,
+            None => std::slice::from_ref(&self.inner.id),
+        }
+    }
+
+    /// A copy of the connection state (`connection.state`), `None` until one is set.
+    pub fn state(&self) -> Option<S>
+    where
+        S: Clone,
+    {
+        lock(&self.inner.state).clone()
+    }
+
+    /// Reads the connection state in place, without cloning it.
+    pub fn with_state<R>(&self, read: impl FnOnce(Option<&S>) -> R) -> R {
+        read(lock(&self.inner.state).as_ref())
+    }
+
+    /// Removes the connection state (`connection.setState(null)`).
+    pub fn clear_state(&self) {
+        *lock(&self.inner.state) = None;
+    }
+
+    /// Queues a text or binary message for this client (`connection.send(message)`).
+    ///
+    /// Never waits. If the client has stopped reading and the outbox is full, the connection is
+    /// closed with [`close_code::OUTBOX_FULL`] and [`ConnectionError::OutboxFull`] is returned.
+    pub fn send(&self, message: impl Into<Message>) -> Result<(), ConnectionError> {
+        if self.is_closing() {
+            return Err(ConnectionError::Closed);
+        }
+        self.push(Outgoing::Message(message.into()))
+    }
+
+    /// Closes the connection with `code` and `reason` (`connection.close(code, reason)`), after
+    /// the messages already queued. The reason is cut to the 123 bytes a close frame can carry.
+    /// Closing twice is a no-op. Once closing, the connection is left out of `get_connections`
+    /// and broadcasts; `on_close` runs when the client's close frame arrives.
+    pub fn close(&self, code: u16, reason: &str) -> Result<(), ConnectionError> {
+        if !is_sendable_close_code(code) {
+            return Err(ConnectionError::InvalidCloseCode(code));
+        }
+        if self.inner.closing.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let frame = CloseFrame { code, reason: truncate_reason(reason).to_owned() };
+        match self.inner.outbox.try_send(Outgoing::Close(frame)) {
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(Outgoing::Close(frame))) => {
+                self.inner.link.force_close(frame);
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Full(Outgoing::Message(_))) => Ok(()),
+        }
+    }
+
+    /// Whether `close` was called or the runtime is closing this connection.
+    pub fn is_closing(&self) -> bool {
+        self.inner.closing.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn key(&self) -> ConnectionKey {
+        self.inner.key
+    }
+
+    pub(crate) fn id_arc(&self) -> &Arc<str> {
+        &self.inner.id
+    }
+
+    pub(crate) fn set_tags(&self, tags: Box<[Arc<str>]>) {
+        // Set once, right after `connection_tags` and before the connection is listed.
+        let _ = self.inner.tags.set(tags);
+    }
+
+    /// Queues without the closing check: also used for the setup-failure frame.
+    pub(crate) fn push(&self, outgoing: Outgoing) -> Result<(), ConnectionError> {
+        match self.inner.outbox.try_send(outgoing) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(ConnectionError::Closed),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                let capacity = self.inner.outbox_capacity;
+                if !self.inner.closing.swap(true, Ordering::AcqRel) {
+                    tracing::warn!(
+                        connection = %self.inner.id,
+                        agent_instance = %self.inner.server,
+                        capacity,
+                        "closing connection: outbox full, the client is not reading"
+                    );
+                }
+                self.inner.link.force_close(CloseFrame {
+                    code: close_code::OUTBOX_FULL,
+                    reason: "Outbox full: client is not reading".into(),
+                });
+                Err(ConnectionError::OutboxFull { capacity })
+            }
+        }
+    }
+}
+
+impl<S> fmt::Debug for Connection<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("id", &self.id())
+            .field("uri", &self.uri())
+            .field("tags", &self.tags())
+            .field("closing", &self.is_closing())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Codes a server may put in a close frame (RFC 6455 §7.4, as tungstenite and browsers check).
+pub(crate) fn is_sendable_close_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
+/// A close reason is at most 123 bytes of UTF-8; cut at a character boundary.
+pub(crate) fn truncate_reason(reason: &str) -> &str {
+    const MAX: usize = 123;
+    if reason.len() <= MAX {
+        return reason;
+    }
+    let mut end = MAX;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
+}
+
+/// The connection id for a `_pk` value: kept when it has 1 to 256 characters, else random.
+pub(crate) fn connection_id(pk: Option<&str>) -> Arc<str> {
+    match pk {
+        Some(pk) if !pk.is_empty() && crate::tags::utf16_len(pk) <= crate::tags::MAX_TAG_LEN => {
+            pk.into()
+        }
+        _ => random_id().into(),
+    }
+}
+
+/// A 21-character id over nanoid's alphabet `[A-Za-z0-9_-]`.
+pub(crate) fn random_id() -> String {
+    const ALPHABET: &[u8; 64] = b"useandom-26T198340PX75pxJACKVERYMINDBUSHWOLF_GQZbfghjklqvwyzrict";
+    let bytes: [u8; 21] = rand::random();
+    bytes.iter().map(|b| ALPHABET[usize::from(b & 63)] as char).collect()
+}
+
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A writer that counts bytes and fails once past `limit`, so oversized state stops early.
+struct SizeLimit {
+    written: usize,
+    limit: usize,
+}
+
+impl Write for SizeLimit {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.written += buf.len();
+        if self.written > self.limit {
+            return Err(io::Error::other("over the size limit"));
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pk_is_kept_when_it_fits() {
+        assert_eq!(&*connection_id(Some("abc")), "abc");
+        assert_eq!(&*connection_id(Some(&"x".repeat(256))), "x".repeat(256));
+    }
+
+    #[test]
+    fn missing_empty_or_long_pk_gets_a_random_id() {
+        for pk in [None, Some(""), Some(&*"x".repeat(257))] {
+            let id = connection_id(pk);
+            assert_eq!(id.len(), 21);
+            assert!(id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'));
+        }
+        assert_ne!(random_id(), random_id());
+    }
+
+    #[test]
+    fn close_codes_and_reasons() {
+        for ok in [1000, 1001, 1011, 1013, 3000, 4001, 4999] {
+            assert!(is_sendable_close_code(ok), "{ok}");
+        }
+        for bad in [0, 999, 1004, 1005, 1006, 1015, 2000, 5000] {
+            assert!(!is_sendable_close_code(bad), "{bad}");
+        }
+        assert_eq!(truncate_reason("short"), "short");
+        let long = "é".repeat(100); // 200 bytes
+        let cut = truncate_reason(&long);
+        assert!(cut.len() <= 123 && cut.chars().all(|c| c == 'é'));
+    }
+
+    #[test]
+    fn state_over_the_limit_is_refused_and_the_old_state_kept() {
+        let (tx, _rx) = mpsc::channel(4);
+        let parts = ConnectionParts {
+            key: 1,
+            id: "a".into(),
+            uri: "http://x/".into(),
+            outbox: tx,
+            link: Arc::default(),
+        };
+        let conn: Connection<String> = Connection::new(parts, "room".into(), 16);
+        conn.set_state("small".into()).expect("fits");
+        let err = conn.set_state("x".repeat(100)).unwrap_err();
+        assert!(matches!(err, ConnectionError::StateTooLarge { limit: 16 }));
+        assert_eq!(conn.state().as_deref(), Some("small"));
+        conn.update_state(|prev| format!("{}!", prev.map_or("", |s| s))).expect("fits");
+        assert_eq!(conn.state().as_deref(), Some("small!"));
+    }
+}

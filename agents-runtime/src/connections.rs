@@ -1,0 +1,93 @@
+//! The live connections of one instance, indexed by tag (the id is tag 0).
+
+use std::collections::HashMap;
+use std::collections::hash_map;
+use std::sync::Arc;
+
+use crate::connection::{Connection, ConnectionKey};
+
+pub(crate) struct ConnectionTable<S> {
+    by_key: HashMap<ConnectionKey, Connection<S>>,
+    by_tag: HashMap<Arc<str>, Vec<ConnectionKey>>,
+}
+
+impl<S> Default for ConnectionTable<S> {
+    fn default() -> Self {
+        Self { by_key: HashMap::new(), by_tag: HashMap::new() }
+    }
+}
+
+impl<S> ConnectionTable<S> {
+    pub(crate) fn insert(&mut self, conn: Connection<S>) {
+        let key = conn.key();
+        for tag in conn.tags() {
+            self.by_tag.entry(tag.clone()).or_default().push(key);
+        }
+        self.by_key.insert(key, conn);
+    }
+
+    pub(crate) fn remove(&mut self, key: ConnectionKey) -> Option<Connection<S>> {
+        let conn = self.by_key.remove(&key)?;
+        for tag in conn.tags() {
+            if let hash_map::Entry::Occupied(mut keys) = self.by_tag.entry(tag.clone()) {
+                keys.get_mut().retain(|k| *k != key);
+                if keys.get().is_empty() {
+                    keys.remove();
+                }
+            }
+        }
+        Some(conn)
+    }
+
+    pub(crate) fn get(&self, key: ConnectionKey) -> Option<&Connection<S>> {
+        self.by_key.get(&key)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+
+    /// Open connections, all or those carrying `tag`.
+    pub(crate) fn iter(&self, tag: Option<&str>) -> Connections<'_, S> {
+        let inner = match tag {
+            None => Inner::All(self.by_key.values()),
+            Some(tag) => Inner::Tagged {
+                keys: self.by_tag.get(tag).map_or(&[][..], Vec::as_slice).iter(),
+                table: &self.by_key,
+            },
+        };
+        Connections { inner }
+    }
+}
+
+/// The iterator of `Context::get_connections`: open connections only (not closing).
+pub struct Connections<'a, S> {
+    inner: Inner<'a, S>,
+}
+
+enum Inner<'a, S> {
+    All(hash_map::Values<'a, ConnectionKey, Connection<S>>),
+    Tagged {
+        keys: std::slice::Iter<'a, ConnectionKey>,
+        table: &'a HashMap<ConnectionKey, Connection<S>>,
+    },
+}
+
+impl<'a, S> Iterator for Connections<'a, S> {
+    type Item = &'a Connection<S>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let conn = match &mut self.inner {
+                Inner::All(values) => values.next()?,
+                Inner::Tagged { keys, table } => match table.get(keys.next()?) {
+                    Some(conn) => conn,
+                    None => continue,
+                },
+            };
+            if !conn.is_closing() {
+                return Some(conn);
+            }
+        }
+    }
+}

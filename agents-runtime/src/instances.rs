@@ -1,0 +1,78 @@
+//! The live instances of the process: one mailbox per `(agent, name)`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
+
+use crate::connection::lock;
+use crate::host::Event;
+use crate::registry::AgentClass;
+use crate::server::Shared;
+
+#[derive(Default)]
+pub(crate) struct Instances {
+    by_class: Mutex<HashMap<&'static str, HashMap<Arc<str>, mpsc::Sender<Event>>>>,
+}
+
+impl Instances {
+    /// The mailbox of instance `name`, starting the instance if it is not live.
+    fn mailbox(&self, class: &AgentClass, name: &str, shared: &Arc<Shared>) -> mpsc::Sender<Event> {
+        let mut by_class = lock(&self.by_class);
+        let instances = by_class.entry(class.name).or_default();
+        match instances.get(name) {
+            Some(mailbox) if !mailbox.is_closed() => mailbox.clone(),
+            _ => {
+                let name: Arc<str> = name.into();
+                let mailbox = (class.spawn)(shared.clone(), name.clone());
+                instances.insert(name, mailbox.clone());
+                mailbox
+            }
+        }
+    }
+
+    /// Delivers `event` to instance `name` and returns the mailbox that took it, for the
+    /// sender's later events. Waits while the mailbox is full (backpressure).
+    pub(crate) async fn dispatch(
+        &self,
+        class: &AgentClass,
+        name: &str,
+        shared: &Arc<Shared>,
+        mut event: Event,
+    ) -> Option<mpsc::Sender<Event>> {
+        // A retry only happens when an instance left memory between lookup and send.
+        for _ in 0..3 {
+            let mailbox = self.mailbox(class, name, shared);
+            match mailbox.send(event).await {
+                Ok(()) => return Some(mailbox),
+                Err(mpsc::error::SendError(returned)) => event = returned,
+            }
+        }
+        tracing::error!(agent = class.name, name, "instance did not accept the event");
+        None
+    }
+
+    /// Removes an idle instance, only if nothing but this table holds its mailbox and nothing
+    /// is queued: no connection task or request can then reach the dropped instance.
+    pub(crate) fn try_evict(
+        &self,
+        class: &'static str,
+        name: &str,
+        mailbox: &mpsc::Receiver<Event>,
+    ) -> bool {
+        let mut by_class = lock(&self.by_class);
+        let Some(instances) = by_class.get_mut(class) else { return true };
+        let idle = instances
+            .get(name)
+            .is_none_or(|sender| sender.strong_count() == 1 && mailbox.is_empty());
+        if idle {
+            instances.remove(name);
+        }
+        idle
+    }
+
+    /// How many instances are live (in memory).
+    pub(crate) fn live(&self) -> usize {
+        lock(&self.by_class).values().map(HashMap::len).sum()
+    }
+}

@@ -1,0 +1,98 @@
+//! Stateful WebSocket agents with the semantics of Cloudflare Agents and Durable Objects,
+//! self-hosted.
+//!
+//! Annotate an inherent impl block with `#[agent]`; the hooks you write there (`on_start`,
+//! `on_request`, `connection_tags`, `on_connect`, `on_message`, `on_close`, `on_error`) become
+//! the agent's [`Agent`] implementation. Each `(agent, name)` pair is one live instance,
+//! reached at `/agents/{agent}/{name}`, that handles its events one turn at a time on
+//! `&mut self`.
+//!
+//! ```no_run
+//! use agents_runtime::prelude::*;
+//!
+//! #[derive(Default)]
+//! struct Echo;
+//!
+//! #[agent]
+//! impl Echo {
+//!     async fn on_connect(&mut self, _ctx: &mut Context<Self>, conn: &Connection, _c: &ConnectionContext) -> Result<()> {
+//!         conn.send("Welcome!")?;
+//!         Ok(())
+//!     }
+//!
+//!     async fn on_message(&mut self, _ctx: &mut Context<Self>, conn: &Connection, message: Message) -> Result<()> {
+//!         conn.send(message)?;
+//!         Ok(())
+//!     }
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<()> {
+//!     Server::builder().bind("127.0.0.1:8787").await?.run().await
+//! }
+//! ```
+//!
+//! # Hook signatures
+//!
+//! Hooks may be `async fn` or `fn`, take `&mut self` (or `&self`), and return `()`/`T` or
+//! `Result<T, E>` for any error convertible into [`Error`]. `S` is the connection state type
+//! given as `#[agent(connection_state = S)]` (default `()`).
+//!
+//! | hook | parameters after `&mut self, ctx: &mut Context<Self>` | returns |
+//! |---|---|---|
+//! | `on_start` | — | `()` |
+//! | `on_request` | `request: Request` | [`Response`] |
+//! | `connection_tags` | `conn: &Connection<S>, conn_ctx: &ConnectionContext` | `Vec<String>` |
+//! | `on_connect` | `conn: &Connection<S>, conn_ctx: &ConnectionContext` | `()` |
+//! | `on_message` | `conn: &Connection<S>, message: Message` | `()` |
+//! | `on_close` | `conn: &Connection<S>, code: u16, reason: &str, was_clean: bool` | `()` |
+//! | `on_error` | `conn: Option<&Connection<S>>, error: &Error` | `()` |
+
+mod agent;
+mod connection;
+mod connections;
+mod context;
+mod env;
+mod error;
+mod host;
+mod instances;
+mod message;
+mod registry;
+mod request;
+mod server;
+mod tags;
+mod transport;
+
+pub use agent::{Agent, not_implemented};
+pub use agents_macros::agent;
+pub use connection::{Connection, close_code};
+pub use connections::Connections;
+pub use context::Context;
+pub use env::Env;
+pub use error::{ConnectionError, Error, IntoHookResult, Result};
+pub use message::{Message, Text};
+pub use request::{ConnectionContext, Request, Response};
+pub use server::{Server, ServerBuilder, ServerHandle};
+pub use tags::{MAX_TAG_LEN, MAX_TAGS};
+
+/// Re-exported so users and generated code name the same versions.
+pub use bytes;
+pub use http;
+pub use serde;
+pub use serde_json;
+
+/// Everything an agent module usually needs: `use agents_runtime::prelude::*;`.
+pub mod prelude {
+    pub use crate::{
+        Agent, Connection, ConnectionContext, Context, Error, Message, Request, Response, Result,
+        Server, agent,
+    };
+}
+
+/// What `#[agent]` expands to. Not a public API: it may change in any release.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::error::IntoHookResult;
+    pub use crate::registry::AgentRegistration;
+    pub use inventory;
+}

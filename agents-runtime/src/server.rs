@@ -1,0 +1,263 @@
+//! [`Server`]: the builder (agents, env, limits) and the running server.
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, ToSocketAddrs};
+
+use crate::agent::Agent;
+use crate::connection::ConnectionKey;
+use crate::env::Env;
+use crate::error::Error;
+use crate::instances::Instances;
+use crate::registry::{self, AgentClass};
+
+/// The bounds every input and queue is held to. Set through [`ServerBuilder`].
+#[derive(Clone, Debug)]
+pub(crate) struct Limits {
+    pub(crate) max_message_size: usize,
+    pub(crate) outbox_capacity: usize,
+    pub(crate) mailbox_capacity: usize,
+    pub(crate) max_connection_state_size: usize,
+    pub(crate) max_request_body_size: usize,
+    pub(crate) read_buffer_size: usize,
+    pub(crate) close_timeout: Duration,
+    pub(crate) evict_idle_after: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_message_size: 1 << 20,
+            outbox_capacity: 1024,
+            mailbox_capacity: 1024,
+            max_connection_state_size: 2048,
+            max_request_body_size: 1 << 20,
+            read_buffer_size: 4096,
+            close_timeout: Duration::from_secs(5),
+            evict_idle_after: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What the transport, the instances and the hosts share.
+pub(crate) struct Shared {
+    pub(crate) classes: HashMap<&'static str, AgentClass>,
+    pub(crate) env: Env,
+    pub(crate) limits: Limits,
+    pub(crate) instances: Instances,
+    pub(crate) data_dir: Option<PathBuf>,
+    next_key: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn next_connection_key(&self) -> ConnectionKey {
+        self.next_key.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// Builds a [`Server`]: which agents it hosts, their `env`, and its limits.
+///
+/// Every `#[agent]` type linked into the binary is hosted; [`agent`](Self::agent) adds one
+/// explicitly (a hand-written `Agent` impl, or to make the dependency visible).
+pub struct ServerBuilder {
+    classes: Vec<AgentClass>,
+    env: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
+    limits: Limits,
+    data_dir: Option<PathBuf>,
+}
+
+impl ServerBuilder {
+    /// Hosts agent `A` under `/agents/{A::NAME}/{name}`.
+    pub fn agent<A: Agent>(mut self) -> Self {
+        self.classes.push(AgentClass::of::<A>());
+        self
+    }
+
+    /// Adds a shared resource to `env`, reachable from hooks as `ctx.env().get::<T>()`.
+    /// One value per type; a second value of the same type replaces the first.
+    pub fn env<T: Any + Send + Sync>(mut self, value: T) -> Self {
+        self.env.insert(TypeId::of::<T>(), Box::new(value));
+        self
+    }
+
+    /// The directory the server keeps its data in; created when the server binds.
+    pub fn data_dir(mut self, path: impl Into<PathBuf>) -> Self {
+        self.data_dir = Some(path.into());
+        self
+    }
+
+    /// Largest WebSocket message (and frame) a client may send, in bytes; a bigger one closes
+    /// the connection with 1009. Default 1 MiB.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.limits.max_message_size = bytes;
+        self
+    }
+
+    /// Messages queued per connection before a client that stopped reading is closed with
+    /// 1013. Default 1024.
+    pub fn outbox_capacity(mut self, messages: usize) -> Self {
+        self.limits.outbox_capacity = messages;
+        self
+    }
+
+    /// Events queued per instance; sockets wait (and stop reading) while it is full.
+    /// Default 1024.
+    pub fn mailbox_capacity(mut self, events: usize) -> Self {
+        self.limits.mailbox_capacity = events;
+        self
+    }
+
+    /// Largest per-connection state, in bytes of JSON; `set_state` refuses a bigger one.
+    /// Default 2048, Cloudflare's attachment limit.
+    pub fn max_connection_state_size(mut self, bytes: usize) -> Self {
+        self.limits.max_connection_state_size = bytes;
+        self
+    }
+
+    /// Largest HTTP request body passed to `on_request`; a bigger one gets 413. Default 1 MiB.
+    pub fn max_request_body_size(mut self, bytes: usize) -> Self {
+        self.limits.max_request_body_size = bytes;
+        self
+    }
+
+    /// Per-connection read buffer, in bytes (memory per idle connection). Default 4 KiB.
+    pub fn read_buffer_size(mut self, bytes: usize) -> Self {
+        self.limits.read_buffer_size = bytes;
+        self
+    }
+
+    /// How long a close handshake may take before the socket is dropped. Default 5 s.
+    pub fn close_timeout(mut self, timeout: Duration) -> Self {
+        self.limits.close_timeout = timeout;
+        self
+    }
+
+    /// How long an instance with no connections stays in memory without events before it
+    /// is dropped (its next event starts it again, `on_start` included). Default 10 s.
+    pub fn evict_idle_after(mut self, idle: Duration) -> Self {
+        self.limits.evict_idle_after = idle;
+        self
+    }
+
+    /// Checks the configuration, creates the data directory and binds the listener.
+    pub async fn bind(self, addr: impl ToSocketAddrs) -> Result<Server, Error> {
+        let limits = self.limits;
+        for (what, value) in [
+            ("outbox_capacity", limits.outbox_capacity),
+            ("mailbox_capacity", limits.mailbox_capacity),
+            ("max_message_size", limits.max_message_size),
+            ("read_buffer_size", limits.read_buffer_size),
+        ] {
+            if value == 0 {
+                return Err(Error::msg(format!("{what} must be at least 1")));
+            }
+        }
+        let mut classes: HashMap<&'static str, AgentClass> = HashMap::new();
+        for class in self.classes.into_iter().chain(registry::registered()) {
+            if let Some(existing) = classes.get(class.name) {
+                if (existing.type_id)() != (class.type_id)() {
+                    return Err(Error::msg(format!(
+                        "two agents are named `{}`: {} and {}; rename one with #[agent(name = \"...\")]",
+                        class.name, existing.type_name, class.type_name
+                    )));
+                }
+                continue;
+            }
+            classes.insert(class.name, class);
+        }
+        if let Some(dir) = &self.data_dir {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                Error::msg(format!("cannot create data directory {}: {e}", dir.display()))
+            })?;
+        }
+        let listener = TcpListener::bind(addr).await?;
+        let shared = Arc::new(Shared {
+            classes,
+            env: Env::from_map(self.env),
+            limits,
+            instances: Instances::default(),
+            data_dir: self.data_dir,
+            next_key: AtomicU64::new(1),
+        });
+        Ok(Server { listener, shared })
+    }
+}
+
+/// A bound server. Start it with [`run`](Self::run) or [`run_until`](Self::run_until).
+///
+/// ```no_run
+/// # async fn main_() -> agents_runtime::Result<()> {
+/// let server = agents_runtime::Server::builder().bind("127.0.0.1:8787").await?;
+/// println!("listening on {}", server.local_addr());
+/// server.run().await?;
+/// # Ok(()) }
+/// ```
+pub struct Server {
+    listener: TcpListener,
+    shared: Arc<Shared>,
+}
+
+impl Server {
+    /// A builder hosting every `#[agent]` in the binary, with default limits.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder {
+            classes: Vec::new(),
+            env: HashMap::new(),
+            limits: Limits::default(),
+            data_dir: None,
+        }
+    }
+
+    /// The address the server listens on (the real port when bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound TCP listener has an address")
+    }
+
+    /// The route names of the hosted agents, sorted.
+    pub fn agents(&self) -> Vec<&'static str> {
+        let mut names: Vec<_> = self.shared.classes.keys().copied().collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// A handle for observing the server while it runs.
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle { shared: self.shared.clone() }
+    }
+
+    /// Serves until the process ends.
+    pub async fn run(self) -> Result<(), Error> {
+        self.run_until(std::future::pending()).await
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting connections.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), Error> {
+        crate::transport::serve(self.listener, self.shared, shutdown).await?;
+        Ok(())
+    }
+}
+
+/// Observes a running server (for tests and metrics).
+#[derive(Clone)]
+pub struct ServerHandle {
+    shared: Arc<Shared>,
+}
+
+impl ServerHandle {
+    /// How many agent instances are in memory now.
+    pub fn live_instances(&self) -> usize {
+        self.shared.instances.live()
+    }
+
+    /// The data directory, if one was configured.
+    pub fn data_dir(&self) -> Option<&std::path::Path> {
+        self.shared.data_dir.as_deref()
+    }
+}

@@ -1,0 +1,334 @@
+//! One task per WebSocket: upgrade, then relay frames to the instance mailbox and the outbox
+//! to the client, and run the close handshake.
+
+use std::sync::Arc;
+
+use futures_util::{SinkExt, StreamExt};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper_util::rt::TokioIo;
+use tokio::sync::mpsc;
+use tokio::time::timeout;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame as WireCloseFrame;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{self, Error as WsError, Message as WsMessage};
+use warp::reply::Reply;
+
+use crate::connection::{
+    CloseFrame, ConnectionKey, ConnectionParts, Link, Outgoing, close_code, connection_id,
+};
+use crate::error::Error;
+use crate::host::{ConnectRequest, Event};
+use crate::message::{Message, Text};
+use crate::registry::AgentClass;
+use crate::request::{ConnectionContext, query_param};
+use crate::server::Shared;
+
+type Ws = WebSocketStream<TokioIo<Upgraded>>;
+
+/// Most queued messages written before one flush.
+const WRITE_BATCH: usize = 64;
+
+/// `Upgrade: websocket` (case-insensitive), as the reference tests it.
+pub(super) fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+/// Answers the upgrade (101) and starts the socket task, or says what is wrong with it.
+pub(super) fn upgrade(
+    shared: Arc<Shared>,
+    class: AgentClass,
+    name: String,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    on_upgrade: Option<OnUpgrade>,
+) -> warp::reply::Response {
+    let bad = |why: &'static str| super::text(StatusCode::BAD_REQUEST, why);
+    if method != Method::GET {
+        return bad("Invalid WebSocket upgrade: the method must be GET");
+    }
+    let has_upgrade_token = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    if !has_upgrade_token {
+        return bad("Invalid WebSocket upgrade: `Connection: upgrade` is missing");
+    }
+    if headers.get(header::SEC_WEBSOCKET_VERSION).map(HeaderValue::as_bytes) != Some(b"13") {
+        let mut response =
+            super::text(StatusCode::UPGRADE_REQUIRED, "Unsupported WebSocket version: use 13");
+        response
+            .headers_mut()
+            .insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        return response;
+    }
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
+        return bad("Invalid WebSocket upgrade: `Sec-WebSocket-Key` is missing");
+    };
+    let Some(on_upgrade) = on_upgrade else {
+        return bad("Invalid WebSocket upgrade: the connection cannot be upgraded");
+    };
+    let accept = derive_accept_key(key.as_bytes());
+    let id = connection_id(query_param(uri.query(), "_pk").as_deref());
+    let conn_ctx = ConnectionContext::new(method, uri, headers);
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(e) => return tracing::debug!("websocket upgrade failed: {e}"),
+        };
+        let limits = &shared.limits;
+        let config = WebSocketConfig::default()
+            .read_buffer_size(limits.read_buffer_size)
+            .max_message_size(Some(limits.max_message_size))
+            .max_frame_size(Some(limits.max_message_size));
+        let ws =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
+                .await;
+        run(ws, shared, class, name, id, conn_ctx).await;
+    });
+    let mut response = http::Response::new(bytes::Bytes::new());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(accept) = HeaderValue::from_str(&accept) {
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    response.into_response()
+}
+
+async fn run(
+    mut ws: Ws,
+    shared: Arc<Shared>,
+    class: AgentClass,
+    name: String,
+    id: Arc<str>,
+    conn_ctx: ConnectionContext,
+) {
+    let key = shared.next_connection_key();
+    let (outbox_tx, outbox) = mpsc::channel(shared.limits.outbox_capacity);
+    let link = Arc::new(Link::default());
+    let parts = ConnectionParts {
+        key,
+        id,
+        uri: conn_ctx.url().into(),
+        outbox: outbox_tx,
+        link: link.clone(),
+    };
+    let connect = Event::Connect(Box::new(ConnectRequest { parts, conn_ctx }));
+    let Some(mailbox) = shared.instances.dispatch(&class, &name, &shared, connect).await else {
+        let frame = wire_close(close_code::GOING_AWAY, "Agent unavailable");
+        let _ = timeout(shared.limits.close_timeout, ws.close(Some(frame))).await;
+        return;
+    };
+    let socket = Socket { ws, outbox, link, mailbox, key, pending: None, shared };
+    socket.relay().await;
+}
+
+struct Socket {
+    ws: Ws,
+    outbox: mpsc::Receiver<Outgoing>,
+    link: Arc<Link>,
+    mailbox: mpsc::Sender<Event>,
+    key: ConnectionKey,
+    /// A message read but not yet taken by the mailbox: reading pauses until it is.
+    pending: Option<Event>,
+    shared: Arc<Shared>,
+}
+
+/// How the relay loop ended.
+enum End {
+    /// The client sent a close frame (already answered with the same code and reason).
+    PeerClosed(u16, String),
+    /// We close: send this frame, then wait for the client's.
+    Close(CloseFrame),
+    /// The outbox overflowed: drop what is queued, then close.
+    Forced(CloseFrame),
+    /// The transport broke (reset, EOF without close): 1006.
+    Abnormal,
+}
+
+impl Socket {
+    async fn relay(mut self) {
+        let end = self.relay_until_end().await;
+        if let Some(event) = self.pending.take() {
+            let _ = self.mailbox.send(event).await;
+        }
+        let (code, reason, was_clean) = match end {
+            End::PeerClosed(code, reason) => {
+                // tungstenite queued the reply (same code and reason); push it out.
+                let _ = timeout(self.shared.limits.close_timeout, self.ws.flush()).await;
+                (code, reason, true)
+            }
+            End::Close(frame) | End::Forced(frame) => self.close_handshake(frame).await,
+            End::Abnormal => (1006, String::new(), false),
+        };
+        let _ = self.mailbox.send(Event::Close { key: self.key, code, reason, was_clean }).await;
+    }
+
+    async fn relay_until_end(&mut self) -> End {
+        let link = self.link.clone();
+        loop {
+            tokio::select! {
+                frame = link.forced() => return End::Forced(frame),
+                permit = self.mailbox.reserve(), if self.pending.is_some() => match permit {
+                    Ok(permit) => permit.send(self.pending.take().expect("guarded by the branch")),
+                    Err(_) => return End::Close(CloseFrame {
+                        code: close_code::GOING_AWAY,
+                        reason: "Agent unavailable".into(),
+                    }),
+                },
+                outgoing = self.outbox.recv() => match outgoing {
+                    Some(Outgoing::Message(message)) => {
+                        let written = tokio::select! {
+                            written = write_batch(&mut self.ws, &mut self.outbox, message) => written,
+                            frame = link.forced() => return End::Forced(frame),
+                        };
+                        match written {
+                            Ok(None) => {}
+                            Ok(Some(close)) => return End::Close(close),
+                            Err(_) => return End::Abnormal,
+                        }
+                    }
+                    Some(Outgoing::Close(frame)) => return End::Close(frame),
+                    // Every handle on this connection is gone: the instance dropped it.
+                    None => return End::Close(CloseFrame {
+                        code: close_code::GOING_AWAY,
+                        reason: "Agent unavailable".into(),
+                    }),
+                },
+                frame = self.ws.next(), if self.pending.is_none() => {
+                    let limit = self.shared.limits.max_message_size;
+                    let read = on_frame(frame, self.key, limit, &mut self.pending, &self.mailbox);
+                    if let Some(end) = read.await {
+                        return end;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends our close frame and waits for the client's, within the close timeout.
+    /// Returns what `on_close` gets: the client's code and reason, or 1006 if none came.
+    async fn close_handshake(&mut self, frame: CloseFrame) -> (u16, String, bool) {
+        let wait = self.shared.limits.close_timeout;
+        let handshake = async {
+            self.ws
+                .send(WsMessage::Close(Some(wire_close(frame.code, &frame.reason))))
+                .await
+                .ok()?;
+            while let Some(next) = self.ws.next().await {
+                match next {
+                    Ok(WsMessage::Close(reply)) => {
+                        return Some(match reply {
+                            Some(reply) => {
+                                (u16::from(reply.code), reply.reason.as_str().to_owned())
+                            }
+                            None => (1005, String::new()),
+                        });
+                    }
+                    Ok(_) => {} // data after our close frame is dropped
+                    Err(_) => return None,
+                }
+            }
+            None
+        };
+        match timeout(wait, handshake).await {
+            Ok(Some((code, reason))) => (code, reason, true),
+            _ => (1006, String::new(), false),
+        }
+    }
+}
+
+/// Writes `first` and whatever else is queued (up to a batch), then flushes once.
+/// Stops at a queued close frame and returns it.
+async fn write_batch(
+    ws: &mut Ws,
+    outbox: &mut mpsc::Receiver<Outgoing>,
+    first: Message,
+) -> Result<Option<CloseFrame>, WsError> {
+    ws.feed(to_wire(first)).await?;
+    let mut close = None;
+    for _ in 1..WRITE_BATCH {
+        match outbox.try_recv() {
+            Ok(Outgoing::Message(message)) => ws.feed(to_wire(message)).await?,
+            Ok(Outgoing::Close(frame)) => {
+                close = Some(frame);
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    ws.flush().await?;
+    Ok(close)
+}
+
+fn to_wire(message: Message) -> WsMessage {
+    match message {
+        Message::Text(text) => WsMessage::Text(text.into_wire()),
+        Message::Binary(bytes) => WsMessage::Binary(bytes),
+    }
+}
+
+fn wire_close(code: u16, reason: &str) -> WireCloseFrame {
+    WireCloseFrame {
+        code: tungstenite::protocol::frame::coding::CloseCode::from(code),
+        reason: reason.into(),
+    }
+}
+
+/// Turns what the client sent into a pending mailbox event, or into how the relay ends.
+async fn on_frame(
+    frame: Option<Result<WsMessage, WsError>>,
+    key: ConnectionKey,
+    limit: usize,
+    pending: &mut Option<Event>,
+    mailbox: &mpsc::Sender<Event>,
+) -> Option<End> {
+    match frame {
+        Some(Ok(WsMessage::Text(text))) => {
+            let message = Message::Text(Text::from_wire(text));
+            *pending = Some(Event::Message { key, message });
+        }
+        Some(Ok(WsMessage::Binary(bytes))) => {
+            *pending = Some(Event::Message { key, message: Message::Binary(bytes) });
+        }
+        // tungstenite answers pings itself.
+        Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => {}
+        Some(Ok(WsMessage::Close(frame))) => {
+            let (code, reason) = match frame {
+                Some(frame) => (u16::from(frame.code), frame.reason.as_str().to_owned()),
+                None => (1005, String::new()),
+            };
+            return Some(End::PeerClosed(code, reason));
+        }
+        Some(Err(WsError::Capacity(e))) => {
+            let error = Error::msg(format!("message over the {limit}-byte limit: {e}"));
+            let _ = mailbox.send(Event::Error { key, error }).await;
+            return Some(End::Close(CloseFrame {
+                code: close_code::MESSAGE_TOO_BIG,
+                reason: "Message too big".into(),
+            }));
+        }
+        Some(Err(WsError::Protocol(e))) => {
+            let error = Error::msg(format!("websocket protocol error: {e}"));
+            let _ = mailbox.send(Event::Error { key, error }).await;
+            return Some(End::Close(CloseFrame { code: 1002, reason: "Protocol error".into() }));
+        }
+        Some(Err(WsError::Utf8(_))) => {
+            let error = Error::msg("a text frame was not valid UTF-8");
+            let _ = mailbox.send(Event::Error { key, error }).await;
+            return Some(End::Close(CloseFrame { code: 1007, reason: "Invalid UTF-8".into() }));
+        }
+        Some(Err(_)) | None => return Some(End::Abnormal),
+    }
+    None
+}
