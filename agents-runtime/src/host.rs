@@ -98,6 +98,11 @@ impl<A: Agent> Host<A> {
                 else {
                     return;
                 };
+                // A connection the agent closed (say, refused in `on_connect`) is not heard:
+                // what it sent before its close frame is dropped.
+                if conn.is_closing() {
+                    return;
+                }
                 let conn = conn.clone();
                 if let Err(e) = agent.on_message(&mut self.ctx, &conn, message).await {
                     report(agent, &mut self.ctx, Some(&conn), e).await;

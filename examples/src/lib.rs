@@ -1,0 +1,29 @@
+//! The reference agents: the Rust versions of the Cloudflare seeds' examples, each behaving
+//! as its namesake. `main.rs` serves them all; the integration tests drive them through real
+//! sockets; the book includes them.
+
+pub mod agents;
+
+use agents_runtime::ServerBuilder;
+
+pub use agents::{ChatAgent, ChatRoom, FileAgent, MyAgent, PresenceAgent, SecureAgent, TagsAgent};
+
+/// A server builder hosting every reference agent (registered explicitly, so a binary that
+/// links this crate gets all of them whatever the linker keeps).
+pub fn server() -> ServerBuilder {
+    agents_runtime::Server::builder()
+        .agent::<MyAgent>()
+        .agent::<ChatRoom>()
+        .agent::<PresenceAgent>()
+        .agent::<ChatAgent>()
+        .agent::<SecureAgent>()
+        .agent::<TagsAgent>()
+        .agent::<FileAgent>()
+}
+
+/// Milliseconds since the Unix epoch (JavaScript's `Date.now()`).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
+}
