@@ -1,1 +1,220 @@
-//! Test helpers.
+//! Helpers for the integration tests: a server on an ephemeral loopback port, a WebSocket
+//! client that never waits forever, and a minimal HTTP/1.1 client.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use agents_runtime::{ServerBuilder, ServerHandle};
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long any single wait in a test may take before the test fails (not a timing check:
+/// a generous bound so a broken server fails the test instead of hanging it).
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A server running in the test's runtime on 127.0.0.1 and a free port.
+pub struct TestServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// For observing instances.
+    pub handle: ServerHandle,
+}
+
+/// Binds `builder` on 127.0.0.1:0 and runs it in the background.
+pub async fn start(builder: ServerBuilder) -> TestServer {
+    let server = builder.bind("127.0.0.1:0").await.expect("the test server binds");
+    let addr = server.local_addr();
+    let handle = server.handle();
+    tokio::spawn(server.run());
+    TestServer { addr, handle }
+}
+
+/// The examples server with default limits.
+pub async fn examples() -> TestServer {
+    start(agents_examples::server()).await
+}
+
+impl TestServer {
+    /// `ws://addr{path}`.
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.addr)
+    }
+
+    /// Opens a WebSocket to `path` (which includes any query string).
+    pub async fn connect(&self, path: &str) -> Client {
+        let url = self.ws_url(path);
+        let (ws, response) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(&url))
+            .await
+            .unwrap_or_else(|_| panic!("connecting to {url} timed out"))
+            .unwrap_or_else(|e| panic!("connecting to {url} failed: {e}"));
+        assert_eq!(response.status(), 101);
+        Client { ws }
+    }
+
+    /// Tries a WebSocket upgrade that is expected to be refused; returns status and body.
+    pub async fn refused_upgrade(&self, path: &str) -> (u16, String) {
+        let url = self.ws_url(path);
+        match tokio_tungstenite::connect_async(&url).await {
+            Ok(_) => panic!("the upgrade to {url} was accepted"),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                let body = response.body().as_deref().map(String::from_utf8_lossy);
+                (response.status().as_u16(), body.unwrap_or_default().into_owned())
+            }
+            Err(other) => panic!("unexpected error from {url}: {other}"),
+        }
+    }
+
+    /// Sends one HTTP/1.1 request and returns status and body.
+    pub async fn http(&self, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+        let mut stream = TcpStream::connect(self.addr).await.expect("connects");
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            self.addr,
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).await.expect("writes the head");
+        // The server may answer (413) before reading a body it refuses.
+        let _ = stream.write_all(body).await;
+        let mut raw = Vec::new();
+        tokio::time::timeout(WAIT, stream.read_to_end(&mut raw))
+            .await
+            .expect("the response arrives in time")
+            .expect("reads the response");
+        let text = String::from_utf8_lossy(&raw);
+        let (head, body) = text.split_once("\r\n\r\n").expect("a complete response");
+        let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status line");
+        (status, body.to_owned())
+    }
+}
+
+/// A WebSocket client for tests; every wait is bounded by [`WAIT`].
+pub struct Client {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+/// What the client saw when the server closed.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Closed {
+    /// Close code (1005 when the frame had none).
+    pub code: u16,
+    /// Close reason.
+    pub reason: String,
+}
+
+impl Client {
+    /// The next data message; fails on close, error or timeout.
+    pub async fn recv(&mut self) -> WsMessage {
+        loop {
+            let next = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("a message arrives in time")
+                .expect("the socket is open")
+                .expect("the socket is healthy");
+            match next {
+                WsMessage::Text(_) | WsMessage::Binary(_) => return next,
+                WsMessage::Close(frame) => panic!("closed while waiting for a message: {frame:?}"),
+                _ => {}
+            }
+        }
+    }
+
+    /// The next message, which must be text.
+    pub async fn recv_text(&mut self) -> String {
+        match self.recv().await {
+            WsMessage::Text(text) => text.as_str().to_owned(),
+            other => panic!("expected text, got {other:?}"),
+        }
+    }
+
+    /// The next message, which must be a JSON text.
+    pub async fn recv_json(&mut self) -> serde_json::Value {
+        let text = self.recv_text().await;
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+    }
+
+    /// The next message, which must be binary.
+    pub async fn recv_binary(&mut self) -> Vec<u8> {
+        match self.recv().await {
+            WsMessage::Binary(bytes) => bytes.to_vec(),
+            other => panic!("expected binary, got {other:?}"),
+        }
+    }
+
+    /// Sends a text message.
+    pub async fn send_text(&mut self, text: impl Into<String>) {
+        self.ws.send(WsMessage::text(text.into())).await.expect("sends text");
+    }
+
+    /// Sends a binary message.
+    pub async fn send_binary(&mut self, bytes: impl Into<Vec<u8>>) {
+        self.ws.send(WsMessage::binary(bytes.into())).await.expect("sends binary");
+    }
+
+    /// Reads (and drops data) until the server's close frame; returns its code and reason.
+    pub async fn expect_close(&mut self) -> Closed {
+        loop {
+            let next = tokio::time::timeout(WAIT, self.ws.next()).await.expect("a close in time");
+            match next {
+                Some(Ok(WsMessage::Close(frame))) => return closed(frame),
+                Some(Ok(_)) => {}
+                other => panic!("the socket ended without a close frame: {other:?}"),
+            }
+        }
+    }
+
+    /// Like [`expect_close`](Self::expect_close), but fails on any data message before it.
+    pub async fn expect_close_now(&mut self) -> Closed {
+        let next = tokio::time::timeout(WAIT, self.ws.next()).await.expect("a close in time");
+        match next {
+            Some(Ok(WsMessage::Close(frame))) => closed(frame),
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
+
+    /// Starts a close handshake (`None` sends an empty close frame) and returns the server's
+    /// answering close frame.
+    pub async fn close(&mut self, frame: Option<(u16, &str)>) -> Closed {
+        let frame = frame.map(|(code, reason)| CloseFrame {
+            code: CloseCode::from(code),
+            reason: reason.into(),
+        });
+        self.ws.close(frame).await.expect("sends the close frame");
+        self.expect_close().await
+    }
+
+    /// Like [`close`](Self::close), but fails if any data message arrives before the answer:
+    /// proves the client was sent nothing more.
+    pub async fn close_expecting_nothing(&mut self) -> Closed {
+        let frame = CloseFrame { code: CloseCode::Normal, reason: "".into() };
+        self.ws.close(Some(frame)).await.expect("sends the close frame");
+        self.expect_close_now().await
+    }
+
+    /// The raw stream, for tests that need to stop reading.
+    pub fn into_inner(self) -> WebSocketStream<MaybeTlsStream<TcpStream>> {
+        self.ws
+    }
+}
+
+fn closed(frame: Option<CloseFrame>) -> Closed {
+    match frame {
+        Some(frame) => {
+            Closed { code: u16::from(frame.code), reason: frame.reason.as_str().to_owned() }
+        }
+        None => Closed { code: 1005, reason: String::new() },
+    }
+}
+
+/// Waits until `condition` holds, checking every few milliseconds, for at most [`WAIT`].
+pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !condition() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
