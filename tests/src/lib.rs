@@ -71,25 +71,52 @@ impl TestServer {
 
     /// Sends one HTTP/1.1 request and returns status and body.
     pub async fn http(&self, method: &str, path: &str, body: &[u8]) -> (u16, String) {
-        let mut stream = TcpStream::connect(self.addr).await.expect("connects");
         let head = format!(
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
             self.addr,
             body.len()
         );
-        stream.write_all(head.as_bytes()).await.expect("writes the head");
+        self.raw_http(head.as_bytes(), body).await
+    }
+
+    /// Sends `head` (request line and headers, ending in an empty line) and `body` as they
+    /// are, and returns status and body of the answer.
+    pub async fn raw_http(&self, head: &[u8], body: &[u8]) -> (u16, String) {
+        let mut stream = TcpStream::connect(self.addr).await.expect("connects");
+        stream.write_all(head).await.expect("writes the head");
         // The server may answer (413) before reading a body it refuses.
         let _ = stream.write_all(body).await;
-        let mut raw = Vec::new();
-        tokio::time::timeout(WAIT, stream.read_to_end(&mut raw))
+        tokio::time::timeout(WAIT, read_response(&mut stream))
             .await
             .expect("the response arrives in time")
-            .expect("reads the response");
-        let text = String::from_utf8_lossy(&raw);
-        let (head, body) = text.split_once("\r\n\r\n").expect("a complete response");
-        let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status line");
-        (status, body.to_owned())
     }
+}
+
+/// Reads one HTTP/1.1 response (headers, then `Content-Length` bytes of body).
+async fn read_response(stream: &mut TcpStream) -> (u16, String) {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    let head_end = loop {
+        if let Some(at) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        let n = stream.read(&mut buf).await.expect("reads the response");
+        assert!(n > 0, "the connection closed before the response headers ended");
+        raw.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&raw[..head_end]).to_ascii_lowercase();
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status line");
+    let length: usize = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    while raw.len() < head_end + length {
+        let n = stream.read(&mut buf).await.expect("reads the body");
+        assert!(n > 0, "the connection closed before the body ended");
+        raw.extend_from_slice(&buf[..n]);
+    }
+    (status, String::from_utf8_lossy(&raw[head_end..head_end + length]).into_owned())
 }
 
 /// A WebSocket client for tests; every wait is bounded by [`WAIT`].
@@ -160,7 +187,7 @@ impl Client {
         loop {
             let next = tokio::time::timeout(WAIT, self.ws.next()).await.expect("a close in time");
             match next {
-                Some(Ok(WsMessage::Close(frame))) => return closed(frame),
+                Some(Ok(WsMessage::Close(frame))) => return self.finish(frame).await,
                 Some(Ok(_)) => {}
                 other => panic!("the socket ended without a close frame: {other:?}"),
             }
@@ -171,9 +198,15 @@ impl Client {
     pub async fn expect_close_now(&mut self) -> Closed {
         let next = tokio::time::timeout(WAIT, self.ws.next()).await.expect("a close in time");
         match next {
-            Some(Ok(WsMessage::Close(frame))) => closed(frame),
+            Some(Ok(WsMessage::Close(frame))) => self.finish(frame).await,
             other => panic!("expected a close frame, got {other:?}"),
         }
+    }
+
+    /// Drives the stream to its end so the close reply goes out, as a real client's does.
+    async fn finish(&mut self, frame: Option<CloseFrame>) -> Closed {
+        let _ = tokio::time::timeout(WAIT, async { while self.ws.next().await.is_some() {} }).await;
+        closed(frame)
     }
 
     /// Starts a close handshake (`None` sends an empty close frame) and returns the server's
@@ -193,6 +226,11 @@ impl Client {
         let frame = CloseFrame { code: CloseCode::Normal, reason: "".into() };
         self.ws.close(Some(frame)).await.expect("sends the close frame");
         self.expect_close_now().await
+    }
+
+    /// Wraps a raw stream taken with [`into_inner`](Self::into_inner).
+    pub fn from_stream(ws: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Self {
+        Self { ws }
     }
 
     /// The raw stream, for tests that need to stop reading.

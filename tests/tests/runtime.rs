@@ -1,0 +1,610 @@
+//! Runtime behaviour through real sockets, with small agents made for each rule: turn order,
+//! connection ids and tags, limits (frame size, outbox, state size), errors and panics, the
+//! close handshake, instance lifecycle and registration.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use agents_runtime::prelude::*;
+use agents_runtime::{ConnectionError, close_code};
+use agents_tests::{Closed, TestServer, eventually, start};
+use futures_util::SinkExt;
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+fn text(message: &Message) -> &str {
+    message.as_text().unwrap_or("")
+}
+
+// --- ordering ------------------------------------------------------------------------------
+
+/// `on_connect` takes its time before setting the state every message then reports.
+#[derive(Default)]
+struct Ordered;
+
+#[agent(connection_state = u32)]
+impl Ordered {
+    async fn on_connect(
+        &mut self,
+        _ctx: &mut Context<Self>,
+        conn: &Connection<u32>,
+        _c: &ConnectionContext,
+    ) -> Result<()> {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        conn.set_state(42)?;
+        Ok(())
+    }
+
+    async fn on_message(
+        &mut self,
+        _ctx: &mut Context<Self>,
+        conn: &Connection<u32>,
+        message: Message,
+    ) -> Result<()> {
+        let state = conn.state().map_or("none".to_owned(), |s| s.to_string());
+        conn.send(format!("{}:{state}", text(&message)))?;
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn no_message_is_handled_before_on_connect_finishes() {
+    let server = start(Server::builder().agent::<Ordered>()).await;
+    let mut client = server.connect("/agents/ordered/o").await;
+    for i in 0..25 {
+        client.send_text(i.to_string()).await;
+    }
+    for i in 0..25 {
+        assert_eq!(client.recv_text().await, format!("{i}:42"));
+    }
+}
+
+// --- ids, uri and tags ---------------------------------------------------------------------
+
+/// Tags from `?tags=a,b,c`; on connect, reports id, tags and uri.
+#[derive(Default)]
+struct Tagger;
+
+#[agent]
+impl Tagger {
+    fn connection_tags(
+        &mut self,
+        _ctx: &mut Context<Self>,
+        _conn: &Connection,
+        conn_ctx: &ConnectionContext,
+    ) -> Vec<String> {
+        conn_ctx
+            .query("tags")
+            .map(|tags| tags.split(',').map(str::to_owned).collect())
+            .unwrap_or_default()
+    }
+
+    fn on_connect(
+        &mut self,
+        _ctx: &mut Context<Self>,
+        conn: &Connection,
+        _c: &ConnectionContext,
+    ) -> Result<()> {
+        let tags: Vec<&str> = conn.tags().iter().map(|t| &**t).collect();
+        conn.send(
+            json!({ "id": conn.id(), "tags": tags, "uri": conn.uri(), "server": conn.server() }),
+        )?;
+        Ok(())
+    }
+
+    fn on_message(
+        &mut self,
+        ctx: &mut Context<Self>,
+        conn: &Connection,
+        message: Message,
+    ) -> Result<()> {
+        // `who:<id>` looks a connection up by id; `tag:<tag>` counts connections with a tag.
+        let reply = if let Some(id) = text(&message).strip_prefix("who:") {
+            match ctx.get_connection(id) {
+                Ok(Some(found)) => format!("found {}", found.id()),
+                Ok(None) => "none".to_owned(),
+                Err(e) => format!("error: {e}"),
+            }
+        } else if let Some(tag) = text(&message).strip_prefix("tag:") {
+            ctx.get_connections(Some(tag)).count().to_string()
+        } else {
+            return Ok(());
+        };
+        conn.send(reply)?;
+        Ok(())
+    }
+}
+
+async fn tagger() -> TestServer {
+    start(Server::builder().agent::<Tagger>()).await
+}
+
+#[tokio::test]
+async fn connection_id_is_pk_when_it_fits_else_random() {
+    let server = tagger().await;
+    let mut client = server.connect("/agents/tagger/t?_pk=my-id").await;
+    let hello = client.recv_json().await;
+    assert_eq!(hello["id"], "my-id");
+    assert_eq!(hello["server"], "t");
+    let uri = hello["uri"].as_str().expect("uri");
+    assert!(
+        uri.starts_with("http://127.0.0.1:") && uri.ends_with("/agents/tagger/t?_pk=my-id"),
+        "{uri}"
+    );
+
+    let long_ok = "x".repeat(256);
+    let mut client = server.connect(&format!("/agents/tagger/t?_pk={long_ok}")).await;
+    assert_eq!(client.recv_json().await["id"], long_ok);
+
+    let too_long = "x".repeat(257);
+    for query in ["", "?_pk=", &format!("?_pk={too_long}")] {
+        let mut client = server.connect(&format!("/agents/tagger/t{query}")).await;
+        let id = client.recv_json().await["id"].as_str().expect("id").to_owned();
+        assert_eq!(id.len(), 21, "{query}: {id}");
+        assert!(id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'));
+    }
+}
+
+#[tokio::test]
+async fn tags_follow_the_id_and_are_looked_up() {
+    let server = tagger().await;
+    let nine = (1..=9).map(|i| format!("t{i}")).collect::<Vec<_>>().join(",");
+    let mut client = server.connect(&format!("/agents/tagger/t?_pk=me&tags=me,{nine}")).await;
+    let tags = client.recv_json().await["tags"].clone();
+    assert_eq!(tags, json!(["me", "t1", "t2", "t3", "t4", "t5", "t6", "t7", "t8", "t9"]));
+    let mut other = server.connect("/agents/tagger/t?_pk=you&tags=t1").await;
+    other.recv_json().await;
+    other.send_text("tag:t1").await;
+    assert_eq!(other.recv_text().await, "2");
+    other.send_text("tag:t9").await;
+    assert_eq!(other.recv_text().await, "1");
+    other.send_text("tag:nobody").await;
+    assert_eq!(other.recv_text().await, "0");
+    other.send_text("who:me").await;
+    assert_eq!(other.recv_text().await, "found me");
+    other.send_text("who:ghost").await;
+    assert_eq!(other.recv_text().await, "none");
+}
+
+#[tokio::test]
+async fn tag_rules_refuse_the_connection_with_an_error_frame_and_1011() {
+    let server = tagger().await;
+    let long = "a".repeat(257);
+    let ten = (1..=10).map(|i| format!("t{i}")).collect::<Vec<_>>().join(",");
+    for (tags, rule) in [
+        (ten.as_str(), "A connection can only have 10 tags, including the default id tag."),
+        ("a,,b", "A connection tag must not be an empty string."),
+        (long.as_str(), "A connection tag must not exceed 256 characters"),
+    ] {
+        let mut client = server.connect(&format!("/agents/tagger/t?tags={tags}")).await;
+        assert_eq!(client.recv_json().await, json!({ "error": rule }));
+        let closed = client.expect_close_now().await;
+        assert_eq!(
+            closed,
+            Closed { code: 1011, reason: "Uncaught exception during session setup".into() }
+        );
+    }
+    // The instance is unharmed.
+    let mut client = server.connect("/agents/tagger/t?tags=ok").await;
+    assert_eq!(client.recv_json().await["tags"].as_array().map(Vec::len), Some(2));
+}
+
+#[tokio::test]
+async fn get_connection_refuses_to_guess_between_duplicate_ids() {
+    let server = tagger().await;
+    let mut first = server.connect("/agents/tagger/d?_pk=twin").await;
+    first.recv_json().await;
+    let mut second = server.connect("/agents/tagger/d?_pk=twin").await;
+    second.recv_json().await;
+    second.send_text("who:twin").await;
+    assert_eq!(
+        second.recv_text().await,
+        "error: More than one connection found for id twin. Did you mean to use getConnections(tag) instead?"
+    );
+    first.close(Some((1000, ""))).await;
+    second.send_text("who:twin").await;
+    assert_eq!(second.recv_text().await, "found twin");
+}
+
+// --- errors and panics ---------------------------------------------------------------------
+
+/// `fail` returns an error, `panic` panics, anything else is echoed. `on_error` reports.
+#[derive(Default)]
+struct Faulty;
+
+#[agent]
+impl Faulty {
+    fn on_message(
+        &mut self,
+        _ctx: &mut Context<Self>,
+        conn: &Connection,
+        message: Message,
+    ) -> Result<()> {
+        match text(&message) {
+            "fail" => Err(Error::msg("boom")),
+            "panic" => panic!("kaboom"),
+            "badclose" => Ok(conn.close(1005, "reserved")?),
+            other => Ok(conn.send(format!("echo:{other}"))?),
+        }
+    }
+
+    fn on_request(&mut self, _ctx: &mut Context<Self>, request: Request) -> Result<Response> {
+        match request.uri().path() {
+            "/agents/faulty/f/panic" => panic!("http kaboom"),
+            _ => Err(Error::msg("no such page")),
+        }
+    }
+
+    fn on_error(&mut self, ctx: &mut Context<Self>, conn: Option<&Connection>, error: &Error) {
+        match conn {
+            Some(conn) => drop(conn.send(format!("connection error: {error}"))),
+            None => drop(ctx.broadcast(format!("server error: {error}"), &[])),
+        }
+    }
+}
+
+#[tokio::test]
+async fn hook_errors_and_panics_reach_on_error_and_the_socket_stays_open() {
+    let server = start(Server::builder().agent::<Faulty>()).await;
+    let mut client = server.connect("/agents/faulty/f").await;
+    client.send_text("fail").await;
+    assert_eq!(client.recv_text().await, "connection error: boom");
+    client.send_text("panic").await;
+    assert_eq!(client.recv_text().await, "server error: a hook panicked: kaboom");
+    client.send_text("badclose").await;
+    assert_eq!(
+        client.recv_text().await,
+        "connection error: close code 1005 cannot be sent: use 1000-1003, 1007-1014 or 3000-4999"
+    );
+    client.send_text("still here").await;
+    assert_eq!(client.recv_text().await, "echo:still here");
+
+    // HTTP: an error or a panic in on_request is a 500, and the instance keeps going.
+    assert_eq!(
+        server.http("GET", "/agents/faulty/f/x", b"").await,
+        (500, "Internal Server Error".into())
+    );
+    assert_eq!(
+        server.http("GET", "/agents/faulty/f/panic", b"").await,
+        (500, "Internal Server Error".into())
+    );
+    client.send_text("after http").await;
+    assert_eq!(client.recv_text().await, "server error: no such page");
+    assert_eq!(client.recv_text().await, "server error: a hook panicked: http kaboom");
+    assert_eq!(client.recv_text().await, "echo:after http");
+}
+
+/// `on_start` fails the first time it runs.
+#[derive(Default)]
+struct FlakyStart;
+
+static FLAKY_STARTS: AtomicUsize = AtomicUsize::new(0);
+
+#[agent]
+impl FlakyStart {
+    fn on_start(&mut self, _ctx: &mut Context<Self>) -> Result<()> {
+        if FLAKY_STARTS.fetch_add(1, Ordering::SeqCst) == 0 {
+            return Err(Error::msg("database not ready"));
+        }
+        Ok(())
+    }
+
+    fn on_connect(
+        &mut self,
+        _ctx: &mut Context<Self>,
+        conn: &Connection,
+        _c: &ConnectionContext,
+    ) -> Result<()> {
+        Ok(conn.send("started")?)
+    }
+}
+
+#[tokio::test]
+async fn a_failed_on_start_refuses_the_connection_and_is_retried() {
+    let server = start(Server::builder().agent::<FlakyStart>()).await;
+    let mut first = server.connect("/agents/flaky-start/x").await;
+    assert_eq!(first.recv_json().await, json!({ "error": "database not ready" }));
+    assert_eq!(first.expect_close_now().await.code, close_code::SESSION_SETUP_FAILED);
+    let mut second = server.connect("/agents/flaky-start/x").await;
+    assert_eq!(second.recv_text().await, "started");
+}
+
+// --- limits --------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn an_oversized_message_closes_with_1009_and_the_instance_keeps_working() {
+    let server = start(agents_examples::server().max_message_size(1024)).await;
+    let mut client = server.connect("/agents/my-agent/big").await;
+    assert_eq!(client.recv_text().await, "Welcome!");
+    client.send_text("x".repeat(1024)).await;
+    assert_eq!(client.recv_text().await.len(), 1024);
+    client.send_binary(vec![0u8; 1025]).await;
+    assert_eq!(
+        client.expect_close_now().await,
+        Closed { code: 1009, reason: "Message too big".into() }
+    );
+
+    let mut again = server.connect("/agents/my-agent/big").await;
+    assert_eq!(again.recv_text().await, "Welcome!");
+    again.send_text("fine").await;
+    assert_eq!(again.recv_text().await, "fine");
+}
+
+/// Per-connection state is a string; `set:N` tries N bytes of it.
+#[derive(Default)]
+struct StateCap;
+
+#[agent(connection_state = String)]
+impl StateCap {
+    fn on_message(
+        &mut self,
+        _ctx: &mut Context<Self>,
+        conn: &Connection<String>,
+        message: Message,
+    ) -> Result<()> {
+        let reply = match text(&message).strip_prefix("set:") {
+            Some(n) => match conn.set_state("x".repeat(n.parse()?)) {
+                Ok(()) => "ok".to_owned(),
+                Err(e @ ConnectionError::StateTooLarge { .. }) => format!("refused: {e}"),
+                Err(e) => return Err(e.into()),
+            },
+            None => conn.with_state(|s| s.map_or(0, String::len)).to_string(),
+        };
+        Ok(conn.send(reply)?)
+    }
+}
+
+#[tokio::test]
+async fn connection_state_over_the_cap_is_refused_and_the_old_state_kept() {
+    let server = start(Server::builder().agent::<StateCap>().max_connection_state_size(64)).await;
+    let mut client = server.connect("/agents/state-cap/s").await;
+    client.send_text("set:10").await;
+    assert_eq!(client.recv_text().await, "ok");
+    client.send_text("set:62").await; // 62 characters and two quotes: 64 bytes of JSON
+    assert_eq!(client.recv_text().await, "ok");
+    client.send_text("set:63").await;
+    assert_eq!(
+        client.recv_text().await,
+        "refused: connection state is over the 64-byte limit once serialized"
+    );
+    client.send_text("len").await;
+    assert_eq!(client.recv_text().await, "62");
+}
+
+/// `flood:N` sends N 64 KiB messages, yielding between them; overflows are told to others.
+#[derive(Default)]
+struct Flood;
+
+#[agent]
+impl Flood {
+    async fn on_message(
+        &mut self,
+        _ctx: &mut Context<Self>,
+        conn: &Connection,
+        message: Message,
+    ) -> Result<()> {
+        if let Some(n) = text(&message).strip_prefix("flood:") {
+            let chunk = Message::from(vec![7u8; 64 * 1024]);
+            for _ in 0..n.parse::<usize>()? {
+                conn.send(chunk.clone())?;
+                tokio::task::yield_now().await;
+            }
+        }
+        Ok(())
+    }
+
+    fn on_error(&mut self, ctx: &mut Context<Self>, conn: Option<&Connection>, error: &Error) {
+        if let Some(conn) = conn {
+            ctx.broadcast(format!("{}: {error}", conn.id()), &[conn.id()]);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_closed_with_1013() {
+    let server = start(
+        Server::builder()
+            .agent::<Flood>()
+            .outbox_capacity(16)
+            .close_timeout(Duration::from_secs(30)),
+    )
+    .await;
+    let mut observer = server.connect("/agents/flood/f?_pk=observer").await;
+    let slow = server.connect("/agents/flood/f?_pk=slow").await;
+    let mut slow = slow.into_inner();
+    // Ask for far more than socket buffers hold (128 MiB), then stop reading.
+    slow.send(WsMessage::text("flood:2000")).await.expect("sends");
+    assert_eq!(
+        observer.recv_text().await,
+        "slow: the connection's outbox is full (16 messages): the client is not reading"
+    );
+    // Reading again: what was already in flight, then the close frame.
+    let mut slow = agents_tests::Client::from_stream(slow);
+    let closed = slow.expect_close().await;
+    assert_eq!(
+        closed,
+        Closed {
+            code: close_code::OUTBOX_FULL,
+            reason: "Outbox full: client is not reading".into()
+        }
+    );
+    // Others are unaffected.
+    observer.send_text("flood:1").await;
+    assert_eq!(observer.recv_binary().await.len(), 64 * 1024);
+}
+
+// --- close handshake -----------------------------------------------------------------------
+
+/// Tells everyone else how each connection closed; `close` makes the server close first.
+#[derive(Default)]
+struct Closer;
+
+#[agent]
+impl Closer {
+    fn on_message(
+        &mut self,
+        _ctx: &mut Context<Self>,
+        conn: &Connection,
+        message: Message,
+    ) -> Result<()> {
+        if text(&message) == "close" {
+            conn.close(4002, "server says bye")?;
+        }
+        Ok(())
+    }
+
+    fn on_close(
+        &mut self,
+        ctx: &mut Context<Self>,
+        conn: &Connection,
+        code: u16,
+        reason: &str,
+        was_clean: bool,
+    ) {
+        // The closed connection is already out of the list.
+        let left = ctx.get_connections(None).count();
+        ctx.broadcast(
+            format!("{} closed {code} '{reason}' clean={was_clean} left={left}", conn.id()),
+            &[],
+        );
+    }
+}
+
+#[tokio::test]
+async fn on_close_gets_code_reason_and_cleanliness() {
+    let server = start(Server::builder().agent::<Closer>()).await;
+    let mut observer = server.connect("/agents/closer/c?_pk=observer").await;
+
+    let mut client = server.connect("/agents/closer/c?_pk=a").await;
+    assert_eq!(
+        client.close(Some((4003, "client bye"))).await,
+        Closed { code: 4003, reason: "client bye".into() }
+    );
+    assert_eq!(observer.recv_text().await, "a closed 4003 'client bye' clean=true left=1");
+
+    let mut client = server.connect("/agents/closer/c?_pk=b").await;
+    client.send_text("close").await;
+    assert_eq!(
+        client.expect_close_now().await,
+        Closed { code: 4002, reason: "server says bye".into() }
+    );
+    // tungstenite's client answers with the same frame.
+    assert_eq!(observer.recv_text().await, "b closed 4002 'server says bye' clean=true left=1");
+
+    let client = server.connect("/agents/closer/c?_pk=c").await;
+    drop(client.into_inner()); // TCP gone without a close frame
+    assert_eq!(observer.recv_text().await, "c closed 1006 '' clean=false left=1");
+}
+
+// --- lifecycle and registration --------------------------------------------------------------
+
+/// Counts its starts in a static, and remembers in memory which start it is.
+#[derive(Default)]
+struct Restartable {
+    start: usize,
+}
+
+static RESTARTS: AtomicUsize = AtomicUsize::new(0);
+
+#[agent]
+impl Restartable {
+    fn on_start(&mut self, _ctx: &mut Context<Self>) {
+        self.start = RESTARTS.fetch_add(1, Ordering::SeqCst) + 1;
+    }
+
+    fn on_connect(
+        &mut self,
+        _ctx: &mut Context<Self>,
+        conn: &Connection,
+        _c: &ConnectionContext,
+    ) -> Result<()> {
+        Ok(conn.send(format!("start {}", self.start))?)
+    }
+}
+
+#[tokio::test]
+async fn an_idle_instance_leaves_memory_and_starts_again() {
+    let server = start(
+        Server::builder().agent::<Restartable>().evict_idle_after(Duration::from_millis(100)),
+    )
+    .await;
+    let mut client = server.connect("/agents/restartable/r").await;
+    assert_eq!(client.recv_text().await, "start 1");
+    let mut second = server.connect("/agents/restartable/r").await;
+    assert_eq!(second.recv_text().await, "start 1"); // same live instance
+    assert_eq!(server.handle.live_instances(), 1);
+    client.close(Some((1000, ""))).await;
+    second.close(Some((1000, ""))).await;
+    let handle = server.handle.clone();
+    eventually("the idle instance is dropped", || handle.live_instances() == 0).await;
+    let mut client = server.connect("/agents/restartable/r").await;
+    assert_eq!(client.recv_text().await, "start 2"); // on_start ran again, fields were reset
+}
+
+/// Registered only through `inventory`; its route follows Cloudflare's kebab rule.
+#[derive(Default)]
+struct AIAssistant;
+
+#[agent]
+impl AIAssistant {
+    fn on_request(&mut self, ctx: &mut Context<Self>, _request: Request) -> Response {
+        Response::new(format!("{} {}", ctx.agent(), ctx.name()).into())
+    }
+}
+
+/// Registered only through `inventory`, under a chosen route name.
+#[derive(Default)]
+struct Renamed;
+
+#[agent(name = "custom-route")]
+impl Renamed {
+    fn on_request(&mut self, ctx: &mut Context<Self>, _request: Request) -> Response {
+        Response::new(ctx.agent().into())
+    }
+}
+
+#[tokio::test]
+async fn agents_register_themselves_and_keep_their_names() {
+    let server = start(Server::builder()).await;
+    assert_eq!(
+        server.http("GET", "/agents/a-i-assistant/my%20room", b"").await,
+        (200, "a-i-assistant my%20room".into())
+    );
+    assert_eq!(
+        server.http("GET", "/agents/custom-route/x", b"").await,
+        (200, "custom-route".into())
+    );
+    assert_eq!(server.http("GET", "/agents/renamed/x", b"").await.0, 400);
+}
+
+#[tokio::test]
+async fn bad_server_configuration_is_an_error() {
+    let error =
+        Server::builder().outbox_capacity(0).bind("127.0.0.1:0").await.err().expect("refused");
+    assert_eq!(error.to_string(), "outbox_capacity must be at least 1");
+}
+
+// --- upgrade requests --------------------------------------------------------------------------
+
+#[tokio::test]
+async fn malformed_upgrade_requests_are_answered() {
+    let server = start(Server::builder().agent::<Tagger>()).await;
+    let head = |version: &str, key: &str| {
+        format!(
+            "GET /agents/tagger/t HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Version: {version}\r\n{key}\r\n"
+        )
+    };
+    let (status, body) = server
+        .raw_http(head("12", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n").as_bytes(), b"")
+        .await;
+    assert_eq!((status, body.as_str()), (426, "Unsupported WebSocket version: use 13"));
+    let (status, body) = server.raw_http(head("13", "").as_bytes(), b"").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (400, "Invalid WebSocket upgrade: `Sec-WebSocket-Key` is missing")
+    );
+    let post = "POST /agents/tagger/t HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nContent-Length: 0\r\n\r\n";
+    let (status, body) = server.raw_http(post.as_bytes(), b"").await;
+    assert_eq!((status, body.as_str()), (400, "Invalid WebSocket upgrade: the method must be GET"));
+}
