@@ -7,7 +7,7 @@ use syn::spanned::Spanned;
 
 use crate::attr::AgentArgs;
 use crate::hooks::HookKind;
-use crate::model::{AgentDef, HookDef};
+use crate::model::{AgentDef, Errors, HookDef};
 
 /// `#[agent(args)] item` → the item unchanged, plus its `Agent` impl and registration.
 /// On error the item is still emitted, so the user's code keeps resolving.
@@ -22,15 +22,15 @@ pub(crate) fn agent(args: TokenStream, item: TokenStream) -> TokenStream {
             return with_error(item, error);
         }
     };
-    let def =
-        syn::parse2::<AgentArgs>(args).and_then(|args| AgentDef::from_syntax(args, &item_impl));
-    match def {
-        Ok(def) => {
-            let generated = expand(&def);
-            quote! { #item_impl #generated }
-        }
-        Err(error) => with_error(quote! { #item_impl }, error),
-    }
+    let mut errors = Errors::default();
+    // Bad arguments are reported, and the agent is still generated with the defaults.
+    let args = syn::parse2::<AgentArgs>(args).unwrap_or_else(|error| {
+        errors.push(error);
+        AgentArgs::default()
+    });
+    let generated = AgentDef::from_syntax(args, &item_impl, &mut errors).map(|def| expand(&def));
+    let errors = errors.into_compile_error();
+    quote! { #item_impl #generated #errors }
 }
 
 fn with_error(item: TokenStream, error: syn::Error) -> TokenStream {
@@ -71,47 +71,52 @@ fn expand(def: &AgentDef) -> TokenStream {
 fn hook_method(hook: &HookDef) -> TokenStream {
     let rt = quote!(::agents_runtime);
     let ident = &hook.ident;
-    let (params, args, output) = match hook.kind {
-        HookKind::OnStart => (quote!(), quote!(), quote!(())),
-        HookKind::OnRequest => {
-            (quote!(__request: #rt::Request), quote!(__request), quote!(#rt::Response))
-        }
+    let state = quote!(#rt::Connection<Self::ConnectionState>);
+    let (params, output) = match hook.kind {
+        HookKind::OnStart => (vec![], quote!(())),
+        HookKind::OnRequest => (vec![quote!(__request: #rt::Request)], quote!(#rt::Response)),
         HookKind::ConnectionTags | HookKind::OnConnect => (
-            quote!(__conn: &#rt::Connection<Self::ConnectionState>, __conn_ctx: &#rt::ConnectionContext),
-            quote!(__conn, __conn_ctx),
+            vec![quote!(__conn: &#state), quote!(__conn_ctx: &#rt::ConnectionContext)],
             if hook.kind == HookKind::ConnectionTags {
                 quote!(::std::vec::Vec<::std::string::String>)
             } else {
                 quote!(())
             },
         ),
-        HookKind::OnMessage => (
-            quote!(__conn: &#rt::Connection<Self::ConnectionState>, __message: #rt::Message),
-            quote!(__conn, __message),
-            quote!(()),
-        ),
+        HookKind::OnMessage => {
+            (vec![quote!(__conn: &#state), quote!(__message: #rt::Message)], quote!(()))
+        }
         HookKind::OnClose => (
-            quote!(__conn: &#rt::Connection<Self::ConnectionState>, __code: u16, __reason: &str, __was_clean: bool),
-            quote!(__conn, __code, __reason, __was_clean),
+            vec![
+                quote!(__conn: &#state),
+                quote!(__code: u16),
+                quote!(__reason: &str),
+                quote!(__was_clean: bool),
+            ],
             quote!(()),
         ),
         HookKind::OnError => (
-            quote!(__conn: ::core::option::Option<&#rt::Connection<Self::ConnectionState>>, __error: &#rt::Error),
-            quote!(__conn, __error),
+            vec![quote!(__conn: ::core::option::Option<&#state>), quote!(__error: &#rt::Error)],
             quote!(()),
         ),
     };
-    let params = if params.is_empty() { params } else { quote!(, #params) };
-    // Spanned at the user's signature, so type errors (wrong parameter or return types, a
-    // future that is not Send) point at the hook rather than at the macro.
-    let call = quote_spanned!(hook.span=> Self::#ident(self, __ctx, #args));
-    let call = if hook.is_async { quote_spanned!(hook.span=> #call.await) } else { call };
-    quote_spanned! {hook.span=>
+    // Each argument carries the span of the user's parameter type, the conversion that of
+    // the return type, the call that of the name: type errors point at the user's hook.
+    let names = std::iter::once("__ctx".to_owned()).chain(params.iter().map(|param| {
+        let name = param.clone().into_iter().next().expect("a parameter starts with its name");
+        name.to_string()
+    }));
+    // A fresh identifier per argument: `quote_spanned!` does not re-span interpolated tokens.
+    let args = names.zip(&hook.param_spans).map(|(name, span)| syn::Ident::new(&name, *span));
+    let call = quote_spanned!(ident.span()=> Self::#ident(self, #(#args),*));
+    let call = if hook.is_async { quote_spanned!(ident.span()=> #call.await) } else { call };
+    let convert = quote_spanned!(hook.output_span=> #rt::__private::IntoHookResult::<#output>::into_hook_result(#call));
+    quote_spanned! {ident.span()=>
         #[allow(clippy::manual_async_fn)]
-        fn #ident(&mut self, __ctx: &mut #rt::Context<Self> #params)
+        fn #ident(&mut self, __ctx: &mut #rt::Context<Self> #(, #params)*)
             -> impl ::core::future::Future<Output = #rt::Result<#output>> + ::core::marker::Send
         {
-            async move { #rt::__private::IntoHookResult::into_hook_result(#call) }
+            async move { #convert }
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use proc_macro2::Span;
 use syn::spanned::Spanned;
-use syn::{FnArg, ImplItem, ImplItemFn, ItemImpl, Type};
+use syn::{FnArg, ImplItem, ImplItemFn, ItemImpl, ReturnType, Type};
 
 use crate::attr::AgentArgs;
 use crate::hooks::{HookKind, near_miss};
@@ -21,8 +21,10 @@ pub(crate) struct HookDef {
     pub(crate) kind: HookKind,
     pub(crate) ident: syn::Ident,
     pub(crate) is_async: bool,
-    /// Where errors about this hook's types should point: its signature.
-    pub(crate) span: Span,
+    /// The type of each parameter after the receiver: a type error in the call points there.
+    pub(crate) param_spans: Vec<Span>,
+    /// The return type (or the name, when there is none): a bad return type points there.
+    pub(crate) output_span: Span,
 }
 
 /// Collects every error instead of stopping at the first.
@@ -37,21 +39,30 @@ impl Errors {
         }
     }
 
-    pub(crate) fn finish(self) -> syn::Result<()> {
-        self.0.map_or(Ok(()), Err)
+    pub(crate) fn into_compile_error(self) -> Option<proc_macro2::TokenStream> {
+        self.0.map(|errors| errors.to_compile_error())
     }
 }
 
 impl AgentDef {
-    pub(crate) fn from_syntax(args: AgentArgs, item: &ItemImpl) -> syn::Result<Self> {
-        let mut errors = Errors::default();
+    /// The agent `item` defines, as far as it can be made out: invalid hooks are left out, so
+    /// the `Agent` impl can still be generated and the user's code still resolves. `None` when
+    /// the type itself cannot carry an impl. Every problem found goes into `errors`.
+    pub(crate) fn from_syntax(
+        args: AgentArgs,
+        item: &ItemImpl,
+        errors: &mut Errors,
+    ) -> Option<Self> {
+        let mut usable = true;
         if let Some((_, path, _)) = &item.trait_ {
+            usable = false;
             errors.push(syn::Error::new_spanned(
                 path,
                 "#[agent] goes on the agent's own impl block (`impl MyAgent { ... }`), not on a trait impl",
             ));
         }
         if !item.generics.params.is_empty() {
+            usable = false;
             errors.push(syn::Error::new_spanned(&item.generics, "an agent type cannot be generic"));
         }
         let type_name = match &*item.self_ty {
@@ -69,6 +80,7 @@ impl AgentDef {
             }
             (None, Some(type_name)) => camel_case_to_kebab_case(&type_name),
             (None, None) => {
+                usable = false;
                 errors.push(syn::Error::new_spanned(
                     &item.self_ty,
                     "#[agent] needs a named type: `impl MyAgent { ... }`",
@@ -86,8 +98,7 @@ impl AgentDef {
                 }
             }
         }
-        errors.finish()?;
-        Ok(Self {
+        usable.then(|| Self {
             self_ty: (*item.self_ty).clone(),
             route_name,
             connection_state: args.connection_state,
@@ -147,11 +158,25 @@ fn hook_of(method: &ImplItemFn) -> syn::Result<Option<HookDef>> {
             ),
         ));
     }
+    let param_spans = sig
+        .inputs
+        .iter()
+        .skip(1)
+        .map(|input| match input {
+            FnArg::Typed(typed) => typed.ty.span(),
+            FnArg::Receiver(receiver) => receiver.span(),
+        })
+        .collect();
+    let output_span = match &sig.output {
+        ReturnType::Type(_, ty) => ty.span(),
+        ReturnType::Default => sig.ident.span(),
+    };
     Ok(Some(HookDef {
         kind,
         ident: sig.ident.clone(),
         is_async: sig.asyncness.is_some(),
-        span: sig.span(),
+        param_spans,
+        output_span,
     }))
 }
 

@@ -131,6 +131,11 @@ impl StdError for ConnectionError {
 ///
 /// Implemented for `()`, [`Response`](crate::Response), `Vec<String>` (tags) and every
 /// `Result<T, E>` whose error converts into [`Error`].
+#[diagnostic::on_unimplemented(
+    message = "a hook cannot return `{Self}`",
+    label = "this hook must return `{T}` or `Result<{T}, E>`",
+    note = "`E` can be any error that converts into `agents_runtime::Error` (every `std::error::Error + Send + Sync`)"
+)]
 pub trait IntoHookResult<T> {
     /// Converts into the runtime's result.
     fn into_hook_result(self) -> Result<T>;

@@ -1,0 +1,11 @@
+use agents_runtime::prelude::*;
+
+#[derive(Default)]
+struct Chat;
+
+#[agent]
+impl Chat {
+    fn on_start<T>(&mut self, _ctx: &mut Context<Self>) {}
+}
+
+fn main() {}

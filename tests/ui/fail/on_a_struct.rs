@@ -1,0 +1,7 @@
+use agents_runtime::prelude::*;
+
+#[agent]
+#[derive(Default)]
+struct Chat;
+
+fn main() {}

@@ -1,0 +1,9 @@
+use agents_runtime::prelude::*;
+
+#[derive(Default)]
+struct Chat;
+
+#[agent(nmae = "chat")]
+impl Chat {}
+
+fn main() {}

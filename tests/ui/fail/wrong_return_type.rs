@@ -1,0 +1,13 @@
+use agents_runtime::prelude::*;
+
+#[derive(Default)]
+struct Chat;
+
+#[agent]
+impl Chat {
+    async fn on_message(&mut self, _ctx: &mut Context<Self>, _conn: &Connection, _message: Message) -> i32 {
+        0
+    }
+}
+
+fn main() {}
