@@ -35,8 +35,10 @@ pub(crate) enum Event {
         key: ConnectionKey,
         error: Error,
     },
+    /// Boxed: HTTP is rare next to messages, and every mailbox slot is as big as the largest
+    /// variant.
     Request {
-        request: Request,
+        request: Box<Request>,
         reply: oneshot::Sender<Response>,
     },
 }
@@ -125,7 +127,7 @@ impl<A: Agent> Host<A> {
                 report(agent, &mut self.ctx, Some(&conn), error).await;
             }
             Event::Request { request, reply } => {
-                let response = self.request(request).await;
+                let response = self.request(*request).await;
                 let _ = reply.send(response);
             }
         }

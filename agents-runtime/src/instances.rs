@@ -10,9 +10,12 @@ use crate::host::Event;
 use crate::registry::AgentClass;
 use crate::server::Shared;
 
+/// The mailboxes of one agent class's live instances, by name.
+type Mailboxes = HashMap<Arc<str>, mpsc::Sender<Event>>;
+
 #[derive(Default)]
 pub(crate) struct Instances {
-    by_class: Mutex<HashMap<&'static str, HashMap<Arc<str>, mpsc::Sender<Event>>>>,
+    by_class: Mutex<HashMap<&'static str, Mailboxes>>,
 }
 
 impl Instances {

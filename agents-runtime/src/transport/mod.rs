@@ -115,7 +115,7 @@ async fn handle<B: Buf>(
     *request.uri_mut() = uri;
     *request.headers_mut() = headers;
     let (reply, response) = oneshot::channel();
-    let event = Event::Request { request, reply };
+    let event = Event::Request { request: Box::new(request), reply };
     if shared.instances.dispatch(&class, &name, &shared, event).await.is_none() {
         return text(StatusCode::SERVICE_UNAVAILABLE, "Agent unavailable");
     }
