@@ -256,3 +256,75 @@ pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// The README's example agent, compiled as a doctest so it cannot drift from the API.
+#[doc = include_str!("../../README.md")]
+mod readme {}
+
+#[cfg(test)]
+mod book {
+    //! The guide's snippets come from compiled code: every `{{#include path:anchor}}` must name
+    //! a file that exists and an anchor it defines, and every local link must resolve.
+
+    use std::path::{Path, PathBuf};
+
+    fn root() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    }
+
+    fn chapters() -> Vec<PathBuf> {
+        let dir = root().join("book/src");
+        let mut chapters: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .expect("book/src exists")
+            .map(|entry| entry.expect("readable").path())
+            .filter(|path| path.extension().is_some_and(|e| e == "md"))
+            .collect();
+        chapters.sort();
+        chapters
+    }
+
+    #[test]
+    fn every_include_names_an_existing_anchor() {
+        let mut includes = 0;
+        for chapter in chapters() {
+            let text = std::fs::read_to_string(&chapter).expect("readable");
+            for (_, rest) in text.match_indices("{{#include ").map(|(i, _)| text.split_at(i + 11)) {
+                let target = &rest[..rest.find("}}").expect("closed include")];
+                let (file, anchor) = target.split_once(':').unwrap_or((target, ""));
+                let path = chapter.parent().expect("in a directory").join(file);
+                let source = std::fs::read_to_string(&path)
+                    .unwrap_or_else(|e| panic!("{}: {file}: {e}", chapter.display()));
+                if !anchor.is_empty() {
+                    for marker in [format!("ANCHOR: {anchor}"), format!("ANCHOR_END: {anchor}")] {
+                        assert!(
+                            source.contains(&marker),
+                            "{}: {file} lacks `{marker}`",
+                            chapter.display()
+                        );
+                    }
+                }
+                includes += 1;
+            }
+        }
+        assert!(includes >= 6, "the chapters include the examples ({includes} includes found)");
+    }
+
+    #[test]
+    fn local_links_resolve() {
+        let mut documents = chapters();
+        documents.push(root().join("README.md"));
+        for document in documents {
+            let text = std::fs::read_to_string(&document).expect("readable");
+            for (i, _) in text.match_indices("](") {
+                let rest = &text[i + 2..];
+                let target = &rest[..rest.find(')').expect("closed link")];
+                let target = target.split('#').next().unwrap_or_default();
+                if target.is_empty() || target.contains("://") {
+                    continue;
+                }
+                let path = document.parent().expect("in a directory").join(target);
+                assert!(path.exists(), "{}: broken link to {target}", document.display());
+            }
+        }
+    }
+}
