@@ -237,7 +237,10 @@ impl Faulty {
 
     fn on_error(&mut self, ctx: &mut Context<Self>, conn: Option<&Connection>, error: &Error) {
         match conn {
-            Some(conn) => drop(conn.send(format!("connection error: {error}"))),
+            Some(conn) => {
+                let _ = conn.send(format!("connection error: {error}"));
+                ctx.broadcast(format!("{} had: {error}", conn.id()), &[conn.id()]);
+            }
             None => drop(ctx.broadcast(format!("server error: {error}"), &[])),
         }
     }
@@ -607,4 +610,71 @@ async fn malformed_upgrade_requests_are_answered() {
     let post = "POST /agents/tagger/t HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nContent-Length: 0\r\n\r\n";
     let (status, body) = server.raw_http(post.as_bytes(), b"").await;
     assert_eq!((status, body.as_str()), (400, "Invalid WebSocket upgrade: the method must be GET"));
+}
+
+// --- env ---------------------------------------------------------------------------------------
+
+/// Shared configuration handed to the server builder.
+struct Greeting(&'static str);
+
+/// Reads `env` on HTTP: the greeting, and the error for a type nobody provided.
+#[derive(Default)]
+struct EnvReader;
+
+#[agent]
+impl EnvReader {
+    fn on_request(&mut self, ctx: &mut Context<Self>, _request: Request) -> Result<Response> {
+        let greeting = ctx.env().require::<Greeting>()?.0;
+        let missing = ctx.env().require::<u64>().err().map(|e| e.to_string()).unwrap_or_default();
+        Ok(Response::new(format!("{greeting} / {missing}").into()))
+    }
+}
+
+#[tokio::test]
+async fn env_gives_hooks_the_builders_resources() {
+    let server = start(Server::builder().agent::<EnvReader>().env(Greeting("hello"))).await;
+    assert_eq!(
+        server.http("GET", "/agents/env-reader/e", b"").await,
+        (200, "hello / env has no value of type `u64`: pass one to ServerBuilder::env".into())
+    );
+}
+
+// --- malformed frames --------------------------------------------------------------------------
+
+#[tokio::test]
+async fn malformed_frames_close_with_1007_or_1002_and_reach_on_error() {
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+
+    let server = start(Server::builder().agent::<Faulty>()).await;
+    let mut observer = server.connect("/agents/faulty/m?_pk=observer").await;
+    for (id, opcode, payload, code, reason, error) in [
+        (
+            "bad-utf8",
+            Data::Text,
+            vec![0xff, 0xfe],
+            1007,
+            "Invalid UTF-8",
+            "a text frame was not valid UTF-8",
+        ),
+        (
+            "bad-opcode",
+            Data::Reserved(3),
+            b"x".to_vec(),
+            1002,
+            "Protocol error",
+            "websocket protocol error",
+        ),
+    ] {
+        let mut client = server.connect(&format!("/agents/faulty/m?_pk={id}")).await.into_inner();
+        let frame = Frame::message(payload, OpCode::Data(opcode), true);
+        client.send(WsMessage::Frame(frame)).await.expect("sends the raw frame");
+        let mut client = agents_tests::Client::from_stream(client);
+        assert_eq!(client.expect_close_now().await, Closed { code, reason: reason.into() });
+        let report = observer.recv_text().await;
+        assert!(report.starts_with(&format!("{id} had: {error}")), "{report}");
+    }
+    // The instance is still serving.
+    observer.send_text("ok").await;
+    assert_eq!(observer.recv_text().await, "echo:ok");
 }
