@@ -71,49 +71,56 @@ fn expand(def: &AgentDef) -> TokenStream {
 fn hook_method(hook: &HookDef) -> TokenStream {
     let rt = quote!(::agents_runtime);
     let ident = &hook.ident;
-    let state = quote!(#rt::Connection<Self::ConnectionState>);
-    let (params, output) = match hook.kind {
+    let conn = quote!(&#rt::Connection<Self::ConnectionState>);
+    let (params, output): (Vec<(&str, TokenStream)>, TokenStream) = match hook.kind {
         HookKind::OnStart => (vec![], quote!(())),
-        HookKind::OnRequest => (vec![quote!(__request: #rt::Request)], quote!(#rt::Response)),
-        HookKind::ConnectionTags | HookKind::OnConnect => (
-            vec![quote!(__conn: &#state), quote!(__conn_ctx: &#rt::ConnectionContext)],
-            if hook.kind == HookKind::ConnectionTags {
-                quote!(::std::vec::Vec<::std::string::String>)
-            } else {
-                quote!(())
-            },
+        HookKind::OnRequest => (vec![("__request", quote!(#rt::Request))], quote!(#rt::Response)),
+        HookKind::ConnectionTags => (
+            vec![("__conn", conn), ("__conn_ctx", quote!(&#rt::ConnectionContext))],
+            quote!(::std::vec::Vec<::std::string::String>),
         ),
+        HookKind::OnConnect => {
+            (vec![("__conn", conn), ("__conn_ctx", quote!(&#rt::ConnectionContext))], quote!(()))
+        }
         HookKind::OnMessage => {
-            (vec![quote!(__conn: &#state), quote!(__message: #rt::Message)], quote!(()))
+            (vec![("__conn", conn), ("__message", quote!(#rt::Message))], quote!(()))
         }
         HookKind::OnClose => (
             vec![
-                quote!(__conn: &#state),
-                quote!(__code: u16),
-                quote!(__reason: &str),
-                quote!(__was_clean: bool),
+                ("__conn", conn),
+                ("__code", quote!(u16)),
+                ("__reason", quote!(&str)),
+                ("__was_clean", quote!(bool)),
             ],
             quote!(()),
         ),
         HookKind::OnError => (
-            vec![quote!(__conn: ::core::option::Option<&#state>), quote!(__error: &#rt::Error)],
+            vec![
+                ("__conn", quote!(::core::option::Option<#conn>)),
+                ("__error", quote!(&#rt::Error)),
+            ],
             quote!(()),
         ),
     };
-    // Each argument carries the span of the user's parameter type, the conversion that of
-    // the return type, the call that of the name: type errors point at the user's hook.
-    let names = std::iter::once("__ctx".to_owned()).chain(params.iter().map(|param| {
-        let name = param.clone().into_iter().next().expect("a parameter starts with its name");
-        name.to_string()
-    }));
-    // A fresh identifier per argument: `quote_spanned!` does not re-span interpolated tokens.
-    let args = names.zip(&hook.param_spans).map(|(name, span)| syn::Ident::new(&name, *span));
-    let call = quote_spanned!(ident.span()=> Self::#ident(self, #(#args),*));
+    // Each parameter is declared and passed with the span of the user's parameter type: a type
+    // error points there, and declaration and use share one hygiene context even when the impl
+    // block comes out of a `macro_rules!`.
+    let mut spans = hook.param_spans.iter().copied();
+    let ctx = syn::Ident::new("__ctx", spans.next().unwrap_or_else(|| ident.span()));
+    let params: Vec<(syn::Ident, TokenStream)> = params
+        .into_iter()
+        .map(|(name, ty)| (syn::Ident::new(name, spans.next().unwrap_or_else(|| ident.span())), ty))
+        .collect();
+    let declared = params.iter().map(|(name, ty)| quote!(#name: #ty));
+    let passed = params.iter().map(|(name, _)| name);
+    let call = quote_spanned!(ident.span()=> Self::#ident(self, #ctx #(, #passed)*));
     let call = if hook.is_async { quote_spanned!(ident.span()=> #call.await) } else { call };
     let convert = quote_spanned!(hook.output_span=> #rt::__private::IntoHookResult::<#output>::into_hook_result(#call));
+    let cfgs = &hook.cfgs;
     quote_spanned! {ident.span()=>
+        #(#cfgs)*
         #[allow(clippy::manual_async_fn)]
-        fn #ident(&mut self, __ctx: &mut #rt::Context<Self> #(, #params)*)
+        fn #ident(&mut self, #ctx: &mut #rt::Context<Self> #(, #declared)*)
             -> impl ::core::future::Future<Output = #rt::Result<#output>> + ::core::marker::Send
         {
             async move { #convert }

@@ -66,7 +66,9 @@ impl HookKind {
 }
 
 /// The hook a method name was probably meant to be: a camelCase spelling of it
-/// (`onMessage`), the JavaScript name (`get_connection_tags`), or a typo (`on_mesage`).
+/// (`onMessage`), the JavaScript name (`get_connection_tags`), or a one-letter slip
+/// (`on_mesage`, `on_strat`). Names that only extend a hook's (`on_closed`, `on_messages`) or
+/// differ by more (`on_state`) are helpers, not typos.
 pub(crate) fn near_miss(name: &str) -> Option<HookKind> {
     if HookKind::from_name(name).is_some() || name.len() < 5 {
         return None;
@@ -80,10 +82,7 @@ pub(crate) fn near_miss(name: &str) -> Option<HookKind> {
     }
     HookKind::ALL
         .into_iter()
-        .map(|hook| (edit_distance(&snake, hook.name()), hook))
-        .filter(|(distance, _)| *distance <= 2)
-        .min_by_key(|(distance, _)| *distance)
-        .map(|(_, hook)| hook)
+        .find(|hook| !snake.starts_with(hook.name()) && edit_distance(&snake, hook.name()) == 1)
 }
 
 fn to_snake_case(name: &str) -> String {
@@ -101,20 +100,29 @@ fn to_snake_case(name: &str) -> String {
     out
 }
 
-/// Levenshtein distance over bytes (hook names are ASCII).
+/// Optimal-string-alignment distance over bytes (hook names are ASCII): insertions,
+/// deletions, substitutions and swaps of two neighbours each count one.
 fn edit_distance(a: &str, b: &str) -> usize {
     let (a, b) = (a.as_bytes(), b.as_bytes());
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.iter().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let above = row[j + 1];
-            row[j + 1] = (above + 1).min(row[j] + 1).min(diagonal + usize::from(ca != cb));
-            diagonal = above;
+    let mut rows = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in rows.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in rows[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best =
+                (rows[i - 1][j] + 1).min(rows[i][j - 1] + 1).min(rows[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(rows[i - 2][j - 2] + 1);
+            }
+            rows[i][j] = best;
         }
     }
-    row[b.len()]
+    rows[a.len()][b.len()]
 }
 
 #[cfg(test)]
@@ -129,6 +137,7 @@ mod tests {
         assert_eq!(near_miss("get_connection_tags"), Some(HookKind::ConnectionTags));
         assert_eq!(near_miss("connection_tag"), Some(HookKind::ConnectionTags));
         assert_eq!(near_miss("onClose"), Some(HookKind::OnClose));
+        assert_eq!(near_miss("on_strat"), Some(HookKind::OnStart));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The model of one `#[agent]` impl block, built and validated from the parsed syntax.
 
 use proc_macro2::Span;
+use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::{FnArg, ImplItem, ImplItemFn, ItemImpl, ReturnType, Type};
 
@@ -19,6 +20,8 @@ pub(crate) struct AgentDef {
 /// One hook method found in the impl block.
 pub(crate) struct HookDef {
     pub(crate) kind: HookKind,
+    /// `#[cfg]` attributes, repeated on the generated method so a cfg'd-out hook stays out.
+    pub(crate) cfgs: Vec<syn::Attribute>,
     pub(crate) ident: syn::Ident,
     pub(crate) is_async: bool,
     /// The type of each parameter after the receiver: a type error in the call points there.
@@ -65,20 +68,25 @@ impl AgentDef {
             usable = false;
             errors.push(syn::Error::new_spanned(&item.generics, "an agent type cannot be generic"));
         }
-        let type_name = match &*item.self_ty {
-            Type::Path(path) if path.qself.is_none() => {
-                path.path.segments.last().map(|segment| segment.ident.to_string())
-            }
+        let type_ident = match &*item.self_ty {
+            Type::Path(path) if path.qself.is_none() => path.path.segments.last().map(|s| &s.ident),
             _ => None,
         };
-        let route_name = match (&args.name, type_name) {
+        let route_name = match (&args.name, type_ident) {
             (Some(name), _) => {
                 if let Err(why) = check_route_name(&name.value()) {
                     errors.push(syn::Error::new(name.span(), why));
                 }
                 name.value()
             }
-            (None, Some(type_name)) => camel_case_to_kebab_case(&type_name),
+            (None, Some(ident)) => {
+                let route_name = camel_case_to_kebab_case(&ident.unraw().to_string());
+                if let Err(why) = check_route_name(&route_name) {
+                    let why = format!("{why}; give the agent a name with #[agent(name = \"...\")]");
+                    errors.push(syn::Error::new(ident.span(), why));
+                }
+                route_name
+            }
             (None, None) => {
                 usable = false;
                 errors.push(syn::Error::new_spanned(
@@ -132,7 +140,9 @@ fn hook_of(method: &ImplItemFn) -> syn::Result<Option<HookDef>> {
         ));
     }
     match sig.inputs.first() {
-        Some(FnArg::Receiver(receiver)) if receiver.reference.is_some() => {}
+        // `&self`, `&mut self`, or the typed `self: &mut Self`.
+        Some(FnArg::Receiver(receiver))
+            if receiver.reference.is_some() || matches!(*receiver.ty, Type::Reference(_)) => {}
         Some(FnArg::Receiver(receiver)) => {
             return Err(syn::Error::new_spanned(
                 receiver,
@@ -171,8 +181,10 @@ fn hook_of(method: &ImplItemFn) -> syn::Result<Option<HookDef>> {
         ReturnType::Type(_, ty) => ty.span(),
         ReturnType::Default => sig.ident.span(),
     };
+    let cfgs = method.attrs.iter().filter(|attr| attr.path().is_ident("cfg")).cloned().collect();
     Ok(Some(HookDef {
         kind,
+        cfgs,
         ident: sig.ident.clone(),
         is_async: sig.asyncness.is_some(),
         param_spans,

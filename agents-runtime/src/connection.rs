@@ -2,13 +2,14 @@
 
 use std::fmt;
 use std::io::{self, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use tokio::sync::{Notify, mpsc};
 
 use crate::error::ConnectionError;
 use crate::message::Message;
+use crate::server::Limits;
 
 /// Close codes the runtime itself uses, with their meaning here.
 pub mod close_code {
@@ -36,15 +37,21 @@ pub(crate) enum Outgoing {
     Close(CloseFrame),
 }
 
-/// Shared between a [`Connection`] and its socket task: the out-of-band close used when the
-/// in-band queue cannot take one (a full outbox).
+/// Shared between a [`Connection`] and its socket task: the bytes queued in the outbox, and
+/// the out-of-band close used when the queue cannot take one (a full outbox).
 #[derive(Debug, Default)]
 pub(crate) struct Link {
+    queued_bytes: AtomicUsize,
     forced: Notify,
     forced_frame: Mutex<Option<CloseFrame>>,
 }
 
 impl Link {
+    /// The socket task wrote a message of `len` bytes: it no longer counts against the budget.
+    pub(crate) fn written(&self, len: usize) {
+        self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+    }
+
     /// Asks the socket task to drop whatever is queued and close with `frame` (first call wins).
     pub(crate) fn force_close(&self, frame: CloseFrame) {
         let mut slot = lock(&self.forced_frame);
@@ -87,6 +94,7 @@ struct Inner<S> {
     max_state_size: usize,
     outbox: mpsc::Sender<Outgoing>,
     outbox_capacity: usize,
+    max_outbox_bytes: usize,
     closing: AtomicBool,
     link: Arc<Link>,
 }
@@ -106,7 +114,7 @@ pub(crate) struct ConnectionParts {
 }
 
 impl<S: serde::Serialize> Connection<S> {
-    pub(crate) fn new(parts: ConnectionParts, server: Arc<str>, max_state_size: usize) -> Self {
+    pub(crate) fn new(parts: ConnectionParts, server: Arc<str>, limits: &Limits) -> Self {
         let outbox_capacity = parts.outbox.max_capacity();
         Self {
             inner: Arc::new(Inner {
@@ -116,9 +124,10 @@ impl<S: serde::Serialize> Connection<S> {
                 server,
                 tags: OnceLock::new(),
                 state: Mutex::new(None),
-                max_state_size,
+                max_state_size: limits.max_connection_state_size,
                 outbox: parts.outbox,
                 outbox_capacity,
+                max_outbox_bytes: limits.max_outbox_bytes,
                 closing: AtomicBool::new(false),
                 link: parts.link,
             }),
@@ -136,15 +145,19 @@ impl<S: serde::Serialize> Connection<S> {
     }
 
     /// Computes the new state from the current one (`connection.setState(prev => next)`).
+    ///
+    /// The closure runs without holding the state's lock, so it may use the connection; while
+    /// it runs, the state reads as `None`. If the new state is over the limit, the old one is
+    /// put back.
     pub fn update_state(
         &self,
         update: impl FnOnce(Option<&S>) -> S,
     ) -> Result<(), ConnectionError> {
-        let mut slot = lock(&self.inner.state);
-        let next = update(slot.as_ref());
-        self.check_state_size(&next)?;
-        *slot = Some(next);
-        Ok(())
+        let previous = lock(&self.inner.state).take();
+        let next = update(previous.as_ref());
+        let checked = self.check_state_size(&next);
+        *lock(&self.inner.state) = if checked.is_ok() { Some(next) } else { previous };
+        checked
     }
 
     fn check_state_size(&self, state: &S) -> Result<(), ConnectionError> {
@@ -191,7 +204,8 @@ impl<S> Connection<S> {
         lock(&self.inner.state).clone()
     }
 
-    /// Reads the connection state in place, without cloning it.
+    /// Reads the connection state in place, without cloning it. The closure runs under the
+    /// state's lock: it must not call state methods of the same connection.
     pub fn with_state<R>(&self, read: impl FnOnce(Option<&S>) -> R) -> R {
         read(lock(&self.inner.state).as_ref())
     }
@@ -247,33 +261,60 @@ impl<S> Connection<S> {
         &self.inner.id
     }
 
+    /// The socket is gone: from now on the connection is closing and cannot be sent to.
+    pub(crate) fn mark_closed(&self) {
+        self.inner.closing.store(true, Ordering::Release);
+    }
+
     pub(crate) fn set_tags(&self, tags: Box<[Arc<str>]>) {
         // Set once, right after `connection_tags` and before the connection is listed.
         let _ = self.inner.tags.set(tags);
     }
 
     /// Queues without the closing check: also used for the setup-failure frame.
+    ///
+    /// A message counts against the outbox's byte budget until the socket task wrote it; a
+    /// single message bigger than the budget still goes through an empty outbox.
     pub(crate) fn push(&self, outgoing: Outgoing) -> Result<(), ConnectionError> {
+        let len = match &outgoing {
+            Outgoing::Message(message) => message.len(),
+            Outgoing::Close(_) => 0,
+        };
+        let queued = &self.inner.link.queued_bytes;
+        let before = queued.fetch_add(len, Ordering::Relaxed);
+        if before > 0 && before + len > self.inner.max_outbox_bytes {
+            queued.fetch_sub(len, Ordering::Relaxed);
+            return Err(self.overflow());
+        }
         match self.inner.outbox.try_send(outgoing) {
             Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(ConnectionError::Closed),
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                let capacity = self.inner.outbox_capacity;
-                if !self.inner.closing.swap(true, Ordering::AcqRel) {
-                    tracing::warn!(
-                        connection = %self.inner.id,
-                        agent_instance = %self.inner.server,
-                        capacity,
-                        "closing connection: outbox full, the client is not reading"
-                    );
+            Err(error) => {
+                queued.fetch_sub(len, Ordering::Relaxed);
+                match error {
+                    mpsc::error::TrySendError::Closed(_) => Err(ConnectionError::Closed),
+                    mpsc::error::TrySendError::Full(_) => Err(self.overflow()),
                 }
-                self.inner.link.force_close(CloseFrame {
-                    code: close_code::OUTBOX_FULL,
-                    reason: "Outbox full: client is not reading".into(),
-                });
-                Err(ConnectionError::OutboxFull { capacity })
             }
         }
+    }
+
+    /// The client stopped reading: close it out of band, dropping what is queued.
+    fn overflow(&self) -> ConnectionError {
+        let (messages, bytes) = (self.inner.outbox_capacity, self.inner.max_outbox_bytes);
+        if !self.inner.closing.swap(true, Ordering::AcqRel) {
+            tracing::warn!(
+                connection = %self.inner.id,
+                agent_instance = %self.inner.server,
+                messages,
+                bytes,
+                "closing connection: outbox full, the client is not reading"
+            );
+        }
+        self.inner.link.force_close(CloseFrame {
+            code: close_code::OUTBOX_FULL,
+            reason: "Outbox full: client is not reading".into(),
+        });
+        ConnectionError::OutboxFull { messages, bytes }
     }
 }
 
@@ -391,12 +432,18 @@ mod tests {
             outbox: tx,
             link: Arc::default(),
         };
-        let conn: Connection<String> = Connection::new(parts, "room".into(), 16);
+        let limits = Limits { max_connection_state_size: 16, ..Limits::default() };
+        let conn: Connection<String> = Connection::new(parts, "room".into(), &limits);
         conn.set_state("small".into()).expect("fits");
         let err = conn.set_state("x".repeat(100)).unwrap_err();
         assert!(matches!(err, ConnectionError::StateTooLarge { limit: 16 }));
         assert_eq!(conn.state().as_deref(), Some("small"));
         conn.update_state(|prev| format!("{}!", prev.map_or("", |s| s))).expect("fits");
+        assert_eq!(conn.state().as_deref(), Some("small!"));
+        // The updater may read the connection (no deadlock), and a refused update keeps the old.
+        let err =
+            conn.update_state(|_| format!("{:?}{}", conn.state(), "x".repeat(50))).unwrap_err();
+        assert!(matches!(err, ConnectionError::StateTooLarge { .. }));
         assert_eq!(conn.state().as_deref(), Some("small!"));
     }
 }

@@ -21,7 +21,12 @@ impl<S> ConnectionTable<S> {
     pub(crate) fn insert(&mut self, conn: Connection<S>) {
         let key = conn.key();
         for tag in conn.tags() {
-            self.by_tag.entry(tag.clone()).or_default().push(key);
+            let keys = self.by_tag.entry(tag.clone()).or_default();
+            // A tag the connection repeats is indexed once (this connection's keys are pushed
+            // together, so a repeat sees its own key last).
+            if keys.last() != Some(&key) {
+                keys.push(key);
+            }
         }
         self.by_key.insert(key, conn);
     }

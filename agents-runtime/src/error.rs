@@ -22,6 +22,11 @@ impl Error {
         Self { inner: Box::new(Message(message.to_string())) }
     }
 
+    /// Wraps an already boxed error (`Box<dyn Error + Send + Sync>`, as many libraries return).
+    pub fn from_boxed(error: Box<dyn StdError + Send + Sync + 'static>) -> Self {
+        Self { inner: error }
+    }
+
     /// The underlying error, for downcasting (`err.source_ref().downcast_ref::<T>()`).
     pub fn source_ref(&self) -> &(dyn StdError + Send + Sync + 'static) {
         &*self.inner
@@ -78,7 +83,9 @@ pub enum ConnectionError {
     /// [`close_code::OUTBOX_FULL`](crate::close_code::OUTBOX_FULL).
     OutboxFull {
         /// The configured outbox capacity, in messages.
-        capacity: usize,
+        messages: usize,
+        /// The configured outbox budget, in bytes.
+        bytes: usize,
     },
     /// The serialized connection state is over the configured limit; the old state is kept.
     StateTooLarge {
@@ -98,9 +105,9 @@ impl fmt::Display for ConnectionError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Closed => f.write_str("the connection is closed"),
-            Self::OutboxFull { capacity } => write!(
+            Self::OutboxFull { messages, bytes } => write!(
                 f,
-                "the connection's outbox is full ({capacity} messages): the client is not reading"
+                "the connection's outbox is full ({messages} messages or {bytes} bytes): the client is not reading"
             ),
             Self::StateTooLarge { limit } => {
                 write!(f, "connection state is over the {limit}-byte limit once serialized")

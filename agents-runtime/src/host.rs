@@ -94,7 +94,24 @@ async fn run<A: Agent>(mut mailbox: mpsc::Receiver<Event>, shared: Arc<Shared>, 
 impl<A: Agent> Host<A> {
     async fn handle(&mut self, event: Event) {
         match event {
-            Event::Connect(request) => self.connect(*request).await,
+            Event::Connect(request) => {
+                let ConnectRequest { parts, conn_ctx } = *request;
+                let name = self.ctx.name_arc().clone();
+                let conn = Connection::new(parts, name, &self.shared.limits);
+                let connect = AssertUnwindSafe(self.connect(&conn, &conn_ctx)).catch_unwind();
+                if let Err(panic) = connect.await {
+                    let error = format!("a hook panicked: {}", panic_message(&*panic));
+                    tracing::error!(agent = A::NAME, name = self.ctx.name(), "{error}");
+                    match (&mut self.agent, self.ctx.connections.get(conn.key()).is_some()) {
+                        // `on_connect` panicked: the connection stands, like after an error.
+                        (Some(agent), true) => {
+                            report(agent, &mut self.ctx, Some(&conn), Error::msg(error)).await;
+                        }
+                        // `on_start` or `connection_tags` panicked: refuse the connection.
+                        _ => fail_setup(&conn, &error),
+                    }
+                }
+            }
             Event::Message { key, message } => {
                 let (Some(agent), Some(conn)) = (&mut self.agent, self.ctx.connections.get(key))
                 else {
@@ -112,6 +129,7 @@ impl<A: Agent> Host<A> {
             }
             Event::Close { key, code, reason, was_clean } => {
                 let Some(conn) = self.ctx.connections.remove(key) else { return };
+                conn.mark_closed();
                 let Some(agent) = &mut self.agent else { return };
                 let result = agent.on_close(&mut self.ctx, &conn, code, &reason, was_clean).await;
                 if let Err(e) = result {
@@ -152,18 +170,16 @@ impl<A: Agent> Host<A> {
         Ok(())
     }
 
-    async fn connect(&mut self, request: ConnectRequest) {
-        let ConnectRequest { parts, conn_ctx } = request;
-        let conn = Connection::<A::ConnectionState>::new(
-            parts,
-            self.ctx.name_arc().clone(),
-            self.shared.limits.max_connection_state_size,
-        );
+    async fn connect(
+        &mut self,
+        conn: &Connection<A::ConnectionState>,
+        conn_ctx: &ConnectionContext,
+    ) {
         if let Err(e) = self.ensure_started().await {
-            return fail_setup(&conn, &e.to_string());
+            return fail_setup(conn, &e.to_string());
         }
         let agent = self.agent.as_mut().expect("started");
-        let tags = match agent.connection_tags(&mut self.ctx, &conn, &conn_ctx).await {
+        let tags = match agent.connection_tags(&mut self.ctx, conn, conn_ctx).await {
             Ok(user_tags) => crate::tags::prepare(conn.id_arc(), user_tags),
             Err(e) => Err(e.to_string()),
         };
@@ -176,12 +192,12 @@ impl<A: Agent> Host<A> {
                     connection = conn.id(),
                     "refusing connection: {rule}"
                 );
-                return fail_setup(&conn, &rule);
+                return fail_setup(conn, &rule);
             }
         }
         self.ctx.connections.insert(conn.clone());
-        if let Err(e) = agent.on_connect(&mut self.ctx, &conn, &conn_ctx).await {
-            report(agent, &mut self.ctx, Some(&conn), e).await;
+        if let Err(e) = agent.on_connect(&mut self.ctx, conn, conn_ctx).await {
+            report(agent, &mut self.ctx, Some(conn), e).await;
         }
     }
 
@@ -200,19 +216,25 @@ impl<A: Agent> Host<A> {
     }
 }
 
-/// Hands an error to `on_error`; an error from `on_error` itself is logged.
+/// Hands an error to `on_error`; an error or a panic in `on_error` itself is logged.
 async fn report<A: Agent>(
     agent: &mut A,
     ctx: &mut Context<A>,
     conn: Option<&Connection<A::ConnectionState>>,
     error: Error,
 ) {
-    if let Err(e) = agent.on_error(ctx, conn, &error).await {
-        tracing::error!(
+    let name: Arc<str> = ctx.name_arc().clone();
+    match AssertUnwindSafe(agent.on_error(ctx, conn, &error)).catch_unwind().await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::error!(agent = A::NAME, name = %name, "on_error failed: {e} (handling: {error})");
+        }
+        Err(panic) => tracing::error!(
             agent = A::NAME,
-            name = ctx.name(),
-            "on_error failed: {e} (handling: {error})"
-        );
+            name = %name,
+            "on_error panicked: {} (handling: {error})",
+            panic_message(&*panic)
+        ),
     }
 }
 

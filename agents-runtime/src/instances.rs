@@ -19,19 +19,33 @@ pub(crate) struct Instances {
 }
 
 impl Instances {
-    /// The mailbox of instance `name`, starting the instance if it is not live.
-    fn mailbox(&self, class: &AgentClass, name: &str, shared: &Arc<Shared>) -> mpsc::Sender<Event> {
+    /// The mailbox of instance `name`, starting the instance if it is not live; `None` when
+    /// it is not live and `max_instances` are.
+    fn mailbox(
+        &self,
+        class: &AgentClass,
+        name: &str,
+        shared: &Arc<Shared>,
+    ) -> Option<mpsc::Sender<Event>> {
         let mut by_class = lock(&self.by_class);
-        let instances = by_class.entry(class.name).or_default();
-        match instances.get(name) {
-            Some(mailbox) if !mailbox.is_closed() => mailbox.clone(),
-            _ => {
-                let name: Arc<str> = name.into();
-                let mailbox = (class.spawn)(shared.clone(), name.clone());
-                instances.insert(name, mailbox.clone());
-                mailbox
-            }
+        let live = by_class.get(class.name).and_then(|instances| instances.get(name));
+        if let Some(mailbox) = live.filter(|mailbox| !mailbox.is_closed()) {
+            return Some(mailbox.clone());
         }
+        let live: usize = by_class.values().map(HashMap::len).sum();
+        if live >= shared.limits.max_instances {
+            tracing::warn!(
+                agent = class.name,
+                name,
+                live,
+                "refusing a new instance: max_instances reached"
+            );
+            return None;
+        }
+        let name: Arc<str> = name.into();
+        let mailbox = (class.spawn)(shared.clone(), name.clone());
+        by_class.entry(class.name).or_default().insert(name, mailbox.clone());
+        Some(mailbox)
     }
 
     /// Delivers `event` to instance `name` and returns the mailbox that took it, for the
@@ -45,7 +59,7 @@ impl Instances {
     ) -> Option<mpsc::Sender<Event>> {
         // A retry only happens when an instance left memory between lookup and send.
         for _ in 0..3 {
-            let mailbox = self.mailbox(class, name, shared);
+            let mailbox = self.mailbox(class, name, shared)?;
             match mailbox.send(event).await {
                 Ok(()) => return Some(mailbox),
                 Err(mpsc::error::SendError(returned)) => event = returned,

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, ToSocketAddrs};
@@ -23,12 +23,16 @@ use crate::registry::{self, AgentClass};
 pub(crate) struct Limits {
     pub(crate) max_message_size: usize,
     pub(crate) outbox_capacity: usize,
+    pub(crate) max_outbox_bytes: usize,
     pub(crate) mailbox_capacity: usize,
     pub(crate) max_connection_state_size: usize,
     pub(crate) max_request_body_size: usize,
     pub(crate) read_buffer_size: usize,
     pub(crate) close_timeout: Duration,
+    pub(crate) send_timeout: Duration,
     pub(crate) evict_idle_after: Duration,
+    pub(crate) max_connections: usize,
+    pub(crate) max_instances: usize,
 }
 
 impl Default for Limits {
@@ -36,12 +40,16 @@ impl Default for Limits {
         Self {
             max_message_size: 1 << 20,
             outbox_capacity: 1024,
+            max_outbox_bytes: 16 << 20,
             mailbox_capacity: 1024,
             max_connection_state_size: 2048,
             max_request_body_size: 1 << 20,
             read_buffer_size: 4096,
             close_timeout: Duration::from_secs(5),
+            send_timeout: Duration::from_secs(30),
             evict_idle_after: Duration::from_secs(10),
+            max_connections: 100_000,
+            max_instances: 100_000,
         }
     }
 }
@@ -54,11 +62,30 @@ pub(crate) struct Shared {
     pub(crate) instances: Instances,
     pub(crate) data_dir: Option<PathBuf>,
     next_key: AtomicU64,
+    open_connections: AtomicUsize,
 }
 
 impl Shared {
     pub(crate) fn next_connection_key(&self) -> ConnectionKey {
         self.next_key.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A slot for one more WebSocket, or `None` at `max_connections`. Freed on drop.
+    pub(crate) fn admit_connection(self: &Arc<Self>) -> Option<ConnectionSlot> {
+        let open = self.open_connections.fetch_add(1, Ordering::AcqRel);
+        let slot = ConnectionSlot { shared: self.clone() };
+        (open < self.limits.max_connections).then_some(slot)
+    }
+}
+
+/// One admitted WebSocket; dropping it frees the slot.
+pub(crate) struct ConnectionSlot {
+    shared: Arc<Shared>,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.shared.open_connections.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -107,6 +134,13 @@ impl ServerBuilder {
         self
     }
 
+    /// Bytes queued per connection before a client that stopped reading is closed with 1013
+    /// (a single bigger message still goes out). Default 16 MiB.
+    pub fn max_outbox_bytes(mut self, bytes: usize) -> Self {
+        self.limits.max_outbox_bytes = bytes;
+        self
+    }
+
     /// Events queued per instance; sockets wait (and stop reading) while it is full.
     /// Default 1024.
     pub fn mailbox_capacity(mut self, events: usize) -> Self {
@@ -139,6 +173,26 @@ impl ServerBuilder {
         self
     }
 
+    /// How long writing to a client may stall before it is closed with 1013 as not reading.
+    /// Default 30 s.
+    pub fn send_timeout(mut self, timeout: Duration) -> Self {
+        self.limits.send_timeout = timeout;
+        self
+    }
+
+    /// Most WebSockets open at once; an upgrade over it gets 503. Default 100 000.
+    pub fn max_connections(mut self, connections: usize) -> Self {
+        self.limits.max_connections = connections;
+        self
+    }
+
+    /// Most agent instances in memory at once; a request for a new one over it gets 503, a
+    /// WebSocket close 1013. Default 100 000.
+    pub fn max_instances(mut self, instances: usize) -> Self {
+        self.limits.max_instances = instances;
+        self
+    }
+
     /// How long an instance with no connections stays in memory without events before it
     /// is dropped (its next event starts it again, `on_start` included). Default 10 s.
     pub fn evict_idle_after(mut self, idle: Duration) -> Self {
@@ -149,14 +203,18 @@ impl ServerBuilder {
     /// Checks the configuration, creates the data directory and binds the listener.
     pub async fn bind(self, addr: impl ToSocketAddrs) -> Result<Server, Error> {
         let limits = self.limits;
-        for (what, value) in [
-            ("outbox_capacity", limits.outbox_capacity),
-            ("mailbox_capacity", limits.mailbox_capacity),
-            ("max_message_size", limits.max_message_size),
-            ("read_buffer_size", limits.read_buffer_size),
+        for (what, value, least) in [
+            // A refused connection needs two slots: its error frame and its close frame.
+            ("outbox_capacity", limits.outbox_capacity, 2),
+            ("max_outbox_bytes", limits.max_outbox_bytes, 1),
+            ("mailbox_capacity", limits.mailbox_capacity, 1),
+            ("max_message_size", limits.max_message_size, 1),
+            ("read_buffer_size", limits.read_buffer_size, 1),
+            ("max_connections", limits.max_connections, 1),
+            ("max_instances", limits.max_instances, 1),
         ] {
-            if value == 0 {
-                return Err(Error::msg(format!("{what} must be at least 1")));
+            if value < least {
+                return Err(Error::msg(format!("{what} must be at least {least}")));
             }
         }
         let mut classes: HashMap<&'static str, AgentClass> = HashMap::new();
@@ -185,6 +243,7 @@ impl ServerBuilder {
             instances: Instances::default(),
             data_dir: self.data_dir,
             next_key: AtomicU64::new(1),
+            open_connections: AtomicUsize::new(0),
         });
         Ok(Server { listener, shared })
     }
@@ -251,6 +310,11 @@ pub struct ServerHandle {
 }
 
 impl ServerHandle {
+    /// How many WebSockets are open now.
+    pub fn open_connections(&self) -> usize {
+        self.shared.open_connections.load(Ordering::Acquire)
+    }
+
     /// How many agent instances are in memory now.
     pub fn live_instances(&self) -> usize {
         self.shared.instances.live()

@@ -59,7 +59,8 @@ impl TestServer {
     /// Tries a WebSocket upgrade that is expected to be refused; returns status and body.
     pub async fn refused_upgrade(&self, path: &str) -> (u16, String) {
         let url = self.ws_url(path);
-        match tokio_tungstenite::connect_async(&url).await {
+        let attempt = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(&url));
+        match attempt.await.unwrap_or_else(|_| panic!("the upgrade to {url} timed out")) {
             Ok(_) => panic!("the upgrade to {url} was accepted"),
             Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
                 let body = response.body().as_deref().map(String::from_utf8_lossy);

@@ -185,7 +185,7 @@ async fn chat_agent_without_token_is_closed_4001() {
         ["/agents/chat-agent/c", "/agents/chat-agent/c?token=", "/agents/chat-agent/c?other=1"]
     {
         let mut client = server.connect(path).await;
-        // Anything sent before the close is not answered.
+        // Nothing but the close comes back (runtime.rs shows such a message is not handled).
         client.send_text("sneaky").await;
         assert_eq!(
             client.expect_close_now().await,
@@ -264,8 +264,8 @@ async fn file_agent_acknowledges_binary_uploads() {
     let mut client = server.connect("/agents/file-agent/f").await;
     client.send_binary(vec![7u8; 12_345]).await;
     assert_eq!(client.recv_json().await, json!({ "status": "received", "size": 12345 }));
-    // A JSON command is accepted silently; text that is not JSON reaches on_error (logged)
-    // and the connection stays open.
+    // A JSON command is accepted silently; text that is not JSON is an error for on_error
+    // (logged), and the connection stays open.
     client.send_text(r#"{"cmd":"list"}"#).await;
     client.send_text("not json").await;
     client.send_binary(Vec::new()).await;

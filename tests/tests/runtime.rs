@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use agents_runtime::prelude::*;
-use agents_runtime::{ConnectionError, close_code};
+use agents_runtime::{ConnectionError, ServerBuilder, close_code};
 use agents_tests::{Closed, TestServer, eventually, start};
 use futures_util::SinkExt;
 use serde_json::json;
@@ -73,10 +73,12 @@ impl Tagger {
         _conn: &Connection,
         conn_ctx: &ConnectionContext,
     ) -> Vec<String> {
-        conn_ctx
+        let tags: Vec<String> = conn_ctx
             .query("tags")
             .map(|tags| tags.split(',').map(str::to_owned).collect())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        assert!(!tags.iter().any(|tag| tag == "panic"), "tag panic");
+        tags
     }
 
     fn on_connect(
@@ -184,9 +186,22 @@ async fn tag_rules_refuse_the_connection_with_an_error_frame_and_1011() {
             Closed { code: 1011, reason: "Uncaught exception during session setup".into() }
         );
     }
+    // A panic in connection_tags refuses the connection the same way.
+    let mut client = server.connect("/agents/tagger/t?tags=panic").await;
+    assert_eq!(client.recv_json().await, json!({ "error": "a hook panicked: tag panic" }));
+    assert_eq!(client.expect_close_now().await.code, 1011);
     // The instance is unharmed.
     let mut client = server.connect("/agents/tagger/t?tags=ok").await;
     assert_eq!(client.recv_json().await["tags"].as_array().map(Vec::len), Some(2));
+}
+
+#[tokio::test]
+async fn a_repeated_tag_is_kept_but_indexed_once() {
+    let server = tagger().await;
+    let mut client = server.connect("/agents/tagger/r?_pk=me&tags=a,b,a").await;
+    assert_eq!(client.recv_json().await["tags"], json!(["me", "a", "b", "a"]));
+    client.send_text("tag:a").await;
+    assert_eq!(client.recv_text().await, "1");
 }
 
 #[tokio::test]
@@ -222,6 +237,7 @@ impl Faulty {
     ) -> Result<()> {
         match text(&message) {
             "fail" => Err(Error::msg("boom")),
+            "fail-hard" => Err(Error::msg("hard")),
             "panic" => panic!("kaboom"),
             "badclose" => Ok(conn.close(1005, "reserved")?),
             other => Ok(conn.send(format!("echo:{other}"))?),
@@ -236,6 +252,7 @@ impl Faulty {
     }
 
     fn on_error(&mut self, ctx: &mut Context<Self>, conn: Option<&Connection>, error: &Error) {
+        assert_ne!(error.to_string(), "hard", "on_error gives up");
         match conn {
             Some(conn) => {
                 let _ = conn.send(format!("connection error: {error}"));
@@ -259,6 +276,8 @@ async fn hook_errors_and_panics_reach_on_error_and_the_socket_stays_open() {
         client.recv_text().await,
         "connection error: close code 1005 cannot be sent: use 1000-1003, 1007-1014 or 3000-4999"
     );
+    // Even a panicking on_error leaves the instance running.
+    client.send_text("fail-hard").await;
     client.send_text("still here").await;
     assert_eq!(client.recv_text().await, "echo:still here");
 
@@ -403,24 +422,16 @@ impl Flood {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_that_stops_reading_is_closed_with_1013() {
-    let server = start(
-        Server::builder()
-            .agent::<Flood>()
-            .outbox_capacity(16)
-            .close_timeout(Duration::from_secs(30)),
-    )
-    .await;
+/// Floods a client that stopped reading until the server gives up on it; returns what the
+/// other connection was told.
+async fn flood_a_client_that_stops_reading(builder: ServerBuilder) -> String {
+    let server = start(builder.agent::<Flood>().close_timeout(Duration::from_secs(30))).await;
     let mut observer = server.connect("/agents/flood/f?_pk=observer").await;
     let slow = server.connect("/agents/flood/f?_pk=slow").await;
     let mut slow = slow.into_inner();
     // Ask for far more than socket buffers hold (128 MiB), then stop reading.
     slow.send(WsMessage::text("flood:2000")).await.expect("sends");
-    assert_eq!(
-        observer.recv_text().await,
-        "slow: the connection's outbox is full (16 messages): the client is not reading"
-    );
+    let report = observer.recv_text().await;
     // Reading again: what was already in flight, then the close frame.
     let mut slow = agents_tests::Client::from_stream(slow);
     let closed = slow.expect_close().await;
@@ -434,6 +445,26 @@ async fn a_client_that_stops_reading_is_closed_with_1013() {
     // Others are unaffected.
     observer.send_text("flood:1").await;
     assert_eq!(observer.recv_binary().await.len(), 64 * 1024);
+    report
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_closed_with_1013_at_the_message_bound() {
+    let report = flood_a_client_that_stops_reading(Server::builder().outbox_capacity(16)).await;
+    assert_eq!(
+        report,
+        "slow: the connection's outbox is full (16 messages or 16777216 bytes): the client is not reading"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_closed_with_1013_at_the_byte_bound() {
+    let builder = Server::builder().outbox_capacity(100_000).max_outbox_bytes(256 * 1024);
+    let report = flood_a_client_that_stops_reading(builder).await;
+    assert_eq!(
+        report,
+        "slow: the connection's outbox is full (100000 messages or 262144 bytes): the client is not reading"
+    );
 }
 
 // --- close handshake -----------------------------------------------------------------------
@@ -471,6 +502,11 @@ impl Closer {
             &[],
         );
     }
+
+    fn on_error(&mut self, ctx: &mut Context<Self>, conn: Option<&Connection>, error: &Error) {
+        let id = conn.map_or("server", |conn| conn.id());
+        ctx.broadcast(format!("{id} error: {error}"), &[]);
+    }
 }
 
 #[tokio::test]
@@ -494,8 +530,9 @@ async fn on_close_gets_code_reason_and_cleanliness() {
     // tungstenite's client answers with the same frame.
     assert_eq!(observer.recv_text().await, "b closed 4002 'server says bye' clean=true left=1");
 
+    // TCP gone without a close frame: a disconnect (1006), not an error.
     let client = server.connect("/agents/closer/c?_pk=c").await;
-    drop(client.into_inner()); // TCP gone without a close frame
+    drop(client.into_inner());
     assert_eq!(observer.recv_text().await, "c closed 1006 '' clean=false left=1");
 }
 
@@ -583,8 +620,11 @@ async fn agents_register_themselves_and_keep_their_names() {
 #[tokio::test]
 async fn bad_server_configuration_is_an_error() {
     let error =
-        Server::builder().outbox_capacity(0).bind("127.0.0.1:0").await.err().expect("refused");
-    assert_eq!(error.to_string(), "outbox_capacity must be at least 1");
+        Server::builder().outbox_capacity(1).bind("127.0.0.1:0").await.err().expect("refused");
+    assert_eq!(error.to_string(), "outbox_capacity must be at least 2");
+    let error =
+        Server::builder().max_instances(0).bind("127.0.0.1:0").await.err().expect("refused");
+    assert_eq!(error.to_string(), "max_instances must be at least 1");
 }
 
 // --- upgrade requests --------------------------------------------------------------------------
@@ -677,4 +717,78 @@ async fn malformed_frames_close_with_1007_or_1002_and_reach_on_error() {
     // The instance is still serving.
     observer.send_text("ok").await;
     assert_eq!(observer.recv_text().await, "echo:ok");
+}
+
+// --- refused connections are not heard -------------------------------------------------------
+
+/// Refuses connections without `?token=`; every message heard is told to everyone.
+#[derive(Default)]
+struct Gate;
+
+#[agent]
+impl Gate {
+    fn on_connect(
+        &mut self,
+        _ctx: &mut Context<Self>,
+        conn: &Connection,
+        conn_ctx: &ConnectionContext,
+    ) -> Result<()> {
+        if conn_ctx.query("token").is_none() {
+            conn.close(4001, "Unauthorized")?;
+        }
+        Ok(())
+    }
+
+    fn on_message(&mut self, ctx: &mut Context<Self>, _conn: &Connection, message: Message) {
+        ctx.broadcast(format!("heard: {}", text(&message)), &[]);
+    }
+}
+
+#[tokio::test]
+async fn messages_from_a_refused_connection_never_reach_on_message() {
+    let server = start(Server::builder().agent::<Gate>()).await;
+    let mut member = server.connect("/agents/gate/g?token=t").await;
+    let mut intruder = server.connect("/agents/gate/g").await;
+    intruder.send_text("sneaky").await;
+    assert_eq!(intruder.expect_close_now().await.code, 4001);
+    // Turns run in order: had "sneaky" been handled, its broadcast would come first.
+    member.send_text("probe").await;
+    assert_eq!(member.recv_text().await, "heard: probe");
+}
+
+// --- connection and instance caps ------------------------------------------------------------
+
+#[tokio::test]
+async fn connections_over_the_cap_get_503_until_one_closes() {
+    let server = start(Server::builder().agent::<Gate>().max_connections(1)).await;
+    let mut first = server.connect("/agents/gate/g?token=t").await;
+    assert_eq!(
+        server.refused_upgrade("/agents/gate/g?token=t").await,
+        (503, "Too many connections".into())
+    );
+    first.close(Some((1000, ""))).await;
+    let handle = server.handle.clone();
+    eventually("the slot is freed", || handle.open_connections() == 0).await;
+    let mut again = server.connect("/agents/gate/g?token=t").await;
+    again.send_text("back").await;
+    assert_eq!(again.recv_text().await, "heard: back");
+}
+
+#[tokio::test]
+async fn instances_over_the_cap_are_refused() {
+    let server = start(
+        Server::builder().agent::<EnvReader>().agent::<Gate>().env(Greeting("hi")).max_instances(1),
+    )
+    .await;
+    assert_eq!(server.http("GET", "/agents/env-reader/one", b"").await.0, 200);
+    assert_eq!(server.http("GET", "/agents/env-reader/one", b"").await.0, 200); // live already
+    assert_eq!(
+        server.http("GET", "/agents/env-reader/two", b"").await,
+        (503, "Agent unavailable".into())
+    );
+    let mut refused = server.connect("/agents/gate/two?token=t").await;
+    assert_eq!(
+        refused.expect_close_now().await,
+        Closed { code: 1013, reason: "Server at capacity".into() }
+    );
 }

@@ -11,7 +11,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 use http::{HeaderMap, Method, StatusCode, Uri};
 use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -24,6 +24,9 @@ use crate::server::Shared;
 
 /// The first path segment of every agent route.
 const PREFIX: &str = "agents";
+
+/// How long a client may take to send a request's head.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Accepts connections until `shutdown` completes.
 pub(crate) async fn serve(
@@ -46,11 +49,20 @@ pub(crate) async fn serve(
                 }
             },
         };
-        // Frames are small and latency matters more than packet count.
+        // Frames are small and latency matters more than packet count; keepalive finds peers
+        // that vanished without a FIN, so their connections do not stay open forever.
         let _ = stream.set_nodelay(true);
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(Duration::from_secs(60))
+            .with_interval(Duration::from_secs(10))
+            .with_retries(3);
+        let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
         let service = TowerToHyperService::new(service.clone());
         tokio::spawn(async move {
             let served = hyper::server::conn::http1::Builder::new()
+                // Slow or stalled request heads are cut off (hyper answers 408).
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades()
                 .await;

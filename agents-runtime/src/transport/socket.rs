@@ -10,6 +10,7 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame as WireCloseFrame;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
@@ -76,10 +77,15 @@ pub(super) fn upgrade(
     let Some(on_upgrade) = on_upgrade else {
         return bad("Invalid WebSocket upgrade: the connection cannot be upgraded");
     };
+    let Some(slot) = shared.admit_connection() else {
+        tracing::warn!("refusing a WebSocket: max_connections reached");
+        return super::text(StatusCode::SERVICE_UNAVAILABLE, "Too many connections");
+    };
     let accept = derive_accept_key(key.as_bytes());
     let id = connection_id(query_param(uri.query(), "_pk").as_deref());
     let conn_ctx = ConnectionContext::new(method, uri, headers);
     tokio::spawn(async move {
+        let _slot = slot; // held for the socket's whole life
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
             Err(e) => return tracing::debug!("websocket upgrade failed: {e}"),
@@ -125,7 +131,8 @@ async fn run(
     };
     let connect = Event::Connect(Box::new(ConnectRequest { parts, conn_ctx }));
     let Some(mailbox) = shared.instances.dispatch(&class, &name, &shared, connect).await else {
-        let frame = wire_close(close_code::GOING_AWAY, "Agent unavailable");
+        // The instance could not be started (max_instances): try again later.
+        let frame = wire_close(close_code::OUTBOX_FULL, "Server at capacity");
         let _ = timeout(shared.limits.close_timeout, ws.close(Some(frame))).await;
         return;
     };
@@ -159,6 +166,8 @@ enum End {
 impl Socket {
     async fn relay(mut self) {
         let end = self.relay_until_end().await;
+        // Nothing more will be written: later sends fail as closed instead of filling up.
+        self.outbox.close();
         if let Some(event) = self.pending.take() {
             let _ = self.mailbox.send(event).await;
         }
@@ -188,14 +197,22 @@ impl Socket {
                 },
                 outgoing = self.outbox.recv() => match outgoing {
                     Some(Outgoing::Message(message)) => {
+                        let write = write_batch(&mut self.ws, &mut self.outbox, &link, message);
                         let written = tokio::select! {
-                            written = write_batch(&mut self.ws, &mut self.outbox, message) => written,
+                            written = timeout(self.shared.limits.send_timeout, write) => written,
                             frame = link.forced() => return End::Forced(frame),
                         };
                         match written {
-                            Ok(None) => {}
-                            Ok(Some(close)) => return End::Close(close),
-                            Err(_) => return End::Abnormal,
+                            Ok(Ok(None)) => {}
+                            Ok(Ok(Some(close))) => return End::Close(close),
+                            Ok(Err(_)) => return End::Abnormal,
+                            Err(_elapsed) => {
+                                tracing::warn!("closing connection: a write stalled past send_timeout, the client is not reading");
+                                return End::Forced(CloseFrame {
+                                    code: close_code::OUTBOX_FULL,
+                                    reason: "Send timed out: client is not reading".into(),
+                                });
+                            }
                         }
                     }
                     Some(Outgoing::Close(frame)) => return End::Close(frame),
@@ -253,13 +270,14 @@ impl Socket {
 async fn write_batch(
     ws: &mut Ws,
     outbox: &mut mpsc::Receiver<Outgoing>,
+    link: &Link,
     first: Message,
 ) -> Result<Option<CloseFrame>, WsError> {
-    ws.feed(to_wire(first)).await?;
+    feed(ws, link, first).await?;
     let mut close = None;
     for _ in 1..WRITE_BATCH {
         match outbox.try_recv() {
-            Ok(Outgoing::Message(message)) => ws.feed(to_wire(message)).await?,
+            Ok(Outgoing::Message(message)) => feed(ws, link, message).await?,
             Ok(Outgoing::Close(frame)) => {
                 close = Some(frame);
                 break;
@@ -269,6 +287,14 @@ async fn write_batch(
     }
     ws.flush().await?;
     Ok(close)
+}
+
+/// Hands one message to tungstenite's write buffer; from then on it is off the outbox budget.
+async fn feed(ws: &mut Ws, link: &Link, message: Message) -> Result<(), WsError> {
+    let len = message.len();
+    let fed = ws.feed(to_wire(message)).await;
+    link.written(len);
+    fed
 }
 
 fn to_wire(message: Message) -> WsMessage {
@@ -317,6 +343,10 @@ async fn on_frame(
                 code: close_code::MESSAGE_TOO_BIG,
                 reason: "Message too big".into(),
             }));
+        }
+        // The peer went away without a close frame: a disconnect, not an error.
+        Some(Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake))) => {
+            return Some(End::Abnormal);
         }
         Some(Err(WsError::Protocol(e))) => {
             let error = Error::msg(format!("websocket protocol error: {e}"));

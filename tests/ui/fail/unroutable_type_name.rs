@@ -1,0 +1,9 @@
+use agents_runtime::prelude::*;
+
+#[derive(Default)]
+struct Café;
+
+#[agent]
+impl Café {}
+
+fn main() {}
