@@ -792,3 +792,37 @@ async fn instances_over_the_cap_are_refused() {
         Closed { code: 1013, reason: "Server at capacity".into() }
     );
 }
+
+// --- a hand-written Agent impl ---------------------------------------------------------------
+
+/// Implements `Agent` directly, without `#[agent]`, and is registered on the builder.
+#[derive(Default)]
+struct Manual;
+
+impl agents_runtime::Agent for Manual {
+    const NAME: &'static str = "manual";
+    type ConnectionState = ();
+
+    fn create() -> Self {
+        Manual
+    }
+
+    async fn on_message(
+        &mut self,
+        _ctx: &mut Context<Self>,
+        conn: &Connection,
+        message: Message,
+    ) -> Result<()> {
+        conn.send(format!("manual:{}", text(&message)))?;
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_hand_written_agent_registered_explicitly_is_served() {
+    let server = start(Server::builder().agent::<Manual>()).await;
+    let mut client = server.connect("/agents/manual/m").await;
+    client.send_text("hi").await;
+    assert_eq!(client.recv_text().await, "manual:hi");
+    assert_eq!(server.http("GET", "/agents/manual/m", b"").await, (404, "Not implemented".into()));
+}

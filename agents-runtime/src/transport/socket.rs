@@ -185,9 +185,13 @@ impl Socket {
 
     async fn relay_until_end(&mut self) -> End {
         let link = self.link.clone();
+        // One future for the whole relay: re-creating it per iteration would lock and register
+        // a waiter on every message.
+        let forced = link.forced();
+        tokio::pin!(forced);
         loop {
             tokio::select! {
-                frame = link.forced() => return End::Forced(frame),
+                frame = &mut forced => return End::Forced(frame),
                 permit = self.mailbox.reserve(), if self.pending.is_some() => match permit {
                     Ok(permit) => permit.send(self.pending.take().expect("guarded by the branch")),
                     Err(_) => return End::Close(CloseFrame {
@@ -197,10 +201,10 @@ impl Socket {
                 },
                 outgoing = self.outbox.recv() => match outgoing {
                     Some(Outgoing::Message(message)) => {
-                        let write = write_batch(&mut self.ws, &mut self.outbox, &link, message);
+                        let write = write_batch(&mut self.ws, &mut self.outbox, &self.link, message);
                         let written = tokio::select! {
                             written = timeout(self.shared.limits.send_timeout, write) => written,
-                            frame = link.forced() => return End::Forced(frame),
+                            frame = &mut forced => return End::Forced(frame),
                         };
                         match written {
                             Ok(Ok(None)) => {}
