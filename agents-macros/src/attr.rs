@@ -1,4 +1,4 @@
-//! Parsing `#[agent(name = "...", connection_state = Type)]`.
+//! Parsing `#[agent(...)]` and `#[callable(...)]` arguments.
 
 use syn::parse::{Parse, ParseStream};
 use syn::{LitStr, Token, Type};
@@ -6,6 +6,10 @@ use syn::{LitStr, Token, Type};
 mod kw {
     syn::custom_keyword!(name);
     syn::custom_keyword!(connection_state);
+    syn::custom_keyword!(state);
+    syn::custom_keyword!(rename_all);
+    syn::custom_keyword!(streaming);
+    syn::custom_keyword!(description);
 }
 
 /// The arguments of `#[agent(...)]`, as written.
@@ -13,33 +17,93 @@ mod kw {
 pub(crate) struct AgentArgs {
     pub(crate) name: Option<LitStr>,
     pub(crate) connection_state: Option<Type>,
+    pub(crate) state: Option<Type>,
+    pub(crate) rename_all: Option<LitStr>,
 }
 
 impl Parse for AgentArgs {
     fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
         let mut args = Self::default();
-        while !input.is_empty() {
+        parse_list(input, |input| {
             let lookahead = input.lookahead1();
             if lookahead.peek(kw::name) {
                 let key: kw::name = input.parse()?;
-                input.parse::<Token![=]>()?;
-                let value: LitStr = input.parse()?;
-                set_once(&mut args.name, value, key.span, "name")?;
+                set_once(&mut args.name, value(input)?, key.span, "name")
             } else if lookahead.peek(kw::connection_state) {
                 let key: kw::connection_state = input.parse()?;
-                input.parse::<Token![=]>()?;
-                let value: Type = input.parse()?;
-                set_once(&mut args.connection_state, value, key.span, "connection_state")?;
+                set_once(&mut args.connection_state, value(input)?, key.span, "connection_state")
+            } else if lookahead.peek(kw::state) {
+                let key: kw::state = input.parse()?;
+                set_once(&mut args.state, value(input)?, key.span, "state")
+            } else if lookahead.peek(kw::rename_all) {
+                let key: kw::rename_all = input.parse()?;
+                let rule: LitStr = value(input)?;
+                if !matches!(rule.value().as_str(), "camelCase" | "snake_case") {
+                    return Err(syn::Error::new(
+                        rule.span(),
+                        "expected \"camelCase\" or \"snake_case\"",
+                    ));
+                }
+                set_once(&mut args.rename_all, rule, key.span, "rename_all")
             } else {
-                return Err(lookahead.error());
+                Err(lookahead.error())
             }
-            if input.is_empty() {
-                break;
-            }
-            input.parse::<Token![,]>()?;
-        }
+        })?;
         Ok(args)
     }
+}
+
+/// The arguments of `#[callable(...)]`, as written.
+#[derive(Default)]
+pub(crate) struct CallableArgs {
+    pub(crate) streaming: bool,
+    pub(crate) name: Option<LitStr>,
+    pub(crate) description: Option<LitStr>,
+}
+
+impl Parse for CallableArgs {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        let mut args = Self::default();
+        let mut streaming = None;
+        parse_list(input, |input| {
+            let lookahead = input.lookahead1();
+            if lookahead.peek(kw::streaming) {
+                let key: kw::streaming = input.parse()?;
+                set_once(&mut streaming, true, key.span, "streaming")
+            } else if lookahead.peek(kw::name) {
+                let key: kw::name = input.parse()?;
+                set_once(&mut args.name, value(input)?, key.span, "name")
+            } else if lookahead.peek(kw::description) {
+                let key: kw::description = input.parse()?;
+                set_once(&mut args.description, value(input)?, key.span, "description")
+            } else {
+                Err(lookahead.error())
+            }
+        })?;
+        args.streaming = streaming.unwrap_or(false);
+        Ok(args)
+    }
+}
+
+/// `item, item, ...` with an optional trailing comma.
+fn parse_list(
+    input: ParseStream<'_>,
+    mut item: impl FnMut(ParseStream<'_>) -> syn::Result<()>,
+) -> syn::Result<()> {
+    while !input.is_empty() {
+        item(input)?;
+        if input.is_empty() {
+            break;
+        }
+        input.parse::<Token![,]>()?;
+    }
+    Ok(())
+}
+
+/// `= value` after a key.
+fn value<T: Parse>(input: ParseStream<'_>) -> syn::Result<T> {
+    input.parse::<Token![=]>()?;
+    input.parse()
 }
 
 fn set_once<T>(

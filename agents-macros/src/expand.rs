@@ -1,25 +1,27 @@
-//! Code generation: the `Agent` impl and the inventory registration.
+//! Code generation: the `Agent` impl (hooks, state, RPC dispatch) and the registration.
 
 use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned};
-use syn::ItemImpl;
 use syn::spanned::Spanned;
+use syn::{ImplItem, ItemImpl};
 
 use crate::attr::AgentArgs;
+use crate::callable::{CallableDef, Output};
 use crate::hooks::HookKind;
 use crate::model::{AgentDef, Errors, HookDef};
 
-/// `#[agent(args)] item` → the item unchanged, plus its `Agent` impl and registration.
-/// On error the item is still emitted, so the user's code keeps resolving.
+/// `#[agent(args)] item` → the item (less its `#[callable]` markers), plus its `Agent` impl
+/// and registration. On error the item is still emitted, so the user's code keeps resolving.
 pub(crate) fn agent(args: TokenStream, item: TokenStream) -> TokenStream {
-    let item_impl = match syn::parse2::<ItemImpl>(item.clone()) {
+    let mut item_impl = match syn::parse2::<ItemImpl>(item.clone()) {
         Ok(item_impl) => item_impl,
         Err(_) => {
             let error = syn::Error::new(
                 proc_macro2::Span::call_site(),
                 "#[agent] goes on the agent's impl block: `#[agent] impl MyAgent { ... }`",
             );
-            return with_error(item, error);
+            let error = error.to_compile_error();
+            return quote! { #item #error };
         }
     };
     let mut errors = Errors::default();
@@ -29,39 +31,76 @@ pub(crate) fn agent(args: TokenStream, item: TokenStream) -> TokenStream {
         AgentArgs::default()
     });
     let generated = AgentDef::from_syntax(args, &item_impl, &mut errors).map(|def| expand(&def));
+    strip_callable_markers(&mut item_impl);
     let errors = errors.into_compile_error();
     quote! { #item_impl #generated #errors }
 }
 
-fn with_error(item: TokenStream, error: syn::Error) -> TokenStream {
-    let error = error.to_compile_error();
-    quote! { #item #error }
+/// `#[callable]` is read by `#[agent]`; the compiler never needs to see it.
+fn strip_callable_markers(item: &mut ItemImpl) {
+    for impl_item in &mut item.items {
+        if let ImplItem::Fn(method) = impl_item {
+            method.attrs.retain(|attr| !attr.path().is_ident("callable"));
+        }
+    }
 }
 
 fn expand(def: &AgentDef) -> TokenStream {
+    let rt = quote!(::agents_runtime);
     let self_ty = &def.self_ty;
     let route_name = &def.route_name;
     let connection_state = match &def.connection_state {
         Some(ty) => quote_spanned!(ty.span()=> #ty),
         None => quote!(()),
     };
+    let (state, has_state) = match &def.state {
+        Some(ty) => (quote_spanned!(ty.span()=> #ty), true),
+        None => (quote!(()), false),
+    };
     let create = quote_spanned! {self_ty.span()=>
         fn create() -> Self {
             <Self as ::core::default::Default>::default()
         }
     };
-    let hooks = def.hooks.iter().map(hook_method);
+    // The user's `initial_state`, or the state type's `Default` (reported at the state type).
+    let initial_state = match def.hooks.iter().find(|hook| hook.kind == HookKind::InitialState) {
+        Some(hook) => {
+            let ident = &hook.ident;
+            quote_spanned!(ident.span()=> fn initial_state() -> Self::State { Self::#ident() })
+        }
+        None => {
+            let span = def.state.as_ref().map_or_else(|| self_ty.span(), |ty| ty.span());
+            quote_spanned!(span=> fn initial_state() -> Self::State { ::core::default::Default::default() })
+        }
+    };
+    let hooks =
+        def.hooks.iter().filter(|hook| hook.kind != HookKind::InitialState).map(hook_method);
+    let callables = def.callables.iter().map(|callable| {
+        let name = &callable.wire_name;
+        let streaming = callable.streaming;
+        let description = match &callable.description {
+            Some(text) => quote!(::core::option::Option::Some(#text)),
+            None => quote!(::core::option::Option::None),
+        };
+        quote!(#rt::CallableInfo { name: #name, description: #description, streaming: #streaming })
+    });
+    let call = call_method(def);
     quote! {
         const _: () = {
-            impl ::agents_runtime::Agent for #self_ty {
+            impl #rt::Agent for #self_ty {
                 const NAME: &'static str = #route_name;
+                const HAS_STATE: bool = #has_state;
+                const CALLABLES: &'static [#rt::CallableInfo] = &[#(#callables),*];
                 type ConnectionState = #connection_state;
+                type State = #state;
                 #create
+                #initial_state
                 #(#hooks)*
+                #call
             }
 
-            ::agents_runtime::__private::inventory::submit! {
-                ::agents_runtime::__private::AgentRegistration::of::<#self_ty>()
+            #rt::__private::inventory::submit! {
+                #rt::__private::AgentRegistration::of::<#self_ty>()
             }
         };
     }
@@ -72,19 +111,21 @@ fn hook_method(hook: &HookDef) -> TokenStream {
     let rt = quote!(::agents_runtime);
     let ident = &hook.ident;
     let conn = quote!(&#rt::Connection<Self::ConnectionState>);
+    let conn_ctx = quote!(&#rt::ConnectionContext);
+    let source = quote!(#rt::StateSource<'_, Self::ConnectionState>);
+    let unit = quote!(());
     let (params, output): (Vec<(&str, TokenStream)>, TokenStream) = match hook.kind {
-        HookKind::OnStart => (vec![], quote!(())),
+        HookKind::OnStart => (vec![], unit),
         HookKind::OnRequest => (vec![("__request", quote!(#rt::Request))], quote!(#rt::Response)),
         HookKind::ConnectionTags => (
-            vec![("__conn", conn), ("__conn_ctx", quote!(&#rt::ConnectionContext))],
+            vec![("__conn", conn), ("__conn_ctx", conn_ctx)],
             quote!(::std::vec::Vec<::std::string::String>),
         ),
-        HookKind::OnConnect => {
-            (vec![("__conn", conn), ("__conn_ctx", quote!(&#rt::ConnectionContext))], quote!(()))
+        HookKind::ShouldSendProtocolMessages | HookKind::ShouldConnectionBeReadonly => {
+            (vec![("__conn", conn), ("__conn_ctx", conn_ctx)], quote!(bool))
         }
-        HookKind::OnMessage => {
-            (vec![("__conn", conn), ("__message", quote!(#rt::Message))], quote!(()))
-        }
+        HookKind::OnConnect => (vec![("__conn", conn), ("__conn_ctx", conn_ctx)], unit),
+        HookKind::OnMessage => (vec![("__conn", conn), ("__message", quote!(#rt::Message))], unit),
         HookKind::OnClose => (
             vec![
                 ("__conn", conn),
@@ -92,15 +133,20 @@ fn hook_method(hook: &HookDef) -> TokenStream {
                 ("__reason", quote!(&str)),
                 ("__was_clean", quote!(bool)),
             ],
-            quote!(()),
+            unit,
         ),
         HookKind::OnError => (
             vec![
                 ("__conn", quote!(::core::option::Option<#conn>)),
                 ("__error", quote!(&#rt::Error)),
             ],
-            quote!(()),
+            unit,
         ),
+        HookKind::OnStateChanged => {
+            (vec![("__state", quote!(&Self::State)), ("__source", source)], unit)
+        }
+        HookKind::ValidateStateChange => return validate_method(hook, &source),
+        HookKind::InitialState => unreachable!("generated by `expand`"),
     };
     // Each parameter is declared and passed with the span of the user's parameter type: a type
     // error points there, and declaration and use share one hygiene context even when the impl
@@ -115,7 +161,8 @@ fn hook_method(hook: &HookDef) -> TokenStream {
     let passed = params.iter().map(|(name, _)| name);
     let call = quote_spanned!(ident.span()=> Self::#ident(self, #ctx #(, #passed)*));
     let call = if hook.is_async { quote_spanned!(ident.span()=> #call.await) } else { call };
-    let convert = quote_spanned!(hook.output_span=> #rt::__private::IntoHookResult::<#output>::into_hook_result(#call));
+    let convert = quote_spanned!(hook.output_span=>
+        #rt::__private::IntoHookResult::<#output>::into_hook_result(#call));
     let cfgs = &hook.cfgs;
     quote_spanned! {ident.span()=>
         #(#cfgs)*
@@ -124,6 +171,124 @@ fn hook_method(hook: &HookDef) -> TokenStream {
             -> impl ::core::future::Future<Output = #rt::Result<#output>> + ::core::marker::Send
         {
             async move { #convert }
+        }
+    }
+}
+
+/// `validate_state_change` has no receiver and is not async: it runs inside `set_state`.
+fn validate_method(hook: &HookDef, source: &TokenStream) -> TokenStream {
+    let rt = quote!(::agents_runtime);
+    let ident = &hook.ident;
+    let mut spans = hook.param_spans.iter().copied().chain(std::iter::repeat(ident.span()));
+    let (ctx, next, src) = (
+        syn::Ident::new("__ctx", spans.next().unwrap_or_else(|| ident.span())),
+        syn::Ident::new("__next", spans.next().unwrap_or_else(|| ident.span())),
+        syn::Ident::new("__source", spans.next().unwrap_or_else(|| ident.span())),
+    );
+    let cfgs = &hook.cfgs;
+    let convert = quote_spanned!(hook.output_span=>
+        #rt::__private::IntoHookResult::<()>::into_hook_result(Self::#ident(#ctx, #next, #src)));
+    quote_spanned! {ident.span()=>
+        #(#cfgs)*
+        fn #ident(#ctx: &#rt::Context<Self>, #next: &Self::State, #src: #source) -> #rt::Result<()> {
+            #convert
+        }
+    }
+}
+
+/// The RPC dispatcher: wire name → decode arguments → call → outcome.
+fn call_method(def: &AgentDef) -> TokenStream {
+    let rt = quote!(::agents_runtime);
+    let arms = def.callables.iter().map(call_arm);
+    let not_callable = &def.not_callable;
+    let not_callable = (!not_callable.is_empty())
+        .then(|| quote!(#(#not_callable)|* => #rt::CallOutcome::NotCallable,));
+    quote! {
+        fn call(&mut self, __ctx: &mut #rt::Context<Self>, __call: #rt::Call)
+            -> impl ::core::future::Future<Output = #rt::CallOutcome> + ::core::marker::Send
+        {
+            async move {
+                let #rt::Call { method: __method, args: __args, stream: __stream } = __call;
+                let _ = (&__ctx, &__args, &__stream);
+                match __method.as_str() {
+                    #(#arms)*
+                    #not_callable
+                    __other if #rt::__private::is_agent_method(__other) => #rt::CallOutcome::NotCallable,
+                    _ => #rt::CallOutcome::NotFound,
+                }
+            }
+        }
+    }
+}
+
+fn call_arm(callable: &CallableDef) -> TokenStream {
+    let rt = quote!(::agents_runtime);
+    let ident = &callable.ident;
+    let wire = &callable.wire_name;
+    let arity = callable.params.len();
+    let decoded = callable.params.iter().enumerate().map(|(index, param)| {
+        let (name, ty) = (&param.name, &param.ty);
+        let var = syn::Ident::new(&format!("__arg{index}"), ty.span());
+        // Spanned at the parameter type: a type that cannot be decoded is reported there.
+        quote_spanned! {ty.span()=>
+            let #var: #ty = match #rt::__private::decode_arg(&mut __args, #wire, #index, #name) {
+                ::core::result::Result::Ok(value) => value,
+                ::core::result::Result::Err(error) => return #rt::CallOutcome::Error(error),
+            };
+        }
+    });
+    let vars = (0..arity)
+        .map(|index| syn::Ident::new(&format!("__arg{index}"), callable.params[index].ty.span()));
+    let ctx = callable.takes_ctx.then(|| quote!(__ctx,));
+    let stream = callable.streaming.then(|| quote!(__stream.clone(),));
+    let call = quote_spanned!(ident.span()=> Self::#ident(self, #ctx #stream #(#vars),*));
+    let call = if callable.is_async { quote_spanned!(ident.span()=> #call.await) } else { call };
+    let answer = if callable.streaming {
+        let result = quote_spanned!(callable.output_span=>
+            #rt::__private::IntoHookResult::<()>::into_hook_result(#call));
+        quote! {
+            // An error the method did not send itself ends the stream.
+            if let ::core::result::Result::Err(error) = #result {
+                if !__stream.is_closed() {
+                    __stream.error(&error);
+                }
+            }
+            #rt::CallOutcome::Streamed
+        }
+    } else {
+        match callable.output {
+            Output::Unit => quote! {
+                #call;
+                #rt::CallOutcome::Value(::core::option::Option::None)
+            },
+            Output::Value => quote_spanned! {callable.output_span=>
+                #rt::CallOutcome::from_result(::core::result::Result::<_, #rt::Error>::Ok(#call), false)
+            },
+            Output::Result { unit } => quote_spanned! {callable.output_span=>
+                #rt::CallOutcome::from_result(#call, #unit)
+            },
+        }
+    };
+    let stream_guard = callable.streaming.then(|| {
+        quote! {
+            let ::core::option::Option::Some(__stream) = __stream else {
+                return #rt::CallOutcome::Error(::std::format!(
+                    "Method {} streams its answer: call it over a WebSocket", #wire
+                ));
+            };
+        }
+    });
+    let cfgs = &callable.cfgs;
+    quote! {
+        #(#cfgs)*
+        #wire => {
+            if let ::core::result::Result::Err(error) = #rt::__private::check_arity(&__args, #wire, #arity) {
+                return #rt::CallOutcome::Error(error);
+            }
+            #stream_guard
+            let mut __args = __args.into_iter();
+            #(#decoded)*
+            #answer
         }
     }
 }

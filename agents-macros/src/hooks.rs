@@ -10,10 +10,15 @@ pub(crate) enum HookKind {
     OnMessage,
     OnClose,
     OnError,
+    ShouldSendProtocolMessages,
+    ShouldConnectionBeReadonly,
+    OnStateChanged,
+    ValidateStateChange,
+    InitialState,
 }
 
 impl HookKind {
-    pub(crate) const ALL: [Self; 7] = [
+    pub(crate) const ALL: [Self; 12] = [
         Self::OnStart,
         Self::OnRequest,
         Self::ConnectionTags,
@@ -21,6 +26,11 @@ impl HookKind {
         Self::OnMessage,
         Self::OnClose,
         Self::OnError,
+        Self::ShouldSendProtocolMessages,
+        Self::ShouldConnectionBeReadonly,
+        Self::OnStateChanged,
+        Self::ValidateStateChange,
+        Self::InitialState,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -32,7 +42,23 @@ impl HookKind {
             Self::OnMessage => "on_message",
             Self::OnClose => "on_close",
             Self::OnError => "on_error",
+            Self::ShouldSendProtocolMessages => "should_send_protocol_messages",
+            Self::ShouldConnectionBeReadonly => "should_connection_be_readonly",
+            Self::OnStateChanged => "on_state_changed",
+            Self::ValidateStateChange => "validate_state_change",
+            Self::InitialState => "initial_state",
         }
+    }
+
+    /// Whether the hook takes `self`. The two that do not run where the agent is busy
+    /// (`validate_state_change`, inside `set_state`) or not built yet (`initial_state`).
+    pub(crate) fn has_receiver(self) -> bool {
+        !matches!(self, Self::ValidateStateChange | Self::InitialState)
+    }
+
+    /// Whether the hook may be `async`.
+    pub(crate) fn may_be_async(self) -> bool {
+        self.has_receiver()
     }
 
     pub(crate) fn from_name(name: &str) -> Option<Self> {
@@ -44,9 +70,19 @@ impl HookKind {
         match self {
             Self::OnStart => "ctx: &mut Context<Self>",
             Self::OnRequest => "ctx: &mut Context<Self>, request: Request",
-            Self::ConnectionTags | Self::OnConnect => {
+            Self::ConnectionTags
+            | Self::OnConnect
+            | Self::ShouldSendProtocolMessages
+            | Self::ShouldConnectionBeReadonly => {
                 "ctx: &mut Context<Self>, conn: &Connection<S>, conn_ctx: &ConnectionContext"
             }
+            Self::OnStateChanged => {
+                "ctx: &mut Context<Self>, state: &State, source: StateSource<'_, S>"
+            }
+            Self::ValidateStateChange => {
+                "ctx: &Context<Self>, next: &State, source: StateSource<'_, S>"
+            }
+            Self::InitialState => "",
             Self::OnMessage => "ctx: &mut Context<Self>, conn: &Connection<S>, message: Message",
             Self::OnClose => {
                 "ctx: &mut Context<Self>, conn: &Connection<S>, code: u16, reason: &str, was_clean: bool"
@@ -57,11 +93,31 @@ impl HookKind {
 
     /// How many parameters follow the receiver.
     pub(crate) fn arity(self) -> usize {
-        self.params().split(", ").count()
+        let params = self.params();
+        if params.is_empty() {
+            return 0;
+        }
+        // Top-level commas only: `StateSource<'_, S>` is one parameter.
+        let mut depth = 0i32;
+        1 + params
+            .chars()
+            .filter(|c| {
+                match c {
+                    '<' => depth += 1,
+                    '>' => depth -= 1,
+                    _ => {}
+                }
+                *c == ',' && depth == 0
+            })
+            .count()
     }
 
     pub(crate) fn signature(self) -> String {
-        format!("fn {}(&mut self, {})", self.name(), self.params())
+        match (self.has_receiver(), self) {
+            (true, _) => format!("fn {}(&mut self, {})", self.name(), self.params()),
+            (false, Self::InitialState) => "fn initial_state() -> State".to_owned(),
+            (false, _) => format!("fn {}({}) -> Result<()>", self.name(), self.params()),
+        }
     }
 }
 
@@ -154,5 +210,7 @@ mod tests {
         assert_eq!(HookKind::OnStart.arity(), 1);
         assert_eq!(HookKind::OnMessage.arity(), 3);
         assert_eq!(HookKind::OnClose.arity(), 5);
+        assert_eq!(HookKind::InitialState.arity(), 0);
+        assert_eq!(HookKind::ValidateStateChange.arity(), 3);
     }
 }

@@ -2,6 +2,7 @@
 //! documentation describes the hooks and their signatures.
 
 mod attr;
+mod callable;
 mod expand;
 mod hooks;
 mod kebab;
@@ -19,4 +20,19 @@ use proc_macro::TokenStream;
 #[proc_macro_attribute]
 pub fn agent(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::agent(args.into(), item.into()).into()
+}
+
+/// Marks a method of an `#[agent]` impl block as callable by clients over RPC
+/// (`@callable()`): `#[callable]`, `#[callable(streaming)]`,
+/// `#[callable(name = "wireName", description = "...")]`. `#[agent]` reads and removes it; used
+/// anywhere else it is an error.
+#[proc_macro_attribute]
+pub fn callable(_args: TokenStream, item: TokenStream) -> TokenStream {
+    let error = syn::Error::new(
+        proc_macro2::Span::call_site(),
+        "#[callable] only works on methods inside an #[agent] impl block",
+    )
+    .to_compile_error();
+    let item = proc_macro2::TokenStream::from(item);
+    quote::quote!(#error #item).into()
 }

@@ -6,15 +6,20 @@ use syn::spanned::Spanned;
 use syn::{FnArg, ImplItem, ImplItemFn, ItemImpl, ReturnType, Type};
 
 use crate::attr::AgentArgs;
+use crate::callable::{CallableDef, callable_attr, wire_name};
 use crate::hooks::{HookKind, near_miss};
 use crate::kebab::camel_case_to_kebab_case;
 
-/// An agent: its type, route name, connection state and the hooks it defines.
+/// An agent: its type, route name, state types, hooks and callable methods.
 pub(crate) struct AgentDef {
     pub(crate) self_ty: Type,
     pub(crate) route_name: String,
     pub(crate) connection_state: Option<Type>,
+    pub(crate) state: Option<Type>,
     pub(crate) hooks: Vec<HookDef>,
+    pub(crate) callables: Vec<CallableDef>,
+    /// Wire names of the impl block's other methods: calling them is `not callable`.
+    pub(crate) not_callable: Vec<String>,
 }
 
 /// One hook method found in the impl block.
@@ -96,21 +101,61 @@ impl AgentDef {
                 String::new()
             }
         };
-        let mut hooks = Vec::new();
+        let camel_case = args.rename_all.as_ref().is_some_and(|rule| rule.value() == "camelCase");
+        let (mut hooks, mut callables, mut not_callable) = (Vec::new(), Vec::new(), Vec::new());
         for impl_item in &item.items {
-            if let ImplItem::Fn(method) = impl_item {
-                match hook_of(method) {
-                    Ok(Some(hook)) => hooks.push(hook),
-                    Ok(None) => {}
+            let ImplItem::Fn(method) = impl_item else { continue };
+            let rust_name = method.sig.ident.to_string();
+            if callable_attr(method).is_some() {
+                if HookKind::from_name(&rust_name).is_some() {
+                    let why = format!("`{rust_name}` is a hook; a hook cannot also be #[callable]");
+                    errors.push(syn::Error::new(method.sig.ident.span(), why));
+                    continue;
+                }
+                match CallableDef::from_method(method, camel_case) {
+                    Ok(callable)
+                        if callables
+                            .iter()
+                            .any(|c: &CallableDef| c.wire_name == callable.wire_name) =>
+                    {
+                        let why = format!("two callables are named `{}`", callable.wire_name);
+                        errors.push(syn::Error::new(method.sig.ident.span(), why));
+                    }
+                    Ok(callable) => callables.push(callable),
                     Err(error) => errors.push(error),
                 }
+                continue;
             }
+            not_callable.push(wire_name(&rust_name, camel_case));
+            match hook_of(method) {
+                Ok(Some(hook)) => hooks.push(hook),
+                Ok(None) => {}
+                Err(error) => errors.push(error),
+            }
+        }
+        let has_state_hook = hooks.iter().any(|hook| {
+            matches!(
+                hook.kind,
+                HookKind::InitialState | HookKind::ValidateStateChange | HookKind::OnStateChanged
+            )
+        });
+        if args.state.is_none() && has_state_hook {
+            let hook =
+                hooks.iter().find(|hook| hook.kind.name().contains("state")).expect("found above");
+            let why = format!(
+                "`{}` needs an agent state: add `state = MyState` to #[agent(...)]",
+                hook.ident
+            );
+            errors.push(syn::Error::new(hook.ident.span(), why));
         }
         usable.then(|| Self {
             self_ty: (*item.self_ty).clone(),
             route_name,
             connection_state: args.connection_state,
+            state: args.state,
             hooks,
+            callables,
+            not_callable,
         })
     }
 }
@@ -139,31 +184,50 @@ fn hook_of(method: &ImplItemFn) -> syn::Result<Option<HookDef>> {
             format!("hook `{name}` cannot be generic; {}", expected()),
         ));
     }
-    match sig.inputs.first() {
+    match (kind.has_receiver(), sig.inputs.first()) {
         // `&self`, `&mut self`, or the typed `self: &mut Self`.
-        Some(FnArg::Receiver(receiver))
+        (true, Some(FnArg::Receiver(receiver)))
             if receiver.reference.is_some() || matches!(*receiver.ty, Type::Reference(_)) => {}
-        Some(FnArg::Receiver(receiver)) => {
+        (true, Some(FnArg::Receiver(receiver))) => {
             return Err(syn::Error::new_spanned(
                 receiver,
                 format!("hook `{name}` must take `&mut self`; {}", expected()),
             ));
         }
-        _ => {
+        (true, _) => {
             return Err(syn::Error::new(
                 sig.paren_token.span.join(),
                 format!("hook `{name}` must take `&mut self`; {}", expected()),
             ));
         }
+        (false, Some(FnArg::Receiver(receiver))) => {
+            let why = match kind {
+                HookKind::InitialState => "it runs before the agent is built",
+                _ => "it runs inside `set_state`, while the agent is busy",
+            };
+            return Err(syn::Error::new_spanned(
+                receiver,
+                format!("hook `{name}` takes no `self`: {why}; {}", expected()),
+            ));
+        }
+        (false, _) => {}
     }
-    let given = sig.inputs.len() - 1;
+    if sig.asyncness.is_some() && !kind.may_be_async() {
+        return Err(syn::Error::new_spanned(
+            sig.asyncness,
+            format!("hook `{name}` cannot be async; {}", expected()),
+        ));
+    }
+    let receivers = usize::from(kind.has_receiver());
+    let given = sig.inputs.len() - receivers;
     if given != kind.arity() {
         return Err(syn::Error::new(
             sig.paren_token.span.join(),
             format!(
-                "hook `{name}` takes {} parameter{} after `&mut self`, not {given}; {}",
+                "hook `{name}` takes {} parameter{}{}, not {given}; {}",
                 kind.arity(),
                 if kind.arity() == 1 { "" } else { "s" },
+                if kind.has_receiver() { " after `&mut self`" } else { "" },
                 expected()
             ),
         ));
@@ -171,7 +235,7 @@ fn hook_of(method: &ImplItemFn) -> syn::Result<Option<HookDef>> {
     let param_spans = sig
         .inputs
         .iter()
-        .skip(1)
+        .skip(receivers)
         .map(|input| match input {
             FnArg::Typed(typed) => typed.ty.span(),
             FnArg::Receiver(receiver) => receiver.span(),

@@ -9,6 +9,8 @@ use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::message::Message;
 use crate::request::{ConnectionContext, Request, Response};
+use crate::rpc::{Call, CallOutcome, CallableInfo};
+use crate::state::StateSource;
 
 /// A class of agents: one live instance per name, events one turn at a time on `&mut self`.
 ///
@@ -24,8 +26,22 @@ pub trait Agent: Sized + Send + 'static {
     /// The per-connection state type (`Connection<S>`); `()` when the agent keeps none.
     type ConnectionState: serde::Serialize + serde::de::DeserializeOwned + Send + 'static;
 
+    /// The agent state (`this.state`), synced to clients; `()` when the agent keeps none.
+    type State: serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static;
+
+    /// Whether the agent has a state to sync (`#[agent(state = T)]`). Without one, clients get
+    /// no `cf_agent_state` frames.
+    const HAS_STATE: bool = false;
+
+    /// The `#[callable]` methods, for clients and tools (`getCallableMethods()`).
+    const CALLABLES: &'static [CallableInfo] = &[];
+
     /// Builds a fresh instance before `on_start` (`#[agent]` uses `Default`).
     fn create() -> Self;
+
+    /// The state of a new instance (`initialState`); `#[agent]` uses the user's
+    /// `initial_state()` or `Default`.
+    fn initial_state() -> Self::State;
 
     /// Runs before the instance handles its first event, and again whenever it is started after
     /// being dropped from memory. No connection or request is handled before it succeeds; if it
@@ -53,6 +69,61 @@ pub trait Agent: Sized + Send + 'static {
         _conn_ctx: &ConnectionContext,
     ) -> impl Future<Output = Result<Vec<String>>> + Send {
         async { Ok(Vec::new()) }
+    }
+
+    /// Whether a new connection gets the protocol frames (identity, state, MCP) and state
+    /// broadcasts (`shouldSendProtocolMessages`). Default `true`; return `false` for clients
+    /// that cannot handle JSON text frames. RPC and state frames from it still work.
+    fn should_send_protocol_messages(
+        &mut self,
+        _ctx: &mut Context<Self>,
+        _connection: &Connection<Self::ConnectionState>,
+        _conn_ctx: &ConnectionContext,
+    ) -> impl Future<Output = Result<bool>> + Send {
+        async { Ok(true) }
+    }
+
+    /// Whether a new connection is readonly (`shouldConnectionBeReadonly`): it receives state
+    /// but cannot change it. Default `false`.
+    fn should_connection_be_readonly(
+        &mut self,
+        _ctx: &mut Context<Self>,
+        _connection: &Connection<Self::ConnectionState>,
+        _conn_ctx: &ConnectionContext,
+    ) -> impl Future<Output = Result<bool>> + Send {
+        async { Ok(false) }
+    }
+
+    /// Checks a state change before it happens (`validateStateChange`); an error rejects it.
+    ///
+    /// It runs inside `ctx.set_state` and for client `cf_agent_state` frames, so it sees the
+    /// context (the current state is `ctx.state()`) but not the agent's fields.
+    fn validate_state_change(
+        _ctx: &Context<Self>,
+        _next: &Self::State,
+        _source: StateSource<'_, Self::ConnectionState>,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    /// Runs after an accepted state change (`onStateChanged`), once the hook or frame that
+    /// made it is done. Its errors go to `on_error`.
+    fn on_state_changed(
+        &mut self,
+        _ctx: &mut Context<Self>,
+        _state: &Self::State,
+        _source: StateSource<'_, Self::ConnectionState>,
+    ) -> impl Future<Output = Result<()>> + Send {
+        async { Ok(()) }
+    }
+
+    /// Runs a `#[callable]` method; `#[agent]` generates it.
+    fn call(
+        &mut self,
+        _ctx: &mut Context<Self>,
+        _call: Call,
+    ) -> impl Future<Output = CallOutcome> + Send {
+        async { CallOutcome::NotFound }
     }
 
     /// A new WebSocket connection. No `on_message` of this connection runs before it returns.

@@ -96,6 +96,8 @@ struct Inner<S> {
     outbox_capacity: usize,
     max_outbox_bytes: usize,
     closing: AtomicBool,
+    readonly: AtomicBool,
+    protocol: AtomicBool,
     link: Arc<Link>,
 }
 
@@ -129,6 +131,8 @@ impl<S: serde::Serialize> Connection<S> {
                 outbox_capacity,
                 max_outbox_bytes: limits.max_outbox_bytes,
                 closing: AtomicBool::new(false),
+                readonly: AtomicBool::new(false),
+                protocol: AtomicBool::new(true),
                 link: parts.link,
             }),
         }
@@ -246,6 +250,27 @@ impl<S> Connection<S> {
             }
             Err(mpsc::error::TrySendError::Full(Outgoing::Message(_))) => Ok(()),
         }
+    }
+
+    /// Whether the connection is readonly: it gets state updates but cannot change the state
+    /// (`isConnectionReadonly`). Set by `should_connection_be_readonly` or
+    /// [`Context::set_connection_readonly`](crate::Context::set_connection_readonly).
+    pub fn is_readonly(&self) -> bool {
+        self.inner.readonly.load(Ordering::Acquire)
+    }
+
+    /// Whether the connection gets protocol frames and state broadcasts
+    /// (`isConnectionProtocolEnabled`); see `should_send_protocol_messages`.
+    pub fn is_protocol_enabled(&self) -> bool {
+        self.inner.protocol.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_readonly(&self, readonly: bool) {
+        self.inner.readonly.store(readonly, Ordering::Release);
+    }
+
+    pub(crate) fn set_protocol_enabled(&self, enabled: bool) {
+        self.inner.protocol.store(enabled, Ordering::Release);
     }
 
     /// Whether `close` was called or the runtime is closing this connection.

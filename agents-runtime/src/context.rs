@@ -7,8 +7,10 @@ use crate::agent::Agent;
 use crate::connection::Connection;
 use crate::connections::{ConnectionTable, Connections};
 use crate::env::Env;
-use crate::error::ConnectionError;
+use crate::error::{ConnectionError, Error, Result};
 use crate::message::Message;
+use crate::protocol;
+use crate::state::StateSource;
 
 /// The instance's context, passed to every hook as `ctx`.
 ///
@@ -19,11 +21,104 @@ pub struct Context<A: Agent> {
     name: Arc<str>,
     env: Env,
     pub(crate) connections: ConnectionTable<A::ConnectionState>,
+    state: Arc<A::State>,
+    /// The connection whose event is being handled: a readonly one cannot change the state.
+    pub(crate) current: Option<Connection<A::ConnectionState>>,
+    /// Accepted state changes whose `on_state_changed` has not run yet.
+    pub(crate) changes: Vec<StateChange<A>>,
+}
+
+/// An accepted state change, for `on_state_changed` once the current turn's hook is done.
+pub(crate) struct StateChange<A: Agent> {
+    pub(crate) state: Arc<A::State>,
+    pub(crate) source: Option<Connection<A::ConnectionState>>,
 }
 
 impl<A: Agent> Context<A> {
-    pub(crate) fn new(name: Arc<str>, env: Env) -> Self {
-        Self { name, env, connections: ConnectionTable::default() }
+    pub(crate) fn new(name: Arc<str>, env: Env, state: A::State) -> Self {
+        Self {
+            name,
+            env,
+            connections: ConnectionTable::default(),
+            state: Arc::new(state),
+            current: None,
+            changes: Vec::new(),
+        }
+    }
+
+    /// The agent state (`this.state`).
+    pub fn state(&self) -> &A::State {
+        &self.state
+    }
+
+    /// Replaces the agent state (`this.setState(state)`): checks it with
+    /// `validate_state_change`, then sends it to every protocol-enabled connection (the caller
+    /// included), then `on_state_changed` runs once the current hook is done.
+    ///
+    /// Fails with `Connection is readonly` while handling an event of a readonly connection
+    /// (a callable it called, say), and with the validator's error if it refuses.
+    pub fn set_state(&mut self, next: A::State) -> Result<()> {
+        if self.current.as_ref().is_some_and(Connection::is_readonly) {
+            return Err(Error::msg(protocol::READONLY));
+        }
+        A::validate_state_change(self, &next, StateSource::Server)?;
+        self.commit_state(next, None)
+    }
+
+    /// A client's `cf_agent_state` frame; the error is what the client is told.
+    pub(crate) fn apply_client_state(
+        &mut self,
+        conn: &Connection<A::ConnectionState>,
+        next: serde_json::Value,
+    ) -> std::result::Result<(), &'static str> {
+        if conn.is_readonly() {
+            return Err(protocol::READONLY);
+        }
+        let name = self.name.clone();
+        let rejected = move |why: &dyn std::fmt::Display| {
+            tracing::error!(agent = A::NAME, name = %name, connection = conn.id(), "State update rejected: {why}");
+            protocol::STATE_REJECTED
+        };
+        let next: A::State = serde_json::from_value(next).map_err(|e| rejected(&e))?;
+        A::validate_state_change(self, &next, StateSource::Connection(conn))
+            .map_err(|e| rejected(&e))?;
+        self.commit_state(next, Some(conn.clone())).map_err(|e| rejected(&e))
+    }
+
+    /// Stores an accepted state, broadcasts it (serialized once) and queues `on_state_changed`.
+    fn commit_state(
+        &mut self,
+        next: A::State,
+        source: Option<Connection<A::ConnectionState>>,
+    ) -> Result<()> {
+        let frame = protocol::state(&serde_json::to_value(&next)?);
+        self.state = Arc::new(next);
+        // A change a client made is not echoed to that client (by id, as the reference does).
+        let without = source.as_ref().map(Connection::id);
+        if A::HAS_STATE {
+            for conn in self.connections.iter(None) {
+                if conn.is_protocol_enabled() && Some(conn.id()) != without {
+                    let _ = conn.send(frame.clone());
+                }
+            }
+        }
+        self.changes.push(StateChange { state: self.state.clone(), source });
+        Ok(())
+    }
+
+    /// Makes a connection readonly or writable again (`setConnectionReadonly`).
+    pub fn set_connection_readonly(&self, conn: &Connection<A::ConnectionState>, readonly: bool) {
+        conn.set_readonly(readonly);
+    }
+
+    /// Whether a connection is readonly (`isConnectionReadonly`).
+    pub fn is_connection_readonly(&self, conn: &Connection<A::ConnectionState>) -> bool {
+        conn.is_readonly()
+    }
+
+    /// Whether a connection gets protocol frames (`isConnectionProtocolEnabled`).
+    pub fn is_connection_protocol_enabled(&self, conn: &Connection<A::ConnectionState>) -> bool {
+        conn.is_protocol_enabled()
     }
 
     /// The instance name (`this.name`): the raw `{name}` path segment it is addressed by.

@@ -160,6 +160,12 @@ impl IntoHookResult<crate::Response> for crate::Response {
     }
 }
 
+impl IntoHookResult<bool> for bool {
+    fn into_hook_result(self) -> Result<bool> {
+        Ok(self)
+    }
+}
+
 impl IntoHookResult<Vec<String>> for Vec<String> {
     fn into_hook_result(self) -> Result<Vec<String>> {
         Ok(self)

@@ -13,8 +13,11 @@ use crate::connection::{Connection, ConnectionKey, ConnectionParts, Outgoing, cl
 use crate::context::Context;
 use crate::error::Error;
 use crate::message::Message;
+use crate::protocol::{self, ClientFrame, RpcRequest};
 use crate::request::{ConnectionContext, Request, Response};
+use crate::rpc::{Call, CallOutcome, StreamingResponse};
 use crate::server::Shared;
+use crate::state::StateSource;
 
 /// What reaches an instance's mailbox.
 pub(crate) enum Event {
@@ -63,8 +66,8 @@ struct Host<A: Agent> {
 }
 
 async fn run<A: Agent>(mut mailbox: mpsc::Receiver<Event>, shared: Arc<Shared>, name: Arc<str>) {
-    let mut host =
-        Host::<A> { agent: None, ctx: Context::new(name.clone(), shared.env.clone()), shared };
+    let ctx = Context::new(name.clone(), shared.env.clone(), A::initial_state());
+    let mut host = Host::<A> { agent: None, ctx, shared };
     loop {
         let event = if host.ctx.connections.is_empty() {
             let idle = host.shared.limits.evict_idle_after;
@@ -87,6 +90,8 @@ async fn run<A: Agent>(mut mailbox: mpsc::Receiver<Event>, shared: Arc<Shared>, 
                 report(agent, &mut host.ctx, None, error).await;
             }
         }
+        host.ctx.current = None;
+        host.run_state_changes().await;
     }
     tracing::debug!(agent = A::NAME, name = %name, "instance left memory");
 }
@@ -98,6 +103,7 @@ impl<A: Agent> Host<A> {
                 let ConnectRequest { parts, conn_ctx } = *request;
                 let name = self.ctx.name_arc().clone();
                 let conn = Connection::new(parts, name, &self.shared.limits);
+                self.ctx.current = Some(conn.clone());
                 let connect = AssertUnwindSafe(self.connect(&conn, &conn_ctx)).catch_unwind();
                 if let Err(panic) = connect.await {
                     let error = format!("a hook panicked: {}", panic_message(&*panic));
@@ -123,13 +129,27 @@ impl<A: Agent> Host<A> {
                     return;
                 }
                 let conn = conn.clone();
-                if let Err(e) = agent.on_message(&mut self.ctx, &conn, message).await {
-                    report(agent, &mut self.ctx, Some(&conn), e).await;
+                self.ctx.current = Some(conn.clone());
+                match message.as_text().and_then(ClientFrame::parse) {
+                    Some(ClientFrame::State(next)) => {
+                        if let Err(error) = self.ctx.apply_client_state(&conn, next) {
+                            let _ = conn.send(protocol::state_error(error));
+                        }
+                    }
+                    Some(ClientFrame::Rpc(request)) => {
+                        rpc(agent, &mut self.ctx, &conn, request).await
+                    }
+                    None => {
+                        if let Err(e) = agent.on_message(&mut self.ctx, &conn, message).await {
+                            report(agent, &mut self.ctx, Some(&conn), e).await;
+                        }
+                    }
                 }
             }
             Event::Close { key, code, reason, was_clean } => {
                 let Some(conn) = self.ctx.connections.remove(key) else { return };
                 conn.mark_closed();
+                self.ctx.current = Some(conn.clone());
                 let Some(agent) = &mut self.agent else { return };
                 let result = agent.on_close(&mut self.ctx, &conn, code, &reason, was_clean).await;
                 if let Err(e) = result {
@@ -196,9 +216,63 @@ impl<A: Agent> Host<A> {
             }
         }
         self.ctx.connections.insert(conn.clone());
+        // Readonly is settled before any frame goes out.
+        match agent.should_connection_be_readonly(&mut self.ctx, conn, conn_ctx).await {
+            Ok(readonly) => conn.set_readonly(readonly),
+            Err(e) => report(agent, &mut self.ctx, Some(conn), e).await,
+        }
+        let protocol =
+            match agent.should_send_protocol_messages(&mut self.ctx, conn, conn_ctx).await {
+                Ok(protocol) => protocol,
+                Err(e) => {
+                    report(agent, &mut self.ctx, Some(conn), e).await;
+                    true
+                }
+            };
+        if protocol {
+            send_connect_frames(&self.ctx, conn);
+        } else {
+            conn.set_protocol_enabled(false);
+        }
         if let Err(e) = agent.on_connect(&mut self.ctx, conn, conn_ctx).await {
             report(agent, &mut self.ctx, Some(conn), e).await;
         }
+    }
+
+    /// `on_state_changed` for every change the last event made (and the changes those make,
+    /// a bounded number of rounds).
+    async fn run_state_changes(&mut self) {
+        const ROUNDS: usize = 16;
+        let Some(agent) = self.agent.as_mut() else {
+            self.ctx.changes.clear();
+            return;
+        };
+        for _ in 0..ROUNDS {
+            if self.ctx.changes.is_empty() {
+                return;
+            }
+            for change in std::mem::take(&mut self.ctx.changes) {
+                let source = match &change.source {
+                    Some(conn) => StateSource::Connection(conn),
+                    None => StateSource::Server,
+                };
+                let hook = agent.on_state_changed(&mut self.ctx, &change.state, source);
+                let error = match AssertUnwindSafe(hook).catch_unwind().await {
+                    Ok(Ok(())) => continue,
+                    Ok(Err(e)) => e,
+                    Err(panic) => {
+                        Error::msg(format!("a hook panicked: {}", panic_message(&*panic)))
+                    }
+                };
+                report(agent, &mut self.ctx, None, error).await;
+            }
+        }
+        tracing::error!(
+            agent = A::NAME,
+            name = self.ctx.name(),
+            "on_state_changed keeps changing the state; stopped after {ROUNDS} rounds"
+        );
+        self.ctx.changes.clear();
     }
 
     async fn request(&mut self, request: Request) -> Response {
@@ -214,6 +288,67 @@ impl<A: Agent> Host<A> {
             }
         }
     }
+}
+
+/// Identity, state (when the agent has one) and MCP frames, in the reference's order.
+fn send_connect_frames<A: Agent>(ctx: &Context<A>, conn: &Connection<A::ConnectionState>) {
+    let state = if A::HAS_STATE {
+        match serde_json::to_value(ctx.state()) {
+            Ok(state) => Some(state),
+            Err(e) => {
+                tracing::error!(
+                    agent = A::NAME,
+                    name = ctx.name(),
+                    "the state cannot be serialized: {e}"
+                );
+                None
+            }
+        }
+    } else {
+        None
+    };
+    // `stateFollows` promises the very next frame is the state.
+    let _ = conn.send(protocol::identity(ctx.name(), A::NAME, state.is_some()));
+    if let Some(state) = &state {
+        let _ = conn.send(protocol::state(state));
+    }
+    let _ = conn.send(protocol::mcp_servers());
+}
+
+/// Runs one RPC call and answers it (unless the method streams its own answer). The answer
+/// is dropped if the connection closed meanwhile, as the reference's `sendRpcResponseIfOpen`.
+async fn rpc<A: Agent>(
+    agent: &mut A,
+    ctx: &mut Context<A>,
+    conn: &Connection<A::ConnectionState>,
+    request: RpcRequest,
+) {
+    let RpcRequest { id, method, args } = request;
+    let sink = conn.clone();
+    let stream = StreamingResponse::new(id.clone(), move |frame| sink.send(frame));
+    let call = Call { method: method.clone(), args, stream: Some(stream.clone()) };
+    let outcome = match AssertUnwindSafe(agent.call(ctx, call)).catch_unwind().await {
+        Ok(outcome) => outcome,
+        Err(panic) => CallOutcome::Error(format!("a hook panicked: {}", panic_message(&*panic))),
+    };
+    let frame = match outcome {
+        CallOutcome::Value(result) => protocol::rpc_result(&id, result.as_ref(), true),
+        CallOutcome::Streamed => return,
+        CallOutcome::Error(error) => {
+            tracing::error!(agent = A::NAME, name = ctx.name(), method, "RPC error: {error}");
+            if stream.is_closed() {
+                return;
+            }
+            protocol::rpc_error(&id, &error)
+        }
+        CallOutcome::NotFound => {
+            protocol::rpc_error(&id, &format!("Method {method} does not exist"))
+        }
+        CallOutcome::NotCallable => {
+            protocol::rpc_error(&id, &format!("Method {method} is not callable"))
+        }
+    };
+    let _ = conn.send(frame);
 }
 
 /// Hands an error to `on_error`; an error or a panic in `on_error` itself is logged.

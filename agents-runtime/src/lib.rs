@@ -57,14 +57,17 @@ mod error;
 mod host;
 mod instances;
 mod message;
+mod protocol;
 mod registry;
 mod request;
+mod rpc;
 mod server;
+mod state;
 mod tags;
 mod transport;
 
 pub use agent::{Agent, not_implemented};
-pub use agents_macros::agent;
+pub use agents_macros::{agent, callable};
 pub use connection::{Connection, close_code};
 pub use connections::Connections;
 pub use context::Context;
@@ -72,7 +75,9 @@ pub use env::Env;
 pub use error::{ConnectionError, Error, IntoHookResult, Result};
 pub use message::{Message, Text};
 pub use request::{ConnectionContext, Request, Response};
+pub use rpc::{Call, CallOutcome, CallableInfo, StreamingResponse};
 pub use server::{Server, ServerBuilder, ServerHandle};
+pub use state::StateSource;
 pub use tags::{MAX_TAG_LEN, MAX_TAGS};
 
 /// Re-exported so users and generated code name the same versions.
@@ -85,7 +90,7 @@ pub use serde_json;
 pub mod prelude {
     pub use crate::{
         Agent, Connection, ConnectionContext, Context, Error, Message, Request, Response, Result,
-        Server, agent,
+        Server, StateSource, StreamingResponse, agent, callable,
     };
 }
 
@@ -94,5 +99,6 @@ pub mod prelude {
 pub mod __private {
     pub use crate::error::IntoHookResult;
     pub use crate::registry::AgentRegistration;
+    pub use crate::rpc::{check_arity, decode_arg, is_agent_method};
     pub use inventory;
 }

@@ -45,15 +45,33 @@ impl TestServer {
         format!("ws://{}{path}", self.addr)
     }
 
-    /// Opens a WebSocket to `path` (which includes any query string).
+    /// Opens a WebSocket to `path` (which includes any query string) and reads the protocol
+    /// frames every agent sends first: identity, the state when `stateFollows`, MCP servers.
+    /// They are kept in [`Client::identity`] and [`Client::initial_state`].
     pub async fn connect(&self, path: &str) -> Client {
+        let mut client = self.connect_raw(path).await;
+        let identity = client.recv_json().await;
+        assert_eq!(identity["type"], "cf_agent_identity", "the first frame is the identity");
+        if identity["stateFollows"] == true {
+            let state = client.recv_json().await;
+            assert_eq!(state["type"], "cf_agent_state", "the state follows the identity");
+            client.initial_state = Some(state["state"].clone());
+        }
+        let mcp = client.recv_json().await;
+        assert_eq!(mcp["type"], "cf_agent_mcp_servers", "the MCP frame ends the preamble");
+        client.identity = Some(identity);
+        client
+    }
+
+    /// Opens a WebSocket to `path` and reads nothing: the test sees every frame.
+    pub async fn connect_raw(&self, path: &str) -> Client {
         let url = self.ws_url(path);
         let (ws, response) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(&url))
             .await
             .unwrap_or_else(|_| panic!("connecting to {url} timed out"))
             .unwrap_or_else(|e| panic!("connecting to {url} failed: {e}"));
         assert_eq!(response.status(), 101);
-        Client { ws }
+        Client { ws, identity: None, initial_state: None }
     }
 
     /// Tries a WebSocket upgrade that is expected to be refused; returns status and body.
@@ -123,6 +141,10 @@ async fn read_response(stream: &mut TcpStream) -> (u16, String) {
 /// A WebSocket client for tests; every wait is bounded by [`WAIT`].
 pub struct Client {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// The `cf_agent_identity` frame [`TestServer::connect`] read.
+    pub identity: Option<serde_json::Value>,
+    /// The state of the `cf_agent_state` frame that followed the identity, if any.
+    pub initial_state: Option<serde_json::Value>,
 }
 
 /// What the client saw when the server closed.
@@ -231,7 +253,7 @@ impl Client {
 
     /// Wraps a raw stream taken with [`into_inner`](Self::into_inner).
     pub fn from_stream(ws: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Self {
-        Self { ws }
+        Self { ws, identity: None, initial_state: None }
     }
 
     /// The raw stream, for tests that need to stop reading.

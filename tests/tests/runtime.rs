@@ -178,7 +178,7 @@ async fn tag_rules_refuse_the_connection_with_an_error_frame_and_1011() {
         ("a,,b", "A connection tag must not be an empty string."),
         (long.as_str(), "A connection tag must not exceed 256 characters"),
     ] {
-        let mut client = server.connect(&format!("/agents/tagger/t?tags={tags}")).await;
+        let mut client = server.connect_raw(&format!("/agents/tagger/t?tags={tags}")).await;
         assert_eq!(client.recv_json().await, json!({ "error": rule }));
         let closed = client.expect_close_now().await;
         assert_eq!(
@@ -187,7 +187,7 @@ async fn tag_rules_refuse_the_connection_with_an_error_frame_and_1011() {
         );
     }
     // A panic in connection_tags refuses the connection the same way.
-    let mut client = server.connect("/agents/tagger/t?tags=panic").await;
+    let mut client = server.connect_raw("/agents/tagger/t?tags=panic").await;
     assert_eq!(client.recv_json().await, json!({ "error": "a hook panicked: tag panic" }));
     assert_eq!(client.expect_close_now().await.code, 1011);
     // The instance is unharmed.
@@ -324,7 +324,7 @@ impl FlakyStart {
 #[tokio::test]
 async fn a_failed_on_start_refuses_the_connection_and_is_retried() {
     let server = start(Server::builder().agent::<FlakyStart>()).await;
-    let mut first = server.connect("/agents/flaky-start/x").await;
+    let mut first = server.connect_raw("/agents/flaky-start/x").await;
     assert_eq!(first.recv_json().await, json!({ "error": "database not ready" }));
     assert_eq!(first.expect_close_now().await.code, close_code::SESSION_SETUP_FAILED);
     let mut second = server.connect("/agents/flaky-start/x").await;
@@ -786,7 +786,7 @@ async fn instances_over_the_cap_are_refused() {
         server.http("GET", "/agents/env-reader/two", b"").await,
         (503, "Agent unavailable".into())
     );
-    let mut refused = server.connect("/agents/gate/two?token=t").await;
+    let mut refused = server.connect_raw("/agents/gate/two?token=t").await;
     assert_eq!(
         refused.expect_close_now().await,
         Closed { code: 1013, reason: "Server at capacity".into() }
@@ -802,10 +802,13 @@ struct Manual;
 impl agents_runtime::Agent for Manual {
     const NAME: &'static str = "manual";
     type ConnectionState = ();
+    type State = ();
 
     fn create() -> Self {
         Manual
     }
+
+    fn initial_state() {}
 
     async fn on_message(
         &mut self,

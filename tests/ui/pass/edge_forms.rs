@@ -34,7 +34,7 @@ impl Shapes {
     fn on_state(&self) {}
     fn on_closed(&self) {}
     fn on_messages(&self) {}
-    fn on_state_changed(&self) {}
+    fn on_starting(&self) {}
 }
 
 fn main() {
