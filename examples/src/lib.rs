@@ -6,7 +6,10 @@ pub mod agents;
 
 use agents_runtime::ServerBuilder;
 
-pub use agents::{ChatAgent, ChatRoom, FileAgent, MyAgent, PresenceAgent, SecureAgent, TagsAgent};
+pub use agents::{
+    ChatAgent, ChatRoom, Counter, CounterState, FileAgent, MyAgent, PresenceAgent, SecureAgent,
+    TagsAgent,
+};
 
 /// A server builder hosting every reference agent (registered explicitly, so a binary that
 /// links this crate gets all of them whatever the linker keeps).
@@ -19,6 +22,7 @@ pub fn server() -> ServerBuilder {
         .agent::<SecureAgent>()
         .agent::<TagsAgent>()
         .agent::<FileAgent>()
+        .agent::<Counter>()
 }
 
 /// Milliseconds since the Unix epoch (JavaScript's `Date.now()`).

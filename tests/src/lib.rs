@@ -200,6 +200,17 @@ impl Client {
         self.ws.send(WsMessage::text(text.into())).await.expect("sends text");
     }
 
+    /// Sends a JSON value as a text message.
+    pub async fn send_json(&mut self, value: serde_json::Value) {
+        self.send_text(value.to_string()).await;
+    }
+
+    /// Sends an RPC frame as the official client builds it.
+    pub async fn send_rpc(&mut self, id: &str, method: &str, args: serde_json::Value) {
+        let frame = serde_json::json!({ "args": args, "id": id, "method": method, "type": "rpc" });
+        self.send_json(frame).await;
+    }
+
     /// Sends a binary message.
     pub async fn send_binary(&mut self, bytes: impl Into<Vec<u8>>) {
         self.ws.send(WsMessage::binary(bytes.into())).await.expect("sends binary");

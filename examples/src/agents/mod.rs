@@ -2,6 +2,7 @@
 
 mod chat_agent;
 mod chat_room;
+mod counter;
 mod file_agent;
 mod my_agent;
 mod presence;
@@ -10,6 +11,7 @@ mod tags_agent;
 
 pub use chat_agent::ChatAgent;
 pub use chat_room::ChatRoom;
+pub use counter::{Counter, CounterState};
 pub use file_agent::FileAgent;
 pub use my_agent::MyAgent;
 pub use presence::PresenceAgent;

@@ -4,12 +4,20 @@ use agents_runtime::prelude::*;
 use serde_json::json;
 
 // ANCHOR: tags_agent
-/// Tags connections by `?role=`; `notify:<text>` reaches the `admin` connections only.
+/// Tags connections by `?role=`; `notify:<text>` and the callable `notifyAdmins` reach the
+/// `admin` connections only.
 #[derive(Default)]
 pub struct TagsAgent;
 
-#[agent]
+#[agent(rename_all = "camelCase")]
 impl TagsAgent {
+    /// Sends `message` to every `admin` connection and returns how many got it.
+    #[callable]
+    fn notify_admins(&self, ctx: &mut Context<Self>, message: String) -> usize {
+        let note = Message::from(message);
+        ctx.get_connections(Some("admin")).filter(|admin| admin.send(note.clone()).is_ok()).count()
+    }
+
     fn connection_tags(
         &mut self,
         _ctx: &mut Context<Self>,

@@ -1,0 +1,65 @@
+//! `Counter`: the reference agent of the Cloudflare Agents protocol, state plus callables.
+
+use agents_runtime::prelude::*;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+// ANCHOR: counter
+/// The synced state: `{"count":0}` to start with.
+#[derive(Clone, Default, Serialize, Deserialize)]
+pub struct CounterState {
+    /// How many times `increment` ran (or what a client set).
+    pub count: i64,
+}
+
+/// State `{"count":N}` and the callables of the reference test agent.
+#[derive(Default)]
+pub struct Counter;
+
+#[agent(state = CounterState, rename_all = "camelCase")]
+impl Counter {
+    /// Adds one through `set_state`, so every client sees it, and returns the new count.
+    #[callable(description = "Adds one to the count and returns it")]
+    fn increment(&mut self, ctx: &mut Context<Self>) -> Result<i64> {
+        let count = ctx.state().count + 1;
+        ctx.set_state(CounterState { count })?;
+        Ok(count)
+    }
+
+    /// `a + b` with JavaScript numbers: `add(2, 3)` is `5`, `add(0.5, 1)` is `1.5`.
+    #[callable]
+    fn add(&self, a: f64, b: f64) -> Value {
+        js_number(a + b)
+    }
+
+    /// Always fails, for clients to see an RPC error.
+    #[callable]
+    fn fail(&self) -> Result<()> {
+        Err(Error::msg("Invalid data format"))
+    }
+
+    /// Streams `0, 1, …, count - 1`, then ends with `count`.
+    #[callable(streaming)]
+    fn stream_numbers(&self, stream: StreamingResponse, count: u32) {
+        for i in 0..count {
+            stream.send(i);
+        }
+        stream.end(count);
+    }
+
+    /// A method of the agent that clients may not call: `Method notCallable is not callable`.
+    pub fn not_callable(&self) -> i64 {
+        42
+    }
+}
+// ANCHOR_END: counter
+
+/// A JavaScript number as JSON: integral values without a fraction, as `JSON.stringify` writes.
+fn js_number(n: f64) -> Value {
+    const SAFE: f64 = 9_007_199_254_740_991.0; // Number.MAX_SAFE_INTEGER
+    if n.fract() == 0.0 && n.abs() <= SAFE {
+        Value::from(n as i64)
+    } else {
+        serde_json::Number::from_f64(n).map_or(Value::Null, Value::Number)
+    }
+}
