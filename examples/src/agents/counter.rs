@@ -12,12 +12,23 @@ pub struct CounterState {
     pub count: i64,
 }
 
-/// State `{"count":N}` and the callables of the reference test agent.
+/// State `{"count":N}` and the callables of the reference test agent; `?readonly=true`
+/// connections are readonly.
 #[derive(Default)]
 pub struct Counter;
 
 #[agent(state = CounterState, rename_all = "camelCase")]
 impl Counter {
+    /// `?readonly=true` connections see the count but cannot change it.
+    fn should_connection_be_readonly(
+        &mut self,
+        _ctx: &mut Context<Self>,
+        _conn: &Connection,
+        conn_ctx: &ConnectionContext,
+    ) -> bool {
+        conn_ctx.query("readonly").as_deref() == Some("true")
+    }
+
     /// Adds one through `set_state`, so every client sees it, and returns the new count.
     #[callable(description = "Adds one to the count and returns it")]
     fn increment(&mut self, ctx: &mut Context<Self>) -> Result<i64> {

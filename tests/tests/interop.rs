@@ -1,0 +1,68 @@
+//! The official npm clients (`agents` AgentClient, `partysocket`) run unchanged under Node
+//! against a real examples server. The packages are installed from `tests/js/package-lock.json`
+//! the first time (`npm ci`); Node 20+ and npm must be on the PATH.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+fn js_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("js")
+}
+
+/// Installs the pinned packages once per test run (when `node_modules` is missing or older
+/// than the lockfile).
+fn npm_packages() -> &'static Path {
+    static INSTALLED: OnceLock<PathBuf> = OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        let dir = js_dir();
+        let lock = dir.join("package-lock.json");
+        let marker = dir.join("node_modules/.package-lock.json");
+        let fresh = match (std::fs::metadata(&lock), std::fs::metadata(&marker)) {
+            (Ok(lock), Ok(marker)) => marker.modified().ok() >= lock.modified().ok(),
+            _ => false,
+        };
+        if !fresh {
+            let output = run(Command::new("npm").arg("ci").current_dir(&dir), "npm ci");
+            assert!(
+                output.status.success(),
+                "npm ci failed in {}:\n{}",
+                dir.display(),
+                describe(&output)
+            );
+        }
+        dir
+    })
+}
+
+fn run(command: &mut Command, what: &str) -> Output {
+    command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {what} (Node 20+ and npm must be installed): {e}"))
+}
+
+fn describe(output: &Output) -> String {
+    format!(
+        "status: {}\n--- stdout\n{}\n--- stderr\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_agents_client_works_unchanged() {
+    let dir = npm_packages();
+    let server = agents_tests::start(agents_examples::server()).await;
+    let mut node = tokio::process::Command::new("node");
+    node.args(["--test", "--test-reporter=spec", "interop.test.mjs"])
+        .current_dir(dir)
+        .env("AGENTS_HOST", server.addr.to_string())
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(std::time::Duration::from_secs(120), node.output())
+        .await
+        .expect("the Node tests finish within two minutes")
+        .expect("node runs");
+    println!("{}", String::from_utf8_lossy(&output.stdout));
+    assert!(output.status.success(), "the Node interop tests failed:\n{}", describe(&output));
+}
