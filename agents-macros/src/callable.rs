@@ -19,6 +19,8 @@ pub(crate) struct CallableDef {
     /// The JSON arguments, in order.
     pub(crate) params: Vec<ParamDef>,
     pub(crate) output: Output,
+    /// The return type as written, for the generated client.
+    pub(crate) output_type: Option<Type>,
     pub(crate) output_span: Span,
 }
 
@@ -129,6 +131,10 @@ impl CallableDef {
             takes_ctx,
             params,
             output,
+            output_type: match &sig.output {
+                ReturnType::Default => None,
+                ReturnType::Type(_, ty) => Some((**ty).clone()),
+            },
             output_span,
         })
     }

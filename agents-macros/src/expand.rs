@@ -85,7 +85,10 @@ fn expand(def: &AgentDef) -> TokenStream {
         quote!(#rt::CallableInfo { name: #name, description: #description, streaming: #streaming })
     });
     let call = call_method(def);
+    let client = crate::client::render(def);
     quote! {
+        #client
+
         const _: () = {
             impl #rt::Agent for #self_ty {
                 const NAME: &'static str = #route_name;

@@ -3,6 +3,7 @@
 
 mod attr;
 mod callable;
+mod client;
 mod expand;
 mod hooks;
 mod kebab;

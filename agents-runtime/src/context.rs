@@ -10,7 +10,9 @@ use crate::env::Env;
 use crate::error::{ConnectionError, Error, Result};
 use crate::message::Message;
 use crate::protocol;
+use crate::server::Shared;
 use crate::state::StateSource;
+use crate::stub::AgentStub;
 
 /// The instance's context, passed to every hook as `ctx`.
 ///
@@ -20,6 +22,7 @@ use crate::state::StateSource;
 pub struct Context<A: Agent> {
     name: Arc<str>,
     env: Env,
+    shared: Arc<Shared>,
     pub(crate) connections: ConnectionTable<A::ConnectionState>,
     state: Arc<A::State>,
     /// The connection whose event is being handled: a readonly one cannot change the state.
@@ -35,10 +38,11 @@ pub(crate) struct StateChange<A: Agent> {
 }
 
 impl<A: Agent> Context<A> {
-    pub(crate) fn new(name: Arc<str>, env: Env, state: A::State) -> Self {
+    pub(crate) fn new(name: Arc<str>, shared: Arc<Shared>, state: A::State) -> Self {
         Self {
             name,
-            env,
+            env: shared.env.clone(),
+            shared,
             connections: ConnectionTable::default(),
             state: Arc::new(state),
             current: None,
@@ -104,6 +108,22 @@ impl<A: Agent> Context<A> {
         }
         self.changes.push(StateChange { state: self.state.clone(), source });
         Ok(())
+    }
+
+    /// A handle on another agent instance of this server (`getAgentByName`); wrap it in the
+    /// agent's generated client for typed calls:
+    /// `CounterClient::new(ctx.get_agent_by_name::<Counter>("room")?)`.
+    ///
+    /// The call waits for the target's turn, so it holds up this instance meanwhile; an
+    /// instance cannot call itself this way.
+    pub fn get_agent_by_name<B: Agent>(&self, name: &str) -> Result<AgentStub> {
+        if B::NAME == A::NAME && name == &*self.name {
+            return Err(Error::msg(format!(
+                "{}/{name} cannot call itself through a stub: call the method directly",
+                A::NAME
+            )));
+        }
+        AgentStub::new(self.shared.clone(), B::NAME, name)
     }
 
     /// Makes a connection readonly or writable again (`setConnectionReadonly`).

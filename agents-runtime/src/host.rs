@@ -44,6 +44,11 @@ pub(crate) enum Event {
         request: Box<Request>,
         reply: oneshot::Sender<Response>,
     },
+    /// An in-process call from an [`AgentStub`](crate::AgentStub).
+    Call {
+        call: Call,
+        reply: oneshot::Sender<CallOutcome>,
+    },
 }
 
 pub(crate) struct ConnectRequest {
@@ -66,7 +71,7 @@ struct Host<A: Agent> {
 }
 
 async fn run<A: Agent>(mut mailbox: mpsc::Receiver<Event>, shared: Arc<Shared>, name: Arc<str>) {
-    let ctx = Context::new(name.clone(), shared.env.clone(), A::initial_state());
+    let ctx = Context::new(name.clone(), shared.clone(), A::initial_state());
     let mut host = Host::<A> { agent: None, ctx, shared };
     loop {
         let event = if host.ctx.connections.is_empty() {
@@ -163,6 +168,23 @@ impl<A: Agent> Host<A> {
                 };
                 let conn = conn.clone();
                 report(agent, &mut self.ctx, Some(&conn), error).await;
+            }
+            Event::Call { call, reply } => {
+                let outcome = match self.ensure_started().await {
+                    Ok(()) => {
+                        let agent = self.agent.as_mut().expect("started");
+                        match AssertUnwindSafe(agent.call(&mut self.ctx, call)).catch_unwind().await
+                        {
+                            Ok(outcome) => outcome,
+                            Err(panic) => CallOutcome::Error(format!(
+                                "a hook panicked: {}",
+                                panic_message(&*panic)
+                            )),
+                        }
+                    }
+                    Err(e) => CallOutcome::Error(format!("the agent could not start: {e}")),
+                };
+                let _ = reply.send(outcome);
             }
             Event::Request { request, reply } => {
                 let response = self.request(*request).await;

@@ -49,6 +49,7 @@
 //! | `on_error` | `conn: Option<&Connection<S>>, error: &Error` | `()` |
 
 mod agent;
+pub mod client;
 mod connection;
 mod connections;
 mod context;
@@ -63,6 +64,7 @@ mod request;
 mod rpc;
 mod server;
 mod state;
+mod stub;
 mod tags;
 mod transport;
 
@@ -78,6 +80,7 @@ pub use request::{ConnectionContext, Request, Response};
 pub use rpc::{Call, CallOutcome, CallableInfo, StreamingResponse};
 pub use server::{Server, ServerBuilder, ServerHandle};
 pub use state::StateSource;
+pub use stub::AgentStub;
 pub use tags::{MAX_TAG_LEN, MAX_TAGS};
 
 /// Re-exported so users and generated code name the same versions.
@@ -97,6 +100,7 @@ pub mod prelude {
 /// What `#[agent]` expands to. Not a public API: it may change in any release.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::client::{decode_result, encode_arg};
     pub use crate::error::IntoHookResult;
     pub use crate::registry::AgentRegistration;
     pub use crate::rpc::{check_arity, decode_arg, is_agent_method};

@@ -320,6 +320,13 @@ impl ServerHandle {
         self.shared.instances.live()
     }
 
+    /// A handle on an agent instance of this server, for typed in-process calls from outside
+    /// any agent (a test, an admin task):
+    /// `CounterClient::new(handle.get_agent_by_name::<Counter>("room")?)`.
+    pub fn get_agent_by_name<B: Agent>(&self, name: &str) -> Result<crate::AgentStub, Error> {
+        crate::AgentStub::new(self.shared.clone(), B::NAME, name)
+    }
+
     /// The data directory, if one was configured.
     pub fn data_dir(&self) -> Option<&std::path::Path> {
         self.shared.data_dir.as_deref()

@@ -6,7 +6,7 @@ use serde_json::Value;
 
 // ANCHOR: counter
 /// The synced state: `{"count":0}` to start with.
-#[derive(Clone, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CounterState {
     /// How many times `increment` ran (or what a client set).
     pub count: i64,

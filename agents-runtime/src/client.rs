@@ -1,0 +1,342 @@
+//! [`AgentClient`]: a Rust client for any agent, speaking the same protocol as the official
+//! JavaScript `AgentClient`; generated `{Agent}Client` types add typed methods on top.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
+
+use futures_util::{SinkExt, Stream, StreamExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+use crate::connection::lock;
+use crate::error::{Error, Result};
+
+/// How a typed client reaches an agent: over a WebSocket ([`AgentClient`]) or in-process
+/// ([`AgentStub`](crate::AgentStub)).
+pub trait RpcTransport: Send + Sync {
+    /// Calls `method` and waits for its answer: `None` for a method returning `()`.
+    fn call(
+        &self,
+        method: &str,
+        args: Vec<Value>,
+    ) -> impl Future<Output = Result<Option<Value>>> + Send;
+
+    /// Calls a streaming method: its chunks, then its final value.
+    fn stream(
+        &self,
+        method: &str,
+        args: Vec<Value>,
+    ) -> impl Future<Output = Result<CallStream>> + Send;
+}
+
+/// The answer of a streaming call: each chunk as [`StreamItem::Chunk`], then
+/// [`StreamItem::Done`] (or an error, which ends it).
+pub struct CallStream {
+    items: mpsc::UnboundedReceiver<Result<StreamItem>>,
+}
+
+/// One piece of a streamed answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamItem {
+    /// A chunk sent with `StreamingResponse::send`.
+    Chunk(Value),
+    /// The end, with the final value (`None` for `end_empty`).
+    Done(Option<Value>),
+}
+
+impl CallStream {
+    pub(crate) fn channel() -> (mpsc::UnboundedSender<Result<StreamItem>>, Self) {
+        let (tx, items) = mpsc::unbounded_channel();
+        (tx, Self { items })
+    }
+
+    /// Collects every chunk and the final value.
+    pub async fn collect_all(mut self) -> Result<(Vec<Value>, Option<Value>)> {
+        let mut chunks = Vec::new();
+        while let Some(item) = self.next().await {
+            match item? {
+                StreamItem::Chunk(chunk) => chunks.push(chunk),
+                StreamItem::Done(last) => return Ok((chunks, last)),
+            }
+        }
+        Err(Error::msg("the stream ended without its final frame"))
+    }
+}
+
+impl Stream for CallStream {
+    type Item = Result<StreamItem>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
+        self.items.poll_recv(cx)
+    }
+}
+
+impl fmt::Debug for CallStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CallStream").finish_non_exhaustive()
+    }
+}
+
+/// Decodes what a call returned into the method's result type.
+pub fn decode_result<T: DeserializeOwned>(method: &str, value: Option<Value>) -> Result<T> {
+    serde_json::from_value(value.unwrap_or(Value::Null))
+        .map_err(|e| Error::msg(format!("the result of {method} does not decode: {e}")))
+}
+
+/// Serializes a call argument.
+pub fn encode_arg<T: Serialize + ?Sized>(method: &str, index: usize, value: &T) -> Result<Value> {
+    serde_json::to_value(value)
+        .map_err(|e| Error::msg(format!("argument {index} of {method} does not encode: {e}")))
+}
+
+/// Routes the `rpc` frames of an answer to whoever waits for them.
+pub(crate) enum Pending {
+    Once(oneshot::Sender<Result<Option<Value>>>),
+    Stream(mpsc::UnboundedSender<Result<StreamItem>>),
+}
+
+impl Pending {
+    /// Handles one `rpc` frame; returns whether the call is finished.
+    pub(crate) fn deliver(self, frame: &serde_json::Map<String, Value>) -> Option<Self> {
+        let result = frame.get("result").cloned();
+        let failed = frame.get("success") == Some(&Value::Bool(false));
+        let done = frame.get("done") != Some(&Value::Bool(false));
+        let error = || {
+            Error::msg(
+                frame.get("error").and_then(Value::as_str).unwrap_or("Unknown error occurred"),
+            )
+        };
+        match self {
+            Self::Once(reply) => {
+                let _ = reply.send(if failed { Err(error()) } else { Ok(result) });
+                None
+            }
+            Self::Stream(items) => {
+                let item = match (failed, done) {
+                    (true, _) => Err(error()),
+                    (false, false) => Ok(StreamItem::Chunk(result.unwrap_or(Value::Null))),
+                    (false, true) => Ok(StreamItem::Done(result)),
+                };
+                let finished = failed || done;
+                let _ = items.send(item);
+                (!finished).then_some(Self::Stream(items))
+            }
+        }
+    }
+
+    pub(crate) fn fail(self, why: &str) {
+        match self {
+            Self::Once(reply) => drop(reply.send(Err(Error::msg(why)))),
+            Self::Stream(items) => drop(items.send(Err(Error::msg(why)))),
+        }
+    }
+}
+
+/// A connection to one agent instance over WebSocket, like the JavaScript `AgentClient`:
+/// it waits for the identity (and the state, when one follows), then calls callables, streams,
+/// and follows the state.
+///
+/// ```no_run
+/// # async fn demo() -> agents_runtime::Result<()> {
+/// use agents_runtime::client::{AgentClient, RpcTransport};
+/// let client = AgentClient::connect("ws://127.0.0.1:8787/agents/counter/room-1").await?;
+/// let count = client.call("increment", vec![]).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct AgentClient {
+    shared: Arc<Shared>,
+    outgoing: mpsc::UnboundedSender<WsMessage>,
+}
+
+struct Shared {
+    pending: Mutex<HashMap<String, Pending>>,
+    state: watch::Sender<Option<Value>>,
+    identity: Mutex<Option<(String, String)>>,
+    state_errors: watch::Sender<Option<String>>,
+    next_id: AtomicU64,
+}
+
+/// How long [`AgentClient::connect`] waits for the server's identity frame.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl AgentClient {
+    /// Connects to `url` (`ws://host/agents/{agent}/{name}[?query]`) and waits until the agent
+    /// identified itself and, when it has a state, sent it (the JS client's `ready`).
+    pub async fn connect(url: &str) -> Result<Self> {
+        let (ws, _) = tokio_tungstenite::connect_async(url).await?;
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(HashMap::new()),
+            state: watch::channel(None).0,
+            identity: Mutex::new(None),
+            state_errors: watch::channel(None).0,
+            next_id: AtomicU64::new(1),
+        });
+        let (outgoing, rx) = mpsc::unbounded_channel();
+        let (ready_tx, ready) = oneshot::channel();
+        tokio::spawn(drive(ws, rx, shared.clone(), ready_tx));
+        match tokio::time::timeout(READY_TIMEOUT, ready).await {
+            Ok(Ok(())) => Ok(Self { shared, outgoing }),
+            Ok(Err(_)) => {
+                Err(Error::msg("the connection closed before the agent identified itself"))
+            }
+            Err(_) => Err(Error::msg("no identity frame from the server within 10 s")),
+        }
+    }
+
+    /// The instance name and agent route name the server announced.
+    pub fn identity(&self) -> (String, String) {
+        lock(&self.shared.identity).clone().unwrap_or_default()
+    }
+
+    /// The latest agent state the server sent, as JSON.
+    pub fn state_json(&self) -> Option<Value> {
+        self.shared.state.borrow().clone()
+    }
+
+    /// The latest agent state, decoded.
+    pub fn state<T: DeserializeOwned>(&self) -> Result<Option<T>> {
+        self.state_json().map(serde_json::from_value).transpose().map_err(Error::from)
+    }
+
+    /// A receiver that sees every state update (`onStateUpdate`).
+    pub fn state_updates(&self) -> watch::Receiver<Option<Value>> {
+        self.shared.state.subscribe()
+    }
+
+    /// The last `cf_agent_state_error` the server sent (`onStateUpdateError`), as a receiver.
+    pub fn state_errors(&self) -> watch::Receiver<Option<String>> {
+        self.shared.state_errors.subscribe()
+    }
+
+    /// Replaces the agent state (`setState`): optimistic locally, broadcast by the server to
+    /// the other clients, refused with a state error when not allowed.
+    pub fn set_state(&self, state: &impl Serialize) -> Result<()> {
+        let state = serde_json::to_value(state)?;
+        self.shared.state.send_replace(Some(state.clone()));
+        self.send(serde_json::json!({ "type": "cf_agent_state", "state": state }))
+    }
+
+    /// Sends a raw text message (what the agent's `on_message` receives).
+    pub fn send_text(&self, text: impl Into<String>) -> Result<()> {
+        self.outgoing
+            .send(WsMessage::text(text.into()))
+            .map_err(|_| Error::msg("Connection closed"))
+    }
+
+    fn send(&self, frame: Value) -> Result<()> {
+        self.send_text(frame.to_string())
+    }
+
+    fn start_call(&self, method: &str, args: Vec<Value>, pending: Pending) -> Result<()> {
+        let id = format!("rs-{}", self.shared.next_id.fetch_add(1, Ordering::Relaxed));
+        lock(&self.shared.pending).insert(id.clone(), pending);
+        let frame = serde_json::json!({ "args": args, "id": id, "method": method, "type": "rpc" });
+        if let Err(e) = self.send(frame) {
+            lock(&self.shared.pending).remove(&id);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Closes the connection (code 1000); pending calls fail with `Connection closed`.
+    pub fn close(&self) {
+        let _ = self.outgoing.send(WsMessage::Close(None));
+    }
+}
+
+impl RpcTransport for AgentClient {
+    async fn call(&self, method: &str, args: Vec<Value>) -> Result<Option<Value>> {
+        let (reply, answer) = oneshot::channel();
+        self.start_call(method, args, Pending::Once(reply))?;
+        answer.await.map_err(|_| Error::msg("Connection closed"))?
+    }
+
+    async fn stream(&self, method: &str, args: Vec<Value>) -> Result<CallStream> {
+        let (items, stream) = CallStream::channel();
+        self.start_call(method, args, Pending::Stream(items))?;
+        Ok(stream)
+    }
+}
+
+impl fmt::Debug for AgentClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AgentClient").field("identity", &self.identity()).finish_non_exhaustive()
+    }
+}
+
+type ClientSocket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The client's socket task: writes what the handle queues, routes what the server sends.
+async fn drive(
+    mut ws: ClientSocket,
+    mut outgoing: mpsc::UnboundedReceiver<WsMessage>,
+    shared: Arc<Shared>,
+    ready: oneshot::Sender<()>,
+) {
+    let mut ready = Some(ready);
+    let mut state_follows = false;
+    loop {
+        tokio::select! {
+            out = outgoing.recv() => match out {
+                Some(message) => {
+                    let closing = matches!(message, WsMessage::Close(_));
+                    if ws.send(message).await.is_err() || closing {
+                        break;
+                    }
+                }
+                None => break,
+            },
+            frame = ws.next() => match frame {
+                Some(Ok(WsMessage::Text(text))) => {
+                    let Ok(Value::Object(frame)) = serde_json::from_str::<Value>(&text) else { continue };
+                    match frame.get("type").and_then(Value::as_str) {
+                        Some("cf_agent_identity") => {
+                            let field = |key| frame.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
+                            *lock(&shared.identity) = Some((field("name"), field("agent")));
+                            state_follows = frame.get("stateFollows") == Some(&Value::Bool(true));
+                            if !state_follows {
+                                ready.take().map(|ready| ready.send(()));
+                            }
+                        }
+                        Some("cf_agent_state") => {
+                            shared.state.send_replace(frame.get("state").cloned());
+                            if state_follows {
+                                state_follows = false;
+                                ready.take().map(|ready| ready.send(()));
+                            }
+                        }
+                        Some("cf_agent_state_error") => {
+                            let error = frame.get("error").and_then(Value::as_str).map(str::to_owned);
+                            shared.state_errors.send_replace(error);
+                        }
+                        Some("rpc") => {
+                            let Some(id) = frame.get("id").and_then(Value::as_str) else { continue };
+                            let mut pending = lock(&shared.pending);
+                            let more = pending.remove(id).and_then(|call| call.deliver(&frame));
+                            if let Some(more) = more {
+                                pending.insert(id.to_owned(), more);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                Some(Ok(WsMessage::Close(_))) | Some(Err(_)) | None => break,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+    for (_, call) in lock(&shared.pending).drain() {
+        call.fail("Connection closed");
+    }
+}

@@ -1,0 +1,110 @@
+//! [`AgentStub`]: calling another agent in the same process by name, without a socket
+//! (`getAgentByName`).
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+use crate::client::{CallStream, Pending, RpcTransport};
+use crate::connection::lock;
+use crate::error::{Error, Result};
+use crate::host::Event;
+use crate::registry::AgentClass;
+use crate::rpc::{Call, CallOutcome, StreamingResponse};
+use crate::server::Shared;
+
+/// A handle on an agent instance of this server, reached through its mailbox. Wrap it in the
+/// agent's generated client for typed calls: `CounterClient::new(stub)`.
+///
+/// The call is one event of the target instance, so it waits for the target's current turn;
+/// two agents that call each other at the same time wait for each other forever, so keep
+/// calls one-directional (an agent cannot call itself this way at all).
+#[derive(Clone)]
+pub struct AgentStub {
+    shared: Arc<Shared>,
+    class: AgentClass,
+    name: Arc<str>,
+}
+
+impl AgentStub {
+    pub(crate) fn new(shared: Arc<Shared>, agent: &str, name: &str) -> Result<Self> {
+        let class = shared.classes.get(agent).copied().ok_or_else(|| {
+            Error::msg(format!("no agent named `{agent}` is registered on this server"))
+        })?;
+        Ok(Self { shared, class, name: name.into() })
+    }
+
+    /// The target's agent route name and instance name.
+    pub fn target(&self) -> (&str, &str) {
+        (self.class.name, &self.name)
+    }
+
+    async fn send(&self, call: Call) -> Result<CallOutcome> {
+        let (reply, answer) = oneshot::channel();
+        let event = Event::Call { call, reply };
+        self.shared
+            .instances
+            .dispatch(&self.class, &self.name, &self.shared, event)
+            .await
+            .ok_or_else(|| Error::msg("Agent unavailable"))?;
+        answer.await.map_err(|_| Error::msg("the agent dropped the call (a hook panicked)"))
+    }
+}
+
+/// An outcome as the caller sees it.
+fn answer(method: &str, outcome: CallOutcome) -> Result<Option<Value>> {
+    match outcome {
+        CallOutcome::Value(value) => Ok(value),
+        CallOutcome::Streamed => Err(Error::msg(format!("Method {method} streams: use stream()"))),
+        CallOutcome::Error(error) => Err(Error::msg(error)),
+        CallOutcome::NotFound => Err(Error::msg(format!("Method {method} does not exist"))),
+        CallOutcome::NotCallable => Err(Error::msg(format!("Method {method} is not callable"))),
+    }
+}
+
+impl RpcTransport for AgentStub {
+    async fn call(&self, method: &str, args: Vec<Value>) -> Result<Option<Value>> {
+        let outcome = self.send(Call { method: method.to_owned(), args, stream: None }).await?;
+        answer(method, outcome)
+    }
+
+    async fn stream(&self, method: &str, args: Vec<Value>) -> Result<CallStream> {
+        let (items, stream) = CallStream::channel();
+        // The method answers with the same frames it would send a socket; route them back.
+        let pending = Arc::new(Mutex::new(Some(Pending::Stream(items))));
+        let route = pending.clone();
+        let sink = StreamingResponse::new("in-process".into(), move |frame| {
+            let parsed = frame.as_text().and_then(|text| serde_json::from_str::<Value>(text).ok());
+            if let Some(Value::Object(frame)) = parsed {
+                let mut slot = lock(&route);
+                *slot = slot.take().and_then(|call| call.deliver(&frame));
+            }
+            Ok(())
+        });
+        let call = Call { method: method.to_owned(), args, stream: Some(sink) };
+        match self.send(call).await? {
+            CallOutcome::Streamed => Ok(stream),
+            other => {
+                let error = match answer(method, other) {
+                    Err(error) => error.to_string(),
+                    Ok(_) => format!("Method {method} does not stream: use call()"),
+                };
+                if let Some(call) = lock(&pending).take() {
+                    call.fail(&error);
+                }
+                Ok(stream)
+            }
+        }
+    }
+}
+
+impl fmt::Debug for AgentStub {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AgentStub")
+            .field("agent", &self.class.name)
+            .field("name", &self.name)
+            .finish()
+    }
+}

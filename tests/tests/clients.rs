@@ -1,0 +1,138 @@
+//! The typed clients `#[agent]` generates: `CounterClient` over a WebSocket (`AgentClient`)
+//! and in-process (`AgentStub`, the `getAgentByName` of agents-rs), from outside and from
+//! inside another agent.
+
+use agents_examples::{Counter, CounterClient, CounterState};
+use agents_runtime::client::StreamItem;
+use agents_runtime::prelude::*;
+use agents_tests::{TestServer, start};
+use futures_util::StreamExt;
+use serde_json::json;
+
+async fn server() -> TestServer {
+    start(agents_examples::server().agent::<Relay>()).await
+}
+
+fn url(server: &TestServer, path: &str) -> String {
+    server.ws_url(path)
+}
+
+#[tokio::test]
+async fn the_rust_client_calls_streams_and_follows_the_state() {
+    let server = server().await;
+    let counter =
+        CounterClient::connect(&url(&server, "/agents/counter/rust")).await.expect("connects");
+    assert_eq!(counter.transport().identity(), ("rust".to_owned(), "counter".to_owned()));
+    assert_eq!(counter.state().expect("decodes"), Some(CounterState { count: 0 }));
+    assert_eq!(counter.increment().await.expect("increments"), 1);
+    assert_eq!(counter.add(2.0, 3.0).await.expect("adds"), json!(5));
+    assert_eq!(counter.fail().await.expect_err("fails").to_string(), "Invalid data format");
+
+    let (chunks, last) =
+        counter.stream_numbers(4).await.expect("streams").collect_all().await.expect("ends");
+    assert_eq!(chunks, [json!(0), json!(1), json!(2), json!(3)]);
+    assert_eq!(last, Some(json!(4)));
+
+    // Two clients: one sets the state, the other sees it.
+    let other =
+        CounterClient::connect(&url(&server, "/agents/counter/rust")).await.expect("connects");
+    assert_eq!(other.state().expect("decodes"), Some(CounterState { count: 1 }));
+    let mut updates = other.transport().state_updates();
+    counter.set_state(&CounterState { count: 40 }).expect("sends");
+    updates.changed().await.expect("an update");
+    assert_eq!(other.state().expect("decodes"), Some(CounterState { count: 40 }));
+}
+
+#[tokio::test]
+async fn the_rust_client_sees_state_errors_and_rejections() {
+    let server = server().await;
+    let reader = CounterClient::connect(&url(&server, "/agents/counter/ro?readonly=true"))
+        .await
+        .expect("connects");
+    let mut errors = reader.transport().state_errors();
+    reader.set_state(&CounterState { count: 9 }).expect("sends");
+    errors.changed().await.expect("an error");
+    assert_eq!(errors.borrow().as_deref(), Some("Connection is readonly"));
+    assert_eq!(
+        reader.increment().await.expect_err("refused").to_string(),
+        "Connection is readonly"
+    );
+    let untyped = reader.transport();
+    use agents_runtime::client::RpcTransport;
+    let error = untyped.call("notCallable", vec![]).await.expect_err("refused");
+    assert_eq!(error.to_string(), "Method notCallable is not callable");
+}
+
+#[tokio::test]
+async fn in_process_calls_reach_the_same_instance_without_a_socket() {
+    let server = server().await;
+    let mut watcher = server.connect("/agents/counter/shared").await;
+    let stub = server.handle.get_agent_by_name::<Counter>("shared").expect("registered");
+    let counter = CounterClient::new(stub);
+    assert_eq!(counter.increment().await.expect("increments"), 1);
+    // Socket clients of that instance see the change.
+    assert_eq!(
+        watcher.recv_json().await,
+        json!({ "type": "cf_agent_state", "state": { "count": 1 } })
+    );
+    assert_eq!(counter.add(1.5, 1.0).await.expect("adds"), json!(2.5));
+    assert_eq!(counter.fail().await.expect_err("fails").to_string(), "Invalid data format");
+    let mut stream = counter.stream_numbers(2).await.expect("streams");
+    assert_eq!(stream.next().await.map(Result::ok), Some(Some(StreamItem::Chunk(json!(0)))));
+    assert_eq!(stream.next().await.map(Result::ok), Some(Some(StreamItem::Chunk(json!(1)))));
+    assert_eq!(stream.next().await.map(Result::ok), Some(Some(StreamItem::Done(Some(json!(2))))));
+
+    let missing = server.handle.get_agent_by_name::<NotServed>("x").expect_err("not registered");
+    assert_eq!(missing.to_string(), "no agent named `not-served` is registered on this server");
+}
+
+/// Calls other agents through typed stubs.
+#[derive(Default)]
+struct Relay;
+
+#[agent(rename_all = "camelCase")]
+impl Relay {
+    /// Increments the counter named `name` and returns its new count.
+    #[callable]
+    async fn bump(&mut self, ctx: &mut Context<Self>, name: String) -> Result<i64> {
+        CounterClient::new(ctx.get_agent_by_name::<Counter>(&name)?).increment().await
+    }
+
+    /// Tries to call itself, which is refused.
+    #[callable]
+    async fn call_self(&mut self, ctx: &mut Context<Self>) -> Result<()> {
+        let me = ctx.name().to_owned();
+        RelayClient::new(ctx.get_agent_by_name::<Relay>(&me)?).call_self().await
+    }
+}
+
+/// A hand-written impl: `#[agent]` would register it through inventory, this one is never
+/// registered on the test server.
+struct NotServed;
+
+impl Agent for NotServed {
+    const NAME: &'static str = "not-served";
+    type ConnectionState = ();
+    type State = ();
+
+    fn create() -> Self {
+        NotServed
+    }
+
+    fn initial_state() {}
+}
+
+#[tokio::test]
+async fn an_agent_calls_another_by_name() {
+    let server = server().await;
+    let relay = RelayClient::connect(&url(&server, "/agents/relay/r")).await.expect("connects");
+    assert_eq!(relay.bump("via-relay".into()).await.expect("bumps"), 1);
+    assert_eq!(relay.bump("via-relay".into()).await.expect("bumps"), 2);
+    let counter =
+        CounterClient::connect(&url(&server, "/agents/counter/via-relay")).await.expect("connects");
+    assert_eq!(counter.state().expect("decodes"), Some(CounterState { count: 2 }));
+    assert_eq!(
+        relay.call_self().await.expect_err("refused").to_string(),
+        "relay/r cannot call itself through a stub: call the method directly"
+    );
+}
