@@ -10,6 +10,7 @@ mod kw {
     syn::custom_keyword!(rename_all);
     syn::custom_keyword!(streaming);
     syn::custom_keyword!(description);
+    syn::custom_keyword!(typescript);
 }
 
 /// The arguments of `#[agent(...)]`, as written.
@@ -19,6 +20,8 @@ pub(crate) struct AgentArgs {
     pub(crate) connection_state: Option<Type>,
     pub(crate) state: Option<Type>,
     pub(crate) rename_all: Option<LitStr>,
+    /// `typescript`: declare the agent's TypeScript interface.
+    pub(crate) typescript: bool,
 }
 
 impl Parse for AgentArgs {
@@ -45,6 +48,16 @@ impl Parse for AgentArgs {
                     ));
                 }
                 set_once(&mut args.rename_all, rule, key.span, "rename_all")
+            } else if lookahead.peek(kw::typescript) {
+                let key: kw::typescript = input.parse()?;
+                if args.typescript {
+                    return Err(syn::Error::new(
+                        key.span,
+                        "`typescript` is specified more than once",
+                    ));
+                }
+                args.typescript = true;
+                Ok(())
             } else {
                 Err(lookahead.error())
             }

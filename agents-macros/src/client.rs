@@ -1,7 +1,8 @@
 //! Code generation: the typed `{Agent}Client<T>` over any `RpcTransport`.
 
 use proc_macro2::TokenStream;
-use quote::{format_ident, quote};
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
 use syn::{GenericArgument, PathArguments, Type};
 
 use crate::callable::{CallableDef, Output};
@@ -70,13 +71,18 @@ fn method(callable: &CallableDef) -> TokenStream {
     let rt = quote!(::agents_runtime);
     let ident = &callable.ident;
     let wire = &callable.wire_name;
+    // Declared and used with the parameter type's span: errors about the type point there.
+    let arg = |index: usize, param: &crate::callable::ParamDef| {
+        format_ident!("arg{}_{}", index, param.name, span = param.ty.span())
+    };
     let params = callable.params.iter().enumerate().map(|(index, param)| {
-        let (name, ty) = (format_ident!("arg{}_{}", index, param.name), &param.ty);
+        let (name, ty) = (arg(index, param), &param.ty);
         quote!(#name: #ty)
     });
     let args = callable.params.iter().enumerate().map(|(index, param)| {
-        let name = format_ident!("arg{}_{}", index, param.name);
-        quote!(#rt::__private::encode_arg(#wire, #index, &#name)?)
+        let name = arg(index, param);
+        // At the parameter type: a type that cannot be encoded is reported there.
+        quote_spanned!(param.ty.span()=> ::agents_runtime::__private::encode_arg(#wire, #index, &#name)?)
     });
     let doc = callable.description.clone().unwrap_or_else(|| format!("Calls `{wire}`."));
     let cfgs = &callable.cfgs;
@@ -116,7 +122,7 @@ fn type_ident(ty: &Type) -> Option<&syn::Ident> {
 }
 
 /// `T` of `Result<T, E>` (or of a one-parameter `Result<T>` alias).
-fn result_ok_type(ty: &Type) -> Option<&Type> {
+pub(crate) fn result_ok_type(ty: &Type) -> Option<&Type> {
     let Type::Path(path) = ty else { return None };
     let PathArguments::AngleBracketed(args) = &path.path.segments.last()?.arguments else {
         return None;

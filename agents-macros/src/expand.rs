@@ -86,6 +86,14 @@ fn expand(def: &AgentDef) -> TokenStream {
     });
     let call = call_method(def);
     let client = crate::client::render(def);
+    let typescript = match (&def.self_ty, def.typescript) {
+        (syn::Type::Path(path), true) => path
+            .path
+            .segments
+            .last()
+            .map(|segment| crate::typescript::agent_interface(def, &segment.ident.to_string())),
+        _ => None,
+    };
     quote! {
         #client
 
@@ -105,6 +113,8 @@ fn expand(def: &AgentDef) -> TokenStream {
             #rt::__private::inventory::submit! {
                 #rt::__private::AgentRegistration::of::<#self_ty>()
             }
+
+            #typescript
         };
     }
 }
@@ -232,9 +242,10 @@ fn call_arm(callable: &CallableDef) -> TokenStream {
     let decoded = callable.params.iter().enumerate().map(|(index, param)| {
         let (name, ty) = (&param.name, &param.ty);
         let var = syn::Ident::new(&format!("__arg{index}"), ty.span());
-        // Spanned at the parameter type: a type that cannot be decoded is reported there.
+        // Spanned at the parameter type (the path written out, not interpolated, so it takes
+        // that span): a type that cannot be decoded is reported there.
         quote_spanned! {ty.span()=>
-            let #var: #ty = match #rt::__private::decode_arg(&mut __args, #wire, #index, #name) {
+            let #var: #ty = match ::agents_runtime::__private::decode_arg(&mut __args, #wire, #index, #name) {
                 ::core::result::Result::Ok(value) => value,
                 ::core::result::Result::Err(error) => return #rt::CallOutcome::Error(error),
             };

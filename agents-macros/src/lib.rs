@@ -8,6 +8,7 @@ mod expand;
 mod hooks;
 mod kebab;
 mod model;
+mod typescript;
 
 use proc_macro::TokenStream;
 
@@ -21,6 +22,14 @@ use proc_macro::TokenStream;
 #[proc_macro_attribute]
 pub fn agent(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::agent(args.into(), item.into()).into()
+}
+
+/// Implements `agents_runtime::typescript::TypeScript` for a struct or enum: the TypeScript
+/// type matching its JSON form, following serde's `rename_all`, `rename` and `skip`. Needed
+/// for the state and callable types of a `#[agent(typescript)]` agent.
+#[proc_macro_derive(TypeScript, attributes(serde))]
+pub fn derive_typescript(item: TokenStream) -> TokenStream {
+    typescript::derive(item.into()).into()
 }
 
 /// Marks a method of an `#[agent]` impl block as callable by clients over RPC

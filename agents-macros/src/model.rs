@@ -20,6 +20,8 @@ pub(crate) struct AgentDef {
     pub(crate) callables: Vec<CallableDef>,
     /// Wire names of the impl block's other methods: calling them is `not callable`.
     pub(crate) not_callable: Vec<String>,
+    /// `#[agent(typescript)]`.
+    pub(crate) typescript: bool,
 }
 
 /// One hook method found in the impl block.
@@ -156,6 +158,7 @@ impl AgentDef {
             hooks,
             callables,
             not_callable,
+            typescript: args.typescript,
         })
     }
 }

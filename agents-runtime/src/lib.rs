@@ -67,9 +67,10 @@ mod state;
 mod stub;
 mod tags;
 mod transport;
+pub mod typescript;
 
 pub use agent::{Agent, not_implemented};
-pub use agents_macros::{agent, callable};
+pub use agents_macros::{TypeScript, agent, callable};
 pub use connection::{Connection, close_code};
 pub use connections::Connections;
 pub use context::Context;
@@ -82,6 +83,7 @@ pub use server::{Server, ServerBuilder, ServerHandle};
 pub use state::StateSource;
 pub use stub::AgentStub;
 pub use tags::{MAX_TAG_LEN, MAX_TAGS};
+pub use typescript::TypeScript;
 
 /// Re-exported so users and generated code name the same versions.
 pub use bytes;
@@ -104,5 +106,6 @@ pub mod __private {
     pub use crate::error::IntoHookResult;
     pub use crate::registry::AgentRegistration;
     pub use crate::rpc::{check_arity, decode_arg, is_agent_method};
+    pub use crate::typescript::{TypeScriptAgent, doc_comment};
     pub use inventory;
 }

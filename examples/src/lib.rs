@@ -7,8 +7,8 @@ pub mod agents;
 use agents_runtime::ServerBuilder;
 
 pub use agents::{
-    ChatAgent, ChatRoom, Counter, CounterClient, CounterState, FileAgent, MyAgent, PresenceAgent,
-    SecureAgent, TagsAgent,
+    ChatAgent, ChatRoom, Counter, CounterClient, CounterState, FileAgent, JsNumber, MyAgent,
+    PresenceAgent, SecureAgent, TagsAgent,
 };
 
 /// A server builder hosting every reference agent (registered explicitly, so a binary that

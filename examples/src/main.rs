@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 const USAGE: &str = "\
 usage: agents-examples [--addr HOST:PORT] [--data-dir DIR]
+       agents-examples typescript FILE    (FILE `-` writes to standard output)
 
   --addr HOST:PORT   address to listen on (default 127.0.0.1:8787)
   --data-dir DIR     where agents keep their data (default ./.agents-data)
@@ -48,15 +49,41 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Options>, Stri
     Ok(Some(options))
 }
 
+/// `typescript FILE`: the TypeScript declarations of the agents for the official client.
+fn write_typescript(target: &str) -> ExitCode {
+    let declarations = agents_runtime::typescript::render_all();
+    let written = match target {
+        "-" => std::io::Write::write_all(&mut std::io::stdout(), declarations.as_bytes()),
+        path => std::fs::write(path, declarations),
+    };
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: cannot write {target}: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("typescript") {
+        return match (args.nth(1), args.next()) {
+            (Some(target), None) => write_typescript(&target),
+            _ => {
+                eprintln!("error: typescript takes one FILE\n\n{USAGE}");
+                ExitCode::from(2)
+            }
+        };
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
-    let options = match parse(std::env::args().skip(1)) {
+    let options = match parse(args) {
         Ok(Some(options)) => options,
         Ok(None) => {
             println!("{USAGE}");

@@ -2,7 +2,7 @@
 //! and in-process (`AgentStub`, the `getAgentByName` of agents-rs), from outside and from
 //! inside another agent.
 
-use agents_examples::{Counter, CounterClient, CounterState};
+use agents_examples::{Counter, CounterClient, CounterState, JsNumber};
 use agents_runtime::client::StreamItem;
 use agents_runtime::prelude::*;
 use agents_tests::{TestServer, start};
@@ -25,7 +25,7 @@ async fn the_rust_client_calls_streams_and_follows_the_state() {
     assert_eq!(counter.transport().identity(), ("rust".to_owned(), "counter".to_owned()));
     assert_eq!(counter.state().expect("decodes"), Some(CounterState { count: 0 }));
     assert_eq!(counter.increment().await.expect("increments"), 1);
-    assert_eq!(counter.add(2.0, 3.0).await.expect("adds"), json!(5));
+    assert_eq!(counter.add(2.0, 3.0).await.expect("adds"), JsNumber(5.0));
     assert_eq!(counter.fail().await.expect_err("fails").to_string(), "Invalid data format");
 
     let (chunks, last) =
@@ -75,7 +75,7 @@ async fn in_process_calls_reach_the_same_instance_without_a_socket() {
         watcher.recv_json().await,
         json!({ "type": "cf_agent_state", "state": { "count": 1 } })
     );
-    assert_eq!(counter.add(1.5, 1.0).await.expect("adds"), json!(2.5));
+    assert_eq!(counter.add(1.5, 1.0).await.expect("adds"), JsNumber(2.5));
     assert_eq!(counter.fail().await.expect_err("fails").to_string(), "Invalid data format");
     let mut stream = counter.stream_numbers(2).await.expect("streams");
     assert_eq!(stream.next().await.map(Result::ok), Some(Some(StreamItem::Chunk(json!(0)))));

@@ -1,6 +1,7 @@
 //! The official npm clients (`agents` AgentClient, `partysocket`) run unchanged under Node
-//! against a real examples server. The packages are installed from `tests/js/package-lock.json`
-//! the first time (`npm ci`); Node 20+ and npm must be on the PATH.
+//! against a real examples server, and a TypeScript front end compiles with `tsc` against the
+//! declarations agents-rs generates. The packages are installed from
+//! `tests/js/package-lock.json` the first time (`npm ci`); Node 20+ and npm must be on the PATH.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -65,4 +66,32 @@ async fn the_official_agents_client_works_unchanged() {
         .expect("node runs");
     println!("{}", String::from_utf8_lossy(&output.stdout));
     assert!(output.status.success(), "the Node interop tests failed:\n{}", describe(&output));
+}
+
+#[test]
+fn generated_typescript_types_an_official_client_front_end() {
+    // Linking the examples registers their agents; this is what `agents-examples typescript` writes.
+    let _ = agents_examples::server();
+    let declarations = agents_runtime::typescript::render_all();
+    for expected in [
+        "export interface Counter {",
+        "  readonly state: CounterState;",
+        "  /** Adds one to the count and returns it */\n  increment(): Promise<number>;",
+        "  add(a: number, b: number): Promise<number>;",
+        "  fail(): Promise<void>;",
+        "  streamNumbers(count: number): Promise<unknown>;",
+        "export interface CounterState {",
+        "  count: number;",
+        "export interface TagsAgent {\n  notifyAdmins(message: string): Promise<number>;\n}",
+    ] {
+        assert!(declarations.contains(expected), "missing `{expected}` in:\n{declarations}");
+    }
+    let dir = npm_packages();
+    std::fs::create_dir_all(dir.join("generated")).expect("creates generated/");
+    std::fs::write(dir.join("generated/agents.ts"), &declarations)
+        .expect("writes the declarations");
+    let tsc = dir.join("node_modules/typescript/bin/tsc");
+    let output =
+        run(Command::new("node").arg(tsc).args(["-p", "tsconfig.json"]).current_dir(dir), "tsc");
+    assert!(output.status.success(), "tsc rejected the typed front end:\n{}", describe(&output));
 }

@@ -1,12 +1,12 @@
 //! `Counter`: the reference agent of the Cloudflare Agents protocol, state plus callables.
 
+use agents_runtime::TypeScript;
 use agents_runtime::prelude::*;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 // ANCHOR: counter
 /// The synced state: `{"count":0}` to start with.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, TypeScript)]
 pub struct CounterState {
     /// How many times `increment` ran (or what a client set).
     pub count: i64,
@@ -17,7 +17,7 @@ pub struct CounterState {
 #[derive(Default)]
 pub struct Counter;
 
-#[agent(state = CounterState, rename_all = "camelCase")]
+#[agent(state = CounterState, rename_all = "camelCase", typescript)]
 impl Counter {
     /// `?readonly=true` connections see the count but cannot change it.
     fn should_connection_be_readonly(
@@ -39,8 +39,8 @@ impl Counter {
 
     /// `a + b` with JavaScript numbers: `add(2, 3)` is `5`, `add(0.5, 1)` is `1.5`.
     #[callable]
-    fn add(&self, a: f64, b: f64) -> Value {
-        js_number(a + b)
+    fn add(&self, a: f64, b: f64) -> JsNumber {
+        JsNumber(a + b)
     }
 
     /// Always fails, for clients to see an RPC error.
@@ -65,12 +65,25 @@ impl Counter {
 }
 // ANCHOR_END: counter
 
-/// A JavaScript number as JSON: integral values without a fraction, as `JSON.stringify` writes.
-fn js_number(n: f64) -> Value {
-    const SAFE: f64 = 9_007_199_254_740_991.0; // Number.MAX_SAFE_INTEGER
-    if n.fract() == 0.0 && n.abs() <= SAFE {
-        Value::from(n as i64)
-    } else {
-        serde_json::Number::from_f64(n).map_or(Value::Null, Value::Number)
+/// A JavaScript number: serialized as `JSON.stringify` writes it (`5`, not `5.0`), and
+/// `number` in TypeScript.
+#[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
+#[serde(transparent)]
+pub struct JsNumber(pub f64);
+
+impl Serialize for JsNumber {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        const SAFE: f64 = 9_007_199_254_740_991.0; // Number.MAX_SAFE_INTEGER
+        if self.0.fract() == 0.0 && self.0.abs() <= SAFE {
+            serializer.serialize_i64(self.0 as i64)
+        } else {
+            serializer.serialize_f64(self.0)
+        }
+    }
+}
+
+impl agents_runtime::typescript::TypeScript for JsNumber {
+    fn ts_type(_: &mut agents_runtime::typescript::Declarations) -> String {
+        "number".into()
     }
 }

@@ -11,7 +11,7 @@ mod tags_agent;
 
 pub use chat_agent::ChatAgent;
 pub use chat_room::ChatRoom;
-pub use counter::{Counter, CounterClient, CounterState};
+pub use counter::{Counter, CounterClient, CounterState, JsNumber};
 pub use file_agent::FileAgent;
 pub use my_agent::MyAgent;
 pub use presence::PresenceAgent;

@@ -9,7 +9,7 @@ use serde_json::json;
 #[derive(Default)]
 pub struct TagsAgent;
 
-#[agent(rename_all = "camelCase")]
+#[agent(rename_all = "camelCase", typescript)]
 impl TagsAgent {
     /// Sends `message` to every `admin` connection and returns how many got it.
     #[callable]
