@@ -1,6 +1,7 @@
 //! The model of a `#[callable]` method: its wire name, parameters and what it returns.
 
 use proc_macro2::Span;
+use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::{FnArg, GenericArgument, ImplItemFn, Pat, PathArguments, ReturnType, Type};
 
@@ -54,7 +55,16 @@ impl CallableDef {
             _ => attr.parse_args::<CallableArgs>()?,
         };
         let sig = &method.sig;
-        let name = sig.ident.to_string();
+        let name = sig.ident.unraw().to_string();
+        if RESERVED.contains(&name.as_str()) {
+            return Err(syn::Error::new(
+                sig.ident.span(),
+                format!(
+                    "callable `{name}` would clash with the generated client's `{name}`; rename the \
+                     method (its wire name can stay, with #[callable(name = \"{name}\")])"
+                ),
+            ));
+        }
         let shape = if args.streaming {
             "`fn name(&mut self, [ctx: &mut Context<Self>,] stream: StreamingResponse, args...)`"
         } else {
@@ -100,7 +110,9 @@ impl CallableDef {
                 unreachable!("only the first input is a receiver")
             };
             let name = match &*arg.pat {
-                Pat::Ident(ident) => ident.ident.to_string().trim_start_matches('_').to_owned(),
+                Pat::Ident(ident) => {
+                    ident.ident.unraw().to_string().trim_start_matches('_').to_owned()
+                }
                 _ => format!("arg{index}"),
             };
             params.push(ParamDef { name, ty: (*arg.ty).clone() });
@@ -160,9 +172,13 @@ pub(crate) fn wire_name(rust_name: &str, camel_case: bool) -> String {
     out
 }
 
+/// `&mut Context<Self>` (or `&Context<Self>`, for callables that only read).
 fn is_context(ty: &Type) -> bool {
-    matches!(ty, Type::Reference(reference) if reference.mutability.is_some() && last_segment_is(&reference.elem, "Context"))
+    matches!(ty, Type::Reference(reference) if last_segment_is(&reference.elem, "Context"))
 }
+
+/// Methods of the generated client a callable may not shadow.
+const RESERVED: &[&str] = &["new", "transport", "connect", "state", "set_state"];
 
 fn last_segment_is(ty: &Type, name: &str) -> bool {
     matches!(ty, Type::Path(path) if path.path.segments.last().is_some_and(|s| s.ident == name))

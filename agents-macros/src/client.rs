@@ -86,11 +86,20 @@ fn method(callable: &CallableDef) -> TokenStream {
     });
     let doc = callable.description.clone().unwrap_or_else(|| format!("Calls `{wire}`."));
     let cfgs = &callable.cfgs;
+    // `for<'__a>` defers these bounds: a callable whose types are not serde-complete leaves
+    // this client method uncallable instead of failing the user's build.
+    let encodable = callable.params.iter().map(|param| {
+        let ty = &param.ty;
+        quote!(for<'__a> #ty: ::agents_runtime::serde::Serialize)
+    });
+    let encodable: Vec<TokenStream> = encodable.collect();
     if callable.streaming {
         return quote! {
             #(#cfgs)*
             #[doc = #doc]
-            pub async fn #ident(&self #(, #params)*) -> #rt::Result<#rt::client::CallStream> {
+            pub async fn #ident(&self #(, #params)*) -> #rt::Result<#rt::client::CallStream>
+            where #(#encodable,)*
+            {
                 let args = ::std::vec![#(#args),*];
                 #rt::client::RpcTransport::stream(&self.transport, #wire, args).await
             }
@@ -106,7 +115,11 @@ fn method(callable: &CallableDef) -> TokenStream {
     quote! {
         #(#cfgs)*
         #[doc = #doc]
-        pub async fn #ident(&self #(, #params)*) -> #rt::Result<#output> {
+        pub async fn #ident(&self #(, #params)*) -> #rt::Result<#output>
+        where
+            #(#encodable,)*
+            for<'__a> #output: ::agents_runtime::serde::de::DeserializeOwned,
+        {
             let args = ::std::vec![#(#args),*];
             let value = #rt::client::RpcTransport::call(&self.transport, #wire, args).await?;
             #rt::__private::decode_result(#wire, value)

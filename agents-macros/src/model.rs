@@ -107,7 +107,7 @@ impl AgentDef {
         let (mut hooks, mut callables, mut not_callable) = (Vec::new(), Vec::new(), Vec::new());
         for impl_item in &item.items {
             let ImplItem::Fn(method) = impl_item else { continue };
-            let rust_name = method.sig.ident.to_string();
+            let rust_name = method.sig.ident.unraw().to_string();
             if callable_attr(method).is_some() {
                 if HookKind::from_name(&rust_name).is_some() {
                     let why = format!("`{rust_name}` is a hook; a hook cannot also be #[callable]");

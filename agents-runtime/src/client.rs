@@ -116,6 +116,8 @@ impl Pending {
             )
         };
         match self {
+            // A plain call of a streaming method waits through the chunks for the final value.
+            Self::Once(reply) if !failed && !done => Some(Self::Once(reply)),
             Self::Once(reply) => {
                 let _ = reply.send(if failed { Err(error()) } else { Ok(result) });
                 None
@@ -168,6 +170,9 @@ struct Shared {
 
 /// How long [`AgentClient::connect`] waits for the server's identity frame.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a (non-streaming) call waits for its answer, as the JS client's default.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl AgentClient {
     /// Connects to `url` (`ws://host/agents/{agent}/{name}[?query]`) and waits until the agent
@@ -237,7 +242,7 @@ impl AgentClient {
         self.send_text(frame.to_string())
     }
 
-    fn start_call(&self, method: &str, args: Vec<Value>, pending: Pending) -> Result<()> {
+    fn start_call(&self, method: &str, args: Vec<Value>, pending: Pending) -> Result<String> {
         let id = format!("rs-{}", self.shared.next_id.fetch_add(1, Ordering::Relaxed));
         lock(&self.shared.pending).insert(id.clone(), pending);
         let frame = serde_json::json!({ "args": args, "id": id, "method": method, "type": "rpc" });
@@ -245,7 +250,7 @@ impl AgentClient {
             lock(&self.shared.pending).remove(&id);
             return Err(e);
         }
-        Ok(())
+        Ok(id)
     }
 
     /// Closes the connection (code 1000); pending calls fail with `Connection closed`.
@@ -257,8 +262,15 @@ impl AgentClient {
 impl RpcTransport for AgentClient {
     async fn call(&self, method: &str, args: Vec<Value>) -> Result<Option<Value>> {
         let (reply, answer) = oneshot::channel();
-        self.start_call(method, args, Pending::Once(reply))?;
-        answer.await.map_err(|_| Error::msg("Connection closed"))?
+        let id = self.start_call(method, args, Pending::Once(reply))?;
+        match tokio::time::timeout(CALL_TIMEOUT, answer).await {
+            Ok(answer) => answer.map_err(|_| Error::msg("Connection closed"))?,
+            Err(_) => {
+                lock(&self.shared.pending).remove(&id);
+                let ms = CALL_TIMEOUT.as_millis();
+                Err(Error::msg(format!("RPC call to {method} timed out after {ms}ms")))
+            }
+        }
     }
 
     async fn stream(&self, method: &str, args: Vec<Value>) -> Result<CallStream> {
@@ -336,6 +348,8 @@ async fn drive(
             },
         }
     }
+    // No call can start any more; then fail those still waiting.
+    outgoing.close();
     for (_, call) in lock(&shared.pending).drain() {
         call.fail("Connection closed");
     }

@@ -237,24 +237,33 @@ impl<A: Agent> Host<A> {
                 return fail_setup(conn, &rule);
             }
         }
+        // Both flags are settled before the connection is listed, so no broadcast reaches it
+        // before its identity. A predicate that fails refuses the connection: guessing
+        // "writable" or "protocol on" could hand a client more than it should get.
+        let readonly = agent.should_connection_be_readonly(&mut self.ctx, conn, conn_ctx).await;
+        let protocol = match readonly {
+            Ok(readonly) => {
+                conn.set_readonly(readonly);
+                agent.should_send_protocol_messages(&mut self.ctx, conn, conn_ctx).await
+            }
+            Err(e) => Err(e),
+        };
+        let protocol = match protocol {
+            Ok(protocol) => protocol,
+            Err(e) => {
+                tracing::warn!(
+                    agent = A::NAME,
+                    name = self.ctx.name(),
+                    connection = conn.id(),
+                    "refusing connection: {e}"
+                );
+                return fail_setup(conn, &e.to_string());
+            }
+        };
+        conn.set_protocol_enabled(protocol);
         self.ctx.connections.insert(conn.clone());
-        // Readonly is settled before any frame goes out.
-        match agent.should_connection_be_readonly(&mut self.ctx, conn, conn_ctx).await {
-            Ok(readonly) => conn.set_readonly(readonly),
-            Err(e) => report(agent, &mut self.ctx, Some(conn), e).await,
-        }
-        let protocol =
-            match agent.should_send_protocol_messages(&mut self.ctx, conn, conn_ctx).await {
-                Ok(protocol) => protocol,
-                Err(e) => {
-                    report(agent, &mut self.ctx, Some(conn), e).await;
-                    true
-                }
-            };
         if protocol {
             send_connect_frames(&self.ctx, conn);
-        } else {
-            conn.set_protocol_enabled(false);
         }
         if let Err(e) = agent.on_connect(&mut self.ctx, conn, conn_ctx).await {
             report(agent, &mut self.ctx, Some(conn), e).await;

@@ -113,9 +113,11 @@ pub fn is_agent_method(name: &str) -> bool {
     METHODS.contains(&name)
 }
 
-/// Refuses more arguments than the method takes.
+/// Refuses more arguments than the method takes. Trailing `null`s do not count: JavaScript
+/// sends `undefined` arguments as `null`.
 pub fn check_arity(args: &[Value], method: &str, expected: usize) -> Result<(), String> {
-    if args.len() > expected {
+    let given = args.iter().rposition(|arg| !arg.is_null()).map_or(0, |last| last + 1);
+    if given > expected {
         let s = if expected == 1 { "" } else { "s" };
         return Err(format!("Method {method} takes {expected} argument{s}, got {}", args.len()));
     }
@@ -257,9 +259,10 @@ mod tests {
         );
         assert_eq!(decode_arg::<Option<i64>>(&mut args, "add", 2, "c"), Ok(None));
         assert_eq!(
-            check_arity(&vec![Value::Null; 3], "add", 2),
+            check_arity(&[Value::from(1), Value::from(2), Value::from(3)], "add", 2),
             Err("Method add takes 2 arguments, got 3".into())
         );
+        assert_eq!(check_arity(&[Value::from(1), Value::from(2), Value::Null], "add", 2), Ok(()));
     }
 
     #[test]

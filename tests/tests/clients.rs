@@ -5,9 +5,10 @@
 use agents_examples::{Counter, CounterClient, CounterState, JsNumber};
 use agents_runtime::client::StreamItem;
 use agents_runtime::prelude::*;
-use agents_tests::{TestServer, start};
+use agents_tests::{TestServer, WAIT, start};
 use futures_util::StreamExt;
 use serde_json::json;
+use tokio::time::timeout;
 
 async fn server() -> TestServer {
     start(agents_examples::server().agent::<Relay>()).await
@@ -39,7 +40,7 @@ async fn the_rust_client_calls_streams_and_follows_the_state() {
     assert_eq!(other.state().expect("decodes"), Some(CounterState { count: 1 }));
     let mut updates = other.transport().state_updates();
     counter.set_state(&CounterState { count: 40 }).expect("sends");
-    updates.changed().await.expect("an update");
+    timeout(WAIT, updates.changed()).await.expect("in time").expect("an update");
     assert_eq!(other.state().expect("decodes"), Some(CounterState { count: 40 }));
 }
 
@@ -51,7 +52,7 @@ async fn the_rust_client_sees_state_errors_and_rejections() {
         .expect("connects");
     let mut errors = reader.transport().state_errors();
     reader.set_state(&CounterState { count: 9 }).expect("sends");
-    errors.changed().await.expect("an error");
+    timeout(WAIT, errors.changed()).await.expect("in time").expect("an error");
     assert_eq!(errors.borrow().as_deref(), Some("Connection is readonly"));
     assert_eq!(
         reader.increment().await.expect_err("refused").to_string(),
@@ -61,6 +62,9 @@ async fn the_rust_client_sees_state_errors_and_rejections() {
     use agents_runtime::client::RpcTransport;
     let error = untyped.call("notCallable", vec![]).await.expect_err("refused");
     assert_eq!(error.to_string(), "Method notCallable is not callable");
+    // A plain call of a streaming method waits through the chunks for the final value.
+    let last = timeout(WAIT, untyped.call("streamNumbers", vec![json!(3)])).await.expect("in time");
+    assert_eq!(last.expect("streams"), Some(json!(3)));
 }
 
 #[tokio::test]
@@ -78,9 +82,10 @@ async fn in_process_calls_reach_the_same_instance_without_a_socket() {
     assert_eq!(counter.add(1.5, 1.0).await.expect("adds"), JsNumber(2.5));
     assert_eq!(counter.fail().await.expect_err("fails").to_string(), "Invalid data format");
     let mut stream = counter.stream_numbers(2).await.expect("streams");
-    assert_eq!(stream.next().await.map(Result::ok), Some(Some(StreamItem::Chunk(json!(0)))));
-    assert_eq!(stream.next().await.map(Result::ok), Some(Some(StreamItem::Chunk(json!(1)))));
-    assert_eq!(stream.next().await.map(Result::ok), Some(Some(StreamItem::Done(Some(json!(2))))));
+    let mut next = async || timeout(WAIT, stream.next()).await.expect("in time").map(Result::ok);
+    assert_eq!(next().await, Some(Some(StreamItem::Chunk(json!(0)))));
+    assert_eq!(next().await, Some(Some(StreamItem::Chunk(json!(1)))));
+    assert_eq!(next().await, Some(Some(StreamItem::Done(Some(json!(2))))));
 
     let missing = server.handle.get_agent_by_name::<NotServed>("x").expect_err("not registered");
     assert_eq!(missing.to_string(), "no agent named `not-served` is registered on this server");
@@ -126,8 +131,14 @@ impl Agent for NotServed {
 async fn an_agent_calls_another_by_name() {
     let server = server().await;
     let relay = RelayClient::connect(&url(&server, "/agents/relay/r")).await.expect("connects");
-    assert_eq!(relay.bump("via-relay".into()).await.expect("bumps"), 1);
-    assert_eq!(relay.bump("via-relay".into()).await.expect("bumps"), 2);
+    assert_eq!(
+        timeout(WAIT, relay.bump("via-relay".into())).await.expect("in time").expect("bumps"),
+        1
+    );
+    assert_eq!(
+        timeout(WAIT, relay.bump("via-relay".into())).await.expect("in time").expect("bumps"),
+        2
+    );
     let counter =
         CounterClient::connect(&url(&server, "/agents/counter/via-relay")).await.expect("connects");
     assert_eq!(counter.state().expect("decodes"), Some(CounterState { count: 2 }));

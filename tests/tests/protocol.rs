@@ -51,8 +51,11 @@ impl Guarded {
         _ctx: &mut Context<Self>,
         _conn: &Connection,
         c: &ConnectionContext,
-    ) -> bool {
-        c.query("readonly").as_deref() == Some("true")
+    ) -> Result<bool> {
+        match c.query("readonly").as_deref() {
+            Some("boom") => Err(Error::msg("the permission service is down")),
+            readonly => Ok(readonly == Some("true")),
+        }
     }
 
     fn should_send_protocol_messages(
@@ -286,12 +289,31 @@ async fn a_readonly_connection_reads_but_cannot_write() {
     reader.send_rpc("w2", "set", json!([3])).await;
     assert_eq!(reader.recv_json().await, state(json!({ "count": 3 })));
     assert_eq!(reader.recv_json().await, ok("w2", json!(3)));
+    assert_eq!(writer.recv_json().await, state(json!({ "count": 3 })));
+    writer.send_rpc("t2", "setReadonly", json!(["reader", true])).await;
+    assert_eq!(
+        writer.recv_json().await,
+        json!({ "done": true, "id": "t2", "success": true, "type": "rpc" })
+    );
+    reader.send_rpc("w3", "set", json!([4])).await;
+    assert_eq!(reader.recv_json().await, failed("w3", "Connection is readonly"));
+}
+
+#[tokio::test]
+async fn a_failing_readonly_predicate_refuses_the_connection() {
+    let server = server().await;
+    let mut client = server.connect_raw("/agents/guarded/boom?readonly=boom").await;
+    assert_eq!(client.recv_json().await, json!({ "error": "the permission service is down" }));
+    assert_eq!(client.expect_close_now().await.code, 1011);
 }
 
 #[tokio::test]
 async fn a_connection_without_protocol_gets_no_frames_but_rpc_works() {
     let server = server().await;
     let mut quiet = server.connect_raw("/agents/guarded/np?protocol=false").await;
+    // A round trip first, so `quiet` is surely connected before the broadcast below.
+    quiet.send_rpc("p", "peek", json!([])).await;
+    assert_eq!(quiet.recv_json().await, ok("p", json!({ "count": 10 })));
     let mut loud = server.connect("/agents/guarded/np").await;
     loud.send_rpc("s", "set", json!([4])).await;
     assert_eq!(loud.recv_json().await, state(json!({ "count": 4 })));
@@ -446,6 +468,11 @@ async fn bad_rpc_arguments_are_answered_and_the_instance_keeps_working() {
         client.send_rpc("x", "add", args).await;
         assert_eq!(client.recv_json().await, failed("x", error));
     }
+    // Trailing nulls are JavaScript's `undefined` arguments: ignored.
+    client.send_rpc("n", "add", json!([1, 2, null, null])).await;
+    assert_eq!(client.recv_json().await, ok("n", json!(3)));
+    client.send_rpc("big", "streamNumbers", json!([5000])).await;
+    assert_eq!(client.recv_json().await, failed("big", "count must be at most 1000"));
     let huge = Value::Array(vec![json!(1); 50_000]);
     client.send_rpc("h", "add", huge).await;
     assert_eq!(client.recv_json().await, failed("h", "Method add takes 2 arguments, got 50000"));

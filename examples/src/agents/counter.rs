@@ -49,13 +49,20 @@ impl Counter {
         Err(Error::msg("Invalid data format"))
     }
 
-    /// Streams `0, 1, …, count - 1`, then ends with `count`.
+    /// Streams `0, 1, …, count - 1`, then ends with `count` (at most 1000: one turn queues
+    /// the whole stream, and a connection's outbox is bounded).
     #[callable(streaming)]
-    fn stream_numbers(&self, stream: StreamingResponse, count: u32) {
+    fn stream_numbers(&self, stream: StreamingResponse, count: u32) -> Result<()> {
+        if count > 1000 {
+            return Err(Error::msg("count must be at most 1000"));
+        }
         for i in 0..count {
-            stream.send(i);
+            if !stream.send(i) {
+                return Ok(()); // the client is gone
+            }
         }
         stream.end(count);
+        Ok(())
     }
 
     /// A method of the agent that clients may not call: `Method notCallable is not callable`.

@@ -19,6 +19,12 @@ macro_rules! echo_agent {
 
 echo_agent!(MacroMade);
 
+/// Serialize only: the server can answer with it, the generated client cannot decode it.
+#[derive(serde::Serialize)]
+struct Report {
+    lines: usize,
+}
+
 #[derive(Default)]
 struct Shapes;
 
@@ -35,6 +41,11 @@ impl Shapes {
     fn on_closed(&self) {}
     fn on_messages(&self) {}
     fn on_starting(&self) {}
+
+    #[callable]
+    fn report(&self, ctx: &Context<Self>, r#type: String) -> Report {
+        Report { lines: ctx.name().len() + r#type.len() }
+    }
 }
 
 fn main() {

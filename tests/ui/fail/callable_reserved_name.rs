@@ -1,0 +1,12 @@
+use agents_runtime::prelude::*;
+
+#[derive(Default)]
+struct Chat;
+
+#[agent]
+impl Chat {
+    #[callable]
+    fn connect(&self) {}
+}
+
+fn main() {}
