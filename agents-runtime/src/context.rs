@@ -25,6 +25,9 @@ pub struct Context<A: Agent> {
     shared: Arc<Shared>,
     pub(crate) connections: ConnectionTable<A::ConnectionState>,
     state: Arc<A::State>,
+    /// The current state's `cf_agent_state` frame, built once per change and shared by every
+    /// broadcast and connect; `None` until first needed.
+    state_frame: Option<Message>,
     /// The connection whose event is being handled: a readonly one cannot change the state.
     pub(crate) current: Option<Connection<A::ConnectionState>>,
     /// Accepted state changes whose `on_state_changed` has not run yet.
@@ -45,6 +48,7 @@ impl<A: Agent> Context<A> {
             shared,
             connections: ConnectionTable::default(),
             state: Arc::new(state),
+            state_frame: None,
             current: None,
             changes: Vec::new(),
         }
@@ -95,8 +99,9 @@ impl<A: Agent> Context<A> {
         next: A::State,
         source: Option<Connection<A::ConnectionState>>,
     ) -> Result<()> {
-        let frame = protocol::state(&serde_json::to_value(&next)?);
+        let frame = protocol::state(&next)?;
         self.state = Arc::new(next);
+        self.state_frame = Some(frame.clone());
         // A change a client made is not echoed to that client (by id, as the reference does).
         let without = source.as_ref().map(Connection::id);
         if A::HAS_STATE {
@@ -124,6 +129,16 @@ impl<A: Agent> Context<A> {
             )));
         }
         AgentStub::new(self.shared.clone(), B::NAME, name)
+    }
+
+    /// The current state's frame, serialized on first use after a change.
+    pub(crate) fn state_frame(&mut self) -> serde_json::Result<Message> {
+        if let Some(frame) = &self.state_frame {
+            return Ok(frame.clone());
+        }
+        let frame = protocol::state(&*self.state)?;
+        self.state_frame = Some(frame.clone());
+        Ok(frame)
     }
 
     /// Makes a connection readonly or writable again (`setConnectionReadonly`).

@@ -263,7 +263,7 @@ impl<A: Agent> Host<A> {
         conn.set_protocol_enabled(protocol);
         self.ctx.connections.insert(conn.clone());
         if protocol {
-            send_connect_frames(&self.ctx, conn);
+            send_connect_frames(&mut self.ctx, conn);
         }
         if let Err(e) = agent.on_connect(&mut self.ctx, conn, conn_ctx).await {
             report(agent, &mut self.ctx, Some(conn), e).await;
@@ -322,10 +322,10 @@ impl<A: Agent> Host<A> {
 }
 
 /// Identity, state (when the agent has one) and MCP frames, in the reference's order.
-fn send_connect_frames<A: Agent>(ctx: &Context<A>, conn: &Connection<A::ConnectionState>) {
+fn send_connect_frames<A: Agent>(ctx: &mut Context<A>, conn: &Connection<A::ConnectionState>) {
     let state = if A::HAS_STATE {
-        match serde_json::to_value(ctx.state()) {
-            Ok(state) => Some(state),
+        match ctx.state_frame() {
+            Ok(frame) => Some(frame),
             Err(e) => {
                 tracing::error!(
                     agent = A::NAME,
@@ -340,8 +340,8 @@ fn send_connect_frames<A: Agent>(ctx: &Context<A>, conn: &Connection<A::Connecti
     };
     // `stateFollows` promises the very next frame is the state.
     let _ = conn.send(protocol::identity(ctx.name(), A::NAME, state.is_some()));
-    if let Some(state) = &state {
-        let _ = conn.send(protocol::state(state));
+    if let Some(frame) = state {
+        let _ = conn.send(frame);
     }
     let _ = conn.send(protocol::mcp_servers());
 }

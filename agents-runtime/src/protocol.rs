@@ -67,9 +67,14 @@ pub(crate) fn identity(name: &str, agent: &str, state_follows: bool) -> Message 
     Value::Object(frame).into()
 }
 
-/// `{"type":"cf_agent_state","state":…}`, from state already serialized.
-pub(crate) fn state(state: &Value) -> Message {
-    serde_json::json!({ "type": "cf_agent_state", "state": state }).into()
+/// `{"type":"cf_agent_state","state":…}`, serialized in one pass from the state itself.
+pub(crate) fn state<T: serde::Serialize + ?Sized>(state: &T) -> serde_json::Result<Message> {
+    #[derive(serde::Serialize)]
+    struct StateFrame<'a, T: ?Sized> {
+        r#type: &'static str,
+        state: &'a T,
+    }
+    serde_json::to_string(&StateFrame { r#type: "cf_agent_state", state }).map(Message::from)
 }
 
 /// `{"type":"cf_agent_state_error","error":…}`
@@ -174,6 +179,10 @@ mod tests {
         assert_eq!(
             text(rpc_result("1", Some(&json!(null)), true)),
             json!({"type":"rpc","id":"1","success":true,"done":true,"result":null})
+        );
+        assert_eq!(
+            text(state(&json!({"count": 1})).expect("serializable")),
+            json!({"type":"cf_agent_state","state":{"count":1}})
         );
         assert_eq!(
             text(mcp_servers()),
