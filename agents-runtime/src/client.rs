@@ -41,8 +41,13 @@ pub trait RpcTransport: Send + Sync {
 /// The answer of a streaming call: each chunk as [`StreamItem::Chunk`], then
 /// [`StreamItem::Done`] (or an error, which ends it).
 pub struct CallStream {
-    items: mpsc::UnboundedReceiver<Result<StreamItem>>,
+    items: mpsc::Receiver<Result<StreamItem>>,
+    /// Whether the final item (`Done` or an error) was yielded.
+    ended: bool,
 }
+
+/// Chunks a stream buffers for its consumer; one that falls further behind is cut off.
+const STREAM_BUFFER: usize = 1024;
 
 /// One piece of a streamed answer.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,9 +59,9 @@ pub enum StreamItem {
 }
 
 impl CallStream {
-    pub(crate) fn channel() -> (mpsc::UnboundedSender<Result<StreamItem>>, Self) {
-        let (tx, items) = mpsc::unbounded_channel();
-        (tx, Self { items })
+    pub(crate) fn channel() -> (mpsc::Sender<Result<StreamItem>>, Self) {
+        let (tx, items) = mpsc::channel(STREAM_BUFFER);
+        (tx, Self { items, ended: false })
     }
 
     /// Collects every chunk and the final value.
@@ -76,7 +81,22 @@ impl Stream for CallStream {
     type Item = Result<StreamItem>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
-        self.items.poll_recv(cx)
+        match std::task::ready!(self.items.poll_recv(cx)) {
+            Some(item) => {
+                if matches!(item, Ok(StreamItem::Done(_)) | Err(_)) {
+                    self.ended = true;
+                }
+                Poll::Ready(Some(item))
+            }
+            // Closed before its end: say so once rather than end quietly.
+            None if !self.ended => {
+                self.ended = true;
+                Poll::Ready(Some(Err(Error::msg(format!(
+                    "the stream was cut: the connection closed, or the consumer fell more than {STREAM_BUFFER} chunks behind"
+                )))))
+            }
+            None => Poll::Ready(None),
+        }
     }
 }
 
@@ -101,7 +121,7 @@ pub fn encode_arg<T: Serialize + ?Sized>(method: &str, index: usize, value: &T) 
 /// Routes the `rpc` frames of an answer to whoever waits for them.
 pub(crate) enum Pending {
     Once(oneshot::Sender<Result<Option<Value>>>),
-    Stream(mpsc::UnboundedSender<Result<StreamItem>>),
+    Stream(mpsc::Sender<Result<StreamItem>>),
 }
 
 impl Pending {
@@ -129,8 +149,10 @@ impl Pending {
                     (false, true) => Ok(StreamItem::Done(result)),
                 };
                 let finished = failed || done;
-                let _ = items.send(item);
-                (!finished).then_some(Self::Stream(items))
+                // A full buffer means the consumer is not reading: drop the sender, which the
+                // consumer sees as a cut stream.
+                let delivered = items.try_send(item).is_ok();
+                (delivered && !finished).then_some(Self::Stream(items))
             }
         }
     }
@@ -138,7 +160,7 @@ impl Pending {
     pub(crate) fn fail(self, why: &str) {
         match self {
             Self::Once(reply) => drop(reply.send(Err(Error::msg(why)))),
-            Self::Stream(items) => drop(items.send(Err(Error::msg(why)))),
+            Self::Stream(items) => drop(items.try_send(Err(Error::msg(why)))),
         }
     }
 }
@@ -352,5 +374,35 @@ async fn drive(
     outgoing.close();
     for (_, call) in lock(&shared.pending).drain() {
         call.fail("Connection closed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(n: u64) -> serde_json::Map<String, Value> {
+        let frame = serde_json::json!({ "type": "rpc", "id": "s", "success": true, "done": false, "result": n });
+        frame.as_object().cloned().expect("an object")
+    }
+
+    #[tokio::test]
+    async fn a_consumer_that_falls_behind_gets_a_cut_stream_not_unbounded_memory() {
+        let (items, mut stream) = CallStream::channel();
+        let mut pending = Some(Pending::Stream(items));
+        let mut delivered = 0;
+        while let Some(call) = pending.take() {
+            pending = call.deliver(&chunk(delivered));
+            delivered += 1;
+        }
+        // The buffer took STREAM_BUFFER chunks; the next one found it full and cut the stream.
+        assert_eq!(delivered, STREAM_BUFFER as u64 + 1);
+        for n in 0..STREAM_BUFFER as u64 {
+            let item = stream.next().await.expect("a chunk").expect("not an error");
+            assert_eq!(item, StreamItem::Chunk(Value::from(n)));
+        }
+        let cut = stream.next().await.expect("one more item").expect_err("the cut");
+        assert!(cut.to_string().starts_with("the stream was cut"), "{cut}");
+        assert!(stream.next().await.is_none());
     }
 }

@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde_json::Value;
 use tokio::sync::oneshot;
@@ -26,14 +27,25 @@ pub struct AgentStub {
     shared: Arc<Shared>,
     class: AgentClass,
     name: Arc<str>,
+    timeout: Duration,
 }
+
+/// How long an in-process call may take by default, as the JS client's calls.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl AgentStub {
     pub(crate) fn new(shared: Arc<Shared>, agent: &str, name: &str) -> Result<Self> {
         let class = shared.classes.get(agent).copied().ok_or_else(|| {
             Error::msg(format!("no agent named `{agent}` is registered on this server"))
         })?;
-        Ok(Self { shared, class, name: name.into() })
+        Ok(Self { shared, class, name: name.into(), timeout: CALL_TIMEOUT })
+    }
+
+    /// How long a call may wait for its answer (default 30 s). Agents that call each other in
+    /// a cycle wait for each other; the timeout turns that into an error.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     /// The target's agent route name and instance name.
@@ -42,14 +54,25 @@ impl AgentStub {
     }
 
     async fn send(&self, call: Call) -> Result<CallOutcome> {
+        let method = call.method.clone();
         let (reply, answer) = oneshot::channel();
         let event = Event::Call { call, reply };
-        self.shared
-            .instances
-            .dispatch(&self.class, &self.name, &self.shared, event)
-            .await
-            .ok_or_else(|| Error::msg("Agent unavailable"))?;
-        answer.await.map_err(|_| Error::msg("the agent dropped the call (a hook panicked)"))
+        let exchange = async {
+            self.shared
+                .instances
+                .dispatch(&self.class, &self.name, &self.shared, event)
+                .await
+                .ok_or_else(|| Error::msg("Agent unavailable"))?;
+            answer.await.map_err(|_| Error::msg("the agent dropped the call (a hook panicked)"))
+        };
+        tokio::time::timeout(self.timeout, exchange).await.unwrap_or_else(|_| {
+            Err(Error::msg(format!(
+                "RPC call to {method} on {}/{} timed out after {}ms",
+                self.class.name,
+                self.name,
+                self.timeout.as_millis()
+            )))
+        })
     }
 }
 

@@ -8,6 +8,7 @@ use agents_runtime::prelude::*;
 use agents_tests::{TestServer, WAIT, start};
 use futures_util::StreamExt;
 use serde_json::json;
+use std::time::Duration;
 use tokio::time::timeout;
 
 async fn server() -> TestServer {
@@ -103,6 +104,24 @@ impl Relay {
         CounterClient::new(ctx.get_agent_by_name::<Counter>(&name)?).increment().await
     }
 
+    /// Calls `other`, which calls this instance back: a cycle, cut by the stubs' timeout.
+    #[callable]
+    async fn ping(&mut self, ctx: &mut Context<Self>, other: String) -> Result<()> {
+        let me = ctx.name().to_owned();
+        let stub = ctx.get_agent_by_name::<Relay>(&other)?.with_timeout(Duration::from_millis(300));
+        RelayClient::new(stub).pong(me).await
+    }
+
+    /// Calls `back`, which is busy waiting for this very call.
+    #[callable]
+    async fn pong(&mut self, ctx: &mut Context<Self>, back: String) -> Result<()> {
+        let stub = ctx.get_agent_by_name::<Relay>(&back)?.with_timeout(Duration::from_millis(100));
+        RelayClient::new(stub).noop().await
+    }
+
+    #[callable]
+    fn noop(&self) {}
+
     /// Tries to call itself, which is refused.
     #[callable]
     async fn call_self(&mut self, ctx: &mut Context<Self>) -> Result<()> {
@@ -146,4 +165,9 @@ async fn an_agent_calls_another_by_name() {
         relay.call_self().await.expect_err("refused").to_string(),
         "relay/r cannot call itself through a stub: call the method directly"
     );
+    // A cycle (r → s → r) ends in a timeout error instead of hanging both instances, and both
+    // keep working afterwards.
+    let cycle = timeout(WAIT, relay.ping("s".into())).await.expect("in time").expect_err("cut");
+    assert_eq!(cycle.to_string(), "RPC call to noop on relay/r timed out after 100ms");
+    assert_eq!(timeout(WAIT, relay.noop()).await.expect("in time").ok(), Some(()));
 }
