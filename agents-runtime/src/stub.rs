@@ -20,8 +20,9 @@ use crate::server::Shared;
 /// agent's generated client for typed calls: `CounterClient::new(stub)`.
 ///
 /// The call is one event of the target instance, so it waits for the target's current turn;
-/// two agents that call each other at the same time wait for each other forever, so keep
-/// calls one-directional (an agent cannot call itself this way at all).
+/// two agents that call each other at the same time wait for each other until the call times
+/// out (see [`with_timeout`](Self::with_timeout)), so keep calls one-directional. An agent
+/// cannot call itself this way at all.
 #[derive(Clone)]
 pub struct AgentStub {
     shared: Arc<Shared>,
