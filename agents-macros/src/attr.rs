@@ -1,7 +1,7 @@
 //! Parsing `#[agent(...)]` and `#[callable(...)]` arguments.
 
 use syn::parse::{Parse, ParseStream};
-use syn::{LitStr, Token, Type};
+use syn::{LitBool, LitStr, Token, Type};
 
 mod kw {
     syn::custom_keyword!(name);
@@ -11,6 +11,8 @@ mod kw {
     syn::custom_keyword!(streaming);
     syn::custom_keyword!(description);
     syn::custom_keyword!(typescript);
+    syn::custom_keyword!(hibernate);
+    syn::custom_keyword!(durability);
 }
 
 /// The arguments of `#[agent(...)]`, as written.
@@ -22,6 +24,10 @@ pub(crate) struct AgentArgs {
     pub(crate) rename_all: Option<LitStr>,
     /// `typescript`: declare the agent's TypeScript interface.
     pub(crate) typescript: bool,
+    /// `hibernate = false`: stay in memory while connected.
+    pub(crate) hibernate: Option<LitBool>,
+    /// `durability = "relaxed"`: frames do not wait for writes.
+    pub(crate) durability: Option<LitStr>,
 }
 
 impl Parse for AgentArgs {
@@ -48,6 +54,19 @@ impl Parse for AgentArgs {
                     ));
                 }
                 set_once(&mut args.rename_all, rule, key.span, "rename_all")
+            } else if lookahead.peek(kw::hibernate) {
+                let key: kw::hibernate = input.parse()?;
+                set_once(&mut args.hibernate, value(input)?, key.span, "hibernate")
+            } else if lookahead.peek(kw::durability) {
+                let key: kw::durability = input.parse()?;
+                let mode: LitStr = value(input)?;
+                if !matches!(mode.value().as_str(), "confirmed" | "relaxed") {
+                    return Err(syn::Error::new(
+                        mode.span(),
+                        "expected \"confirmed\" (the default: frames wait until writes are on disk) or \"relaxed\"",
+                    ));
+                }
+                set_once(&mut args.durability, mode, key.span, "durability")
             } else if lookahead.peek(kw::typescript) {
                 let key: kw::typescript = input.parse()?;
                 if args.typescript {

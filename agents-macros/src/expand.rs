@@ -94,6 +94,8 @@ fn expand(def: &AgentDef) -> TokenStream {
             .map(|segment| crate::typescript::agent_interface(def, &segment.ident.to_string())),
         _ => None,
     };
+    let hibernate = def.hibernate;
+    let durability = if def.relaxed { quote!(Relaxed) } else { quote!(Confirmed) };
     quote! {
         #client
 
@@ -102,6 +104,8 @@ fn expand(def: &AgentDef) -> TokenStream {
                 const NAME: &'static str = #route_name;
                 const HAS_STATE: bool = #has_state;
                 const CALLABLES: &'static [#rt::CallableInfo] = &[#(#callables),*];
+                const HIBERNATE: bool = #hibernate;
+                const DURABILITY: #rt::storage::Durability = #rt::storage::Durability::#durability;
                 type ConnectionState = #connection_state;
                 type State = #state;
                 #create

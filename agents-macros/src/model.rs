@@ -22,6 +22,10 @@ pub(crate) struct AgentDef {
     pub(crate) not_callable: Vec<String>,
     /// `#[agent(typescript)]`.
     pub(crate) typescript: bool,
+    /// `#[agent(hibernate = ...)]`, default `true`.
+    pub(crate) hibernate: bool,
+    /// `#[agent(durability = "relaxed")]`.
+    pub(crate) relaxed: bool,
 }
 
 /// One hook method found in the impl block.
@@ -159,6 +163,8 @@ impl AgentDef {
             callables,
             not_callable,
             typescript: args.typescript,
+            hibernate: args.hibernate.is_none_or(|flag| flag.value),
+            relaxed: args.durability.is_some_and(|mode| mode.value() == "relaxed"),
         })
     }
 }

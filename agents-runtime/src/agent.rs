@@ -33,6 +33,16 @@ pub trait Agent: Sized + Send + 'static {
     /// no `cf_agent_state` frames.
     const HAS_STATE: bool = false;
 
+    /// Whether an idle instance hibernates: after the server's `hibernate_after` delay without
+    /// events, the struct (and the state in memory) is dropped while its connections stay open,
+    /// and the next event starts it again (`on_start` included). `#[agent(hibernate = false)]`
+    /// keeps it in memory while it has connections (`static options = { hibernate: false }`).
+    const HIBERNATE: bool = true;
+
+    /// When writes are acknowledged; see [`Durability`](crate::storage::Durability).
+    /// `#[agent(durability = "relaxed")]` lets frames go out before the disk has the write.
+    const DURABILITY: crate::storage::Durability = crate::storage::Durability::Confirmed;
+
     /// The `#[callable]` methods, for clients and tools (`getCallableMethods()`).
     const CALLABLES: &'static [CallableInfo] = &[];
 

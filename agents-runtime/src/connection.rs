@@ -2,14 +2,17 @@
 
 use std::fmt;
 use std::io::{self, Write};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{Notify, mpsc};
 
 use crate::error::ConnectionError;
+use crate::instances::Instance;
 use crate::message::Message;
 use crate::server::Limits;
+use crate::storage::durability::WriteSeq;
 
 /// Close codes the runtime itself uses, with their meaning here.
 pub mod close_code {
@@ -33,7 +36,8 @@ pub(crate) struct CloseFrame {
 /// What the agent side queues for a connection's socket task.
 #[derive(Debug)]
 pub(crate) enum Outgoing {
-    Message(Message),
+    /// A message, released once write `WriteSeq` of its instance is durable (output gate).
+    Message(Message, WriteSeq),
     Close(CloseFrame),
 }
 
@@ -44,9 +48,26 @@ pub(crate) struct Link {
     queued_bytes: AtomicUsize,
     forced: Notify,
     forced_frame: Mutex<Option<CloseFrame>>,
+    /// When the auto-response last answered this connection, in ms since the Unix epoch; 0
+    /// for never.
+    auto_responded_at: AtomicU64,
 }
 
 impl Link {
+    /// The socket task answered the auto-response request now.
+    pub(crate) fn auto_responded(&self) {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let ms = u64::try_from(now.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.auto_responded_at.store(ms, Ordering::Relaxed);
+    }
+
+    fn auto_responded_at(&self) -> Option<SystemTime> {
+        match self.auto_responded_at.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(UNIX_EPOCH + Duration::from_millis(ms)),
+        }
+    }
+
     /// The socket task wrote a message of `len` bytes: it no longer counts against the budget.
     pub(crate) fn written(&self, len: usize) {
         self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
@@ -99,6 +120,8 @@ struct Inner<S> {
     readonly: AtomicBool,
     protocol: AtomicBool,
     link: Arc<Link>,
+    /// The instance's output gate, read on every send.
+    instance: Arc<Instance>,
 }
 
 impl<S> Clone for Connection<S> {
@@ -116,7 +139,12 @@ pub(crate) struct ConnectionParts {
 }
 
 impl<S: serde::Serialize> Connection<S> {
-    pub(crate) fn new(parts: ConnectionParts, server: Arc<str>, limits: &Limits) -> Self {
+    pub(crate) fn new(
+        parts: ConnectionParts,
+        server: Arc<str>,
+        instance: Arc<Instance>,
+        limits: &Limits,
+    ) -> Self {
         let outbox_capacity = parts.outbox.max_capacity();
         Self {
             inner: Arc::new(Inner {
@@ -134,6 +162,7 @@ impl<S: serde::Serialize> Connection<S> {
                 readonly: AtomicBool::new(false),
                 protocol: AtomicBool::new(true),
                 link: parts.link,
+                instance,
             }),
         }
     }
@@ -227,7 +256,15 @@ impl<S> Connection<S> {
         if self.is_closing() {
             return Err(ConnectionError::Closed);
         }
-        self.push(Outgoing::Message(message.into()))
+        let after = self.inner.instance.gate.pending();
+        self.push(Outgoing::Message(message.into(), after))
+    }
+
+    /// When the auto-response last answered this connection, if ever
+    /// (`getWebSocketAutoResponseTimestamp`); see
+    /// [`Context::set_websocket_auto_response`](crate::Context::set_websocket_auto_response).
+    pub fn auto_response_timestamp(&self) -> Option<SystemTime> {
+        self.inner.link.auto_responded_at()
     }
 
     /// Closes the connection with `code` and `reason` (`connection.close(code, reason)`), after
@@ -248,7 +285,7 @@ impl<S> Connection<S> {
                 self.inner.link.force_close(frame);
                 Ok(())
             }
-            Err(mpsc::error::TrySendError::Full(Outgoing::Message(_))) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(Outgoing::Message(..))) => Ok(()),
         }
     }
 
@@ -302,7 +339,7 @@ impl<S> Connection<S> {
     /// single message bigger than the budget still goes through an empty outbox.
     pub(crate) fn push(&self, outgoing: Outgoing) -> Result<(), ConnectionError> {
         let len = match &outgoing {
-            Outgoing::Message(message) => message.len(),
+            Outgoing::Message(message, _) => message.len(),
             Outgoing::Close(_) => 0,
         };
         let queued = &self.inner.link.queued_bytes;
@@ -447,8 +484,8 @@ mod tests {
         assert!(cut.len() <= 123 && cut.chars().all(|c| c == 'é'));
     }
 
-    #[test]
-    fn state_over_the_limit_is_refused_and_the_old_state_kept() {
+    #[tokio::test]
+    async fn state_over_the_limit_is_refused_and_the_old_state_kept() {
         let (tx, _rx) = mpsc::channel(4);
         let parts = ConnectionParts {
             key: 1,
@@ -458,7 +495,8 @@ mod tests {
             link: Arc::default(),
         };
         let limits = Limits { max_connection_state_size: 16, ..Limits::default() };
-        let conn: Connection<String> = Connection::new(parts, "room".into(), &limits);
+        let conn: Connection<String> =
+            Connection::new(parts, "room".into(), Instance::for_tests(), &limits);
         conn.set_state("small".into()).expect("fits");
         let err = conn.set_state("x".repeat(100)).unwrap_err();
         assert!(matches!(err, ConnectionError::StateTooLarge { limit: 16 }));

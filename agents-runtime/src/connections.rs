@@ -48,6 +48,10 @@ impl<S> ConnectionTable<S> {
         self.by_key.get(&key)
     }
 
+    pub(crate) fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.by_key.is_empty()
     }

@@ -2,16 +2,20 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use crate::agent::Agent;
+use crate::auto_response::WebSocketRequestResponsePair;
 use crate::connection::Connection;
 use crate::connections::{ConnectionTable, Connections};
 use crate::env::Env;
 use crate::error::{ConnectionError, Error, Result};
+use crate::instances::Instance;
 use crate::message::Message;
 use crate::protocol;
 use crate::server::Shared;
 use crate::state::StateSource;
+use crate::storage::{FORMAT_VERSION, Storage, decode_value};
 use crate::stub::AgentStub;
 
 /// The instance's context, passed to every hook as `ctx`.
@@ -23,6 +27,7 @@ pub struct Context<A: Agent> {
     name: Arc<str>,
     env: Env,
     shared: Arc<Shared>,
+    instance: Arc<Instance>,
     pub(crate) connections: ConnectionTable<A::ConnectionState>,
     state: Arc<A::State>,
     /// The current state's `cf_agent_state` frame, built once per change and shared by every
@@ -41,11 +46,17 @@ pub(crate) struct StateChange<A: Agent> {
 }
 
 impl<A: Agent> Context<A> {
-    pub(crate) fn new(name: Arc<str>, shared: Arc<Shared>, state: A::State) -> Self {
+    pub(crate) fn new(
+        name: Arc<str>,
+        shared: Arc<Shared>,
+        instance: Arc<Instance>,
+        state: A::State,
+    ) -> Self {
         Self {
             name,
             env: shared.env.clone(),
             shared,
+            instance,
             connections: ConnectionTable::default(),
             state: Arc::new(state),
             state_frame: None,
@@ -93,13 +104,22 @@ impl<A: Agent> Context<A> {
         self.commit_state(next, Some(conn.clone())).map_err(|e| rejected(&e))
     }
 
-    /// Stores an accepted state, broadcasts it (serialized once) and queues `on_state_changed`.
+    /// Stores an accepted state, broadcasts it (serialized once, for the store and the frame)
+    /// and queues `on_state_changed`. The broadcast waits in the outboxes until the write is
+    /// durable (the output gate).
     fn commit_state(
         &mut self,
         next: A::State,
         source: Option<Connection<A::ConnectionState>>,
     ) -> Result<()> {
-        let frame = protocol::state(&next)?;
+        let mut stored = vec![FORMAT_VERSION];
+        serde_json::to_writer(&mut stored, &next)?;
+        let json = std::str::from_utf8(&stored[1..]).expect("serde_json writes UTF-8");
+        let frame = protocol::state_from_json(json);
+        if A::HAS_STATE {
+            self.instance.gate.store().put(&self.instance.keys.state(), &stored)?;
+            self.instance.gate.wrote();
+        }
         self.state = Arc::new(next);
         self.state_frame = Some(frame.clone());
         // A change a client made is not echoed to that client (by id, as the reference does).
@@ -156,6 +176,33 @@ impl<A: Agent> Context<A> {
         conn.is_protocol_enabled()
     }
 
+    /// The instance's key-value storage (`this.ctx.storage`): data that survives hibernation
+    /// and restarts, for `on_start` to rebuild in-memory fields from.
+    pub fn storage(&self) -> Storage<'_> {
+        Storage::new(&self.instance.gate, &self.instance.keys)
+    }
+
+    /// Sets (or with `None`, removes) the request text the runtime answers by itself on every
+    /// connection of this instance, without waking it (`setWebSocketAutoResponse`). The pair
+    /// lasts while the instance has connections, hibernation included; set it in `on_start`.
+    pub fn set_websocket_auto_response(&self, pair: Option<WebSocketRequestResponsePair>) {
+        self.instance.auto_response.set(pair);
+    }
+
+    /// The auto-response pair, if one is set (`getWebSocketAutoResponse`).
+    pub fn get_websocket_auto_response(&self) -> Option<WebSocketRequestResponsePair> {
+        self.instance.auto_response.get()
+    }
+
+    /// When the auto-response last answered `conn`, if ever
+    /// (`getWebSocketAutoResponseTimestamp`). Kept after the pair is removed.
+    pub fn get_websocket_auto_response_timestamp(
+        &self,
+        conn: &Connection<A::ConnectionState>,
+    ) -> Option<SystemTime> {
+        conn.auto_response_timestamp()
+    }
+
     /// The instance name (`this.name`): the raw `{name}` path segment it is addressed by.
     pub fn name(&self) -> &str {
         &self.name
@@ -208,6 +255,32 @@ impl<A: Agent> Context<A> {
             return Err(ConnectionError::DuplicateId(id.to_owned()));
         }
         Ok(first)
+    }
+}
+
+/// The state stored for an instance, or the initial state when there is none. A stored state
+/// that does not decode is logged and replaced by the initial state, as the reference does;
+/// a store that cannot be read is an error (guessing could overwrite good data later).
+pub(crate) fn load_state<A: Agent>(instance: &Instance, name: &str) -> Result<A::State> {
+    if !A::HAS_STATE {
+        return Ok(A::initial_state());
+    }
+    let Some(stored) = instance.gate.store().get(&instance.keys.state())? else {
+        return Ok(A::initial_state());
+    };
+    let decoded = decode_value(&stored)
+        .map_err(Error::from)
+        .and_then(|json| serde_json::from_slice(json).map_err(Error::from));
+    match decoded {
+        Ok(state) => Ok(state),
+        Err(e) => {
+            tracing::error!(
+                agent = A::NAME,
+                name,
+                "the stored state cannot be decoded; starting from the initial state: {e}"
+            );
+            Ok(A::initial_state())
+        }
     }
 }
 

@@ -4,14 +4,18 @@
 use std::any::Any;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use futures_util::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::agent::Agent;
 use crate::connection::{Connection, ConnectionKey, ConnectionParts, Outgoing, close_code};
+use crate::connections::ConnectionTable;
 use crate::context::Context;
 use crate::error::Error;
+use crate::instances::Instance;
 use crate::message::Message;
 use crate::protocol::{self, ClientFrame, RpcRequest};
 use crate::request::{ConnectionContext, Request, Response};
@@ -57,124 +61,239 @@ pub(crate) struct ConnectRequest {
 }
 
 /// Starts the host task of instance `name` and returns its mailbox.
-pub(crate) fn spawn<A: Agent>(shared: Arc<Shared>, name: Arc<str>) -> mpsc::Sender<Event> {
+pub(crate) fn spawn<A: Agent>(
+    shared: Arc<Shared>,
+    name: Arc<str>,
+    instance: Arc<Instance>,
+) -> mpsc::Sender<Event> {
     let (tx, rx) = mpsc::channel(shared.limits.mailbox_capacity);
-    tokio::spawn(run::<A>(rx, shared, name));
+    let hosted = shared.host_started();
+    tokio::spawn(async move {
+        let _hosted = hosted; // counted until the task ends
+        let host = Host::<A> { name, shared, instance, awake: None, asleep: Default::default() };
+        host.run(rx).await;
+    });
     tx
 }
 
 struct Host<A: Agent> {
-    /// `None` until `on_start` succeeded.
-    agent: Option<A>,
-    ctx: Context<A>,
+    name: Arc<str>,
     shared: Arc<Shared>,
+    instance: Arc<Instance>,
+    /// The agent and its context; `None` before the first event, while hibernated, and after
+    /// a failed `on_start`.
+    awake: Option<Awake<A>>,
+    /// The connections while not awake; moved into the context on waking.
+    asleep: ConnectionTable<A::ConnectionState>,
 }
 
-async fn run<A: Agent>(mut mailbox: mpsc::Receiver<Event>, shared: Arc<Shared>, name: Arc<str>) {
-    let ctx = Context::new(name.clone(), shared.clone(), A::initial_state());
-    let mut host = Host::<A> { agent: None, ctx, shared };
-    loop {
-        let event = if host.ctx.connections.is_empty() {
-            let idle = host.shared.limits.evict_idle_after;
-            match tokio::time::timeout(idle, mailbox.recv()).await {
-                Ok(Some(event)) => event,
-                Ok(None) => break,
-                Err(_) if host.shared.instances.try_evict(A::NAME, &name, &mailbox) => break,
-                Err(_) => continue,
-            }
-        } else {
-            match mailbox.recv().await {
-                Some(event) => event,
-                None => break,
-            }
-        };
-        if let Err(panic) = AssertUnwindSafe(host.handle(event)).catch_unwind().await {
-            let error = Error::msg(format!("a hook panicked: {}", panic_message(&*panic)));
-            tracing::error!(agent = A::NAME, name = %name, "{error}");
-            if let Some(agent) = host.agent.as_mut() {
-                report(agent, &mut host.ctx, None, error).await;
-            }
-        }
-        host.ctx.current = None;
-        host.run_state_changes().await;
-    }
-    tracing::debug!(agent = A::NAME, name = %name, "instance left memory");
+/// A started instance: `on_start` succeeded.
+struct Awake<A: Agent> {
+    agent: A,
+    ctx: Context<A>,
+    _counted: AwakeCount,
 }
 
 impl<A: Agent> Host<A> {
+    async fn run(mut self, mut mailbox: mpsc::Receiver<Event>) {
+        let idle_after = self.shared.limits.hibernate_after;
+        // One timer for the instance's life: it fires at most once per `idle_after`, and only
+        // then is it moved to the last event's deadline (no timer work per event).
+        let idle = tokio::time::sleep(idle_after);
+        tokio::pin!(idle);
+        let mut last_event = Instant::now();
+        loop {
+            let event = tokio::select! {
+                biased;
+                event = mailbox.recv() => match event {
+                    Some(event) => event,
+                    None => break,
+                },
+                () = &mut idle, if self.may_leave_memory() => {
+                    let deadline = last_event + idle_after;
+                    if Instant::now() < deadline {
+                        idle.as_mut().reset(deadline.into());
+                        continue;
+                    }
+                    if self.connection_count() == 0 {
+                        if self.shared.instances.try_evict(A::NAME, &self.name, &mailbox) {
+                            break;
+                        }
+                        last_event = Instant::now(); // a caller holds the mailbox: wait more
+                    } else {
+                        self.hibernate();
+                    }
+                    continue;
+                }
+            };
+            last_event = Instant::now();
+            if let Err(panic) = AssertUnwindSafe(self.handle(event)).catch_unwind().await {
+                let error = Error::msg(format!("a hook panicked: {}", panic_message(&*panic)));
+                tracing::error!(agent = A::NAME, name = %self.name, "{error}");
+                if let Some(Awake { agent, ctx, .. }) = self.awake.as_mut() {
+                    report(agent, ctx, None, error).await;
+                }
+            }
+            if let Some(awake) = self.awake.as_mut() {
+                awake.ctx.current = None;
+                run_state_changes(awake).await;
+            }
+        }
+        tracing::debug!(agent = A::NAME, name = %self.name, "instance left memory");
+    }
+
+    /// Whether the idle timer applies: an instance with no connections leaves memory, one with
+    /// connections hibernates (unless the agent opted out).
+    fn may_leave_memory(&self) -> bool {
+        match &self.awake {
+            Some(awake) => A::HIBERNATE || awake.ctx.connections.is_empty(),
+            None => self.asleep.is_empty(),
+        }
+    }
+
+    fn connection_count(&self) -> usize {
+        match &self.awake {
+            Some(awake) => awake.ctx.connections.len(),
+            None => self.asleep.len(),
+        }
+    }
+
+    fn has_connection(&self, key: ConnectionKey) -> bool {
+        match &self.awake {
+            Some(awake) => awake.ctx.connections.get(key).is_some(),
+            None => self.asleep.get(key).is_some(),
+        }
+    }
+
+    /// Drops the agent struct and its context; the connections stay open, with their id, uri,
+    /// tags, state and flags, and the next event wakes the instance.
+    fn hibernate(&mut self) {
+        if let Some(Awake { agent, mut ctx, .. }) = self.awake.take() {
+            self.asleep = std::mem::take(&mut ctx.connections);
+            drop(agent);
+            tracing::debug!(
+                agent = A::NAME,
+                name = %self.name,
+                connections = self.asleep.len(),
+                "instance hibernated"
+            );
+        }
+    }
+
+    /// Builds the agent, loads its state and runs `on_start`, unless it is awake already.
+    async fn wake(&mut self) -> Result<&mut Awake<A>, Error> {
+        if self.awake.is_none() {
+            let state = crate::context::load_state::<A>(&self.instance, &self.name)?;
+            let mut ctx =
+                Context::new(self.name.clone(), self.shared.clone(), self.instance.clone(), state);
+            ctx.connections = std::mem::take(&mut self.asleep);
+            let mut agent = A::create();
+            let started = match AssertUnwindSafe(agent.on_start(&mut ctx)).catch_unwind().await {
+                Ok(started) => started,
+                Err(panic) => {
+                    Err(Error::msg(format!("a hook panicked: {}", panic_message(&*panic))))
+                }
+            };
+            if let Err(e) = started {
+                let error = Error::msg(format!("on_start failed: {e}"));
+                report(&mut agent, &mut ctx, None, error).await;
+                self.asleep = std::mem::take(&mut ctx.connections);
+                return Err(e);
+            }
+            let counted = AwakeCount::new(&self.shared);
+            self.awake = Some(Awake { agent, ctx, _counted: counted });
+        }
+        Ok(self.awake.as_mut().expect("awake"))
+    }
+
     async fn handle(&mut self, event: Event) {
         match event {
             Event::Connect(request) => {
                 let ConnectRequest { parts, conn_ctx } = *request;
-                let name = self.ctx.name_arc().clone();
-                let conn = Connection::new(parts, name, &self.shared.limits);
-                self.ctx.current = Some(conn.clone());
-                let connect = AssertUnwindSafe(self.connect(&conn, &conn_ctx)).catch_unwind();
+                let conn = Connection::new(
+                    parts,
+                    self.name.clone(),
+                    self.instance.clone(),
+                    &self.shared.limits,
+                );
+                let awake = match self.wake().await {
+                    Ok(awake) => awake,
+                    Err(e) => return fail_setup(&conn, &e.to_string()),
+                };
+                awake.ctx.current = Some(conn.clone());
+                let connect = AssertUnwindSafe(connect(awake, &conn, &conn_ctx)).catch_unwind();
                 if let Err(panic) = connect.await {
                     let error = format!("a hook panicked: {}", panic_message(&*panic));
-                    tracing::error!(agent = A::NAME, name = self.ctx.name(), "{error}");
-                    match (&mut self.agent, self.ctx.connections.get(conn.key()).is_some()) {
+                    tracing::error!(agent = A::NAME, name = awake.ctx.name(), "{error}");
+                    if awake.ctx.connections.get(conn.key()).is_some() {
                         // `on_connect` panicked: the connection stands, like after an error.
-                        (Some(agent), true) => {
-                            report(agent, &mut self.ctx, Some(&conn), Error::msg(error)).await;
-                        }
-                        // `on_start` or `connection_tags` panicked: refuse the connection.
-                        _ => fail_setup(&conn, &error),
+                        report(&mut awake.agent, &mut awake.ctx, Some(&conn), Error::msg(error))
+                            .await;
+                    } else {
+                        // `connection_tags` or a predicate panicked: refuse the connection.
+                        fail_setup(&conn, &error);
                     }
                 }
             }
             Event::Message { key, message } => {
-                let (Some(agent), Some(conn)) = (&mut self.agent, self.ctx.connections.get(key))
-                else {
+                if !self.has_connection(key) {
                     return;
-                };
+                }
+                let Ok(Awake { agent, ctx, .. }) = self.wake().await else { return };
+                let Some(conn) = ctx.connections.get(key) else { return };
                 // A connection the agent closed (say, refused in `on_connect`) is not heard:
                 // what it sent before its close frame is dropped.
                 if conn.is_closing() {
                     return;
                 }
                 let conn = conn.clone();
-                self.ctx.current = Some(conn.clone());
+                ctx.current = Some(conn.clone());
                 match message.as_text().and_then(ClientFrame::parse) {
                     Some(ClientFrame::State(next)) => {
-                        if let Err(error) = self.ctx.apply_client_state(&conn, next) {
+                        if let Err(error) = ctx.apply_client_state(&conn, next) {
                             let _ = conn.send(protocol::state_error(error));
                         }
                     }
-                    Some(ClientFrame::Rpc(request)) => {
-                        rpc(agent, &mut self.ctx, &conn, request).await
-                    }
+                    Some(ClientFrame::Rpc(request)) => rpc(agent, ctx, &conn, request).await,
                     None => {
-                        if let Err(e) = agent.on_message(&mut self.ctx, &conn, message).await {
-                            report(agent, &mut self.ctx, Some(&conn), e).await;
+                        if let Err(e) = agent.on_message(ctx, &conn, message).await {
+                            report(agent, ctx, Some(&conn), e).await;
                         }
                     }
                 }
             }
             Event::Close { key, code, reason, was_clean } => {
-                let Some(conn) = self.ctx.connections.remove(key) else { return };
+                if !self.has_connection(key) {
+                    return;
+                }
+                let woken = self.wake().await.is_ok();
+                let table = match &mut self.awake {
+                    Some(awake) => &mut awake.ctx.connections,
+                    None => &mut self.asleep,
+                };
+                let Some(conn) = table.remove(key) else { return };
                 conn.mark_closed();
-                self.ctx.current = Some(conn.clone());
-                let Some(agent) = &mut self.agent else { return };
-                let result = agent.on_close(&mut self.ctx, &conn, code, &reason, was_clean).await;
+                let (true, Some(Awake { agent, ctx, .. })) = (woken, &mut self.awake) else {
+                    return;
+                };
+                ctx.current = Some(conn.clone());
+                let result = agent.on_close(ctx, &conn, code, &reason, was_clean).await;
                 if let Err(e) = result {
-                    report(agent, &mut self.ctx, Some(&conn), e).await;
+                    report(agent, ctx, Some(&conn), e).await;
                 }
             }
             Event::Error { key, error } => {
-                let (Some(agent), Some(conn)) = (&mut self.agent, self.ctx.connections.get(key))
-                else {
+                if !self.has_connection(key) {
                     return;
-                };
-                let conn = conn.clone();
-                report(agent, &mut self.ctx, Some(&conn), error).await;
+                }
+                let Ok(Awake { agent, ctx, .. }) = self.wake().await else { return };
+                let Some(conn) = ctx.connections.get(key).cloned() else { return };
+                report(agent, ctx, Some(&conn), error).await;
             }
             Event::Call { call, reply } => {
-                let outcome = match self.ensure_started().await {
-                    Ok(()) => {
-                        let agent = self.agent.as_mut().expect("started");
-                        match AssertUnwindSafe(agent.call(&mut self.ctx, call)).catch_unwind().await
-                        {
+                let outcome = match self.wake().await {
+                    Ok(Awake { agent, ctx, .. }) => {
+                        match AssertUnwindSafe(agent.call(ctx, call)).catch_unwind().await {
                             Ok(outcome) => outcome,
                             Err(panic) => CallOutcome::Error(format!(
                                 "a hook panicked: {}",
@@ -184,141 +303,144 @@ impl<A: Agent> Host<A> {
                     }
                     Err(e) => CallOutcome::Error(format!("the agent could not start: {e}")),
                 };
-                let _ = reply.send(outcome);
+                self.after_gate(move || {
+                    let _ = reply.send(outcome);
+                });
             }
             Event::Request { request, reply } => {
-                let response = self.request(*request).await;
-                let _ = reply.send(response);
+                let response = match self.wake().await {
+                    Ok(Awake { agent, ctx, .. }) => match agent.on_request(ctx, *request).await {
+                        Ok(response) => response,
+                        Err(e) => {
+                            report(agent, ctx, None, e).await;
+                            internal_error()
+                        }
+                    },
+                    Err(_) => internal_error(),
+                };
+                self.after_gate(move || {
+                    let _ = reply.send(response);
+                });
             }
         }
     }
 
-    /// Builds the agent and runs `on_start` if it is not running yet.
-    async fn ensure_started(&mut self) -> Result<(), Error> {
-        if self.agent.is_none() {
-            let mut agent = A::create();
-            if let Err(e) = agent.on_start(&mut self.ctx).await {
-                report(
-                    &mut agent,
-                    &mut self.ctx,
-                    None,
-                    Error::msg(format!("on_start failed: {e}")),
-                )
-                .await;
-                return Err(e);
-            }
-            self.agent = Some(agent);
+    /// Runs `answer` once every write made so far is durable: at once when it is, otherwise
+    /// from a task, so the instance goes on with its next event meanwhile.
+    fn after_gate(&self, answer: impl FnOnce() + Send + 'static) {
+        if self.instance.gate.is_settled() {
+            return answer();
         }
-        Ok(())
+        let instance = self.instance.clone();
+        tokio::spawn(async move {
+            instance.gate.settled().await;
+            answer();
+        });
     }
+}
 
-    async fn connect(
-        &mut self,
-        conn: &Connection<A::ConnectionState>,
-        conn_ctx: &ConnectionContext,
-    ) {
-        if let Err(e) = self.ensure_started().await {
+/// Counts an awake instance for [`ServerHandle::live_instances`](crate::ServerHandle).
+struct AwakeCount(Arc<Shared>);
+
+impl AwakeCount {
+    fn new(shared: &Arc<Shared>) -> Self {
+        shared.awake_instances.fetch_add(1, Ordering::AcqRel);
+        Self(shared.clone())
+    }
+}
+
+impl Drop for AwakeCount {
+    fn drop(&mut self) {
+        self.0.awake_instances.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Sets a new connection up: tags, readonly and protocol flags, the table, the connect frames,
+/// then `on_connect`.
+async fn connect<A: Agent>(
+    awake: &mut Awake<A>,
+    conn: &Connection<A::ConnectionState>,
+    conn_ctx: &ConnectionContext,
+) {
+    let Awake { agent, ctx, .. } = awake;
+    let tags = match agent.connection_tags(ctx, conn, conn_ctx).await {
+        Ok(user_tags) => crate::tags::prepare(conn.id_arc(), user_tags),
+        Err(e) => Err(e.to_string()),
+    };
+    match tags {
+        Ok(tags) => conn.set_tags(tags),
+        Err(rule) => {
+            tracing::warn!(
+                agent = A::NAME,
+                name = ctx.name(),
+                connection = conn.id(),
+                "refusing connection: {rule}"
+            );
+            return fail_setup(conn, &rule);
+        }
+    }
+    // Both flags are settled before the connection is listed, so no broadcast reaches it
+    // before its identity. A predicate that fails refuses the connection: guessing
+    // "writable" or "protocol on" could hand a client more than it should get.
+    let readonly = agent.should_connection_be_readonly(ctx, conn, conn_ctx).await;
+    let protocol = match readonly {
+        Ok(readonly) => {
+            conn.set_readonly(readonly);
+            agent.should_send_protocol_messages(ctx, conn, conn_ctx).await
+        }
+        Err(e) => Err(e),
+    };
+    let protocol = match protocol {
+        Ok(protocol) => protocol,
+        Err(e) => {
+            tracing::warn!(
+                agent = A::NAME,
+                name = ctx.name(),
+                connection = conn.id(),
+                "refusing connection: {e}"
+            );
             return fail_setup(conn, &e.to_string());
         }
-        let agent = self.agent.as_mut().expect("started");
-        let tags = match agent.connection_tags(&mut self.ctx, conn, conn_ctx).await {
-            Ok(user_tags) => crate::tags::prepare(conn.id_arc(), user_tags),
-            Err(e) => Err(e.to_string()),
-        };
-        match tags {
-            Ok(tags) => conn.set_tags(tags),
-            Err(rule) => {
-                tracing::warn!(
-                    agent = A::NAME,
-                    name = self.ctx.name(),
-                    connection = conn.id(),
-                    "refusing connection: {rule}"
-                );
-                return fail_setup(conn, &rule);
-            }
-        }
-        // Both flags are settled before the connection is listed, so no broadcast reaches it
-        // before its identity. A predicate that fails refuses the connection: guessing
-        // "writable" or "protocol on" could hand a client more than it should get.
-        let readonly = agent.should_connection_be_readonly(&mut self.ctx, conn, conn_ctx).await;
-        let protocol = match readonly {
-            Ok(readonly) => {
-                conn.set_readonly(readonly);
-                agent.should_send_protocol_messages(&mut self.ctx, conn, conn_ctx).await
-            }
-            Err(e) => Err(e),
-        };
-        let protocol = match protocol {
-            Ok(protocol) => protocol,
-            Err(e) => {
-                tracing::warn!(
-                    agent = A::NAME,
-                    name = self.ctx.name(),
-                    connection = conn.id(),
-                    "refusing connection: {e}"
-                );
-                return fail_setup(conn, &e.to_string());
-            }
-        };
-        conn.set_protocol_enabled(protocol);
-        self.ctx.connections.insert(conn.clone());
-        if protocol {
-            send_connect_frames(&mut self.ctx, conn);
-        }
-        if let Err(e) = agent.on_connect(&mut self.ctx, conn, conn_ctx).await {
-            report(agent, &mut self.ctx, Some(conn), e).await;
-        }
+    };
+    conn.set_protocol_enabled(protocol);
+    ctx.connections.insert(conn.clone());
+    if protocol {
+        send_connect_frames(ctx, conn);
     }
+    if let Err(e) = agent.on_connect(ctx, conn, conn_ctx).await {
+        report(agent, ctx, Some(conn), e).await;
+    }
+}
 
-    /// `on_state_changed` for every change the last event made (and the changes those make,
-    /// a bounded number of rounds).
-    async fn run_state_changes(&mut self) {
-        const ROUNDS: usize = 16;
-        let Some(agent) = self.agent.as_mut() else {
-            self.ctx.changes.clear();
+/// `on_state_changed` for every change the last event made (and the changes those make,
+/// a bounded number of rounds).
+async fn run_state_changes<A: Agent>(awake: &mut Awake<A>) {
+    const ROUNDS: usize = 16;
+    let Awake { agent, ctx, .. } = awake;
+    for _ in 0..ROUNDS {
+        if ctx.changes.is_empty() {
             return;
-        };
-        for _ in 0..ROUNDS {
-            if self.ctx.changes.is_empty() {
-                return;
-            }
-            for change in std::mem::take(&mut self.ctx.changes) {
-                let source = match &change.source {
-                    Some(conn) => StateSource::Connection(conn),
-                    None => StateSource::Server,
-                };
-                let hook = agent.on_state_changed(&mut self.ctx, &change.state, source);
-                let error = match AssertUnwindSafe(hook).catch_unwind().await {
-                    Ok(Ok(())) => continue,
-                    Ok(Err(e)) => e,
-                    Err(panic) => {
-                        Error::msg(format!("a hook panicked: {}", panic_message(&*panic)))
-                    }
-                };
-                report(agent, &mut self.ctx, None, error).await;
-            }
         }
-        tracing::error!(
-            agent = A::NAME,
-            name = self.ctx.name(),
-            "on_state_changed keeps changing the state; stopped after {ROUNDS} rounds"
-        );
-        self.ctx.changes.clear();
-    }
-
-    async fn request(&mut self, request: Request) -> Response {
-        if self.ensure_started().await.is_err() {
-            return internal_error();
-        }
-        let agent = self.agent.as_mut().expect("started");
-        match agent.on_request(&mut self.ctx, request).await {
-            Ok(response) => response,
-            Err(e) => {
-                report(agent, &mut self.ctx, None, e).await;
-                internal_error()
-            }
+        for change in std::mem::take(&mut ctx.changes) {
+            let source = match &change.source {
+                Some(conn) => StateSource::Connection(conn),
+                None => StateSource::Server,
+            };
+            let hook = agent.on_state_changed(ctx, &change.state, source);
+            let error = match AssertUnwindSafe(hook).catch_unwind().await {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => e,
+                Err(panic) => Error::msg(format!("a hook panicked: {}", panic_message(&*panic))),
+            };
+            report(agent, ctx, None, error).await;
         }
     }
+    tracing::error!(
+        agent = A::NAME,
+        name = ctx.name(),
+        "on_state_changed keeps changing the state; stopped after {ROUNDS} rounds"
+    );
+    ctx.changes.clear();
 }
 
 /// Identity, state (when the agent has one) and MCP frames, in the reference's order.
@@ -407,7 +529,7 @@ async fn report<A: Agent>(
 /// Refuses a connection as the reference does: an `{"error":…}` frame, then close 1011.
 fn fail_setup<S>(conn: &Connection<S>, message: &str) {
     let frame = serde_json::json!({ "error": message }).to_string();
-    let _ = conn.push(Outgoing::Message(frame.into()));
+    let _ = conn.push(Outgoing::Message(frame.into(), 0));
     let _ = conn.close(close_code::SESSION_SETUP_FAILED, "Uncaught exception during session setup");
 }
 

@@ -1,36 +1,57 @@
-//! The live instances of the process: one mailbox per `(agent, name)`.
+//! The live instances of the process: one mailbox per `(agent, name)`, and what an instance's
+//! sockets share with it outside its turns.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 
+use crate::auto_response::AutoResponse;
 use crate::connection::lock;
 use crate::host::Event;
 use crate::registry::AgentClass;
 use crate::server::Shared;
+use crate::storage::InstanceKeys;
+use crate::storage::durability::OutputGate;
 
-/// The mailboxes of one agent class's live instances, by name.
-type Mailboxes = HashMap<Arc<str>, mpsc::Sender<Event>>;
+/// What one instance shares with its connections and socket tasks. It lives as long as the
+/// instance's host task, hibernation included, so the auto-response survives hibernation.
+pub(crate) struct Instance {
+    /// Where the instance's data lives in the store.
+    pub(crate) keys: InstanceKeys,
+    /// The output gate: frames wait for the instance's writes to be durable.
+    pub(crate) gate: OutputGate,
+    /// Answered by socket tasks without waking the instance.
+    pub(crate) auto_response: AutoResponse,
+}
+
+/// A live instance as the table keeps it.
+struct Entry {
+    mailbox: mpsc::Sender<Event>,
+    instance: Arc<Instance>,
+}
+
+/// The entries of one agent class's live instances, by name.
+type Entries = HashMap<Arc<str>, Entry>;
 
 #[derive(Default)]
 pub(crate) struct Instances {
-    by_class: Mutex<HashMap<&'static str, Mailboxes>>,
+    by_class: Mutex<HashMap<&'static str, Entries>>,
 }
 
 impl Instances {
     /// The mailbox of instance `name`, starting the instance if it is not live; `None` when
     /// it is not live and `max_instances` are.
-    fn mailbox(
+    fn entry(
         &self,
         class: &AgentClass,
         name: &str,
         shared: &Arc<Shared>,
-    ) -> Option<mpsc::Sender<Event>> {
+    ) -> Option<(mpsc::Sender<Event>, Arc<Instance>)> {
         let mut by_class = lock(&self.by_class);
         let live = by_class.get(class.name).and_then(|instances| instances.get(name));
-        if let Some(mailbox) = live.filter(|mailbox| !mailbox.is_closed()) {
-            return Some(mailbox.clone());
+        if let Some(entry) = live.filter(|entry| !entry.mailbox.is_closed()) {
+            return Some((entry.mailbox.clone(), entry.instance.clone()));
         }
         let live: usize = by_class.values().map(HashMap::len).sum();
         if live >= shared.limits.max_instances {
@@ -43,25 +64,31 @@ impl Instances {
             return None;
         }
         let name: Arc<str> = name.into();
-        let mailbox = (class.spawn)(shared.clone(), name.clone());
-        by_class.entry(class.name).or_default().insert(name, mailbox.clone());
-        Some(mailbox)
+        let instance = Arc::new(Instance {
+            keys: InstanceKeys::new(class.name, &name),
+            gate: OutputGate::new(shared.commits.clone(), class.confirmed_writes),
+            auto_response: AutoResponse::default(),
+        });
+        let mailbox = (class.spawn)(shared.clone(), name.clone(), instance.clone());
+        let entry = Entry { mailbox: mailbox.clone(), instance: instance.clone() };
+        by_class.entry(class.name).or_default().insert(name, entry);
+        Some((mailbox, instance))
     }
 
-    /// Delivers `event` to instance `name` and returns the mailbox that took it, for the
-    /// sender's later events. Waits while the mailbox is full (backpressure).
+    /// Delivers `event` to instance `name` and returns the mailbox that took it (for the
+    /// sender's later events) and the instance. Waits while the mailbox is full (backpressure).
     pub(crate) async fn dispatch(
         &self,
         class: &AgentClass,
         name: &str,
         shared: &Arc<Shared>,
         mut event: Event,
-    ) -> Option<mpsc::Sender<Event>> {
+    ) -> Option<(mpsc::Sender<Event>, Arc<Instance>)> {
         // A retry only happens when an instance left memory between lookup and send.
         for _ in 0..3 {
-            let mailbox = self.mailbox(class, name, shared)?;
+            let (mailbox, instance) = self.entry(class, name, shared)?;
             match mailbox.send(event).await {
-                Ok(()) => return Some(mailbox),
+                Ok(()) => return Some((mailbox, instance)),
                 Err(mpsc::error::SendError(returned)) => event = returned,
             }
         }
@@ -81,15 +108,36 @@ impl Instances {
         let Some(instances) = by_class.get_mut(class) else { return true };
         let idle = instances
             .get(name)
-            .is_none_or(|sender| sender.strong_count() == 1 && mailbox.is_empty());
+            .is_none_or(|entry| entry.mailbox.strong_count() == 1 && mailbox.is_empty());
         if idle {
             instances.remove(name);
         }
         idle
     }
 
-    /// How many instances are live (in memory).
-    pub(crate) fn live(&self) -> usize {
+    /// How many instances have a host task (awake or hibernated).
+    pub(crate) fn hosted(&self) -> usize {
         lock(&self.by_class).values().map(HashMap::len).sum()
+    }
+
+    /// Forgets every instance (shutdown): once their sockets are gone too, each host task
+    /// runs what is queued and ends.
+    pub(crate) fn clear(&self) {
+        lock(&self.by_class).clear();
+    }
+}
+
+#[cfg(test)]
+impl Instance {
+    /// An instance on a memory store, outside any server.
+    pub(crate) fn for_tests() -> Arc<Self> {
+        use crate::storage::MemoryStore;
+        use crate::storage::durability::GroupCommit;
+        let commits = Arc::new(GroupCommit::start(Arc::new(MemoryStore::new())));
+        Arc::new(Self {
+            keys: InstanceKeys::new("test", "test"),
+            gate: OutputGate::new(commits, true),
+            auto_response: AutoResponse::default(),
+        })
     }
 }

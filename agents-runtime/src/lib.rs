@@ -49,6 +49,7 @@
 //! | `on_error` | `conn: Option<&Connection<S>>, error: &Error` | `()` |
 
 mod agent;
+mod auto_response;
 pub mod client;
 mod connection;
 mod connections;
@@ -64,6 +65,7 @@ mod request;
 mod rpc;
 mod server;
 mod state;
+pub mod storage;
 mod stub;
 mod tags;
 mod transport;
@@ -71,6 +73,7 @@ pub mod typescript;
 
 pub use agent::{Agent, not_implemented};
 pub use agents_macros::{TypeScript, agent, callable};
+pub use auto_response::{MAX_AUTO_RESPONSE_LEN, WebSocketRequestResponsePair};
 pub use connection::{Connection, close_code};
 pub use connections::Connections;
 pub use context::Context;
@@ -79,7 +82,7 @@ pub use error::{ConnectionError, Error, IntoHookResult, Result};
 pub use message::{Message, Text};
 pub use request::{ConnectionContext, Request, Response};
 pub use rpc::{Call, CallOutcome, CallableInfo, StreamingResponse};
-pub use server::{Server, ServerBuilder, ServerHandle};
+pub use server::{Server, ServerBuilder, ServerHandle, shutdown_signal};
 pub use state::StateSource;
 pub use stub::AgentStub;
 pub use tags::{MAX_TAG_LEN, MAX_TAGS};
@@ -95,7 +98,8 @@ pub use serde_json;
 pub mod prelude {
     pub use crate::{
         Agent, Connection, ConnectionContext, Context, Error, Message, Request, Response, Result,
-        Server, StateSource, StreamingResponse, agent, callable,
+        Server, StateSource, StreamingResponse, WebSocketRequestResponsePair, agent, callable,
+        storage::ListOptions, storage::Storage,
     };
 }
 

@@ -77,6 +77,15 @@ pub(crate) fn state<T: serde::Serialize + ?Sized>(state: &T) -> serde_json::Resu
     serde_json::to_string(&StateFrame { r#type: "cf_agent_state", state }).map(Message::from)
 }
 
+/// `{"type":"cf_agent_state","state":…}` around a state already serialized to `json`.
+pub(crate) fn state_from_json(json: &str) -> Message {
+    let mut frame = String::with_capacity(json.len() + 36);
+    frame.push_str(r#"{"type":"cf_agent_state","state":"#);
+    frame.push_str(json);
+    frame.push('}');
+    Message::from(frame)
+}
+
 /// `{"type":"cf_agent_state_error","error":…}`
 pub(crate) fn state_error(error: &str) -> Message {
     serde_json::json!({ "type": "cf_agent_state_error", "error": error }).into()

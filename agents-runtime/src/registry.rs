@@ -8,7 +8,9 @@ use tokio::sync::mpsc;
 
 use crate::agent::Agent;
 use crate::host::{self, Event};
+use crate::instances::Instance;
 use crate::server::Shared;
+use crate::storage::Durability;
 
 /// A type-erased agent class: its route name and how to start an instance of it.
 #[derive(Clone, Copy)]
@@ -16,7 +18,9 @@ pub(crate) struct AgentClass {
     pub(crate) name: &'static str,
     pub(crate) type_name: &'static str,
     pub(crate) type_id: fn() -> TypeId,
-    pub(crate) spawn: fn(Arc<Shared>, Arc<str>) -> mpsc::Sender<Event>,
+    pub(crate) spawn: fn(Arc<Shared>, Arc<str>, Arc<Instance>) -> mpsc::Sender<Event>,
+    /// Whether frames wait for the agent's writes (`Durability::Confirmed`).
+    pub(crate) confirmed_writes: bool,
 }
 
 impl AgentClass {
@@ -26,6 +30,7 @@ impl AgentClass {
             type_name: std::any::type_name::<A>(),
             type_id: TypeId::of::<A>,
             spawn: host::spawn::<A>,
+            confirmed_writes: matches!(A::DURABILITY, Durability::Confirmed),
         }
     }
 }

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, ToSocketAddrs};
+use tokio::sync::{Notify, watch};
 
 use crate::agent::Agent;
 use crate::connection::ConnectionKey;
@@ -17,6 +18,8 @@ use crate::env::Env;
 use crate::error::Error;
 use crate::instances::Instances;
 use crate::registry::{self, AgentClass};
+use crate::storage::durability::GroupCommit;
+use crate::storage::{MemoryStore, SledStore, Store};
 
 /// The bounds every input and queue is held to. Set through [`ServerBuilder`].
 #[derive(Clone, Debug)]
@@ -30,7 +33,7 @@ pub(crate) struct Limits {
     pub(crate) read_buffer_size: usize,
     pub(crate) close_timeout: Duration,
     pub(crate) send_timeout: Duration,
-    pub(crate) evict_idle_after: Duration,
+    pub(crate) hibernate_after: Duration,
     pub(crate) max_connections: usize,
     pub(crate) max_instances: usize,
 }
@@ -47,7 +50,7 @@ impl Default for Limits {
             read_buffer_size: 4096,
             close_timeout: Duration::from_secs(5),
             send_timeout: Duration::from_secs(30),
-            evict_idle_after: Duration::from_secs(10),
+            hibernate_after: Duration::from_secs(10),
             max_connections: 100_000,
             max_instances: 100_000,
         }
@@ -61,6 +64,15 @@ pub(crate) struct Shared {
     pub(crate) limits: Limits,
     pub(crate) instances: Instances,
     pub(crate) data_dir: Option<PathBuf>,
+    /// The store, its group commit and the output gate's clock.
+    pub(crate) commits: Arc<GroupCommit>,
+    /// Instances whose struct is in memory (not hibernated).
+    pub(crate) awake_instances: AtomicUsize,
+    /// Host tasks running (awake or hibernated instances).
+    hosts: AtomicUsize,
+    host_ended: Notify,
+    /// Set once: every socket closes with 1001.
+    shutdown: watch::Sender<bool>,
     next_key: AtomicU64,
     open_connections: AtomicUsize,
 }
@@ -70,11 +82,82 @@ impl Shared {
         self.next_key.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// Counts a host task until the returned guard drops.
+    pub(crate) fn host_started(self: &Arc<Self>) -> HostCount {
+        self.hosts.fetch_add(1, Ordering::AcqRel);
+        HostCount { shared: self.clone() }
+    }
+
+    /// Resolves when the server starts shutting down (at once if it has).
+    pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// Closes every socket with 1001, lets the instances finish what is queued, and flushes the
+    /// store. Each wait is bounded by the close timeout.
+    async fn shut_down(&self) {
+        let _ = self.shutdown.send(true);
+        let wait = self.limits.close_timeout + Duration::from_secs(1);
+        let closed = wait_until(wait, || self.open_connections.load(Ordering::Acquire) == 0).await;
+        if !closed {
+            tracing::warn!(
+                open = self.open_connections.load(Ordering::Acquire),
+                "shutdown: sockets still open after {wait:?}"
+            );
+        }
+        self.instances.clear();
+        let ended = tokio::time::timeout(wait, async {
+            loop {
+                let ended = self.host_ended.notified();
+                tokio::pin!(ended);
+                ended.as_mut().enable();
+                if self.hosts.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                ended.await;
+            }
+        });
+        if ended.await.is_err() {
+            tracing::warn!(
+                hosts = self.hosts.load(Ordering::Acquire),
+                "shutdown: instances still busy after {wait:?}"
+            );
+        }
+        match self.commits.flush_now().await {
+            Ok(()) => tracing::info!("shutdown: store flushed"),
+            Err(e) => tracing::error!("shutdown: the final flush failed: {e}"),
+        }
+    }
+
     /// A slot for one more WebSocket, or `None` at `max_connections`. Freed on drop.
     pub(crate) fn admit_connection(self: &Arc<Self>) -> Option<ConnectionSlot> {
         let open = self.open_connections.fetch_add(1, Ordering::AcqRel);
         let slot = ConnectionSlot { shared: self.clone() };
         (open < self.limits.max_connections).then_some(slot)
+    }
+}
+
+/// Polls `done` every 10 ms until it holds or `limit` passes; returns whether it held.
+async fn wait_until(limit: Duration, done: impl Fn() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !done() {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    true
+}
+
+/// One running host task; dropping it counts the task out.
+pub(crate) struct HostCount {
+    shared: Arc<Shared>,
+}
+
+impl Drop for HostCount {
+    fn drop(&mut self) {
+        self.shared.hosts.fetch_sub(1, Ordering::AcqRel);
+        self.shared.host_ended.notify_waiters();
     }
 }
 
@@ -98,6 +181,7 @@ pub struct ServerBuilder {
     env: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
     limits: Limits,
     data_dir: Option<PathBuf>,
+    store: Option<Arc<dyn Store>>,
 }
 
 impl ServerBuilder {
@@ -114,9 +198,27 @@ impl ServerBuilder {
         self
     }
 
-    /// The directory the server keeps its data in; created when the server binds.
+    /// The directory the server keeps its data in, created when the server binds; the
+    /// embedded store ([`SledStore`]) lives in its `store` folder. Without one (and without
+    /// [`store`](Self::store)), data is kept in memory only and lost when the process ends.
     pub fn data_dir(mut self, path: impl Into<PathBuf>) -> Self {
         self.data_dir = Some(path.into());
+        self
+    }
+
+    /// Keeps agent state and storage in `store` instead of the data directory's sled database
+    /// (another backend, or a store shared with the rest of the program).
+    pub fn store(mut self, store: impl Store) -> Self {
+        self.store = Some(Arc::new(store));
+        self
+    }
+
+    /// How long an instance goes without events before it leaves memory. One with connections
+    /// hibernates: its struct is dropped, its sockets stay open, and the next event starts it
+    /// again (`on_start` included) unless it is `#[agent(hibernate = false)]`. One without
+    /// connections is dropped entirely. Default 10 s, as on Cloudflare.
+    pub fn hibernate_after(mut self, idle: Duration) -> Self {
+        self.limits.hibernate_after = idle;
         self
     }
 
@@ -193,13 +295,6 @@ impl ServerBuilder {
         self
     }
 
-    /// How long an instance with no connections stays in memory without events before it
-    /// is dropped (its next event starts it again, `on_start` included). Default 10 s.
-    pub fn evict_idle_after(mut self, idle: Duration) -> Self {
-        self.limits.evict_idle_after = idle;
-        self
-    }
-
     /// Checks the configuration, creates the data directory and binds the listener.
     pub async fn bind(self, addr: impl ToSocketAddrs) -> Result<Server, Error> {
         let limits = self.limits;
@@ -235,6 +330,16 @@ impl ServerBuilder {
                 Error::msg(format!("cannot create data directory {}: {e}", dir.display()))
             })?;
         }
+        let store: Arc<dyn Store> = match (self.store, &self.data_dir) {
+            (Some(store), _) => store,
+            (None, Some(dir)) => Arc::new(SledStore::open(dir.join("store"))?),
+            (None, None) => {
+                tracing::info!(
+                    "no data directory: agent state and storage are kept in memory only"
+                );
+                Arc::new(MemoryStore::new())
+            }
+        };
         let listener = TcpListener::bind(addr).await?;
         let shared = Arc::new(Shared {
             classes,
@@ -242,6 +347,11 @@ impl ServerBuilder {
             limits,
             instances: Instances::default(),
             data_dir: self.data_dir,
+            commits: Arc::new(GroupCommit::start(store)),
+            awake_instances: AtomicUsize::new(0),
+            hosts: AtomicUsize::new(0),
+            host_ended: Notify::new(),
+            shutdown: watch::Sender::new(false),
             next_key: AtomicU64::new(1),
             open_connections: AtomicUsize::new(0),
         });
@@ -271,6 +381,7 @@ impl Server {
             env: HashMap::new(),
             limits: Limits::default(),
             data_dir: None,
+            store: None,
         }
     }
 
@@ -296,9 +407,14 @@ impl Server {
         self.run_until(std::future::pending()).await
     }
 
-    /// Serves until `shutdown` completes, then stops accepting connections.
+    /// Serves until `shutdown` completes, then shuts down gracefully: stops accepting, closes
+    /// every WebSocket with 1001 (`on_close` runs), lets the instances finish what is queued,
+    /// and flushes the store. Each step waits at most the close timeout plus a second.
+    ///
+    /// [`shutdown_signal`](crate::shutdown_signal) is the usual `shutdown`: Ctrl-C or SIGTERM.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), Error> {
-        crate::transport::serve(self.listener, self.shared, shutdown).await?;
+        crate::transport::serve(self.listener, self.shared.clone(), shutdown).await?;
+        self.shared.shut_down().await;
         Ok(())
     }
 }
@@ -315,9 +431,15 @@ impl ServerHandle {
         self.shared.open_connections.load(Ordering::Acquire)
     }
 
-    /// How many agent instances are in memory now.
+    /// How many agent instances are in memory now: started and not hibernated.
     pub fn live_instances(&self) -> usize {
-        self.shared.instances.live()
+        self.shared.awake_instances.load(Ordering::Acquire)
+    }
+
+    /// How many agent instances are hibernated: their struct is out of memory while their
+    /// connections stay open.
+    pub fn hibernated_instances(&self) -> usize {
+        self.shared.instances.hosted().saturating_sub(self.live_instances())
     }
 
     /// A handle on an agent instance of this server, for typed in-process calls from outside
@@ -331,4 +453,28 @@ impl ServerHandle {
     pub fn data_dir(&self) -> Option<&std::path::Path> {
         self.shared.data_dir.as_deref()
     }
+}
+
+/// Resolves on Ctrl-C, or SIGTERM on Unix: the usual argument of
+/// [`Server::run_until`](Server::run_until).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down");
 }

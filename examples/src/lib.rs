@@ -3,12 +3,14 @@
 //! sockets; the book includes them.
 
 pub mod agents;
+pub mod cli;
 
 use agents_runtime::ServerBuilder;
 
 pub use agents::{
-    ChatAgent, ChatRoom, Counter, CounterClient, CounterState, FileAgent, JsNumber, MyAgent,
-    PresenceAgent, SecureAgent, TagsAgent,
+    ChatAgent, ChatRoom, Counter, CounterClient, CounterState, FileAgent, HibernatingCounter,
+    HibernatingCounterState, JsNumber, MyAgent, Note, Notebook, NotebookClient, PresenceAgent,
+    SecureAgent, TagsAgent,
 };
 
 /// A server builder hosting every reference agent (registered explicitly, so a binary that
@@ -23,6 +25,8 @@ pub fn server() -> ServerBuilder {
         .agent::<TagsAgent>()
         .agent::<FileAgent>()
         .agent::<Counter>()
+        .agent::<HibernatingCounter>()
+        .agent::<Notebook>()
 }
 
 /// Milliseconds since the Unix epoch (JavaScript's `Date.now()`).

@@ -22,10 +22,12 @@ use crate::connection::{
 };
 use crate::error::Error;
 use crate::host::{ConnectRequest, Event};
+use crate::instances::Instance;
 use crate::message::{Message, Text};
 use crate::registry::AgentClass;
 use crate::request::{ConnectionContext, query_param};
 use crate::server::Shared;
+use crate::storage::durability::{GroupCommit, WriteSeq};
 
 type Ws = WebSocketStream<TokioIo<Upgraded>>;
 
@@ -130,13 +132,15 @@ async fn run(
         link: link.clone(),
     };
     let connect = Event::Connect(Box::new(ConnectRequest { parts, conn_ctx }));
-    let Some(mailbox) = shared.instances.dispatch(&class, &name, &shared, connect).await else {
+    let dispatched = shared.instances.dispatch(&class, &name, &shared, connect).await;
+    let Some((mailbox, instance)) = dispatched else {
         // The instance could not be started (max_instances): try again later.
         let frame = wire_close(close_code::OUTBOX_FULL, "Server at capacity");
         let _ = timeout(shared.limits.close_timeout, ws.close(Some(frame))).await;
         return;
     };
-    let socket = Socket { ws, outbox, link, mailbox, key, pending: None, shared };
+    let socket =
+        Socket { ws, outbox, link, mailbox, instance, key, pending: None, held: None, shared };
     socket.relay().await;
 }
 
@@ -145,9 +149,13 @@ struct Socket {
     outbox: mpsc::Receiver<Outgoing>,
     link: Arc<Link>,
     mailbox: mpsc::Sender<Event>,
+    instance: Arc<Instance>,
     key: ConnectionKey,
     /// A message read but not yet taken by the mailbox: reading pauses until it is.
     pending: Option<Event>,
+    /// A message taken from the outbox that waits for a write to be durable (the output
+    /// gate); the outbox is not read until it goes out.
+    held: Option<(Message, WriteSeq)>,
     shared: Arc<Shared>,
 }
 
@@ -185,39 +193,47 @@ impl Socket {
 
     async fn relay_until_end(&mut self) -> End {
         let link = self.link.clone();
-        // One future for the whole relay: re-creating it per iteration would lock and register
-        // a waiter on every message.
+        let shared = self.shared.clone();
+        let going_away = || {
+            End::Close(CloseFrame {
+                code: close_code::GOING_AWAY,
+                reason: "Server shutting down".into(),
+            })
+        };
+        let mut shutdown = shared.shutdown_signal();
+        if *shutdown.borrow_and_update() {
+            return going_away();
+        }
+        // One future each for the whole relay: re-creating them per iteration would lock and
+        // register a waiter on every message.
         let forced = link.forced();
-        tokio::pin!(forced);
+        let shutting_down = shutdown.changed();
+        tokio::pin!(forced, shutting_down);
         loop {
-            tokio::select! {
+            // Each branch says what to do; doing it needs `&mut self`, so it happens after the
+            // select has let go of the branches' borrows.
+            let step = tokio::select! {
                 frame = &mut forced => return End::Forced(frame),
+                _ = &mut shutting_down => return going_away(),
+                () = wait_held(&shared, self.held.as_ref().map(|(_, after)| *after)),
+                    if self.held.is_some() => Step::WriteHeld,
                 permit = self.mailbox.reserve(), if self.pending.is_some() => match permit {
-                    Ok(permit) => permit.send(self.pending.take().expect("guarded by the branch")),
+                    Ok(permit) => {
+                        permit.send(self.pending.take().expect("guarded by the branch"));
+                        continue;
+                    }
                     Err(_) => return End::Close(CloseFrame {
                         code: close_code::GOING_AWAY,
                         reason: "Agent unavailable".into(),
                     }),
                 },
-                outgoing = self.outbox.recv() => match outgoing {
-                    Some(Outgoing::Message(message)) => {
-                        let write = write_batch(&mut self.ws, &mut self.outbox, &self.link, message);
-                        let written = tokio::select! {
-                            written = timeout(self.shared.limits.send_timeout, write) => written,
-                            frame = &mut forced => return End::Forced(frame),
-                        };
-                        match written {
-                            Ok(Ok(None)) => {}
-                            Ok(Ok(Some(close))) => return End::Close(close),
-                            Ok(Err(_)) => return End::Abnormal,
-                            Err(_elapsed) => {
-                                tracing::warn!("closing connection: a write stalled past send_timeout, the client is not reading");
-                                return End::Forced(CloseFrame {
-                                    code: close_code::OUTBOX_FULL,
-                                    reason: "Send timed out: client is not reading".into(),
-                                });
-                            }
-                        }
+                outgoing = self.outbox.recv(), if self.held.is_none() => match outgoing {
+                    Some(Outgoing::Message(message, after)) if shared.commits.is_durable(after) => {
+                        Step::Write(message)
+                    }
+                    Some(Outgoing::Message(message, after)) => {
+                        self.held = Some((message, after));
+                        continue;
                     }
                     Some(Outgoing::Close(frame)) => return End::Close(frame),
                     // Every handle on this connection is gone: the instance dropped it.
@@ -228,11 +244,73 @@ impl Socket {
                 },
                 frame = self.ws.next(), if self.pending.is_none() => {
                     let limit = self.shared.limits.max_message_size;
-                    let read = on_frame(frame, self.key, limit, &mut self.pending, &self.mailbox);
-                    if let Some(end) = read.await {
-                        return end;
+                    match on_frame(frame, self.key, limit, &self.instance, &self.mailbox).await {
+                        Read::Event(event) => {
+                            self.pending = Some(event);
+                            continue;
+                        }
+                        Read::Nothing => continue,
+                        Read::AutoResponse(response) => Step::AutoRespond(response),
+                        Read::End(end) => return end,
                     }
                 }
+            };
+            let end = match step {
+                Step::WriteHeld => match self.held.take() {
+                    Some((message, _)) => self.write(message, &mut forced).await,
+                    None => None,
+                },
+                Step::Write(message) => self.write(message, &mut forced).await,
+                Step::AutoRespond(response) => self.auto_respond(response).await,
+            };
+            if let Some(end) = end {
+                return end;
+            }
+        }
+    }
+
+    /// Answers the auto-response request straight away, ahead of the outbox.
+    async fn auto_respond(&mut self, response: Message) -> Option<End> {
+        self.link.auto_responded();
+        let send = self.ws.send(to_wire(response));
+        match timeout(self.shared.limits.send_timeout, send).await {
+            Ok(Ok(())) => None,
+            Ok(Err(_)) => Some(End::Abnormal),
+            Err(_elapsed) => Some(End::Forced(CloseFrame {
+                code: close_code::OUTBOX_FULL,
+                reason: "Send timed out: client is not reading".into(),
+            })),
+        }
+    }
+
+    /// Writes `first` and what else is queued and released, within the send timeout.
+    async fn write(
+        &mut self,
+        first: Message,
+        forced: &mut std::pin::Pin<&mut impl std::future::Future<Output = CloseFrame>>,
+    ) -> Option<End> {
+        let commits = &self.shared.commits;
+        let write = write_batch(&mut self.ws, &mut self.outbox, &self.link, commits, first);
+        let written = tokio::select! {
+            written = timeout(self.shared.limits.send_timeout, write) => written,
+            frame = forced.as_mut() => return Some(End::Forced(frame)),
+        };
+        match written {
+            Ok(Ok(Batch::Done)) => None,
+            Ok(Ok(Batch::Held(message, after))) => {
+                self.held = Some((message, after));
+                None
+            }
+            Ok(Ok(Batch::Close(close))) => Some(End::Close(close)),
+            Ok(Err(_)) => Some(End::Abnormal),
+            Err(_elapsed) => {
+                tracing::warn!(
+                    "closing connection: a write stalled past send_timeout, the client is not reading"
+                );
+                Some(End::Forced(CloseFrame {
+                    code: close_code::OUTBOX_FULL,
+                    reason: "Send timed out: client is not reading".into(),
+                }))
             }
         }
     }
@@ -269,28 +347,58 @@ impl Socket {
     }
 }
 
-/// Writes `first` and whatever else is queued (up to a batch), then flushes once.
-/// Stops at a queued close frame and returns it.
+/// How a write batch ended.
+enum Batch {
+    /// The outbox is empty (or the batch is full).
+    Done,
+    /// The next message waits for a write to be durable.
+    Held(Message, WriteSeq),
+    /// A close frame came next.
+    Close(CloseFrame),
+}
+
+/// Resolves once the held message may go out.
+async fn wait_held(shared: &Shared, after: Option<WriteSeq>) {
+    if let Some(after) = after {
+        shared.commits.durable(after).await;
+    }
+}
+
+/// What the relay does after one select.
+enum Step {
+    Write(Message),
+    WriteHeld,
+    AutoRespond(Message),
+}
+
+/// Writes `first` and whatever else is queued and released (up to a batch), then flushes once.
 async fn write_batch(
     ws: &mut Ws,
     outbox: &mut mpsc::Receiver<Outgoing>,
     link: &Link,
+    commits: &GroupCommit,
     first: Message,
-) -> Result<Option<CloseFrame>, WsError> {
+) -> Result<Batch, WsError> {
     feed(ws, link, first).await?;
-    let mut close = None;
+    let mut end = Batch::Done;
     for _ in 1..WRITE_BATCH {
         match outbox.try_recv() {
-            Ok(Outgoing::Message(message)) => feed(ws, link, message).await?,
+            Ok(Outgoing::Message(message, after)) if commits.is_durable(after) => {
+                feed(ws, link, message).await?;
+            }
+            Ok(Outgoing::Message(message, after)) => {
+                end = Batch::Held(message, after);
+                break;
+            }
             Ok(Outgoing::Close(frame)) => {
-                close = Some(frame);
+                end = Batch::Close(frame);
                 break;
             }
             Err(_) => break,
         }
     }
     ws.flush().await?;
-    Ok(close)
+    Ok(end)
 }
 
 /// Hands one message to tungstenite's write buffer; from then on it is off the outbox budget.
@@ -315,54 +423,69 @@ fn wire_close(code: u16, reason: &str) -> WireCloseFrame {
     }
 }
 
-/// Turns what the client sent into a pending mailbox event, or into how the relay ends.
+/// What a frame from the client asks for.
+enum Read {
+    /// An event for the instance.
+    Event(Event),
+    /// The auto-response request: answer with this, the instance never hears of it.
+    AutoResponse(Message),
+    /// A control frame, already handled.
+    Nothing,
+    /// The relay ends.
+    End(End),
+}
+
+/// Turns what the client sent into an event, an auto-response, or how the relay ends.
 async fn on_frame(
     frame: Option<Result<WsMessage, WsError>>,
     key: ConnectionKey,
     limit: usize,
-    pending: &mut Option<Event>,
+    instance: &Instance,
     mailbox: &mpsc::Sender<Event>,
-) -> Option<End> {
-    match frame {
+) -> Read {
+    let end = match frame {
         Some(Ok(WsMessage::Text(text))) => {
+            if let Some(response) = instance.auto_response.answer(&text) {
+                return Read::AutoResponse(response);
+            }
             let message = Message::Text(Text::from_wire(text));
-            *pending = Some(Event::Message { key, message });
+            return Read::Event(Event::Message { key, message });
         }
         Some(Ok(WsMessage::Binary(bytes))) => {
-            *pending = Some(Event::Message { key, message: Message::Binary(bytes) });
+            return Read::Event(Event::Message { key, message: Message::Binary(bytes) });
         }
-        // tungstenite answers pings itself.
-        Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => {}
+        // tungstenite answers pings itself, without the instance: hibernation holds.
+        Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => {
+            return Read::Nothing;
+        }
         Some(Ok(WsMessage::Close(frame))) => {
             let (code, reason) = match frame {
                 Some(frame) => (u16::from(frame.code), frame.reason.as_str().to_owned()),
                 None => (1005, String::new()),
             };
-            return Some(End::PeerClosed(code, reason));
+            End::PeerClosed(code, reason)
         }
         Some(Err(WsError::Capacity(e))) => {
             let error = Error::msg(format!("message over the {limit}-byte limit: {e}"));
             let _ = mailbox.send(Event::Error { key, error }).await;
-            return Some(End::Close(CloseFrame {
+            End::Close(CloseFrame {
                 code: close_code::MESSAGE_TOO_BIG,
                 reason: "Message too big".into(),
-            }));
+            })
         }
         // The peer went away without a close frame: a disconnect, not an error.
-        Some(Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake))) => {
-            return Some(End::Abnormal);
-        }
+        Some(Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake))) => End::Abnormal,
         Some(Err(WsError::Protocol(e))) => {
             let error = Error::msg(format!("websocket protocol error: {e}"));
             let _ = mailbox.send(Event::Error { key, error }).await;
-            return Some(End::Close(CloseFrame { code: 1002, reason: "Protocol error".into() }));
+            End::Close(CloseFrame { code: 1002, reason: "Protocol error".into() })
         }
         Some(Err(WsError::Utf8(_))) => {
             let error = Error::msg("a text frame was not valid UTF-8");
             let _ = mailbox.send(Event::Error { key, error }).await;
-            return Some(End::Close(CloseFrame { code: 1007, reason: "Invalid UTF-8".into() }));
+            End::Close(CloseFrame { code: 1007, reason: "Invalid UTF-8".into() })
         }
-        Some(Err(_)) | None => return Some(End::Abnormal),
-    }
-    None
+        Some(Err(_)) | None => End::Abnormal,
+    };
+    Read::End(end)
 }

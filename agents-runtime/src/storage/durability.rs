@@ -1,0 +1,210 @@
+//! The output gate's clock: writes get increasing sequence numbers, and one flusher task makes
+//! them durable in groups (group commit), so many writes share one fsync.
+//!
+//! A frame sent after a write carries that write's number and is released to the socket only
+//! once the number is durable; see `Connection::send` and the socket task.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{Notify, mpsc};
+
+use super::Store;
+
+/// A write's place in the store's history; `0` is "no write", always durable.
+pub(crate) type WriteSeq = u64;
+
+/// Shared by writers, waiters and the flusher.
+#[derive(Default)]
+struct Progress {
+    /// The last write handed out a number.
+    written: AtomicU64,
+    /// Every write up to this number is durable.
+    durable: AtomicU64,
+    /// `durable` moved.
+    advanced: Notify,
+}
+
+/// Numbers writes, wakes the flusher, and lets frames wait for durability.
+pub(crate) struct GroupCommit {
+    store: Arc<dyn Store>,
+    progress: Arc<Progress>,
+    /// A one-slot doorbell: a pending ring covers any number of writes.
+    wake: mpsc::Sender<()>,
+}
+
+impl GroupCommit {
+    /// Starts the flusher; it ends when this is dropped.
+    pub(crate) fn start(store: Arc<dyn Store>) -> Self {
+        let progress = Arc::new(Progress::default());
+        let (wake, doorbell) = mpsc::channel(1);
+        tokio::spawn(flusher(store.clone(), progress.clone(), doorbell));
+        Self { store, progress, wake }
+    }
+
+    pub(crate) fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Numbers a write that has returned, and asks for a flush that covers it.
+    pub(crate) fn wrote(&self) -> WriteSeq {
+        let seq = self.progress.written.fetch_add(1, Ordering::AcqRel) + 1;
+        let _ = self.wake.try_send(());
+        seq
+    }
+
+    pub(crate) fn is_durable(&self, seq: WriteSeq) -> bool {
+        self.progress.durable.load(Ordering::Acquire) >= seq
+    }
+
+    /// Resolves once write `seq` is durable.
+    pub(crate) async fn durable(&self, seq: WriteSeq) {
+        loop {
+            let advanced = self.progress.advanced.notified();
+            tokio::pin!(advanced);
+            advanced.as_mut().enable();
+            if self.is_durable(seq) {
+                return;
+            }
+            advanced.await;
+        }
+    }
+
+    /// Flushes everything written so far, now (shutdown).
+    pub(crate) async fn flush_now(&self) -> Result<(), super::StoreError> {
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || store.flush()).await {
+            Ok(flushed) => flushed,
+            Err(e) => Err(super::StoreError::msg(format!("the flush thread failed: {e}"))),
+        }
+    }
+}
+
+/// One instance's side of the output gate: the number of its last write that frames must wait
+/// for. An agent with relaxed durability never sets it, so its frames never wait.
+pub(crate) struct OutputGate {
+    commits: Arc<GroupCommit>,
+    confirmed: bool,
+    last_write: AtomicU64,
+}
+
+impl OutputGate {
+    pub(crate) fn new(commits: Arc<GroupCommit>, confirmed: bool) -> Self {
+        Self { commits, confirmed, last_write: AtomicU64::new(0) }
+    }
+
+    pub(crate) fn store(&self) -> &dyn Store {
+        &**self.commits.store()
+    }
+
+    /// A write to the store returned: later frames wait until it is durable.
+    pub(crate) fn wrote(&self) {
+        if self.confirmed {
+            let seq = self.commits.wrote();
+            self.last_write.fetch_max(seq, Ordering::AcqRel);
+        }
+    }
+
+    /// What a frame sent now must wait for.
+    pub(crate) fn pending(&self) -> WriteSeq {
+        self.last_write.load(Ordering::Acquire)
+    }
+
+    /// Resolves once every write made so far is durable.
+    pub(crate) async fn settled(&self) {
+        self.commits.durable(self.pending()).await;
+    }
+
+    /// Whether a frame sent now could go out at once.
+    pub(crate) fn is_settled(&self) -> bool {
+        self.commits.is_durable(self.pending())
+    }
+}
+
+/// Flushes whenever writes are not durable yet; writes made during a flush wait for the next
+/// one, which then covers all of them.
+async fn flusher(store: Arc<dyn Store>, progress: Arc<Progress>, mut doorbell: mpsc::Receiver<()>) {
+    const MAX_BACKOFF: Duration = Duration::from_secs(5);
+    let mut backoff = Duration::from_millis(50);
+    while doorbell.recv().await.is_some() {
+        loop {
+            let target = progress.written.load(Ordering::Acquire);
+            if progress.durable.load(Ordering::Acquire) >= target {
+                break;
+            }
+            let flushing = store.clone();
+            let flushed = tokio::task::spawn_blocking(move || flushing.flush()).await;
+            match flushed {
+                Ok(Ok(())) => {
+                    backoff = Duration::from_millis(50);
+                    progress.durable.fetch_max(target, Ordering::AcqRel);
+                    progress.advanced.notify_waiters();
+                }
+                failed => {
+                    let why = match failed {
+                        Ok(Err(e)) => e.to_string(),
+                        Err(e) => format!("the flush thread failed: {e}"),
+                        Ok(Ok(())) => unreachable!("handled above"),
+                    };
+                    // Frames stay held: nothing is acknowledged that is not on disk.
+                    tracing::error!("storage flush failed, retrying in {backoff:?}: {why}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+    use crate::storage::{MemoryStore, ScanIter, StoreError, WriteBatch};
+
+    /// Counts flushes, each taking a while, to see writes share them.
+    #[derive(Default)]
+    struct SlowFlush {
+        inner: MemoryStore,
+        flushes: AtomicUsize,
+    }
+
+    impl Store for SlowFlush {
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+            self.inner.get(key)
+        }
+        fn put(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+            self.inner.put(key, value)
+        }
+        fn delete(&self, key: &[u8]) -> Result<bool, StoreError> {
+            self.inner.delete(key)
+        }
+        fn scan_prefix<'a>(&'a self, prefix: &[u8]) -> ScanIter<'a> {
+            self.inner.scan_prefix(prefix)
+        }
+        fn apply(&self, batch: WriteBatch) -> Result<(), StoreError> {
+            self.inner.apply(batch)
+        }
+        fn flush(&self) -> Result<(), StoreError> {
+            std::thread::sleep(Duration::from_millis(20));
+            self.flushes.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn writes_share_flushes_and_waiters_are_released_in_order() {
+        let store = Arc::new(SlowFlush::default());
+        let commits = GroupCommit::start(store.clone());
+        assert!(commits.is_durable(0), "no write is always durable");
+        let seqs: Vec<_> = (0..100).map(|_| commits.wrote()).collect();
+        assert_eq!(seqs, (1..=100).collect::<Vec<_>>());
+        assert!(!commits.is_durable(100));
+        commits.durable(100).await;
+        assert!(commits.is_durable(1) && commits.is_durable(100));
+        let flushes = store.flushes.load(Ordering::Relaxed);
+        assert!(flushes <= 2, "100 writes made {flushes} flushes");
+    }
+}

@@ -1,0 +1,236 @@
+//! [`Storage`]: the typed key-value API of one instance, the counterpart of the Durable Objects
+//! storage API (`ctx.storage.get/put/delete/list`).
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::durability::OutputGate;
+use super::{InstanceKeys, Store, WriteBatch, decode_value, encode_value};
+use crate::error::{Error, Result};
+
+/// Longest key, in bytes of UTF-8 (Durable Objects' limit).
+pub const MAX_KEY_SIZE: usize = 2048;
+/// Largest value, in bytes of JSON (Durable Objects' key-value limit).
+pub const MAX_VALUE_SIZE: usize = 128 * 1024;
+
+/// The key-value storage of one agent instance (`this.ctx.storage` in the docs), from
+/// [`Context::storage`](crate::Context::storage).
+///
+/// Keys are strings, values anything serde can write as JSON. Reads see every earlier write at
+/// once. Writes are durable before any frame the agent sends after them reaches a client (the
+/// output gate), unless the agent is `#[agent(durability = "relaxed")]`. Data survives
+/// hibernation and restarts; it is the place for what `on_start` rebuilds in-memory fields from.
+///
+/// Calls are synchronous: the embedded store answers from memory.
+pub struct Storage<'a> {
+    gate: &'a OutputGate,
+    keys: &'a InstanceKeys,
+}
+
+impl<'a> Storage<'a> {
+    pub(crate) fn new(gate: &'a OutputGate, keys: &'a InstanceKeys) -> Self {
+        Self { gate, keys }
+    }
+
+    fn store(&self) -> &'a dyn Store {
+        self.gate.store()
+    }
+
+    /// The value under `key`, or `None` (`storage.get(key)`).
+    pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        check_key(key)?;
+        let Some(stored) = self.store().get(&self.keys.kv(key))? else { return Ok(None) };
+        decode(key, &stored).map(Some)
+    }
+
+    /// Stores `value` under `key` (`storage.put(key, value)`).
+    pub fn put<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<()> {
+        check_key(key)?;
+        let stored = encode(key, value)?;
+        self.store().put(&self.keys.kv(key), &stored)?;
+        self.gate.wrote();
+        Ok(())
+    }
+
+    /// Removes `key`; returns whether it was there (`storage.delete(key)`).
+    pub fn delete(&self, key: &str) -> Result<bool> {
+        check_key(key)?;
+        let existed = self.store().delete(&self.keys.kv(key))?;
+        self.gate.wrote();
+        Ok(existed)
+    }
+
+    /// Entries in key order (`storage.list(options)`): by prefix, from `start` (inclusive) to
+    /// `end` (exclusive), reversed, and at most `limit` of them.
+    ///
+    /// ```no_run
+    /// # fn f(storage: agents_runtime::storage::Storage<'_>) -> agents_runtime::Result<()> {
+    /// use agents_runtime::storage::ListOptions;
+    /// let latest: Vec<(String, String)> =
+    ///     storage.list(ListOptions::prefix("msg:").reverse().limit(10))?;
+    /// # Ok(()) }
+    /// ```
+    pub fn list<T: DeserializeOwned>(&self, options: ListOptions<'_>) -> Result<Vec<(String, T)>> {
+        let mut prefix = self.keys.kv_prefix();
+        prefix.extend_from_slice(options.prefix.as_bytes());
+        let mut entries = Vec::new();
+        for entry in self.store().scan_prefix(&prefix) {
+            let (full, stored) = entry?;
+            let Some(user) = self.keys.user_key(&full) else { continue };
+            if options.start.is_some_and(|start| user < start.as_bytes()) {
+                continue;
+            }
+            if options.end.is_some_and(|end| user >= end.as_bytes()) {
+                break;
+            }
+            let key = String::from_utf8(user.to_vec())
+                .map_err(|_| Error::msg("storage: a stored key is not UTF-8"))?;
+            let value = decode(&key, &stored)?;
+            entries.push((key, value));
+            if !options.reverse && options.limit.is_some_and(|limit| entries.len() >= limit) {
+                break;
+            }
+        }
+        if options.reverse {
+            entries.reverse();
+            if let Some(limit) = options.limit {
+                entries.truncate(limit);
+            }
+        }
+        Ok(entries)
+    }
+
+    /// Removes every key of this instance's storage (`storage.deleteAll()`); the agent state is
+    /// kept. Returns how many keys were removed.
+    pub fn delete_all(&self) -> Result<usize> {
+        let mut batch = WriteBatch::new();
+        for entry in self.store().scan_prefix(&self.keys.kv_prefix()) {
+            batch.delete(entry?.0);
+        }
+        let removed = batch.len();
+        if removed > 0 {
+            self.store().apply(batch)?;
+            self.gate.wrote();
+        }
+        Ok(removed)
+    }
+
+    /// Writes applied together, all or none (`storage.put(entries)`, `storage.delete(keys)`,
+    /// or a write-only `transaction`).
+    pub fn batch(&self) -> StorageBatch<'a> {
+        StorageBatch { gate: self.gate, keys: self.keys, batch: WriteBatch::new() }
+    }
+}
+
+/// Puts and deletes committed atomically by [`commit`](Self::commit); see [`Storage::batch`].
+#[must_use = "a batch does nothing until committed"]
+pub struct StorageBatch<'a> {
+    gate: &'a OutputGate,
+    keys: &'a InstanceKeys,
+    batch: WriteBatch,
+}
+
+impl StorageBatch<'_> {
+    /// Adds a put; fails at once on a bad key or value.
+    pub fn put<T: Serialize + ?Sized>(&mut self, key: &str, value: &T) -> Result<&mut Self> {
+        check_key(key)?;
+        self.batch.put(self.keys.kv(key), encode(key, value)?);
+        Ok(self)
+    }
+
+    /// Adds a delete; fails at once on a bad key.
+    pub fn delete(&mut self, key: &str) -> Result<&mut Self> {
+        check_key(key)?;
+        self.batch.delete(self.keys.kv(key));
+        Ok(self)
+    }
+
+    /// Applies every put and delete, in order, all or none.
+    pub fn commit(self) -> Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        self.gate.store().apply(self.batch)?;
+        self.gate.wrote();
+        Ok(())
+    }
+}
+
+/// Which entries [`Storage::list`] returns.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ListOptions<'a> {
+    prefix: &'a str,
+    start: Option<&'a str>,
+    end: Option<&'a str>,
+    reverse: bool,
+    limit: Option<usize>,
+}
+
+impl<'a> ListOptions<'a> {
+    /// Every entry.
+    pub fn all() -> Self {
+        Self::default()
+    }
+
+    /// Entries whose key starts with `prefix`.
+    pub fn prefix(prefix: &'a str) -> Self {
+        Self { prefix, ..Self::default() }
+    }
+
+    /// Only keys at or after `start`.
+    pub fn start(mut self, start: &'a str) -> Self {
+        self.start = Some(start);
+        self
+    }
+
+    /// Only keys before `end`.
+    pub fn end(mut self, end: &'a str) -> Self {
+        self.end = Some(end);
+        self
+    }
+
+    /// Descending key order (the limit then keeps the last keys).
+    pub fn reverse(mut self) -> Self {
+        self.reverse = true;
+        self
+    }
+
+    /// At most `limit` entries.
+    pub fn limit(mut self, limit: usize) -> Self {
+        self.limit = Some(limit);
+        self
+    }
+}
+
+fn check_key(key: &str) -> Result<()> {
+    if key.len() > MAX_KEY_SIZE {
+        return Err(Error::msg(format!(
+            "storage: a key of {} bytes is over the {MAX_KEY_SIZE}-byte limit",
+            key.len()
+        )));
+    }
+    Ok(())
+}
+
+fn encode<T: Serialize + ?Sized>(key: &str, value: &T) -> Result<Vec<u8>> {
+    let json = serde_json::to_vec(value).map_err(|e| {
+        Error::msg(format!("storage: the value for `{key}` is not serializable: {e}"))
+    })?;
+    if json.len() > MAX_VALUE_SIZE {
+        return Err(Error::msg(format!(
+            "storage: the value for `{key}` is {} bytes of JSON, over the {MAX_VALUE_SIZE}-byte limit",
+            json.len()
+        )));
+    }
+    Ok(encode_value(&json))
+}
+
+fn decode<T: DeserializeOwned>(key: &str, stored: &[u8]) -> Result<T> {
+    let json = decode_value(stored)?;
+    serde_json::from_slice(json).map_err(|e| {
+        Error::msg(format!(
+            "storage: the value under `{key}` does not decode as {}: {e}",
+            std::any::type_name::<T>()
+        ))
+    })
+}

@@ -1,0 +1,203 @@
+//! The examples server's command line: every reference agent on one address.
+//!
+//! `cargo run --release -p agents-examples -- --addr 127.0.0.1:8787 --data-dir ./.agents-data`
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+const USAGE: &str = "\
+usage: agents-examples [--addr HOST:PORT] [--data-dir DIR] [--hibernate-after DURATION]
+       agents-examples typescript FILE    (FILE `-` writes to standard output)
+
+  --addr HOST:PORT              address to listen on (default 127.0.0.1:8787)
+  --data-dir DIR                where agents keep their data (default ./.agents-data)
+  --hibernate-after DURATION    idle time before an instance leaves memory, like 10s or
+                                500ms (default 10s)
+  -h, --help                    this text
+
+SIGINT or SIGTERM shuts down gracefully: sockets close with 1001, the store is flushed.";
+
+struct Options {
+    addr: SocketAddr,
+    data_dir: PathBuf,
+    hibernate_after: Duration,
+}
+
+fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Options>, String> {
+    let mut options = Options {
+        addr: SocketAddr::from(([127, 0, 0, 1], 8787)),
+        data_dir: PathBuf::from("./.agents-data"),
+        hibernate_after: Duration::from_secs(10),
+    };
+    while let Some(arg) = args.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((flag, value)) if flag.starts_with("--") => {
+                (flag.to_owned(), Some(value.to_owned()))
+            }
+            _ => (arg, None),
+        };
+        let mut value = |flag: &str| {
+            inline.clone().or_else(|| args.next()).ok_or_else(|| format!("{flag} needs a value"))
+        };
+        match flag.as_str() {
+            "-h" | "--help" => return Ok(None),
+            "--addr" => {
+                let addr = value("--addr")?;
+                options.addr = addr.parse().map_err(|_| {
+                    format!("--addr: `{addr}` is not an address like 127.0.0.1:8787")
+                })?;
+            }
+            "--data-dir" => options.data_dir = PathBuf::from(value("--data-dir")?),
+            "--hibernate-after" => {
+                let text = value("--hibernate-after")?;
+                options.hibernate_after = parse_duration(&text)
+                    .map_err(|why| format!("--hibernate-after: `{text}` {why}"))?;
+            }
+            other => return Err(format!("unknown argument `{other}`")),
+        }
+    }
+    Ok(Some(options))
+}
+
+/// `10s`, `500ms`, `2m`, `1h`: a whole number and a unit.
+fn parse_duration(text: &str) -> Result<Duration, &'static str> {
+    const WHAT: &str = "is not a duration like 10s or 500ms (units: ms, s, m, h)";
+    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or(WHAT)?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|_| WHAT)?;
+    let per_unit_ms: u64 = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return Err(WHAT),
+    };
+    let ms = number.checked_mul(per_unit_ms).ok_or("is too long")?;
+    if ms == 0 {
+        return Err("must be more than zero");
+    }
+    Ok(Duration::from_millis(ms))
+}
+
+/// `typescript FILE`: the TypeScript declarations of the agents for the official client.
+fn write_typescript(target: &str) -> ExitCode {
+    let declarations = agents_runtime::typescript::render_all();
+    let written = match target {
+        "-" => std::io::Write::write_all(&mut std::io::stdout(), declarations.as_bytes()),
+        path => std::fs::write(path, declarations),
+    };
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: cannot write {target}: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the command line `args` (without the program name): the examples server, or
+/// `typescript FILE`. The server shuts down gracefully on SIGINT or SIGTERM.
+pub async fn run(args: impl Iterator<Item = String>) -> ExitCode {
+    let mut args = args.peekable();
+    if args.peek().map(String::as_str) == Some("typescript") {
+        return match (args.nth(1), args.next()) {
+            (Some(target), None) => write_typescript(&target),
+            _ => {
+                eprintln!("error: typescript takes one FILE\n\n{USAGE}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .try_init()
+        .ok();
+    let options = match parse(args) {
+        Ok(Some(options)) => options,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(error) => {
+            eprintln!("error: {error}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let builder =
+        crate::server().data_dir(&options.data_dir).hibernate_after(options.hibernate_after);
+    let server = match builder.bind(options.addr).await {
+        Ok(server) => server,
+        Err(error) => {
+            eprintln!("error: cannot start the server on {}: {error}", options.addr);
+            return ExitCode::FAILURE;
+        }
+    };
+    let addr = server.local_addr();
+    tracing::info!("agents-rs examples on http://{addr} (data in {})", options.data_dir.display());
+    for agent in server.agents() {
+        tracing::info!("  ws://{addr}/agents/{agent}/{{name}}");
+    }
+    match server.run_until(agents_runtime::shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{parse, parse_duration};
+
+    fn args(list: &[&str]) -> impl Iterator<Item = String> {
+        list.iter().map(|s| s.to_string()).collect::<Vec<_>>().into_iter()
+    }
+
+    #[test]
+    fn defaults_and_flags() {
+        let options = parse(args(&[])).expect("valid").expect("not help");
+        assert_eq!(options.addr.to_string(), "127.0.0.1:8787");
+        let options = parse(args(&["--addr", "127.0.0.1:9000", "--data-dir=/tmp/x"]))
+            .expect("valid")
+            .expect("not help");
+        assert_eq!(options.addr.to_string(), "127.0.0.1:9000");
+        assert_eq!(options.data_dir.to_str(), Some("/tmp/x"));
+        assert!(parse(args(&["--help"])).expect("valid").is_none());
+    }
+
+    #[test]
+    fn bad_arguments_are_errors() {
+        assert_eq!(parse(args(&["--addr"])).err().as_deref(), Some("--addr needs a value"));
+        assert!(parse(args(&["--addr", "nope"])).err().is_some_and(|e| e.contains("`nope`")));
+        assert_eq!(
+            parse(args(&["--port", "1"])).err().as_deref(),
+            Some("unknown argument `--port`")
+        );
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        for bad in ["", "10", "s", "1.5s", "-1s", "10 s", "10sec", "ten s"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(parse_duration("0s"), Err("must be more than zero"));
+        assert_eq!(parse_duration("99999999999999999h"), Err("is too long"));
+        let options =
+            parse(args(&["--hibernate-after", "250ms"])).expect("valid").expect("not help");
+        assert_eq!(options.hibernate_after, Duration::from_millis(250));
+        let err = parse(args(&["--hibernate-after=soon"])).err().expect("an error");
+        assert!(err.starts_with("--hibernate-after: `soon` is not a duration"), "{err}");
+    }
+}

@@ -1,0 +1,9 @@
+use agents_runtime::prelude::*;
+
+#[derive(Default)]
+struct AlwaysOn;
+
+#[agent(hibernate = "no")]
+impl AlwaysOn {}
+
+fn main() {}
