@@ -187,6 +187,39 @@ impl Client {
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
     }
 
+    /// The next JSON message that is not a `cf_agent_state` broadcast.
+    pub async fn recv_json_skipping_state(&mut self) -> serde_json::Value {
+        loop {
+            let json = self.recv_json().await;
+            if json["type"] != "cf_agent_state" {
+                return json;
+            }
+        }
+    }
+
+    /// Sends a WebSocket ping and waits for its pong (data messages before it are dropped).
+    pub async fn ping(&mut self, payload: &[u8]) {
+        self.ws.send(WsMessage::Ping(payload.to_vec().into())).await.expect("sends a ping");
+        loop {
+            let next = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("a pong arrives in time")
+                .expect("the socket is open")
+                .expect("the socket is healthy");
+            if let WsMessage::Pong(answer) = next {
+                assert_eq!(&answer[..], payload, "the pong echoes the ping");
+                return;
+            }
+        }
+    }
+
+    /// Fails if a data message arrives within `quiet` (a check that something is held back).
+    pub async fn expect_silence(&mut self, quiet: Duration) {
+        if let Ok(next) = tokio::time::timeout(quiet, self.ws.next()).await {
+            panic!("expected nothing for {quiet:?}, got {next:?}");
+        }
+    }
+
     /// The next message, which must be binary.
     pub async fn recv_binary(&mut self) -> Vec<u8> {
         match self.recv().await {
@@ -279,6 +312,36 @@ fn closed(frame: Option<CloseFrame>) -> Closed {
             Closed { code: u16::from(frame.code), reason: frame.reason.as_str().to_owned() }
         }
         None => Closed { code: 1005, reason: String::new() },
+    }
+}
+
+/// A fresh directory under the system's temporary directory, removed on drop.
+pub struct TempDir {
+    path: std::path::PathBuf,
+}
+
+impl TempDir {
+    /// Creates `{tmp}/agents-rs-{what}-{pid}-{n}`.
+    pub fn new(what: &str) -> Self {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("agents-rs-{what}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("creates a temporary directory");
+        Self { path }
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
     }
 }
 

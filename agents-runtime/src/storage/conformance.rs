@@ -80,13 +80,13 @@ fn keys_are_bytes_and_values_may_be_empty_or_large(store: &dyn Store) {
 }
 
 fn prefix_scans_are_ordered_and_exact(store: &dyn Store) {
-    // Written out of order; bytewise order is a, a\0, a\x01, a\xff, ab.
+    // Written out of order; bytewise order is a, a\0, a\x01, ab, a\xff.
     for key in [&b"scan:ab"[..], b"scan:a\xff", b"scan:a", b"scan:a\x01", b"scan:a\0", b"scan;"] {
         store.put(key, key).expect("put");
     }
     let keys: Vec<Vec<u8>> = scan(store, b"scan:a").into_iter().map(|(key, _)| key).collect();
     let expected: Vec<Vec<u8>> =
-        [&b"scan:a"[..], b"scan:a\0", b"scan:a\x01", b"scan:a\xff", b"scan:ab"]
+        [&b"scan:a"[..], b"scan:a\0", b"scan:a\x01", b"scan:ab", b"scan:a\xff"]
             .iter()
             .map(|k| k.to_vec())
             .collect();

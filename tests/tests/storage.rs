@@ -1,0 +1,272 @@
+//! Storage: the conformance suite on every backend, agent state reloaded from the store, the
+//! key-value API through a real agent, and the output gate holding frames until a flush.
+
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use agents_runtime::prelude::*;
+use agents_runtime::storage::{
+    MemoryStore, ScanIter, SledStore, Store, StoreError, WriteBatch, conformance,
+};
+use agents_tests::{TempDir, WAIT, eventually, start};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+#[test]
+fn sled_passes_the_conformance_suite() {
+    let dir = TempDir::new("sled-conformance");
+    conformance::check(&SledStore::open(dir.path().join("a")).expect("opens"));
+    conformance::check_reopen(|| SledStore::open(dir.path().join("b")).expect("opens"));
+}
+
+#[test]
+fn the_memory_store_passes_the_conformance_suite() {
+    conformance::check(&MemoryStore::new());
+}
+
+#[test]
+fn a_directory_that_cannot_hold_a_store_is_a_clear_error() {
+    let dir = TempDir::new("sled-bad-dir");
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"not a directory").expect("writes");
+    let err = SledStore::open(&file).unwrap_err().to_string();
+    assert!(err.starts_with("storage: cannot open sled at"), "{err}");
+}
+
+/// Sends one RPC and returns its final frame.
+async fn call(
+    client: &mut agents_tests::Client,
+    method: &str,
+    args: serde_json::Value,
+) -> serde_json::Value {
+    client.send_rpc("1", method, args).await;
+    client.recv_json_skipping_state().await
+}
+
+#[tokio::test]
+async fn agent_state_is_reloaded_from_the_store_by_the_next_server() {
+    let dir = TempDir::new("state-reload");
+    let store = SledStore::open(dir.path()).expect("opens");
+    let first = start(agents_examples::server().store(store.clone())).await;
+    let mut client = first.connect("/agents/counter/kept").await;
+    assert_eq!(client.initial_state, Some(json!({ "count": 0 })));
+    for expected in 1..=3 {
+        assert_eq!(call(&mut client, "increment", json!([])).await["result"], expected);
+    }
+    // A second server on the same store starts the instance from what was stored.
+    let second = start(agents_examples::server().store(store)).await;
+    let client = second.connect("/agents/counter/kept").await;
+    assert_eq!(client.initial_state, Some(json!({ "count": 3 })));
+    let other = second.connect("/agents/counter/other").await;
+    assert_eq!(other.initial_state, Some(json!({ "count": 0 })), "instances are separate");
+}
+
+#[tokio::test]
+async fn a_stored_state_that_does_not_decode_falls_back_to_the_initial_state() {
+    let store = Arc::new(MemoryStore::new());
+    let first = start(agents_examples::server().store(Shared(store.clone()))).await;
+    let mut client = first.connect("/agents/counter/broken").await;
+    assert_eq!(call(&mut client, "increment", json!([])).await["result"], 1);
+    // Find the stored state ({"count":1} after the version byte) and damage it two ways.
+    let entries: Vec<_> = store.scan_prefix(b"").collect::<Result<_, _>>().expect("scans");
+    let (key, value) = entries.iter().find(|(_, v)| v.ends_with(b"{\"count\":1}")).expect("stored");
+    assert_eq!(value[0], agents_runtime::storage::FORMAT_VERSION);
+    for (n, damaged) in
+        [b"\x01{\"count\":\"one\"}".to_vec(), b"\x09{\"count\":1}".to_vec()].into_iter().enumerate()
+    {
+        store.put(key, &damaged).expect("puts");
+        let server = start(agents_examples::server().store(Shared(store.clone()))).await;
+        let mut client = server.connect("/agents/counter/broken").await;
+        assert_eq!(client.initial_state, Some(json!({ "count": 0 })), "case {n}");
+        // The instance works on, and the next write replaces the bad value.
+        assert_eq!(call(&mut client, "increment", json!([])).await["result"], 1, "case {n}");
+        assert!(store.get(key).expect("gets").expect("stored").ends_with(b"{\"count\":1}"));
+    }
+}
+
+#[tokio::test]
+async fn the_notebook_keeps_notes_in_storage_and_rebuilds_its_count_on_start() {
+    let store = Arc::new(MemoryStore::new());
+    let server = start(agents_examples::server().store(Shared(store.clone()))).await;
+    let mut client = server.connect("/agents/notebook/n").await;
+    assert_eq!(call(&mut client, "addNote", json!(["first"])).await["result"], 1);
+    assert_eq!(call(&mut client, "addNote", json!(["second"])).await["result"], 2);
+    let latest = call(&mut client, "latest", json!([10])).await;
+    assert_eq!(
+        latest["result"],
+        json!([{ "number": 1, "text": "first" }, { "number": 2, "text": "second" }])
+    );
+    assert_eq!(
+        call(&mut client, "latest", json!([1])).await["result"],
+        json!([{ "number": 2, "text": "second" }])
+    );
+    // Bad input: a clear error, nothing stored.
+    let wrong = call(&mut client, "addNote", json!([5])).await;
+    assert_eq!(wrong["success"], false);
+    let long = call(&mut client, "addNote", json!(["x".repeat(1001)])).await;
+    assert_eq!(long["error"], "a note has at most 1000 characters");
+    // Another server on the same store: on_start rebuilds the count from storage.
+    let again = start(agents_examples::server().store(Shared(store.clone()))).await;
+    let mut client = again.connect("/agents/notebook/n").await;
+    assert_eq!(call(&mut client, "addNote", json!(["third"])).await["result"], 3);
+    assert_eq!(call(&mut client, "clear", json!([])).await["result"], 3);
+    assert_eq!(call(&mut client, "latest", json!([10])).await["result"], json!([]));
+    assert_eq!(call(&mut client, "addNote", json!(["again"])).await["result"], 1);
+}
+
+/// Lets several servers (and the test) use one store.
+struct Shared<S>(Arc<S>);
+
+impl<S: Store> Store for Shared<S> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.0.get(key)
+    }
+    fn put(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.0.put(key, value)
+    }
+    fn delete(&self, key: &[u8]) -> Result<bool, StoreError> {
+        self.0.delete(key)
+    }
+    fn scan_prefix<'a>(&'a self, prefix: &[u8]) -> ScanIter<'a> {
+        self.0.scan_prefix(prefix)
+    }
+    fn apply(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        self.0.apply(batch)
+    }
+    fn flush(&self) -> Result<(), StoreError> {
+        self.0.flush()
+    }
+}
+
+/// A memory store whose flush blocks until the test opens the valve: the disk that is slow.
+#[derive(Default)]
+struct Valve {
+    inner: MemoryStore,
+    /// (flushes started, open)
+    state: Mutex<(usize, bool)>,
+    changed: Condvar,
+}
+
+impl Valve {
+    fn flushes_started(&self) -> usize {
+        self.state.lock().expect("not poisoned").0
+    }
+
+    fn open(&self) {
+        self.state.lock().expect("not poisoned").1 = true;
+        self.changed.notify_all();
+    }
+}
+
+impl Store for Valve {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.get(key)
+    }
+    fn put(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.inner.put(key, value)
+    }
+    fn delete(&self, key: &[u8]) -> Result<bool, StoreError> {
+        self.inner.delete(key)
+    }
+    fn scan_prefix<'a>(&'a self, prefix: &[u8]) -> ScanIter<'a> {
+        self.inner.scan_prefix(prefix)
+    }
+    fn apply(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        self.inner.apply(batch)
+    }
+    fn flush(&self) -> Result<(), StoreError> {
+        let mut state = self.state.lock().expect("not poisoned");
+        state.0 += 1;
+        let (state, _) =
+            self.changed.wait_timeout_while(state, WAIT, |(_, open)| !*open).expect("not poisoned");
+        if state.1 { Ok(()) } else { Err(StoreError::msg("the valve stayed shut")) }
+    }
+}
+
+/// Like `Counter`, but with relaxed durability: its frames do not wait for the disk.
+#[derive(Default)]
+struct RelaxedCounter;
+
+#[derive(Clone, Default, Serialize, Deserialize)]
+struct Count {
+    count: u64,
+}
+
+#[agent(state = Count, durability = "relaxed")]
+impl RelaxedCounter {
+    #[callable]
+    fn increment(&mut self, ctx: &mut Context<Self>) -> Result<u64> {
+        let count = ctx.state().count + 1;
+        ctx.set_state(Count { count })?;
+        Ok(count)
+    }
+
+    fn on_request(&mut self, ctx: &mut Context<Self>, _request: Request) -> Result<Response> {
+        ctx.storage().put("hit", &true)?;
+        Ok(Response::new("stored".into()))
+    }
+}
+
+#[tokio::test]
+async fn the_output_gate_holds_frames_until_the_write_is_flushed() {
+    let valve = Arc::new(Valve::default());
+    let server =
+        start(agents_examples::server().agent::<RelaxedCounter>().store(Shared(valve.clone())))
+            .await;
+    let mut watcher = server.connect("/agents/counter/gated").await;
+    let mut client = server.connect("/agents/counter/gated").await;
+    client.send_rpc("1", "increment", json!([])).await;
+    // The write happened and its flush is stuck: neither the answer nor the broadcast is out.
+    eventually("a flush starts", || valve.flushes_started() > 0).await;
+    client.expect_silence(Duration::from_millis(300)).await;
+    watcher.expect_silence(Duration::from_millis(50)).await;
+
+    // An agent with relaxed durability answers while the disk is still busy.
+    let mut relaxed = server.connect("/agents/relaxed-counter/r").await;
+    relaxed.send_rpc("1", "increment", json!([])).await;
+    assert_eq!(relaxed.recv_json_skipping_state().await["result"], 1);
+
+    valve.open();
+    let answer = client.recv_json_skipping_state().await;
+    assert_eq!((answer["id"].as_str(), &answer["result"]), (Some("1"), &json!(1)));
+    assert_eq!(
+        watcher.recv_json().await,
+        json!({ "type": "cf_agent_state", "state": { "count": 1 } })
+    );
+}
+
+/// Writes on every HTTP request, with the default (confirmed) durability.
+#[derive(Default)]
+struct ConfirmedWriter;
+
+#[agent]
+impl ConfirmedWriter {
+    fn on_request(&mut self, ctx: &mut Context<Self>, _request: Request) -> Result<Response> {
+        ctx.storage().put("hit", &true)?;
+        Ok(Response::new("stored".into()))
+    }
+}
+
+#[tokio::test]
+async fn an_http_answer_after_a_write_waits_for_the_flush() {
+    let valve = Arc::new(Valve::default());
+    let builder = agents_examples::server()
+        .agent::<RelaxedCounter>()
+        .agent::<ConfirmedWriter>()
+        .store(Shared(valve.clone()));
+    let server = Arc::new(start(builder).await);
+    // The relaxed agent answers at once, though its write is not flushed.
+    let (status, body) = server.http("GET", "/agents/relaxed-counter/h", b"").await;
+    assert_eq!((status, body.as_str()), (200, "stored"));
+    // The confirmed one answers only once the flush is done.
+    let asking = server.clone();
+    let answer =
+        tokio::spawn(async move { asking.http("GET", "/agents/confirmed-writer/h", b"").await });
+    eventually("a flush starts", || valve.flushes_started() > 0).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!answer.is_finished(), "the answer waits for the flush");
+    valve.open();
+    let (status, body) =
+        tokio::time::timeout(WAIT, answer).await.expect("in time").expect("no panic");
+    assert_eq!((status, body.as_str()), (200, "stored"));
+}
