@@ -119,6 +119,17 @@ pub(crate) fn rpc_error(id: &str, error: &str) -> Message {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_state_frame_from_json_matches_the_serialized_one() {
+        let state = serde_json::json!({ "count": 1, "names": ["a", "é"] });
+        let json = serde_json::to_string(&state).expect("serializes");
+        assert_eq!(state_from_json(&json), state_frame_of(&state));
+    }
+
+    fn state_frame_of(state: &serde_json::Value) -> Message {
+        super::state(state).expect("serializes")
+    }
+
     use super::*;
     use serde_json::json;
 

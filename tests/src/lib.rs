@@ -17,12 +17,29 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 /// a generous bound so a broken server fails the test instead of hanging it).
 pub const WAIT: Duration = Duration::from_secs(10);
 
-/// A server running in the test's runtime on 127.0.0.1 and a free port.
+/// A server running in the test's runtime on 127.0.0.1 and a free port. It dereferences to
+/// its [`Endpoint`] for connecting.
 pub struct TestServer {
     /// Where it listens.
     pub addr: SocketAddr,
     /// For observing instances.
     pub handle: ServerHandle,
+    endpoint: Endpoint,
+}
+
+impl std::ops::Deref for TestServer {
+    type Target = Endpoint;
+
+    fn deref(&self) -> &Endpoint {
+        &self.endpoint
+    }
+}
+
+/// Where a server listens (in this process or another): WebSocket and HTTP clients for it.
+#[derive(Clone, Copy, Debug)]
+pub struct Endpoint {
+    /// The server's address.
+    pub addr: SocketAddr,
 }
 
 /// Binds `builder` on 127.0.0.1:0 and runs it in the background.
@@ -31,7 +48,7 @@ pub async fn start(builder: ServerBuilder) -> TestServer {
     let addr = server.local_addr();
     let handle = server.handle();
     tokio::spawn(server.run());
-    TestServer { addr, handle }
+    TestServer { addr, handle, endpoint: Endpoint { addr } }
 }
 
 /// The examples server with default limits.
@@ -39,7 +56,7 @@ pub async fn examples() -> TestServer {
     start(agents_examples::server()).await
 }
 
-impl TestServer {
+impl Endpoint {
     /// `ws://addr{path}`.
     pub fn ws_url(&self, path: &str) -> String {
         format!("ws://{}{path}", self.addr)
@@ -141,7 +158,7 @@ async fn read_response(stream: &mut TcpStream) -> (u16, String) {
 /// A WebSocket client for tests; every wait is bounded by [`WAIT`].
 pub struct Client {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
-    /// The `cf_agent_identity` frame [`TestServer::connect`] read.
+    /// The `cf_agent_identity` frame [`Endpoint::connect`] read.
     pub identity: Option<serde_json::Value>,
     /// The state of the `cf_agent_state` frame that followed the identity, if any.
     pub initial_state: Option<serde_json::Value>,

@@ -234,3 +234,103 @@ fn decode<T: DeserializeOwned>(key: &str, stored: &[u8]) -> Result<T> {
         ))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::instances::Instance;
+
+    #[tokio::test]
+    async fn get_put_delete_and_typed_errors() {
+        let instance = Instance::for_tests();
+        let storage = Storage::new(&instance.gate, &instance.keys);
+        assert_eq!(storage.get::<u32>("n").expect("reads"), None);
+        storage.put("n", &7u32).expect("writes");
+        assert_eq!(storage.get::<u32>("n").expect("reads"), Some(7));
+        let wrong = storage.get::<String>("n").unwrap_err().to_string();
+        assert!(wrong.contains("the value under `n` does not decode as"), "{wrong}");
+        assert!(storage.delete("n").expect("deletes"));
+        assert!(!storage.delete("n").expect("deletes"));
+        storage.put("", "empty keys are keys").expect("writes");
+        assert_eq!(
+            storage.get::<String>("").expect("reads").as_deref(),
+            Some("empty keys are keys")
+        );
+    }
+
+    #[tokio::test]
+    async fn keys_and_values_over_the_limits_are_refused() {
+        let instance = Instance::for_tests();
+        let storage = Storage::new(&instance.gate, &instance.keys);
+        let long_key = "k".repeat(MAX_KEY_SIZE + 1);
+        let err = storage.put(&long_key, &1).unwrap_err().to_string();
+        assert!(err.contains("2049 bytes is over the 2048-byte limit"), "{err}");
+        assert!(storage.get::<u8>(&long_key).is_err());
+        assert!(storage.delete(&long_key).is_err());
+        storage.put(&"k".repeat(MAX_KEY_SIZE), &1).expect("a key at the limit fits");
+        let big = "x".repeat(MAX_VALUE_SIZE);
+        let err = storage.put("big", &big).unwrap_err().to_string(); // +2 quotes
+        assert!(err.contains("over the 131072-byte limit"), "{err}");
+        assert_eq!(storage.get::<String>("big").expect("reads"), None, "nothing was written");
+        let mut batch = storage.batch();
+        assert!(batch.put("big", &big).is_err());
+        assert!(batch.put(&long_key, &1).is_err());
+    }
+
+    #[tokio::test]
+    async fn list_by_prefix_range_order_and_limit() {
+        let instance = Instance::for_tests();
+        let storage = Storage::new(&instance.gate, &instance.keys);
+        let mut batch = storage.batch();
+        for key in ["msg:3", "msg:1", "other", "msg:2", "msg:10", "msh"] {
+            batch.put(key, key).expect("valid");
+        }
+        batch.commit().expect("commits");
+        let keys = |options| -> Vec<String> {
+            storage.list::<Value>(options).expect("lists").into_iter().map(|(k, _)| k).collect()
+        };
+        assert_eq!(keys(ListOptions::prefix("msg:")), ["msg:1", "msg:10", "msg:2", "msg:3"]);
+        assert_eq!(keys(ListOptions::prefix("msg:").reverse().limit(2)), ["msg:3", "msg:2"]);
+        assert_eq!(keys(ListOptions::prefix("msg:").limit(1)), ["msg:1"]);
+        assert_eq!(keys(ListOptions::all().start("msg:2").end("other")), ["msg:2", "msg:3", "msh"]);
+        assert_eq!(keys(ListOptions::all()).len(), 6);
+        assert!(keys(ListOptions::prefix("nothing")).is_empty());
+        assert_eq!(
+            storage.list::<Value>(ListOptions::prefix("msg:1")).expect("lists")[0].1,
+            json!("msg:1")
+        );
+        // A batch is all or nothing about its keys: a bad one fails before anything is applied.
+        let mut batch = storage.batch();
+        batch.delete("msg:1").expect("valid").delete("msg:2").expect("valid");
+        batch.commit().expect("commits");
+        assert_eq!(keys(ListOptions::prefix("msg:")), ["msg:10", "msg:3"]);
+        assert_eq!(storage.delete_all().expect("deletes"), 4);
+        assert!(keys(ListOptions::all()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn instances_do_not_see_each_other() {
+        let a = Instance::for_tests();
+        let b = Instance::for_tests(); // a separate memory store
+        let shared_store_a = Storage::new(&a.gate, &a.keys);
+        shared_store_a.put("k", &1).expect("writes");
+        let other_keys = InstanceKeys::new("test", "other");
+        let other = Storage::new(&a.gate, &other_keys);
+        assert_eq!(other.get::<u8>("k").expect("reads"), None);
+        assert_eq!(other.delete_all().expect("deletes"), 0);
+        assert_eq!(shared_store_a.get::<u8>("k").expect("reads"), Some(1));
+        assert_eq!(Storage::new(&b.gate, &b.keys).get::<u8>("k").expect("reads"), None);
+    }
+
+    #[tokio::test]
+    async fn writes_hold_frames_until_durable() {
+        let instance = Instance::for_tests();
+        assert!(instance.gate.is_settled());
+        Storage::new(&instance.gate, &instance.keys).put("k", &1).expect("writes");
+        assert!(instance.gate.pending() > 0);
+        instance.gate.settled().await;
+        assert!(instance.gate.is_settled());
+    }
+}
