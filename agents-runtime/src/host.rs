@@ -4,7 +4,7 @@
 use std::any::Any;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use futures_util::FutureExt;
@@ -70,7 +70,14 @@ pub(crate) fn spawn<A: Agent>(
     let hosted = shared.host_started();
     tokio::spawn(async move {
         let _hosted = hosted; // counted until the task ends
-        let host = Host::<A> { name, shared, instance, awake: None, asleep: Default::default() };
+        let host = Host::<A> {
+            name,
+            shared,
+            instance,
+            awake: None,
+            asleep: Default::default(),
+            hibernated: None,
+        };
         host.run(rx).await;
     });
     tx
@@ -85,13 +92,15 @@ struct Host<A: Agent> {
     awake: Option<Awake<A>>,
     /// The connections while not awake; moved into the context on waking.
     asleep: ConnectionTable<A::ConnectionState>,
+    /// Counts this instance as hibernated while it is.
+    hibernated: Option<Tally>,
 }
 
 /// A started instance: `on_start` succeeded.
 struct Awake<A: Agent> {
     agent: A,
     ctx: Context<A>,
-    _counted: AwakeCount,
+    _counted: Tally,
 }
 
 impl<A: Agent> Host<A> {
@@ -171,6 +180,7 @@ impl<A: Agent> Host<A> {
         if let Some(Awake { agent, mut ctx, .. }) = self.awake.take() {
             self.asleep = std::mem::take(&mut ctx.connections);
             drop(agent);
+            self.hibernated = Some(Tally::new(&self.shared, |shared| &shared.hibernated_instances));
             tracing::debug!(
                 agent = A::NAME,
                 name = %self.name,
@@ -200,8 +210,9 @@ impl<A: Agent> Host<A> {
                 self.asleep = std::mem::take(&mut ctx.connections);
                 return Err(e);
             }
-            let counted = AwakeCount::new(&self.shared);
+            let counted = Tally::new(&self.shared, |shared| &shared.awake_instances);
             self.awake = Some(Awake { agent, ctx, _counted: counted });
+            self.hibernated = None;
         }
         Ok(self.awake.as_mut().expect("awake"))
     }
@@ -339,19 +350,22 @@ impl<A: Agent> Host<A> {
     }
 }
 
-/// Counts an awake instance for [`ServerHandle::live_instances`](crate::ServerHandle).
-struct AwakeCount(Arc<Shared>);
+/// Counts an instance in one of the server's gauges (awake, hibernated) while it lives.
+struct Tally {
+    shared: Arc<Shared>,
+    gauge: fn(&Shared) -> &AtomicUsize,
+}
 
-impl AwakeCount {
-    fn new(shared: &Arc<Shared>) -> Self {
-        shared.awake_instances.fetch_add(1, Ordering::AcqRel);
-        Self(shared.clone())
+impl Tally {
+    fn new(shared: &Arc<Shared>, gauge: fn(&Shared) -> &AtomicUsize) -> Self {
+        gauge(shared).fetch_add(1, Ordering::AcqRel);
+        Self { shared: shared.clone(), gauge }
     }
 }
 
-impl Drop for AwakeCount {
+impl Drop for Tally {
     fn drop(&mut self) {
-        self.0.awake_instances.fetch_sub(1, Ordering::AcqRel);
+        (self.gauge)(&self.shared).fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -115,11 +115,6 @@ impl Instances {
         idle
     }
 
-    /// How many instances have a host task (awake or hibernated).
-    pub(crate) fn hosted(&self) -> usize {
-        lock(&self.by_class).values().map(HashMap::len).sum()
-    }
-
     /// Forgets every instance (shutdown): once their sockets are gone too, each host task
     /// runs what is queued and ends.
     pub(crate) fn clear(&self) {

@@ -68,6 +68,8 @@ pub(crate) struct Shared {
     pub(crate) commits: Arc<GroupCommit>,
     /// Instances whose struct is in memory (not hibernated).
     pub(crate) awake_instances: AtomicUsize,
+    /// Instances asleep with open connections.
+    pub(crate) hibernated_instances: AtomicUsize,
     /// Host tasks running (awake or hibernated instances).
     hosts: AtomicUsize,
     host_ended: Notify,
@@ -349,6 +351,7 @@ impl ServerBuilder {
             data_dir: self.data_dir,
             commits: Arc::new(GroupCommit::start(store)),
             awake_instances: AtomicUsize::new(0),
+            hibernated_instances: AtomicUsize::new(0),
             hosts: AtomicUsize::new(0),
             host_ended: Notify::new(),
             shutdown: watch::Sender::new(false),
@@ -439,7 +442,7 @@ impl ServerHandle {
     /// How many agent instances are hibernated: their struct is out of memory while their
     /// connections stay open.
     pub fn hibernated_instances(&self) -> usize {
-        self.shared.instances.hosted().saturating_sub(self.live_instances())
+        self.shared.hibernated_instances.load(Ordering::Acquire)
     }
 
     /// A handle on an agent instance of this server, for typed in-process calls from outside

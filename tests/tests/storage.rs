@@ -270,3 +270,13 @@ async fn an_http_answer_after_a_write_waits_for_the_flush() {
         tokio::time::timeout(WAIT, answer).await.expect("in time").expect("no panic");
     assert_eq!((status, body.as_str()), (200, "stored"));
 }
+
+#[test]
+fn a_data_directory_is_locked_by_the_store_that_opened_it() {
+    let dir = TempDir::new("sled-lock");
+    let first = SledStore::open(dir.path()).expect("opens");
+    let err = SledStore::open(dir.path()).unwrap_err();
+    assert!(err.to_string().starts_with("storage: cannot open sled at"), "{err}");
+    drop(first);
+    SledStore::open(dir.path()).expect("opens again once the first is gone");
+}
