@@ -38,7 +38,8 @@ pub(crate) struct CloseFrame {
 pub(crate) enum Outgoing {
     /// A message, released once write `WriteSeq` of its instance is durable (output gate).
     Message(Message, WriteSeq),
-    Close(CloseFrame),
+    /// A close frame, gated the same way.
+    Close(CloseFrame, WriteSeq),
 }
 
 /// Shared between a [`Connection`] and its socket task: the bytes queued in the outbox, and
@@ -256,8 +257,12 @@ impl<S> Connection<S> {
         if self.is_closing() {
             return Err(ConnectionError::Closed);
         }
-        let after = self.inner.instance.gate.pending();
-        self.push(Outgoing::Message(message.into(), after))
+        self.push(Outgoing::Message(message.into(), self.pending_write()))
+    }
+
+    /// The write a frame queued now must wait for (the instance's output gate).
+    pub(crate) fn pending_write(&self) -> WriteSeq {
+        self.inner.instance.gate.pending()
     }
 
     /// When the auto-response last answered this connection, if ever
@@ -279,9 +284,9 @@ impl<S> Connection<S> {
             return Ok(());
         }
         let frame = CloseFrame { code, reason: truncate_reason(reason).to_owned() };
-        match self.inner.outbox.try_send(Outgoing::Close(frame)) {
+        match self.inner.outbox.try_send(Outgoing::Close(frame, self.pending_write())) {
             Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(Outgoing::Close(frame))) => {
+            Err(mpsc::error::TrySendError::Full(Outgoing::Close(frame, _))) => {
                 self.inner.link.force_close(frame);
                 Ok(())
             }
@@ -340,7 +345,7 @@ impl<S> Connection<S> {
     pub(crate) fn push(&self, outgoing: Outgoing) -> Result<(), ConnectionError> {
         let len = match &outgoing {
             Outgoing::Message(message, _) => message.len(),
-            Outgoing::Close(_) => 0,
+            Outgoing::Close(..) => 0,
         };
         let queued = &self.inner.link.queued_bytes;
         let before = queued.fetch_add(len, Ordering::Relaxed);

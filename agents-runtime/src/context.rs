@@ -268,10 +268,9 @@ pub(crate) fn load_state<A: Agent>(instance: &Instance, name: &str) -> Result<A:
     let Some(stored) = instance.gate.store().get(&instance.keys.state())? else {
         return Ok(A::initial_state());
     };
-    let decoded = decode_value(&stored)
-        .map_err(Error::from)
-        .and_then(|json| serde_json::from_slice(json).map_err(Error::from));
-    match decoded {
+    // A format this build does not know (written by a newer release) is not overwritten.
+    let json = decode_value(&stored)?;
+    match serde_json::from_slice(json) {
         Ok(state) => Ok(state),
         Err(e) => {
             tracing::error!(

@@ -77,6 +77,7 @@ pub(crate) fn spawn<A: Agent>(
             awake: None,
             asleep: Default::default(),
             hibernated: None,
+            reply: None,
         };
         host.run(rx).await;
     });
@@ -94,6 +95,9 @@ struct Host<A: Agent> {
     asleep: ConnectionTable<A::ConnectionState>,
     /// Counts this instance as hibernated while it is.
     hibernated: Option<Tally>,
+    /// The answer to the current HTTP request or in-process call, sent once the turn (its
+    /// `on_state_changed` included) is over and its writes are durable.
+    reply: Option<Box<dyn FnOnce() + Send>>,
 }
 
 /// A started instance: `on_start` succeeded.
@@ -125,7 +129,13 @@ impl<A: Agent> Host<A> {
                         continue;
                     }
                     if self.connection_count() == 0 {
-                        if self.shared.instances.try_evict(A::NAME, &self.name, &mailbox) {
+                        let evicted = self.shared.instances.try_evict(
+                            A::NAME,
+                            &self.name,
+                            &self.instance,
+                            &mailbox,
+                        );
+                        if evicted {
                             break;
                         }
                         last_event = Instant::now(); // a caller holds the mailbox: wait more
@@ -146,6 +156,9 @@ impl<A: Agent> Host<A> {
             if let Some(awake) = self.awake.as_mut() {
                 awake.ctx.current = None;
                 run_state_changes(awake).await;
+            }
+            if let Some(reply) = self.reply.take() {
+                self.after_gate(reply);
             }
         }
         tracing::debug!(agent = A::NAME, name = %self.name, "instance left memory");
@@ -194,10 +207,11 @@ impl<A: Agent> Host<A> {
     async fn wake(&mut self) -> Result<&mut Awake<A>, Error> {
         if self.awake.is_none() {
             let state = crate::context::load_state::<A>(&self.instance, &self.name)?;
+            // Built before the connections move, so a panicking `create` leaves them here.
+            let mut agent = A::create();
             let mut ctx =
                 Context::new(self.name.clone(), self.shared.clone(), self.instance.clone(), state);
             ctx.connections = std::mem::take(&mut self.asleep);
-            let mut agent = A::create();
             let started = match AssertUnwindSafe(agent.on_start(&mut ctx)).catch_unwind().await {
                 Ok(started) => started,
                 Err(panic) => {
@@ -314,9 +328,9 @@ impl<A: Agent> Host<A> {
                     }
                     Err(e) => CallOutcome::Error(format!("the agent could not start: {e}")),
                 };
-                self.after_gate(move || {
+                self.reply = Some(Box::new(move || {
                     let _ = reply.send(outcome);
-                });
+                }));
             }
             Event::Request { request, reply } => {
                 let response = match self.wake().await {
@@ -329,22 +343,23 @@ impl<A: Agent> Host<A> {
                     },
                     Err(_) => internal_error(),
                 };
-                self.after_gate(move || {
+                self.reply = Some(Box::new(move || {
                     let _ = reply.send(response);
-                });
+                }));
             }
         }
     }
 
     /// Runs `answer` once every write made so far is durable: at once when it is, otherwise
     /// from a task, so the instance goes on with its next event meanwhile.
-    fn after_gate(&self, answer: impl FnOnce() + Send + 'static) {
-        if self.instance.gate.is_settled() {
+    fn after_gate(&self, answer: Box<dyn FnOnce() + Send>) {
+        let seq = self.instance.gate.pending();
+        if self.instance.gate.is_settled(seq) {
             return answer();
         }
         let instance = self.instance.clone();
         tokio::spawn(async move {
-            instance.gate.settled().await;
+            instance.gate.settled(seq).await;
             answer();
         });
     }
@@ -543,7 +558,7 @@ async fn report<A: Agent>(
 /// Refuses a connection as the reference does: an `{"error":…}` frame, then close 1011.
 fn fail_setup<S>(conn: &Connection<S>, message: &str) {
     let frame = serde_json::json!({ "error": message }).to_string();
-    let _ = conn.push(Outgoing::Message(frame.into(), 0));
+    let _ = conn.push(Outgoing::Message(frame.into(), conn.pending_write()));
     let _ = conn.close(close_code::SESSION_SETUP_FAILED, "Uncaught exception during session setup");
 }
 

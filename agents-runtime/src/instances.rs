@@ -2,6 +2,7 @@
 //! sockets share with it outside its turns.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
@@ -37,6 +38,8 @@ type Entries = HashMap<Arc<str>, Entry>;
 #[derive(Default)]
 pub(crate) struct Instances {
     by_class: Mutex<HashMap<&'static str, Entries>>,
+    /// Set when the server shuts down: no new instance starts.
+    closing: AtomicBool,
 }
 
 impl Instances {
@@ -52,6 +55,10 @@ impl Instances {
         let live = by_class.get(class.name).and_then(|instances| instances.get(name));
         if let Some(entry) = live.filter(|entry| !entry.mailbox.is_closed()) {
             return Some((entry.mailbox.clone(), entry.instance.clone()));
+        }
+        if self.closing.load(Ordering::Acquire) {
+            tracing::debug!(agent = class.name, name, "not starting an instance: shutting down");
+            return None;
         }
         let live: usize = by_class.values().map(HashMap::len).sum();
         if live >= shared.limits.max_instances {
@@ -96,23 +103,33 @@ impl Instances {
         None
     }
 
-    /// Removes an idle instance, only if nothing but this table holds its mailbox and nothing
-    /// is queued: no connection task or request can then reach the dropped instance.
+    /// Removes an idle instance, only if the table's entry is this instance's, nothing but
+    /// the table holds its mailbox and nothing is queued: no connection task or request can
+    /// then reach the dropped instance. Without an entry (shutdown cleared the table) the
+    /// instance stays to run what is queued, and ends when its last sender is gone.
     pub(crate) fn try_evict(
         &self,
         class: &'static str,
         name: &str,
+        instance: &Arc<Instance>,
         mailbox: &mpsc::Receiver<Event>,
     ) -> bool {
         let mut by_class = lock(&self.by_class);
-        let Some(instances) = by_class.get_mut(class) else { return true };
-        let idle = instances
-            .get(name)
-            .is_none_or(|entry| entry.mailbox.strong_count() == 1 && mailbox.is_empty());
+        let Some(instances) = by_class.get_mut(class) else { return false };
+        let idle = instances.get(name).is_some_and(|entry| {
+            Arc::ptr_eq(&entry.instance, instance)
+                && entry.mailbox.strong_count() == 1
+                && mailbox.is_empty()
+        });
         if idle {
             instances.remove(name);
         }
         idle
+    }
+
+    /// From now on no instance starts (shutdown); live ones still get their events.
+    pub(crate) fn close(&self) {
+        self.closing.store(true, Ordering::Release);
     }
 
     /// Forgets every instance (shutdown): once their sockets are gone too, each host task

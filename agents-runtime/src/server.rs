@@ -98,6 +98,7 @@ impl Shared {
     /// Closes every socket with 1001, lets the instances finish what is queued, and flushes the
     /// store. Each wait is bounded by the close timeout.
     async fn shut_down(&self) {
+        self.instances.close();
         let _ = self.shutdown.send(true);
         let wait = self.limits.close_timeout + Duration::from_secs(1);
         let closed = wait_until(wait, || self.open_connections.load(Ordering::Acquire) == 0).await;

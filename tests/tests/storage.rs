@@ -62,26 +62,34 @@ async fn agent_state_is_reloaded_from_the_store_by_the_next_server() {
 }
 
 #[tokio::test]
-async fn a_stored_state_that_does_not_decode_falls_back_to_the_initial_state() {
+async fn a_stored_state_that_does_not_decode_falls_back_and_a_newer_format_is_kept() {
     let store = Arc::new(MemoryStore::new());
     let first = start(agents_examples::server().store(Shared(store.clone()))).await;
     let mut client = first.connect("/agents/counter/broken").await;
     assert_eq!(call(&mut client, "increment", json!([])).await["result"], 1);
-    // Find the stored state ({"count":1} after the version byte) and damage it two ways.
+    // Find the stored state ({"count":1} after the version byte) and damage it.
     let entries: Vec<_> = store.scan_prefix(b"").collect::<Result<_, _>>().expect("scans");
     let (key, value) = entries.iter().find(|(_, v)| v.ends_with(b"{\"count\":1}")).expect("stored");
     assert_eq!(value[0], agents_runtime::storage::FORMAT_VERSION);
-    for (n, damaged) in
-        [b"\x01{\"count\":\"one\"}".to_vec(), b"\x09{\"count\":1}".to_vec()].into_iter().enumerate()
-    {
-        store.put(key, &damaged).expect("puts");
-        let server = start(agents_examples::server().store(Shared(store.clone()))).await;
-        let mut client = server.connect("/agents/counter/broken").await;
-        assert_eq!(client.initial_state, Some(json!({ "count": 0 })), "case {n}");
-        // The instance works on, and the next write replaces the bad value.
-        assert_eq!(call(&mut client, "increment", json!([])).await["result"], 1, "case {n}");
-        assert!(store.get(key).expect("gets").expect("stored").ends_with(b"{\"count\":1}"));
-    }
+    store.put(key, b"\x01{\"count\":\"one\"}").expect("puts");
+    let server = start(agents_examples::server().store(Shared(store.clone()))).await;
+    let mut client = server.connect("/agents/counter/broken").await;
+    assert_eq!(client.initial_state, Some(json!({ "count": 0 })));
+    // The instance works on, and the next write replaces the bad value.
+    assert_eq!(call(&mut client, "increment", json!([])).await["result"], 1);
+    assert!(store.get(key).expect("gets").expect("stored").ends_with(b"{\"count\":1}"));
+
+    // A value from a newer release (format version 9) is neither misread nor overwritten: the
+    // instance does not start, and the connection is refused as a failed setup.
+    let future = b"\x09{\"count\":1}".to_vec();
+    store.put(key, &future).expect("puts");
+    let server = start(agents_examples::server().store(Shared(store.clone()))).await;
+    let mut client = server.connect_raw("/agents/counter/broken").await;
+    let refused = client.recv_json().await;
+    let error = refused["error"].as_str().expect("an error frame");
+    assert!(error.contains("format version 9"), "{error}");
+    assert_eq!(client.expect_close().await.code, 1011);
+    assert_eq!(store.get(key).expect("gets"), Some(future));
 }
 
 #[tokio::test]
@@ -279,4 +287,36 @@ fn a_data_directory_is_locked_by_the_store_that_opened_it() {
     assert!(err.to_string().starts_with("storage: cannot open sled at"), "{err}");
     drop(first);
     SledStore::open(dir.path()).expect("opens again once the first is gone");
+}
+
+/// Writes, then closes the connection: the close acknowledges the write.
+#[derive(Default)]
+struct ClosingWriter;
+
+#[agent]
+impl ClosingWriter {
+    fn on_message(
+        &mut self,
+        ctx: &mut Context<Self>,
+        conn: &Connection,
+        _m: Message,
+    ) -> Result<()> {
+        ctx.storage().put("saved", &true)?;
+        conn.close(4000, "saved")?;
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_close_after_a_write_waits_for_the_flush_too() {
+    let valve = Arc::new(Valve::default());
+    let builder = agents_examples::server().agent::<ClosingWriter>().store(Shared(valve.clone()));
+    let server = start(builder).await;
+    let mut client = server.connect("/agents/closing-writer/c").await;
+    client.send_text("save").await;
+    eventually("a flush starts", || valve.flushes_started() > 0).await;
+    client.expect_silence(Duration::from_millis(300)).await;
+    valve.open();
+    let closed = client.expect_close_now().await;
+    assert_eq!((closed.code, closed.reason.as_str()), (4000, "saved"));
 }

@@ -90,8 +90,11 @@ pub(crate) struct OutputGate {
 }
 
 impl OutputGate {
+    /// A gate that starts behind every write made so far: a new instance can read data an
+    /// earlier one wrote, and must not repeat it to a client before it is durable.
     pub(crate) fn new(commits: Arc<GroupCommit>, confirmed: bool) -> Self {
-        Self { commits, confirmed, last_write: AtomicU64::new(0) }
+        let written = if confirmed { commits.progress.written.load(Ordering::Acquire) } else { 0 };
+        Self { commits, confirmed, last_write: AtomicU64::new(written) }
     }
 
     pub(crate) fn store(&self) -> &dyn Store {
@@ -111,14 +114,14 @@ impl OutputGate {
         self.last_write.load(Ordering::Acquire)
     }
 
-    /// Resolves once every write made so far is durable.
-    pub(crate) async fn settled(&self) {
-        self.commits.durable(self.pending()).await;
+    /// Resolves once write `seq` (a [`pending`](Self::pending) value) is durable.
+    pub(crate) async fn settled(&self, seq: WriteSeq) {
+        self.commits.durable(seq).await;
     }
 
-    /// Whether a frame sent now could go out at once.
-    pub(crate) fn is_settled(&self) -> bool {
-        self.commits.is_durable(self.pending())
+    /// Whether write `seq` is durable.
+    pub(crate) fn is_settled(&self, seq: WriteSeq) -> bool {
+        self.commits.is_durable(seq)
     }
 }
 

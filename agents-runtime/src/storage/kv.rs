@@ -60,8 +60,8 @@ impl<'a> Storage<'a> {
         Ok(existed)
     }
 
-    /// Entries in key order (`storage.list(options)`): by prefix, from `start` (inclusive) to
-    /// `end` (exclusive), reversed, and at most `limit` of them.
+    /// Entries in key order (`storage.list(options)`): by prefix, from `start` (inclusive) or
+    /// after `start_after`, to `end` (exclusive), reversed, and at most `limit` of them.
     ///
     /// ```no_run
     /// # fn f(storage: agents_runtime::storage::Storage<'_>) -> agents_runtime::Result<()> {
@@ -77,7 +77,9 @@ impl<'a> Storage<'a> {
         for entry in self.store().scan_prefix(&prefix) {
             let (full, stored) = entry?;
             let Some(user) = self.keys.user_key(&full) else { continue };
-            if options.start.is_some_and(|start| user < start.as_bytes()) {
+            if options.start.is_some_and(|start| user < start.as_bytes())
+                || options.start_after.is_some_and(|after| user <= after.as_bytes())
+            {
                 continue;
             }
             if options.end.is_some_and(|end| user >= end.as_bytes()) {
@@ -161,6 +163,7 @@ impl StorageBatch<'_> {
 pub struct ListOptions<'a> {
     prefix: &'a str,
     start: Option<&'a str>,
+    start_after: Option<&'a str>,
     end: Option<&'a str>,
     reverse: bool,
     limit: Option<usize>,
@@ -180,6 +183,12 @@ impl<'a> ListOptions<'a> {
     /// Only keys at or after `start`.
     pub fn start(mut self, start: &'a str) -> Self {
         self.start = Some(start);
+        self
+    }
+
+    /// Only keys after `key` (`startAfter`).
+    pub fn start_after(mut self, key: &'a str) -> Self {
+        self.start_after = Some(key);
         self
     }
 
@@ -294,6 +303,7 @@ mod tests {
         assert_eq!(keys(ListOptions::prefix("msg:")), ["msg:1", "msg:10", "msg:2", "msg:3"]);
         assert_eq!(keys(ListOptions::prefix("msg:").reverse().limit(2)), ["msg:3", "msg:2"]);
         assert_eq!(keys(ListOptions::prefix("msg:").limit(1)), ["msg:1"]);
+        assert_eq!(keys(ListOptions::prefix("msg:").start_after("msg:10")), ["msg:2", "msg:3"]);
         assert_eq!(keys(ListOptions::all().start("msg:2").end("other")), ["msg:2", "msg:3", "msh"]);
         assert_eq!(keys(ListOptions::all()).len(), 6);
         assert!(keys(ListOptions::prefix("nothing")).is_empty());
@@ -327,10 +337,12 @@ mod tests {
     #[tokio::test]
     async fn writes_hold_frames_until_durable() {
         let instance = Instance::for_tests();
-        assert!(instance.gate.is_settled());
+        let before = instance.gate.pending();
+        assert!(instance.gate.is_settled(before));
         Storage::new(&instance.gate, &instance.keys).put("k", &1).expect("writes");
-        assert!(instance.gate.pending() > 0);
-        instance.gate.settled().await;
-        assert!(instance.gate.is_settled());
+        let seq = instance.gate.pending();
+        assert!(seq > before);
+        instance.gate.settled(seq).await;
+        assert!(instance.gate.is_settled(seq));
     }
 }

@@ -214,7 +214,7 @@ impl Socket {
             // select has let go of the branches' borrows.
             let step = tokio::select! {
                 frame = &mut forced => return End::Forced(frame),
-                _ = &mut shutting_down => return going_away(),
+                _ = &mut shutting_down => Step::Drain,
                 () = wait_held(&shared, self.held.as_ref().map(|(_, after)| *after)),
                     if self.held.is_some() => Step::WriteHeld,
                 permit = self.mailbox.reserve(), if self.pending.is_some() => match permit {
@@ -235,7 +235,7 @@ impl Socket {
                         self.held = Some((message, after));
                         continue;
                     }
-                    Some(Outgoing::Close(frame)) => return End::Close(frame),
+                    Some(Outgoing::Close(frame, after)) => Step::Close(frame, after),
                     // Every handle on this connection is gone: the instance dropped it.
                     None => return End::Close(CloseFrame {
                         code: close_code::GOING_AWAY,
@@ -262,11 +262,49 @@ impl Socket {
                 },
                 Step::Write(message) => self.write(message, &mut forced).await,
                 Step::AutoRespond(response) => self.auto_respond(response).await,
+                Step::Close(frame, after) => {
+                    Some(self.close_after(frame, after, &mut forced).await)
+                }
+                Step::Drain => {
+                    self.drain().await;
+                    Some(going_away())
+                }
             };
             if let Some(end) = end {
                 return end;
             }
         }
+    }
+
+    /// Closes once write `after` is durable: a close can acknowledge a write too.
+    async fn close_after(
+        &mut self,
+        frame: CloseFrame,
+        after: WriteSeq,
+        forced: &mut std::pin::Pin<&mut impl std::future::Future<Output = CloseFrame>>,
+    ) -> End {
+        tokio::select! {
+            () = self.shared.commits.durable(after) => End::Close(frame),
+            frame = forced.as_mut() => End::Forced(frame),
+        }
+    }
+
+    /// Shutdown: writes what is queued (waiting for its writes to be durable), within the
+    /// close timeout, before the 1001 close.
+    async fn drain(&mut self) {
+        let commits = &self.shared.commits;
+        let drain = async {
+            if let Some((message, after)) = self.held.take() {
+                commits.durable(after).await;
+                feed(&mut self.ws, &self.link, message).await?;
+            }
+            while let Ok(Outgoing::Message(message, after)) = self.outbox.try_recv() {
+                commits.durable(after).await;
+                feed(&mut self.ws, &self.link, message).await?;
+            }
+            self.ws.flush().await
+        };
+        let _ = timeout(self.shared.limits.close_timeout, drain).await;
     }
 
     /// Answers the auto-response request straight away, ahead of the outbox.
@@ -301,7 +339,9 @@ impl Socket {
                 self.held = Some((message, after));
                 None
             }
-            Ok(Ok(Batch::Close(close))) => Some(End::Close(close)),
+            Ok(Ok(Batch::Close(close, after))) => {
+                Some(self.close_after(close, after, forced).await)
+            }
             Ok(Err(_)) => Some(End::Abnormal),
             Err(_elapsed) => {
                 tracing::warn!(
@@ -353,8 +393,8 @@ enum Batch {
     Done,
     /// The next message waits for a write to be durable.
     Held(Message, WriteSeq),
-    /// A close frame came next.
-    Close(CloseFrame),
+    /// A close frame came next, to be sent once write `WriteSeq` is durable.
+    Close(CloseFrame, WriteSeq),
 }
 
 /// Resolves once the held message may go out.
@@ -369,6 +409,9 @@ enum Step {
     Write(Message),
     WriteHeld,
     AutoRespond(Message),
+    Close(CloseFrame, WriteSeq),
+    /// The server shuts down: flush the outbox, then close with 1001.
+    Drain,
 }
 
 /// Writes `first` and whatever else is queued and released (up to a batch), then flushes once.
@@ -390,8 +433,8 @@ async fn write_batch(
                 end = Batch::Held(message, after);
                 break;
             }
-            Ok(Outgoing::Close(frame)) => {
-                end = Batch::Close(frame);
+            Ok(Outgoing::Close(frame, after)) => {
+                end = Batch::Close(frame, after);
                 break;
             }
             Err(_) => break,
