@@ -182,7 +182,9 @@ async fn sigterm_closes_sockets_with_1001_flushes_and_exits_0() {
         let _ = client.recv_json_skipping_state().await;
     }
     let pid = child.child.id().expect("running");
-    let status = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    // The shell's own `kill`: no procps needed on a fresh machine.
+    let status =
+        std::process::Command::new("sh").args(["-c", &format!("kill -TERM {pid}")]).status();
     assert!(status.expect("kill runs").success());
     let closed = client.expect_close().await;
     assert_eq!((closed.code, closed.reason.as_str()), (1001, "Server shutting down"));
