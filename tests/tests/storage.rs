@@ -64,7 +64,7 @@ async fn agent_state_is_reloaded_from_the_store_by_the_next_server() {
 #[tokio::test]
 async fn a_stored_state_that_does_not_decode_falls_back_and_a_newer_format_is_kept() {
     let store = Arc::new(MemoryStore::new());
-    let first = start(agents_examples::server().store(Shared(store.clone()))).await;
+    let first = start(agents_examples::server().store(store.clone())).await;
     let mut client = first.connect("/agents/counter/broken").await;
     assert_eq!(call(&mut client, "increment", json!([])).await["result"], 1);
     // Find the stored state ({"count":1} after the version byte) and damage it.
@@ -72,7 +72,7 @@ async fn a_stored_state_that_does_not_decode_falls_back_and_a_newer_format_is_ke
     let (key, value) = entries.iter().find(|(_, v)| v.ends_with(b"{\"count\":1}")).expect("stored");
     assert_eq!(value[0], agents_runtime::storage::FORMAT_VERSION);
     store.put(key, b"\x01{\"count\":\"one\"}").expect("puts");
-    let server = start(agents_examples::server().store(Shared(store.clone()))).await;
+    let server = start(agents_examples::server().store(store.clone())).await;
     let mut client = server.connect("/agents/counter/broken").await;
     assert_eq!(client.initial_state, Some(json!({ "count": 0 })));
     // The instance works on, and the next write replaces the bad value.
@@ -83,7 +83,7 @@ async fn a_stored_state_that_does_not_decode_falls_back_and_a_newer_format_is_ke
     // instance does not start, and the connection is refused as a failed setup.
     let future = b"\x09{\"count\":1}".to_vec();
     store.put(key, &future).expect("puts");
-    let server = start(agents_examples::server().store(Shared(store.clone()))).await;
+    let server = start(agents_examples::server().store(store.clone())).await;
     let mut client = server.connect_raw("/agents/counter/broken").await;
     let refused = client.recv_json().await;
     let error = refused["error"].as_str().expect("an error frame");
@@ -95,7 +95,7 @@ async fn a_stored_state_that_does_not_decode_falls_back_and_a_newer_format_is_ke
 #[tokio::test]
 async fn the_notebook_keeps_notes_in_storage_and_rebuilds_its_count_on_start() {
     let store = Arc::new(MemoryStore::new());
-    let server = start(agents_examples::server().store(Shared(store.clone()))).await;
+    let server = start(agents_examples::server().store(store.clone())).await;
     let mut client = server.connect("/agents/notebook/n").await;
     assert_eq!(call(&mut client, "addNote", json!(["first"])).await["result"], 1);
     assert_eq!(call(&mut client, "addNote", json!(["second"])).await["result"], 2);
@@ -114,36 +114,12 @@ async fn the_notebook_keeps_notes_in_storage_and_rebuilds_its_count_on_start() {
     let long = call(&mut client, "addNote", json!(["x".repeat(1001)])).await;
     assert_eq!(long["error"], "a note has at most 1000 characters");
     // Another server on the same store: on_start rebuilds the count from storage.
-    let again = start(agents_examples::server().store(Shared(store.clone()))).await;
+    let again = start(agents_examples::server().store(store.clone())).await;
     let mut client = again.connect("/agents/notebook/n").await;
     assert_eq!(call(&mut client, "addNote", json!(["third"])).await["result"], 3);
     assert_eq!(call(&mut client, "clear", json!([])).await["result"], 3);
     assert_eq!(call(&mut client, "latest", json!([10])).await["result"], json!([]));
     assert_eq!(call(&mut client, "addNote", json!(["again"])).await["result"], 1);
-}
-
-/// Lets several servers (and the test) use one store.
-struct Shared<S>(Arc<S>);
-
-impl<S: Store> Store for Shared<S> {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.0.get(key)
-    }
-    fn put(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        self.0.put(key, value)
-    }
-    fn delete(&self, key: &[u8]) -> Result<bool, StoreError> {
-        self.0.delete(key)
-    }
-    fn scan_prefix<'a>(&'a self, prefix: &[u8]) -> ScanIter<'a> {
-        self.0.scan_prefix(prefix)
-    }
-    fn apply(&self, batch: WriteBatch) -> Result<(), StoreError> {
-        self.0.apply(batch)
-    }
-    fn flush(&self) -> Result<(), StoreError> {
-        self.0.flush()
-    }
 }
 
 /// A memory store whose flush blocks until the test opens the valve: the disk that is slow.
@@ -219,8 +195,7 @@ impl RelaxedCounter {
 async fn the_output_gate_holds_frames_until_the_write_is_flushed() {
     let valve = Arc::new(Valve::default());
     let server =
-        start(agents_examples::server().agent::<RelaxedCounter>().store(Shared(valve.clone())))
-            .await;
+        start(agents_examples::server().agent::<RelaxedCounter>().store(valve.clone())).await;
     let mut watcher = server.connect("/agents/counter/gated").await;
     let mut client = server.connect("/agents/counter/gated").await;
     client.send_rpc("1", "increment", json!([])).await;
@@ -261,7 +236,7 @@ async fn an_http_answer_after_a_write_waits_for_the_flush() {
     let builder = agents_examples::server()
         .agent::<RelaxedCounter>()
         .agent::<ConfirmedWriter>()
-        .store(Shared(valve.clone()));
+        .store(valve.clone());
     let server = Arc::new(start(builder).await);
     // The relaxed agent answers at once, though its write is not flushed.
     let (status, body) = server.http("GET", "/agents/relaxed-counter/h", b"").await;
@@ -310,7 +285,7 @@ impl ClosingWriter {
 #[tokio::test]
 async fn a_close_after_a_write_waits_for_the_flush_too() {
     let valve = Arc::new(Valve::default());
-    let builder = agents_examples::server().agent::<ClosingWriter>().store(Shared(valve.clone()));
+    let builder = agents_examples::server().agent::<ClosingWriter>().store(valve.clone());
     let server = start(builder).await;
     let mut client = server.connect("/agents/closing-writer/c").await;
     client.send_text("save").await;

@@ -66,6 +66,34 @@ pub trait Store: Send + Sync + 'static {
     fn flush(&self) -> Result<(), StoreError>;
 }
 
+/// A shared store is a store: several servers (or a server and the program around it) can use
+/// one, as `ServerBuilder::store(Arc::clone(&store))`.
+impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        (**self).get(key)
+    }
+
+    fn put(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        (**self).put(key, value)
+    }
+
+    fn delete(&self, key: &[u8]) -> Result<bool, StoreError> {
+        (**self).delete(key)
+    }
+
+    fn scan_prefix<'a>(&'a self, prefix: &[u8]) -> ScanIter<'a> {
+        (**self).scan_prefix(prefix)
+    }
+
+    fn apply(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        (**self).apply(batch)
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        (**self).flush()
+    }
+}
+
 /// What [`Store::scan_prefix`] returns: `(key, value)` pairs in key order.
 pub type ScanIter<'a> = Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreError>> + 'a>;
 
