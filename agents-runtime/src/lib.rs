@@ -49,6 +49,7 @@
 //! | `on_error` | `conn: Option<&Connection<S>>, error: &Error` | `()` |
 
 mod agent;
+mod assets;
 mod auto_response;
 pub mod client;
 mod connection;
@@ -68,6 +69,8 @@ mod state;
 pub mod storage;
 mod stub;
 mod tags;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod transport;
 pub mod typescript;
 

@@ -13,6 +13,7 @@ use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio::sync::{Notify, watch};
 
 use crate::agent::Agent;
+use crate::assets::{AssetSpec, Assets};
 use crate::connection::ConnectionKey;
 use crate::env::Env;
 use crate::error::Error;
@@ -60,6 +61,7 @@ impl Default for Limits {
 /// What the transport, the instances and the hosts share.
 pub(crate) struct Shared {
     pub(crate) classes: HashMap<&'static str, AgentClass>,
+    pub(crate) assets: Assets,
     pub(crate) env: Env,
     pub(crate) limits: Limits,
     pub(crate) instances: Instances,
@@ -185,6 +187,7 @@ pub struct ServerBuilder {
     limits: Limits,
     data_dir: Option<PathBuf>,
     store: Option<Arc<dyn Store>>,
+    assets: Vec<AssetSpec>,
 }
 
 impl ServerBuilder {
@@ -198,6 +201,30 @@ impl ServerBuilder {
     /// One value per type; a second value of the same type replaces the first.
     pub fn env<T: Any + Send + Sync>(mut self, value: T) -> Self {
         self.env.insert(TypeId::of::<T>(), Box::new(value));
+        self
+    }
+
+    /// Serves `body` at `path` (GET and HEAD, with an ETag) with the given `Content-Type`,
+    /// the counterpart of a Worker's static assets: a front end shipped in the same binary
+    /// as its agents, typically with `include_bytes!`. Paths are exact (`/` is not
+    /// `/index.html`) and may not lie under `/agents/`; [`bind`](Self::bind) checks them.
+    ///
+    /// ```no_run
+    /// # async fn main_() -> agents_runtime::Result<()> {
+    /// let server = agents_runtime::Server::builder()
+    ///     .asset("/", "text/html; charset=utf-8", &b"<h1>Hello</h1>"[..])
+    ///     .bind("127.0.0.1:8787")
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn asset(
+        mut self,
+        path: impl Into<String>,
+        content_type: impl Into<String>,
+        body: impl Into<bytes::Bytes>,
+    ) -> Self {
+        let (path, content_type, body) = (path.into(), content_type.into(), body.into());
+        self.assets.push(AssetSpec { path, content_type, body });
         self
     }
 
@@ -328,6 +355,7 @@ impl ServerBuilder {
             }
             classes.insert(class.name, class);
         }
+        let assets = Assets::build(self.assets)?;
         if let Some(dir) = &self.data_dir {
             std::fs::create_dir_all(dir).map_err(|e| {
                 Error::msg(format!("cannot create data directory {}: {e}", dir.display()))
@@ -346,6 +374,7 @@ impl ServerBuilder {
         let listener = TcpListener::bind(addr).await?;
         let shared = Arc::new(Shared {
             classes,
+            assets,
             env: Env::from_map(self.env),
             limits,
             instances: Instances::default(),
@@ -386,6 +415,7 @@ impl Server {
             limits: Limits::default(),
             data_dir: None,
             store: None,
+            assets: Vec::new(),
         }
     }
 

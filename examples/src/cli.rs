@@ -139,6 +139,7 @@ pub async fn run(args: impl Iterator<Item = String>) -> ExitCode {
     };
     let addr = server.local_addr();
     tracing::info!("agents-rs examples on http://{addr} (data in {})", options.data_dir.display());
+    tracing::info!("  open http://{addr}/ in a browser for the demo page");
     for agent in server.agents() {
         tracing::info!("  ws://{addr}/agents/{agent}/{{name}}");
     }

@@ -14,7 +14,7 @@ pub use agents::{
 };
 
 /// A server builder hosting every reference agent (registered explicitly, so a binary that
-/// links this crate gets all of them whatever the linker keeps).
+/// links this crate gets all of them whatever the linker keeps) and the demo page at `/`.
 pub fn server() -> ServerBuilder {
     agents_runtime::Server::builder()
         .agent::<MyAgent>()
@@ -27,6 +27,17 @@ pub fn server() -> ServerBuilder {
         .agent::<Counter>()
         .agent::<HibernatingCounter>()
         .agent::<Notebook>()
+        // ANCHOR: demo_assets
+        // The demo page (examples/web): a chat room with presence and the Counter, written
+        // against the official `agents` client and bundled by esbuild into dist/app.js.
+        .asset("/", "text/html; charset=utf-8", &include_bytes!("../web/index.html")[..])
+        .asset("/style.css", "text/css; charset=utf-8", &include_bytes!("../web/style.css")[..])
+        .asset(
+            "/app.js",
+            "text/javascript; charset=utf-8",
+            &include_bytes!("../web/dist/app.js")[..],
+        )
+    // ANCHOR_END: demo_assets
 }
 
 /// Milliseconds since the Unix epoch (JavaScript's `Date.now()`).

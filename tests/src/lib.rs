@@ -1,373 +1,67 @@
-//! Helpers for the integration tests: a server on an ephemeral loopback port, a WebSocket
-//! client that never waits forever, and a minimal HTTP/1.1 client.
+//! Helpers for the integration tests: [`agents_runtime::testing`] (the helpers users get),
+//! plus the examples server, the README's doctest and the book's checks.
 
-use std::net::SocketAddr;
-use std::time::Duration;
-
-use agents_runtime::{ServerBuilder, ServerHandle};
-use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message as WsMessage;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-
-/// How long any single wait in a test may take before the test fails (not a timing check:
-/// a generous bound so a broken server fails the test instead of hanging it).
-pub const WAIT: Duration = Duration::from_secs(10);
-
-/// A server running in the test's runtime on 127.0.0.1 and a free port. It dereferences to
-/// its [`Endpoint`] for connecting.
-pub struct TestServer {
-    /// Where it listens.
-    pub addr: SocketAddr,
-    /// For observing instances.
-    pub handle: ServerHandle,
-    endpoint: Endpoint,
-}
-
-impl std::ops::Deref for TestServer {
-    type Target = Endpoint;
-
-    fn deref(&self) -> &Endpoint {
-        &self.endpoint
-    }
-}
-
-/// Where a server listens (in this process or another): WebSocket and HTTP clients for it.
-#[derive(Clone, Copy, Debug)]
-pub struct Endpoint {
-    /// The server's address.
-    pub addr: SocketAddr,
-}
-
-/// Binds `builder` on 127.0.0.1:0 and runs it in the background.
-pub async fn start(builder: ServerBuilder) -> TestServer {
-    let server = builder.bind("127.0.0.1:0").await.expect("the test server binds");
-    let addr = server.local_addr();
-    let handle = server.handle();
-    tokio::spawn(server.run());
-    TestServer { addr, handle, endpoint: Endpoint { addr } }
-}
+pub use agents_runtime::testing::*;
 
 /// The examples server with default limits.
 pub async fn examples() -> TestServer {
     start(agents_examples::server()).await
 }
 
-impl Endpoint {
-    /// `ws://addr{path}`.
-    pub fn ws_url(&self, path: &str) -> String {
-        format!("ws://{}{path}", self.addr)
+pub mod node {
+    //! The repository's Node projects (`tests/js`, `examples/web`): installed from their
+    //! lockfiles with `npm ci` when `node_modules` is missing or older than the lockfile, once
+    //! at a time across test processes. Node 20+ and npm must be on the PATH.
+
+    use std::path::{Path, PathBuf};
+    use std::process::{Command, Output};
+
+    /// `{workspace}/{relative}`.
+    pub fn project(relative: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(relative)
     }
 
-    /// Opens a WebSocket to `path` (which includes any query string) and reads the protocol
-    /// frames every agent sends first: identity, the state when `stateFollows`, MCP servers.
-    /// They are kept in [`Client::identity`] and [`Client::initial_state`].
-    pub async fn connect(&self, path: &str) -> Client {
-        let mut client = self.connect_raw(path).await;
-        let identity = client.recv_json().await;
-        assert_eq!(identity["type"], "cf_agent_identity", "the first frame is the identity");
-        if identity["stateFollows"] == true {
-            let state = client.recv_json().await;
-            assert_eq!(state["type"], "cf_agent_state", "the state follows the identity");
-            client.initial_state = Some(state["state"].clone());
+    /// Installs the locked packages of the project at `relative` (to the workspace) unless
+    /// they are current, and returns its directory.
+    pub fn npm_ci(relative: &str) -> PathBuf {
+        let dir = project(relative);
+        let dir = dir.as_path();
+        // Test binaries may run at once (nextest): one installs, the others wait for it.
+        let lock = std::fs::File::create(dir.join(".npm-ci.lock")).expect("creates the lock file");
+        lock.lock().expect("locks the Node project");
+        let lockfile = dir.join("package-lock.json");
+        let marker = dir.join("node_modules/.package-lock.json");
+        let fresh = match (std::fs::metadata(&lockfile), std::fs::metadata(&marker)) {
+            (Ok(lockfile), Ok(marker)) => marker.modified().ok() >= lockfile.modified().ok(),
+            _ => false,
+        };
+        if !fresh {
+            let output = run(Command::new("npm").arg("ci").current_dir(dir), "npm ci");
+            assert!(
+                output.status.success(),
+                "npm ci failed in {}:\n{}",
+                dir.display(),
+                describe(&output)
+            );
         }
-        let mcp = client.recv_json().await;
-        assert_eq!(mcp["type"], "cf_agent_mcp_servers", "the MCP frame ends the preamble");
-        client.identity = Some(identity);
-        client
+        dir.to_path_buf()
     }
 
-    /// Opens a WebSocket to `path` and reads nothing: the test sees every frame.
-    pub async fn connect_raw(&self, path: &str) -> Client {
-        let url = self.ws_url(path);
-        let (ws, response) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(&url))
-            .await
-            .unwrap_or_else(|_| panic!("connecting to {url} timed out"))
-            .unwrap_or_else(|e| panic!("connecting to {url} failed: {e}"));
-        assert_eq!(response.status(), 101);
-        Client { ws, identity: None, initial_state: None }
+    /// Runs `command`, failing the test with a hint when the program is missing.
+    pub fn run(command: &mut Command, what: &str) -> Output {
+        command.output().unwrap_or_else(|e| {
+            panic!("cannot run {what} (Node 20+ and npm must be installed): {e}")
+        })
     }
 
-    /// Tries a WebSocket upgrade that is expected to be refused; returns status and body.
-    pub async fn refused_upgrade(&self, path: &str) -> (u16, String) {
-        let url = self.ws_url(path);
-        let attempt = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(&url));
-        match attempt.await.unwrap_or_else(|_| panic!("the upgrade to {url} timed out")) {
-            Ok(_) => panic!("the upgrade to {url} was accepted"),
-            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-                let body = response.body().as_deref().map(String::from_utf8_lossy);
-                (response.status().as_u16(), body.unwrap_or_default().into_owned())
-            }
-            Err(other) => panic!("unexpected error from {url}: {other}"),
-        }
-    }
-
-    /// Sends one HTTP/1.1 request and returns status and body.
-    pub async fn http(&self, method: &str, path: &str, body: &[u8]) -> (u16, String) {
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            self.addr,
-            body.len()
-        );
-        self.raw_http(head.as_bytes(), body).await
-    }
-
-    /// Sends `head` (request line and headers, ending in an empty line) and `body` as they
-    /// are, and returns status and body of the answer.
-    pub async fn raw_http(&self, head: &[u8], body: &[u8]) -> (u16, String) {
-        let mut stream = TcpStream::connect(self.addr).await.expect("connects");
-        stream.write_all(head).await.expect("writes the head");
-        // The server may answer (413) before reading a body it refuses.
-        let _ = stream.write_all(body).await;
-        tokio::time::timeout(WAIT, read_response(&mut stream))
-            .await
-            .expect("the response arrives in time")
-    }
-}
-
-/// Reads one HTTP/1.1 response (headers, then `Content-Length` bytes of body).
-async fn read_response(stream: &mut TcpStream) -> (u16, String) {
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 4096];
-    let head_end = loop {
-        if let Some(at) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
-            break at + 4;
-        }
-        let n = stream.read(&mut buf).await.expect("reads the response");
-        assert!(n > 0, "the connection closed before the response headers ended");
-        raw.extend_from_slice(&buf[..n]);
-    };
-    let head = String::from_utf8_lossy(&raw[..head_end]).to_ascii_lowercase();
-    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status line");
-    let length: usize = head
-        .lines()
-        .find_map(|line| line.strip_prefix("content-length:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
-    while raw.len() < head_end + length {
-        let n = stream.read(&mut buf).await.expect("reads the body");
-        assert!(n > 0, "the connection closed before the body ended");
-        raw.extend_from_slice(&buf[..n]);
-    }
-    (status, String::from_utf8_lossy(&raw[head_end..head_end + length]).into_owned())
-}
-
-/// A WebSocket client for tests; every wait is bounded by [`WAIT`].
-pub struct Client {
-    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
-    /// The `cf_agent_identity` frame [`Endpoint::connect`] read.
-    pub identity: Option<serde_json::Value>,
-    /// The state of the `cf_agent_state` frame that followed the identity, if any.
-    pub initial_state: Option<serde_json::Value>,
-}
-
-/// What the client saw when the server closed.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Closed {
-    /// Close code (1005 when the frame had none).
-    pub code: u16,
-    /// Close reason.
-    pub reason: String,
-}
-
-impl Client {
-    /// The next data message; fails on close, error or timeout.
-    pub async fn recv(&mut self) -> WsMessage {
-        loop {
-            let next = tokio::time::timeout(WAIT, self.ws.next())
-                .await
-                .expect("a message arrives in time")
-                .expect("the socket is open")
-                .expect("the socket is healthy");
-            match next {
-                WsMessage::Text(_) | WsMessage::Binary(_) => return next,
-                WsMessage::Close(frame) => panic!("closed while waiting for a message: {frame:?}"),
-                _ => {}
-            }
-        }
-    }
-
-    /// The next message, which must be text.
-    pub async fn recv_text(&mut self) -> String {
-        match self.recv().await {
-            WsMessage::Text(text) => text.as_str().to_owned(),
-            other => panic!("expected text, got {other:?}"),
-        }
-    }
-
-    /// The next message, which must be a JSON text.
-    pub async fn recv_json(&mut self) -> serde_json::Value {
-        let text = self.recv_text().await;
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-    }
-
-    /// The next JSON message that is not a `cf_agent_state` broadcast.
-    pub async fn recv_json_skipping_state(&mut self) -> serde_json::Value {
-        loop {
-            let json = self.recv_json().await;
-            if json["type"] != "cf_agent_state" {
-                return json;
-            }
-        }
-    }
-
-    /// Sends a WebSocket ping and waits for its pong (data messages before it are dropped).
-    pub async fn ping(&mut self, payload: &[u8]) {
-        self.ws.send(WsMessage::Ping(payload.to_vec().into())).await.expect("sends a ping");
-        loop {
-            let next = tokio::time::timeout(WAIT, self.ws.next())
-                .await
-                .expect("a pong arrives in time")
-                .expect("the socket is open")
-                .expect("the socket is healthy");
-            if let WsMessage::Pong(answer) = next {
-                assert_eq!(&answer[..], payload, "the pong echoes the ping");
-                return;
-            }
-        }
-    }
-
-    /// Fails if a data message arrives within `quiet` (a check that something is held back).
-    pub async fn expect_silence(&mut self, quiet: Duration) {
-        if let Ok(next) = tokio::time::timeout(quiet, self.ws.next()).await {
-            panic!("expected nothing for {quiet:?}, got {next:?}");
-        }
-    }
-
-    /// The next message, which must be binary.
-    pub async fn recv_binary(&mut self) -> Vec<u8> {
-        match self.recv().await {
-            WsMessage::Binary(bytes) => bytes.to_vec(),
-            other => panic!("expected binary, got {other:?}"),
-        }
-    }
-
-    /// Sends a text message.
-    pub async fn send_text(&mut self, text: impl Into<String>) {
-        self.ws.send(WsMessage::text(text.into())).await.expect("sends text");
-    }
-
-    /// Sends a JSON value as a text message.
-    pub async fn send_json(&mut self, value: serde_json::Value) {
-        self.send_text(value.to_string()).await;
-    }
-
-    /// Sends an RPC frame as the official client builds it.
-    pub async fn send_rpc(&mut self, id: &str, method: &str, args: serde_json::Value) {
-        let frame = serde_json::json!({ "args": args, "id": id, "method": method, "type": "rpc" });
-        self.send_json(frame).await;
-    }
-
-    /// Sends a binary message.
-    pub async fn send_binary(&mut self, bytes: impl Into<Vec<u8>>) {
-        self.ws.send(WsMessage::binary(bytes.into())).await.expect("sends binary");
-    }
-
-    /// Reads (and drops data) until the server's close frame; returns its code and reason.
-    pub async fn expect_close(&mut self) -> Closed {
-        loop {
-            let next = tokio::time::timeout(WAIT, self.ws.next()).await.expect("a close in time");
-            match next {
-                Some(Ok(WsMessage::Close(frame))) => return self.finish(frame).await,
-                Some(Ok(_)) => {}
-                other => panic!("the socket ended without a close frame: {other:?}"),
-            }
-        }
-    }
-
-    /// Like [`expect_close`](Self::expect_close), but fails on any data message before it.
-    pub async fn expect_close_now(&mut self) -> Closed {
-        let next = tokio::time::timeout(WAIT, self.ws.next()).await.expect("a close in time");
-        match next {
-            Some(Ok(WsMessage::Close(frame))) => self.finish(frame).await,
-            other => panic!("expected a close frame, got {other:?}"),
-        }
-    }
-
-    /// Drives the stream to its end so the close reply goes out, as a real client's does.
-    async fn finish(&mut self, frame: Option<CloseFrame>) -> Closed {
-        let _ = tokio::time::timeout(WAIT, async { while self.ws.next().await.is_some() {} }).await;
-        closed(frame)
-    }
-
-    /// Starts a close handshake (`None` sends an empty close frame) and returns the server's
-    /// answering close frame.
-    pub async fn close(&mut self, frame: Option<(u16, &str)>) -> Closed {
-        let frame = frame.map(|(code, reason)| CloseFrame {
-            code: CloseCode::from(code),
-            reason: reason.into(),
-        });
-        self.ws.close(frame).await.expect("sends the close frame");
-        self.expect_close().await
-    }
-
-    /// Like [`close`](Self::close), but fails if any data message arrives before the answer:
-    /// proves the client was sent nothing more.
-    pub async fn close_expecting_nothing(&mut self) -> Closed {
-        let frame = CloseFrame { code: CloseCode::Normal, reason: "".into() };
-        self.ws.close(Some(frame)).await.expect("sends the close frame");
-        self.expect_close_now().await
-    }
-
-    /// Wraps a raw stream taken with [`into_inner`](Self::into_inner).
-    pub fn from_stream(ws: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Self {
-        Self { ws, identity: None, initial_state: None }
-    }
-
-    /// The raw stream, for tests that need to stop reading.
-    pub fn into_inner(self) -> WebSocketStream<MaybeTlsStream<TcpStream>> {
-        self.ws
-    }
-}
-
-fn closed(frame: Option<CloseFrame>) -> Closed {
-    match frame {
-        Some(frame) => {
-            Closed { code: u16::from(frame.code), reason: frame.reason.as_str().to_owned() }
-        }
-        None => Closed { code: 1005, reason: String::new() },
-    }
-}
-
-/// A fresh directory under the system's temporary directory, removed on drop.
-pub struct TempDir {
-    path: std::path::PathBuf,
-}
-
-impl TempDir {
-    /// Creates `{tmp}/agents-rs-{what}-{pid}-{n}`.
-    pub fn new(what: &str) -> Self {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let path =
-            std::env::temp_dir().join(format!("agents-rs-{what}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).expect("creates a temporary directory");
-        Self { path }
-    }
-
-    /// The directory.
-    pub fn path(&self) -> &std::path::Path {
-        &self.path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
-    }
-}
-
-/// Waits until `condition` holds, checking every few milliseconds, for at most [`WAIT`].
-pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !condition() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    /// Exit status and both outputs, for a failure message.
+    pub fn describe(output: &Output) -> String {
+        format!(
+            "status: {}\n--- stdout\n{}\n--- stderr\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
     }
 }
 

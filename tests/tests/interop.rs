@@ -3,52 +3,16 @@
 //! declarations agents-rs generates. The packages are installed from
 //! `tests/js/package-lock.json` the first time (`npm ci`); Node 20+ and npm must be on the PATH.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 use std::sync::OnceLock;
 
-fn js_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("js")
-}
+use agents_tests::node::{describe, npm_ci, run};
 
-/// Installs the pinned packages once per test run (when `node_modules` is missing or older
-/// than the lockfile).
+/// `tests/js`, installed once per test run.
 fn npm_packages() -> &'static Path {
-    static INSTALLED: OnceLock<PathBuf> = OnceLock::new();
-    INSTALLED.get_or_init(|| {
-        let dir = js_dir();
-        let lock = dir.join("package-lock.json");
-        let marker = dir.join("node_modules/.package-lock.json");
-        let fresh = match (std::fs::metadata(&lock), std::fs::metadata(&marker)) {
-            (Ok(lock), Ok(marker)) => marker.modified().ok() >= lock.modified().ok(),
-            _ => false,
-        };
-        if !fresh {
-            let output = run(Command::new("npm").arg("ci").current_dir(&dir), "npm ci");
-            assert!(
-                output.status.success(),
-                "npm ci failed in {}:\n{}",
-                dir.display(),
-                describe(&output)
-            );
-        }
-        dir
-    })
-}
-
-fn run(command: &mut Command, what: &str) -> Output {
-    command
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {what} (Node 20+ and npm must be installed): {e}"))
-}
-
-fn describe(output: &Output) -> String {
-    format!(
-        "status: {}\n--- stdout\n{}\n--- stderr\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
+    static INSTALLED: OnceLock<std::path::PathBuf> = OnceLock::new();
+    INSTALLED.get_or_init(|| npm_ci("tests/js"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

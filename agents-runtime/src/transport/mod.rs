@@ -108,6 +108,9 @@ async fn handle<B: Buf>(
     body: impl Stream<Item = Result<B, warp::Error>> + Send,
 ) -> warp::reply::Response {
     let Some(route) = Route::parse(uri.path()) else {
+        if let Some(asset) = shared.assets.respond(&method, uri.path(), &headers) {
+            return asset.into_response();
+        }
         return text(StatusCode::NOT_FOUND, "Not found");
     };
     let Some(class) = shared.classes.get(route.agent).copied() else {

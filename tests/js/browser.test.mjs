@@ -1,0 +1,185 @@
+// The demo page in a real browser: headless Chromium (Debian's package), driven by
+// playwright-core, against the examples server binary started here as a child process.
+// Run by tests/tests/browser.rs, which passes:
+//   EXAMPLES_SERVER  the examples server binary
+//   CHROMIUM         the Chromium executable
+//   ARTIFACTS        a directory for the screenshots
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { after, before, test } from "node:test";
+
+import { chromium } from "playwright-core";
+
+const { EXAMPLES_SERVER, CHROMIUM, ARTIFACTS } = process.env;
+assert.ok(EXAMPLES_SERVER && CHROMIUM && ARTIFACTS, "EXAMPLES_SERVER, CHROMIUM and ARTIFACTS");
+
+/** Generous bound on any one wait: a broken page fails instead of hanging. */
+const WAIT = 15_000;
+
+const dataDir = mkdtempSync(join(tmpdir(), "agents-rs-browser-"));
+let server;
+let browser;
+
+/**
+ * Starts the examples server on `addr` (port 0 picks one) with the test's data directory and
+ * resolves with the address it printed.
+ */
+function startServer(addr) {
+  const child = spawn(EXAMPLES_SERVER, ["--addr", addr, "--data-dir", dataDir], {
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  const listening = new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error("the server did not start")), WAIT);
+    child.once("exit", (code) => reject(new Error(`the server exited with ${code}`)));
+    createInterface({ input: child.stdout }).on("line", (line) => {
+      const found = line.match(/examples on http:\/\/(\S+)/);
+      if (found) {
+        clearTimeout(timer);
+        resolve(found[1]);
+      }
+    });
+  });
+  return { child, listening };
+}
+
+/** SIGTERM, as systemd stops it; resolves with the exit code. */
+function stopServer(child) {
+  return new Promise((resolve) => {
+    child.once("exit", (code) => resolve(code));
+    child.kill("SIGTERM");
+  });
+}
+
+before(async () => {
+  server = startServer("127.0.0.1:0");
+  server.addr = await server.listening;
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    // As root in a container, and with no network beyond loopback: no sandbox, no GPU, and
+    // none of Chromium's background requests.
+    args: [
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+    ],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  if (server?.child.exitCode === null) await stopServer(server.child);
+  rmSync(dataDir, { recursive: true, force: true });
+});
+
+/** Opens the demo as `name` in room `room`, failing on any page error. */
+async function open(room, name) {
+  const page = await browser.newPage({ viewport: { width: 1100, height: 720 } });
+  page.setDefaultTimeout(WAIT);
+  const errors = [];
+  page.on("pageerror", (error) => errors.push(error));
+  page.on("console", (message) => {
+    if (message.type() === "error") errors.push(new Error(message.text()));
+  });
+  page.errors = errors;
+  await page.goto(`http://${server.addr}/?room=${room}&name=${name}`);
+  return page;
+}
+
+const byId = (page, id) => page.getByTestId(id);
+
+async function expectStatus(page, state) {
+  for (const id of ["status-chat", "status-presence", "status-counter"]) {
+    await byId(page, id).and(page.locator(`[data-state="${state}"]`)).waitFor();
+  }
+}
+
+async function expectText(page, id, text) {
+  await page.waitForFunction(
+    ([id, text]) => document.querySelector(`[data-testid="${id}"]`)?.textContent === text,
+    [id, text],
+  );
+}
+
+/** The presence list is ordered by connection id, which is random: compared as a set. */
+async function expectPeople(page, people) {
+  await page.waitForFunction(
+    (people) =>
+      JSON.stringify(
+        [...document.querySelectorAll('[data-testid="presence-list"] li')]
+          .map((li) => li.textContent)
+          .sort(),
+      ) === JSON.stringify(people),
+    [...people].sort(),
+  );
+}
+
+async function expectChat(page, line) {
+  await byId(page, "chat-log").locator("li", { hasText: line }).first().waitFor();
+}
+
+async function say(page, text) {
+  await byId(page, "chat-input").fill(text);
+  await byId(page, "chat-send").click();
+}
+
+test("two pages chat, see presence and share the counter; the page reconnects", async () => {
+  const room = `room-${Math.random().toString(36).slice(2, 8)}`;
+  const alice = await open(room, "alice");
+  await expectStatus(alice, "connected");
+  await expectText(alice, "count", "0");
+  await expectPeople(alice, ["alice (you)"]);
+
+  const bob = await open(room, "bob");
+  await expectStatus(bob, "connected");
+  await expectPeople(alice, ["alice (you)", "bob"]);
+  await expectPeople(bob, ["alice", "bob (you)"]);
+  await expectChat(alice, "bob joined");
+
+  // Chat both ways; ChatRoom broadcasts to the sender too.
+  await say(alice, "hello from alice");
+  await expectChat(bob, "alice: hello from alice");
+  await expectChat(alice, "alice: hello from alice");
+  await say(bob, "hi alice");
+  await expectChat(alice, "bob: hi alice");
+
+  // The counter: increments from one page show on the other through state sync.
+  await byId(alice, "increment").click();
+  await expectText(alice, "count", "1");
+  await byId(alice, "increment").click();
+  await expectText(bob, "count", "2");
+  await byId(bob, "increment").click();
+  await expectText(alice, "count", "3");
+
+  mkdirSync(ARTIFACTS, { recursive: true });
+  await alice.screenshot({ path: join(ARTIFACTS, "demo.png") });
+
+  // Presence changes when a page closes, and the room hears that bob left.
+  await bob.close();
+  await expectPeople(alice, ["alice (you)"]);
+  await expectChat(alice, "bob left");
+
+  // Restart the server: the page shows it is reconnecting, then reconnects by itself, and
+  // the counter's state survived on disk.
+  assert.equal(await stopServer(server.child), 0, "SIGTERM exits cleanly");
+  await expectStatus(alice, "reconnecting");
+  server = startServer(server.addr);
+  await server.listening;
+  await expectStatus(alice, "connected");
+  await expectText(alice, "count", "3");
+  await expectPeople(alice, ["alice (you)"]);
+  await byId(alice, "increment").click();
+  await expectText(alice, "count", "4");
+  await alice.screenshot({ path: join(ARTIFACTS, "demo-reconnected.png") });
+
+  assert.deepEqual(alice.errors, [], "no page errors");
+  await alice.close();
+});
