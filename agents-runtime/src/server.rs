@@ -132,6 +132,9 @@ impl Shared {
             Ok(()) => tracing::info!("shutdown: store flushed"),
             Err(e) => tracing::error!("shutdown: the final flush failed: {e}"),
         }
+        // The flusher lets go of the store, so the data directory is free once every other
+        // holder (the server itself, the last sockets) is gone.
+        self.commits.stop().await;
     }
 
     /// A slot for one more WebSocket, or `None` at `max_connections`. Freed on drop.

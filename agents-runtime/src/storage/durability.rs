@@ -32,15 +32,30 @@ pub(crate) struct GroupCommit {
     progress: Arc<Progress>,
     /// A one-slot doorbell: a pending ring covers any number of writes.
     wake: mpsc::Sender<()>,
+    /// Tells the flusher to end (shutdown), so it lets go of the store.
+    stop: Arc<Notify>,
+    flusher: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl GroupCommit {
-    /// Starts the flusher; it ends when this is dropped.
+    /// Starts the flusher; it ends when this is dropped or [`stop`](Self::stop)ped.
     pub(crate) fn start(store: Arc<dyn Store>) -> Self {
         let progress = Arc::new(Progress::default());
         let (wake, doorbell) = mpsc::channel(1);
-        tokio::spawn(flusher(store.clone(), progress.clone(), doorbell));
-        Self { store, progress, wake }
+        let stop = Arc::new(Notify::new());
+        let flusher =
+            tokio::spawn(flusher(store.clone(), progress.clone(), doorbell, stop.clone()));
+        Self { store, progress, wake, stop, flusher: std::sync::Mutex::new(Some(flusher)) }
+    }
+
+    /// Ends the flusher (after the flush it is running, if any) and waits until it has let go
+    /// of the store. Writes made afterwards are never confirmed: for shutdown only.
+    pub(crate) async fn stop(&self) {
+        self.stop.notify_one();
+        let flusher = crate::connection::lock(&self.flusher).take();
+        if let Some(flusher) = flusher {
+            let _ = flusher.await;
+        }
     }
 
     pub(crate) fn store(&self) -> &Arc<dyn Store> {
@@ -127,10 +142,19 @@ impl OutputGate {
 
 /// Flushes whenever writes are not durable yet; writes made during a flush wait for the next
 /// one, which then covers all of them.
-async fn flusher(store: Arc<dyn Store>, progress: Arc<Progress>, mut doorbell: mpsc::Receiver<()>) {
+async fn flusher(
+    store: Arc<dyn Store>,
+    progress: Arc<Progress>,
+    mut doorbell: mpsc::Receiver<()>,
+    stop: Arc<Notify>,
+) {
     const MAX_BACKOFF: Duration = Duration::from_secs(5);
     let mut backoff = Duration::from_millis(50);
-    while doorbell.recv().await.is_some() {
+    loop {
+        tokio::select! {
+            rung = doorbell.recv() => if rung.is_none() { return },
+            () = stop.notified() => return,
+        }
         loop {
             let target = progress.written.load(Ordering::Acquire);
             if progress.durable.load(Ordering::Acquire) >= target {
