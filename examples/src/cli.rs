@@ -163,6 +163,17 @@ mod tests {
     }
 
     #[test]
+    fn the_systemd_unit_passes_valid_flags() {
+        let unit = include_str!("../deploy/agents-examples.service");
+        let exec = unit.lines().find_map(|l| l.strip_prefix("ExecStart=")).expect("ExecStart");
+        let mut words = exec.split_whitespace().map(String::from);
+        assert_eq!(words.next().as_deref(), Some("/usr/local/bin/agents-examples"));
+        let options = parse(words).expect("valid flags").expect("not help");
+        assert_eq!(options.data_dir.to_str(), Some("/var/lib/agents-examples"));
+        assert_eq!(options.addr.to_string(), "127.0.0.1:8787", "behind the reverse proxy");
+    }
+
+    #[test]
     fn defaults_and_flags() {
         let options = parse(args(&[])).expect("valid").expect("not help");
         assert_eq!(options.addr.to_string(), "127.0.0.1:8787");

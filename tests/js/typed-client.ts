@@ -2,6 +2,7 @@
 // `agents-examples typescript` or tests/tests/interop.rs), on the official AgentClient.
 // Compiled with `tsc --noEmit`: the @ts-expect-error lines fail the build if the types ever
 // stop being checked.
+// ANCHOR: typed
 import { AgentClient } from "agents/client";
 
 import type { Counter, CounterState, TagsAgent } from "./generated/agents";
@@ -17,6 +18,7 @@ export async function typedFrontEnd(host: string): Promise<number> {
     stream: { onChunk: (chunk: unknown) => console.log(chunk) },
   });
   await counter.stub.fail().catch((error: Error) => error.message);
+  // ANCHOR_END: typed
 
   // @ts-expect-error: add takes numbers
   await counter.stub.add("2", 3);

@@ -146,7 +146,7 @@ fn broken_links(root: &Path) -> Vec<String> {
             };
             let has_fragment = fragment.is_empty()
                 || ids.get(&resolved).is_some_and(|ids| ids.contains(fragment))
-                || !resolved.extension().is_some_and(|e| e == "html");
+                || resolved.extension().is_none_or(|e| e != "html");
             if !has_fragment {
                 broken.push(format!("{}: {target} (no id `{fragment}`)", page.display()));
             }

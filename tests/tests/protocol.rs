@@ -46,6 +46,7 @@ impl Guarded {
         Guard { count: 10 }
     }
 
+    // ANCHOR: guards
     fn should_connection_be_readonly(
         &mut self,
         _ctx: &mut Context<Self>,
@@ -87,6 +88,7 @@ impl Guarded {
         let who = source.connection().map_or("server", |conn| conn.id());
         self.changes.push(format!("{}:{who}", state.count));
     }
+    // ANCHOR_END: guards
 
     fn on_message(
         &mut self,

@@ -29,6 +29,7 @@ impl Counter {
         conn_ctx.query("readonly").as_deref() == Some("true")
     }
 
+    // ANCHOR: callables
     /// Adds one through `set_state`, so every client sees it, and returns the new count.
     #[callable(description = "Adds one to the count and returns it")]
     fn increment(&mut self, ctx: &mut Context<Self>) -> Result<i64> {
@@ -64,6 +65,7 @@ impl Counter {
         stream.end(count);
         Ok(())
     }
+    // ANCHOR_END: callables
 
     /// A method of the agent that clients may not call: `Method notCallable is not callable`.
     pub fn not_callable(&self) -> i64 {

@@ -9,6 +9,7 @@ const me = params.get("name") || `guest-${Math.random().toString(36).slice(2, 6)
 
 const $ = (id) => document.querySelector(`[data-testid="${id}"]`);
 
+// ANCHOR: common
 /** The options every connection shares: this page's server, reconnecting quickly. */
 const common = {
   host: location.host,
@@ -17,6 +18,7 @@ const common = {
   minReconnectionDelay: 500,
   maxReconnectionDelay: 5000,
 };
+// ANCHOR_END: common
 
 /**
  * Shows a socket's state in its badge: connecting until the first open, connected while
@@ -52,6 +54,7 @@ function appFrame(event) {
 
 // --- chat: join / message / leave, broadcast by ChatRoom -------------------------------------
 
+// ANCHOR: chat
 const chat = new AgentClient({ ...common, agent: "ChatRoom", query: { username: me } });
 trackStatus(chat, "chat");
 showPath("chat", "chat-room");
@@ -85,6 +88,7 @@ $("chat-form").addEventListener("submit", (event) => {
   chat.send(text); // ChatRoom broadcasts it to everyone, this page included
   input.value = "";
 });
+// ANCHOR_END: chat
 
 // --- presence: the full list, re-sent by PresenceAgent on every join and leave ----------------
 
@@ -106,6 +110,7 @@ presence.addEventListener("message", (event) => {
 
 // --- counter: synced state plus the `increment` callable -----------------------------------
 
+// ANCHOR: counter
 const counter = new AgentClient({
   ...common,
   agent: "Counter",
@@ -126,6 +131,7 @@ $("increment").addEventListener("click", async () => {
     error.hidden = false;
   }
 });
+// ANCHOR_END: counter
 
 $("room").textContent = room;
 $("me").textContent = me;
