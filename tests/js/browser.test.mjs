@@ -4,9 +4,12 @@
 //   EXAMPLES_SERVER  the examples server binary
 //   CHROMIUM         the Chromium executable
 //   ARTIFACTS        a directory for the screenshots
+//   NGINX_PATH       nginx, for the test behind a TLS proxy (empty: that test is skipped)
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
@@ -14,7 +17,7 @@ import { after, before, test } from "node:test";
 
 import { chromium } from "playwright-core";
 
-const { EXAMPLES_SERVER, CHROMIUM, ARTIFACTS } = process.env;
+const { EXAMPLES_SERVER, CHROMIUM, ARTIFACTS, NGINX_PATH } = process.env;
 assert.ok(EXAMPLES_SERVER && CHROMIUM && ARTIFACTS, "EXAMPLES_SERVER, CHROMIUM and ARTIFACTS");
 
 /** Generous bound on any one wait: a broken page fails instead of hanging. */
@@ -171,8 +174,10 @@ test("two pages chat, see presence and share the counter; the page reconnects", 
   // the counter's state survived on disk.
   assert.equal(await stopServer(server.child), 0, "SIGTERM exits cleanly");
   await expectStatus(alice, "reconnecting");
-  server = startServer(server.addr);
-  await server.listening;
+  const addr = server.addr;
+  server = startServer(addr);
+  server.addr = await server.listening;
+  assert.equal(server.addr, addr, "the same address again");
   await expectStatus(alice, "connected");
   await expectText(alice, "count", "3");
   await expectPeople(alice, ["alice (you)"]);
@@ -182,4 +187,91 @@ test("two pages chat, see presence and share the counter; the page reconnects", 
 
   assert.deepEqual(alice.errors, [], "no page errors");
   await alice.close();
+});
+
+/** A port nothing listens on right now. */
+async function freePort() {
+  const probe = createServer().listen(0, "127.0.0.1");
+  await new Promise((resolve) => probe.once("listening", resolve));
+  const { port } = probe.address();
+  await new Promise((resolve) => probe.close(resolve));
+  return port;
+}
+
+/**
+ * The book's nginx configuration (examples/deploy/nginx.conf), made to run here: its listen
+ * address, upstream and certificate paths replaced, everything else as documented.
+ */
+function nginxConfig(dir, port, upstream) {
+  let site = readFileSync(new URL("../../examples/deploy/nginx.conf", import.meta.url), "utf8");
+  for (const [from, to] of [
+    ["listen 443 ssl;", `listen 127.0.0.1:${port} ssl;`],
+    ["server 127.0.0.1:8787;", `server ${upstream};`],
+    ["/etc/letsencrypt/live/agents.example.com/fullchain.pem", join(dir, "cert.pem")],
+    ["/etc/letsencrypt/live/agents.example.com/privkey.pem", join(dir, "key.pem")],
+  ]) {
+    assert.ok(site.includes(from), `nginx.conf still has \`${from}\``);
+    site = site.replace(from, to);
+  }
+  const temp = (name) => `${name}_temp_path ${join(dir, name)};`;
+  return `daemon off;
+pid ${join(dir, "nginx.pid")};
+error_log stderr warn;
+events {}
+http {
+  access_log off;
+  ${["client_body", "proxy", "fastcgi", "uwsgi", "scgi"].map(temp).join("\n  ")}
+${site}
+}
+`;
+}
+
+test("behind nginx with TLS, as the production chapter configures it", {
+  skip: NGINX_PATH ? false : "no nginx",
+}, async () => {
+  const dir = mkdtempSync(join(tmpdir(), "agents-rs-nginx-"));
+  const port = await freePort();
+  execFileSync("openssl", [
+    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+    "-addext", "subjectAltName=IP:127.0.0.1",
+    "-keyout", join(dir, "key.pem"), "-out", join(dir, "cert.pem"),
+  ], { stdio: "ignore" });
+  writeFileSync(join(dir, "nginx.conf"), nginxConfig(dir, port, server.addr));
+  const nginx = spawn(NGINX_PATH, ["-p", dir, "-c", join(dir, "nginx.conf"), "-e", "stderr"], {
+    stdio: ["ignore", "inherit", "inherit"],
+  });
+  const context = await browser.newContext({
+    ignoreHTTPSErrors: true, // the certificate is self-signed
+    viewport: { width: 1100, height: 720 },
+  });
+  try {
+    const room = `tls-${Math.random().toString(36).slice(2, 8)}`;
+    // nginx takes a moment to listen: retry the first load.
+    const secure = await context.newPage();
+    secure.setDefaultTimeout(WAIT);
+    const url = `https://127.0.0.1:${port}/?room=${room}&name=carol`;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await secure.goto(url);
+        break;
+      } catch (error) {
+        if (attempt >= 50) throw error;
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    }
+    await expectStatus(secure, "connected"); // wss:// through the proxy
+    const direct = await open(room, "dave"); // plain ws:// to the server itself
+    await expectStatus(direct, "connected");
+    await expectPeople(secure, ["carol (you)", "dave"]);
+    await say(secure, "over tls");
+    await expectChat(direct, "carol: over tls");
+    await byId(secure, "increment").click();
+    await expectText(direct, "count", "1");
+    await secure.screenshot({ path: join(ARTIFACTS, "demo-behind-nginx.png") });
+    await direct.close();
+  } finally {
+    await context.close();
+    nginx.kill("SIGTERM");
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

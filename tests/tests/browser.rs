@@ -3,8 +3,12 @@
 //! Two pages chat, see presence change when one closes, share the counter, and one reconnects
 //! by itself after the server restarts. The screenshots land in `target/ci-artifacts/`.
 //!
-//! Chromium is found at `$CHROMIUM` or `/usr/bin/chromium`. Without it the browser test fails
-//! under CI (`CI=true`, where `.ci/run` installs it) and is skipped, loudly, elsewhere.
+//! A second test loads the page through nginx with TLS, configured by the production chapter's
+//! `examples/deploy/nginx.conf`: the page's `wss://` sockets go through the proxy.
+//!
+//! Chromium is found at `$CHROMIUM` or `/usr/bin/chromium`, nginx at `$NGINX_PATH` or
+//! `/usr/sbin/nginx`. Without them the tests that need them fail under CI (`CI=true`, where
+//! `.ci/run` installs both) and are skipped, loudly, elsewhere.
 //!
 //! Also checked here: the committed bundle `examples/web/dist/app.js` is exactly what esbuild
 //! makes today from `examples/web/src/app.js` and the locked npm packages.
@@ -14,23 +18,32 @@ use std::process::Command;
 
 use agents_tests::node::{describe, npm_ci, project, run};
 
-fn chromium() -> Option<PathBuf> {
-    let candidates = std::env::var_os("CHROMIUM")
+/// `$variable` if set, else the first of `defaults` that exists.
+fn program(variable: &str, defaults: &[&str]) -> Option<PathBuf> {
+    let candidates = std::env::var_os(variable)
         .map(PathBuf::from)
         .into_iter()
-        .chain(["/usr/bin/chromium", "/usr/bin/chromium-browser"].map(PathBuf::from));
+        .chain(defaults.iter().map(PathBuf::from));
     candidates.into_iter().find(|path| path.is_file())
+}
+
+/// Fails under CI, where everything must be installed; elsewhere says what is skipped.
+fn missing(what: &str, hint: &str) {
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "no {what}: {hint}");
+    eprintln!("SKIPPED what needs {what}: {hint}");
 }
 
 #[test]
 fn the_demo_page_works_in_chromium() {
-    let Some(chromium) = chromium() else {
-        let hint = "no Chromium: install Debian's `chromium` (apt-get install chromium) or set \
-                    CHROMIUM to its path";
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "{hint}");
-        eprintln!("SKIPPED the browser test: {hint}");
+    let Some(chromium) = program("CHROMIUM", &["/usr/bin/chromium", "/usr/bin/chromium-browser"])
+    else {
+        missing("Chromium", "apt-get install chromium, or set CHROMIUM to its path");
         return;
     };
+    let nginx = program("NGINX_PATH", &["/usr/sbin/nginx"]).unwrap_or_else(|| {
+        missing("nginx", "apt-get install nginx, or set NGINX_PATH to its path");
+        PathBuf::new()
+    });
     let dir = npm_ci("tests/js");
     let artifacts = artifacts();
     let output = run(
@@ -39,7 +52,8 @@ fn the_demo_page_works_in_chromium() {
             .current_dir(&dir)
             .env("EXAMPLES_SERVER", env!("CARGO_BIN_EXE_examples-server"))
             .env("CHROMIUM", &chromium)
-            .env("ARTIFACTS", &artifacts),
+            .env("ARTIFACTS", &artifacts)
+            .env("NGINX_PATH", &nginx),
         "node",
     );
     println!("{}", String::from_utf8_lossy(&output.stdout));
