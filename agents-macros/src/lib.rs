@@ -13,12 +13,23 @@ mod typescript;
 use proc_macro::TokenStream;
 
 /// Turns an inherent impl block into an agent: the hooks found there (`on_start`,
-/// `on_request`, `connection_tags`, `on_connect`, `on_message`, `on_close`, `on_error`) make up
-/// its `agents_runtime::Agent` implementation, and the agent is registered with the server.
+/// `on_request`, `connection_tags`, `on_connect`, `on_message`, `on_close`, `on_error`,
+/// `should_send_protocol_messages`, `should_connection_be_readonly`, `initial_state`,
+/// `validate_state_change`, `on_state_changed`) and its `#[callable]` methods make up its
+/// `agents_runtime::Agent` implementation; the agent is registered with the server, and a
+/// typed `{Agent}Client` is generated next to it.
 ///
-/// Arguments, all optional: `name = "route-name"` (default: the type name in kebab-case,
-/// `ChatRoom` → `chat-room`) and `connection_state = Type` (default `()`), the per-connection
-/// state, which must be `Serialize + DeserializeOwned + Send`.
+/// Arguments, all optional:
+/// - `name = "route-name"`: the route (default: the type name in kebab-case,
+///   `ChatRoom` → `chat-room`);
+/// - `state = Type`: the synced agent state (`Serialize + DeserializeOwned + Send + Sync`);
+/// - `connection_state = Type` (default `()`): the per-connection state, which must be
+///   `Serialize + DeserializeOwned + Send`;
+/// - `rename_all = "camelCase"`: the wire names of the callables;
+/// - `typescript`: declare a TypeScript interface for the agent;
+/// - `hibernate = false`: keep the instance in memory while it has connections;
+/// - `durability = "relaxed"`: frames do not wait for the agent's writes to be on disk
+///   (default `"confirmed"`).
 #[proc_macro_attribute]
 pub fn agent(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::agent(args.into(), item.into()).into()

@@ -273,7 +273,8 @@ impl<S> Connection<S> {
     }
 
     /// Closes the connection with `code` and `reason` (`connection.close(code, reason)`), after
-    /// the messages already queued. The reason is cut to the 123 bytes a close frame can carry.
+    /// the messages already queued; if the outbox is full (the client stopped reading), at once,
+    /// dropping what is queued. The reason is cut to the 123 bytes a close frame can carry.
     /// Closing twice is a no-op. Once closing, the connection is left out of `get_connections`
     /// and broadcasts; `on_close` runs when the client's close frame arrives.
     pub fn close(&self, code: u16, reason: &str) -> Result<(), ConnectionError> {

@@ -2,10 +2,13 @@
 //! self-hosted.
 //!
 //! Annotate an inherent impl block with `#[agent]`; the hooks you write there (`on_start`,
-//! `on_request`, `connection_tags`, `on_connect`, `on_message`, `on_close`, `on_error`) become
-//! the agent's [`Agent`] implementation. Each `(agent, name)` pair is one live instance,
-//! reached at `/agents/{agent}/{name}`, that handles its events one turn at a time on
-//! `&mut self`.
+//! `on_request`, `connection_tags`, `on_connect`, `on_message`, `on_close`, `on_error`, and the
+//! others in the table below) become the agent's [`Agent`] implementation. Each
+//! `(agent, name)` pair is one live instance, reached at `/agents/{agent}/{name}`, that handles
+//! its events one turn at a time on `&mut self`.
+//!
+//! The guide is the mdBook in `book/` of the repository. The `testing` module (feature
+//! `testing`) has the helpers for testing agents over real sockets.
 //!
 //! ```no_run
 //! use agents_runtime::prelude::*;
@@ -47,6 +50,14 @@
 //! | `on_message` | `conn: &Connection<S>, message: Message` | `()` |
 //! | `on_close` | `conn: &Connection<S>, code: u16, reason: &str, was_clean: bool` | `()` |
 //! | `on_error` | `conn: Option<&Connection<S>>, error: &Error` | `()` |
+//! | `should_send_protocol_messages` | `conn: &Connection<S>, conn_ctx: &ConnectionContext` | `bool` (default `true`) |
+//! | `should_connection_be_readonly` | `conn: &Connection<S>, conn_ctx: &ConnectionContext` | `bool` (default `false`) |
+//! | `on_state_changed` | `state: &T, source: StateSource<'_, S>` | `()` |
+//!
+//! With `#[agent(state = T)]`, two associated functions (no `self`) shape the state:
+//! `fn initial_state() -> T` (default `T::default()`) and
+//! `fn validate_state_change(ctx: &Context<Self>, next: &T, source: StateSource<'_, S>) -> Result<()>`.
+//! Methods marked `#[callable]` are reachable by RPC; see [`callable`].
 
 mod agent;
 mod assets;

@@ -134,7 +134,8 @@ async fn run(
     let connect = Event::Connect(Box::new(ConnectRequest { parts, conn_ctx }));
     let dispatched = shared.instances.dispatch(&class, &name, &shared, connect).await;
     let Some((mailbox, instance)) = dispatched else {
-        // The instance could not be started (max_instances): try again later.
+        // The instance could not be started (max_instances, shutting down, or it kept being
+        // evicted under our feet): try again later.
         let frame = wire_close(close_code::OUTBOX_FULL, "Server at capacity");
         let _ = timeout(shared.limits.close_timeout, ws.close(Some(frame))).await;
         return;
