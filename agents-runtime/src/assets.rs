@@ -39,8 +39,19 @@ impl Assets {
         let mut files = HashMap::with_capacity(specs.len());
         for AssetSpec { path, content_type, body } in specs {
             let invalid = |why: &str| Error::msg(format!("asset `{path}`: {why}"));
-            if !path.starts_with('/') || path.contains(['?', '#']) {
-                return Err(invalid("the path must start with `/` and have no query"));
+            let as_requested = path.parse::<http::uri::PathAndQuery>().ok();
+            let printable = path.bytes().all(|b| b.is_ascii_graphic());
+            if !path.starts_with('/')
+                || !printable
+                || as_requested.is_none_or(|p| p.as_str() != path)
+            {
+                return Err(invalid(
+                    "the path must start with `/`, have no query, and be written as requested \
+                     (percent-encoded)",
+                ));
+            }
+            if path.contains(['?', '#']) {
+                return Err(invalid("the path must have no query or fragment"));
             }
             if path == "/agents" || path.starts_with("/agents/") {
                 return Err(invalid("paths under /agents/ belong to the agents"));
@@ -66,17 +77,20 @@ impl Assets {
     ) -> Option<Response<Bytes>> {
         let asset = self.files.get(path)?;
         let mut response = Response::new(Bytes::new());
-        let head = response.headers_mut();
-        head.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        head.insert(ETAG, asset.etag.clone());
         if *method != Method::GET && *method != Method::HEAD {
             *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
             response.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
             return Some(response);
         }
+        let head = response.headers_mut();
+        head.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        head.insert(ETAG, asset.etag.clone());
+        // Weak comparison (RFC 9110 13.1.2): a proxy that compresses marks the tag `W/`.
         let matches = headers.get_all(IF_NONE_MATCH).iter().any(|value| {
             value.to_str().is_ok_and(|tags| {
-                tags.split(',').any(|tag| tag.trim() == "*" || tag.trim() == asset.etag)
+                tags.split(',')
+                    .map(str::trim)
+                    .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == asset.etag)
             })
         });
         if matches {
@@ -142,10 +156,15 @@ mod tests {
                 .clone();
         let mut conditional = HeaderMap::new();
         conditional.insert(IF_NONE_MATCH, HeaderValue::from_static("\"other\""));
-        conditional.append(IF_NONE_MATCH, etag);
+        conditional.append(IF_NONE_MATCH, etag.clone());
         let answer = assets.respond(&Method::GET, "/", &conditional).expect("an asset");
         assert_eq!(answer.status(), StatusCode::NOT_MODIFIED);
         assert!(answer.body().is_empty());
+        let weak = format!("\"x\", W/{}", etag.to_str().expect("ascii"));
+        let mut weak_only = HeaderMap::new();
+        weak_only.insert(IF_NONE_MATCH, HeaderValue::from_str(&weak).expect("a header"));
+        let answer = assets.respond(&Method::GET, "/", &weak_only).expect("an asset");
+        assert_eq!(answer.status(), StatusCode::NOT_MODIFIED, "weak comparison");
         let mut stale = HeaderMap::new();
         stale.insert(IF_NONE_MATCH, HeaderValue::from_static("\"other\""));
         assert_eq!(assets.respond(&Method::GET, "/", &stale).expect("an asset").status(), 200);
@@ -160,7 +179,10 @@ mod tests {
         };
         for (path, content_type, why) in [
             ("index.html", "text/html", "must start with `/`"),
-            ("/a?b", "text/html", "must start with `/`"),
+            ("/a?b", "text/html", "no query"),
+            ("/a#b", "text/html", "must start with `/`"),
+            ("/a b", "text/html", "percent-encoded"),
+            ("/é", "text/html", "percent-encoded"),
             ("/agents/x", "text/html", "belong to the agents"),
             ("/agents", "text/html", "belong to the agents"),
             ("/", "text/html\n", "not a valid header value"),

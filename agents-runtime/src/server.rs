@@ -134,7 +134,7 @@ impl Shared {
         }
         // The flusher lets go of the store, so the data directory is free once every other
         // holder (the server itself, the last sockets) is gone.
-        self.commits.stop().await;
+        self.commits.stop(self.limits.close_timeout).await;
     }
 
     /// A slot for one more WebSocket, or `None` at `max_connections`. Freed on drop.

@@ -4,7 +4,7 @@
 //!
 //! ```toml
 //! [dev-dependencies]
-//! agents-runtime = { version = "0.1", features = ["testing"] }
+//! agents-runtime = { version = "0.1", features = ["testing"] } # or a path/git dependency
 //! ```
 //!
 //! Every wait is bounded by [`WAIT`]; like an assertion, a helper panics with a message saying
@@ -65,8 +65,11 @@ pub struct TestServer {
 
 impl TestServer {
     /// Shuts the server down as SIGTERM would (sockets close with 1001, the store is flushed)
-    /// and waits until it has; its data directory can then be opened again. Dropping a
-    /// `TestServer` instead leaves the server running until the test's runtime ends.
+    /// and waits until it has. Its data directory can then be opened again, provided nothing
+    /// else still holds the server: a clone of [`handle`](Self::handle), an `AgentStub` from
+    /// it, or an idle keep-alive HTTP connection (the helpers' requests use
+    /// `Connection: close`). Dropping a `TestServer` instead leaves the server running until
+    /// the test's runtime ends.
     pub async fn shut_down(mut self) {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
@@ -188,18 +191,45 @@ impl Endpoint {
     /// Sends `head` (request line and headers, ending in an empty line) and `body` as they
     /// are, and returns status and body of the answer.
     pub async fn raw_http(&self, head: &[u8], body: &[u8]) -> (u16, String) {
+        let response = self.request(head, body).await;
+        (response.status, response.body)
+    }
+
+    /// Like [`raw_http`](Self::raw_http), with the answer's headers too.
+    pub async fn request(&self, head: &[u8], body: &[u8]) -> HttpResponse {
         let mut stream = TcpStream::connect(self.addr).await.expect("connects");
         stream.write_all(head).await.expect("writes the head");
         // The server may answer (413) before reading a body it refuses.
         let _ = stream.write_all(body).await;
-        tokio::time::timeout(WAIT, read_response(&mut stream))
+        let bodiless_request = head.starts_with(b"HEAD ");
+        tokio::time::timeout(WAIT, read_response(&mut stream, bodiless_request))
             .await
             .expect("the response arrives in time")
     }
 }
 
-/// Reads one HTTP/1.1 response (headers, then `Content-Length` bytes of body).
-async fn read_response(stream: &mut TcpStream) -> (u16, String) {
+/// An HTTP answer, as [`Endpoint::request`] read it.
+#[derive(Debug)]
+pub struct HttpResponse {
+    /// The status code.
+    pub status: u16,
+    /// The header lines, names in lower case.
+    pub headers: Vec<(String, String)>,
+    /// The body, as text.
+    pub body: String,
+}
+
+impl HttpResponse {
+    /// The first value of header `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads one HTTP/1.1 response: headers, then `Content-Length` bytes of body (none for an
+/// answer to HEAD, or a 1xx, 204 or 304).
+async fn read_response(stream: &mut TcpStream, bodiless_request: bool) -> HttpResponse {
     let mut raw = Vec::new();
     let mut buf = [0u8; 4096];
     let head_end = loop {
@@ -210,19 +240,29 @@ async fn read_response(stream: &mut TcpStream) -> (u16, String) {
         assert!(n > 0, "the connection closed before the response headers ended");
         raw.extend_from_slice(&buf[..n]);
     };
-    let head = String::from_utf8_lossy(&raw[..head_end]).to_ascii_lowercase();
-    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status line");
-    let length: usize = head
-        .lines()
-        .find_map(|line| line.strip_prefix("content-length:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
+    let head = String::from_utf8_lossy(&raw[..head_end]).into_owned();
+    let mut lines = head.lines();
+    let status_line = lines.next().unwrap_or_default();
+    let status: u16 =
+        status_line.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status line");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+        .collect();
+    let bodiless = bodiless_request || status < 200 || status == 204 || status == 304;
+    let length: usize = if bodiless {
+        0
+    } else {
+        let declared = headers.iter().find(|(name, _)| name == "content-length");
+        declared.and_then(|(_, v)| v.parse().ok()).unwrap_or(0)
+    };
     while raw.len() < head_end + length {
         let n = stream.read(&mut buf).await.expect("reads the body");
         assert!(n > 0, "the connection closed before the body ended");
         raw.extend_from_slice(&buf[..n]);
     }
-    (status, String::from_utf8_lossy(&raw[head_end..head_end + length]).into_owned())
+    let body = String::from_utf8_lossy(&raw[head_end..head_end + length]).into_owned();
+    HttpResponse { status, headers, body }
 }
 
 /// A WebSocket client for tests; every wait is bounded by [`WAIT`].

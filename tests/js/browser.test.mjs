@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { execFileSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -34,6 +34,7 @@ let browser;
 function startServer(addr) {
   const child = spawn(EXAMPLES_SERVER, ["--addr", addr, "--data-dir", dataDir], {
     stdio: ["ignore", "pipe", "inherit"],
+    env: { ...process.env, RUST_LOG: "info" }, // the address is on an info line
   });
   const listening = new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error("the server did not start")), WAIT);
@@ -90,7 +91,9 @@ async function open(room, name) {
   const errors = [];
   page.on("pageerror", (error) => errors.push(error));
   page.on("console", (message) => {
-    if (message.type() === "error") errors.push(new Error(message.text()));
+    // Chromium logs each failed reconnection attempt while the server restarts.
+    const reconnecting = /WebSocket connection to .* failed/.test(message.text());
+    if (message.type() === "error" && !reconnecting) errors.push(new Error(message.text()));
   });
   page.errors = errors;
   await page.goto(`http://${server.addr}/?room=${room}&name=${name}`);
@@ -174,6 +177,11 @@ test("two pages chat, see presence and share the counter; the page reconnects", 
   // the counter's state survived on disk.
   assert.equal(await stopServer(server.child), 0, "SIGTERM exits cleanly");
   await expectStatus(alice, "reconnecting");
+  // Blank what the page shows, so what it shows next comes from the new server.
+  await alice.evaluate(() => {
+    document.querySelector('[data-testid="count"]').textContent = "?";
+    document.querySelector('[data-testid="presence-list"]').replaceChildren();
+  });
   const addr = server.addr;
   server = startServer(addr);
   server.addr = await server.listening;
@@ -230,6 +238,7 @@ test("behind nginx with TLS, as the production chapter configures it", {
   skip: NGINX_PATH ? false : "no nginx",
 }, async () => {
   const dir = mkdtempSync(join(tmpdir(), "agents-rs-nginx-"));
+  chmodSync(dir, 0o755); // nginx's workers (not root) keep their buffers under it
   const port = await freePort();
   execFileSync("openssl", [
     "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",

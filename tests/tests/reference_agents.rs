@@ -46,6 +46,52 @@ async fn http_routing_answers() {
 }
 
 #[tokio::test]
+async fn the_demo_page_is_served_as_static_assets() {
+    let server = examples().await;
+    let request = |method: &str, path: &str, extra: &str| {
+        format!("{method} {path} HTTP/1.1\r\nHost: x\r\n{extra}Connection: close\r\n\r\n")
+    };
+    let page = server.request(request("GET", "/", "").as_bytes(), b"").await;
+    assert_eq!(page.status, 200);
+    assert_eq!(page.header("content-type"), Some("text/html; charset=utf-8"));
+    let etag = page.header("etag").expect("an ETag").to_owned();
+    // HEAD: the same headers, no body.
+    let head = server.request(request("HEAD", "/", "").as_bytes(), b"").await;
+    assert_eq!((head.status, head.body.as_str()), (200, ""));
+    assert_eq!(head.header("content-length"), Some(page.body.len().to_string().as_str()));
+    // A query string does not change the file; revalidation answers 304, strong or weak.
+    let with_query = server.request(request("GET", "/?room=x&name=y", "").as_bytes(), b"").await;
+    assert_eq!((with_query.status, with_query.body), (200, page.body.clone()));
+    for tag in [etag.clone(), format!("W/{etag}"), format!("\"other\", {etag}")] {
+        let conditional = request("GET", "/", &format!("If-None-Match: {tag}\r\n"));
+        let answer = server.request(conditional.as_bytes(), b"").await;
+        assert_eq!((answer.status, answer.body.as_str()), (304, ""), "{tag}");
+    }
+    let stale = request("GET", "/", "If-None-Match: \"other\"\r\n");
+    assert_eq!(server.request(stale.as_bytes(), b"").await.status, 200);
+    for (path, content_type) in
+        [("/style.css", "text/css; charset=utf-8"), ("/app.js", "text/javascript; charset=utf-8")]
+    {
+        let file = server.request(request("GET", path, "").as_bytes(), b"").await;
+        assert_eq!((file.status, file.header("content-type")), (200, Some(content_type)));
+    }
+    // Other methods: 405 with the methods that work.
+    for method in ["POST", "PUT", "DELETE", "OPTIONS", "PATCH"] {
+        let refused = server.request(request(method, "/app.js", "").as_bytes(), b"").await;
+        assert_eq!(refused.status, 405, "{method}");
+        assert_eq!(refused.header("allow"), Some("GET, HEAD"), "{method}");
+    }
+    // Paths are exact: no normalisation, no case folding, no decoding.
+    for near in
+        ["//", "/./app.js", "/app.js/", "/%61pp.js", "/APP.JS", "/index.html", "/app.js.map"]
+    {
+        assert_eq!(server.http("GET", near, b"").await, (404, "Not found".into()), "{near}");
+    }
+    // A WebSocket upgrade is not an asset request.
+    assert_eq!(server.refused_upgrade("/").await, (404, "Not found".into()));
+}
+
+#[tokio::test]
 async fn websocket_routing_answers() {
     let server = examples().await;
     assert_eq!(

@@ -48,13 +48,17 @@ impl GroupCommit {
         Self { store, progress, wake, stop, flusher: std::sync::Mutex::new(Some(flusher)) }
     }
 
-    /// Ends the flusher (after the flush it is running, if any) and waits until it has let go
-    /// of the store. Writes made afterwards are never confirmed: for shutdown only.
-    pub(crate) async fn stop(&self) {
+    /// Ends the flusher (after the flush it is running, if any, or at once while it backs off
+    /// from a failed one) and waits, at most `limit`, until it has let go of the store. Writes
+    /// made afterwards are never confirmed: for shutdown only.
+    pub(crate) async fn stop(&self, limit: Duration) {
         self.stop.notify_one();
         let flusher = crate::connection::lock(&self.flusher).take();
-        if let Some(flusher) = flusher {
-            let _ = flusher.await;
+        if let Some(mut flusher) = flusher
+            && tokio::time::timeout(limit, &mut flusher).await.is_err()
+        {
+            tracing::warn!("shutdown: the storage flusher did not stop within {limit:?}");
+            flusher.abort();
         }
     }
 
@@ -176,7 +180,10 @@ async fn flusher(
                     };
                     // Frames stay held: nothing is acknowledged that is not on disk.
                     tracing::error!("storage flush failed, retrying in {backoff:?}: {why}");
-                    tokio::time::sleep(backoff).await;
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = stop.notified() => return,
+                    }
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
@@ -196,6 +203,8 @@ mod tests {
     struct SlowFlush {
         inner: MemoryStore,
         flushes: AtomicUsize,
+        /// Every flush fails (a full or broken disk).
+        failing: std::sync::atomic::AtomicBool,
     }
 
     impl Store for SlowFlush {
@@ -217,6 +226,9 @@ mod tests {
         fn flush(&self) -> Result<(), StoreError> {
             std::thread::sleep(Duration::from_millis(20));
             self.flushes.fetch_add(1, Ordering::Relaxed);
+            if self.failing.load(Ordering::Relaxed) {
+                return Err(StoreError::msg("no space left on device"));
+            }
             Ok(())
         }
     }
@@ -234,4 +246,23 @@ mod tests {
         let flushes = store.flushes.load(Ordering::Relaxed);
         assert!(flushes <= 2, "100 writes made {flushes} flushes");
     }
+
+    #[tokio::test]
+    async fn stop_ends_a_flusher_that_keeps_failing() {
+        let store = Arc::new(SlowFlush::default());
+        store.failing.store(true, Ordering::Relaxed);
+        let commits = GroupCommit::start(store.clone());
+        let seq = commits.wrote();
+        while store.flushes.load(Ordering::Relaxed) < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(!commits.is_durable(seq), "a failed flush confirms nothing");
+        // The flusher is backing off between failures; stop must not wait for a success.
+        let stopped = tokio::time::timeout(Duration::from_secs(10), commits.stop(WAIT_FOREVER));
+        stopped.await.expect("the flusher stops while flushes fail");
+        assert_eq!(Arc::strong_count(&store), 2, "only this test and `commits` hold the store");
+    }
+
+    /// A limit `stop` never reaches in these tests: they check the flusher ends by itself.
+    const WAIT_FOREVER: Duration = Duration::from_secs(3600);
 }

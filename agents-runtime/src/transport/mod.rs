@@ -108,7 +108,10 @@ async fn handle<B: Buf>(
     body: impl Stream<Item = Result<B, warp::Error>> + Send,
 ) -> warp::reply::Response {
     let Some(route) = Route::parse(uri.path()) else {
-        if let Some(asset) = shared.assets.respond(&method, uri.path(), &headers) {
+        // Assets are plain HTTP: an upgrade there is answered like any other unknown path.
+        if !socket::is_upgrade(&headers)
+            && let Some(asset) = shared.assets.respond(&method, uri.path(), &headers)
+        {
             return asset.into_response();
         }
         return text(StatusCode::NOT_FOUND, "Not found");

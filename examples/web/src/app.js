@@ -4,8 +4,9 @@
 import { AgentClient } from "agents/client";
 
 const params = new URLSearchParams(location.search);
-const room = params.get("room") || "lobby";
-const me = params.get("name") || `guest-${Math.random().toString(36).slice(2, 6)}`;
+// The room is a path segment: keep it to characters that need no escaping.
+const room = (params.get("room") || "lobby").replace(/[^A-Za-z0-9_-]/g, "").slice(0, 64) || "lobby";
+const me = (params.get("name") || "").trim().slice(0, 64) || `guest-${Math.random().toString(36).slice(2, 6)}`;
 
 const $ = (id) => document.querySelector(`[data-testid="${id}"]`);
 
@@ -20,9 +21,13 @@ const common = {
 };
 // ANCHOR_END: common
 
+/** Close codes after which the client gives up, as the agents client decides: 1008, 4xxx. */
+const isTerminal = (code) => code === 1008 || (code >= 4000 && code <= 4999);
+
 /**
  * Shows a socket's state in its badge: connecting until the first open, connected while
- * open, reconnecting after a close (PartySocket retries with backoff).
+ * open, reconnecting after a close (PartySocket retries with backoff), closed for good after
+ * a close the client does not retry.
  */
 function trackStatus(client, id) {
   const badge = $(`status-${id}`);
@@ -31,7 +36,7 @@ function trackStatus(client, id) {
     badge.textContent = state;
   };
   client.addEventListener("open", () => show("connected"));
-  client.addEventListener("close", () => show("reconnecting"));
+  client.addEventListener("close", (event) => show(isTerminal(event.code) ? "closed" : "reconnecting"));
   return show;
 }
 
