@@ -110,14 +110,14 @@ fn broken_links(root: &Path) -> Vec<String> {
         .iter()
         .map(|page| {
             let html = std::fs::read_to_string(page).expect("readable");
-            (page.clone(), attribute_values(&html, "id").collect())
+            (page.clone(), attribute_values(&html, "id").into_iter().collect())
         })
         .collect();
     let mut broken = Vec::new();
     let mut checked = 0;
     for page in &pages {
         let html = std::fs::read_to_string(page).expect("readable");
-        for target in attribute_values(&html, "href").chain(attribute_values(&html, "src")) {
+        for target in [attribute_values(&html, "href"), attribute_values(&html, "src")].concat() {
             if target.contains("://")
                 || target.starts_with("mailto:")
                 || target.starts_with("data:")
@@ -170,14 +170,13 @@ fn html_files(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// The values of `name="..."` attributes, as written (mdBook quotes with `"`).
-fn attribute_values<'a>(html: &'a str, name: &'a str) -> impl Iterator<Item = String> + 'a {
+fn attribute_values(html: &str, name: &str) -> Vec<String> {
     let pattern = format!(" {name}=\"");
     html.match_indices(&pattern)
-        .map(|(i, p)| i + p.len())
-        .filter_map(move |start| {
+        .filter_map(|(i, p)| {
+            let start = i + p.len();
             let end = html[start..].find('"')?;
             Some(html[start..start + end].replace("&amp;", "&"))
         })
-        .collect::<Vec<_>>()
-        .into_iter()
+        .collect()
 }
