@@ -486,6 +486,12 @@ impl ServerHandle {
         crate::AgentStub::new(self.shared.clone(), B::NAME, name)
     }
 
+    /// How the store's group commit has gone so far: writes made durable, the flushes that
+    /// did it, and the largest batch one flush covered.
+    pub fn storage_stats(&self) -> crate::storage::StorageStats {
+        self.shared.commits.stats()
+    }
+
     /// The data directory, if one was configured.
     pub fn data_dir(&self) -> Option<&std::path::Path> {
         self.shared.data_dir.as_deref()

@@ -24,6 +24,21 @@ struct Progress {
     durable: AtomicU64,
     /// `durable` moved.
     advanced: Notify,
+    /// Flushes that made writes durable, and the most writes one of them covered.
+    flushes: AtomicU64,
+    largest_batch: AtomicU64,
+}
+
+/// How writes have shared flushes so far (group commit): see
+/// [`ServerHandle::storage_stats`](crate::ServerHandle::storage_stats).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StorageStats {
+    /// Writes made durable.
+    pub durable_writes: u64,
+    /// Successful flushes that made at least one write durable.
+    pub flushes: u64,
+    /// The most writes a single flush made durable.
+    pub largest_batch: u64,
 }
 
 /// Numbers writes, wakes the flusher, and lets frames wait for durability.
@@ -71,6 +86,16 @@ impl GroupCommit {
         let seq = self.progress.written.fetch_add(1, Ordering::AcqRel) + 1;
         let _ = self.wake.try_send(());
         seq
+    }
+
+    /// Writes made durable and the flushes that did it, so far.
+    pub(crate) fn stats(&self) -> StorageStats {
+        let progress = &self.progress;
+        StorageStats {
+            durable_writes: progress.durable.load(Ordering::Acquire),
+            flushes: progress.flushes.load(Ordering::Acquire),
+            largest_batch: progress.largest_batch.load(Ordering::Acquire),
+        }
     }
 
     pub(crate) fn is_durable(&self, seq: WriteSeq) -> bool {
@@ -169,7 +194,11 @@ async fn flusher(
             match flushed {
                 Ok(Ok(())) => {
                     backoff = Duration::from_millis(50);
-                    progress.durable.fetch_max(target, Ordering::AcqRel);
+                    let before = progress.durable.fetch_max(target, Ordering::AcqRel);
+                    if target > before {
+                        progress.flushes.fetch_add(1, Ordering::AcqRel);
+                        progress.largest_batch.fetch_max(target - before, Ordering::AcqRel);
+                    }
                     progress.advanced.notify_waiters();
                 }
                 failed => {
@@ -245,6 +274,10 @@ mod tests {
         assert!(commits.is_durable(1) && commits.is_durable(100));
         let flushes = store.flushes.load(Ordering::Relaxed);
         assert!(flushes <= 2, "100 writes made {flushes} flushes");
+        let stats = commits.stats();
+        assert_eq!(stats.durable_writes, 100);
+        assert_eq!(stats.flushes, flushes as u64);
+        assert!(stats.largest_batch >= 50, "{stats:?}");
     }
 
     #[tokio::test]

@@ -14,6 +14,7 @@ mod sled_store;
 
 use std::fmt;
 
+pub use durability::StorageStats;
 pub use kv::{ListOptions, MAX_KEY_SIZE, MAX_VALUE_SIZE, Storage, StorageBatch};
 pub use memory::MemoryStore;
 pub use sled_store::SledStore;

@@ -1,0 +1,216 @@
+#!/usr/bin/env python3
+"""Runs every benchmark workload against agents-rs and its peers, side by side, and prints
+the tables of BENCHMARKS.md (medians of --runs runs).
+
+    python3 bench/run.py                  # everything, 3 runs each (about 15 minutes)
+    python3 bench/run.py --runs 1 --only chat-32,connect --peers agents-rs,bun
+
+Each run starts a fresh server pinned to core 0 and the load generator pinned to core 1
+(taskset); the servers are ours (`bench-server`: the examples' agents), Bun's Bun.serve with
+pub/sub, Node's `ws`, and a minimal tokio-tungstenite server. The peers come from npm
+(`bench/peers`, `npm ci`) and from this workspace (`cargo build --release -p agents-bench`).
+Raw results go to target/bench/results.json, the tables to target/bench/tables.md.
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+PEERS_DIR = BENCH / "peers"
+TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+RELEASE = TARGET / "release"
+OUT = TARGET / "bench"
+SERVER_CORE, LOADGEN_CORE = "0", "1"
+
+
+def peer_commands(port, data_dir):
+    """How to start each server on `port`: (argv, working directory)."""
+    return {
+        "agents-rs": ([str(RELEASE / "bench-server"), "--addr", f"127.0.0.1:{port}",
+                       "--data-dir", data_dir, "--hibernate-after", "2s"], ROOT),
+        "bun": ([str(PEERS_DIR / "node_modules/bun/bin/bun.exe"), "bun-chat.mjs", str(port)], PEERS_DIR),
+        "node-ws": (["node", "node-ws-chat.mjs", str(port)], PEERS_DIR),
+        "tokio-tungstenite": ([str(RELEASE / "tokio-peer"), f"127.0.0.1:{port}"], ROOT),
+    }
+
+
+PEERS = ["agents-rs", "bun", "tokio-tungstenite", "node-ws"]
+
+# name: (peers it runs on, loadgen mode and arguments, path, figures for the table)
+WORKLOADS = {
+    "chat-32": (PEERS, ["chat", "--conns", "32", "--senders", "32", "--messages", "2000", "--window", "4"],
+                "/agents/chat-room/bench",
+                ["deliveries_per_cpu_s", "deliveries_per_s", "server_cpu_s", "latency.p50_ms", "latency.p99_ms", "latency.max_ms"]),
+    "chat-1000": (PEERS, ["chat", "--conns", "1000", "--senders", "1", "--messages", "1000", "--window", "8"],
+                  "/agents/chat-room/bench",
+                  ["deliveries_per_cpu_s", "deliveries_per_s", "server_cpu_s", "latency.p50_ms", "latency.p99_ms", "latency.max_ms"]),
+    "idle": (PEERS, ["idle", "--conns", "19000", "--per-room", "100"],
+             "/agents/chat-room/idle",
+             ["bytes_per_conn_awake", "bytes_per_conn_hibernated", "rss_before", "rss_awake"]),
+    "connect": (PEERS, ["connect", "--total", "10000", "--concurrency", "32"],
+                "/agents/chat-room/connect",
+                ["upgrades_per_s", "server_cpu_s", "latency.p50_ms", "latency.p99_ms", "latency.max_ms"]),
+    "rpc-relaxed": (["agents-rs"], ["rpc", "--rate", "1000", "--calls", "10000", "--conns", "4"],
+                    "/agents/relaxed-counter/bench",
+                    ["latency.p50_ms", "latency.p99_ms", "latency.max_ms", "calls_per_s", "writes_per_flush", "largest_batch"]),
+    "rpc-gate": (["agents-rs"], ["rpc", "--rate", "1000", "--calls", "10000", "--conns", "4"],
+                 "/agents/counter/bench",
+                 ["latency.p50_ms", "latency.p99_ms", "latency.max_ms", "calls_per_s", "writes_per_flush", "largest_batch"]),
+}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port, process, limit=20.0):
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited with {process.returncode} before listening")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port} after {limit} s")
+
+
+def stop(process):
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def run_once(peer, workload):
+    _, args, path, _ = WORKLOADS[workload]
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="agents-bench-") as data_dir:
+        argv, cwd = peer_commands(port, data_dir)[peer]
+        log = open(OUT / f"{peer}.log", "a")
+        server = subprocess.Popen(["taskset", "-c", SERVER_CORE, *argv], cwd=cwd, stdout=log, stderr=log)
+        try:
+            wait_for_port(port, server)
+            loadgen = [str(RELEASE / "loadgen"), *args, "--url", f"ws://127.0.0.1:{port}{path}",
+                       "--server-pid", str(server.pid)]
+            if peer == "agents-rs":
+                loadgen += ["--stats-url", f"http://127.0.0.1:{port}/agents/bench-stats/stats"]
+                if args[0] == "idle":
+                    loadgen += ["--hibernate-wait", "5s"]
+            done = subprocess.run(["taskset", "-c", LOADGEN_CORE, *loadgen], capture_output=True, text=True, timeout=900)
+        finally:
+            stop(server)
+            log.close()
+    sys.stderr.write(done.stderr)
+    if done.returncode != 0:
+        raise RuntimeError(f"loadgen {workload} against {peer} failed ({done.returncode})")
+    line = next(l for l in done.stdout.splitlines() if l.startswith("RESULT "))
+    return json.loads(line[len("RESULT "):])
+
+
+def figure(result, key):
+    value = result
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def median(values):
+    values = [v for v in values if isinstance(v, (int, float))]
+    return statistics.median(values) if values else None
+
+
+def fmt(value):
+    if value is None:
+        return "n/a"
+    if isinstance(value, float) and not value.is_integer():
+        return f"{value:,.3f}" if abs(value) < 100 else f"{value:,.0f}"
+    return f"{int(value):,}"
+
+
+def machine():
+    model = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    mem = Path("/proc/meminfo").read_text().splitlines()[0].split()[1]
+    versions = {}
+    for name, argv in {"rustc": ["rustc", "--version"], "node": ["node", "--version"],
+                       "bun": [str(PEERS_DIR / "node_modules/bun/bin/bun.exe"), "--version"]}.items():
+        try:
+            versions[name] = subprocess.run(argv, capture_output=True, text=True).stdout.strip()
+        except OSError:
+            versions[name] = "missing"
+    return {"cpu": model, "cores": os.cpu_count(), "memory_gib": round(int(mem) / 2**20, 1),
+            "kernel": platform.release(), **versions}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--only", default=",".join(WORKLOADS), help="workloads, comma-separated")
+    parser.add_argument("--peers", default=",".join(PEERS), help="servers, comma-separated")
+    parser.add_argument("--no-build", action="store_true", help="use the binaries and node_modules as they are")
+    options = parser.parse_args()
+    workloads = options.only.split(",")
+    peers = options.peers.split(",")
+    for name in workloads:
+        if name not in WORKLOADS:
+            parser.error(f"unknown workload {name}; known: {', '.join(WORKLOADS)}")
+    for name in peers:
+        if name not in PEERS:
+            parser.error(f"unknown peer {name}; known: {', '.join(PEERS)}")
+    if shutil.which("taskset") is None:
+        sys.exit("taskset is missing (Debian package util-linux)")
+    OUT.mkdir(parents=True, exist_ok=True)
+    if not options.no_build:
+        subprocess.run(["cargo", "build", "--release", "-p", "agents-bench"], cwd=ROOT, check=True)
+        if {"bun", "node-ws"} & set(peers):
+            subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=PEERS_DIR, check=True)
+
+    results = {"machine": machine(), "runs": options.runs, "workloads": {}}
+    for workload in workloads:
+        on, _, _, _ = WORKLOADS[workload]
+        for peer in [p for p in peers if p in on]:
+            runs = []
+            for n in range(options.runs):
+                print(f"== {workload} / {peer} / run {n + 1} of {options.runs}", file=sys.stderr, flush=True)
+                runs.append(run_once(peer, workload))
+            results["workloads"].setdefault(workload, {})[peer] = runs
+        (OUT / "results.json").write_text(json.dumps(results, indent=1))
+
+    lines = [f"Machine: {results['machine']}", f"Medians of {options.runs} runs.", ""]
+    for workload, by_peer in results["workloads"].items():
+        keys = WORKLOADS[workload][3]
+        lines += [f"### {workload}", "", "| server | " + " | ".join(keys) + " |",
+                  "|---|" + "---:|" * len(keys)]
+        for peer, runs in by_peer.items():
+            cells = [fmt(median([figure(r, k) for r in runs])) for k in keys]
+            lines.append(f"| {peer} | " + " | ".join(cells) + " |")
+        lines.append("")
+    table = "\n".join(lines)
+    (OUT / "tables.md").write_text(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
