@@ -2,15 +2,14 @@
 
 use std::fmt;
 use std::io::{self, Write};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use tokio::sync::{Notify, mpsc};
+use std::time::SystemTime;
 
 use crate::error::ConnectionError;
 use crate::instances::Instance;
 use crate::message::Message;
+use crate::outbox::{self, Outgoing, PushError};
 use crate::server::Limits;
 use crate::storage::durability::WriteSeq;
 
@@ -33,67 +32,6 @@ pub(crate) struct CloseFrame {
     pub(crate) reason: String,
 }
 
-/// What the agent side queues for a connection's socket task.
-#[derive(Debug)]
-pub(crate) enum Outgoing {
-    /// A message, released once write `WriteSeq` of its instance is durable (output gate).
-    Message(Message, WriteSeq),
-    /// A close frame, gated the same way.
-    Close(CloseFrame, WriteSeq),
-}
-
-/// Shared between a [`Connection`] and its socket task: the bytes queued in the outbox, and
-/// the out-of-band close used when the queue cannot take one (a full outbox).
-#[derive(Debug, Default)]
-pub(crate) struct Link {
-    queued_bytes: AtomicUsize,
-    forced: Notify,
-    forced_frame: Mutex<Option<CloseFrame>>,
-    /// When the auto-response last answered this connection, in ms since the Unix epoch; 0
-    /// for never.
-    auto_responded_at: AtomicU64,
-}
-
-impl Link {
-    /// The socket task answered the auto-response request now.
-    pub(crate) fn auto_responded(&self) {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        let ms = u64::try_from(now.as_millis()).unwrap_or(u64::MAX).max(1);
-        self.auto_responded_at.store(ms, Ordering::Relaxed);
-    }
-
-    fn auto_responded_at(&self) -> Option<SystemTime> {
-        match self.auto_responded_at.load(Ordering::Relaxed) {
-            0 => None,
-            ms => Some(UNIX_EPOCH + Duration::from_millis(ms)),
-        }
-    }
-
-    /// The socket task wrote a message of `len` bytes: it no longer counts against the budget.
-    pub(crate) fn written(&self, len: usize) {
-        self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
-    }
-
-    /// Asks the socket task to drop whatever is queued and close with `frame` (first call wins).
-    pub(crate) fn force_close(&self, frame: CloseFrame) {
-        let mut slot = lock(&self.forced_frame);
-        if slot.is_none() {
-            *slot = Some(frame);
-            self.forced.notify_one();
-        }
-    }
-
-    /// Resolves once a forced close was asked for.
-    pub(crate) async fn forced(&self) -> CloseFrame {
-        loop {
-            if let Some(frame) = lock(&self.forced_frame).clone() {
-                return frame;
-            }
-            self.forced.notified().await;
-        }
-    }
-}
-
 /// The runtime's handle on one connection, unique within the process.
 pub(crate) type ConnectionKey = u64;
 
@@ -114,13 +52,12 @@ struct Inner<S> {
     tags: OnceLock<Box<[Arc<str>]>>,
     state: Mutex<Option<S>>,
     max_state_size: usize,
-    outbox: mpsc::Sender<Outgoing>,
-    outbox_capacity: usize,
     max_outbox_bytes: usize,
     closing: AtomicBool,
     readonly: AtomicBool,
     protocol: AtomicBool,
-    link: Arc<Link>,
+    /// The outbox; dropped with the last handle, which tells the socket task.
+    outbox: outbox::Sender,
     /// The instance's output gate, read on every send.
     instance: Arc<Instance>,
 }
@@ -135,8 +72,7 @@ pub(crate) struct ConnectionParts {
     pub(crate) key: ConnectionKey,
     pub(crate) id: Arc<str>,
     pub(crate) uri: Box<str>,
-    pub(crate) outbox: mpsc::Sender<Outgoing>,
-    pub(crate) link: Arc<Link>,
+    pub(crate) outbox: outbox::Sender,
 }
 
 impl<S: serde::Serialize> Connection<S> {
@@ -146,7 +82,6 @@ impl<S: serde::Serialize> Connection<S> {
         instance: Arc<Instance>,
         limits: &Limits,
     ) -> Self {
-        let outbox_capacity = parts.outbox.max_capacity();
         Self {
             inner: Arc::new(Inner {
                 key: parts.key,
@@ -156,13 +91,11 @@ impl<S: serde::Serialize> Connection<S> {
                 tags: OnceLock::new(),
                 state: Mutex::new(None),
                 max_state_size: limits.max_connection_state_size,
-                outbox: parts.outbox,
-                outbox_capacity,
                 max_outbox_bytes: limits.max_outbox_bytes,
                 closing: AtomicBool::new(false),
                 readonly: AtomicBool::new(false),
                 protocol: AtomicBool::new(true),
-                link: parts.link,
+                outbox: parts.outbox,
                 instance,
             }),
         }
@@ -269,7 +202,7 @@ impl<S> Connection<S> {
     /// (`getWebSocketAutoResponseTimestamp`); see
     /// [`Context::set_websocket_auto_response`](crate::Context::set_websocket_auto_response).
     pub fn auto_response_timestamp(&self) -> Option<SystemTime> {
-        self.inner.link.auto_responded_at()
+        self.inner.outbox.0.auto_responded_at()
     }
 
     /// Closes the connection with `code` and `reason` (`connection.close(code, reason)`), after
@@ -285,14 +218,11 @@ impl<S> Connection<S> {
             return Ok(());
         }
         let frame = CloseFrame { code, reason: truncate_reason(reason).to_owned() };
-        match self.inner.outbox.try_send(Outgoing::Close(frame, self.pending_write())) {
-            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(Outgoing::Close(frame, _))) => {
-                self.inner.link.force_close(frame);
-                Ok(())
-            }
-            Err(mpsc::error::TrySendError::Full(Outgoing::Message(..))) => Ok(()),
+        let link = &self.inner.outbox.0;
+        if link.push(Outgoing::Close(frame.clone(), self.pending_write())) == Err(PushError::Full) {
+            link.force_close(frame);
         }
+        Ok(())
     }
 
     /// Whether the connection is readonly: it gets state updates but cannot change the state
@@ -348,27 +278,22 @@ impl<S> Connection<S> {
             Outgoing::Message(message, _) => message.len(),
             Outgoing::Close(..) => 0,
         };
-        let queued = &self.inner.link.queued_bytes;
-        let before = queued.fetch_add(len, Ordering::Relaxed);
-        if before > 0 && before + len > self.inner.max_outbox_bytes {
-            queued.fetch_sub(len, Ordering::Relaxed);
+        let link = &self.inner.outbox.0;
+        if !link.reserve_bytes(len, self.inner.max_outbox_bytes) {
             return Err(self.overflow());
         }
-        match self.inner.outbox.try_send(outgoing) {
-            Ok(()) => Ok(()),
-            Err(error) => {
-                queued.fetch_sub(len, Ordering::Relaxed);
-                match error {
-                    mpsc::error::TrySendError::Closed(_) => Err(ConnectionError::Closed),
-                    mpsc::error::TrySendError::Full(_) => Err(self.overflow()),
-                }
+        link.push(outgoing).map_err(|error| {
+            link.written(len);
+            match error {
+                PushError::Closed => ConnectionError::Closed,
+                PushError::Full => self.overflow(),
             }
-        }
+        })
     }
 
     /// The client stopped reading: close it out of band, dropping what is queued.
     fn overflow(&self) -> ConnectionError {
-        let (messages, bytes) = (self.inner.outbox_capacity, self.inner.max_outbox_bytes);
+        let (messages, bytes) = (self.inner.outbox.0.capacity(), self.inner.max_outbox_bytes);
         if !self.inner.closing.swap(true, Ordering::AcqRel) {
             tracing::warn!(
                 connection = %self.inner.id,
@@ -378,7 +303,7 @@ impl<S> Connection<S> {
                 "closing connection: outbox full, the client is not reading"
             );
         }
-        self.inner.link.force_close(CloseFrame {
+        self.inner.outbox.0.force_close(CloseFrame {
             code: close_code::OUTBOX_FULL,
             reason: "Outbox full: client is not reading".into(),
         });
@@ -492,13 +417,11 @@ mod tests {
 
     #[tokio::test]
     async fn state_over_the_limit_is_refused_and_the_old_state_kept() {
-        let (tx, _rx) = mpsc::channel(4);
         let parts = ConnectionParts {
             key: 1,
             id: "a".into(),
             uri: "http://x/".into(),
-            outbox: tx,
-            link: Arc::default(),
+            outbox: outbox::Sender(Arc::new(outbox::Link::new(4))),
         };
         let limits = Limits { max_connection_state_size: 16, ..Limits::default() };
         let conn: Connection<String> =

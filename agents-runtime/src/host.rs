@@ -11,12 +11,13 @@ use futures_util::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::agent::Agent;
-use crate::connection::{Connection, ConnectionKey, ConnectionParts, Outgoing, close_code};
+use crate::connection::{Connection, ConnectionKey, ConnectionParts, close_code};
 use crate::connections::ConnectionTable;
 use crate::context::Context;
 use crate::error::Error;
 use crate::instances::Instance;
 use crate::message::Message;
+use crate::outbox::Outgoing;
 use crate::protocol::{self, ClientFrame, RpcRequest};
 use crate::request::{ConnectionContext, Request, Response};
 use crate::rpc::{Call, CallOutcome, StreamingResponse};

@@ -71,6 +71,7 @@ mod error;
 mod host;
 mod instances;
 mod message;
+mod outbox;
 mod protocol;
 mod registry;
 mod request;

@@ -48,7 +48,7 @@ impl Default for Limits {
             mailbox_capacity: 1024,
             max_connection_state_size: 2048,
             max_request_body_size: 1 << 20,
-            read_buffer_size: 4096,
+            read_buffer_size: 1024,
             close_timeout: Duration::from_secs(5),
             send_timeout: Duration::from_secs(30),
             hibernate_after: Duration::from_secs(10),
@@ -296,7 +296,9 @@ impl ServerBuilder {
         self
     }
 
-    /// Per-connection read buffer, in bytes (memory per idle connection). Default 4 KiB.
+    /// Per-connection read buffer, in bytes: what one read from the socket takes at most, and
+    /// memory every open connection holds. Default 1 KiB (a bigger message is read whole all
+    /// the same; the buffer grows to it).
     pub fn read_buffer_size(mut self, bytes: usize) -> Self {
         self.limits.read_buffer_size = bytes;
         self

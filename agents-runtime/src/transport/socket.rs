@@ -17,13 +17,12 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Error as WsError, Message as WsMessage};
 use warp::reply::Reply;
 
-use crate::connection::{
-    CloseFrame, ConnectionKey, ConnectionParts, Link, Outgoing, close_code, connection_id,
-};
+use crate::connection::{CloseFrame, ConnectionKey, ConnectionParts, close_code, connection_id};
 use crate::error::Error;
 use crate::host::{ConnectRequest, Event};
 use crate::instances::Instance;
 use crate::message::{Message, Text};
+use crate::outbox::{self, Link, Outgoing};
 use crate::registry::AgentClass;
 use crate::request::{ConnectionContext, query_param};
 use crate::server::Shared;
@@ -122,14 +121,12 @@ async fn run(
     conn_ctx: ConnectionContext,
 ) {
     let key = shared.next_connection_key();
-    let (outbox_tx, outbox) = mpsc::channel(shared.limits.outbox_capacity);
-    let link = Arc::new(Link::default());
+    let link = Arc::new(Link::new(shared.limits.outbox_capacity));
     let parts = ConnectionParts {
         key,
         id,
         uri: conn_ctx.url().into(),
-        outbox: outbox_tx,
-        link: link.clone(),
+        outbox: outbox::Sender(link.clone()),
     };
     let connect = Event::Connect(Box::new(ConnectRequest { parts, conn_ctx }));
     let dispatched = shared.instances.dispatch(&class, &name, &shared, connect).await;
@@ -140,14 +137,13 @@ async fn run(
         let _ = timeout(shared.limits.close_timeout, ws.close(Some(frame))).await;
         return;
     };
-    let socket =
-        Socket { ws, outbox, link, mailbox, instance, key, pending: None, held: None, shared };
+    let socket = Socket { ws, link, mailbox, instance, key, pending: None, held: None, shared };
     socket.relay().await;
 }
 
 struct Socket {
     ws: Ws,
-    outbox: mpsc::Receiver<Outgoing>,
+    /// The outbox, and the forced close.
     link: Arc<Link>,
     mailbox: mpsc::Sender<Event>,
     instance: Arc<Instance>,
@@ -176,7 +172,7 @@ impl Socket {
     async fn relay(mut self) {
         let end = self.relay_until_end().await;
         // Nothing more will be written: later sends fail as closed instead of filling up.
-        self.outbox.close();
+        self.link.close();
         if let Some(event) = self.pending.take() {
             let _ = self.mailbox.send(event).await;
         }
@@ -228,7 +224,7 @@ impl Socket {
                         reason: "Agent unavailable".into(),
                     }),
                 },
-                outgoing = self.outbox.recv(), if self.held.is_none() => match outgoing {
+                outgoing = link.pop(), if self.held.is_none() => match outgoing {
                     Some(Outgoing::Message(message, after)) if shared.commits.is_durable(after) => {
                         Step::Write(message)
                     }
@@ -299,7 +295,7 @@ impl Socket {
                 commits.durable(after).await;
                 feed(&mut self.ws, &self.link, message).await?;
             }
-            while let Ok(Outgoing::Message(message, after)) = self.outbox.try_recv() {
+            while let Some(Outgoing::Message(message, after)) = self.link.try_pop() {
                 commits.durable(after).await;
                 feed(&mut self.ws, &self.link, message).await?;
             }
@@ -329,7 +325,7 @@ impl Socket {
         forced: &mut std::pin::Pin<&mut impl std::future::Future<Output = CloseFrame>>,
     ) -> Option<End> {
         let commits = &self.shared.commits;
-        let write = write_batch(&mut self.ws, &mut self.outbox, &self.link, commits, first);
+        let write = write_batch(&mut self.ws, &self.link, commits, first);
         let written = tokio::select! {
             written = timeout(self.shared.limits.send_timeout, write) => written,
             frame = forced.as_mut() => return Some(End::Forced(frame)),
@@ -418,7 +414,6 @@ enum Step {
 /// Writes `first` and whatever else is queued and released (up to a batch), then flushes once.
 async fn write_batch(
     ws: &mut Ws,
-    outbox: &mut mpsc::Receiver<Outgoing>,
     link: &Link,
     commits: &GroupCommit,
     first: Message,
@@ -426,19 +421,19 @@ async fn write_batch(
     feed(ws, link, first).await?;
     let mut end = Batch::Done;
     for _ in 1..WRITE_BATCH {
-        match outbox.try_recv() {
-            Ok(Outgoing::Message(message, after)) if commits.is_durable(after) => {
+        match link.try_pop() {
+            Some(Outgoing::Message(message, after)) if commits.is_durable(after) => {
                 feed(ws, link, message).await?;
             }
-            Ok(Outgoing::Message(message, after)) => {
+            Some(Outgoing::Message(message, after)) => {
                 end = Batch::Held(message, after);
                 break;
             }
-            Ok(Outgoing::Close(frame, after)) => {
+            Some(Outgoing::Close(frame, after)) => {
                 end = Batch::Close(frame, after);
                 break;
             }
-            Err(_) => break,
+            None => break,
         }
     }
     ws.flush().await?;
