@@ -425,7 +425,7 @@ mod tests {
         };
         let limits = Limits { max_connection_state_size: 16, ..Limits::default() };
         let conn: Connection<String> =
-            Connection::new(parts, "room".into(), Instance::for_tests(), &limits);
+            Connection::new(parts, "room".into(), Instance::detached(), &limits);
         conn.set_state("small".into()).expect("fits");
         let err = conn.set_state("x".repeat(100)).unwrap_err();
         assert!(matches!(err, ConnectionError::StateTooLarge { limit: 16 }));

@@ -5,6 +5,7 @@ use std::collections::hash_map;
 use std::sync::Arc;
 
 use crate::connection::{Connection, ConnectionKey};
+use crate::message::Message;
 
 pub(crate) struct ConnectionTable<S> {
     by_key: HashMap<ConnectionKey, Connection<S>>,
@@ -57,6 +58,15 @@ impl<S> ConnectionTable<S> {
     }
 
     /// Open connections, all or those carrying `tag`.
+    /// Queues `message` for every open connection whose id is not in `without` (one shared
+    /// payload, one push per connection); returns how many took it.
+    pub(crate) fn broadcast(&self, message: &Message, without: &[&str]) -> usize {
+        self.iter(None)
+            .filter(|conn| !without.contains(&conn.id()))
+            .filter(|conn| conn.send(message.clone()).is_ok())
+            .count()
+    }
+
     pub(crate) fn iter(&self, tag: Option<&str>) -> Connections<'_, S> {
         let inner = match tag {
             None => Inner::All(self.by_key.values()),

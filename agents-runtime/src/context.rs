@@ -227,12 +227,7 @@ impl<A: Agent> Context<A> {
     ///
     /// The message is built once; every outbox shares its bytes.
     pub fn broadcast(&self, message: impl Into<Message>, without: &[&str]) -> usize {
-        let message = message.into();
-        self.connections
-            .iter(None)
-            .filter(|conn| !without.contains(&conn.id()))
-            .filter(|conn| conn.send(message.clone()).is_ok())
-            .count()
+        self.connections.broadcast(&message.into(), without)
     }
 
     /// Open connections, all of them (`None`) or those with a tag (`Some("admin")`)

@@ -139,10 +139,10 @@ impl Instances {
     }
 }
 
-#[cfg(test)]
+#[cfg(any(test, feature = "bench"))]
 impl Instance {
-    /// An instance on a memory store, outside any server.
-    pub(crate) fn for_tests() -> Arc<Self> {
+    /// An instance on a memory store, outside any server (its flusher needs a tokio runtime).
+    pub(crate) fn detached() -> Arc<Self> {
         use crate::storage::MemoryStore;
         use crate::storage::durability::GroupCommit;
         let commits = Arc::new(GroupCommit::start(Arc::new(MemoryStore::new())));

@@ -62,6 +62,9 @@
 mod agent;
 mod assets;
 mod auto_response;
+#[cfg(feature = "bench")]
+#[doc(hidden)]
+pub mod bench;
 pub mod client;
 mod connection;
 mod connections;

@@ -253,7 +253,7 @@ mod tests {
 
     #[tokio::test]
     async fn get_put_delete_and_typed_errors() {
-        let instance = Instance::for_tests();
+        let instance = Instance::detached();
         let storage = Storage::new(&instance.gate, &instance.keys);
         assert_eq!(storage.get::<u32>("n").expect("reads"), None);
         storage.put("n", &7u32).expect("writes");
@@ -271,7 +271,7 @@ mod tests {
 
     #[tokio::test]
     async fn keys_and_values_over_the_limits_are_refused() {
-        let instance = Instance::for_tests();
+        let instance = Instance::detached();
         let storage = Storage::new(&instance.gate, &instance.keys);
         let long_key = "k".repeat(MAX_KEY_SIZE + 1);
         let err = storage.put(&long_key, &1).unwrap_err().to_string();
@@ -290,7 +290,7 @@ mod tests {
 
     #[tokio::test]
     async fn list_by_prefix_range_order_and_limit() {
-        let instance = Instance::for_tests();
+        let instance = Instance::detached();
         let storage = Storage::new(&instance.gate, &instance.keys);
         let mut batch = storage.batch();
         for key in ["msg:3", "msg:1", "other", "msg:2", "msg:10", "msh"] {
@@ -322,8 +322,8 @@ mod tests {
 
     #[tokio::test]
     async fn instances_do_not_see_each_other() {
-        let a = Instance::for_tests();
-        let b = Instance::for_tests(); // a separate memory store
+        let a = Instance::detached();
+        let b = Instance::detached(); // a separate memory store
         let shared_store_a = Storage::new(&a.gate, &a.keys);
         shared_store_a.put("k", &1).expect("writes");
         let other_keys = InstanceKeys::new("test", "other");
@@ -336,7 +336,7 @@ mod tests {
 
     #[tokio::test]
     async fn writes_hold_frames_until_durable() {
-        let instance = Instance::for_tests();
+        let instance = Instance::detached();
         let before = instance.gate.pending();
         assert!(instance.gate.is_settled(before));
         Storage::new(&instance.gate, &instance.keys).put("k", &1).expect("writes");

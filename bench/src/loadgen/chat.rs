@@ -20,6 +20,9 @@ use crate::stats;
 /// every join frame, so none of those is counted.
 const SYNC: &str = "sync";
 
+/// How long to wait for everyone to hear the sync before saying it again.
+const RESYNC: Duration = Duration::from_millis(250);
+
 pub(crate) async fn run(args: &Args) -> Result<Value, String> {
     args.only(&["conns", "senders", "messages", "window"])?;
     let target = args.target()?;
@@ -58,10 +61,17 @@ pub(crate) async fn run(args: &Args) -> Result<Value, String> {
         let reader = Reader { me: i, window, expected, epoch, synced: synced.clone() };
         readers.push(tokio::spawn(reader.run(stream)));
     }
-    sinks[0].send(Message::text(SYNC)).await.map_err(|e| format!("sending sync: {e}"))?;
+    // A socket is in the room once the server has run its connect, which may come after its
+    // 101: the sync is repeated until every socket has heard it.
+    let permits = u32::try_from(conns).map_err(|_| "too many sockets".to_owned())?;
     let all_synced = async {
-        let permits = u32::try_from(conns).map_err(|_| "too many sockets".to_owned())?;
-        synced.acquire_many(permits).await.map(drop).map_err(|e| e.to_string())
+        loop {
+            sinks[0].send(Message::text(SYNC)).await.map_err(|e| format!("sending sync: {e}"))?;
+            let wait = tokio::time::timeout(RESYNC, synced.acquire_many(permits)).await;
+            if let Ok(acquired) = wait {
+                return acquired.map(drop).map_err(|e| e.to_string());
+            }
+        }
     };
     within(limit, "waiting for the joins to be delivered", all_synced).await?;
 
@@ -151,11 +161,14 @@ impl Reader {
                 continue; // join, leave, protocol frames
             }
             let body = json_str(&text, "text").ok_or("a message frame without text")?;
-            if syncing {
-                if body == SYNC {
+            if body == SYNC {
+                if syncing {
                     syncing = false;
                     self.synced.add_permits(1);
                 }
+                continue;
+            }
+            if syncing {
                 continue;
             }
             let mut parts = body.split(':').map(str::parse::<u64>);

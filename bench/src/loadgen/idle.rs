@@ -38,28 +38,43 @@ pub(crate) async fn run(args: &Args) -> Result<Value, String> {
     .await?;
 
     // The last socket of each room says "sync"; once everyone heard it, every join is in.
+    // A socket is in its room once the server ran its connect, which may come after its 101:
+    // the sync is repeated until every socket has heard one.
     let synced = Arc::new(Semaphore::new(0));
     let mut sinks = Vec::with_capacity(conns);
+    let mut last_of_room = Vec::new();
     for (i, ws) in sockets.into_iter().enumerate() {
-        let (mut sink, mut stream) = ws.split();
+        let (sink, mut stream) = ws.split();
         let synced = synced.clone();
         tokio::spawn(async move {
+            let mut heard = false;
             while let Some(Ok(frame)) = stream.next().await {
                 if let Message::Text(text) = frame
+                    && !heard
                     && json_str(&text, "text") == Some("sync")
                 {
+                    heard = true;
                     synced.add_permits(1);
                 }
             }
         });
         if i + 1 == conns || room(i + 1) != room(i) {
-            sink.send(Message::text("sync")).await.map_err(|e| format!("socket {i}: {e}"))?;
+            last_of_room.push(i);
         }
         sinks.push(sink);
     }
+    let permits = u32::try_from(conns).map_err(|_| "too many sockets".to_owned())?;
     let all_synced = async {
-        let permits = u32::try_from(conns).map_err(|_| "too many sockets".to_owned())?;
-        synced.acquire_many(permits).await.map(drop).map_err(|e| e.to_string())
+        loop {
+            for &i in &last_of_room {
+                let sync = Message::text("sync");
+                sinks[i].send(sync).await.map_err(|e| format!("socket {i}: {e}"))?;
+            }
+            let wait = tokio::time::timeout(Duration::from_secs(1), synced.acquire_many(permits));
+            if let Ok(acquired) = wait.await {
+                return acquired.map(drop).map_err(|e| e.to_string());
+            }
+        }
     };
     within(limit, "waiting for the joins to be delivered", all_synced).await?;
     tokio::time::sleep(settle).await;

@@ -1,0 +1,117 @@
+//! Micro-benchmarks of the per-message hot paths (criterion): frame encode and decode, a
+//! broadcast to 10,000 outboxes, and an RPC dispatched to an agent in process.
+//!
+//! `cargo bench -p agents-bench --bench hot_paths`
+
+// criterion_group! writes an undocumented `pub fn benches`.
+#![allow(missing_docs)]
+
+use std::hint::black_box;
+
+use agents_examples::{Counter, CounterClient, JsNumber};
+use agents_runtime::Message;
+use agents_runtime::bench::{Room, parse_client_frame, rpc_result};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use serde_json::json;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
+
+const CHAT: &str = r#"{"text":"hello, everyone in the room","timestamp":1763800000000,"type":"message","user":"alice"}"#;
+const RPC: &str = r#"{"type":"rpc","id":"d7f3a9","method":"add","args":[1.5,1]}"#;
+
+fn frames(c: &mut Criterion) {
+    let mut group = c.benchmark_group("frame");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("encode text frame (server to client)", |b| {
+        let payload = bytes::Bytes::from_static(CHAT.as_bytes());
+        let mut out = Vec::with_capacity(256);
+        b.iter(|| {
+            out.clear();
+            let frame = Frame::message(payload.clone(), OpCode::Data(Data::Text), true);
+            frame.format(&mut out).expect("a Vec takes it");
+            black_box(out.len())
+        });
+    });
+    group.bench_function("decode masked text frame (client to server)", |b| {
+        let mut frame = Frame::message(RPC.as_bytes().to_vec(), OpCode::Data(Data::Text), true);
+        frame.header_mut().mask = Some([1, 2, 3, 4]);
+        let mut wire = Vec::new();
+        frame.format(&mut wire).expect("a Vec takes it");
+        b.iter(|| {
+            let mut cursor = std::io::Cursor::new(black_box(&wire[..]));
+            let (header, len) = FrameHeader::parse(&mut cursor).expect("valid").expect("whole");
+            let start = cursor.position() as usize;
+            let mut payload = wire[start..start + len as usize].to_vec();
+            if let Some(mask) = header.mask {
+                for (i, byte) in payload.iter_mut().enumerate() {
+                    *byte ^= mask[i & 3];
+                }
+            }
+            black_box(payload)
+        });
+    });
+    group.bench_function("read a client frame: protocol RPC", |b| {
+        b.iter(|| black_box(parse_client_frame(black_box(RPC))))
+    });
+    group.bench_function("read a client frame: plain chat text", |b| {
+        b.iter(|| black_box(parse_client_frame(black_box("hello, everyone in the room"))))
+    });
+    group.bench_function("build a chat frame once (serde_json)", |b| {
+        b.iter_batched(
+            || json!({"type": "message", "user": "alice", "text": "hello", "timestamp": 1}),
+            |frame| black_box(Message::from(frame)),
+            BatchSize::SmallInput,
+        );
+    });
+    group.bench_function("build an RPC answer frame", |b| {
+        let result = json!(2.5);
+        b.iter(|| black_box(rpc_result(black_box("d7f3a9"), &result)))
+    });
+    group.finish();
+}
+
+fn broadcast(c: &mut Criterion) {
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio");
+    let _entered = runtime.enter();
+    let room = Room::new(10_000);
+    let message = Message::from(CHAT);
+    let mut group = c.benchmark_group("broadcast");
+    group.throughput(Throughput::Elements(10_000));
+    group.bench_function("to 10,000 outboxes (queue, then take)", |b| {
+        b.iter(|| {
+            let queued = room.broadcast(&message);
+            assert_eq!(queued, 10_000);
+            black_box(room.drain())
+        });
+    });
+    group.finish();
+}
+
+fn rpc(c: &mut Criterion) {
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio");
+    let handle = runtime.block_on(async {
+        let server = agents_runtime::Server::builder()
+            .agent::<Counter>()
+            .bind("127.0.0.1:0")
+            .await
+            .expect("binds on loopback");
+        let handle = server.handle();
+        tokio::spawn(server.run());
+        handle
+    });
+    let counter = CounterClient::new(handle.get_agent_by_name::<Counter>("bench").expect("hosted"));
+    let mut group = c.benchmark_group("rpc");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("dispatch add(1.5, 1) in process (mailbox, turn, answer)", |b| {
+        b.iter(|| {
+            let sum = runtime.block_on(counter.add(1.5, 1.0)).expect("adds");
+            assert_eq!(sum, JsNumber(2.5));
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, frames, broadcast, rpc);
+criterion_main!(benches);
