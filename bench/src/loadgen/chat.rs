@@ -98,10 +98,7 @@ pub(crate) async fn run(args: &Args) -> Result<Value, String> {
     };
     let mut latencies = within(limit, "delivering", delivered).await?;
     let seconds = started.elapsed().as_secs_f64();
-    let cpu = match (cpu_before, server.cpu_seconds()?) {
-        (Some(before), Some(after)) => Some(after - before),
-        _ => None,
-    };
+    let cpu = server.cpu_since(cpu_before)?;
     for sender in sending {
         sinks.push(sender.await.map_err(|e| e.to_string())??);
     }

@@ -52,10 +52,7 @@ pub(crate) async fn run(args: &Args) -> Result<Value, String> {
     };
     let mut latencies = within(limit, "connecting", done).await?;
     let seconds = started.elapsed().as_secs_f64();
-    let cpu = match (cpu_before, server.cpu_seconds()?) {
-        (Some(before), Some(after)) => Some(after - before),
-        _ => None,
-    };
+    let cpu = server.cpu_since(cpu_before)?;
     let report = json!({
         "mode": "connect",
         "total": total,

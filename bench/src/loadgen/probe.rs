@@ -35,6 +35,11 @@ impl Server {
         }
     }
 
+    /// CPU seconds used since a [`cpu_seconds`](Self::cpu_seconds) reading of `before`.
+    pub(crate) fn cpu_since(&self, before: Option<f64>) -> Result<Option<f64>, String> {
+        Ok(before.zip(self.cpu_seconds()?).map(|(before, after)| after - before))
+    }
+
     /// The server's resident set size, in bytes.
     pub(crate) fn rss_bytes(&self) -> Result<Option<u64>, String> {
         let Some(pid) = self.pid else { return Ok(None) };
