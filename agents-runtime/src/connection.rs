@@ -202,7 +202,7 @@ impl<S> Connection<S> {
     /// (`getWebSocketAutoResponseTimestamp`); see
     /// [`Context::set_websocket_auto_response`](crate::Context::set_websocket_auto_response).
     pub fn auto_response_timestamp(&self) -> Option<SystemTime> {
-        self.inner.outbox.0.auto_responded_at()
+        self.inner.outbox.auto_responded_at()
     }
 
     /// Closes the connection with `code` and `reason` (`connection.close(code, reason)`), after
@@ -218,9 +218,9 @@ impl<S> Connection<S> {
             return Ok(());
         }
         let frame = CloseFrame { code, reason: truncate_reason(reason).to_owned() };
-        let link = &self.inner.outbox.0;
-        if link.push(Outgoing::Close(frame.clone(), self.pending_write())) == Err(PushError::Full) {
-            link.force_close(frame);
+        let queued = self.inner.outbox.push(Outgoing::Close(frame, self.pending_write()));
+        if let Err((PushError::Full, Outgoing::Close(frame, _))) = queued {
+            self.inner.outbox.force_close(frame);
         }
         Ok(())
     }
@@ -278,11 +278,11 @@ impl<S> Connection<S> {
             Outgoing::Message(message, _) => message.len(),
             Outgoing::Close(..) => 0,
         };
-        let link = &self.inner.outbox.0;
+        let link = &self.inner.outbox;
         if !link.reserve_bytes(len, self.inner.max_outbox_bytes) {
             return Err(self.overflow());
         }
-        link.push(outgoing).map_err(|error| {
+        link.push(outgoing).map_err(|(error, _)| {
             link.written(len);
             match error {
                 PushError::Closed => ConnectionError::Closed,
@@ -293,7 +293,7 @@ impl<S> Connection<S> {
 
     /// The client stopped reading: close it out of band, dropping what is queued.
     fn overflow(&self) -> ConnectionError {
-        let (messages, bytes) = (self.inner.outbox.0.capacity(), self.inner.max_outbox_bytes);
+        let (messages, bytes) = (self.inner.outbox.capacity(), self.inner.max_outbox_bytes);
         if !self.inner.closing.swap(true, Ordering::AcqRel) {
             tracing::warn!(
                 connection = %self.inner.id,
@@ -303,7 +303,7 @@ impl<S> Connection<S> {
                 "closing connection: outbox full, the client is not reading"
             );
         }
-        self.inner.outbox.0.force_close(CloseFrame {
+        self.inner.outbox.force_close(CloseFrame {
             code: close_code::OUTBOX_FULL,
             reason: "Outbox full: client is not reading".into(),
         });

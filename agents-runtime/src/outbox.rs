@@ -77,14 +77,15 @@ impl Link {
         self.capacity
     }
 
-    /// Queues `outgoing`, waking the socket task if the queue was empty.
-    pub(crate) fn push(&self, outgoing: Outgoing) -> Result<(), PushError> {
+    /// Queues `outgoing`, waking the socket task if the queue was empty; on failure, hands it
+    /// back with the reason.
+    pub(crate) fn push(&self, outgoing: Outgoing) -> Result<(), (PushError, Outgoing)> {
         let mut state = lock(&self.state);
         if state.closed {
-            return Err(PushError::Closed);
+            return Err((PushError::Closed, outgoing));
         }
         if state.queue.len() >= self.capacity {
-            return Err(PushError::Full);
+            return Err((PushError::Full, outgoing));
         }
         state.queue.push_back(outgoing);
         let waker = if state.queue.len() == 1 { state.waker.take() } else { None };
@@ -97,21 +98,13 @@ impl Link {
 
     /// The next queued item, if any (socket side).
     pub(crate) fn try_pop(&self) -> Option<Outgoing> {
-        let mut state = lock(&self.state);
-        let next = state.queue.pop_front();
-        if state.queue.is_empty() && state.queue.capacity() > KEEP_SLOTS {
-            state.queue = VecDeque::new();
-        }
-        next
+        lock(&self.state).pop()
     }
 
     /// The next queued item; `Ready(None)` once the agent side let go and nothing is left.
     pub(crate) fn poll_pop(&self, cx: &mut Context<'_>) -> Poll<Option<Outgoing>> {
         let mut state = lock(&self.state);
-        if let Some(next) = state.queue.pop_front() {
-            if state.queue.is_empty() && state.queue.capacity() > KEEP_SLOTS {
-                state.queue = VecDeque::new();
-            }
+        if let Some(next) = state.pop() {
             return Poll::Ready(Some(next));
         }
         if state.abandoned {
@@ -207,6 +200,17 @@ impl Link {
     }
 }
 
+impl State {
+    /// The next item; a queue a burst left large gives its memory back once empty.
+    fn pop(&mut self) -> Option<Outgoing> {
+        let next = self.queue.pop_front();
+        if self.queue.is_empty() && self.queue.capacity() > KEEP_SLOTS {
+            self.queue = VecDeque::new();
+        }
+        next
+    }
+}
+
 /// Keeps the socket task's waker (one task waits on a link, for a message or a forced close).
 fn register(slot: &mut Option<Waker>, cx: &Context<'_>) {
     match slot {
@@ -219,6 +223,14 @@ fn register(slot: &mut Option<Waker>, cx: &Context<'_>) {
 /// socket task nothing more will come.
 #[derive(Debug)]
 pub(crate) struct Sender(pub(crate) std::sync::Arc<Link>);
+
+impl std::ops::Deref for Sender {
+    type Target = Link;
+
+    fn deref(&self) -> &Link {
+        &self.0
+    }
+}
 
 impl Drop for Sender {
     fn drop(&mut self) {
@@ -257,7 +269,7 @@ mod tests {
         assert!(flag.0.swap(false, Ordering::SeqCst), "the first push wakes the socket");
         link.push(message("b")).expect("room");
         assert!(!flag.0.load(Ordering::SeqCst), "no wake-up while the queue is not empty");
-        assert_eq!(link.push(message("c")), Err(PushError::Full));
+        assert!(matches!(link.push(message("c")), Err((PushError::Full, _))));
         for want in ["a", "b"] {
             match link.poll_pop(&mut cx) {
                 Poll::Ready(Some(Outgoing::Message(m, _))) => assert_eq!(m.as_text(), Some(want)),
@@ -266,7 +278,7 @@ mod tests {
         }
         assert!(link.try_pop().is_none());
         link.close();
-        assert_eq!(link.push(message("d")), Err(PushError::Closed));
+        assert!(matches!(link.push(message("d")), Err((PushError::Closed, _))));
     }
 
     #[test]
