@@ -1,6 +1,7 @@
 //! One task per WebSocket: upgrade, then relay frames to the instance mailbox and the outbox
 //! to the client, and run the close handshake.
 
+use std::io;
 use std::sync::Arc;
 
 use futures_util::{SinkExt, StreamExt};
@@ -27,6 +28,8 @@ use crate::registry::AgentClass;
 use crate::request::{ConnectionContext, query_param};
 use crate::server::Shared;
 use crate::storage::durability::{GroupCommit, WriteSeq};
+
+use super::frames::Frames;
 
 type Ws = WebSocketStream<TokioIo<Upgraded>>;
 
@@ -137,12 +140,24 @@ async fn run(
         let _ = timeout(shared.limits.close_timeout, ws.close(Some(frame))).await;
         return;
     };
-    let socket = Socket { ws, link, mailbox, instance, key, pending: None, held: None, shared };
+    let socket = Socket {
+        ws,
+        frames: Frames::default(),
+        link,
+        mailbox,
+        instance,
+        key,
+        pending: None,
+        held: None,
+        shared,
+    };
     socket.relay().await;
 }
 
 struct Socket {
     ws: Ws,
+    /// Data frames on their way out (written by us, not by tungstenite).
+    frames: Frames,
     /// The outbox, and the forced close.
     link: Arc<Link>,
     mailbox: mpsc::Sender<Event>,
@@ -291,15 +306,17 @@ impl Socket {
     async fn drain(&mut self) {
         let commits = &self.shared.commits;
         let drain = async {
+            self.ws.flush().await.map_err(io::Error::other)?;
+            let io = self.ws.get_mut();
             if let Some((message, after)) = self.held.take() {
                 commits.durable(after).await;
-                feed(&mut self.ws, &self.link, message).await?;
+                put(&mut self.frames, io, &self.link, message).await?;
             }
             while let Some(Outgoing::Message(message, after)) = self.link.try_pop() {
                 commits.durable(after).await;
-                feed(&mut self.ws, &self.link, message).await?;
+                put(&mut self.frames, io, &self.link, message).await?;
             }
-            self.ws.flush().await
+            self.frames.finish(io).await
         };
         let _ = timeout(self.shared.limits.close_timeout, drain).await;
     }
@@ -307,7 +324,12 @@ impl Socket {
     /// Answers the auto-response request straight away, ahead of the outbox.
     async fn auto_respond(&mut self, response: Message) -> Option<End> {
         self.link.auto_responded();
-        let send = self.ws.send(to_wire(response));
+        let send = async {
+            self.ws.flush().await.map_err(io::Error::other)?;
+            let io = self.ws.get_mut();
+            self.frames.push(io, response).await?;
+            self.frames.finish(io).await
+        };
         match timeout(self.shared.limits.send_timeout, send).await {
             Ok(Ok(())) => None,
             Ok(Err(_)) => Some(End::Abnormal),
@@ -325,7 +347,7 @@ impl Socket {
         forced: &mut std::pin::Pin<&mut impl std::future::Future<Output = CloseFrame>>,
     ) -> Option<End> {
         let commits = &self.shared.commits;
-        let write = write_batch(&mut self.ws, &self.link, commits, first);
+        let write = write_batch(&mut self.ws, &mut self.frames, &self.link, commits, first);
         let written = tokio::select! {
             written = timeout(self.shared.limits.send_timeout, write) => written,
             frame = forced.as_mut() => return Some(End::Forced(frame)),
@@ -357,6 +379,8 @@ impl Socket {
     async fn close_handshake(&mut self, frame: CloseFrame) -> (u16, String, bool) {
         let wait = self.shared.limits.close_timeout;
         let handshake = async {
+            // A write cut short (the send timeout, a forced close) ends its frame first.
+            self.frames.finish(self.ws.get_mut()).await.ok()?;
             self.ws
                 .send(WsMessage::Close(Some(wire_close(frame.code, &frame.reason))))
                 .await
@@ -414,16 +438,20 @@ enum Step {
 /// Writes `first` and whatever else is queued and released (up to a batch), then flushes once.
 async fn write_batch(
     ws: &mut Ws,
+    frames: &mut Frames,
     link: &Link,
     commits: &GroupCommit,
     first: Message,
-) -> Result<Batch, WsError> {
-    feed(ws, link, first).await?;
+) -> io::Result<Batch> {
+    // tungstenite's own frames (a pong) go out whole before ours.
+    ws.flush().await.map_err(io::Error::other)?;
+    let io = ws.get_mut();
+    put(frames, io, link, first).await?;
     let mut end = Batch::Done;
     for _ in 1..WRITE_BATCH {
         match link.try_pop() {
             Some(Outgoing::Message(message, after)) if commits.is_durable(after) => {
-                feed(ws, link, message).await?;
+                put(frames, io, link, message).await?;
             }
             Some(Outgoing::Message(message, after)) => {
                 end = Batch::Held(message, after);
@@ -436,23 +464,21 @@ async fn write_batch(
             None => break,
         }
     }
-    ws.flush().await?;
+    frames.finish(io).await?;
     Ok(end)
 }
 
-/// Hands one message to tungstenite's write buffer; from then on it is off the outbox budget.
-async fn feed(ws: &mut Ws, link: &Link, message: Message) -> Result<(), WsError> {
+/// Adds one message to the batch; from then on it is off the outbox budget.
+async fn put(
+    frames: &mut Frames,
+    io: &mut TokioIo<Upgraded>,
+    link: &Link,
+    message: Message,
+) -> io::Result<()> {
     let len = message.len();
-    let fed = ws.feed(to_wire(message)).await;
+    let pushed = frames.push(io, message).await;
     link.written(len);
-    fed
-}
-
-fn to_wire(message: Message) -> WsMessage {
-    match message {
-        Message::Text(text) => WsMessage::Text(text.into_wire()),
-        Message::Binary(bytes) => WsMessage::Binary(bytes),
-    }
+    pushed
 }
 
 fn wire_close(code: u16, reason: &str) -> WireCloseFrame {
