@@ -46,13 +46,15 @@ impl Frames {
         self.sent == self.buf.len() && self.tail.is_empty()
     }
 
-    /// Adds `message` as one frame. A payload over [`COPY_LIMIT`] is written at once, after
-    /// what is already buffered.
-    pub(super) async fn push<W: AsyncWrite + Unpin>(
-        &mut self,
-        io: &mut W,
-        message: Message,
-    ) -> io::Result<()> {
+    /// Whether a large payload waits: [`write_out`](Self::write_out) before the next push.
+    pub(super) fn is_full(&self) -> bool {
+        !self.tail.is_empty()
+    }
+
+    /// Adds `message` as one frame: copied into the buffer, or, over [`COPY_LIMIT`], kept as the
+    /// tail to be written from its shared bytes. Not while [`is_full`](Self::is_full).
+    pub(super) fn push(&mut self, message: Message) {
+        debug_assert!(!self.is_full(), "write_out before pushing after a large payload");
         let (opcode, payload) = match message {
             Message::Text(text) => (OP_TEXT, Bytes::from(text.into_wire())),
             Message::Binary(bytes) => (OP_BINARY, bytes),
@@ -63,10 +65,9 @@ impl Frames {
         put_header(&mut self.buf, opcode, payload.len());
         if payload.len() <= COPY_LIMIT {
             self.buf.extend_from_slice(&payload);
-            return Ok(());
+        } else {
+            self.tail = payload;
         }
-        self.tail = payload;
-        self.write_out(io).await
     }
 
     /// Writes everything still waiting (including the rest of a write cut short) and flushes.
@@ -79,7 +80,7 @@ impl Frames {
 
     /// Writes `buf` from `sent` on, then `tail`. Each step records its progress before the next
     /// await, so dropping this future loses nothing.
-    async fn write_out<W: AsyncWrite + Unpin>(&mut self, io: &mut W) -> io::Result<()> {
+    pub(super) async fn write_out<W: AsyncWrite + Unpin>(&mut self, io: &mut W) -> io::Result<()> {
         while !self.is_empty() {
             let head = &self.buf[self.sent..];
             let slices = [IoSlice::new(head), IoSlice::new(&self.tail)];
@@ -218,7 +219,10 @@ mod tests {
                 } else {
                     Message::from(vec![i as u8; size])
                 };
-                frames.push(&mut io, message.clone()).await.unwrap();
+                if frames.is_full() {
+                    frames.write_out(&mut io).await.unwrap();
+                }
+                frames.push(message.clone());
                 sent.push(message);
             }
             frames.finish(&mut io).await.unwrap();
@@ -242,7 +246,8 @@ mod tests {
         let mut io = Trickle::new(0);
         let mut frames = Frames::default();
         let big = Message::from(vec![0u8; COPY_LIMIT + 1]);
-        let err = frames.push(&mut io, big).await.unwrap_err();
+        frames.push(big);
+        let err = frames.finish(&mut io).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::WriteZero);
         assert!(!frames.is_empty(), "what was not written is kept");
     }
@@ -254,9 +259,10 @@ mod tests {
         // The socket takes 3,000 bytes, then blocks: the push is abandoned (a forced close).
         let mut io = Trickle { out: Vec::new(), step: 1000, budget: 3000 };
         let mut frames = Frames::default();
-        frames.push(&mut io, small.clone()).await.unwrap();
-        let push = frames.push(&mut io, big.clone());
-        let cut = tokio::time::timeout(std::time::Duration::from_millis(20), push).await;
+        frames.push(small);
+        frames.push(big);
+        let write = frames.write_out(&mut io);
+        let cut = tokio::time::timeout(std::time::Duration::from_millis(20), write).await;
         assert!(cut.is_err(), "the write blocked");
         assert!(!frames.is_empty());
         // Later (the close handshake) the rest goes out, and the stream is whole.

@@ -1,8 +1,11 @@
 //! One task per WebSocket: upgrade, then relay frames to the instance mailbox and the outbox
 //! to the client, and run the close handshake.
 
+use std::future::{Future, poll_fn};
 use std::io;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
+use std::task::Poll;
 
 use futures_util::{SinkExt, StreamExt};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
@@ -26,7 +29,7 @@ use crate::message::{Message, Text};
 use crate::outbox::{self, Link, Outgoing};
 use crate::registry::AgentClass;
 use crate::request::{ConnectionContext, query_param};
-use crate::server::Shared;
+use crate::server::{ConnectionSlot, Shared};
 use crate::storage::durability::{GroupCommit, WriteSeq};
 
 use super::frames::Frames;
@@ -88,21 +91,12 @@ pub(super) fn upgrade(
     let accept = derive_accept_key(key.as_bytes());
     let id = connection_id(query_param(uri.query(), "_pk").as_deref());
     let conn_ctx = ConnectionContext::new(method, uri, headers);
+    let opening = Box::new(Opening { slot, on_upgrade, shared, class, name, id, conn_ctx });
     tokio::spawn(async move {
-        let _slot = slot; // held for the socket's whole life
-        let upgraded = match on_upgrade.await {
-            Ok(upgraded) => upgraded,
-            Err(e) => return tracing::debug!("websocket upgrade failed: {e}"),
-        };
-        let limits = &shared.limits;
-        let config = WebSocketConfig::default()
-            .read_buffer_size(limits.read_buffer_size)
-            .max_message_size(Some(limits.max_message_size))
-            .max_frame_size(Some(limits.max_message_size));
-        let ws =
-            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
-                .await;
-        run(ws, shared, class, name, id, conn_ctx).await;
+        // The task keeps only the relay for the socket's life: setting up runs in an
+        // allocation of its own, freed before the relay starts.
+        let Some(mut socket) = Box::pin(opening.open()).await else { return };
+        socket.relay().await;
     });
     let mut response = http::Response::new(bytes::Bytes::new());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -115,43 +109,67 @@ pub(super) fn upgrade(
     response.into_response()
 }
 
-async fn run(
-    mut ws: Ws,
+/// What an accepted upgrade needs until its socket joins the instance.
+struct Opening {
+    slot: ConnectionSlot,
+    on_upgrade: OnUpgrade,
     shared: Arc<Shared>,
     class: AgentClass,
     name: String,
     id: Arc<str>,
     conn_ctx: ConnectionContext,
-) {
-    let key = shared.next_connection_key();
-    let link = Arc::new(Link::new(shared.limits.outbox_capacity));
-    let parts = ConnectionParts {
-        key,
-        id,
-        uri: conn_ctx.url().into(),
-        outbox: outbox::Sender(link.clone()),
-    };
-    let connect = Event::Connect(Box::new(ConnectRequest { parts, conn_ctx }));
-    let dispatched = shared.instances.dispatch(&class, &name, &shared, connect).await;
-    let Some((mailbox, instance)) = dispatched else {
-        // The instance could not be started (max_instances, shutting down, or it kept being
-        // evicted under our feet): try again later.
-        let frame = wire_close(close_code::OUTBOX_FULL, "Server at capacity");
-        let _ = timeout(shared.limits.close_timeout, ws.close(Some(frame))).await;
-        return;
-    };
-    let socket = Socket {
-        ws,
-        frames: Frames::default(),
-        link,
-        mailbox,
-        instance,
-        key,
-        pending: None,
-        held: None,
-        shared,
-    };
-    socket.relay().await;
+}
+
+impl Opening {
+    /// Finishes the upgrade and delivers the connect event; `None` if the socket went away or
+    /// the instance could not take it (the client is told to try again later).
+    async fn open(self: Box<Self>) -> Option<Socket> {
+        let Opening { slot, on_upgrade, shared, class, name, id, conn_ctx } = *self;
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(e) => {
+                tracing::debug!("websocket upgrade failed: {e}");
+                return None;
+            }
+        };
+        let limits = &shared.limits;
+        let config = WebSocketConfig::default()
+            .read_buffer_size(limits.read_buffer_size)
+            .max_message_size(Some(limits.max_message_size))
+            .max_frame_size(Some(limits.max_message_size));
+        let mut ws =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
+                .await;
+        let key = shared.next_connection_key();
+        let link = Arc::new(Link::new(shared.limits.outbox_capacity));
+        let parts = ConnectionParts {
+            key,
+            id,
+            uri: conn_ctx.url().into(),
+            outbox: outbox::Sender(link.clone()),
+        };
+        let connect = Event::Connect(Box::new(ConnectRequest { parts, conn_ctx }));
+        let dispatched = shared.instances.dispatch(&class, &name, &shared, connect).await;
+        let Some((mailbox, instance)) = dispatched else {
+            // The instance could not be started (max_instances, shutting down, or it kept being
+            // evicted under our feet): try again later.
+            let frame = wire_close(close_code::OUTBOX_FULL, "Server at capacity");
+            let _ = timeout(shared.limits.close_timeout, ws.close(Some(frame))).await;
+            return None;
+        };
+        Some(Socket {
+            ws,
+            frames: Frames::default(),
+            link,
+            mailbox,
+            instance,
+            key,
+            pending: None,
+            held: None,
+            shared,
+            _slot: slot,
+        })
+    }
 }
 
 struct Socket {
@@ -169,6 +187,8 @@ struct Socket {
     /// gate); the outbox is not read until it goes out.
     held: Option<(Message, WriteSeq)>,
     shared: Arc<Shared>,
+    /// Counts this socket against `max_connections` until it is dropped.
+    _slot: ConnectionSlot,
 }
 
 /// How the relay loop ended.
@@ -184,8 +204,16 @@ enum End {
 }
 
 impl Socket {
-    async fn relay(mut self) {
+    /// Relays until the socket ends, then closes it. (`&mut self`, not `self`: a future that
+    /// takes its argument by value stores it twice.)
+    async fn relay(&mut self) {
         let end = self.relay_until_end().await;
+        // The closing steps are rare: boxed, they add nothing to every socket's task.
+        Box::pin(self.finish(end)).await;
+    }
+
+    /// Runs the close and tells the instance how it went.
+    async fn finish(&mut self, end: End) {
         // Nothing more will be written: later sends fail as closed instead of filling up.
         self.link.close();
         if let Some(event) = self.pending.take() {
@@ -256,7 +284,7 @@ impl Socket {
                 },
                 frame = self.ws.next(), if self.pending.is_none() => {
                     let limit = self.shared.limits.max_message_size;
-                    match on_frame(frame, self.key, limit, &self.instance, &self.mailbox).await {
+                    match on_frame(frame, self.key, limit, &self.instance) {
                         Read::Event(event) => {
                             self.pending = Some(event);
                             continue;
@@ -264,6 +292,11 @@ impl Socket {
                         Read::Nothing => continue,
                         Read::AutoResponse(response) => Step::AutoRespond(response),
                         Read::End(end) => return end,
+                        Read::Fail(error, end) => {
+                            let error = Event::Error { key: self.key, error };
+                            let _ = Box::pin(self.mailbox.send(error)).await;
+                            return end;
+                        }
                     }
                 }
             };
@@ -273,12 +306,13 @@ impl Socket {
                     None => None,
                 },
                 Step::Write(message) => self.write(message, &mut forced).await,
-                Step::AutoRespond(response) => self.auto_respond(response).await,
+                // The rare steps are boxed: they add nothing to every socket's task.
+                Step::AutoRespond(response) => Box::pin(self.auto_respond(response)).await,
                 Step::Close(frame, after) => {
-                    Some(self.close_after(frame, after, &mut forced).await)
+                    Some(Box::pin(self.close_after(frame, after, &mut forced)).await)
                 }
                 Step::Drain => {
-                    self.drain().await;
+                    Box::pin(self.drain()).await;
                     Some(going_away())
                 }
             };
@@ -293,7 +327,7 @@ impl Socket {
         &mut self,
         frame: CloseFrame,
         after: WriteSeq,
-        forced: &mut std::pin::Pin<&mut impl std::future::Future<Output = CloseFrame>>,
+        forced: &mut Pin<&mut impl Future<Output = CloseFrame>>,
     ) -> End {
         tokio::select! {
             () = self.shared.commits.durable(after) => End::Close(frame),
@@ -310,11 +344,14 @@ impl Socket {
             let io = self.ws.get_mut();
             if let Some((message, after)) = self.held.take() {
                 commits.durable(after).await;
-                put(&mut self.frames, io, &self.link, message).await?;
+                put(&mut self.frames, &self.link, message);
             }
             while let Some(Outgoing::Message(message, after)) = self.link.try_pop() {
+                if self.frames.is_full() {
+                    self.frames.write_out(io).await?;
+                }
                 commits.durable(after).await;
-                put(&mut self.frames, io, &self.link, message).await?;
+                put(&mut self.frames, &self.link, message);
             }
             self.frames.finish(io).await
         };
@@ -326,9 +363,8 @@ impl Socket {
         self.link.auto_responded();
         let send = async {
             self.ws.flush().await.map_err(io::Error::other)?;
-            let io = self.ws.get_mut();
-            self.frames.push(io, response).await?;
-            self.frames.finish(io).await
+            self.frames.push(response);
+            self.frames.finish(self.ws.get_mut()).await
         };
         match timeout(self.shared.limits.send_timeout, send).await {
             Ok(Ok(())) => None,
@@ -344,25 +380,38 @@ impl Socket {
     async fn write(
         &mut self,
         first: Message,
-        forced: &mut std::pin::Pin<&mut impl std::future::Future<Output = CloseFrame>>,
+        forced: &mut Pin<&mut impl Future<Output = CloseFrame>>,
     ) -> Option<End> {
         let commits = &self.shared.commits;
-        let write = write_batch(&mut self.ws, &mut self.frames, &self.link, commits, first);
-        let written = tokio::select! {
-            written = timeout(self.shared.limits.send_timeout, write) => written,
-            frame = forced.as_mut() => return Some(End::Forced(frame)),
+        let stall_limit = self.shared.limits.send_timeout;
+        let written = {
+            let write = write_batch(&mut self.ws, &mut self.frames, &self.link, commits, first);
+            let mut write = pin!(write);
+            // Most writes finish at once (the socket buffer has room): no timer for those, and
+            // the others' timer lives in its own allocation, not in every socket's task.
+            match poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await {
+                Poll::Ready(written) => Some(written),
+                Poll::Pending => {
+                    let stalled = Box::pin(tokio::time::sleep(stall_limit));
+                    tokio::select! {
+                        written = &mut write => Some(written),
+                        () = stalled => None,
+                        frame = forced.as_mut() => return Some(End::Forced(frame)),
+                    }
+                }
+            }
         };
         match written {
-            Ok(Ok(Batch::Done)) => None,
-            Ok(Ok(Batch::Held(message, after))) => {
+            Some(Ok(Batch::Done)) => None,
+            Some(Ok(Batch::Held(message, after))) => {
                 self.held = Some((message, after));
                 None
             }
-            Ok(Ok(Batch::Close(close, after))) => {
-                Some(self.close_after(close, after, forced).await)
+            Some(Ok(Batch::Close(close, after))) => {
+                Some(Box::pin(self.close_after(close, after, forced)).await)
             }
-            Ok(Err(_)) => Some(End::Abnormal),
-            Err(_elapsed) => {
+            Some(Err(_)) => Some(End::Abnormal),
+            None => {
                 tracing::warn!(
                     "closing connection: a write stalled past send_timeout, the client is not reading"
                 );
@@ -446,12 +495,15 @@ async fn write_batch(
     // tungstenite's own frames (a pong) go out whole before ours.
     ws.flush().await.map_err(io::Error::other)?;
     let io = ws.get_mut();
-    put(frames, io, link, first).await?;
+    put(frames, link, first);
     let mut end = Batch::Done;
     for _ in 1..WRITE_BATCH {
+        if frames.is_full() {
+            frames.write_out(io).await?;
+        }
         match link.try_pop() {
             Some(Outgoing::Message(message, after)) if commits.is_durable(after) => {
-                put(frames, io, link, message).await?;
+                put(frames, link, message);
             }
             Some(Outgoing::Message(message, after)) => {
                 end = Batch::Held(message, after);
@@ -469,16 +521,9 @@ async fn write_batch(
 }
 
 /// Adds one message to the batch; from then on it is off the outbox budget.
-async fn put(
-    frames: &mut Frames,
-    io: &mut TokioIo<Upgraded>,
-    link: &Link,
-    message: Message,
-) -> io::Result<()> {
-    let len = message.len();
-    let pushed = frames.push(io, message).await;
-    link.written(len);
-    pushed
+fn put(frames: &mut Frames, link: &Link, message: Message) {
+    link.written(message.len());
+    frames.push(message);
 }
 
 fn wire_close(code: u16, reason: &str) -> WireCloseFrame {
@@ -498,15 +543,16 @@ enum Read {
     Nothing,
     /// The relay ends.
     End(End),
+    /// The relay ends, and `on_error` hears why.
+    Fail(Error, End),
 }
 
 /// Turns what the client sent into an event, an auto-response, or how the relay ends.
-async fn on_frame(
+fn on_frame(
     frame: Option<Result<WsMessage, WsError>>,
     key: ConnectionKey,
     limit: usize,
     instance: &Instance,
-    mailbox: &mpsc::Sender<Event>,
 ) -> Read {
     let end = match frame {
         Some(Ok(WsMessage::Text(text))) => {
@@ -532,23 +578,23 @@ async fn on_frame(
         }
         Some(Err(WsError::Capacity(e))) => {
             let error = Error::msg(format!("message over the {limit}-byte limit: {e}"));
-            let _ = mailbox.send(Event::Error { key, error }).await;
-            End::Close(CloseFrame {
+            let end = End::Close(CloseFrame {
                 code: close_code::MESSAGE_TOO_BIG,
                 reason: "Message too big".into(),
-            })
+            });
+            return Read::Fail(error, end);
         }
         // The peer went away without a close frame: a disconnect, not an error.
         Some(Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake))) => End::Abnormal,
         Some(Err(WsError::Protocol(e))) => {
             let error = Error::msg(format!("websocket protocol error: {e}"));
-            let _ = mailbox.send(Event::Error { key, error }).await;
-            End::Close(CloseFrame { code: 1002, reason: "Protocol error".into() })
+            let end = End::Close(CloseFrame { code: 1002, reason: "Protocol error".into() });
+            return Read::Fail(error, end);
         }
         Some(Err(WsError::Utf8(_))) => {
             let error = Error::msg("a text frame was not valid UTF-8");
-            let _ = mailbox.send(Event::Error { key, error }).await;
-            End::Close(CloseFrame { code: 1007, reason: "Invalid UTF-8".into() })
+            let end = End::Close(CloseFrame { code: 1007, reason: "Invalid UTF-8".into() });
+            return Read::Fail(error, end);
         }
         Some(Err(_)) | None => End::Abnormal,
     };
