@@ -29,7 +29,7 @@ impl Room {
         let mut table = ConnectionTable::default();
         let mut links = Vec::with_capacity(n);
         for key in 0..n as u64 {
-            let link = Arc::new(Link::new(limits.outbox_capacity));
+            let link = Arc::new(Link::new(limits.outbox_capacity, None));
             let parts = ConnectionParts {
                 key,
                 id: connection_id(None),

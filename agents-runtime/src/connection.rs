@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use crate::error::ConnectionError;
 use crate::instances::Instance;
 use crate::message::Message;
-use crate::outbox::{self, Outgoing, PushError};
+use crate::outbox::{self, Outgoing, PushError, Pushed};
 use crate::server::Limits;
 use crate::storage::durability::WriteSeq;
 
@@ -218,7 +218,11 @@ impl<S> Connection<S> {
             return Ok(());
         }
         let frame = CloseFrame { code, reason: truncate_reason(reason).to_owned() };
-        let queued = self.inner.outbox.push(Outgoing::Close(frame, self.pending_write()));
+        let queued = self.inner.outbox.0.push(
+            Outgoing::Close(frame, self.pending_write()),
+            false,
+            &self.inner.instance.corks,
+        );
         if let Err((PushError::Full, Outgoing::Close(frame, _))) = queued {
             self.inner.outbox.force_close(frame);
         }
@@ -269,26 +273,39 @@ impl<S> Connection<S> {
         let _ = self.inner.tags.set(tags);
     }
 
-    /// Queues without the closing check: also used for the setup-failure frame.
+    /// Sends without the closing check: also used for the setup-failure frame.
     ///
-    /// A message counts against the outbox's byte budget until the socket task wrote it; a
-    /// single message bigger than the budget still goes through an empty outbox.
+    /// A message the output gate released goes straight to the socket when nothing is ahead
+    /// of it and the socket has room; otherwise it is queued, and counts against the outbox's
+    /// byte budget until the socket task wrote it. A single message bigger than the budget
+    /// still goes through an empty outbox.
     pub(crate) fn push(&self, outgoing: Outgoing) -> Result<(), ConnectionError> {
         let len = match &outgoing {
             Outgoing::Message(message, _) => message.len(),
             Outgoing::Close(..) => 0,
         };
+        let released = match &outgoing {
+            Outgoing::Message(_, after) => self.inner.instance.gate.is_settled(*after),
+            Outgoing::Close(..) => false,
+        };
         let link = &self.inner.outbox;
         if !link.reserve_bytes(len, self.inner.max_outbox_bytes) {
             return Err(self.overflow());
         }
-        link.push(outgoing).map_err(|(error, _)| {
-            link.written(len);
-            match error {
-                PushError::Closed => ConnectionError::Closed,
-                PushError::Full => self.overflow(),
+        match link.0.push(outgoing, released, &self.inner.instance.corks) {
+            Ok(Pushed::Queued) => Ok(()),
+            Ok(Pushed::Sent) => {
+                link.written(len);
+                Ok(())
             }
-        })
+            Err((error, _)) => {
+                link.written(len);
+                Err(match error {
+                    PushError::Closed => ConnectionError::Closed,
+                    PushError::Full => self.overflow(),
+                })
+            }
+        }
     }
 
     /// The client stopped reading: close it out of band, dropping what is queued.
@@ -421,7 +438,7 @@ mod tests {
             key: 1,
             id: "a".into(),
             uri: "http://x/".into(),
-            outbox: outbox::Sender(Arc::new(outbox::Link::new(4))),
+            outbox: outbox::Sender(Arc::new(outbox::Link::new(4, None))),
         };
         let limits = Limits { max_connection_state_size: 16, ..Limits::default() };
         let conn: Connection<String> =

@@ -69,7 +69,8 @@ pub(crate) fn spawn<A: Agent>(
 ) -> mpsc::Sender<Event> {
     let (tx, rx) = mpsc::channel(shared.limits.mailbox_capacity);
     let hosted = shared.host_started();
-    tokio::spawn(async move {
+    let corks = instance.clone();
+    let mut run = Box::pin(async move {
         let _hosted = hosted; // counted until the task ends
         let host = Host::<A> {
             name,
@@ -82,6 +83,8 @@ pub(crate) fn spawn<A: Agent>(
         };
         host.run(rx).await;
     });
+    // Every poll of the instance's task ends by writing what its turns sent (corking).
+    tokio::spawn(std::future::poll_fn(move |cx| corks.corks.poll(run.as_mut(), cx)));
     tx
 }
 
@@ -116,7 +119,18 @@ impl<A: Agent> Host<A> {
         let idle = tokio::time::sleep(idle_after);
         tokio::pin!(idle);
         let mut last_event = Instant::now();
+        // Whether the task yielded with its sends corked since it last waited for an event.
+        let mut held = false;
         loop {
+            if mailbox.is_empty() {
+                // Once per wait: yield so the other sockets' messages join this pass's writes.
+                if !held && self.instance.corks.hold() {
+                    held = true;
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+                held = false;
+            }
             let event = tokio::select! {
                 biased;
                 event = mailbox.recv() => match event {

@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use crate::auto_response::AutoResponse;
 use crate::connection::lock;
 use crate::host::Event;
+use crate::outbox::Corks;
 use crate::registry::AgentClass;
 use crate::server::Shared;
 use crate::storage::InstanceKeys;
@@ -24,6 +25,8 @@ pub(crate) struct Instance {
     pub(crate) gate: OutputGate,
     /// Answered by socket tasks without waking the instance.
     pub(crate) auto_response: AutoResponse,
+    /// The connections its turn sent to, written when its task yields.
+    pub(crate) corks: Corks,
 }
 
 /// A live instance as the table keeps it.
@@ -75,6 +78,7 @@ impl Instances {
             keys: InstanceKeys::new(class.name, &name),
             gate: OutputGate::new(shared.commits.clone(), class.confirmed_writes),
             auto_response: AutoResponse::default(),
+            corks: Corks::default(),
         });
         let mailbox = (class.spawn)(shared.clone(), name.clone(), instance.clone());
         let entry = Entry { mailbox: mailbox.clone(), instance: instance.clone() };
@@ -150,6 +154,7 @@ impl Instance {
             keys: InstanceKeys::new("test", "test"),
             gate: OutputGate::new(commits, true),
             auto_response: AutoResponse::default(),
+            corks: Corks::default(),
         })
     }
 }

@@ -71,6 +71,7 @@ mod connections;
 mod context;
 mod env;
 mod error;
+mod frames;
 mod host;
 mod instances;
 mod message;

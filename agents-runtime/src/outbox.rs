@@ -1,19 +1,33 @@
-//! A connection's outbox: what the agent side queued for the socket task, bounded in messages
-//! and bytes, plus the out-of-band close used when it is full.
+//! A connection's outbox and the write side of its socket: what the agent side sends, bounded
+//! in messages and bytes, plus the out-of-band close used when it is full.
+//!
+//! A message sent while nothing is queued or half-written, and released by the output gate,
+//! never wakes the socket task: during its instance's turn it is *corked* (encoded into the
+//! link's buffer, which is written when the instance's task yields, one `writev` for all the
+//! turn's frames to that socket), outside a turn it is written at once. This is what
+//! uWebSockets does: a broadcast costs one buffered copy per connection and one write per
+//! connection per event-loop pass. Everything else is queued for the socket task, which
+//! writes it when the socket has room and the gate releases it.
+//! Every byte written to the socket, tungstenite's control frames included, goes through the
+//! link's lock, so frames never interleave.
 //!
 //! One lock-protected queue per connection instead of a channel: a push is one uncontended
 //! lock, the socket task is woken only when the queue goes from empty to not empty, and an
 //! idle connection's queue holds no allocation at all.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::future::Future;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::task::{Context, Poll, Waker};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::connection::{CloseFrame, lock};
+use crate::frames::{Frames, Header, Wire, payload_bytes};
 use crate::message::Message;
-use crate::storage::durability::WriteSeq;
+use crate::storage::durability::{GroupCommit, WriteSeq};
 
 /// What the agent side queues for a connection's socket task.
 #[derive(Debug)]
@@ -22,6 +36,28 @@ pub(crate) enum Outgoing {
     Message(Message, WriteSeq),
     /// A close frame, gated the same way.
     Close(CloseFrame, WriteSeq),
+}
+
+/// What a push did.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Pushed {
+    /// Written to the socket (or its unwritten rest handed to the socket task).
+    Sent,
+    /// Queued for the socket task.
+    Queued,
+}
+
+/// What the socket task does next (see [`Link::poll_next`]).
+#[derive(Debug)]
+pub(crate) enum Next {
+    /// Write: bytes wait, or the first queued message is released.
+    Write,
+    /// The first queued message waits for write `WriteSeq` to be durable.
+    Wait(WriteSeq),
+    /// Close with this frame once write `WriteSeq` is durable (taken off the queue).
+    Close(CloseFrame, WriteSeq),
+    /// The agent side let go of the connection and nothing is left to write.
+    Abandoned,
 }
 
 /// Why a push failed.
@@ -37,11 +73,21 @@ pub(crate) enum PushError {
 /// so a burst does not cost an idle connection memory for the rest of its life.
 const KEEP_SLOTS: usize = 16;
 
+/// Most queued messages encoded for one write.
+const WRITE_BATCH: usize = 64;
+
+/// Bytes of tungstenite's control frames (pongs, the close frame) taken while the socket is
+/// full; past this, tungstenite waits like any writer. A client that pings without reading
+/// cannot grow it further.
+const RAW_LIMIT: usize = 64 * 1024;
+
 /// Shared by a [`Connection`](crate::Connection) and its socket task.
-#[derive(Debug)]
 pub(crate) struct Link {
     state: Mutex<State>,
     capacity: usize,
+    /// The socket; `None` for a link without one (unit tests, micro-benchmarks), whose writes
+    /// are dropped.
+    wire: Option<Arc<dyn Wire>>,
     /// Bytes of messages queued and not yet handed to the socket.
     queued_bytes: AtomicUsize,
     /// When the auto-response last answered this connection, in ms since the Unix epoch; 0
@@ -49,9 +95,20 @@ pub(crate) struct Link {
     auto_responded_at: AtomicU64,
 }
 
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link")
+            .field("state", &self.state)
+            .field("capacity", &self.capacity)
+            .finish()
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
     queue: VecDeque<Outgoing>,
+    /// Bytes on their way to the socket, ahead of the queue.
+    out: Frames,
     /// The socket task, when it waits for a message or a forced close.
     waker: Option<Waker>,
     /// The socket task stopped taking messages.
@@ -60,14 +117,17 @@ struct State {
     abandoned: bool,
     /// Drop what is queued and close with this (first call wins).
     forced: Option<CloseFrame>,
+    /// Listed in the instance's [`Corks`]: what `out` holds is written when the turn yields.
+    corked: bool,
 }
 
 impl Link {
-    /// An outbox of at most `capacity` messages.
-    pub(crate) fn new(capacity: usize) -> Self {
+    /// An outbox of at most `capacity` messages, writing to `wire`.
+    pub(crate) fn new(capacity: usize, wire: Option<Arc<dyn Wire>>) -> Self {
         Self {
             state: Mutex::default(),
             capacity,
+            wire,
             queued_bytes: AtomicUsize::new(0),
             auto_responded_at: AtomicU64::new(0),
         }
@@ -77,49 +137,187 @@ impl Link {
         self.capacity
     }
 
-    /// Queues `outgoing`, waking the socket task if the queue was empty; on failure, hands it
-    /// back with the reason.
-    pub(crate) fn push(&self, outgoing: Outgoing) -> Result<(), (PushError, Outgoing)> {
+    /// Sends `outgoing`. A message the gate `released`, with nothing queued ahead of it, is
+    /// corked while `corks` are open (the instance's turn), or else written at once if nothing
+    /// is half-written and the socket has room. Anything else is queued, waking the socket
+    /// task if the queue was empty. On failure, hands it back with the reason.
+    pub(crate) fn push(
+        self: &Arc<Self>,
+        outgoing: Outgoing,
+        released: bool,
+        corks: &Corks,
+    ) -> Result<Pushed, (PushError, Outgoing)> {
         let mut state = lock(&self.state);
         if state.closed {
             return Err((PushError::Closed, outgoing));
         }
+        let ready = released
+            && self.wire.is_some()
+            && state.queue.is_empty()
+            && state.forced.is_none()
+            && !state.out.is_full();
+        let outgoing = match outgoing {
+            // Corked if the link already is, or if this turn lists it now.
+            Outgoing::Message(message, _)
+                if ready && (state.corked || (state.out.is_empty() && corks.add(self))) =>
+            {
+                state.corked = true;
+                state.out.push(message);
+                return Ok(Pushed::Sent);
+            }
+            outgoing => outgoing,
+        };
+        let direct = ready && state.out.is_empty();
+        let outgoing = match (outgoing, &self.wire) {
+            (Outgoing::Message(message, after), Some(wire)) if direct => {
+                let (header, payload) = Header::of(&message);
+                let total = header.as_bytes().len() + payload.len();
+                let bufs = [IoSlice::new(header.as_bytes()), IoSlice::new(payload)];
+                match wire.try_write_vectored(&bufs) {
+                    Ok(n) if n == total => return Ok(Pushed::Sent),
+                    Ok(n) => {
+                        // The socket took part of it: the socket task writes the rest, first.
+                        state.out.push_rest(header.as_bytes(), payload_bytes(message), n);
+                        let waker = state.waker.take();
+                        drop(state);
+                        wake(waker);
+                        return Ok(Pushed::Sent);
+                    }
+                    // Full, or broken: the socket task waits for room, or finds the error.
+                    Err(_) => Outgoing::Message(message, after),
+                }
+            }
+            (outgoing, _) => outgoing,
+        };
         if state.queue.len() >= self.capacity {
             return Err((PushError::Full, outgoing));
         }
         state.queue.push_back(outgoing);
         let waker = if state.queue.len() == 1 { state.waker.take() } else { None };
         drop(state);
-        if let Some(waker) = waker {
-            waker.wake();
-        }
-        Ok(())
+        wake(waker);
+        Ok(Pushed::Queued)
     }
 
-    /// The next queued item, if any (socket side).
-    pub(crate) fn try_pop(&self) -> Option<Outgoing> {
-        lock(&self.state).pop()
-    }
-
-    /// The next queued item; `Ready(None)` once the agent side let go and nothing is left.
-    pub(crate) fn poll_pop(&self, cx: &mut Context<'_>) -> Poll<Option<Outgoing>> {
+    /// What the socket task does next; `Pending` (and a wake-up later) while there is nothing
+    /// to write and the agent side holds on.
+    pub(crate) fn poll_next(&self, cx: &mut Context<'_>, commits: &GroupCommit) -> Poll<Next> {
         let mut state = lock(&self.state);
-        if let Some(next) = state.pop() {
-            return Poll::Ready(Some(next));
+        if !state.out.is_empty() {
+            return Poll::Ready(Next::Write);
+        }
+        match state.queue.front() {
+            Some(Outgoing::Message(_, after)) if commits.is_durable(*after) => {
+                return Poll::Ready(Next::Write);
+            }
+            Some(Outgoing::Message(_, after)) => return Poll::Ready(Next::Wait(*after)),
+            Some(Outgoing::Close(..)) => {
+                if let Some(Outgoing::Close(frame, after)) = state.pop() {
+                    return Poll::Ready(Next::Close(frame, after));
+                }
+            }
+            None => {}
         }
         if state.abandoned {
-            return Poll::Ready(None);
+            return Poll::Ready(Next::Abandoned);
         }
         register(&mut state.waker, cx);
         Poll::Pending
     }
 
-    /// Resolves to the next queued item (see [`poll_pop`](Self::poll_pop)).
-    pub(crate) async fn pop(&self) -> Option<Outgoing> {
-        std::future::poll_fn(|cx| self.poll_pop(cx)).await
+    /// Encodes the queued messages the gate released, from the front, for
+    /// [`poll_flush`](Self::poll_flush) to write (a batch at most).
+    pub(crate) fn encode_batch(&self, commits: &GroupCommit) {
+        let mut state = lock(&self.state);
+        for _ in 0..WRITE_BATCH {
+            if state.out.is_full() {
+                break;
+            }
+            match state.queue.front() {
+                Some(Outgoing::Message(_, after)) if commits.is_durable(*after) => {}
+                _ => break,
+            }
+            if let Some(Outgoing::Message(message, _)) = state.pop() {
+                self.written(message.len());
+                state.out.push(message);
+            }
+        }
     }
 
-    /// The socket task takes no more messages: later pushes fail as closed.
+    /// Puts `message` ahead of the queue (the auto-response); hands it back while a large
+    /// payload is half-written (flush, then try again).
+    pub(crate) fn encode_first(&self, message: Message) -> Result<(), Message> {
+        let mut state = lock(&self.state);
+        if state.out.is_full() {
+            return Err(message);
+        }
+        state.out.push(message);
+        Ok(())
+    }
+
+    /// Writes the encoded bytes; `Ready(Ok)` once all are out, `Pending` until the socket has
+    /// room.
+    pub(crate) fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Some(wire) = &self.wire else {
+            lock(&self.state).out = Frames::default();
+            return Poll::Ready(Ok(()));
+        };
+        loop {
+            match lock(&self.state).out.write_to(&**wire) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    ready!(wire.poll_write_ready(cx))?;
+                }
+                done => return Poll::Ready(done),
+            }
+        }
+    }
+
+    /// Takes bytes tungstenite writes (whole control frames), after what is waiting; `Pending`
+    /// while too much waits.
+    pub(crate) fn poll_write_raw(
+        &self,
+        cx: &mut Context<'_>,
+        bytes: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            let mut state = lock(&self.state);
+            if !state.out.is_full() && state.out.len() < RAW_LIMIT {
+                state.out.push_raw(bytes);
+                return match &self.wire {
+                    Some(wire) => match state.out.write_to(&**wire) {
+                        Err(e) if e.kind() != io::ErrorKind::WouldBlock => Poll::Ready(Err(e)),
+                        _ => Poll::Ready(Ok(bytes.len())),
+                    },
+                    None => Poll::Ready(Ok(bytes.len())),
+                };
+            }
+            drop(state);
+            ready!(self.poll_flush(cx))?;
+        }
+    }
+
+    /// Writes what the turn corked; if the socket is full, the socket task writes the rest
+    /// when it has room.
+    fn uncork(&self) {
+        let mut state = lock(&self.state);
+        state.corked = false;
+        let written = match &self.wire {
+            Some(wire) => state.out.write_to(&**wire),
+            None => Ok(()),
+        };
+        let waker = if written.is_err() { state.waker.take() } else { None };
+        drop(state);
+        wake(waker);
+    }
+
+    /// The next queued item, if any (micro-benchmarks and tests: no socket task).
+    #[cfg(any(test, feature = "bench"))]
+    pub(crate) fn try_pop(&self) -> Option<Outgoing> {
+        lock(&self.state).pop()
+    }
+
+    /// The socket task takes no more messages: later pushes fail as closed. Bytes already
+    /// encoded stay, to be written before the close frame.
     pub(crate) fn close(&self) {
         let mut state = lock(&self.state);
         state.closed = true;
@@ -133,9 +331,7 @@ impl Link {
             state.abandoned = true;
             state.waker.take()
         };
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        wake(waker);
     }
 
     /// Asks the socket task to drop whatever is queued and close with `frame` (first call wins).
@@ -148,9 +344,7 @@ impl Link {
             state.forced = Some(frame);
             state.waker.take()
         };
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        wake(waker);
     }
 
     /// Resolves once a forced close was asked for.
@@ -211,6 +405,76 @@ impl State {
     }
 }
 
+/// The links an instance's turn corked, written when its task yields (see the module doc).
+#[derive(Default)]
+pub(crate) struct Corks {
+    state: Mutex<CorkState>,
+}
+
+#[derive(Default)]
+struct CorkState {
+    /// The instance's task is running: sends are corked.
+    open: bool,
+    /// The task yields to let other sockets' messages in, and stays corked until it is
+    /// polled again (see [`hold`](Corks::hold)).
+    holding: bool,
+    links: Vec<Arc<Link>>,
+}
+
+impl Corks {
+    /// Lists `link` if a turn is running; returns whether it did.
+    fn add(&self, link: &Arc<Link>) -> bool {
+        let mut state = lock(&self.state);
+        if state.open {
+            state.links.push(link.clone());
+        }
+        state.open
+    }
+
+    /// Keeps what is corked through the task's next yield, if anything is; returns whether it
+    /// does. The instance's task calls this when its mailbox is empty, then yields once: the
+    /// socket tasks read what their clients sent meanwhile, and the frames of those turns
+    /// join the same writes (one pass of the event loop, as uWebSockets corks).
+    pub(crate) fn hold(&self) -> bool {
+        let mut state = lock(&self.state);
+        state.holding = !state.links.is_empty();
+        state.holding
+    }
+
+    /// Polls `future` (the instance's task) with sends corked, then writes what it corked.
+    pub(crate) fn poll<F: Future + ?Sized>(
+        &self,
+        future: Pin<&mut F>,
+        cx: &mut Context<'_>,
+    ) -> Poll<F::Output> {
+        lock(&self.state).open = true;
+        let polled = future.poll(cx);
+        let mut links = {
+            let mut state = lock(&self.state);
+            if std::mem::take(&mut state.holding) && polled.is_pending() {
+                return polled;
+            }
+            state.open = false;
+            std::mem::take(&mut state.links)
+        };
+        for link in &links {
+            link.uncork();
+        }
+        links.clear();
+        let mut state = lock(&self.state);
+        if state.links.is_empty() {
+            state.links = links; // keeps its allocation for the next turn
+        }
+        polled
+    }
+}
+
+fn wake(waker: Option<Waker>) {
+    if let Some(waker) = waker {
+        waker.wake();
+    }
+}
+
 /// Keeps the socket task's waker (one task waits on a link, for a message or a forced close).
 fn register(slot: &mut Option<Waker>, cx: &Context<'_>) {
     match slot {
@@ -245,6 +509,8 @@ mod tests {
     use std::task::Wake;
 
     use super::*;
+    use crate::frames::tests::{Trickle, decode};
+    use crate::storage::MemoryStore;
 
     struct Flag(AtomicBool);
 
@@ -258,58 +524,158 @@ mod tests {
         Outgoing::Message(text.into(), 0)
     }
 
-    #[test]
-    fn bounded_in_order_and_wakes_on_the_first_push_only() {
-        let link = Link::new(2);
+    fn commits() -> GroupCommit {
+        GroupCommit::start(Arc::new(MemoryStore::new()))
+    }
+
+    fn texts(wire: &Trickle) -> Vec<String> {
+        decode(&wire.taken()).into_iter().map(|m| m.into_text().unwrap().to_string()).collect()
+    }
+
+    #[tokio::test]
+    async fn bounded_in_order_and_wakes_on_the_first_push_only() {
+        let commits = commits();
+        let link = Arc::new(Link::new(2, None));
         let flag = Arc::new(Flag(AtomicBool::new(false)));
         let waker = Waker::from(flag.clone());
         let mut cx = Context::from_waker(&waker);
-        assert!(link.poll_pop(&mut cx).is_pending());
-        link.push(message("a")).expect("room");
+        assert!(link.poll_next(&mut cx, &commits).is_pending());
+        assert!(matches!(link.push(message("a"), true, &Corks::default()), Ok(Pushed::Queued)));
         assert!(flag.0.swap(false, Ordering::SeqCst), "the first push wakes the socket");
-        link.push(message("b")).expect("room");
+        link.push(message("b"), true, &Corks::default()).expect("room");
         assert!(!flag.0.load(Ordering::SeqCst), "no wake-up while the queue is not empty");
-        assert!(matches!(link.push(message("c")), Err((PushError::Full, _))));
+        assert!(matches!(
+            link.push(message("c"), true, &Corks::default()),
+            Err((PushError::Full, _))
+        ));
         for want in ["a", "b"] {
-            match link.poll_pop(&mut cx) {
-                Poll::Ready(Some(Outgoing::Message(m, _))) => assert_eq!(m.as_text(), Some(want)),
+            match link.try_pop() {
+                Some(Outgoing::Message(m, _)) => assert_eq!(m.as_text(), Some(want)),
                 other => panic!("expected {want}, got {other:?}"),
             }
         }
         assert!(link.try_pop().is_none());
         link.close();
-        assert!(matches!(link.push(message("d")), Err((PushError::Closed, _))));
+        assert!(matches!(
+            link.push(message("d"), true, &Corks::default()),
+            Err((PushError::Closed, _))
+        ));
     }
 
-    #[test]
-    fn a_burst_gives_its_memory_back_once_drained() {
-        let link = Link::new(1024);
+    #[tokio::test]
+    async fn a_released_message_goes_straight_to_an_idle_socket() {
+        let commits = commits();
+        let wire = Arc::new(Trickle::new(usize::MAX, usize::MAX));
+        let link = Arc::new(Link::new(4, Some(wire.clone())));
+        assert!(matches!(link.push(message("hi"), true, &Corks::default()), Ok(Pushed::Sent)));
+        assert_eq!(texts(&wire), ["hi"]);
+        let waker = Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        assert!(link.poll_next(&mut cx, &commits).is_pending(), "nothing for the socket task");
+    }
+
+    #[tokio::test]
+    async fn nothing_overtakes_what_waits_for_the_gate_or_the_socket() {
+        let commits = commits();
+        let wire = Arc::new(Trickle::new(usize::MAX, usize::MAX));
+        let link = Arc::new(Link::new(8, Some(wire.clone())));
+        let waker = Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        // Held by the output gate: queued, and what follows queues behind it.
+        assert!(matches!(
+            link.push(Outgoing::Message("gated".into(), 7), false, &Corks::default()),
+            Ok(Pushed::Queued)
+        ));
+        assert!(matches!(link.push(message("after"), true, &Corks::default()), Ok(Pushed::Queued)));
+        assert!(matches!(link.poll_next(&mut cx, &commits), Poll::Ready(Next::Wait(7))));
+        assert!(wire.taken().is_empty());
+        // A full socket: the rest of a half-written frame is ahead of everything.
+        let wire = Arc::new(Trickle::new(usize::MAX, 3));
+        let link = Arc::new(Link::new(8, Some(wire.clone())));
+        assert!(matches!(link.push(message("first"), true, &Corks::default()), Ok(Pushed::Sent)));
+        assert!(matches!(
+            link.push(message("second"), true, &Corks::default()),
+            Ok(Pushed::Queued)
+        ));
+        assert!(matches!(link.poll_next(&mut cx, &commits), Poll::Ready(Next::Write)));
+        wire.open(usize::MAX);
+        link.encode_batch(&commits);
+        assert!(link.poll_flush(&mut cx).is_ready());
+        assert_eq!(texts(&wire), ["first", "second"]);
+    }
+
+    #[tokio::test]
+    async fn control_frames_from_tungstenite_never_split_a_frame() {
+        let wire = Arc::new(Trickle::new(usize::MAX, 4));
+        let link = Arc::new(Link::new(8, Some(wire.clone())));
+        let waker = Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        assert!(matches!(link.push(message("hello"), true, &Corks::default()), Ok(Pushed::Sent)));
+        let pong = [0x8A, 0];
+        assert!(matches!(link.poll_write_raw(&mut cx, &pong), Poll::Ready(Ok(2))));
+        wire.open(usize::MAX);
+        assert!(link.poll_flush(&mut cx).is_ready());
+        let mut want = vec![0x81, 5];
+        want.extend_from_slice(b"hello");
+        want.extend_from_slice(&pong);
+        assert_eq!(wire.taken(), want);
+    }
+
+    #[tokio::test]
+    async fn a_burst_gives_its_memory_back_once_drained() {
+        let link = Arc::new(Link::new(1024, None));
         for _ in 0..500 {
-            link.push(message("x")).expect("room");
+            link.push(message("x"), true, &Corks::default()).expect("room");
         }
         while link.try_pop().is_some() {}
         assert_eq!(lock(&link.state).queue.capacity(), 0);
     }
 
-    #[test]
-    fn dropping_the_sender_ends_the_queue_after_what_is_left() {
-        let link = Arc::new(Link::new(4));
+    #[tokio::test]
+    async fn dropping_the_sender_ends_the_queue_after_what_is_left() {
+        let commits = commits();
+        let link = Arc::new(Link::new(4, None));
         let sender = Sender(link.clone());
-        link.push(message("last")).expect("room");
+        link.push(message("last"), true, &Corks::default()).expect("room");
         drop(sender);
         let waker = Waker::noop();
         let mut cx = Context::from_waker(waker);
-        assert!(matches!(link.poll_pop(&mut cx), Poll::Ready(Some(_))));
-        assert!(matches!(link.poll_pop(&mut cx), Poll::Ready(None)));
+        assert!(matches!(link.poll_next(&mut cx, &commits), Poll::Ready(Next::Write)));
+        link.encode_batch(&commits);
+        assert!(link.poll_flush(&mut cx).is_ready());
+        assert!(matches!(link.poll_next(&mut cx, &commits), Poll::Ready(Next::Abandoned)));
     }
 
     #[test]
     fn byte_budget() {
-        let link = Link::new(8);
+        let link = Arc::new(Link::new(8, None));
         assert!(link.reserve_bytes(100, 10), "one message bigger than the budget goes through");
         assert!(!link.reserve_bytes(1, 10));
         link.written(100);
         assert!(link.reserve_bytes(10, 10));
         assert!(!link.reserve_bytes(1, 10));
+    }
+
+    #[tokio::test]
+    async fn a_turn_corks_its_sends_into_one_write_when_it_yields() {
+        let wire = Arc::new(Trickle::new(usize::MAX, usize::MAX));
+        let link = Arc::new(Link::new(8, Some(wire.clone())));
+        let corks = Corks::default();
+        let waker = Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let mut turn = Box::pin(std::future::poll_fn(|_| {
+            for text in ["a", "b", "c"] {
+                assert!(matches!(link.push(message(text), true, &corks), Ok(Pushed::Sent)));
+            }
+            seen.lock().unwrap().push(wire.taken().len());
+            Poll::Ready(())
+        }));
+        assert!(corks.poll(turn.as_mut(), &mut cx).is_ready());
+        assert_eq!(*seen.lock().unwrap(), [0], "nothing written during the turn");
+        assert_eq!(texts(&wire), ["a", "b", "c"], "all written when it ended");
+        // Outside a turn, a send is written at once.
+        assert!(matches!(link.push(message("d"), true, &corks), Ok(Pushed::Sent)));
+        assert_eq!(texts(&wire), ["a", "b", "c", "d"]);
     }
 }

@@ -1,7 +1,7 @@
 //! The network edge, and the only module that knows warp: accept loop, routing
 //! `/agents/{agent}/{name}[/...]`, HTTP requests to `on_request`, WebSocket upgrades.
 
-mod frames;
+mod io;
 mod socket;
 
 use std::future::Future;

@@ -2,15 +2,15 @@
 //! to the client, and run the close handshake.
 
 use std::future::{Future, poll_fn};
-use std::io;
-use std::pin::{Pin, pin};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 
 use futures_util::{SinkExt, StreamExt};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
-use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 use tokio_tungstenite::WebSocketStream;
@@ -26,18 +26,15 @@ use crate::error::Error;
 use crate::host::{ConnectRequest, Event};
 use crate::instances::Instance;
 use crate::message::{Message, Text};
-use crate::outbox::{self, Link, Outgoing};
+use crate::outbox::{self, Link, Next};
 use crate::registry::AgentClass;
 use crate::request::{ConnectionContext, query_param};
 use crate::server::{ConnectionSlot, Shared};
-use crate::storage::durability::{GroupCommit, WriteSeq};
+use crate::storage::durability::WriteSeq;
 
-use super::frames::Frames;
+use super::io::SocketIo;
 
-type Ws = WebSocketStream<TokioIo<Upgraded>>;
-
-/// Most queued messages written before one flush.
-const WRITE_BATCH: usize = 64;
+type Ws = WebSocketStream<SocketIo>;
 
 /// `Upgrade: websocket` (case-insensitive), as the reference tests it.
 pub(super) fn is_upgrade(headers: &HeaderMap) -> bool {
@@ -132,16 +129,29 @@ impl Opening {
                 return None;
             }
         };
+        // The server only serves TCP: this is the stream `transport::serve` gave hyper.
+        let parts = match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => parts,
+            Err(_) => {
+                tracing::error!("websocket upgrade over a stream that is not TCP");
+                return None;
+            }
+        };
+        let tcp = Arc::new(parts.io.into_inner());
         let limits = &shared.limits;
+        let link = Arc::new(Link::new(limits.outbox_capacity, Some(tcp.clone())));
         let config = WebSocketConfig::default()
             .read_buffer_size(limits.read_buffer_size)
+            // Written straight through to the link: tungstenite keeps no write buffer.
+            .write_buffer_size(0)
             .max_message_size(Some(limits.max_message_size))
             .max_frame_size(Some(limits.max_message_size));
+        let io = SocketIo { tcp, link: link.clone() };
+        // Bytes the client sent right after the request head are its first frames.
+        let read = parts.read_buf.to_vec();
         let mut ws =
-            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
-                .await;
+            WebSocketStream::from_partially_read(io, read, Role::Server, Some(config)).await;
         let key = shared.next_connection_key();
-        let link = Arc::new(Link::new(shared.limits.outbox_capacity));
         let parts = ConnectionParts {
             key,
             id,
@@ -159,13 +169,12 @@ impl Opening {
         };
         Some(Socket {
             ws,
-            frames: Frames::default(),
             link,
             mailbox,
             instance,
             key,
             pending: None,
-            held: None,
+            waiting: None,
             shared,
             _slot: slot,
         })
@@ -174,18 +183,16 @@ impl Opening {
 
 struct Socket {
     ws: Ws,
-    /// Data frames on their way out (written by us, not by tungstenite).
-    frames: Frames,
-    /// The outbox, and the forced close.
+    /// The outbox and the write side of the socket, and the forced close.
     link: Arc<Link>,
     mailbox: mpsc::Sender<Event>,
     instance: Arc<Instance>,
     key: ConnectionKey,
     /// A message read but not yet taken by the mailbox: reading pauses until it is.
     pending: Option<Event>,
-    /// A message taken from the outbox that waits for a write to be durable (the output
-    /// gate); the outbox is not read until it goes out.
-    held: Option<(Message, WriteSeq)>,
+    /// The first queued message waits for this write to be durable (the output gate);
+    /// nothing is written until it is.
+    waiting: Option<WriteSeq>,
     shared: Arc<Shared>,
     /// Counts this socket against `max_connections` until it is dropped.
     _slot: ConnectionSlot,
@@ -255,8 +262,10 @@ impl Socket {
             let step = tokio::select! {
                 frame = &mut forced => return End::Forced(frame),
                 _ = &mut shutting_down => Step::Drain,
-                () = wait_held(&shared, self.held.as_ref().map(|(_, after)| *after)),
-                    if self.held.is_some() => Step::WriteHeld,
+                () = wait_durable(&shared, self.waiting), if self.waiting.is_some() => {
+                    self.waiting = None;
+                    continue;
+                }
                 permit = self.mailbox.reserve(), if self.pending.is_some() => match permit {
                     Ok(permit) => {
                         permit.send(self.pending.take().expect("guarded by the branch"));
@@ -267,17 +276,16 @@ impl Socket {
                         reason: "Agent unavailable".into(),
                     }),
                 },
-                outgoing = link.pop(), if self.held.is_none() => match outgoing {
-                    Some(Outgoing::Message(message, after)) if shared.commits.is_durable(after) => {
-                        Step::Write(message)
-                    }
-                    Some(Outgoing::Message(message, after)) => {
-                        self.held = Some((message, after));
+                next = poll_fn(|cx| link.poll_next(cx, &shared.commits)),
+                    if self.waiting.is_none() => match next {
+                    Next::Write => Step::Write,
+                    Next::Wait(after) => {
+                        self.waiting = Some(after);
                         continue;
                     }
-                    Some(Outgoing::Close(frame, after)) => Step::Close(frame, after),
+                    Next::Close(frame, after) => Step::Close(frame, after),
                     // Every handle on this connection is gone: the instance dropped it.
-                    None => return End::Close(CloseFrame {
+                    Next::Abandoned => return End::Close(CloseFrame {
                         code: close_code::GOING_AWAY,
                         reason: "Agent unavailable".into(),
                     }),
@@ -301,13 +309,14 @@ impl Socket {
                 }
             };
             let end = match step {
-                Step::WriteHeld => match self.held.take() {
-                    Some((message, _)) => self.write(message, &mut forced).await,
-                    None => None,
-                },
-                Step::Write(message) => self.write(message, &mut forced).await,
+                Step::Write => {
+                    self.link.encode_batch(&shared.commits);
+                    self.flush(&mut forced).await
+                }
                 // The rare steps are boxed: they add nothing to every socket's task.
-                Step::AutoRespond(response) => Box::pin(self.auto_respond(response)).await,
+                Step::AutoRespond(response) => {
+                    Box::pin(self.auto_respond(response, &mut forced)).await
+                }
                 Step::Close(frame, after) => {
                     Some(Box::pin(self.close_after(frame, after, &mut forced)).await)
                 }
@@ -338,78 +347,63 @@ impl Socket {
     /// Shutdown: writes what is queued (waiting for its writes to be durable), within the
     /// close timeout, before the 1001 close.
     async fn drain(&mut self) {
-        let commits = &self.shared.commits;
+        let (link, commits) = (&self.link, &self.shared.commits);
         let drain = async {
-            self.ws.flush().await.map_err(io::Error::other)?;
-            let io = self.ws.get_mut();
-            if let Some((message, after)) = self.held.take() {
-                commits.durable(after).await;
-                put(&mut self.frames, &self.link, message);
-            }
-            while let Some(Outgoing::Message(message, after)) = self.link.try_pop() {
-                if self.frames.is_full() {
-                    self.frames.write_out(io).await?;
+            loop {
+                match poll_fn(|cx| Poll::Ready(link.poll_next(cx, commits))).await {
+                    Poll::Ready(Next::Write) => {
+                        link.encode_batch(commits);
+                        poll_fn(|cx| link.poll_flush(cx)).await?;
+                    }
+                    Poll::Ready(Next::Wait(after)) => commits.durable(after).await,
+                    // A close, or nothing left.
+                    _ => return poll_fn(|cx| link.poll_flush(cx)).await,
                 }
-                commits.durable(after).await;
-                put(&mut self.frames, &self.link, message);
             }
-            self.frames.finish(io).await
         };
-        let _ = timeout(self.shared.limits.close_timeout, drain).await;
+        let _: Result<std::io::Result<()>, _> =
+            timeout(self.shared.limits.close_timeout, drain).await;
     }
 
     /// Answers the auto-response request straight away, ahead of the outbox.
-    async fn auto_respond(&mut self, response: Message) -> Option<End> {
-        self.link.auto_responded();
-        let send = async {
-            self.ws.flush().await.map_err(io::Error::other)?;
-            self.frames.push(response);
-            self.frames.finish(self.ws.get_mut()).await
-        };
-        match timeout(self.shared.limits.send_timeout, send).await {
-            Ok(Ok(())) => None,
-            Ok(Err(_)) => Some(End::Abnormal),
-            Err(_elapsed) => Some(End::Forced(CloseFrame {
-                code: close_code::OUTBOX_FULL,
-                reason: "Send timed out: client is not reading".into(),
-            })),
-        }
-    }
-
-    /// Writes `first` and what else is queued and released, within the send timeout.
-    async fn write(
+    async fn auto_respond(
         &mut self,
-        first: Message,
+        response: Message,
         forced: &mut Pin<&mut impl Future<Output = CloseFrame>>,
     ) -> Option<End> {
-        let commits = &self.shared.commits;
-        let stall_limit = self.shared.limits.send_timeout;
-        let written = {
-            let write = write_batch(&mut self.ws, &mut self.frames, &self.link, commits, first);
-            let mut write = pin!(write);
-            // Most writes finish at once (the socket buffer has room): no timer for those, and
-            // the others' timer lives in its own allocation, not in every socket's task.
-            match poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await {
-                Poll::Ready(written) => Some(written),
-                Poll::Pending => {
-                    let stalled = Box::pin(tokio::time::sleep(stall_limit));
-                    tokio::select! {
-                        written = &mut write => Some(written),
-                        () = stalled => None,
-                        frame = forced.as_mut() => return Some(End::Forced(frame)),
-                    }
+        self.link.auto_responded();
+        let mut response = response;
+        // Behind a large payload half-written, if any.
+        while let Err(back) = self.link.encode_first(response) {
+            response = back;
+            if let Some(end) = self.flush(forced).await {
+                return Some(end);
+            }
+        }
+        self.flush(forced).await
+    }
+
+    /// Writes what the link has encoded, within the send timeout.
+    async fn flush(
+        &mut self,
+        forced: &mut Pin<&mut impl Future<Output = CloseFrame>>,
+    ) -> Option<End> {
+        let link = &self.link;
+        // Most writes finish at once (the socket buffer has room): no timer for those, and
+        // the others' timer lives in its own allocation, not in every socket's task.
+        let flushed = match poll_fn(|cx| Poll::Ready(link.poll_flush(cx))).await {
+            Poll::Ready(flushed) => Some(flushed),
+            Poll::Pending => {
+                let stalled = Box::pin(tokio::time::sleep(self.shared.limits.send_timeout));
+                tokio::select! {
+                    flushed = poll_fn(|cx| link.poll_flush(cx)) => Some(flushed),
+                    () = stalled => None,
+                    frame = forced.as_mut() => return Some(End::Forced(frame)),
                 }
             }
         };
-        match written {
-            Some(Ok(Batch::Done)) => None,
-            Some(Ok(Batch::Held(message, after))) => {
-                self.held = Some((message, after));
-                None
-            }
-            Some(Ok(Batch::Close(close, after))) => {
-                Some(Box::pin(self.close_after(close, after, forced)).await)
-            }
+        match flushed {
+            Some(Ok(())) => None,
             Some(Err(_)) => Some(End::Abnormal),
             None => {
                 tracing::warn!(
@@ -428,8 +422,8 @@ impl Socket {
     async fn close_handshake(&mut self, frame: CloseFrame) -> (u16, String, bool) {
         let wait = self.shared.limits.close_timeout;
         let handshake = async {
-            // A write cut short (the send timeout, a forced close) ends its frame first.
-            self.frames.finish(self.ws.get_mut()).await.ok()?;
+            // A frame half-written (the send timeout, a forced close) is finished first: the
+            // close frame goes through the link, after it.
             self.ws
                 .send(WsMessage::Close(Some(wire_close(frame.code, &frame.reason))))
                 .await
@@ -457,18 +451,8 @@ impl Socket {
     }
 }
 
-/// How a write batch ended.
-enum Batch {
-    /// The outbox is empty (or the batch is full).
-    Done,
-    /// The next message waits for a write to be durable.
-    Held(Message, WriteSeq),
-    /// A close frame came next, to be sent once write `WriteSeq` is durable.
-    Close(CloseFrame, WriteSeq),
-}
-
-/// Resolves once the held message may go out.
-async fn wait_held(shared: &Shared, after: Option<WriteSeq>) {
+/// Resolves once write `after` is durable.
+async fn wait_durable(shared: &Shared, after: Option<WriteSeq>) {
     if let Some(after) = after {
         shared.commits.durable(after).await;
     }
@@ -476,54 +460,12 @@ async fn wait_held(shared: &Shared, after: Option<WriteSeq>) {
 
 /// What the relay does after one select.
 enum Step {
-    Write(Message),
-    WriteHeld,
+    /// Write what the link has: bytes half-written, and released messages.
+    Write,
     AutoRespond(Message),
     Close(CloseFrame, WriteSeq),
     /// The server shuts down: flush the outbox, then close with 1001.
     Drain,
-}
-
-/// Writes `first` and whatever else is queued and released (up to a batch), then flushes once.
-async fn write_batch(
-    ws: &mut Ws,
-    frames: &mut Frames,
-    link: &Link,
-    commits: &GroupCommit,
-    first: Message,
-) -> io::Result<Batch> {
-    // tungstenite's own frames (a pong) go out whole before ours.
-    ws.flush().await.map_err(io::Error::other)?;
-    let io = ws.get_mut();
-    put(frames, link, first);
-    let mut end = Batch::Done;
-    for _ in 1..WRITE_BATCH {
-        if frames.is_full() {
-            frames.write_out(io).await?;
-        }
-        match link.try_pop() {
-            Some(Outgoing::Message(message, after)) if commits.is_durable(after) => {
-                put(frames, link, message);
-            }
-            Some(Outgoing::Message(message, after)) => {
-                end = Batch::Held(message, after);
-                break;
-            }
-            Some(Outgoing::Close(frame, after)) => {
-                end = Batch::Close(frame, after);
-                break;
-            }
-            None => break,
-        }
-    }
-    frames.finish(io).await?;
-    Ok(end)
-}
-
-/// Adds one message to the batch; from then on it is off the outbox budget.
-fn put(frames: &mut Frames, link: &Link, message: Message) {
-    link.written(message.len());
-    frames.push(message);
 }
 
 fn wire_close(code: u16, reason: &str) -> WireCloseFrame {
