@@ -76,6 +76,11 @@ const KEEP_SLOTS: usize = 16;
 /// Most queued messages encoded for one write.
 const WRITE_BATCH: usize = 64;
 
+/// Bytes a turn corks for one socket before writing them out at once (a burst does not wait
+/// for the turn to end, nor grow without bound: once the socket is full too, sends queue
+/// against the outbox's limits).
+const CORK_LIMIT: usize = 64 * 1024;
+
 /// Bytes of tungstenite's control frames (pongs, the close frame) taken while the socket is
 /// full; past this, tungstenite waits like any writer. A client that pings without reading
 /// cannot grow it further.
@@ -156,10 +161,18 @@ impl Link {
             && state.queue.is_empty()
             && state.forced.is_none()
             && !state.out.is_full();
+        if ready && state.corked && state.out.len() >= CORK_LIMIT {
+            if let Some(wire) = &self.wire {
+                // What the socket does not take stays, and what follows queues behind it.
+                let _ = state.out.write_to(&**wire);
+            }
+        }
         let outgoing = match outgoing {
             // Corked if the link already is, or if this turn lists it now.
             Outgoing::Message(message, _)
-                if ready && (state.corked || (state.out.is_empty() && corks.add(self))) =>
+                if ready
+                    && state.out.len() < CORK_LIMIT
+                    && (state.corked || (state.out.is_empty() && corks.add(self))) =>
             {
                 state.corked = true;
                 state.out.push(message);

@@ -393,7 +393,8 @@ async fn connection_state_over_the_cap_is_refused_and_the_old_state_kept() {
     assert_eq!(client.recv_text().await, "62");
 }
 
-/// `flood:N` sends N 64 KiB messages, yielding between them; overflows are told to others.
+/// `flood:N` sends N 64 KiB messages, yielding between them, `burst:N` N 1 KiB messages
+/// without yielding (one turn); overflows are told to others.
 #[derive(Default)]
 struct Flood;
 
@@ -412,6 +413,12 @@ impl Flood {
                 tokio::task::yield_now().await;
             }
         }
+        if let Some(n) = text(&message).strip_prefix("burst:") {
+            let chunk = Message::from(vec![7u8; 1024]);
+            for _ in 0..n.parse::<usize>()? {
+                conn.send(chunk.clone())?;
+            }
+        }
         Ok(())
     }
 
@@ -424,13 +431,13 @@ impl Flood {
 
 /// Floods a client that stopped reading until the server gives up on it; returns what the
 /// other connection was told.
-async fn flood_a_client_that_stops_reading(builder: ServerBuilder) -> String {
+async fn flood_a_client_that_stops_reading(builder: ServerBuilder, flood: &str) -> String {
     let server = start(builder.agent::<Flood>().close_timeout(Duration::from_secs(30))).await;
     let mut observer = server.connect("/agents/flood/f?_pk=observer").await;
     let slow = server.connect("/agents/flood/f?_pk=slow").await;
     let mut slow = slow.into_inner();
     // Ask for far more than socket buffers hold (128 MiB), then stop reading.
-    slow.send(WsMessage::text("flood:2000")).await.expect("sends");
+    slow.send(WsMessage::text(flood)).await.expect("sends");
     let report = observer.recv_text().await;
     // Reading again: what was already in flight, then the close frame.
     let mut slow = agents_tests::Client::from_stream(slow);
@@ -450,7 +457,21 @@ async fn flood_a_client_that_stops_reading(builder: ServerBuilder) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_is_closed_with_1013_at_the_message_bound() {
-    let report = flood_a_client_that_stops_reading(Server::builder().outbox_capacity(16)).await;
+    let report =
+        flood_a_client_that_stops_reading(Server::builder().outbox_capacity(16), "flood:2000")
+            .await;
+    assert_eq!(
+        report,
+        "slow: the connection's outbox is full (16 messages or 16777216 bytes): the client is not reading"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_turn_that_floods_a_client_is_bounded_by_the_outbox_too() {
+    // 200 MiB in one turn, without yielding: what the socket does not take queues.
+    let report =
+        flood_a_client_that_stops_reading(Server::builder().outbox_capacity(16), "burst:200000")
+            .await;
     assert_eq!(
         report,
         "slow: the connection's outbox is full (16 messages or 16777216 bytes): the client is not reading"
@@ -460,7 +481,7 @@ async fn a_client_that_stops_reading_is_closed_with_1013_at_the_message_bound() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_is_closed_with_1013_at_the_byte_bound() {
     let builder = Server::builder().outbox_capacity(100_000).max_outbox_bytes(256 * 1024);
-    let report = flood_a_client_that_stops_reading(builder).await;
+    let report = flood_a_client_that_stops_reading(builder, "flood:2000").await;
     assert_eq!(
         report,
         "slow: the connection's outbox is full (100000 messages or 262144 bytes): the client is not reading"
