@@ -161,11 +161,13 @@ impl Link {
             && state.queue.is_empty()
             && state.forced.is_none()
             && !state.out.is_full();
-        if ready && state.corked && state.out.len() >= CORK_LIMIT {
-            if let Some(wire) = &self.wire {
-                // What the socket does not take stays, and what follows queues behind it.
-                let _ = state.out.write_to(&**wire);
-            }
+        if ready
+            && state.corked
+            && state.out.len() >= CORK_LIMIT
+            && let Some(wire) = &self.wire
+        {
+            // What the socket does not take stays, and what follows queues behind it.
+            let _ = state.out.write_to(&**wire);
         }
         let outgoing = match outgoing {
             // Corked if the link already is, or if this turn lists it now.
