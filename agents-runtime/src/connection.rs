@@ -1,5 +1,6 @@
 //! The [`Connection`] object: id, uri, tags, typed per-connection state, send and close.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,7 +10,7 @@ use std::time::SystemTime;
 use crate::error::ConnectionError;
 use crate::instances::Instance;
 use crate::message::Message;
-use crate::outbox::{self, Outgoing, PushError, Pushed};
+use crate::outbox::{self, PushError};
 use crate::server::Limits;
 use crate::storage::durability::WriteSeq;
 
@@ -190,7 +191,7 @@ impl<S> Connection<S> {
         if self.is_closing() {
             return Err(ConnectionError::Closed);
         }
-        self.push(Outgoing::Message(message.into(), self.pending_write()))
+        self.push(Cow::Owned(message.into()))
     }
 
     /// The write a frame queued now must wait for (the instance's output gate).
@@ -218,12 +219,8 @@ impl<S> Connection<S> {
             return Ok(());
         }
         let frame = CloseFrame { code, reason: truncate_reason(reason).to_owned() };
-        let queued = self.inner.outbox.0.push(
-            Outgoing::Close(frame, self.pending_write()),
-            false,
-            &self.inner.instance.corks,
-        );
-        if let Err((PushError::Full, Outgoing::Close(frame, _))) = queued {
+        let queued = self.inner.outbox.push_close(frame, self.pending_write());
+        if let Err((PushError::Full, frame)) = queued {
             self.inner.outbox.force_close(frame);
         }
         Ok(())
@@ -276,36 +273,27 @@ impl<S> Connection<S> {
     /// Sends without the closing check: also used for the setup-failure frame.
     ///
     /// A message the output gate released goes straight to the socket when nothing is ahead
-    /// of it and the socket has room; otherwise it is queued, and counts against the outbox's
-    /// byte budget until the socket task wrote it. A single message bigger than the budget
-    /// still goes through an empty outbox.
-    pub(crate) fn push(&self, outgoing: Outgoing) -> Result<(), ConnectionError> {
-        let len = match &outgoing {
-            Outgoing::Message(message, _) => message.len(),
-            Outgoing::Close(..) => 0,
-        };
-        let released = match &outgoing {
-            Outgoing::Message(_, after) => self.inner.instance.gate.is_settled(*after),
-            Outgoing::Close(..) => false,
-        };
-        let link = &self.inner.outbox;
-        if !link.reserve_bytes(len, self.inner.max_outbox_bytes) {
-            return Err(self.overflow());
+    /// of it (corked during the instance's turn); otherwise it is queued, and counts against
+    /// the outbox's byte budget until the socket task wrote it. A single message bigger than
+    /// the budget still goes through an empty outbox. Borrowed, it is copied only if queued.
+    pub(crate) fn push(&self, message: Cow<'_, Message>) -> Result<(), ConnectionError> {
+        let after = self.pending_write();
+        let instance = &self.inner.instance;
+        let released = instance.gate.is_settled(after);
+        let budget = self.inner.max_outbox_bytes;
+        match self.inner.outbox.0.send(message, after, released, budget, &instance.corks) {
+            Ok(()) => Ok(()),
+            Err(PushError::Closed) => Err(ConnectionError::Closed),
+            Err(PushError::Full) => Err(self.overflow()),
         }
-        match link.0.push(outgoing, released, &self.inner.instance.corks) {
-            Ok(Pushed::Queued) => Ok(()),
-            Ok(Pushed::Sent) => {
-                link.written(len);
-                Ok(())
-            }
-            Err((error, _)) => {
-                link.written(len);
-                Err(match error {
-                    PushError::Closed => ConnectionError::Closed,
-                    PushError::Full => self.overflow(),
-                })
-            }
+    }
+
+    /// [`send`](Self::send) for a message shared by many connections (a broadcast).
+    pub(crate) fn send_shared(&self, message: &Message) -> Result<(), ConnectionError> {
+        if self.is_closing() {
+            return Err(ConnectionError::Closed);
         }
+        self.push(Cow::Borrowed(message))
     }
 
     /// The client stopped reading: close it out of band, dropping what is queued.

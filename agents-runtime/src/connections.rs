@@ -63,7 +63,7 @@ impl<S> ConnectionTable<S> {
     pub(crate) fn broadcast(&self, message: &Message, without: &[&str]) -> usize {
         self.iter(None)
             .filter(|conn| !without.contains(&conn.id()))
-            .filter(|conn| conn.send(message.clone()).is_ok())
+            .filter(|conn| conn.send_shared(message).is_ok())
             .count()
     }
 

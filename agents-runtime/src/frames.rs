@@ -19,6 +19,9 @@ use crate::message::Message;
 /// bigger ones go out from their shared bytes, next to their header, in one vectored write.
 const COPY_LIMIT: usize = 4096;
 
+/// The least a batch buffer is allocated with.
+const MIN_BATCH: usize = 512;
+
 /// Text frame opcode (RFC 6455 §5.2).
 const OP_TEXT: u8 = 0x1;
 /// Binary frame opcode.
@@ -104,9 +107,16 @@ impl Frames {
 
     /// Adds `message` as one frame: copied into the buffer, or, over [`COPY_LIMIT`], kept as the
     /// tail to be written from its shared bytes. Not while [`is_full`](Self::is_full).
-    pub(crate) fn push(&mut self, message: Message) {
-        let (header, _) = Header::of(&message);
-        self.push_rest(header.as_bytes(), payload_bytes(message), 0);
+    pub(crate) fn push(&mut self, message: &Message) {
+        let (header, payload) = Header::of(message);
+        if payload.len() <= COPY_LIMIT {
+            debug_assert!(!self.is_full(), "write before adding after a large payload");
+            self.reserve(header.as_bytes().len() + payload.len());
+            self.buf.extend_from_slice(header.as_bytes());
+            self.buf.extend_from_slice(payload);
+        } else {
+            self.push_rest(header.as_bytes(), payload_bytes(message), 0);
+        }
     }
 
     /// Adds what a write of `header` and `payload` left: the bytes from `written` on.
@@ -138,7 +148,8 @@ impl Frames {
             self.buf.clear();
             self.sent = 0;
         }
-        self.buf.reserve(additional);
+        // A batch usually gathers several frames: grow once, not per frame.
+        self.buf.reserve(additional.max(MIN_BATCH));
     }
 
     /// Writes what the socket takes now. `Ok` once everything is out (the buffer's memory is
@@ -161,11 +172,11 @@ impl Frames {
     }
 }
 
-/// The payload of `message`, as shared bytes.
-pub(crate) fn payload_bytes(message: Message) -> Bytes {
+/// The payload of `message`, as shared bytes (a reference count, not a copy).
+pub(crate) fn payload_bytes(message: &Message) -> Bytes {
     match message {
-        Message::Text(text) => Bytes::from(text.into_wire()),
-        Message::Binary(bytes) => bytes,
+        Message::Text(text) => Bytes::from(text.clone().into_wire()),
+        Message::Binary(bytes) => bytes.clone(),
     }
 }
 
@@ -270,7 +281,7 @@ pub(crate) mod tests {
                 if frames.is_full() {
                     write_all(&mut frames, &wire);
                 }
-                frames.push(message.clone());
+                frames.push(&message);
                 sent.push(message);
             }
             write_all(&mut frames, &wire);
@@ -301,7 +312,7 @@ pub(crate) mod tests {
             }
         }
         let mut frames = Frames::default();
-        frames.push(Message::from(vec![0u8; COPY_LIMIT + 1]));
+        frames.push(&Message::from(vec![0u8; COPY_LIMIT + 1]));
         let err = frames.write_to(&Zero).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::WriteZero);
         assert!(!frames.is_empty(), "what was not written is kept");
@@ -311,8 +322,8 @@ pub(crate) mod tests {
     fn a_full_socket_keeps_the_rest_in_order_and_frames_stay_whole() {
         let wire = Trickle::new(1000, 3000);
         let mut frames = Frames::default();
-        frames.push(Message::from("before"));
-        frames.push(Message::from(vec![9u8; 10_000]));
+        frames.push(&Message::from("before"));
+        frames.push(&Message::from(vec![9u8; 10_000]));
         let blocked = frames.write_to(&wire).unwrap_err();
         assert_eq!(blocked.kind(), io::ErrorKind::WouldBlock);
         assert_eq!(frames.len(), 8 + 4 + 10_000 - 3000);

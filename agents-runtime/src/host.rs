@@ -17,7 +17,6 @@ use crate::context::Context;
 use crate::error::Error;
 use crate::instances::Instance;
 use crate::message::Message;
-use crate::outbox::Outgoing;
 use crate::protocol::{self, ClientFrame, RpcRequest};
 use crate::request::{ConnectionContext, Request, Response};
 use crate::rpc::{Call, CallOutcome, StreamingResponse};
@@ -573,7 +572,7 @@ async fn report<A: Agent>(
 /// Refuses a connection as the reference does: an `{"error":…}` frame, then close 1011.
 fn fail_setup<S>(conn: &Connection<S>, message: &str) {
     let frame = serde_json::json!({ "error": message }).to_string();
-    let _ = conn.push(Outgoing::Message(frame.into(), conn.pending_write()));
+    let _ = conn.push(std::borrow::Cow::Owned(frame.into()));
     let _ = conn.close(close_code::SESSION_SETUP_FAILED, "Uncaught exception during session setup");
 }
 

@@ -15,6 +15,7 @@
 //! lock, the socket task is woken only when the queue goes from empty to not empty, and an
 //! idle connection's queue holds no allocation at all.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io::{self, IoSlice};
@@ -36,15 +37,6 @@ pub(crate) enum Outgoing {
     Message(Message, WriteSeq),
     /// A close frame, gated the same way.
     Close(CloseFrame, WriteSeq),
-}
-
-/// What a push did.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Pushed {
-    /// Written to the socket (or its unwritten rest handed to the socket task).
-    Sent,
-    /// Queued for the socket task.
-    Queued,
 }
 
 /// What the socket task does next (see [`Link::poll_next`]).
@@ -142,76 +134,91 @@ impl Link {
         self.capacity
     }
 
-    /// Sends `outgoing`. A message the gate `released`, with nothing queued ahead of it, is
-    /// corked while `corks` are open (the instance's turn), or else written at once if nothing
-    /// is half-written and the socket has room. Anything else is queued, waking the socket
-    /// task if the queue was empty. On failure, hands it back with the reason.
-    pub(crate) fn push(
+    /// Sends `message`, to be released once write `after` is durable (`released`: it is).
+    /// Released, with nothing queued ahead of it, it is corked while `corks` are open (the
+    /// instance's turn), or else written at once if nothing is half-written and the socket
+    /// has room: no copy of the message is kept. Anything else is queued, waking the socket
+    /// task if the queue was empty, within the outbox's capacity and `budget` bytes (a single
+    /// message bigger than the budget still goes into an empty queue).
+    pub(crate) fn send(
         self: &Arc<Self>,
-        outgoing: Outgoing,
+        message: Cow<'_, Message>,
+        after: WriteSeq,
         released: bool,
+        budget: usize,
         corks: &Corks,
-    ) -> Result<Pushed, (PushError, Outgoing)> {
+    ) -> Result<(), PushError> {
         let mut state = lock(&self.state);
         if state.closed {
-            return Err((PushError::Closed, outgoing));
+            return Err(PushError::Closed);
         }
-        let ready = released
-            && self.wire.is_some()
-            && state.queue.is_empty()
-            && state.forced.is_none()
-            && !state.out.is_full();
-        if ready
-            && state.corked
-            && state.out.len() >= CORK_LIMIT
-            && let Some(wire) = &self.wire
-        {
-            // What the socket does not take stays, and what follows queues behind it.
-            let _ = state.out.write_to(&**wire);
-        }
-        let outgoing = match outgoing {
+        let ready =
+            released && state.queue.is_empty() && state.forced.is_none() && !state.out.is_full();
+        if let Some(wire) = self.wire.as_deref().filter(|_| ready) {
+            if state.corked && state.out.len() >= CORK_LIMIT {
+                // What the socket does not take stays, and what follows queues behind it.
+                let _ = state.out.write_to(wire);
+            }
             // Corked if the link already is, or if this turn lists it now.
-            Outgoing::Message(message, _)
-                if ready
-                    && state.out.len() < CORK_LIMIT
-                    && (state.corked || (state.out.is_empty() && corks.add(self))) =>
+            if state.out.len() < CORK_LIMIT
+                && (state.corked || (state.out.is_empty() && corks.add(self)))
             {
                 state.corked = true;
-                state.out.push(message);
-                return Ok(Pushed::Sent);
+                state.out.push(&message);
+                return Ok(());
             }
-            outgoing => outgoing,
-        };
-        let direct = ready && state.out.is_empty();
-        let outgoing = match (outgoing, &self.wire) {
-            (Outgoing::Message(message, after), Some(wire)) if direct => {
+            if state.out.is_empty() {
                 let (header, payload) = Header::of(&message);
                 let total = header.as_bytes().len() + payload.len();
-                let bufs = [IoSlice::new(header.as_bytes()), IoSlice::new(payload)];
-                match wire.try_write_vectored(&bufs) {
-                    Ok(n) if n == total => return Ok(Pushed::Sent),
+                match wire
+                    .try_write_vectored(&[IoSlice::new(header.as_bytes()), IoSlice::new(payload)])
+                {
+                    Ok(n) if n == total => return Ok(()),
                     Ok(n) => {
                         // The socket took part of it: the socket task writes the rest, first.
-                        state.out.push_rest(header.as_bytes(), payload_bytes(message), n);
+                        state.out.push_rest(header.as_bytes(), payload_bytes(&message), n);
                         let waker = state.waker.take();
                         drop(state);
                         wake(waker);
-                        return Ok(Pushed::Sent);
+                        return Ok(());
                     }
                     // Full, or broken: the socket task waits for room, or finds the error.
-                    Err(_) => Outgoing::Message(message, after),
+                    Err(_) => {}
                 }
             }
-            (outgoing, _) => outgoing,
-        };
-        if state.queue.len() >= self.capacity {
-            return Err((PushError::Full, outgoing));
         }
+        let len = message.len();
+        if state.queue.len() >= self.capacity || !self.reserve_bytes(len, budget) {
+            return Err(PushError::Full);
+        }
+        self.enqueue(state, Outgoing::Message(message.into_owned(), after));
+        Ok(())
+    }
+
+    /// Queues a close frame, sent once write `after` is durable; hands it back if the queue is
+    /// full or the socket task gone.
+    pub(crate) fn push_close(
+        &self,
+        frame: CloseFrame,
+        after: WriteSeq,
+    ) -> Result<(), (PushError, CloseFrame)> {
+        let state = lock(&self.state);
+        if state.closed {
+            return Err((PushError::Closed, frame));
+        }
+        if state.queue.len() >= self.capacity {
+            return Err((PushError::Full, frame));
+        }
+        self.enqueue(state, Outgoing::Close(frame, after));
+        Ok(())
+    }
+
+    /// Queues `outgoing`, waking the socket task if the queue was empty.
+    fn enqueue(&self, mut state: std::sync::MutexGuard<'_, State>, outgoing: Outgoing) {
         state.queue.push_back(outgoing);
         let waker = if state.queue.len() == 1 { state.waker.take() } else { None };
         drop(state);
         wake(waker);
-        Ok(Pushed::Queued)
     }
 
     /// What the socket task does next; `Pending` (and a wake-up later) while there is nothing
@@ -254,7 +261,7 @@ impl Link {
             }
             if let Some(Outgoing::Message(message, _)) = state.pop() {
                 self.written(message.len());
-                state.out.push(message);
+                state.out.push(&message);
             }
         }
     }
@@ -266,7 +273,7 @@ impl Link {
         if state.out.is_full() {
             return Err(message);
         }
-        state.out.push(message);
+        state.out.push(&message);
         Ok(())
     }
 
@@ -535,8 +542,15 @@ mod tests {
         }
     }
 
-    fn message(text: &str) -> Outgoing {
-        Outgoing::Message(text.into(), 0)
+    const BUDGET: usize = 1 << 20;
+
+    /// Sends `text`, released by the gate, outside any turn.
+    fn send(link: &Arc<Link>, text: &str) -> Result<(), PushError> {
+        link.send(Cow::Owned(text.into()), 0, true, BUDGET, &Corks::default())
+    }
+
+    fn queued(link: &Link) -> usize {
+        lock(&link.state).queue.len()
     }
 
     fn commits() -> GroupCommit {
@@ -548,21 +562,18 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn bounded_in_order_and_wakes_on_the_first_push_only() {
+    async fn without_a_socket_it_queues_bounded_in_order_and_wakes_on_the_first_only() {
         let commits = commits();
         let link = Arc::new(Link::new(2, None));
         let flag = Arc::new(Flag(AtomicBool::new(false)));
         let waker = Waker::from(flag.clone());
         let mut cx = Context::from_waker(&waker);
         assert!(link.poll_next(&mut cx, &commits).is_pending());
-        assert!(matches!(link.push(message("a"), true, &Corks::default()), Ok(Pushed::Queued)));
+        send(&link, "a").expect("room");
         assert!(flag.0.swap(false, Ordering::SeqCst), "the first push wakes the socket");
-        link.push(message("b"), true, &Corks::default()).expect("room");
+        send(&link, "b").expect("room");
         assert!(!flag.0.load(Ordering::SeqCst), "no wake-up while the queue is not empty");
-        assert!(matches!(
-            link.push(message("c"), true, &Corks::default()),
-            Err((PushError::Full, _))
-        ));
+        assert_eq!(send(&link, "c"), Err(PushError::Full));
         for want in ["a", "b"] {
             match link.try_pop() {
                 Some(Outgoing::Message(m, _)) => assert_eq!(m.as_text(), Some(want)),
@@ -571,10 +582,9 @@ mod tests {
         }
         assert!(link.try_pop().is_none());
         link.close();
-        assert!(matches!(
-            link.push(message("d"), true, &Corks::default()),
-            Err((PushError::Closed, _))
-        ));
+        assert_eq!(send(&link, "d"), Err(PushError::Closed));
+        let frame = CloseFrame { code: 1000, reason: String::new() };
+        assert!(matches!(link.push_close(frame, 0), Err((PushError::Closed, _))));
     }
 
     #[tokio::test]
@@ -582,8 +592,8 @@ mod tests {
         let commits = commits();
         let wire = Arc::new(Trickle::new(usize::MAX, usize::MAX));
         let link = Arc::new(Link::new(4, Some(wire.clone())));
-        assert!(matches!(link.push(message("hi"), true, &Corks::default()), Ok(Pushed::Sent)));
-        assert_eq!(texts(&wire), ["hi"]);
+        send(&link, "hi").expect("sent");
+        assert_eq!((texts(&wire), queued(&link)), (vec!["hi".to_owned()], 0));
         let waker = Waker::noop();
         let mut cx = Context::from_waker(waker);
         assert!(link.poll_next(&mut cx, &commits).is_pending(), "nothing for the socket task");
@@ -592,26 +602,23 @@ mod tests {
     #[tokio::test]
     async fn nothing_overtakes_what_waits_for_the_gate_or_the_socket() {
         let commits = commits();
+        let corks = Corks::default();
         let wire = Arc::new(Trickle::new(usize::MAX, usize::MAX));
         let link = Arc::new(Link::new(8, Some(wire.clone())));
         let waker = Waker::noop();
         let mut cx = Context::from_waker(waker);
         // Held by the output gate: queued, and what follows queues behind it.
-        assert!(matches!(
-            link.push(Outgoing::Message("gated".into(), 7), false, &Corks::default()),
-            Ok(Pushed::Queued)
-        ));
-        assert!(matches!(link.push(message("after"), true, &Corks::default()), Ok(Pushed::Queued)));
+        link.send(Cow::Owned("gated".into()), 7, false, BUDGET, &corks).expect("queued");
+        send(&link, "after").expect("queued");
+        assert_eq!(queued(&link), 2);
         assert!(matches!(link.poll_next(&mut cx, &commits), Poll::Ready(Next::Wait(7))));
         assert!(wire.taken().is_empty());
         // A full socket: the rest of a half-written frame is ahead of everything.
         let wire = Arc::new(Trickle::new(usize::MAX, 3));
         let link = Arc::new(Link::new(8, Some(wire.clone())));
-        assert!(matches!(link.push(message("first"), true, &Corks::default()), Ok(Pushed::Sent)));
-        assert!(matches!(
-            link.push(message("second"), true, &Corks::default()),
-            Ok(Pushed::Queued)
-        ));
+        send(&link, "first").expect("partly written");
+        send(&link, "second").expect("queued");
+        assert_eq!(queued(&link), 1);
         assert!(matches!(link.poll_next(&mut cx, &commits), Poll::Ready(Next::Write)));
         wire.open(usize::MAX);
         link.encode_batch(&commits);
@@ -620,12 +627,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_byte_budget_bounds_what_is_queued_only() {
+        let link = Arc::new(Link::new(100, None));
+        let big = "x".repeat(600);
+        let corks = Corks::default();
+        let queue = |text: &str| link.send(Cow::Owned(text.into()), 0, true, 1000, &corks);
+        assert_eq!(queue(&big), Ok(()), "one message bigger than the budget goes through");
+        assert_eq!(queue(&big), Err(PushError::Full));
+        link.try_pop();
+        link.written(600);
+        assert_eq!(queue(&big), Ok(()));
+        // Written straight to a socket, nothing counts.
+        let wire = Arc::new(Trickle::new(usize::MAX, usize::MAX));
+        let link = Arc::new(Link::new(100, Some(wire)));
+        for _ in 0..10 {
+            link.send(Cow::Owned(big.as_str().into()), 0, true, 1000, &corks).expect("written");
+        }
+        assert_eq!(link.queued_bytes.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
     async fn control_frames_from_tungstenite_never_split_a_frame() {
         let wire = Arc::new(Trickle::new(usize::MAX, 4));
         let link = Arc::new(Link::new(8, Some(wire.clone())));
         let waker = Waker::noop();
         let mut cx = Context::from_waker(waker);
-        assert!(matches!(link.push(message("hello"), true, &Corks::default()), Ok(Pushed::Sent)));
+        send(&link, "hello").expect("partly written");
         let pong = [0x8A, 0];
         assert!(matches!(link.poll_write_raw(&mut cx, &pong), Poll::Ready(Ok(2))));
         wire.open(usize::MAX);
@@ -640,7 +667,7 @@ mod tests {
     async fn a_burst_gives_its_memory_back_once_drained() {
         let link = Arc::new(Link::new(1024, None));
         for _ in 0..500 {
-            link.push(message("x"), true, &Corks::default()).expect("room");
+            send(&link, "x").expect("room");
         }
         while link.try_pop().is_some() {}
         assert_eq!(lock(&link.state).queue.capacity(), 0);
@@ -651,7 +678,7 @@ mod tests {
         let commits = commits();
         let link = Arc::new(Link::new(4, None));
         let sender = Sender(link.clone());
-        link.push(message("last"), true, &Corks::default()).expect("room");
+        send(&link, "last").expect("room");
         drop(sender);
         let waker = Waker::noop();
         let mut cx = Context::from_waker(waker);
@@ -659,16 +686,6 @@ mod tests {
         link.encode_batch(&commits);
         assert!(link.poll_flush(&mut cx).is_ready());
         assert!(matches!(link.poll_next(&mut cx, &commits), Poll::Ready(Next::Abandoned)));
-    }
-
-    #[test]
-    fn byte_budget() {
-        let link = Arc::new(Link::new(8, None));
-        assert!(link.reserve_bytes(100, 10), "one message bigger than the budget goes through");
-        assert!(!link.reserve_bytes(1, 10));
-        link.written(100);
-        assert!(link.reserve_bytes(10, 10));
-        assert!(!link.reserve_bytes(1, 10));
     }
 
     #[tokio::test]
@@ -681,7 +698,7 @@ mod tests {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let mut turn = Box::pin(std::future::poll_fn(|_| {
             for text in ["a", "b", "c"] {
-                assert!(matches!(link.push(message(text), true, &corks), Ok(Pushed::Sent)));
+                link.send(Cow::Owned(text.into()), 0, true, BUDGET, &corks).expect("corked");
             }
             seen.lock().unwrap().push(wire.taken().len());
             Poll::Ready(())
@@ -690,7 +707,27 @@ mod tests {
         assert_eq!(*seen.lock().unwrap(), [0], "nothing written during the turn");
         assert_eq!(texts(&wire), ["a", "b", "c"], "all written when it ended");
         // Outside a turn, a send is written at once.
-        assert!(matches!(link.push(message("d"), true, &corks), Ok(Pushed::Sent)));
+        send(&link, "d").expect("written");
         assert_eq!(texts(&wire), ["a", "b", "c", "d"]);
+    }
+
+    #[tokio::test]
+    async fn a_turn_writes_out_every_64_kib_it_corks() {
+        let wire = Arc::new(Trickle::new(usize::MAX, usize::MAX));
+        let link = Arc::new(Link::new(8, Some(wire.clone())));
+        let corks = Corks::default();
+        let waker = Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let chunk = Message::from(vec![1u8; 1000]);
+        let mut turn = Box::pin(std::future::poll_fn(|_| {
+            for _ in 0..200 {
+                link.send(Cow::Borrowed(&chunk), 0, true, BUDGET, &corks).expect("corked");
+                assert!(lock(&link.state).out.len() <= CORK_LIMIT + 1004);
+            }
+            assert!(wire.taken().len() >= 2 * CORK_LIMIT, "written out during the turn");
+            Poll::Ready(())
+        }));
+        assert!(corks.poll(turn.as_mut(), &mut cx).is_ready());
+        assert_eq!(decode(&wire.taken()).len(), 200);
     }
 }
