@@ -36,6 +36,11 @@ pub(crate) async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
     let service = warp::service(routes(shared));
+    // Accepted sockets inherit these from the listener (Linux copies the listening socket's
+    // options): set once here instead of five `setsockopt` calls per connection.
+    if let Err(e) = socket_options(&listener) {
+        tracing::warn!("could not set TCP_NODELAY and keepalive on the listener: {e}");
+    }
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, _peer) = tokio::select! {
@@ -50,14 +55,6 @@ pub(crate) async fn serve(
                 }
             },
         };
-        // Frames are small and latency matters more than packet count; keepalive finds peers
-        // that vanished without a FIN, so their connections do not stay open forever.
-        let _ = stream.set_nodelay(true);
-        let keepalive = socket2::TcpKeepalive::new()
-            .with_time(Duration::from_secs(60))
-            .with_interval(Duration::from_secs(10))
-            .with_retries(3);
-        let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
         let service = TowerToHyperService::new(service.clone());
         tokio::spawn(async move {
             let served = hyper::server::conn::http1::Builder::new()
@@ -72,6 +69,18 @@ pub(crate) async fn serve(
             }
         });
     }
+}
+
+/// Frames are small and latency matters more than packet count: no Nagle. Keepalive finds
+/// peers that vanished without a FIN, so their connections do not stay open forever.
+fn socket_options(socket: &impl std::os::fd::AsFd) -> std::io::Result<()> {
+    let socket = socket2::SockRef::from(socket);
+    socket.set_tcp_nodelay(true)?;
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(60))
+        .with_interval(Duration::from_secs(10))
+        .with_retries(3);
+    socket.set_tcp_keepalive(&keepalive)
 }
 
 fn routes(
@@ -211,7 +220,24 @@ fn text(status: StatusCode, body: &'static str) -> warp::reply::Response {
 
 #[cfg(test)]
 mod tests {
-    use super::Route;
+    use std::time::Duration;
+
+    use super::{Route, socket_options};
+
+    /// The options are set on the listener only: an accepted socket must have them too.
+    #[tokio::test]
+    async fn accepted_sockets_inherit_nodelay_and_keepalive_from_the_listener() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        socket_options(&listener).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        let accepted = socket2::SockRef::from(&accepted);
+        assert!(accepted.tcp_nodelay().unwrap());
+        assert!(accepted.keepalive().unwrap());
+        assert_eq!(accepted.tcp_keepalive_time().unwrap(), Duration::from_secs(60));
+        assert_eq!(accepted.tcp_keepalive_interval().unwrap(), Duration::from_secs(10));
+    }
 
     #[test]
     fn routes_need_prefix_agent_and_name() {
