@@ -3,8 +3,9 @@
 //!
 //! tungstenite still reads, answers pings and runs the close handshake, but every byte written
 //! to a socket goes through a connection's [`Frames`]: its own control frames arrive whole
-//! (see [`push_raw`](Frames::push_raw)), data frames are encoded here. A batch's buffer lives
-//! for the batch only, and a large payload is written from its shared bytes without a copy.
+//! (see [`push_raw`](Frames::push_raw)), data frames are encoded here. The buffer is given
+//! back once everything in it is written, and a large payload is written from its shared
+//! bytes without a copy.
 //! [`Frames`] keeps how far a write got, so a frame is never torn: what a full socket buffer
 //! did not take goes out first next time.
 
@@ -146,6 +147,10 @@ impl Frames {
     fn reserve(&mut self, additional: usize) {
         if self.sent == self.buf.len() {
             self.buf.clear();
+            self.sent = 0;
+        } else if self.sent > self.buf.len() / 2 {
+            // Mostly written: drop the written part rather than grow past it.
+            self.buf.drain(..self.sent);
             self.sent = 0;
         }
         // A batch usually gathers several frames: grow once, not per frame.

@@ -82,7 +82,8 @@ pub(crate) fn spawn<A: Agent>(
         };
         host.run(rx).await;
     });
-    // Every poll of the instance's task ends by writing what its turns sent (corking).
+    // Every poll of the instance's task ends by writing what its turns sent (corking), unless
+    // the task yields to gather more (`Corks::hold`); then the next poll does.
     tokio::spawn(std::future::poll_fn(move |cx| corks.corks.poll(run.as_mut(), cx)));
     tx
 }

@@ -73,18 +73,15 @@ const WRITE_BATCH: usize = 64;
 /// against the outbox's limits).
 const CORK_LIMIT: usize = 64 * 1024;
 
-/// Bytes of tungstenite's control frames (pongs, the close frame) taken while the socket is
-/// full; past this, tungstenite waits like any writer. A client that pings without reading
-/// cannot grow it further.
+/// Bytes waiting in a link's buffer past which tungstenite's own frames (pongs, the close
+/// frame) are not taken: tungstenite waits for room like any writer, so a client that pings
+/// without reading cannot grow the buffer further.
 const RAW_LIMIT: usize = 64 * 1024;
 
 /// Shared by a [`Connection`](crate::Connection) and its socket task.
 pub(crate) struct Link {
     state: Mutex<State>,
     capacity: usize,
-    /// The socket; `None` for a link without one (unit tests, micro-benchmarks), whose writes
-    /// are dropped.
-    wire: Option<Arc<dyn Wire>>,
     /// Bytes of messages queued and not yet handed to the socket.
     queued_bytes: AtomicUsize,
     /// When the auto-response last answered this connection, in ms since the Unix epoch; 0
@@ -94,15 +91,22 @@ pub(crate) struct Link {
 
 impl std::fmt::Debug for Link {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = lock(&self.state);
         f.debug_struct("Link")
-            .field("state", &self.state)
             .field("capacity", &self.capacity)
-            .finish()
+            .field("queued", &state.queue.len())
+            .field("unwritten", &state.out.len())
+            .field("closed", &state.closed)
+            .finish_non_exhaustive()
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct State {
+    /// The socket, until the socket task ends (a `Connection` kept by the agent must not keep
+    /// the socket open); `None` for a link without one (unit tests, micro-benchmarks), whose
+    /// writes are dropped.
+    wire: Option<Arc<dyn Wire>>,
     queue: VecDeque<Outgoing>,
     /// Bytes on their way to the socket, ahead of the queue.
     out: Frames,
@@ -122,9 +126,8 @@ impl Link {
     /// An outbox of at most `capacity` messages, writing to `wire`.
     pub(crate) fn new(capacity: usize, wire: Option<Arc<dyn Wire>>) -> Self {
         Self {
-            state: Mutex::default(),
+            state: Mutex::new(State { wire, ..State::default() }),
             capacity,
-            wire,
             queued_bytes: AtomicUsize::new(0),
             auto_responded_at: AtomicU64::new(0),
         }
@@ -137,7 +140,8 @@ impl Link {
     /// Sends `message`, to be released once write `after` is durable (`released`: it is).
     /// Released, with nothing queued ahead of it, it is corked while `corks` are open (the
     /// instance's turn), or else written at once if nothing is half-written and the socket
-    /// has room: no copy of the message is kept. Anything else is queued, waking the socket
+    /// has room (if it takes part of it, the rest waits for the socket task, ahead of anything
+    /// else). Anything else is queued, waking the socket
     /// task if the queue was empty, within the outbox's capacity and `budget` bytes (a single
     /// message bigger than the budget still goes into an empty queue).
     pub(crate) fn send(
@@ -148,13 +152,14 @@ impl Link {
         budget: usize,
         corks: &Corks,
     ) -> Result<(), PushError> {
-        let mut state = lock(&self.state);
+        let mut guard = lock(&self.state);
+        let state = &mut *guard;
         if state.closed {
             return Err(PushError::Closed);
         }
         let ready =
             released && state.queue.is_empty() && state.forced.is_none() && !state.out.is_full();
-        if let Some(wire) = self.wire.as_deref().filter(|_| ready) {
+        if let Some(wire) = state.wire.as_deref().filter(|_| ready) {
             if state.corked && state.out.len() >= CORK_LIMIT {
                 // What the socket does not take stays, and what follows queues behind it.
                 let _ = state.out.write_to(wire);
@@ -178,7 +183,7 @@ impl Link {
                         // The socket took part of it: the socket task writes the rest, first.
                         state.out.push_rest(header.as_bytes(), payload_bytes(&message), n);
                         let waker = state.waker.take();
-                        drop(state);
+                        drop(guard);
                         wake(waker);
                         return Ok(());
                     }
@@ -191,7 +196,7 @@ impl Link {
         if state.queue.len() >= self.capacity || !self.reserve_bytes(len, budget) {
             return Err(PushError::Full);
         }
-        self.enqueue(state, Outgoing::Message(message.into_owned(), after));
+        self.enqueue(guard, Outgoing::Message(message.into_owned(), after));
         Ok(())
     }
 
@@ -222,11 +227,21 @@ impl Link {
     }
 
     /// What the socket task does next; `Pending` (and a wake-up later) while there is nothing
-    /// to write and the agent side holds on.
-    pub(crate) fn poll_next(&self, cx: &mut Context<'_>, commits: &GroupCommit) -> Poll<Next> {
+    /// to write and the agent side holds on. While the socket task `waiting`s for the output
+    /// gate, only bytes already encoded (a pong, the rest of a frame) are worth a write.
+    pub(crate) fn poll_next(
+        &self,
+        cx: &mut Context<'_>,
+        commits: &GroupCommit,
+        waiting: bool,
+    ) -> Poll<Next> {
         let mut state = lock(&self.state);
         if !state.out.is_empty() {
             return Poll::Ready(Next::Write);
+        }
+        if waiting {
+            register(&mut state.waker, cx);
+            return Poll::Pending;
         }
         match state.queue.front() {
             Some(Outgoing::Message(_, after)) if commits.is_durable(*after) => {
@@ -280,13 +295,17 @@ impl Link {
     /// Writes the encoded bytes; `Ready(Ok)` once all are out, `Pending` until the socket has
     /// room.
     pub(crate) fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let Some(wire) = &self.wire else {
-            lock(&self.state).out = Frames::default();
-            return Poll::Ready(Ok(()));
-        };
         loop {
-            match lock(&self.state).out.write_to(&**wire) {
+            let mut guard = lock(&self.state);
+            let state = &mut *guard;
+            let Some(wire) = &state.wire else {
+                state.out = Frames::default();
+                return Poll::Ready(Ok(()));
+            };
+            match state.out.write_to(&**wire) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let wire = wire.clone();
+                    drop(guard);
                     ready!(wire.poll_write_ready(cx))?;
                 }
                 done => return Poll::Ready(done),
@@ -302,10 +321,11 @@ impl Link {
         bytes: &[u8],
     ) -> Poll<io::Result<usize>> {
         loop {
-            let mut state = lock(&self.state);
+            let mut guard = lock(&self.state);
+            let state = &mut *guard;
             if !state.out.is_full() && state.out.len() < RAW_LIMIT {
                 state.out.push_raw(bytes);
-                return match &self.wire {
+                return match &state.wire {
                     Some(wire) => match state.out.write_to(&**wire) {
                         Err(e) if e.kind() != io::ErrorKind::WouldBlock => Poll::Ready(Err(e)),
                         _ => Poll::Ready(Ok(bytes.len())),
@@ -313,7 +333,7 @@ impl Link {
                     None => Poll::Ready(Ok(bytes.len())),
                 };
             }
-            drop(state);
+            drop(guard);
             ready!(self.poll_flush(cx))?;
         }
     }
@@ -321,14 +341,15 @@ impl Link {
     /// Writes what the turn corked; if the socket is full, the socket task writes the rest
     /// when it has room.
     fn uncork(&self) {
-        let mut state = lock(&self.state);
+        let mut guard = lock(&self.state);
+        let state = &mut *guard;
         state.corked = false;
-        let written = match &self.wire {
+        let written = match &state.wire {
             Some(wire) => state.out.write_to(&**wire),
             None => Ok(()),
         };
         let waker = if written.is_err() { state.waker.take() } else { None };
-        drop(state);
+        drop(guard);
         wake(waker);
     }
 
@@ -344,6 +365,14 @@ impl Link {
         let mut state = lock(&self.state);
         state.closed = true;
         state.queue = VecDeque::new();
+    }
+
+    /// The socket task ended: the link lets go of the socket (and of what it could not write),
+    /// so the connection closes now even if the agent keeps a `Connection`.
+    pub(crate) fn release_socket(&self) {
+        let mut state = lock(&self.state);
+        state.wire = None;
+        state.out = Frames::default();
     }
 
     /// The agent side dropped the connection (its last handle).
@@ -469,13 +498,28 @@ impl Corks {
         future: Pin<&mut F>,
         cx: &mut Context<'_>,
     ) -> Poll<F::Output> {
+        /// Writes what was corked when the poll ends, even if it panics: corks left open
+        /// would hold every later send.
+        struct Uncork<'a>(&'a Corks);
+        impl Drop for Uncork<'_> {
+            fn drop(&mut self) {
+                self.0.uncork();
+            }
+        }
         lock(&self.state).open = true;
+        let uncork = Uncork(self);
         let polled = future.poll(cx);
+        if polled.is_pending() && std::mem::take(&mut lock(&self.state).holding) {
+            std::mem::forget(uncork); // held: written on a later poll
+        }
+        polled
+    }
+
+    /// Closes the corks and writes every corked link.
+    fn uncork(&self) {
         let mut links = {
             let mut state = lock(&self.state);
-            if std::mem::take(&mut state.holding) && polled.is_pending() {
-                return polled;
-            }
+            state.holding = false;
             state.open = false;
             std::mem::take(&mut state.links)
         };
@@ -487,7 +531,6 @@ impl Corks {
         if state.links.is_empty() {
             state.links = links; // keeps its allocation for the next turn
         }
-        polled
     }
 }
 
@@ -568,7 +611,7 @@ mod tests {
         let flag = Arc::new(Flag(AtomicBool::new(false)));
         let waker = Waker::from(flag.clone());
         let mut cx = Context::from_waker(&waker);
-        assert!(link.poll_next(&mut cx, &commits).is_pending());
+        assert!(link.poll_next(&mut cx, &commits, false).is_pending());
         send(&link, "a").expect("room");
         assert!(flag.0.swap(false, Ordering::SeqCst), "the first push wakes the socket");
         send(&link, "b").expect("room");
@@ -596,7 +639,10 @@ mod tests {
         assert_eq!((texts(&wire), queued(&link)), (vec!["hi".to_owned()], 0));
         let waker = Waker::noop();
         let mut cx = Context::from_waker(waker);
-        assert!(link.poll_next(&mut cx, &commits).is_pending(), "nothing for the socket task");
+        assert!(
+            link.poll_next(&mut cx, &commits, false).is_pending(),
+            "nothing for the socket task"
+        );
     }
 
     #[tokio::test]
@@ -611,7 +657,7 @@ mod tests {
         link.send(Cow::Owned("gated".into()), 7, false, BUDGET, &corks).expect("queued");
         send(&link, "after").expect("queued");
         assert_eq!(queued(&link), 2);
-        assert!(matches!(link.poll_next(&mut cx, &commits), Poll::Ready(Next::Wait(7))));
+        assert!(matches!(link.poll_next(&mut cx, &commits, false), Poll::Ready(Next::Wait(7))));
         assert!(wire.taken().is_empty());
         // A full socket: the rest of a half-written frame is ahead of everything.
         let wire = Arc::new(Trickle::new(usize::MAX, 3));
@@ -619,7 +665,7 @@ mod tests {
         send(&link, "first").expect("partly written");
         send(&link, "second").expect("queued");
         assert_eq!(queued(&link), 1);
-        assert!(matches!(link.poll_next(&mut cx, &commits), Poll::Ready(Next::Write)));
+        assert!(matches!(link.poll_next(&mut cx, &commits, false), Poll::Ready(Next::Write)));
         wire.open(usize::MAX);
         link.encode_batch(&commits);
         assert!(link.poll_flush(&mut cx).is_ready());
@@ -682,10 +728,10 @@ mod tests {
         drop(sender);
         let waker = Waker::noop();
         let mut cx = Context::from_waker(waker);
-        assert!(matches!(link.poll_next(&mut cx, &commits), Poll::Ready(Next::Write)));
+        assert!(matches!(link.poll_next(&mut cx, &commits, false), Poll::Ready(Next::Write)));
         link.encode_batch(&commits);
         assert!(link.poll_flush(&mut cx).is_ready());
-        assert!(matches!(link.poll_next(&mut cx, &commits), Poll::Ready(Next::Abandoned)));
+        assert!(matches!(link.poll_next(&mut cx, &commits, false), Poll::Ready(Next::Abandoned)));
     }
 
     #[tokio::test]

@@ -488,6 +488,75 @@ async fn a_client_that_stops_reading_is_closed_with_1013_at_the_byte_bound() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_closes_while_behind_still_gets_whole_frames_then_the_close_reply() {
+    let builder = Server::builder().outbox_capacity(100_000).max_outbox_bytes(1 << 30);
+    let server = start(builder.agent::<Flood>()).await;
+    let client = server.connect("/agents/flood/behind").await;
+    let mut ws = client.into_inner();
+    // 20 MiB of small frames, more than the socket buffers hold, so some wait in the
+    // server's write buffer; the client closes before reading.
+    ws.send(WsMessage::text("burst:20000")).await.expect("sends");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    ws.close(None).await.expect("sends the close frame");
+    let mut received = 0;
+    let reply = loop {
+        match tokio::time::timeout(Duration::from_secs(10), futures_util::StreamExt::next(&mut ws))
+            .await
+            .expect("in time")
+        {
+            Some(Ok(WsMessage::Binary(bytes))) => {
+                assert_eq!(bytes.len(), 1024);
+                received += 1;
+            }
+            Some(Ok(WsMessage::Close(reply))) => break reply,
+            other => panic!("the server ended without its close reply: {other:?}"),
+        }
+    };
+    // What the socket had taken arrives whole (what was still queued is dropped, as when
+    // any client closes), then the reply: nothing is cut off mid-frame.
+    assert!(received > 0 && received <= 20_000, "{received} messages");
+    assert_eq!(reply.map(|frame| u16::from(frame.code)), None, "an empty close, echoed");
+}
+
+/// Keeps every connection it is given, as an agent may.
+#[derive(Default)]
+struct Keeper {
+    kept: Vec<Connection>,
+}
+
+#[agent]
+impl Keeper {
+    async fn on_connect(
+        &mut self,
+        _ctx: &mut Context<Self>,
+        conn: &Connection,
+        _c: &ConnectionContext,
+    ) -> Result<()> {
+        self.kept.push(conn.clone());
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_connection_does_not_keep_its_socket_open() {
+    use tokio::io::AsyncReadExt;
+    let server = start(Server::builder().agent::<Keeper>()).await;
+    let mut client = server.connect("/agents/keeper/k").await;
+    // The handshake over, the server closes TCP at once although the agent holds the
+    // Connection (not when the idle instance leaves memory, 10 s later).
+    let closing = async {
+        assert_eq!(client.close(Some((1000, "bye"))).await.code, 1000);
+        let mut tcp = match client.into_inner().into_inner() {
+            tokio_tungstenite::MaybeTlsStream::Plain(tcp) => tcp,
+            _ => unreachable!("plain TCP in tests"),
+        };
+        tcp.read_to_end(&mut Vec::new()).await
+    };
+    let read = tokio::time::timeout(Duration::from_secs(2), closing).await;
+    assert!(matches!(read, Ok(Ok(0))), "the server closed the socket: {read:?}");
+}
+
 // --- close handshake -----------------------------------------------------------------------
 
 /// Tells everyone else how each connection closed; `close` makes the server close first.

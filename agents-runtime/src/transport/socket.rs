@@ -228,13 +228,21 @@ impl Socket {
         }
         let (code, reason, was_clean) = match end {
             End::PeerClosed(code, reason) => {
-                // tungstenite queued the reply (same code and reason); push it out.
-                let _ = timeout(self.shared.limits.close_timeout, self.ws.flush()).await;
+                // tungstenite hands the reply (same code and reason) to the link, behind
+                // whatever waits there; the link writes it all out.
+                let link = &self.link;
+                let reply = async {
+                    let _ = self.ws.flush().await;
+                    poll_fn(|cx| link.poll_flush(cx)).await
+                };
+                let _ = timeout(self.shared.limits.close_timeout, reply).await;
                 (code, reason, true)
             }
             End::Close(frame) | End::Forced(frame) => self.close_handshake(frame).await,
             End::Abnormal => (1006, String::new(), false),
         };
+        // The socket closes with this task, even if the agent keeps the `Connection`.
+        self.link.release_socket();
         let _ = self.mailbox.send(Event::Close { key: self.key, code, reason, was_clean }).await;
     }
 
@@ -259,6 +267,7 @@ impl Socket {
         loop {
             // Each branch says what to do; doing it needs `&mut self`, so it happens after the
             // select has let go of the branches' borrows.
+            let waiting = self.waiting.is_some();
             let step = tokio::select! {
                 frame = &mut forced => return End::Forced(frame),
                 _ = &mut shutting_down => Step::Drain,
@@ -276,8 +285,7 @@ impl Socket {
                         reason: "Agent unavailable".into(),
                     }),
                 },
-                next = poll_fn(|cx| link.poll_next(cx, &shared.commits)),
-                    if self.waiting.is_none() => match next {
+                next = poll_fn(|cx| link.poll_next(cx, &shared.commits, waiting)) => match next {
                     Next::Write => Step::Write,
                     Next::Wait(after) => {
                         self.waiting = Some(after);
@@ -350,7 +358,7 @@ impl Socket {
         let (link, commits) = (&self.link, &self.shared.commits);
         let drain = async {
             loop {
-                match poll_fn(|cx| Poll::Ready(link.poll_next(cx, commits))).await {
+                match poll_fn(|cx| Poll::Ready(link.poll_next(cx, commits, false))).await {
                     Poll::Ready(Next::Write) => {
                         link.encode_batch(commits);
                         poll_fn(|cx| link.poll_flush(cx)).await?;
