@@ -519,6 +519,36 @@ async fn a_client_that_closes_while_behind_still_gets_whole_frames_then_the_clos
     assert_eq!(reply.map(|frame| u16::from(frame.code)), None, "an empty close, echoed");
 }
 
+/// Answers each message after a while, in order.
+#[derive(Default)]
+struct Slow;
+
+#[agent]
+impl Slow {
+    async fn on_message(
+        &mut self,
+        _ctx: &mut Context<Self>,
+        conn: &Connection,
+        message: Message,
+    ) -> Result<()> {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        conn.send(message)?;
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_mailbox_pauses_reading_and_loses_nothing() {
+    let server = start(Server::builder().agent::<Slow>().mailbox_capacity(2)).await;
+    let mut client = server.connect("/agents/slow/s").await;
+    for i in 0..40 {
+        client.send_text(i.to_string()).await;
+    }
+    for i in 0..40 {
+        assert_eq!(client.recv_text().await, i.to_string());
+    }
+}
+
 /// Keeps every connection it is given, as an agent may.
 #[derive(Default)]
 struct Keeper {

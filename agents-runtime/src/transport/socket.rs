@@ -11,7 +11,8 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::{SendError, TrySendError};
+use tokio::sync::mpsc::{self, OwnedPermit};
 use tokio::time::timeout;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
@@ -188,11 +189,12 @@ struct Socket {
     mailbox: mpsc::Sender<Event>,
     instance: Arc<Instance>,
     key: ConnectionKey,
-    /// A message read but not yet taken by the mailbox: reading pauses until it is.
-    pending: Option<Event>,
-    /// The first queued message waits for this write to be durable (the output gate);
-    /// nothing is written until it is.
-    waiting: Option<WriteSeq>,
+    /// A message read while the mailbox was full: reading pauses until it is taken. (Boxed,
+    /// like `waiting`: rare, they cost every socket's task nothing until they happen.)
+    pending: Option<Box<Pending>>,
+    /// The first queued message waits for a write to be durable (the output gate): resolves
+    /// once it is. Nothing is written meanwhile.
+    waiting: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
     shared: Arc<Shared>,
     /// Counts this socket against `max_connections` until it is dropped.
     _slot: ConnectionSlot,
@@ -223,8 +225,8 @@ impl Socket {
     async fn finish(&mut self, end: End) {
         // Nothing more will be written: later sends fail as closed instead of filling up.
         self.link.close();
-        if let Some(event) = self.pending.take() {
-            let _ = self.mailbox.send(event).await;
+        if let Some(pending) = self.pending.take() {
+            let _ = self.mailbox.send(pending.event).await;
         }
         let (code, reason, was_clean) = match end {
             End::PeerClosed(code, reason) => {
@@ -271,13 +273,21 @@ impl Socket {
             let step = tokio::select! {
                 frame = &mut forced => return End::Forced(frame),
                 _ = &mut shutting_down => Step::Drain,
-                () = wait_durable(&shared, self.waiting), if self.waiting.is_some() => {
+                () = poll_fn(|cx| match &mut self.waiting {
+                    Some(durable) => durable.as_mut().poll(cx),
+                    None => Poll::Pending,
+                }), if waiting => {
                     self.waiting = None;
                     continue;
                 }
-                permit = self.mailbox.reserve(), if self.pending.is_some() => match permit {
+                permit = poll_fn(|cx| match &mut self.pending {
+                    Some(pending) => pending.permit.as_mut().poll(cx),
+                    None => Poll::Pending,
+                }), if self.pending.is_some() => match permit {
                     Ok(permit) => {
-                        permit.send(self.pending.take().expect("guarded by the branch"));
+                        if let Some(pending) = self.pending.take() {
+                            permit.send(pending.event);
+                        }
                         continue;
                     }
                     Err(_) => return End::Close(CloseFrame {
@@ -288,7 +298,9 @@ impl Socket {
                 next = poll_fn(|cx| link.poll_next(cx, &shared.commits, waiting)) => match next {
                     Next::Write => Step::Write,
                     Next::Wait(after) => {
-                        self.waiting = Some(after);
+                        let shared = shared.clone();
+                        self.waiting =
+                            Some(Box::pin(async move { shared.commits.durable(after).await }));
                         continue;
                     }
                     Next::Close(frame, after) => Step::Close(frame, after),
@@ -301,10 +313,18 @@ impl Socket {
                 frame = self.ws.next(), if self.pending.is_none() => {
                     let limit = self.shared.limits.max_message_size;
                     match on_frame(frame, self.key, limit, &self.instance) {
-                        Read::Event(event) => {
-                            self.pending = Some(event);
-                            continue;
-                        }
+                        Read::Event(event) => match self.mailbox.try_send(event) {
+                            Ok(()) => continue,
+                            Err(TrySendError::Full(event)) => {
+                                let permit = Box::pin(self.mailbox.clone().reserve_owned());
+                                self.pending = Some(Box::new(Pending { event, permit }));
+                                continue;
+                            }
+                            Err(TrySendError::Closed(_)) => return End::Close(CloseFrame {
+                                code: close_code::GOING_AWAY,
+                                reason: "Agent unavailable".into(),
+                            }),
+                        },
                         Read::Nothing => continue,
                         Read::AutoResponse(response) => Step::AutoRespond(response),
                         Read::End(end) => return end,
@@ -459,11 +479,13 @@ impl Socket {
     }
 }
 
-/// Resolves once write `after` is durable.
-async fn wait_durable(shared: &Shared, after: Option<WriteSeq>) {
-    if let Some(after) = after {
-        shared.commits.durable(after).await;
-    }
+/// Room in the mailbox, or the instance gone.
+type Permit = Result<OwnedPermit<Event>, SendError<()>>;
+
+/// A message read while the mailbox was full, and the wait for room.
+struct Pending {
+    event: Event,
+    permit: Pin<Box<dyn Future<Output = Permit> + Send>>,
 }
 
 /// What the relay does after one select.
