@@ -2,12 +2,16 @@
 //! behind the `bench` feature. Not part of the API: each wraps the runtime's own code path,
 //! so what the benchmark measures is what a server runs.
 
+use std::io::{self, IoSlice};
+use std::pin::pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 
 use serde_json::Value;
 
 use crate::connection::{Connection, ConnectionParts, connection_id};
 use crate::connections::ConnectionTable;
+use crate::frames::{Frames, Wire};
 use crate::instances::Instance;
 use crate::message::Message;
 use crate::outbox::{self, Link, Outgoing};
@@ -19,17 +23,42 @@ use crate::server::Limits;
 pub struct Room {
     table: ConnectionTable<()>,
     links: Vec<Arc<Link>>,
+    instance: Arc<Instance>,
+}
+
+/// A socket that takes every byte at once and keeps none (no syscall: what is measured is
+/// ours).
+struct Sink;
+
+impl Wire for Sink {
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        Ok(bufs.iter().map(|buf| buf.len()).sum())
+    }
+
+    fn poll_write_ready(&self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
 }
 
 impl Room {
-    /// `n` connections with the default limits.
+    /// `n` connections with the default limits and no sockets: every send is queued.
     pub fn new(n: usize) -> Self {
+        Self::build(n, false)
+    }
+
+    /// `n` connections whose sockets take everything: sends are corked during a turn.
+    pub fn with_sockets(n: usize) -> Self {
+        Self::build(n, true)
+    }
+
+    fn build(n: usize, sockets: bool) -> Self {
         let limits = Limits::default();
         let instance = Instance::detached();
         let mut table = ConnectionTable::default();
         let mut links = Vec::with_capacity(n);
         for key in 0..n as u64 {
-            let link = Arc::new(Link::new(limits.outbox_capacity, None));
+            let wire: Option<Arc<dyn Wire>> = if sockets { Some(Arc::new(Sink)) } else { None };
+            let link = Arc::new(Link::new(limits.outbox_capacity, wire));
             let parts = ConnectionParts {
                 key,
                 id: connection_id(None),
@@ -39,7 +68,19 @@ impl Room {
             table.insert(Connection::new(parts, "room".into(), instance.clone(), &limits));
             links.push(link);
         }
-        Self { table, links }
+        Self { table, links, instance }
+    }
+
+    /// `ctx.broadcast(message, &[])` in the instance's turn: every send is corked, and each
+    /// socket written once when the turn ends. Returns how many connections took it.
+    pub fn broadcast_in_turn(&self, message: &Message) -> usize {
+        let mut sent = 0;
+        let mut turn = pin!(std::future::poll_fn(|_| {
+            sent = self.table.broadcast(message, &[]);
+            Poll::Ready(())
+        }));
+        let _ = self.instance.corks.poll(turn.as_mut(), &mut Context::from_waker(Waker::noop()));
+        sent
     }
 
     /// `ctx.broadcast(message, &[])`: returns how many outboxes took it.
@@ -60,6 +101,16 @@ impl Room {
         }
         taken
     }
+}
+
+/// Encodes `message` as one server frame into a connection's write buffer and writes it to a
+/// socket that takes everything: one send's encode, copy and write. Returns the frame's size.
+pub fn write_frame(message: &Message) -> usize {
+    let mut frames = Frames::default();
+    frames.push(message);
+    let len = frames.len();
+    let _ = frames.write_to(&Sink);
+    len
 }
 
 /// Reads a client frame as the host does for every text message: protocol frame or not.

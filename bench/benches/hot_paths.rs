@@ -10,7 +10,7 @@ use std::hint::black_box;
 
 use agents_examples::{Counter, CounterClient, JsNumber};
 use agents_runtime::Message;
-use agents_runtime::bench::{Room, parse_client_frame, rpc_result};
+use agents_runtime::bench::{Room, parse_client_frame, rpc_result, write_frame};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
@@ -22,15 +22,9 @@ const RPC: &str = r#"{"type":"rpc","id":"d7f3a9","method":"add","args":[1.5,1]}"
 fn frames(c: &mut Criterion) {
     let mut group = c.benchmark_group("frame");
     group.throughput(Throughput::Elements(1));
-    group.bench_function("encode text frame (server to client)", |b| {
-        let payload = bytes::Bytes::from_static(CHAT.as_bytes());
-        let mut out = Vec::with_capacity(256);
-        b.iter(|| {
-            out.clear();
-            let frame = Frame::message(payload.clone(), OpCode::Data(Data::Text), true);
-            frame.format(&mut out).expect("a Vec takes it");
-            black_box(out.len())
-        });
+    group.bench_function("encode and write a text frame (server to client)", |b| {
+        let message = Message::from(CHAT);
+        b.iter(|| black_box(write_frame(black_box(&message))));
     });
     group.bench_function("decode masked text frame (client to server)", |b| {
         let mut frame = Frame::message(RPC.as_bytes().to_vec(), OpCode::Data(Data::Text), true);
@@ -84,6 +78,10 @@ fn broadcast(c: &mut Criterion) {
             assert_eq!(queued, 10_000);
             black_box(room.drain())
         });
+    });
+    let sockets = Room::with_sockets(10_000);
+    group.bench_function("to 10,000 sockets in one turn (cork, then one write each)", |b| {
+        b.iter(|| black_box(sockets.broadcast_in_turn(&message)));
     });
     group.finish();
 }
