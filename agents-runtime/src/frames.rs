@@ -1,9 +1,8 @@
 //! Data frames as bytes on their way to a socket: a 2–10 byte header and the payload, many
 //! frames in one write, written without waiting.
 //!
-//! tungstenite still reads, answers pings and runs the close handshake, but every byte written
-//! to a socket goes through a connection's [`Frames`]: its own control frames arrive whole
-//! (see [`push_raw`](Frames::push_raw)), data frames are encoded here. The buffer is given
+//! Every byte written to a socket goes through a connection's [`Frames`]: data frames and the
+//! control frames (pongs, the close handshake) alike. The buffer is given
 //! back once everything in it is written, and a large payload is written from its shared
 //! bytes without a copy.
 //! [`Frames`] keeps how far a write got, so a frame is never torn: what a full socket buffer
@@ -27,6 +26,10 @@ const MIN_BATCH: usize = 512;
 const OP_TEXT: u8 = 0x1;
 /// Binary frame opcode.
 const OP_BINARY: u8 = 0x2;
+/// Close frame opcode.
+pub(crate) const OP_CLOSE: u8 = 0x8;
+/// Pong frame opcode.
+pub(crate) const OP_PONG: u8 = 0xA;
 /// FIN: the frame is a whole message.
 const FIN: u8 = 0x80;
 
@@ -137,11 +140,13 @@ impl Frames {
         }
     }
 
-    /// Adds bytes that are already whole frames (tungstenite's control frames).
-    pub(crate) fn push_raw(&mut self, bytes: &[u8]) {
+    /// Adds a control frame (close, ping, pong): `payload` is at most 125 bytes.
+    pub(crate) fn push_control(&mut self, opcode: u8, payload: &[u8]) {
         debug_assert!(!self.is_full(), "write before adding after a large payload");
-        self.reserve(bytes.len());
-        self.buf.extend_from_slice(bytes);
+        debug_assert!(payload.len() <= 125, "control frames carry at most 125 bytes");
+        self.reserve(2 + payload.len());
+        self.buf.extend_from_slice(&[FIN | opcode, payload.len() as u8]);
+        self.buf.extend_from_slice(payload);
     }
 
     fn reserve(&mut self, additional: usize) {
@@ -332,9 +337,9 @@ pub(crate) mod tests {
         let blocked = frames.write_to(&wire).unwrap_err();
         assert_eq!(blocked.kind(), io::ErrorKind::WouldBlock);
         assert_eq!(frames.len(), 8 + 4 + 10_000 - 3000);
-        // A control frame from tungstenite goes after what is waiting, never inside it.
+        // A control frame goes after what is waiting, never inside it.
         write_all(&mut frames, &wire);
-        frames.push_raw(&[0x8A, 0]); // pong
+        frames.push_control(OP_PONG, &[]);
         write_all(&mut frames, &wire);
         let got = decode_with_pong(&wire.taken());
         assert_eq!(got, ["text before", "binary 10000", "pong"]);

@@ -8,8 +8,8 @@
 //! uWebSockets does: a broadcast costs one buffered copy per connection and one write per
 //! connection per event-loop pass. Everything else is queued for the socket task, which
 //! writes it when the socket has room and the gate releases it.
-//! Every byte written to the socket, tungstenite's control frames included, goes through the
-//! link's lock, so frames never interleave.
+//! Every byte written to the socket, control frames included, goes through the link's lock,
+//! so frames never interleave.
 //!
 //! One lock-protected queue per connection instead of a channel: a push is one uncontended
 //! lock, the socket task is woken only when the queue goes from empty to not empty, and an
@@ -73,9 +73,8 @@ const WRITE_BATCH: usize = 64;
 /// against the outbox's limits).
 const CORK_LIMIT: usize = 64 * 1024;
 
-/// Bytes waiting in a link's buffer past which tungstenite's own frames (pongs, the close
-/// frame) are not taken: tungstenite waits for room like any writer, so a client that pings
-/// without reading cannot grow the buffer further.
+/// Bytes waiting in a link's buffer past which control frames (pongs, the close frame) wait
+/// for room like any writer, so a client that pings without reading cannot grow the buffer.
 const RAW_LIMIT: usize = 64 * 1024;
 
 /// Shared by a [`Connection`](crate::Connection) and its socket task.
@@ -313,29 +312,16 @@ impl Link {
         }
     }
 
-    /// Takes bytes tungstenite writes (whole control frames), after what is waiting; `Pending`
-    /// while too much waits.
-    pub(crate) fn poll_write_raw(
-        &self,
-        cx: &mut Context<'_>,
-        bytes: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        loop {
-            let mut guard = lock(&self.state);
-            let state = &mut *guard;
-            if !state.out.is_full() && state.out.len() < RAW_LIMIT {
-                state.out.push_raw(bytes);
-                return match &state.wire {
-                    Some(wire) => match state.out.write_to(&**wire) {
-                        Err(e) if e.kind() != io::ErrorKind::WouldBlock => Poll::Ready(Err(e)),
-                        _ => Poll::Ready(Ok(bytes.len())),
-                    },
-                    None => Poll::Ready(Ok(bytes.len())),
-                };
-            }
-            drop(guard);
-            ready!(self.poll_flush(cx))?;
+    /// Puts a control frame (a pong, a close) after what waits, for
+    /// [`poll_flush`](Self::poll_flush) to write; `false` while too much waits (flush, then
+    /// try again), so a client that pings without reading cannot grow the buffer.
+    pub(crate) fn encode_control(&self, opcode: u8, payload: &[u8]) -> bool {
+        let mut state = lock(&self.state);
+        if state.out.is_full() || state.out.len() >= RAW_LIMIT {
+            return false;
         }
+        state.out.push_control(opcode, payload);
+        true
     }
 
     /// Writes what the turn corked; if the socket is full, the socket task writes the rest
@@ -693,14 +679,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn control_frames_from_tungstenite_never_split_a_frame() {
+    async fn control_frames_never_split_a_frame() {
         let wire = Arc::new(Trickle::new(usize::MAX, 4));
         let link = Arc::new(Link::new(8, Some(wire.clone())));
         let waker = Waker::noop();
         let mut cx = Context::from_waker(waker);
         send(&link, "hello").expect("partly written");
         let pong = [0x8A, 0];
-        assert!(matches!(link.poll_write_raw(&mut cx, &pong), Poll::Ready(Ok(2))));
+        assert!(link.encode_control(crate::frames::OP_PONG, &[]));
         wire.open(usize::MAX);
         assert!(link.poll_flush(&mut cx).is_ready());
         let mut want = vec![0x81, 5];

@@ -48,7 +48,7 @@ impl Default for Limits {
             mailbox_capacity: 1024,
             max_connection_state_size: 2048,
             max_request_body_size: 1 << 20,
-            read_buffer_size: 1024,
+            read_buffer_size: 64 * 1024,
             close_timeout: Duration::from_secs(5),
             send_timeout: Duration::from_secs(30),
             hibernate_after: Duration::from_secs(10),
@@ -296,9 +296,9 @@ impl ServerBuilder {
         self
     }
 
-    /// Per-connection read buffer, in bytes: what one read from the socket takes at most, and
-    /// memory every open connection holds. Default 1 KiB (a bigger message is read whole all
-    /// the same; the buffer grows to it).
+    /// What one read from a socket takes at most, in bytes. Reads land in one buffer per
+    /// worker thread; a connection keeps only the part of a frame that has not fully arrived,
+    /// so an idle connection holds no read buffer. Default 64 KiB.
     pub fn read_buffer_size(mut self, bytes: usize) -> Self {
         self.limits.read_buffer_size = bytes;
         self

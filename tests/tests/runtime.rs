@@ -840,6 +840,33 @@ async fn malformed_frames_close_with_1007_or_1002_and_reach_on_error() {
     assert_eq!(observer.recv_text().await, "echo:ok");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fragmented_messages_are_joined_and_pings_between_them_answered() {
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+
+    let server = start(Server::builder().agent::<Faulty>()).await;
+    let mut client = server.connect("/agents/faulty/f").await.into_inner();
+    let parts = [
+        Frame::message("hé".as_bytes().to_vec(), OpCode::Data(Data::Text), false),
+        Frame::ping(b"still there?".to_vec()),
+        Frame::message("llo".as_bytes().to_vec(), OpCode::Data(Data::Continue), true),
+    ];
+    for frame in parts {
+        client.send(WsMessage::Frame(frame)).await.expect("sends the raw frame");
+    }
+    let mut next = async || {
+        let next = tokio::time::timeout(
+            Duration::from_secs(5),
+            futures_util::StreamExt::next(&mut client),
+        );
+        next.await.expect("in time").expect("open").expect("healthy")
+    };
+    // The pong is written when the ping is read, before the message is whole.
+    assert_eq!(next().await, WsMessage::Pong(b"still there?".to_vec().into()));
+    assert_eq!(next().await, WsMessage::text("echo:héllo"));
+}
+
 // --- refused connections are not heard -------------------------------------------------------
 
 /// Refuses connections without `?token=`; every message heard is told to everyone.

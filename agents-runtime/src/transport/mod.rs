@@ -2,6 +2,7 @@
 //! `/agents/{agent}/{name}[/...]`, HTTP requests to `on_request`, WebSocket upgrades.
 
 mod io;
+mod reader;
 mod socket;
 
 use std::future::Future;

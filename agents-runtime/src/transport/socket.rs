@@ -1,12 +1,11 @@
-//! One task per WebSocket: upgrade, then relay frames to the instance mailbox and the outbox
-//! to the client, and run the close handshake.
+//! One task per WebSocket: upgrade, then relay the client's frames to the instance mailbox
+//! and what the link cannot write at once to the client, and run the close handshake.
 
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 
-use futures_util::{SinkExt, StreamExt};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
@@ -14,16 +13,12 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc::error::{SendError, TrySendError};
 use tokio::sync::mpsc::{self, OwnedPermit};
 use tokio::time::timeout;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame as WireCloseFrame;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{self, Error as WsError, Message as WsMessage};
 use warp::reply::Reply;
 
 use crate::connection::{CloseFrame, ConnectionKey, ConnectionParts, close_code, connection_id};
 use crate::error::Error;
+use crate::frames::{OP_CLOSE, OP_PONG};
 use crate::host::{ConnectRequest, Event};
 use crate::instances::Instance;
 use crate::message::{Message, Text};
@@ -33,9 +28,7 @@ use crate::request::{ConnectionContext, query_param};
 use crate::server::{ConnectionSlot, Shared};
 use crate::storage::durability::WriteSeq;
 
-use super::io::SocketIo;
-
-type Ws = WebSocketStream<SocketIo>;
+use super::reader::{Incoming, ReadError, Reader};
 
 /// `Upgrade: websocket` (case-insensitive), as the reference tests it.
 pub(super) fn is_upgrade(headers: &HeaderMap) -> bool {
@@ -141,17 +134,8 @@ impl Opening {
         let tcp = Arc::new(parts.io.into_inner());
         let limits = &shared.limits;
         let link = Arc::new(Link::new(limits.outbox_capacity, Some(tcp.clone())));
-        let config = WebSocketConfig::default()
-            .read_buffer_size(limits.read_buffer_size)
-            // Written straight through to the link: tungstenite keeps no write buffer.
-            .write_buffer_size(0)
-            .max_message_size(Some(limits.max_message_size))
-            .max_frame_size(Some(limits.max_message_size));
-        let io = SocketIo { tcp, link: link.clone() };
         // Bytes the client sent right after the request head are its first frames.
-        let read = parts.read_buf.to_vec();
-        let mut ws =
-            WebSocketStream::from_partially_read(io, read, Role::Server, Some(config)).await;
+        let reader = Reader::new(limits.max_message_size, limits.read_buffer_size, &parts.read_buf);
         let key = shared.next_connection_key();
         let parts = ConnectionParts {
             key,
@@ -164,12 +148,16 @@ impl Opening {
         let Some((mailbox, instance)) = dispatched else {
             // The instance could not be started (max_instances, shutting down, or it kept being
             // evicted under our feet): try again later.
-            let frame = wire_close(close_code::OUTBOX_FULL, "Server at capacity");
-            let _ = timeout(shared.limits.close_timeout, ws.close(Some(frame))).await;
+            link.encode_control(
+                OP_CLOSE,
+                &close_payload(close_code::OUTBOX_FULL, "Server at capacity"),
+            );
+            let _ = timeout(shared.limits.close_timeout, poll_fn(|cx| link.poll_flush(cx))).await;
             return None;
         };
         Some(Socket {
-            ws,
+            tcp,
+            reader,
             link,
             mailbox,
             instance,
@@ -183,7 +171,9 @@ impl Opening {
 }
 
 struct Socket {
-    ws: Ws,
+    tcp: Arc<TcpStream>,
+    /// The client's frames, as they arrive.
+    reader: Reader,
     /// The outbox and the write side of the socket, and the forced close.
     link: Arc<Link>,
     mailbox: mpsc::Sender<Event>,
@@ -202,7 +192,7 @@ struct Socket {
 
 /// How the relay loop ended.
 enum End {
-    /// The client sent a close frame (already answered with the same code and reason).
+    /// The client sent a close frame: answer with the same code and reason.
     PeerClosed(u16, String),
     /// We close: send this frame, then wait for the client's.
     Close(CloseFrame),
@@ -230,14 +220,14 @@ impl Socket {
         }
         let (code, reason, was_clean) = match end {
             End::PeerClosed(code, reason) => {
-                // tungstenite hands the reply (same code and reason) to the link, behind
-                // whatever waits there; the link writes it all out.
-                let link = &self.link;
-                let reply = async {
-                    let _ = self.ws.flush().await;
-                    poll_fn(|cx| link.poll_flush(cx)).await
-                };
-                let _ = timeout(self.shared.limits.close_timeout, reply).await;
+                // The reply (same code and reason, empty for an empty close) goes after
+                // whatever waits in the link; the link writes it all out.
+                let payload = if code == 1005 { Vec::new() } else { close_payload(code, &reason) };
+                let _ = timeout(
+                    self.shared.limits.close_timeout,
+                    self.send_control(OP_CLOSE, &payload),
+                )
+                .await;
                 (code, reason, true)
             }
             End::Close(frame) | End::Forced(frame) => self.close_handshake(frame).await,
@@ -310,9 +300,9 @@ impl Socket {
                         reason: "Agent unavailable".into(),
                     }),
                 },
-                frame = self.ws.next(), if self.pending.is_none() => {
+                read = poll_fn(|cx| self.reader.poll_next(&self.tcp, cx)), if self.pending.is_none() => {
                     let limit = self.shared.limits.max_message_size;
-                    match on_frame(frame, self.key, limit, &self.instance) {
+                    match on_incoming(read, self.key, limit, &self.instance) {
                         Read::Event(event) => match self.mailbox.try_send(event) {
                             Ok(()) => continue,
                             Err(TrySendError::Full(event)) => {
@@ -326,6 +316,7 @@ impl Socket {
                             }),
                         },
                         Read::Nothing => continue,
+                        Read::Pong(payload) => Step::Pong(payload),
                         Read::AutoResponse(response) => Step::AutoRespond(response),
                         Read::End(end) => return end,
                         Read::Fail(error, end) => {
@@ -344,6 +335,17 @@ impl Socket {
                 // The rare steps are boxed: they add nothing to every socket's task.
                 Step::AutoRespond(response) => {
                     Box::pin(self.auto_respond(response, &mut forced)).await
+                }
+                Step::Pong(payload) => {
+                    let pong = async {
+                        while !self.link.encode_control(OP_PONG, &payload) {
+                            if let Some(end) = self.flush(&mut forced).await {
+                                return Some(end);
+                            }
+                        }
+                        self.flush(&mut forced).await
+                    };
+                    Box::pin(pong).await
                 }
                 Step::Close(frame, after) => {
                     Some(Box::pin(self.close_after(frame, after, &mut forced)).await)
@@ -445,6 +447,16 @@ impl Socket {
         }
     }
 
+    /// Writes a control frame after what waits in the link (no send timeout: the caller bounds
+    /// it with the close timeout).
+    async fn send_control(&mut self, opcode: u8, payload: &[u8]) -> std::io::Result<()> {
+        let link = &self.link;
+        while !link.encode_control(opcode, payload) {
+            poll_fn(|cx| link.poll_flush(cx)).await?;
+        }
+        poll_fn(|cx| link.poll_flush(cx)).await
+    }
+
     /// Sends our close frame and waits for the client's, within the close timeout.
     /// Returns what `on_close` gets: the client's code and reason, or 1006 if none came.
     async fn close_handshake(&mut self, frame: CloseFrame) -> (u16, String, bool) {
@@ -452,25 +464,17 @@ impl Socket {
         let handshake = async {
             // A frame half-written (the send timeout, a forced close) is finished first: the
             // close frame goes through the link, after it.
-            self.ws
-                .send(WsMessage::Close(Some(wire_close(frame.code, &frame.reason))))
-                .await
-                .ok()?;
-            while let Some(next) = self.ws.next().await {
-                match next {
-                    Ok(WsMessage::Close(reply)) => {
-                        return Some(match reply {
-                            Some(reply) => {
-                                (u16::from(reply.code), reply.reason.as_str().to_owned())
-                            }
-                            None => (1005, String::new()),
-                        });
+            let payload = close_payload(frame.code, &frame.reason);
+            self.send_control(OP_CLOSE, &payload).await.ok()?;
+            loop {
+                match poll_fn(|cx| self.reader.poll_next(&self.tcp, cx)).await {
+                    Ok(Incoming::Close(reply)) => {
+                        return Some(reply.unwrap_or((1005, String::new())));
                     }
                     Ok(_) => {} // data after our close frame is dropped
                     Err(_) => return None,
                 }
             }
-            None
         };
         match timeout(wait, handshake).await {
             Ok(Some((code, reason))) => (code, reason, true),
@@ -493,16 +497,18 @@ enum Step {
     /// Write what the link has: bytes half-written, and released messages.
     Write,
     AutoRespond(Message),
+    /// Answer a ping.
+    Pong(bytes::Bytes),
     Close(CloseFrame, WriteSeq),
     /// The server shuts down: flush the outbox, then close with 1001.
     Drain,
 }
 
-fn wire_close(code: u16, reason: &str) -> WireCloseFrame {
-    WireCloseFrame {
-        code: tungstenite::protocol::frame::coding::CloseCode::from(code),
-        reason: reason.into(),
-    }
+/// A close frame's payload: the code, then the reason.
+fn close_payload(code: u16, reason: &str) -> Vec<u8> {
+    let mut payload = code.to_be_bytes().to_vec();
+    payload.extend_from_slice(reason.as_bytes());
+    payload
 }
 
 /// What a frame from the client asks for.
@@ -511,8 +517,10 @@ enum Read {
     Event(Event),
     /// The auto-response request: answer with this, the instance never hears of it.
     AutoResponse(Message),
-    /// A control frame, already handled.
+    /// A pong, nothing to do.
     Nothing,
+    /// A ping: answer with a pong carrying this.
+    Pong(bytes::Bytes),
     /// The relay ends.
     End(End),
     /// The relay ends, and `on_error` hears why.
@@ -520,55 +528,49 @@ enum Read {
 }
 
 /// Turns what the client sent into an event, an auto-response, or how the relay ends.
-fn on_frame(
-    frame: Option<Result<WsMessage, WsError>>,
+fn on_incoming(
+    read: Result<Incoming, ReadError>,
     key: ConnectionKey,
     limit: usize,
     instance: &Instance,
 ) -> Read {
-    let end = match frame {
-        Some(Ok(WsMessage::Text(text))) => {
+    let (error, end) = match read {
+        Ok(Incoming::Text(text)) => {
             if let Some(response) = instance.auto_response.answer(&text) {
                 return Read::AutoResponse(response);
             }
             let message = Message::Text(Text::from_wire(text));
             return Read::Event(Event::Message { key, message });
         }
-        Some(Ok(WsMessage::Binary(bytes))) => {
+        Ok(Incoming::Binary(bytes)) => {
             return Read::Event(Event::Message { key, message: Message::Binary(bytes) });
         }
-        // tungstenite answers pings itself, without the instance: hibernation holds.
-        Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => {
-            return Read::Nothing;
+        // Answered here, without the instance: hibernation holds.
+        Ok(Incoming::Ping(payload)) => return Read::Pong(payload),
+        Ok(Incoming::Pong) => return Read::Nothing,
+        Ok(Incoming::Close(frame)) => {
+            let (code, reason) = frame.unwrap_or((1005, String::new()));
+            return Read::End(End::PeerClosed(code, reason));
         }
-        Some(Ok(WsMessage::Close(frame))) => {
-            let (code, reason) = match frame {
-                Some(frame) => (u16::from(frame.code), frame.reason.as_str().to_owned()),
-                None => (1005, String::new()),
-            };
-            End::PeerClosed(code, reason)
-        }
-        Some(Err(WsError::Capacity(e))) => {
-            let error = Error::msg(format!("message over the {limit}-byte limit: {e}"));
-            let end = End::Close(CloseFrame {
-                code: close_code::MESSAGE_TOO_BIG,
-                reason: "Message too big".into(),
-            });
-            return Read::Fail(error, end);
-        }
+        Err(ReadError::TooBig(size)) => (
+            format!("message over the {limit}-byte limit: {size} bytes"),
+            CloseFrame { code: close_code::MESSAGE_TOO_BIG, reason: "Message too big".into() },
+        ),
+        Err(ReadError::Protocol(why)) => (
+            format!("websocket protocol error: {why}"),
+            CloseFrame { code: 1002, reason: "Protocol error".into() },
+        ),
+        Err(ReadError::Utf8) => (
+            "a text frame was not valid UTF-8".to_owned(),
+            CloseFrame { code: 1007, reason: "Invalid UTF-8".into() },
+        ),
         // The peer went away without a close frame: a disconnect, not an error.
-        Some(Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake))) => End::Abnormal,
-        Some(Err(WsError::Protocol(e))) => {
-            let error = Error::msg(format!("websocket protocol error: {e}"));
-            let end = End::Close(CloseFrame { code: 1002, reason: "Protocol error".into() });
-            return Read::Fail(error, end);
+        Err(ReadError::Gone(error)) => {
+            if let Some(error) = error {
+                tracing::debug!("websocket read failed: {error}");
+            }
+            return Read::End(End::Abnormal);
         }
-        Some(Err(WsError::Utf8(_))) => {
-            let error = Error::msg("a text frame was not valid UTF-8");
-            let end = End::Close(CloseFrame { code: 1007, reason: "Invalid UTF-8".into() });
-            return Read::Fail(error, end);
-        }
-        Some(Err(_)) | None => End::Abnormal,
     };
-    Read::End(end)
+    Read::Fail(Error::msg(error), End::Close(end))
 }

@@ -1,0 +1,412 @@
+//! Client frames read straight from the socket (RFC 6455 §5), as uWebSockets does: each read
+//! lands in one buffer per worker thread, and a socket keeps only the bytes of a frame that has
+//! not fully arrived, so an idle connection holds no read buffer. A message's payload is
+//! unmasked in place and handed on without another copy.
+
+use std::cell::RefCell;
+use std::io;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::Interest;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::frame::Utf8Bytes;
+
+/// What the client sent.
+#[derive(Debug, PartialEq)]
+pub(super) enum Incoming {
+    Text(Utf8Bytes),
+    Binary(Bytes),
+    /// Answered with a pong carrying the same payload.
+    Ping(Bytes),
+    Pong,
+    /// The client closes: its code and reason (`None` for an empty close frame).
+    Close(Option<(u16, String)>),
+}
+
+/// Why the client's bytes are not a WebSocket stream we accept.
+#[derive(Debug)]
+pub(super) enum ReadError {
+    /// A frame or message over the limit (its announced size): close 1009.
+    TooBig(u64),
+    /// Not RFC 6455: close 1002.
+    Protocol(&'static str),
+    /// A text message or close reason that is not UTF-8: close 1007.
+    Utf8,
+    /// The connection broke, or ended without a close frame: 1006.
+    Gone(Option<io::Error>),
+}
+
+const OP_CONTINUATION: u8 = 0x0;
+const OP_TEXT: u8 = 0x1;
+const OP_BINARY: u8 = 0x2;
+const OP_CLOSE: u8 = 0x8;
+const OP_PING: u8 = 0x9;
+const OP_PONG: u8 = 0xA;
+
+thread_local! {
+    /// Every socket read on this thread lands here first.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// One connection's read side.
+#[derive(Debug)]
+pub(super) struct Reader {
+    /// Bytes read and not yet parsed: empty, with no allocation, between frames.
+    buf: BytesMut,
+    /// The fragments of a message in progress: whether it is text, and its bytes so far.
+    message: Option<(bool, BytesMut)>,
+    /// The largest frame and message accepted.
+    limit: usize,
+    /// The most bytes taken per read.
+    read_size: usize,
+}
+
+impl Reader {
+    /// A reader for messages of at most `limit` bytes, reading `read_size` bytes at a time,
+    /// that starts with `read` (bytes the client sent right after its upgrade request).
+    pub(super) fn new(limit: usize, read_size: usize, read: &[u8]) -> Self {
+        Self { buf: BytesMut::from(read), message: None, limit, read_size: read_size.max(14) }
+    }
+
+    /// The next message or control frame, reading from `tcp` until one is whole.
+    pub(super) fn poll_next(
+        &mut self,
+        tcp: &TcpStream,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Incoming, ReadError>> {
+        loop {
+            match self.next() {
+                Ok(Some(incoming)) => return Poll::Ready(Ok(incoming)),
+                Ok(None) => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+            if let Err(e) = ready!(tcp.poll_read_ready(cx)) {
+                return Poll::Ready(Err(ReadError::Gone(Some(e))));
+            }
+            let read = SCRATCH.with_borrow_mut(|scratch| {
+                if scratch.len() < self.read_size {
+                    scratch.resize(self.read_size, 0);
+                }
+                let scratch = &mut scratch[..self.read_size];
+                // `recv` on the socket, with tokio's readiness kept right.
+                let read = tcp.try_io(Interest::READABLE, || {
+                    io::Read::read(&mut &*socket2::SockRef::from(tcp), scratch)
+                });
+                if let Ok(n) = read {
+                    self.feed(&scratch[..n]);
+                }
+                read
+            });
+            match read {
+                Ok(0) => return Poll::Ready(Err(ReadError::Gone(None))),
+                Ok(_) => {}
+                // The readiness was stale: wait for the next.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(ReadError::Gone(Some(e)))),
+            }
+        }
+    }
+
+    /// Adds bytes read from the socket.
+    fn feed(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The next message or control frame from what was read; `None` until one is whole.
+    fn next(&mut self) -> Result<Option<Incoming>, ReadError> {
+        while let Some((fin, opcode, payload)) = self.frame()? {
+            if let Some(incoming) = self.assemble(fin, opcode, payload)? {
+                return Ok(Some(incoming));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Takes one whole frame off the buffer, unmasked: `(fin, opcode, payload)`.
+    fn frame(&mut self) -> Result<Option<(bool, u8, BytesMut)>, ReadError> {
+        let buf = &self.buf[..];
+        if buf.len() < 2 {
+            return Ok(None);
+        }
+        let (fin, rsv, opcode) = (buf[0] & 0x80 != 0, buf[0] & 0x70, buf[0] & 0x0F);
+        let (masked, len7) = (buf[1] & 0x80 != 0, buf[1] & 0x7F);
+        if rsv != 0 {
+            return Err(ReadError::Protocol("reserved bits set (no extension was agreed)"));
+        }
+        if !matches!(opcode, OP_CONTINUATION | OP_TEXT | OP_BINARY | OP_CLOSE | OP_PING | OP_PONG) {
+            return Err(ReadError::Protocol("unknown opcode"));
+        }
+        if !masked {
+            return Err(ReadError::Protocol("a client frame must be masked"));
+        }
+        let (len, extended) = match len7 {
+            126 if buf.len() >= 4 => (u64::from(u16::from_be_bytes([buf[2], buf[3]])), 2),
+            127 if buf.len() >= 10 => {
+                let len = u64::from_be_bytes(buf[2..10].try_into().expect("8 bytes"));
+                if len >> 63 != 0 {
+                    return Err(ReadError::Protocol("frame length with the top bit set"));
+                }
+                (len, 8)
+            }
+            126 | 127 => return Ok(None),
+            len => (u64::from(len), 0),
+        };
+        if opcode >= OP_CLOSE && (!fin || len > 125) {
+            return Err(ReadError::Protocol("control frames are whole and at most 125 bytes"));
+        }
+        if len > self.limit as u64 {
+            return Err(ReadError::TooBig(len));
+        }
+        let header = 2 + extended + 4;
+        if buf.len() < header {
+            return Ok(None);
+        }
+        let mask = [buf[header - 4], buf[header - 3], buf[header - 2], buf[header - 1]];
+        let whole = header + len as usize;
+        if buf.len() < whole {
+            // Room for the rest at once, rather than growing read by read.
+            self.buf.reserve(whole - self.buf.len());
+            return Ok(None);
+        }
+        let mut frame = self.buf.split_to(whole);
+        frame.advance(header);
+        unmask(&mut frame, mask);
+        if self.buf.is_empty() {
+            // Nothing left to parse: the socket keeps no buffer while it waits.
+            self.buf = BytesMut::new();
+        }
+        Ok(Some((fin, opcode, frame)))
+    }
+
+    /// Turns a frame into a message, a control frame, or a fragment kept for later.
+    fn assemble(
+        &mut self,
+        fin: bool,
+        opcode: u8,
+        payload: BytesMut,
+    ) -> Result<Option<Incoming>, ReadError> {
+        match opcode {
+            OP_TEXT | OP_BINARY if self.message.is_some() => {
+                Err(ReadError::Protocol("a new message before the last one ended"))
+            }
+            OP_TEXT | OP_BINARY if fin => message(opcode == OP_TEXT, payload).map(Some),
+            OP_TEXT | OP_BINARY => {
+                self.message = Some((opcode == OP_TEXT, payload));
+                Ok(None)
+            }
+            OP_CONTINUATION => {
+                let Some((_, bytes)) = self.message.as_mut() else {
+                    return Err(ReadError::Protocol("a continuation frame with no message"));
+                };
+                let total = bytes.len() + payload.len();
+                if total > self.limit {
+                    return Err(ReadError::TooBig(total as u64));
+                }
+                bytes.extend_from_slice(&payload);
+                match self.message.take() {
+                    Some((text, bytes)) if fin => message(text, bytes).map(Some),
+                    unfinished => {
+                        self.message = unfinished;
+                        Ok(None)
+                    }
+                }
+            }
+            OP_PING => Ok(Some(Incoming::Ping(payload.freeze()))),
+            OP_PONG => Ok(Some(Incoming::Pong)),
+            _ => close(&payload).map(|close| Some(Incoming::Close(close))),
+        }
+    }
+}
+
+fn message(text: bool, payload: BytesMut) -> Result<Incoming, ReadError> {
+    if text {
+        let text = Utf8Bytes::try_from(payload.freeze()).map_err(|_| ReadError::Utf8)?;
+        Ok(Incoming::Text(text))
+    } else {
+        Ok(Incoming::Binary(payload.freeze()))
+    }
+}
+
+/// A close frame's code and reason (RFC 6455 §5.5.1, §7.4).
+fn close(payload: &[u8]) -> Result<Option<(u16, String)>, ReadError> {
+    match payload {
+        [] => Ok(None),
+        [_] => Err(ReadError::Protocol("a close frame with a 1-byte payload")),
+        [hi, lo, reason @ ..] => {
+            let code = u16::from_be_bytes([*hi, *lo]);
+            let sendable = matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999);
+            if !sendable {
+                return Err(ReadError::Protocol("a close code a client may not send"));
+            }
+            let reason = std::str::from_utf8(reason).map_err(|_| ReadError::Utf8)?;
+            Ok(Some((code, reason.to_owned())))
+        }
+    }
+}
+
+/// XORs the payload with the client's mask (RFC 6455 §5.3), eight bytes at a time.
+fn unmask(payload: &mut [u8], mask: [u8; 4]) {
+    let wide = u64::from_ne_bytes([
+        mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3],
+    ]);
+    let mut chunks = payload.chunks_exact_mut(8);
+    for chunk in &mut chunks {
+        let word = u64::from_ne_bytes((&*chunk).try_into().expect("8 bytes")) ^ wide;
+        chunk.copy_from_slice(&word.to_ne_bytes());
+    }
+    for (i, byte) in chunks.into_remainder().iter_mut().enumerate() {
+        *byte ^= mask[i & 3];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A masked client frame, as a browser sends it.
+    fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mask = [0x37, 0xfa, 0x21, 0x3d];
+        let mut out = vec![if fin { 0x80 } else { 0 } | opcode];
+        match payload.len() {
+            len @ 0..=125 => out.push(0x80 | len as u8),
+            len @ 126..=0xFFFF => {
+                out.push(0x80 | 126);
+                out.extend_from_slice(&(len as u16).to_be_bytes());
+            }
+            len => {
+                out.push(0x80 | 127);
+                out.extend_from_slice(&(len as u64).to_be_bytes());
+            }
+        }
+        out.extend_from_slice(&mask);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        out
+    }
+
+    fn reader() -> Reader {
+        Reader::new(1 << 20, 4096, &[])
+    }
+
+    /// Feeds `bytes` `step` at a time, collecting what comes out.
+    fn read_all(
+        reader: &mut Reader,
+        bytes: &[u8],
+        step: usize,
+    ) -> Result<Vec<Incoming>, ReadError> {
+        let mut out = Vec::new();
+        for chunk in bytes.chunks(step) {
+            reader.feed(chunk);
+            while let Some(incoming) = reader.next()? {
+                out.push(incoming);
+            }
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn messages_of_every_length_class_survive_any_split() {
+        let mut stream = Vec::new();
+        let mut want = Vec::new();
+        for (i, len) in [0usize, 1, 125, 126, 127, 65_535, 65_536, 100_000].into_iter().enumerate()
+        {
+            let bytes: Vec<u8> = (0..len).map(|j| b'a' + (j % 26) as u8).collect();
+            if i % 2 == 0 {
+                stream.extend(frame(true, OP_TEXT, &bytes));
+                want.push(Incoming::Text(String::from_utf8(bytes).unwrap().into()));
+            } else {
+                stream.extend(frame(true, OP_BINARY, &bytes));
+                want.push(Incoming::Binary(bytes.into()));
+            }
+        }
+        for step in [1, 2, 3, 7, 13, 1000, usize::MAX] {
+            let mut reader = reader();
+            assert_eq!(read_all(&mut reader, &stream, step).unwrap(), want, "step {step}");
+            assert_eq!(reader.buf.capacity(), 0, "an idle reader holds no buffer");
+        }
+    }
+
+    #[test]
+    fn fragments_join_and_control_frames_may_come_between() {
+        let mut stream = frame(false, OP_TEXT, "héllo, ".as_bytes());
+        stream.extend(frame(true, OP_PING, b"are you there"));
+        stream.extend(frame(false, OP_CONTINUATION, &"wör".as_bytes()[..2]));
+        stream.extend(frame(true, OP_CONTINUATION, &"wörld".as_bytes()[2..]));
+        stream.extend(frame(true, OP_CLOSE, &[0x03, 0xE8, b'b', b'y', b'e']));
+        let got = read_all(&mut reader(), &stream, 5).unwrap();
+        assert_eq!(
+            got,
+            [
+                Incoming::Ping(Bytes::from_static(b"are you there")),
+                Incoming::Text("héllo, wörld".into()),
+                Incoming::Close(Some((1000, "bye".into()))),
+            ]
+        );
+    }
+
+    #[test]
+    fn every_violation_has_its_answer() {
+        let unmasked = {
+            let mut f = frame(true, OP_TEXT, b"hi");
+            f[1] &= 0x7F;
+            f
+        };
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (unmasked, "masked"),
+            (frame(true, 0x3, b"x"), "unknown opcode"),
+            (frame(true, 0x1 | 0x40, b"x"), "reserved bits"),
+            (frame(false, OP_PING, b"x"), "control frames"),
+            (frame(true, OP_PING, &[0; 126]), "control frames"),
+            (frame(true, OP_CONTINUATION, b"x"), "continuation"),
+            ([frame(false, OP_TEXT, b"a"), frame(true, OP_BINARY, b"b")].concat(), "new message"),
+            (frame(true, OP_CLOSE, &[3]), "1-byte"),
+            (frame(true, OP_CLOSE, &1005u16.to_be_bytes()), "close code"),
+            (frame(true, OP_CLOSE, &999u16.to_be_bytes()), "close code"),
+        ];
+        for (bytes, why) in cases {
+            match read_all(&mut reader(), &bytes, usize::MAX) {
+                Err(ReadError::Protocol(message)) => assert!(message.contains(why), "{message}"),
+                other => panic!("{why}: {other:?}"),
+            }
+        }
+        let bad_text = frame(true, OP_TEXT, &[0xff, 0xfe]);
+        assert!(matches!(read_all(&mut reader(), &bad_text, 1), Err(ReadError::Utf8)));
+        let bad_reason = frame(true, OP_CLOSE, &[0x03, 0xE8, 0xff]);
+        assert!(matches!(read_all(&mut reader(), &bad_reason, 1), Err(ReadError::Utf8)));
+    }
+
+    #[test]
+    fn sizes_over_the_limit_are_refused_before_they_are_read() {
+        let mut small = Reader::new(100, 4096, &[]);
+        // Only the header has arrived: refused already.
+        let header = &frame(true, OP_BINARY, &[0; 101])[..8];
+        assert!(matches!(read_all(&mut small, header, usize::MAX), Err(ReadError::TooBig(101))));
+        let mut small = Reader::new(100, 4096, &[]);
+        let parts = [frame(false, OP_BINARY, &[0; 60]), frame(true, OP_CONTINUATION, &[0; 60])];
+        assert!(matches!(read_all(&mut small, &parts.concat(), 7), Err(ReadError::TooBig(120))));
+        let huge = [0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 0];
+        assert!(matches!(
+            read_all(&mut reader(), &huge, usize::MAX),
+            Err(ReadError::Protocol(message)) if message.contains("top bit")
+        ));
+    }
+
+    #[test]
+    fn bytes_sent_with_the_upgrade_request_are_read_first() {
+        let early = frame(true, OP_TEXT, b"early");
+        let mut reader = Reader::new(1 << 20, 4096, &early);
+        assert_eq!(reader.next().unwrap(), Some(Incoming::Text("early".into())));
+    }
+
+    #[test]
+    fn unmasking_matches_the_rfc_definition() {
+        let mask = [1, 2, 3, 4];
+        for len in 0..40 {
+            let original: Vec<u8> = (0..len as u8).collect();
+            let mut bytes = original.clone();
+            unmask(&mut bytes, mask);
+            let want: Vec<u8> = original.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]).collect();
+            assert_eq!(bytes, want, "length {len}");
+        }
+    }
+}
