@@ -165,8 +165,9 @@ impl Reader {
         let mask = [buf[header - 4], buf[header - 3], buf[header - 2], buf[header - 1]];
         let whole = header + len as usize;
         if buf.len() < whole {
-            // Room for the rest at once, rather than growing read by read.
-            self.buf.reserve(whole - self.buf.len());
+            // Room for the next read, not for what the header announces: a client that
+            // announces 1 MiB and sends nothing more holds memory for what it sent only.
+            self.buf.reserve((whole - self.buf.len()).min(self.read_size));
             return Ok(None);
         }
         let mut frame = self.buf.split_to(whole);
