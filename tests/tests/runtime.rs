@@ -455,15 +455,15 @@ async fn flood_a_client_that_stops_reading(builder: ServerBuilder, flood: &str) 
     report
 }
 
+/// What the others are told when the outbox of `slow` holds 16 messages.
+const FULL_AT_16_MESSAGES: &str = "slow: the connection's outbox is full (16 messages or 16777216 bytes): the client is not reading";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_is_closed_with_1013_at_the_message_bound() {
     let report =
         flood_a_client_that_stops_reading(Server::builder().outbox_capacity(16), "flood:2000")
             .await;
-    assert_eq!(
-        report,
-        "slow: the connection's outbox is full (16 messages or 16777216 bytes): the client is not reading"
-    );
+    assert_eq!(report, FULL_AT_16_MESSAGES);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -472,10 +472,7 @@ async fn one_turn_that_floods_a_client_is_bounded_by_the_outbox_too() {
     let report =
         flood_a_client_that_stops_reading(Server::builder().outbox_capacity(16), "burst:200000")
             .await;
-    assert_eq!(
-        report,
-        "slow: the connection's outbox is full (16 messages or 16777216 bytes): the client is not reading"
-    );
+    assert_eq!(report, FULL_AT_16_MESSAGES);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
