@@ -333,6 +333,20 @@ async fn a_failed_on_start_refuses_the_connection_and_is_retried() {
 
 // --- limits --------------------------------------------------------------------------------
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_upload_over_the_limit_still_gets_its_1009_close() {
+    let server = start(agents_examples::server().max_message_size(1024)).await;
+    let mut client = server.connect("/agents/my-agent/upload").await;
+    assert_eq!(client.recv_text().await, "Welcome!");
+    // 8 MiB: refused from its header; the server reads and drops the rest, so the upload
+    // completes instead of being reset, and the close frame arrives.
+    client.send_binary(vec![0u8; 8 << 20]).await;
+    assert_eq!(
+        client.expect_close_now().await,
+        Closed { code: 1009, reason: "Message too big".into() }
+    );
+}
+
 #[tokio::test]
 async fn an_oversized_message_closes_with_1009_and_the_instance_keeps_working() {
     let server = start(agents_examples::server().max_message_size(1024)).await;

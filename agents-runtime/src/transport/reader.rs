@@ -37,6 +37,10 @@ pub(super) enum ReadError {
     Gone(Option<io::Error>),
 }
 
+/// Payloads and leftovers under this size are copied out of the read's buffer (see
+/// [`Reader::frame`]).
+const SMALL: usize = 4096;
+
 const OP_CONTINUATION: u8 = 0x0;
 const OP_TEXT: u8 = 0x1;
 const OP_BINARY: u8 = 0x2;
@@ -108,6 +112,33 @@ impl Reader {
         }
     }
 
+    /// Reads and drops whatever the client sends until it closes the connection: after a
+    /// frame we refused, its bytes cannot be parsed, and closing with them unread would reset
+    /// the connection and lose our close frame on the way.
+    pub(super) fn poll_discard(&mut self, tcp: &TcpStream, cx: &mut Context<'_>) -> Poll<()> {
+        self.buf = BytesMut::new();
+        self.message = None;
+        loop {
+            if ready!(tcp.poll_read_ready(cx)).is_err() {
+                return Poll::Ready(());
+            }
+            let read = SCRATCH.with_borrow_mut(|scratch| {
+                if scratch.len() < self.read_size {
+                    scratch.resize(self.read_size, 0);
+                }
+                let scratch = &mut scratch[..self.read_size];
+                tcp.try_io(Interest::READABLE, || {
+                    io::Read::read(&mut &*socket2::SockRef::from(tcp), scratch)
+                })
+            });
+            match read {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Ok(n) if n > 0 => {}
+                _ => return Poll::Ready(()),
+            }
+        }
+    }
+
     /// Adds bytes read from the socket.
     fn feed(&mut self, bytes: &[u8]) {
         self.buf.extend_from_slice(bytes);
@@ -155,19 +186,27 @@ impl Reader {
         if opcode >= OP_CLOSE && (!fin || len > 125) {
             return Err(ReadError::Protocol("control frames are whole and at most 125 bytes"));
         }
-        if len > self.limit as u64 {
-            return Err(ReadError::TooBig(len));
+        // A fragment counts with the ones before it: refused before its payload is read.
+        let before = match &self.message {
+            Some((_, bytes)) if opcode == OP_CONTINUATION => bytes.len() as u64,
+            _ => 0,
+        };
+        if before + len > self.limit as u64 {
+            return Err(ReadError::TooBig(before + len));
         }
         let header = 2 + extended + 4;
         if buf.len() < header {
             return Ok(None);
         }
         let mask = [buf[header - 4], buf[header - 3], buf[header - 2], buf[header - 1]];
-        let whole = header + len as usize;
+        // Within the limit, so it fits a `usize`; checked all the same.
+        let whole = usize::try_from(len)
+            .ok()
+            .and_then(|len| len.checked_add(header))
+            .ok_or(ReadError::TooBig(len))?;
         if buf.len() < whole {
-            // Room for the next read, not for what the header announces: a client that
-            // announces 1 MiB and sends nothing more holds memory for what it sent only.
-            self.buf.reserve((whole - self.buf.len()).min(self.read_size));
+            // The buffer grows with what arrives, not with what the header announces: a
+            // client that announces 1 MiB and sends nothing more holds what it sent only.
             return Ok(None);
         }
         let mut frame = self.buf.split_to(whole);
@@ -176,6 +215,14 @@ impl Reader {
         if self.buf.is_empty() {
             // Nothing left to parse: the socket keeps no buffer while it waits.
             self.buf = BytesMut::new();
+        } else if self.buf.len() < SMALL {
+            // The start of the next frame: kept on its own, not in the whole read's buffer.
+            self.buf = BytesMut::from(&self.buf[..]);
+        }
+        if frame.len() < SMALL {
+            // A small payload gets its own allocation: a message the agent keeps must not
+            // keep the whole read's buffer alive with it.
+            frame = BytesMut::from(&frame[..]);
         }
         Ok(Some((fin, opcode, frame)))
     }
@@ -390,6 +437,23 @@ mod tests {
             read_all(&mut reader(), &huge, usize::MAX),
             Err(ReadError::Protocol(message)) if message.contains("top bit")
         ));
+    }
+
+    #[test]
+    fn a_frame_only_announced_costs_what_was_sent() {
+        let mut reader = reader();
+        let header = &frame(true, OP_BINARY, &[0; 65_535])[..8];
+        assert!(read_all(&mut reader, header, usize::MAX).unwrap().is_empty());
+        assert!(reader.buf.capacity() < 1024, "{} bytes held", reader.buf.capacity());
+    }
+
+    #[test]
+    fn a_fragment_over_the_limit_is_refused_from_its_header() {
+        let mut small = Reader::new(100, 4096, &[]);
+        let first = frame(false, OP_BINARY, &[0; 60]);
+        let second = &frame(true, OP_CONTINUATION, &[0; 60])[..6];
+        let bytes = [first, second.to_vec()].concat();
+        assert!(matches!(read_all(&mut small, &bytes, usize::MAX), Err(ReadError::TooBig(120))));
     }
 
     #[test]

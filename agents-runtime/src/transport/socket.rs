@@ -472,7 +472,16 @@ impl Socket {
                         return Some(reply.unwrap_or((1005, String::new())));
                     }
                     Ok(_) => {} // data after our close frame is dropped
-                    Err(_) => return None,
+                    Err(ReadError::Gone(_)) => return None,
+                    Err(_) => {
+                        // We close because of what the client sent, and the rest of it cannot
+                        // be read as frames: say we are done writing, and drop what it sends
+                        // until it hangs up, so the close frame is not lost to a reset.
+                        let tcp = socket2::SockRef::from(&*self.tcp);
+                        let _ = tcp.shutdown(std::net::Shutdown::Write);
+                        poll_fn(|cx| self.reader.poll_discard(&self.tcp, cx)).await;
+                        return None;
+                    }
                 }
             }
         };
