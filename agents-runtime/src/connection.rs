@@ -188,10 +188,20 @@ impl<S> Connection<S> {
     /// Never waits. If the client has stopped reading and the outbox is full, the connection is
     /// closed with [`close_code::OUTBOX_FULL`] and [`ConnectionError::OutboxFull`] is returned.
     pub fn send(&self, message: impl Into<Message>) -> Result<(), ConnectionError> {
+        self.send_cow(Cow::Owned(message.into()))
+    }
+
+    /// [`send`](Self::send) for a message shared by many connections (a broadcast): copied
+    /// only if it has to be queued.
+    pub(crate) fn send_shared(&self, message: &Message) -> Result<(), ConnectionError> {
+        self.send_cow(Cow::Borrowed(message))
+    }
+
+    fn send_cow(&self, message: Cow<'_, Message>) -> Result<(), ConnectionError> {
         if self.is_closing() {
             return Err(ConnectionError::Closed);
         }
-        self.push(Cow::Owned(message.into()))
+        self.push(message)
     }
 
     /// The write a frame queued now must wait for (the instance's output gate).
@@ -286,14 +296,6 @@ impl<S> Connection<S> {
             Err(PushError::Closed) => Err(ConnectionError::Closed),
             Err(PushError::Full) => Err(self.overflow()),
         }
-    }
-
-    /// [`send`](Self::send) for a message shared by many connections (a broadcast).
-    pub(crate) fn send_shared(&self, message: &Message) -> Result<(), ConnectionError> {
-        if self.is_closing() {
-            return Err(ConnectionError::Closed);
-        }
-        self.push(Cow::Borrowed(message))
     }
 
     /// The client stopped reading: close it out of band, dropping what is queued.

@@ -68,7 +68,7 @@ pub(crate) fn spawn<A: Agent>(
 ) -> mpsc::Sender<Event> {
     let (tx, rx) = mpsc::channel(shared.limits.mailbox_capacity);
     let hosted = shared.host_started();
-    let corks = instance.clone();
+    let corked = instance.clone();
     let mut run = Box::pin(async move {
         let _hosted = hosted; // counted until the task ends
         let host = Host::<A> {
@@ -84,7 +84,7 @@ pub(crate) fn spawn<A: Agent>(
     });
     // Every poll of the instance's task ends by writing what its turns sent (corking), unless
     // the task yields to gather more (`Corks::hold`); then the next poll does.
-    tokio::spawn(std::future::poll_fn(move |cx| corks.corks.poll(run.as_mut(), cx)));
+    tokio::spawn(std::future::poll_fn(move |cx| corked.corks.poll(run.as_mut(), cx)));
     tx
 }
 

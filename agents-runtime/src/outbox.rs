@@ -75,7 +75,7 @@ const CORK_LIMIT: usize = 64 * 1024;
 
 /// Bytes waiting in a link's buffer past which control frames (pongs, the close frame) wait
 /// for room like any writer, so a client that pings without reading cannot grow the buffer.
-const RAW_LIMIT: usize = 64 * 1024;
+const CONTROL_LIMIT: usize = 64 * 1024;
 
 /// Shared by a [`Connection`](crate::Connection) and its socket task.
 pub(crate) struct Link {
@@ -280,15 +280,15 @@ impl Link {
         }
     }
 
-    /// Puts `message` ahead of the queue (the auto-response); hands it back while a large
-    /// payload is half-written (flush, then try again).
-    pub(crate) fn encode_first(&self, message: Message) -> Result<(), Message> {
+    /// Puts `message` ahead of the queue (the auto-response); `false` while a large payload
+    /// is half-written (flush, then try again).
+    pub(crate) fn encode_first(&self, message: &Message) -> bool {
         let mut state = lock(&self.state);
         if state.out.is_full() {
-            return Err(message);
+            return false;
         }
-        state.out.push(&message);
-        Ok(())
+        state.out.push(message);
+        true
     }
 
     /// Writes the encoded bytes; `Ready(Ok)` once all are out, `Pending` until the socket has
@@ -317,7 +317,7 @@ impl Link {
     /// try again), so a client that pings without reading cannot grow the buffer.
     pub(crate) fn encode_control(&self, opcode: u8, payload: &[u8]) -> bool {
         let mut state = lock(&self.state);
-        if state.out.is_full() || state.out.len() >= RAW_LIMIT {
+        if state.out.is_full() || state.out.len() >= CONTROL_LIMIT {
             return false;
         }
         state.out.push_control(opcode, payload);

@@ -70,7 +70,7 @@ impl Reader {
     /// A reader for messages of at most `limit` bytes, reading `read_size` bytes at a time,
     /// that starts with `read` (bytes the client sent right after its upgrade request).
     pub(super) fn new(limit: usize, read_size: usize, read: &[u8]) -> Self {
-        Self { buf: BytesMut::from(read), message: None, limit, read_size: read_size.max(14) }
+        Self { buf: BytesMut::from(read), message: None, limit, read_size: read_size.max(1) }
     }
 
     /// The next message or control frame, reading from `tcp` until one is whole.
@@ -88,21 +88,7 @@ impl Reader {
             if let Err(e) = ready!(tcp.poll_read_ready(cx)) {
                 return Poll::Ready(Err(ReadError::Gone(Some(e))));
             }
-            let read = SCRATCH.with_borrow_mut(|scratch| {
-                if scratch.len() < self.read_size {
-                    scratch.resize(self.read_size, 0);
-                }
-                let scratch = &mut scratch[..self.read_size];
-                // `recv` on the socket, with tokio's readiness kept right.
-                let read = tcp.try_io(Interest::READABLE, || {
-                    io::Read::read(&mut &*socket2::SockRef::from(tcp), scratch)
-                });
-                if let Ok(n) = read {
-                    self.feed(&scratch[..n]);
-                }
-                read
-            });
-            match read {
+            match recv(tcp, self.read_size, |bytes| self.feed(bytes)) {
                 Ok(0) => return Poll::Ready(Err(ReadError::Gone(None))),
                 Ok(_) => {}
                 // The readiness was stale: wait for the next.
@@ -122,16 +108,7 @@ impl Reader {
             if ready!(tcp.poll_read_ready(cx)).is_err() {
                 return Poll::Ready(());
             }
-            let read = SCRATCH.with_borrow_mut(|scratch| {
-                if scratch.len() < self.read_size {
-                    scratch.resize(self.read_size, 0);
-                }
-                let scratch = &mut scratch[..self.read_size];
-                tcp.try_io(Interest::READABLE, || {
-                    io::Read::read(&mut &*socket2::SockRef::from(tcp), scratch)
-                })
-            });
-            match read {
+            match recv(tcp, self.read_size, |_| {}) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Ok(n) if n > 0 => {}
                 _ => return Poll::Ready(()),
@@ -265,6 +242,23 @@ impl Reader {
             _ => close(&payload).map(|close| Some(Incoming::Close(close))),
         }
     }
+}
+
+/// Reads what `tcp` has, at most `size` bytes, into this thread's buffer and hands it to
+/// `take`; `Ok(0)` at the end of the stream, `WouldBlock` when the readiness was stale.
+fn recv(tcp: &TcpStream, size: usize, take: impl FnOnce(&[u8])) -> io::Result<usize> {
+    SCRATCH.with_borrow_mut(|scratch| {
+        if scratch.len() < size {
+            scratch.resize(size, 0);
+        }
+        let scratch = &mut scratch[..size];
+        // `recv` on the socket, with tokio's readiness kept right.
+        let n = tcp.try_io(Interest::READABLE, || {
+            io::Read::read(&mut &*socket2::SockRef::from(tcp), scratch)
+        })?;
+        take(&scratch[..n]);
+        Ok(n)
+    })
 }
 
 fn message(text: bool, payload: BytesMut) -> Result<Incoming, ReadError> {

@@ -337,15 +337,8 @@ impl Socket {
                     Box::pin(self.auto_respond(response, &mut forced)).await
                 }
                 Step::Pong(payload) => {
-                    let pong = async {
-                        while !self.link.encode_control(OP_PONG, &payload) {
-                            if let Some(end) = self.flush(&mut forced).await {
-                                return Some(end);
-                            }
-                        }
-                        self.flush(&mut forced).await
-                    };
-                    Box::pin(pong).await
+                    let pong = |link: &Link| link.encode_control(OP_PONG, &payload);
+                    Box::pin(self.write_ahead(pong, &mut forced)).await
                 }
                 Step::Close(frame, after) => {
                     Some(Box::pin(self.close_after(frame, after, &mut forced)).await)
@@ -402,10 +395,18 @@ impl Socket {
         forced: &mut Pin<&mut impl Future<Output = CloseFrame>>,
     ) -> Option<End> {
         self.link.auto_responded();
-        let mut response = response;
-        // Behind a large payload half-written, if any.
-        while let Err(back) = self.link.encode_first(response) {
-            response = back;
+        self.write_ahead(|link| link.encode_first(&response), forced).await
+    }
+
+    /// Puts a frame ahead of the queue with `encode` (which says no while a large payload is
+    /// half-written or too much waits: flush, then try again), then writes it, within the send
+    /// timeout.
+    async fn write_ahead(
+        &mut self,
+        encode: impl Fn(&Link) -> bool,
+        forced: &mut Pin<&mut impl Future<Output = CloseFrame>>,
+    ) -> Option<End> {
+        while !encode(&self.link) {
             if let Some(end) = self.flush(forced).await {
                 return Some(end);
             }
