@@ -65,7 +65,7 @@ impl Room {
                 uri: "http://127.0.0.1/agents/bench/room".into(),
                 outbox: outbox::Sender(link.clone()),
             };
-            table.insert(Connection::new(parts, "room".into(), instance.clone(), &limits));
+            table.insert(Connection::new(parts, instance.clone()));
             links.push(link);
         }
         Self { table, links, instance }

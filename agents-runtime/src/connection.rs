@@ -11,7 +11,6 @@ use crate::error::ConnectionError;
 use crate::instances::Instance;
 use crate::message::Message;
 use crate::outbox::{self, PushError};
-use crate::server::Limits;
 use crate::storage::durability::WriteSeq;
 
 /// Close codes the runtime itself uses, with their meaning here.
@@ -49,17 +48,14 @@ struct Inner<S> {
     key: ConnectionKey,
     id: Arc<str>,
     uri: Box<str>,
-    server: Arc<str>,
     tags: OnceLock<Box<[Arc<str>]>>,
     state: Mutex<Option<S>>,
-    max_state_size: usize,
-    max_outbox_bytes: usize,
     closing: AtomicBool,
     readonly: AtomicBool,
     protocol: AtomicBool,
     /// The outbox; dropped with the last handle, which tells the socket task.
     outbox: outbox::Sender,
-    /// The instance's output gate, read on every send.
+    /// The instance: its name, its output gate (read on every send) and the limits.
     instance: Arc<Instance>,
 }
 
@@ -77,22 +73,14 @@ pub(crate) struct ConnectionParts {
 }
 
 impl<S: serde::Serialize> Connection<S> {
-    pub(crate) fn new(
-        parts: ConnectionParts,
-        server: Arc<str>,
-        instance: Arc<Instance>,
-        limits: &Limits,
-    ) -> Self {
+    pub(crate) fn new(parts: ConnectionParts, instance: Arc<Instance>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 key: parts.key,
                 id: parts.id,
                 uri: parts.uri,
-                server,
                 tags: OnceLock::new(),
                 state: Mutex::new(None),
-                max_state_size: limits.max_connection_state_size,
-                max_outbox_bytes: limits.max_outbox_bytes,
                 closing: AtomicBool::new(false),
                 readonly: AtomicBool::new(false),
                 protocol: AtomicBool::new(true),
@@ -129,7 +117,7 @@ impl<S: serde::Serialize> Connection<S> {
     }
 
     fn check_state_size(&self, state: &S) -> Result<(), ConnectionError> {
-        let limit = self.inner.max_state_size;
+        let limit = self.inner.instance.max_connection_state_size;
         let mut counter = SizeLimit { written: 0, limit };
         match serde_json::to_writer(&mut counter, state) {
             Ok(()) => Ok(()),
@@ -153,7 +141,7 @@ impl<S> Connection<S> {
 
     /// The agent instance name this connection belongs to (`connection.server` in the docs).
     pub fn server(&self) -> &str {
-        &self.inner.server
+        &self.inner.instance.name
     }
 
     /// The tags from `connection_tags`; the first is always the connection id.
@@ -290,7 +278,7 @@ impl<S> Connection<S> {
         let after = self.pending_write();
         let instance = &self.inner.instance;
         let released = instance.gate.is_settled(after);
-        let budget = self.inner.max_outbox_bytes;
+        let budget = self.inner.instance.max_outbox_bytes;
         match self.inner.outbox.0.send(message, after, released, budget, &instance.corks) {
             Ok(()) => Ok(()),
             Err(PushError::Closed) => Err(ConnectionError::Closed),
@@ -300,11 +288,12 @@ impl<S> Connection<S> {
 
     /// The client stopped reading: close it out of band, dropping what is queued.
     fn overflow(&self) -> ConnectionError {
-        let (messages, bytes) = (self.inner.outbox.capacity(), self.inner.max_outbox_bytes);
+        let (messages, bytes) =
+            (self.inner.outbox.capacity(), self.inner.instance.max_outbox_bytes);
         if !self.inner.closing.swap(true, Ordering::AcqRel) {
             tracing::warn!(
                 connection = %self.inner.id,
-                agent_instance = %self.inner.server,
+                agent_instance = %self.inner.instance.name,
                 messages,
                 bytes,
                 "closing connection: outbox full, the client is not reading"
@@ -430,9 +419,9 @@ mod tests {
             uri: "http://x/".into(),
             outbox: outbox::Sender(Arc::new(outbox::Link::new(4, None))),
         };
-        let limits = Limits { max_connection_state_size: 16, ..Limits::default() };
-        let conn: Connection<String> =
-            Connection::new(parts, "room".into(), Instance::detached(), &limits);
+        let mut instance = Instance::detached();
+        Arc::get_mut(&mut instance).expect("not shared yet").max_connection_state_size = 16;
+        let conn: Connection<String> = Connection::new(parts, instance);
         conn.set_state("small".into()).expect("fits");
         let err = conn.set_state("x".repeat(100)).unwrap_err();
         assert!(matches!(err, ConnectionError::StateTooLarge { limit: 16 }));

@@ -89,24 +89,25 @@ pub(crate) struct Frames {
     buf: Vec<u8>,
     /// How much of `buf` is written.
     sent: usize,
-    /// A large payload that goes right after `buf`, from its shared bytes (what is left of it).
-    tail: Bytes,
+    /// A large payload that goes right after `buf`, from its shared bytes (what is left of
+    /// it). Boxed: every idle link holds a `Frames`, and large payloads are rare.
+    tail: Option<Box<Bytes>>,
 }
 
 impl Frames {
     /// Whether nothing is waiting to be written.
     pub(crate) fn is_empty(&self) -> bool {
-        self.sent == self.buf.len() && self.tail.is_empty()
+        self.sent == self.buf.len() && self.tail.is_none()
     }
 
     /// Whether a large payload waits: nothing more can be added until it is written.
     pub(crate) fn is_full(&self) -> bool {
-        !self.tail.is_empty()
+        self.tail.is_some()
     }
 
     /// Bytes waiting.
     pub(crate) fn len(&self) -> usize {
-        self.buf.len() - self.sent + self.tail.len()
+        self.buf.len() - self.sent + self.tail.as_ref().map_or(0, |tail| tail.len())
     }
 
     /// Adds `message` as one frame: copied into the buffer, or, over [`COPY_LIMIT`], kept as the
@@ -136,7 +137,7 @@ impl Frames {
         if payload.len() <= COPY_LIMIT {
             self.buf.extend_from_slice(&payload);
         } else {
-            self.tail = payload;
+            self.tail = Some(Box::new(payload));
         }
     }
 
@@ -168,13 +169,19 @@ impl Frames {
     pub(crate) fn write_to(&mut self, wire: &dyn Wire) -> io::Result<()> {
         while !self.is_empty() {
             let head = &self.buf[self.sent..];
-            let n = wire.try_write_vectored(&[IoSlice::new(head), IoSlice::new(&self.tail)])?;
+            let tail = self.tail.as_deref().map_or(&[][..], |tail| &tail[..]);
+            let n = wire.try_write_vectored(&[IoSlice::new(head), IoSlice::new(tail)])?;
             if n == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
             }
             let from_head = n.min(head.len());
             self.sent += from_head;
-            self.tail.advance(n - from_head);
+            if let Some(tail) = &mut self.tail {
+                tail.advance(n - from_head);
+                if tail.is_empty() {
+                    self.tail = None;
+                }
+            }
         }
         self.buf = Vec::new();
         self.sent = 0;

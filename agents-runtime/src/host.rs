@@ -250,12 +250,7 @@ impl<A: Agent> Host<A> {
         match event {
             Event::Connect(request) => {
                 let ConnectRequest { parts, conn_ctx } = *request;
-                let conn = Connection::new(
-                    parts,
-                    self.name.clone(),
-                    self.instance.clone(),
-                    &self.shared.limits,
-                );
+                let conn = Connection::new(parts, self.instance.clone());
                 let awake = match self.wake().await {
                     Ok(awake) => awake,
                     Err(e) => return fail_setup(&conn, &e.to_string()),

@@ -19,6 +19,8 @@ use crate::storage::durability::OutputGate;
 /// What one instance shares with its connections and socket tasks. It lives as long as the
 /// instance's host task, hibernation included, so the auto-response survives hibernation.
 pub(crate) struct Instance {
+    /// The instance name (`connection.server`).
+    pub(crate) name: Arc<str>,
     /// Where the instance's data lives in the store.
     pub(crate) keys: InstanceKeys,
     /// The output gate: frames wait for the instance's writes to be durable.
@@ -27,6 +29,9 @@ pub(crate) struct Instance {
     pub(crate) auto_response: AutoResponse,
     /// The connections its turn sent to, written when its task yields.
     pub(crate) corks: Corks,
+    /// The limits its connections check (here, not in each connection).
+    pub(crate) max_connection_state_size: usize,
+    pub(crate) max_outbox_bytes: usize,
 }
 
 /// A live instance as the table keeps it.
@@ -76,9 +81,12 @@ impl Instances {
         let name: Arc<str> = name.into();
         let instance = Arc::new(Instance {
             keys: InstanceKeys::new(class.name, &name),
+            name: name.clone(),
             gate: OutputGate::new(shared.commits.clone(), class.confirmed_writes),
             auto_response: AutoResponse::default(),
             corks: Corks::default(),
+            max_connection_state_size: shared.limits.max_connection_state_size,
+            max_outbox_bytes: shared.limits.max_outbox_bytes,
         });
         let mailbox = (class.spawn)(shared.clone(), name.clone(), instance.clone());
         let entry = Entry { mailbox: mailbox.clone(), instance: instance.clone() };
@@ -145,16 +153,21 @@ impl Instances {
 
 #[cfg(any(test, feature = "bench"))]
 impl Instance {
-    /// An instance on a memory store, outside any server (its flusher needs a tokio runtime).
+    /// Instance "room" on a memory store, outside any server, with the default limits (its
+    /// flusher needs a tokio runtime).
     pub(crate) fn detached() -> Arc<Self> {
         use crate::storage::MemoryStore;
         use crate::storage::durability::GroupCommit;
         let commits = Arc::new(GroupCommit::start(Arc::new(MemoryStore::new())));
+        let limits = crate::server::Limits::default();
         Arc::new(Self {
-            keys: InstanceKeys::new("test", "test"),
+            keys: InstanceKeys::new("test", "room"),
+            name: "room".into(),
             gate: OutputGate::new(commits, true),
             auto_response: AutoResponse::default(),
             corks: Corks::default(),
+            max_connection_state_size: limits.max_connection_state_size,
+            max_outbox_bytes: limits.max_outbox_bytes,
         })
     }
 }

@@ -81,6 +81,7 @@ mod registry;
 mod request;
 mod rpc;
 mod server;
+mod sockets;
 mod state;
 pub mod storage;
 mod stub;

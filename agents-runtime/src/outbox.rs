@@ -50,6 +50,10 @@ pub(crate) enum Next {
     Close(CloseFrame, WriteSeq),
     /// The agent side let go of the connection and nothing is left to write.
     Abandoned,
+    /// Drop what is queued and close with this frame (the outbox overflowed).
+    Forced(CloseFrame),
+    /// The server shuts down: write what is queued, then close with 1001 (said once).
+    Drain,
 }
 
 /// Why a push failed.
@@ -115,8 +119,11 @@ struct State {
     closed: bool,
     /// The agent side let go of the connection: nothing more will be queued.
     abandoned: bool,
-    /// Drop what is queued and close with this (first call wins).
-    forced: Option<CloseFrame>,
+    /// Drop what is queued and close with this (first call wins). Boxed: rare, and every
+    /// idle link holds the field.
+    forced: Option<Box<CloseFrame>>,
+    /// The server shuts down, and the socket task has not heard yet.
+    draining: bool,
     /// Listed in the instance's [`Corks`]: what `out` holds is written when the turn yields.
     corked: bool,
 }
@@ -235,6 +242,12 @@ impl Link {
         waiting: bool,
     ) -> Poll<Next> {
         let mut state = lock(&self.state);
+        if let Some(frame) = &state.forced {
+            return Poll::Ready(Next::Forced(CloseFrame::clone(frame)));
+        }
+        if std::mem::take(&mut state.draining) {
+            return Poll::Ready(Next::Drain);
+        }
         if !state.out.is_empty() {
             return Poll::Ready(Next::Write);
         }
@@ -378,25 +391,39 @@ impl Link {
             if state.forced.is_some() {
                 return;
             }
-            state.forced = Some(frame);
+            state.forced = Some(Box::new(frame));
             state.waker.take()
         };
         wake(waker);
     }
 
-    /// Resolves once a forced close was asked for.
-    pub(crate) async fn forced(&self) -> CloseFrame {
-        std::future::poll_fn(|cx| {
-            let mut state = lock(&self.state);
-            match &state.forced {
-                Some(frame) => Poll::Ready(frame.clone()),
-                None => {
-                    register(&mut state.waker, cx);
-                    Poll::Pending
-                }
+    /// `Ready` once a forced close was asked for (the socket task waits on this while a
+    /// write stalls; otherwise [`poll_next`](Self::poll_next) says so).
+    pub(crate) fn poll_forced(&self, cx: &mut Context<'_>) -> Poll<CloseFrame> {
+        let mut state = lock(&self.state);
+        match &state.forced {
+            Some(frame) => Poll::Ready(CloseFrame::clone(frame)),
+            None => {
+                register(&mut state.waker, cx);
+                Poll::Pending
             }
-        })
-        .await
+        }
+    }
+
+    /// The server shuts down: the socket task writes what is queued, then closes with 1001.
+    pub(crate) fn shut_down(&self) {
+        let waker = {
+            let mut state = lock(&self.state);
+            state.draining = true;
+            state.waker.take()
+        };
+        wake(waker);
+    }
+
+    /// Whether the socket task has yet to hear of a shutdown.
+    #[cfg(test)]
+    pub(crate) fn is_draining(&self) -> bool {
+        lock(&self.state).draining
     }
 
     /// Counts `len` more bytes queued, unless that goes over `budget` (a single message bigger

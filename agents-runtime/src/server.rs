@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, ToSocketAddrs};
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 
 use crate::agent::Agent;
 use crate::assets::{AssetSpec, Assets};
@@ -19,6 +19,7 @@ use crate::env::Env;
 use crate::error::Error;
 use crate::instances::Instances;
 use crate::registry::{self, AgentClass};
+use crate::sockets::{SocketSlot, Sockets};
 use crate::storage::durability::GroupCommit;
 use crate::storage::{MemoryStore, SledStore, Store};
 
@@ -75,10 +76,9 @@ pub(crate) struct Shared {
     /// Host tasks running (awake or hibernated instances).
     hosts: AtomicUsize,
     host_ended: Notify,
-    /// Set once: every socket closes with 1001.
-    shutdown: watch::Sender<bool>,
     next_key: AtomicU64,
-    open_connections: AtomicUsize,
+    /// The open sockets: counted, and reached at shutdown.
+    pub(crate) sockets: Arc<Sockets>,
 }
 
 impl Shared {
@@ -92,21 +92,16 @@ impl Shared {
         HostCount { shared: self.clone() }
     }
 
-    /// Resolves when the server starts shutting down (at once if it has).
-    pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
-        self.shutdown.subscribe()
-    }
-
     /// Closes every socket with 1001, lets the instances finish what is queued, and flushes the
     /// store. Each wait is bounded by the close timeout.
     async fn shut_down(&self) {
         self.instances.close();
-        let _ = self.shutdown.send(true);
+        self.sockets.shut_down();
         let wait = self.limits.close_timeout + Duration::from_secs(1);
-        let closed = wait_until(wait, || self.open_connections.load(Ordering::Acquire) == 0).await;
+        let closed = wait_until(wait, || self.sockets.open() == 0).await;
         if !closed {
             tracing::warn!(
-                open = self.open_connections.load(Ordering::Acquire),
+                open = self.sockets.open(),
                 "shutdown: sockets still open after {wait:?}"
             );
         }
@@ -138,10 +133,8 @@ impl Shared {
     }
 
     /// A slot for one more WebSocket, or `None` at `max_connections`. Freed on drop.
-    pub(crate) fn admit_connection(self: &Arc<Self>) -> Option<ConnectionSlot> {
-        let open = self.open_connections.fetch_add(1, Ordering::AcqRel);
-        let slot = ConnectionSlot { shared: self.clone() };
-        (open < self.limits.max_connections).then_some(slot)
+    pub(crate) fn admit_connection(&self) -> Option<SocketSlot> {
+        self.sockets.admit(self.limits.max_connections)
     }
 }
 
@@ -166,17 +159,6 @@ impl Drop for HostCount {
     fn drop(&mut self) {
         self.shared.hosts.fetch_sub(1, Ordering::AcqRel);
         self.shared.host_ended.notify_waiters();
-    }
-}
-
-/// One admitted WebSocket; dropping it frees the slot.
-pub(crate) struct ConnectionSlot {
-    shared: Arc<Shared>,
-}
-
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        self.shared.open_connections.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -389,9 +371,8 @@ impl ServerBuilder {
             hibernated_instances: AtomicUsize::new(0),
             hosts: AtomicUsize::new(0),
             host_ended: Notify::new(),
-            shutdown: watch::Sender::new(false),
             next_key: AtomicU64::new(1),
-            open_connections: AtomicUsize::new(0),
+            sockets: Arc::default(),
         });
         Ok(Server { listener, shared })
     }
@@ -467,7 +448,7 @@ pub struct ServerHandle {
 impl ServerHandle {
     /// How many WebSockets are open now.
     pub fn open_connections(&self) -> usize {
-        self.shared.open_connections.load(Ordering::Acquire)
+        self.shared.sockets.open()
     }
 
     /// How many agent instances are in memory now: started and not hibernated.

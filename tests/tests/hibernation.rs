@@ -254,3 +254,22 @@ async fn a_client_leaving_while_asleep_wakes_the_instance_for_on_close() {
     let names: Vec<_> = users.values().map(|user| user["name"].clone()).collect();
     assert_eq!(names, [json!("Ann")], "{presence}");
 }
+
+#[tokio::test]
+async fn shutdown_closes_the_sockets_of_asleep_and_awake_instances_with_1001() {
+    let server = server().await;
+    let handle = server.handle.clone();
+    let mut sleeper = server.connect("/agents/hibernating-counter/asleep").await;
+    asleep(&handle).await;
+    let mut waker = server.connect("/agents/hibernating-counter/awake").await;
+    waker.send_text("count").await;
+    let _ = waker.recv_json_skipping_state().await;
+    assert_eq!((handle.live_instances(), handle.hibernated_instances()), (1, 1));
+    drop(handle);
+    let shutting_down = tokio::spawn(server.shut_down());
+    for client in [&mut sleeper, &mut waker] {
+        let closed = client.expect_close().await;
+        assert_eq!((closed.code, closed.reason.as_str()), (1001, "Server shutting down"));
+    }
+    shutting_down.await.expect("the server shuts down");
+}

@@ -25,7 +25,8 @@ use crate::message::{Message, Text};
 use crate::outbox::{self, Link, Next};
 use crate::registry::AgentClass;
 use crate::request::{ConnectionContext, query_param};
-use crate::server::{ConnectionSlot, Shared};
+use crate::server::Shared;
+use crate::sockets::SocketSlot;
 use crate::storage::durability::WriteSeq;
 
 use super::reader::{Incoming, ReadError, Reader};
@@ -87,7 +88,9 @@ pub(super) fn upgrade(
         // The task keeps only the relay for the socket's life: setting up runs in an
         // allocation of its own, freed before the relay starts.
         let Some(mut socket) = Box::pin(opening.open()).await else { return };
-        socket.relay().await;
+        let end = socket.relay_until_end().await;
+        // The closing steps are rare: boxed, they add nothing to every socket's task.
+        Box::pin(socket.finish(end)).await;
     });
     let mut response = http::Response::new(bytes::Bytes::new());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -102,7 +105,7 @@ pub(super) fn upgrade(
 
 /// What an accepted upgrade needs until its socket joins the instance.
 struct Opening {
-    slot: ConnectionSlot,
+    slot: SocketSlot,
     on_upgrade: OnUpgrade,
     shared: Arc<Shared>,
     class: AgentClass,
@@ -115,7 +118,7 @@ impl Opening {
     /// Finishes the upgrade and delivers the connect event; `None` if the socket went away or
     /// the instance could not take it (the client is told to try again later).
     async fn open(self: Box<Self>) -> Option<Socket> {
-        let Opening { slot, on_upgrade, shared, class, name, id, conn_ctx } = *self;
+        let Opening { mut slot, on_upgrade, shared, class, name, id, conn_ctx } = *self;
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
             Err(e) => {
@@ -134,6 +137,7 @@ impl Opening {
         let tcp = Arc::new(parts.io.into_inner());
         let limits = &shared.limits;
         let link = Arc::new(Link::new(limits.outbox_capacity, Some(tcp.clone())));
+        slot.list(&link);
         // Bytes the client sent right after the request head are its first frames.
         let reader = Reader::new(limits.max_message_size, limits.read_buffer_size, &parts.read_buf);
         let key = shared.next_connection_key();
@@ -186,8 +190,9 @@ struct Socket {
     /// once it is. Nothing is written meanwhile.
     waiting: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
     shared: Arc<Shared>,
-    /// Counts this socket against `max_connections` until it is dropped.
-    _slot: ConnectionSlot,
+    /// Counts this socket against `max_connections`, and lists it for shutdown, until it is
+    /// dropped.
+    _slot: SocketSlot,
 }
 
 /// How the relay loop ended.
@@ -198,19 +203,13 @@ enum End {
     Close(CloseFrame),
     /// The outbox overflowed: drop what is queued, then close.
     Forced(CloseFrame),
+    /// What the client sent cannot be taken: `on_error` hears why, then we close.
+    Failed(Error, CloseFrame),
     /// The transport broke (reset, EOF without close): 1006.
     Abnormal,
 }
 
 impl Socket {
-    /// Relays until the socket ends, then closes it. (`&mut self`, not `self`: a future that
-    /// takes its argument by value stores it twice.)
-    async fn relay(&mut self) {
-        let end = self.relay_until_end().await;
-        // The closing steps are rare: boxed, they add nothing to every socket's task.
-        Box::pin(self.finish(end)).await;
-    }
-
     /// Runs the close and tells the instance how it went.
     async fn finish(&mut self, end: End) {
         // Nothing more will be written: later sends fail as closed instead of filling up.
@@ -231,6 +230,10 @@ impl Socket {
                 (code, reason, true)
             }
             End::Close(frame) | End::Forced(frame) => self.close_handshake(frame).await,
+            End::Failed(error, frame) => {
+                let _ = self.mailbox.send(Event::Error { key: self.key, error }).await;
+                self.close_handshake(frame).await
+            }
             End::Abnormal => (1006, String::new(), false),
         };
         // The socket closes with this task, even if the agent keeps the `Connection`.
@@ -247,22 +250,13 @@ impl Socket {
                 reason: "Server shutting down".into(),
             })
         };
-        let mut shutdown = shared.shutdown_signal();
-        if *shutdown.borrow_and_update() {
-            return going_away();
-        }
-        // One future each for the whole relay: re-creating them per iteration would lock and
-        // register a waiter on every message.
-        let forced = link.forced();
-        let shutting_down = shutdown.changed();
-        tokio::pin!(forced, shutting_down);
+        // A forced close and the server's shutdown come through the link (`poll_next`), like
+        // what the agent sends: no waiter of their own in every socket's task.
         loop {
             // Each branch says what to do; doing it needs `&mut self`, so it happens after the
             // select has let go of the branches' borrows.
             let waiting = self.waiting.is_some();
             let step = tokio::select! {
-                frame = &mut forced => return End::Forced(frame),
-                _ = &mut shutting_down => Step::Drain,
                 () = poll_fn(|cx| match &mut self.waiting {
                     Some(durable) => durable.as_mut().poll(cx),
                     None => Poll::Pending,
@@ -294,6 +288,8 @@ impl Socket {
                         continue;
                     }
                     Next::Close(frame, after) => Step::Close(frame, after),
+                    Next::Forced(frame) => return End::Forced(frame),
+                    Next::Drain => Step::Drain,
                     // Every handle on this connection is gone: the instance dropped it.
                     Next::Abandoned => return End::Close(CloseFrame {
                         code: close_code::GOING_AWAY,
@@ -319,30 +315,22 @@ impl Socket {
                         Read::Pong(payload) => Step::Pong(payload),
                         Read::AutoResponse(response) => Step::AutoRespond(response),
                         Read::End(end) => return end,
-                        Read::Fail(error, end) => {
-                            let error = Event::Error { key: self.key, error };
-                            let _ = Box::pin(self.mailbox.send(error)).await;
-                            return end;
-                        }
+                        Read::Fail(error, frame) => return End::Failed(error, frame),
                     }
                 }
             };
             let end = match step {
                 Step::Write => {
                     self.link.encode_batch(&shared.commits);
-                    self.flush(&mut forced).await
+                    self.flush().await
                 }
                 // The rare steps are boxed: they add nothing to every socket's task.
-                Step::AutoRespond(response) => {
-                    Box::pin(self.auto_respond(response, &mut forced)).await
-                }
+                Step::AutoRespond(response) => Box::pin(self.auto_respond(response)).await,
                 Step::Pong(payload) => {
                     let pong = |link: &Link| link.encode_control(OP_PONG, &payload);
-                    Box::pin(self.write_ahead(pong, &mut forced)).await
+                    Box::pin(self.write_ahead(pong)).await
                 }
-                Step::Close(frame, after) => {
-                    Some(Box::pin(self.close_after(frame, after, &mut forced)).await)
-                }
+                Step::Close(frame, after) => Some(Box::pin(self.close_after(frame, after)).await),
                 Step::Drain => {
                     Box::pin(self.drain()).await;
                     Some(going_away())
@@ -355,15 +343,10 @@ impl Socket {
     }
 
     /// Closes once write `after` is durable: a close can acknowledge a write too.
-    async fn close_after(
-        &mut self,
-        frame: CloseFrame,
-        after: WriteSeq,
-        forced: &mut Pin<&mut impl Future<Output = CloseFrame>>,
-    ) -> End {
+    async fn close_after(&mut self, frame: CloseFrame, after: WriteSeq) -> End {
         tokio::select! {
             () = self.shared.commits.durable(after) => End::Close(frame),
-            frame = forced.as_mut() => End::Forced(frame),
+            frame = poll_fn(|cx| self.link.poll_forced(cx)) => End::Forced(frame),
         }
     }
 
@@ -389,49 +372,43 @@ impl Socket {
     }
 
     /// Answers the auto-response request straight away, ahead of the outbox.
-    async fn auto_respond(
-        &mut self,
-        response: Message,
-        forced: &mut Pin<&mut impl Future<Output = CloseFrame>>,
-    ) -> Option<End> {
+    async fn auto_respond(&mut self, response: Message) -> Option<End> {
         self.link.auto_responded();
-        self.write_ahead(|link| link.encode_first(&response), forced).await
+        self.write_ahead(|link| link.encode_first(&response)).await
     }
 
     /// Puts a frame ahead of the queue with `encode` (which says no while a large payload is
     /// half-written or too much waits: flush, then try again), then writes it, within the send
     /// timeout.
-    async fn write_ahead(
-        &mut self,
-        encode: impl Fn(&Link) -> bool,
-        forced: &mut Pin<&mut impl Future<Output = CloseFrame>>,
-    ) -> Option<End> {
+    async fn write_ahead(&mut self, encode: impl Fn(&Link) -> bool) -> Option<End> {
         while !encode(&self.link) {
-            if let Some(end) = self.flush(forced).await {
+            if let Some(end) = self.flush().await {
                 return Some(end);
             }
         }
-        self.flush(forced).await
+        self.flush().await
     }
 
     /// Writes what the link has encoded, within the send timeout.
-    async fn flush(
-        &mut self,
-        forced: &mut Pin<&mut impl Future<Output = CloseFrame>>,
-    ) -> Option<End> {
+    async fn flush(&mut self) -> Option<End> {
         let link = &self.link;
         // Most writes finish at once (the socket buffer has room): no timer for those, and
-        // the others' timer lives in its own allocation, not in every socket's task.
-        let flushed = match poll_fn(|cx| Poll::Ready(link.poll_flush(cx))).await {
-            Poll::Ready(flushed) => Some(flushed),
-            Poll::Pending => {
-                let stalled = Box::pin(tokio::time::sleep(self.shared.limits.send_timeout));
-                tokio::select! {
-                    flushed = poll_fn(|cx| link.poll_flush(cx)) => Some(flushed),
-                    () = stalled => None,
-                    frame = forced.as_mut() => return Some(End::Forced(frame)),
-                }
-            }
+        // the wait for the others lives in its own allocation, not in every socket's task.
+        match poll_fn(|cx| Poll::Ready(link.poll_flush(cx))).await {
+            Poll::Ready(Ok(())) => None,
+            Poll::Ready(Err(_)) => Some(End::Abnormal),
+            Poll::Pending => Box::pin(self.flush_stalled()).await,
+        }
+    }
+
+    /// Waits for the socket to take what the link has, up to the send timeout.
+    async fn flush_stalled(&mut self) -> Option<End> {
+        let link = &self.link;
+        let stalled = tokio::time::sleep(self.shared.limits.send_timeout);
+        let flushed = tokio::select! {
+            flushed = poll_fn(|cx| link.poll_flush(cx)) => Some(flushed),
+            () = stalled => None,
+            frame = poll_fn(|cx| link.poll_forced(cx)) => return Some(End::Forced(frame)),
         };
         match flushed {
             Some(Ok(())) => None,
@@ -533,8 +510,8 @@ enum Read {
     Pong(bytes::Bytes),
     /// The relay ends.
     End(End),
-    /// The relay ends, and `on_error` hears why.
-    Fail(Error, End),
+    /// The relay ends, `on_error` hears why, and we close with this frame.
+    Fail(Error, CloseFrame),
 }
 
 /// Turns what the client sent into an event, an auto-response, or how the relay ends.
@@ -582,5 +559,5 @@ fn on_incoming(
             return Read::End(End::Abnormal);
         }
     };
-    Read::Fail(Error::msg(error), End::Close(end))
+    Read::Fail(Error::msg(error), end)
 }
