@@ -50,7 +50,8 @@ pub(crate) enum Next {
     Close(CloseFrame, WriteSeq),
     /// The agent side let go of the connection and nothing is left to write.
     Abandoned,
-    /// Drop what is queued and close with this frame (the outbox overflowed).
+    /// Drop what is queued and close with this frame (a forced close: the outbox overflowed,
+    /// or a close could not be queued).
     Forced(CloseFrame),
     /// The server shuts down: write what is queued, then close with 1001 (said once).
     Drain,
@@ -113,7 +114,7 @@ struct State {
     queue: VecDeque<Outgoing>,
     /// Bytes on their way to the socket, ahead of the queue.
     out: Frames,
-    /// The socket task, when it waits for a message or a forced close.
+    /// The socket task, when it waits for a message, a forced close or shutdown.
     waker: Option<Waker>,
     /// The socket task stopped taking messages.
     closed: bool,
@@ -398,7 +399,8 @@ impl Link {
     }
 
     /// `Ready` once a forced close was asked for (the socket task waits on this while a
-    /// write stalls; otherwise [`poll_next`](Self::poll_next) says so).
+    /// write stalls or a close waits for durability; otherwise
+    /// [`poll_next`](Self::poll_next) says so).
     pub(crate) fn poll_forced(&self, cx: &mut Context<'_>) -> Poll<CloseFrame> {
         let mut state = lock(&self.state);
         match &state.forced {
@@ -408,6 +410,17 @@ impl Link {
                 Poll::Pending
             }
         }
+    }
+
+    /// `Ready` while the server shuts down and the socket task has not heard yet (the socket
+    /// task waits on this while a write stalls; otherwise `poll_next` says so).
+    pub(crate) fn poll_draining(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut state = lock(&self.state);
+        if state.draining {
+            return Poll::Ready(());
+        }
+        register(&mut state.waker, cx);
+        Poll::Pending
     }
 
     /// The server shuts down: the socket task writes what is queued, then closes with 1001.
@@ -553,7 +566,8 @@ fn wake(waker: Option<Waker>) {
     }
 }
 
-/// Keeps the socket task's waker (one task waits on a link, for a message or a forced close).
+/// Keeps the socket task's waker (one task waits on a link, for a message, a forced close or
+/// shutdown).
 fn register(slot: &mut Option<Waker>, cx: &Context<'_>) {
     match slot {
         Some(waker) if waker.will_wake(cx.waker()) => {}

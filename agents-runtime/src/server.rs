@@ -433,9 +433,10 @@ impl Server {
     ///
     /// [`shutdown_signal`](crate::shutdown_signal) is the usual `shutdown`: Ctrl-C or SIGTERM.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), Error> {
-        crate::transport::serve(self.listener, self.shared.clone(), shutdown).await?;
+        let served = crate::transport::serve(self.listener, self.shared.clone(), shutdown).await;
+        // Even if accepting failed, the open sockets close cleanly and the store is flushed.
         self.shared.shut_down().await;
-        Ok(())
+        Ok(served?)
     }
 }
 

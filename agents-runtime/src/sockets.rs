@@ -65,6 +65,7 @@ const UNLISTED: usize = usize::MAX;
 impl SocketSlot {
     /// Lists the socket's link, so shutdown reaches it (if shutdown began, it drains now).
     pub(crate) fn list(&mut self, link: &Arc<Link>) {
+        debug_assert_eq!(self.index, UNLISTED, "a socket's link is listed once");
         let mut links = lock(&self.sockets.links);
         if links.closing {
             link.shut_down();

@@ -530,6 +530,26 @@ async fn a_client_that_closes_while_behind_still_gets_whole_frames_then_the_clos
     assert_eq!(reply.map(|frame| u16::from(frame.code)), None, "an empty close, echoed");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_does_not_wait_out_the_send_timeout_of_a_client_that_stopped_reading() {
+    // The send timeout stays at its 30 s default; shutdown waits at most the close timeout
+    // (plus a second) for each socket to close.
+    let builder = Server::builder()
+        .outbox_capacity(100_000)
+        .max_outbox_bytes(1 << 30)
+        .close_timeout(Duration::from_millis(500));
+    let server = start(builder.agent::<Flood>()).await;
+    let handle = server.handle.clone();
+    let client = server.connect("/agents/flood/stalled").await;
+    let mut ws = client.into_inner();
+    // More than the socket buffers hold, never read: the socket task waits for room.
+    ws.send(WsMessage::text("burst:20000")).await.expect("sends");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.shut_down().await;
+    assert_eq!(handle.open_connections(), 0, "the stalled socket was closed within shutdown");
+    drop(ws);
+}
+
 /// Answers each message after a while, in order.
 #[derive(Default)]
 struct Slow;

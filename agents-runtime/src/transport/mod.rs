@@ -47,8 +47,13 @@ pub(crate) async fn serve(
     // the gaps its alignment leaves (about 200 bytes per connection), and every connection
     // task would be spawned from outside the workers.
     let (stop, stopped) = oneshot::channel();
-    let accepting = tokio::spawn(accept(listener, shared, stopped));
-    shutdown.await;
+    let mut accepting = tokio::spawn(accept(listener, shared, stopped));
+    tokio::select! {
+        () = shutdown => {}
+        // The loop only ends when told to: this is a panic, which the caller hears of at once.
+        ended = &mut accepting => return ended.map_err(std::io::Error::other),
+    }
+    // Dropping `stop` would end the loop too (its receiver then resolves with an error).
     let _ = stop.send(());
     accepting.await.map_err(std::io::Error::other)
 }

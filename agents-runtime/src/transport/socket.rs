@@ -201,7 +201,8 @@ enum End {
     PeerClosed(u16, String),
     /// We close: send this frame, then wait for the client's.
     Close(CloseFrame),
-    /// The outbox overflowed: drop what is queued, then close.
+    /// A forced close (the outbox overflowed, or a close could not be queued): drop what is
+    /// queued, then close.
     Forced(CloseFrame),
     /// What the client sent cannot be taken: `on_error` hears why, then we close.
     Failed(Error, CloseFrame),
@@ -212,6 +213,15 @@ enum End {
 impl Socket {
     /// Runs the close and tells the instance how it went.
     async fn finish(&mut self, end: End) {
+        // `on_error` hears why first, while the connection still takes sends (as before the
+        // relay ended: the agent may answer the client before it is closed).
+        let end = match end {
+            End::Failed(error, frame) => {
+                let _ = self.mailbox.send(Event::Error { key: self.key, error }).await;
+                End::Close(frame)
+            }
+            end => end,
+        };
         // Nothing more will be written: later sends fail as closed instead of filling up.
         self.link.close();
         if let Some(pending) = self.pending.take() {
@@ -229,9 +239,7 @@ impl Socket {
                 .await;
                 (code, reason, true)
             }
-            End::Close(frame) | End::Forced(frame) => self.close_handshake(frame).await,
-            End::Failed(error, frame) => {
-                let _ = self.mailbox.send(Event::Error { key: self.key, error }).await;
+            End::Close(frame) | End::Forced(frame) | End::Failed(_, frame) => {
                 self.close_handshake(frame).await
             }
             End::Abnormal => (1006, String::new(), false),
@@ -331,10 +339,7 @@ impl Socket {
                     Box::pin(self.write_ahead(pong)).await
                 }
                 Step::Close(frame, after) => Some(Box::pin(self.close_after(frame, after)).await),
-                Step::Drain => {
-                    Box::pin(self.drain()).await;
-                    Some(going_away())
-                }
+                Step::Drain => Some(Box::pin(self.drain()).await.unwrap_or_else(going_away)),
             };
             if let Some(end) = end {
                 return end;
@@ -351,24 +356,30 @@ impl Socket {
     }
 
     /// Shutdown: writes what is queued (waiting for its writes to be durable), within the
-    /// close timeout, before the 1001 close.
-    async fn drain(&mut self) {
+    /// close timeout, before the 1001 close; a forced close meanwhile ends it with its own
+    /// frame instead.
+    async fn drain(&mut self) -> Option<End> {
         let (link, commits) = (&self.link, &self.shared.commits);
         let drain = async {
             loop {
                 match poll_fn(|cx| Poll::Ready(link.poll_next(cx, commits, false))).await {
                     Poll::Ready(Next::Write) => {
                         link.encode_batch(commits);
-                        poll_fn(|cx| link.poll_flush(cx)).await?;
+                        if poll_fn(|cx| link.poll_flush(cx)).await.is_err() {
+                            return None;
+                        }
                     }
                     Poll::Ready(Next::Wait(after)) => commits.durable(after).await,
-                    // A close, or nothing left.
-                    _ => return poll_fn(|cx| link.poll_flush(cx)).await,
+                    Poll::Ready(Next::Forced(frame)) => return Some(End::Forced(frame)),
+                    // A close the agent queued (the 1001 replaces it), or nothing left.
+                    _ => {
+                        let _ = poll_fn(|cx| link.poll_flush(cx)).await;
+                        return None;
+                    }
                 }
             }
         };
-        let _: Result<std::io::Result<()>, _> =
-            timeout(self.shared.limits.close_timeout, drain).await;
+        timeout(self.shared.limits.close_timeout, drain).await.ok().flatten()
     }
 
     /// Answers the auto-response request straight away, ahead of the outbox.
@@ -409,6 +420,11 @@ impl Socket {
             flushed = poll_fn(|cx| link.poll_flush(cx)) => Some(flushed),
             () = stalled => None,
             frame = poll_fn(|cx| link.poll_forced(cx)) => return Some(End::Forced(frame)),
+            // Shutdown does not wait out the send timeout for a client that is not reading.
+            () = poll_fn(|cx| link.poll_draining(cx)) => return Some(End::Close(CloseFrame {
+                code: close_code::GOING_AWAY,
+                reason: "Server shutting down".into(),
+            })),
         };
         match flushed {
             Some(Ok(())) => None,
