@@ -1,6 +1,7 @@
 //! [`SledStore`]: the embedded default, on [sled](https://docs.rs/sled).
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use super::{BatchOp, ScanIter, Store, StoreError, WriteBatch};
 
@@ -17,18 +18,40 @@ pub struct SledStore {
 
 impl SledStore {
     /// Opens (or creates) the database in `dir`.
+    ///
+    /// While another store holds the directory's lock, this waits up to a second for it
+    /// before failing: a store this process just dropped lets go of the lock only when
+    /// sled's background threads have finished their last write.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, StoreError> {
         let dir = dir.as_ref();
-        let db = sled::Config::new().path(dir).open().map_err(|e| {
-            StoreError::backend(format!("cannot open sled at {}", dir.display()), e)
-        })?;
-        Ok(Self { db })
+        let deadline = Instant::now() + LOCK_WAIT;
+        loop {
+            match sled::Config::new().path(dir).open() {
+                Ok(db) => return Ok(Self { db }),
+                Err(e) if is_locked(&e) && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => {
+                    let what = format!("cannot open sled at {}", dir.display());
+                    return Err(StoreError::backend(what, e));
+                }
+            }
+        }
     }
 
     /// How many bytes the database takes on disk.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
         self.db.size_on_disk().map_err(|e| StoreError::backend("size_on_disk", e))
     }
+}
+
+/// How long [`SledStore::open`] waits for a lock held by another store.
+const LOCK_WAIT: Duration = Duration::from_secs(1);
+
+/// Whether sled refused to open because another store holds the directory's lock (sled 0.34
+/// says so only in the message of an `Other` I/O error).
+fn is_locked(error: &sled::Error) -> bool {
+    matches!(error, sled::Error::Io(io) if io.to_string().starts_with("could not acquire lock"))
 }
 
 impl Store for SledStore {
