@@ -252,10 +252,24 @@ fn recv(tcp: &TcpStream, size: usize, take: impl FnOnce(&[u8])) -> io::Result<us
             scratch.resize(size, 0);
         }
         let scratch = &mut scratch[..size];
-        // `recv` on the socket, with tokio's readiness kept right.
-        let n = tcp.try_io(Interest::READABLE, || {
-            io::Read::read(&mut &*socket2::SockRef::from(tcp), scratch)
-        })?;
+        // `recv` on the socket, with tokio's readiness kept right. A read that returns less
+        // than it asked for emptied the socket: its readiness is cleared with it, as tokio's
+        // own reads do, so the next poll waits for new bytes instead of making a `recv` that
+        // finds none (one per message, in profiles). Bytes that arrive after the read mark the
+        // socket ready again, and an end of stream stays marked.
+        let mut short = 0;
+        let read = tcp.try_io(Interest::READABLE, || {
+            let n = io::Read::read(&mut &*socket2::SockRef::from(tcp), &mut *scratch)?;
+            if n > 0 && n < size {
+                short = n;
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            Ok(n)
+        });
+        let n = match read {
+            Err(_) if short > 0 => short,
+            read => read?,
+        };
         take(&scratch[..n]);
         Ok(n)
     })
