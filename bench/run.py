@@ -52,10 +52,10 @@ PEERS = ["agents-rs", "bun", "tokio-tungstenite", "node-ws"]
 WORKLOADS = {
     "chat-32": (PEERS, ["chat", "--conns", "32", "--senders", "32", "--messages", "2000", "--window", "4"],
                 "/agents/chat-room/bench",
-                ["deliveries_per_cpu_s", "deliveries_per_s", "server_cpu_s", "latency.p50_ms", "latency.p99_ms", "latency.max_ms"]),
+                ["deliveries_per_cpu_s", "deliveries_per_s", "server_cpu_s", "server_user_s", "server_system_s", "server_minor_faults", "latency.p50_ms", "latency.p99_ms", "latency.max_ms"]),
     "chat-1000": (PEERS, ["chat", "--conns", "1000", "--senders", "1", "--messages", "3000", "--window", "8"],
                   "/agents/chat-room/bench",
-                  ["deliveries_per_cpu_s", "deliveries_per_s", "server_cpu_s", "latency.p50_ms", "latency.p99_ms", "latency.max_ms"]),
+                  ["deliveries_per_cpu_s", "deliveries_per_s", "server_cpu_s", "server_user_s", "server_system_s", "server_minor_faults", "latency.p50_ms", "latency.p99_ms", "latency.max_ms"]),
     "idle": (PEERS, ["idle", "--conns", "19000", "--per-room", "100"],
              "/agents/chat-room/idle",
              ["bytes_per_conn_awake", "bytes_per_conn_hibernated", "rss_before", "rss_awake"]),
@@ -111,7 +111,7 @@ def run_once(peer, workload):
             wait_for_port(port, server)
             loadgen = [str(RELEASE / "loadgen"), *args, "--url", f"ws://127.0.0.1:{port}{path}",
                        "--server-pid", str(server.pid)]
-            if peer == "agents-rs":
+            if peer.startswith("agents-rs"):
                 loadgen += ["--stats-url", f"http://127.0.0.1:{port}/agents/bench-stats/stats"]
                 if args[0] == "idle":
                     loadgen += ["--hibernate-wait", "5s"]

@@ -91,6 +91,11 @@ fn chat_counts_every_delivery_on_ours_and_the_peer() {
         assert_eq!(report["deliveries"], 6 * 3 * 20, "{report}");
         assert_eq!(report["latency"]["samples"], 6 * 3 * 20);
         assert!(report["server_cpu_s"].as_f64().is_some(), "{report}");
+        let (user, system) = (&report["server_user_s"], &report["server_system_s"]);
+        let parts = user.as_f64().zip(system.as_f64()).map(|(user, system)| user + system);
+        let total = report["server_cpu_s"].as_f64();
+        assert!(parts.zip(total).is_some_and(|(parts, total)| (parts - total).abs() < 1e-9));
+        assert!(report["server_minor_faults"].as_u64().is_some(), "{report}");
         assert!(report["latency"]["p99_ms"].as_f64().is_some_and(|p99| p99 > 0.0), "{report}");
     }
 }

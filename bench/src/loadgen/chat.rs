@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::args::Args;
 use crate::client::{Ws, connect_all, json_str, nanos_since, within};
-use crate::probe::Server;
+use crate::probe::{Server, Usage};
 use crate::stats;
 
 /// The message every socket waits for before the measured part starts: it comes after
@@ -75,7 +75,7 @@ pub(crate) async fn run(args: &Args) -> Result<Value, String> {
     };
     within(limit, "waiting for the joins to be delivered", all_synced).await?;
 
-    let cpu_before = server.cpu_seconds()?;
+    let usage_before = server.usage()?;
     let started = Instant::now();
     let mut sending = Vec::with_capacity(senders);
     for (s, mut sink) in sinks.drain(..senders).enumerate() {
@@ -98,13 +98,14 @@ pub(crate) async fn run(args: &Args) -> Result<Value, String> {
     };
     let mut latencies = within(limit, "delivering", delivered).await?;
     let seconds = started.elapsed().as_secs_f64();
-    let cpu = server.cpu_since(cpu_before)?;
+    let usage = server.usage_since(usage_before)?;
+    let cpu = usage.map(|usage| usage.cpu_s());
     for sender in sending {
         sinks.push(sender.await.map_err(|e| e.to_string())??);
     }
     let deliveries = latencies.len();
     let per_cpu = cpu.filter(|cpu| *cpu > 0.0).map(|cpu| (deliveries as f64 / cpu).round());
-    let report = json!({
+    let mut report = json!({
         "mode": "chat",
         "conns": conns,
         "senders": senders,
@@ -113,10 +114,10 @@ pub(crate) async fn run(args: &Args) -> Result<Value, String> {
         "deliveries": deliveries,
         "seconds": seconds,
         "deliveries_per_s": (deliveries as f64 / seconds).round(),
-        "server_cpu_s": cpu,
         "deliveries_per_cpu_s": per_cpu,
         "latency": stats::latency(&mut latencies),
     });
+    Usage::report(usage, &mut report);
     eprintln!(
         "chat: {conns} sockets, {senders} senders x {messages} messages: {deliveries} deliveries in \
          {seconds:.2} s ({} /s), server CPU {cpu:?} s ({per_cpu:?} deliveries per CPU-second), latency {}",

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::args::Args;
 use crate::client::{connect, within};
-use crate::probe::Server;
+use crate::probe::{Server, Usage};
 use crate::stats;
 
 pub(crate) async fn run(args: &Args) -> Result<Value, String> {
@@ -21,7 +21,7 @@ pub(crate) async fn run(args: &Args) -> Result<Value, String> {
     let limit = args.duration("timeout", Duration::from_secs(180))?;
     let server = Server::new(args.server_pid()?);
     let next = Arc::new(AtomicUsize::new(0));
-    let cpu_before = server.cpu_seconds()?;
+    let usage_before = server.usage()?;
     let started = Instant::now();
     let mut workers = Vec::with_capacity(concurrency);
     for _ in 0..concurrency {
@@ -52,16 +52,17 @@ pub(crate) async fn run(args: &Args) -> Result<Value, String> {
     };
     let mut latencies = within(limit, "connecting", done).await?;
     let seconds = started.elapsed().as_secs_f64();
-    let cpu = server.cpu_since(cpu_before)?;
-    let report = json!({
+    let usage = server.usage_since(usage_before)?;
+    let cpu = usage.map(|usage| usage.cpu_s());
+    let mut report = json!({
         "mode": "connect",
         "total": total,
         "concurrency": concurrency,
         "seconds": seconds,
         "upgrades_per_s": (total as f64 / seconds).round(),
-        "server_cpu_s": cpu,
         "latency": stats::latency(&mut latencies),
     });
+    Usage::report(usage, &mut report);
     eprintln!(
         "connect: {total} upgrades, {concurrency} at a time, in {seconds:.2} s: {} /s, server CPU {cpu:?} s, latency {}",
         report["upgrades_per_s"], report["latency"]

@@ -20,24 +20,32 @@ impl Server {
         Self { pid }
     }
 
-    /// User plus system CPU seconds the server has used, all threads.
-    pub(crate) fn cpu_seconds(&self) -> Result<Option<f64>, String> {
+    /// What the server has used so far, all threads.
+    pub(crate) fn usage(&self) -> Result<Option<Usage>, String> {
         let Some(pid) = self.pid else { return Ok(None) };
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .map_err(|e| format!("reading /proc/{pid}/stat: {e}"))?;
         // The command name may hold spaces; fields are counted after its closing parenthesis.
         let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
         let fields: Vec<&str> = after.split_whitespace().collect();
-        let tick = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
-        match (tick(11), tick(12)) {
-            (Some(user), Some(system)) => Ok(Some((user + system) as f64 / TICKS_PER_SECOND)),
-            _ => Err(format!("/proc/{pid}/stat has no utime and stime")),
+        let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+        match (field(7), field(11), field(12)) {
+            (Some(minor_faults), Some(user), Some(system)) => Ok(Some(Usage {
+                user_s: user as f64 / TICKS_PER_SECOND,
+                system_s: system as f64 / TICKS_PER_SECOND,
+                minor_faults,
+            })),
+            _ => Err(format!("/proc/{pid}/stat has no minflt, utime and stime")),
         }
     }
 
-    /// CPU seconds used since a [`cpu_seconds`](Self::cpu_seconds) reading of `before`.
-    pub(crate) fn cpu_since(&self, before: Option<f64>) -> Result<Option<f64>, String> {
-        Ok(before.zip(self.cpu_seconds()?).map(|(before, after)| after - before))
+    /// What the server has used since a [`usage`](Self::usage) reading of `before`.
+    pub(crate) fn usage_since(&self, before: Option<Usage>) -> Result<Option<Usage>, String> {
+        Ok(before.zip(self.usage()?).map(|(before, after)| Usage {
+            user_s: after.user_s - before.user_s,
+            system_s: after.system_s - before.system_s,
+            minor_faults: after.minor_faults.saturating_sub(before.minor_faults),
+        }))
     }
 
     /// The server's resident set size, in bytes.
@@ -52,6 +60,35 @@ impl Server {
             .and_then(|kib| kib.trim().parse::<u64>().ok())
             .ok_or_else(|| format!("/proc/{pid}/status has no VmRSS"))?;
         Ok(Some(kib * 1024))
+    }
+}
+
+/// CPU time and minor page faults of the server (`/proc/PID/stat`): user space and kernel
+/// apart, since two servers making the same system calls differ in user space.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Usage {
+    /// CPU seconds in user space.
+    pub(crate) user_s: f64,
+    /// CPU seconds in the kernel, on the server's behalf (its system calls, and the loopback
+    /// receive path its sends run).
+    pub(crate) system_s: f64,
+    /// Pages first touched (the allocator giving memory back and taking it again shows here).
+    pub(crate) minor_faults: u64,
+}
+
+impl Usage {
+    /// User plus system CPU seconds.
+    pub(crate) fn cpu_s(&self) -> f64 {
+        self.user_s + self.system_s
+    }
+
+    /// Adds `server_cpu_s`, `server_user_s`, `server_system_s` and `server_minor_faults` to
+    /// a report (`null` without a server pid).
+    pub(crate) fn report(usage: Option<Self>, report: &mut serde_json::Value) {
+        report["server_cpu_s"] = serde_json::json!(usage.map(|u| u.cpu_s()));
+        report["server_user_s"] = serde_json::json!(usage.map(|u| u.user_s));
+        report["server_system_s"] = serde_json::json!(usage.map(|u| u.system_s));
+        report["server_minor_faults"] = serde_json::json!(usage.map(|u| u.minor_faults));
     }
 }
 

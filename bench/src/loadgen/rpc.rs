@@ -12,7 +12,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::args::Args;
 use crate::client::{connect_all, json_str, within};
-use crate::probe::{Server, get_json};
+use crate::probe::{Server, Usage, get_json};
 use crate::stats;
 
 /// Calls sent and not answered yet: call id to send time.
@@ -77,7 +77,7 @@ pub(crate) async fn run(args: &Args) -> Result<Value, String> {
         Some(url) => Some(get_json(url).await?),
         None => None,
     };
-    let cpu_before = server.cpu_seconds()?;
+    let usage_before = server.usage()?;
     let started = Instant::now();
     let sending = tokio::spawn({
         let pending = pending.clone();
@@ -106,7 +106,7 @@ pub(crate) async fn run(args: &Args) -> Result<Value, String> {
     };
     let mut latencies = within(limit, "answering", collect).await?;
     let seconds = started.elapsed().as_secs_f64();
-    let cpu = server.cpu_since(cpu_before)?;
+    let usage = server.usage_since(usage_before)?;
     let _sinks = sending.await.map_err(|e| e.to_string())??;
     let mut report = json!({
         "mode": "rpc",
@@ -116,9 +116,9 @@ pub(crate) async fn run(args: &Args) -> Result<Value, String> {
         "conns": conns,
         "seconds": seconds,
         "calls_per_s": (calls as f64 / seconds).round(),
-        "server_cpu_s": cpu,
         "latency": stats::latency(&mut latencies),
     });
+    Usage::report(usage, &mut report);
     if let (Some(before), Some(url)) = (stats_before, args.text("stats-url")) {
         let after = get_json(url).await?;
         let delta =
