@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::SystemTime;
 
+use crate::corks::CorkMark;
 use crate::error::ConnectionError;
 use crate::instances::Instance;
 use crate::message::Message;
@@ -55,6 +56,8 @@ struct Inner<S> {
     protocol: AtomicBool,
     /// The outbox; dropped with the last handle, which tells the socket task.
     outbox: outbox::Sender,
+    /// Where the instance's running turn logs frames for this connection.
+    cork: CorkMark,
     /// The instance: its name, its output gate (read on every send) and the limits.
     instance: Arc<Instance>,
 }
@@ -85,6 +88,7 @@ impl<S: serde::Serialize> Connection<S> {
                 readonly: AtomicBool::new(false),
                 protocol: AtomicBool::new(true),
                 outbox: parts.outbox,
+                cork: CorkMark::default(),
                 instance,
             }),
         }
@@ -279,7 +283,8 @@ impl<S> Connection<S> {
         let instance = &self.inner.instance;
         let released = instance.gate.is_settled(after);
         let budget = self.inner.instance.max_outbox_bytes;
-        match self.inner.outbox.0.send(message, after, released, budget, &instance.corks) {
+        let (corks, mark) = (&instance.corks, &self.inner.cork);
+        match self.inner.outbox.0.send(message, after, released, budget, corks, mark) {
             Ok(()) => Ok(()),
             Err(PushError::Closed) => Err(ConnectionError::Closed),
             Err(PushError::Full) => Err(self.overflow()),

@@ -17,7 +17,7 @@ use crate::message::Message;
 
 /// Payloads up to this size are copied into the batch buffer (one syscall for many frames);
 /// bigger ones go out from their shared bytes, next to their header, in one vectored write.
-const COPY_LIMIT: usize = 4096;
+pub(crate) const COPY_LIMIT: usize = 4096;
 
 /// The least a batch buffer is allocated with.
 const MIN_BATCH: usize = 512;
@@ -43,6 +43,7 @@ pub(crate) trait Wire: Send + Sync {
 }
 
 /// A frame's header, ready to write.
+#[derive(Clone, Copy)]
 pub(crate) struct Header {
     bytes: [u8; 10],
     len: u8,
@@ -139,6 +140,13 @@ impl Frames {
         } else {
             self.tail = Some(Box::new(payload));
         }
+    }
+
+    /// Adds bytes already encoded as frames (corked frames the socket did not take).
+    pub(crate) fn push_raw(&mut self, frames: &[u8]) {
+        debug_assert!(!self.is_full(), "write before adding after a large payload");
+        self.reserve(frames.len());
+        self.buf.extend_from_slice(frames);
     }
 
     /// Adds a control frame (close, ping, pong): `payload` is at most 125 bytes.

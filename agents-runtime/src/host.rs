@@ -130,6 +130,8 @@ impl<A: Agent> Host<A> {
                     continue;
                 }
                 held = false;
+                // About to wait: an idle instance keeps no corks' log.
+                self.instance.corks.trim();
             }
             let event = tokio::select! {
                 biased;

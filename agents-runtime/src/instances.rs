@@ -9,8 +9,8 @@ use tokio::sync::mpsc;
 
 use crate::auto_response::AutoResponse;
 use crate::connection::lock;
+use crate::corks::Corks;
 use crate::host::Event;
-use crate::outbox::Corks;
 use crate::registry::AgentClass;
 use crate::server::Shared;
 use crate::storage::InstanceKeys;

@@ -69,6 +69,7 @@ pub mod client;
 mod connection;
 mod connections;
 mod context;
+mod corks;
 mod env;
 mod error;
 mod frames;

@@ -2,12 +2,11 @@
 //! in messages and bytes, plus the out-of-band close used when it is full.
 //!
 //! A message sent while nothing is queued or half-written, and released by the output gate,
-//! never wakes the socket task: during its instance's turn it is *corked* (encoded into the
-//! link's buffer, which is written when the instance's task yields, one `writev` for all the
-//! turn's frames to that socket), outside a turn it is written at once. This is what
-//! uWebSockets does: a broadcast costs one buffered copy per connection and one write per
-//! connection per event-loop pass. Everything else is queued for the socket task, which
-//! writes it when the socket has room and the gate releases it.
+//! never wakes the socket task: during its instance's turn it is *corked* (see
+//! [`corks`](crate::corks): logged, and written when the instance's task yields, one
+//! `sendmsg` for all the turn's frames to that socket), outside a turn it is written at once.
+//! Everything else is queued for the socket task, which writes it when the socket has room
+//! and the gate releases it (and not while frames of a turn wait to be written ahead of it).
 //! Every byte written to the socket, control frames included, goes through the link's lock,
 //! so frames never interleave.
 //!
@@ -17,15 +16,14 @@
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
-use std::future::Future;
 use std::io::{self, IoSlice};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker, ready};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::connection::{CloseFrame, lock};
+use crate::corks::{Append, CORK_LIMIT, CorkMark, Corks, Listing};
 use crate::frames::{Frames, Header, Wire, payload_bytes};
 use crate::message::Message;
 use crate::storage::durability::{GroupCommit, WriteSeq};
@@ -72,11 +70,6 @@ const KEEP_SLOTS: usize = 16;
 
 /// Most queued messages encoded for one write.
 const WRITE_BATCH: usize = 64;
-
-/// Bytes a turn corks for one socket before writing them out at once (a burst does not wait
-/// for the turn to end, nor grow without bound: once the socket is full too, sends queue
-/// against the outbox's limits).
-const CORK_LIMIT: usize = 64 * 1024;
 
 /// Bytes waiting in a link's buffer past which control frames (pongs, the close frame) wait
 /// for room like any writer, so a client that pings without reading cannot grow the buffer.
@@ -125,8 +118,12 @@ struct State {
     forced: Option<Box<CloseFrame>>,
     /// The server shuts down, and the socket task has not heard yet.
     draining: bool,
-    /// Listed in the instance's [`Corks`]: what `out` holds is written when the turn yields.
+    /// Listed in the instance's [`Corks`]: the turn's frames for it (in the corks' log, or in
+    /// `out`) are written when the turn yields; the queue waits until then.
     corked: bool,
+    /// The turn's frames for it are in the corks' log: a frame that does not join them there
+    /// queues, so it cannot overtake them.
+    logged: bool,
 }
 
 impl Link {
@@ -151,6 +148,7 @@ impl Link {
     /// else). Anything else is queued, waking the socket
     /// task if the queue was empty, within the outbox's capacity and `budget` bytes (a single
     /// message bigger than the budget still goes into an empty queue).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn send(
         self: &Arc<Self>,
         message: Cow<'_, Message>,
@@ -158,26 +156,54 @@ impl Link {
         released: bool,
         budget: usize,
         corks: &Corks,
+        mark: &CorkMark,
     ) -> Result<(), PushError> {
+        // The turn already listed this link: the frame joins the log, the link is not touched.
+        let append = if released { corks.append(mark, &message) } else { Append::NotLogged };
+        if let Append::Logged = append {
+            return Ok(());
+        }
         let mut guard = lock(&self.state);
         let state = &mut *guard;
         if state.closed {
             return Err(PushError::Closed);
         }
-        let ready =
-            released && state.queue.is_empty() && state.forced.is_none() && !state.out.is_full();
+        if let Append::Spill = append
+            && corks.spill(mark, &mut state.out)
+        {
+            state.logged = false;
+        }
+        let ready = released
+            && state.queue.is_empty()
+            && state.forced.is_none()
+            && !state.out.is_full()
+            && !state.logged;
         if let Some(wire) = state.wire.as_deref().filter(|_| ready) {
             if state.corked && state.out.len() >= CORK_LIMIT {
                 // What the socket does not take stays, and what follows queues behind it.
                 let _ = state.out.write_to(wire);
             }
-            // Corked if the link already is, or if this turn lists it now.
-            if state.out.len() < CORK_LIMIT
-                && (state.corked || (state.out.is_empty() && corks.add(self)))
-            {
-                state.corked = true;
-                state.out.push(&message);
-                return Ok(());
+            if state.out.len() < CORK_LIMIT {
+                if state.corked {
+                    state.out.push(&message);
+                    return Ok(());
+                }
+                if state.out.is_empty() {
+                    // The turn's first frame to this socket lists it.
+                    match corks.list(self, mark, &message) {
+                        Listing::Logged => {
+                            state.corked = true;
+                            state.logged = true;
+                            return Ok(());
+                        }
+                        Listing::Buffered => {
+                            state.corked = true;
+                            state.out.push(&message);
+                            return Ok(());
+                        }
+                        Listing::No => {}
+                    }
+                }
             }
             if state.out.is_empty() {
                 let (header, payload) = Header::of(&message);
@@ -202,6 +228,9 @@ impl Link {
         let len = message.len();
         if state.queue.len() >= self.capacity || !self.reserve_bytes(len, budget) {
             return Err(PushError::Full);
+        }
+        if state.logged {
+            corks.seal(mark); // what this turn sends next queues behind this one
         }
         self.enqueue(guard, Outgoing::Message(message.into_owned(), after));
         Ok(())
@@ -252,7 +281,8 @@ impl Link {
         if !state.out.is_empty() {
             return Poll::Ready(Next::Write);
         }
-        if waiting {
+        // While corked, the turn's frames go ahead of the queue: the uncork wakes the task.
+        if waiting || state.corked {
             register(&mut state.waker, cx);
             return Poll::Pending;
         }
@@ -279,6 +309,9 @@ impl Link {
     /// [`poll_flush`](Self::poll_flush) to write (a batch at most).
     pub(crate) fn encode_batch(&self, commits: &GroupCommit) {
         let mut state = lock(&self.state);
+        if state.corked {
+            return; // the turn's frames go first: the uncork wakes the socket task
+        }
         for _ in 0..WRITE_BATCH {
             if state.out.is_full() {
                 break;
@@ -338,17 +371,34 @@ impl Link {
         true
     }
 
-    /// Writes what the turn corked; if the socket is full, the socket task writes the rest
-    /// when it has room.
-    fn uncork(&self) {
+    /// Writes what the turn corked for this socket: `frames` from the corks' log, then what
+    /// waits in its buffer. If the socket is full, the socket task writes the rest.
+    pub(crate) fn uncork<'a>(&self, frames: impl Iterator<Item = &'a [u8]>) {
         let mut guard = lock(&self.state);
         let state = &mut *guard;
         state.corked = false;
+        state.logged = false;
+        let mut frames = frames.peekable();
+        // Frames for a socket that closed or was force-closed meanwhile are dropped: nothing
+        // may follow its close frame, and a forced close drops what waits.
+        let writable = !state.closed && state.forced.is_none();
         let written = match &state.wire {
-            Some(wire) => state.out.write_to(&**wire),
-            None => Ok(()),
+            Some(wire) if writable => {
+                if frames.peek().is_some() {
+                    if state.out.is_empty() {
+                        write_gathered(&**wire, &mut frames, &mut state.out);
+                    }
+                    for frame in frames {
+                        state.out.push_raw(frame);
+                    }
+                }
+                state.out.write_to(&**wire)
+            }
+            _ => Ok(()),
         };
-        let waker = if written.is_err() { state.waker.take() } else { None };
+        // The socket task writes what is left, and what queued behind the turn.
+        let wake_task = written.is_err() || !state.queue.is_empty();
+        let waker = if wake_task { state.waker.take() } else { None };
         drop(guard);
         wake(waker);
     }
@@ -482,81 +532,42 @@ impl State {
     }
 }
 
-/// The links an instance's turn corked, written when its task yields (see the module doc).
-#[derive(Default)]
-pub(crate) struct Corks {
-    state: Mutex<CorkState>,
-}
-
-#[derive(Default)]
-struct CorkState {
-    /// The instance's task is running: sends are corked.
-    open: bool,
-    /// The task yields to let other sockets' messages in, and stays corked until it is
-    /// polled again (see [`hold`](Corks::hold)).
-    holding: bool,
-    links: Vec<Arc<Link>>,
-}
-
-impl Corks {
-    /// Lists `link` if a turn is running; returns whether it did.
-    fn add(&self, link: &Arc<Link>) -> bool {
-        let mut state = lock(&self.state);
-        if state.open {
-            state.links.push(link.clone());
+/// Writes `frames` with as few `sendmsg` calls as the socket allows (up to 64 frames each);
+/// the first frame the socket does not take whole goes to `out`, from where it stopped, and
+/// the caller adds the rest after it.
+fn write_gathered<'a>(
+    wire: &dyn Wire,
+    frames: &mut std::iter::Peekable<impl Iterator<Item = &'a [u8]>>,
+    out: &mut Frames,
+) {
+    const GATHER: usize = 64;
+    let mut slices = [IoSlice::new(&[]); GATHER];
+    loop {
+        let mut count = 0;
+        let mut total = 0;
+        while count < GATHER {
+            let Some(frame) = frames.next() else { break };
+            slices[count] = IoSlice::new(frame);
+            total += frame.len();
+            count += 1;
         }
-        state.open
-    }
-
-    /// Keeps what is corked through the task's next yield, if anything is; returns whether it
-    /// does. The instance's task calls this when its mailbox is empty, then yields once: the
-    /// socket tasks read what their clients sent meanwhile, and the frames of those turns
-    /// join the same writes (one pass of the event loop, as uWebSockets corks).
-    pub(crate) fn hold(&self) -> bool {
-        let mut state = lock(&self.state);
-        state.holding = !state.links.is_empty();
-        state.holding
-    }
-
-    /// Polls `future` (the instance's task) with sends corked, then writes what it corked.
-    pub(crate) fn poll<F: Future + ?Sized>(
-        &self,
-        future: Pin<&mut F>,
-        cx: &mut Context<'_>,
-    ) -> Poll<F::Output> {
-        /// Writes what was corked when the poll ends, even if it panics: corks left open
-        /// would hold every later send.
-        struct Uncork<'a>(&'a Corks);
-        impl Drop for Uncork<'_> {
-            fn drop(&mut self) {
-                self.0.uncork();
+        if count == 0 {
+            return;
+        }
+        let mut written = wire.try_write_vectored(&slices[..count]).unwrap_or(0);
+        if written == total {
+            continue;
+        }
+        // Short: keep what is left of these frames, in order, and stop writing.
+        for slice in &slices[..count] {
+            if written >= slice.len() {
+                written -= slice.len();
+            } else {
+                out.push_raw(&slice[written..]);
+                written = 0;
             }
         }
-        lock(&self.state).open = true;
-        let uncork = Uncork(self);
-        let polled = future.poll(cx);
-        if polled.is_pending() && std::mem::take(&mut lock(&self.state).holding) {
-            std::mem::forget(uncork); // held: written on a later poll
-        }
-        polled
-    }
-
-    /// Closes the corks and writes every corked link.
-    fn uncork(&self) {
-        let mut links = {
-            let mut state = lock(&self.state);
-            state.holding = false;
-            state.open = false;
-            std::mem::take(&mut state.links)
-        };
-        for link in &links {
-            link.uncork();
-        }
-        links.clear();
-        let mut state = lock(&self.state);
-        if state.links.is_empty() {
-            state.links = links; // keeps its allocation for the next turn
-        }
+        return;
     }
 }
 
@@ -616,7 +627,7 @@ mod tests {
 
     /// Sends `text`, released by the gate, outside any turn.
     fn send(link: &Arc<Link>, text: &str) -> Result<(), PushError> {
-        link.send(Cow::Owned(text.into()), 0, true, BUDGET, &Corks::default())
+        link.send(Cow::Owned(text.into()), 0, true, BUDGET, &Corks::default(), &CorkMark::default())
     }
 
     fn queued(link: &Link) -> usize {
@@ -681,7 +692,8 @@ mod tests {
         let waker = Waker::noop();
         let mut cx = Context::from_waker(waker);
         // Held by the output gate: queued, and what follows queues behind it.
-        link.send(Cow::Owned("gated".into()), 7, false, BUDGET, &corks).expect("queued");
+        let mark = CorkMark::default();
+        link.send(Cow::Owned("gated".into()), 7, false, BUDGET, &corks, &mark).expect("queued");
         send(&link, "after").expect("queued");
         assert_eq!(queued(&link), 2);
         assert!(matches!(link.poll_next(&mut cx, &commits, false), Poll::Ready(Next::Wait(7))));
@@ -704,7 +716,8 @@ mod tests {
         let link = Arc::new(Link::new(100, None));
         let big = "x".repeat(600);
         let corks = Corks::default();
-        let queue = |text: &str| link.send(Cow::Owned(text.into()), 0, true, 1000, &corks);
+        let mark = CorkMark::default();
+        let queue = |text: &str| link.send(Cow::Owned(text.into()), 0, true, 1000, &corks, &mark);
         assert_eq!(queue(&big), Ok(()), "one message bigger than the budget goes through");
         assert_eq!(queue(&big), Err(PushError::Full));
         link.try_pop();
@@ -714,7 +727,8 @@ mod tests {
         let wire = Arc::new(Trickle::new(usize::MAX, usize::MAX));
         let link = Arc::new(Link::new(100, Some(wire)));
         for _ in 0..10 {
-            link.send(Cow::Owned(big.as_str().into()), 0, true, 1000, &corks).expect("written");
+            let sent = link.send(Cow::Owned(big.as_str().into()), 0, true, 1000, &corks, &mark);
+            sent.expect("written");
         }
         assert_eq!(link.queued_bytes.load(Ordering::Relaxed), 0);
     }
@@ -769,15 +783,17 @@ mod tests {
         let waker = Waker::noop();
         let mut cx = Context::from_waker(waker);
         let seen = Arc::new(Mutex::new(Vec::new()));
+        let mark = CorkMark::default();
         let mut turn = Box::pin(std::future::poll_fn(|_| {
             for text in ["a", "b", "c"] {
-                link.send(Cow::Owned(text.into()), 0, true, BUDGET, &corks).expect("corked");
+                link.send(Cow::Owned(text.into()), 0, true, BUDGET, &corks, &mark).expect("corked");
             }
-            seen.lock().unwrap().push(wire.taken().len());
+            let in_buffer = lock(&link.state).out.len();
+            seen.lock().unwrap().push((wire.taken().len(), in_buffer));
             Poll::Ready(())
         }));
         assert!(corks.poll(turn.as_mut(), &mut cx).is_ready());
-        assert_eq!(*seen.lock().unwrap(), [0], "nothing written during the turn");
+        assert_eq!(*seen.lock().unwrap(), [(0, 0)], "nothing written, all in the corks' log");
         assert_eq!(texts(&wire), ["a", "b", "c"], "all written when it ended");
         // Outside a turn, a send is written at once.
         send(&link, "d").expect("written");
@@ -792,9 +808,10 @@ mod tests {
         let waker = Waker::noop();
         let mut cx = Context::from_waker(waker);
         let chunk = Message::from(vec![1u8; 1000]);
+        let mark = CorkMark::default();
         let mut turn = Box::pin(std::future::poll_fn(|_| {
             for _ in 0..200 {
-                link.send(Cow::Borrowed(&chunk), 0, true, BUDGET, &corks).expect("corked");
+                link.send(Cow::Borrowed(&chunk), 0, true, BUDGET, &corks, &mark).expect("corked");
                 assert!(lock(&link.state).out.len() <= CORK_LIMIT + 1004);
             }
             assert!(wire.taken().len() >= 2 * CORK_LIMIT, "written out during the turn");
@@ -802,5 +819,109 @@ mod tests {
         }));
         assert!(corks.poll(turn.as_mut(), &mut cx).is_ready());
         assert_eq!(decode(&wire.taken()).len(), 200);
+    }
+
+    /// Runs `turn` as one poll of an instance's task: its sends are corked.
+    fn in_turn(corks: &Corks, turn: impl FnOnce()) {
+        let mut turn = Some(turn);
+        let mut poll = Box::pin(std::future::poll_fn(|_| {
+            (turn.take().expect("polled once"))();
+            Poll::Ready(())
+        }));
+        let waker = Waker::noop();
+        assert!(corks.poll(poll.as_mut(), &mut Context::from_waker(waker)).is_ready());
+    }
+
+    #[tokio::test]
+    async fn a_frame_the_gate_holds_in_a_turn_is_not_overtaken_by_the_next_ones() {
+        let commits = commits();
+        let wire = Arc::new(Trickle::new(usize::MAX, usize::MAX));
+        let link = Arc::new(Link::new(8, Some(wire.clone())));
+        let (corks, mark) = (Corks::default(), CorkMark::default());
+        in_turn(&corks, || {
+            let send = |text: &str, after, released| {
+                link.send(Cow::Owned(text.into()), after, released, BUDGET, &corks, &mark)
+            };
+            send("a", 0, true).expect("logged");
+            send("gated", 7, false).expect("queued");
+            send("b", 0, true).expect("queued behind it");
+            assert!(
+                matches!(
+                    link.poll_next(&mut Context::from_waker(Waker::noop()), &commits, false),
+                    Poll::Pending
+                ),
+                "the socket task waits for the turn's frames to go first"
+            );
+        });
+        assert_eq!(texts(&wire), ["a"], "the turn wrote what it logged");
+        assert_eq!(queued(&link), 2, "then the held frame, and the one after it");
+    }
+
+    #[tokio::test]
+    async fn a_broadcast_logs_its_frame_once_and_each_socket_gets_it_in_order() {
+        let wires: Vec<_> =
+            (0..3).map(|_| Arc::new(Trickle::new(usize::MAX, usize::MAX))).collect();
+        let links: Vec<_> =
+            wires.iter().map(|wire| Arc::new(Link::new(8, Some(wire.clone())))).collect();
+        let marks: Vec<_> = (0..3).map(|_| CorkMark::default()).collect();
+        let corks = Corks::default();
+        let big = Message::from(vec![9u8; 5000]);
+        in_turn(&corks, || {
+            for text in ["one", "two"] {
+                let message = Message::from(text);
+                for (link, mark) in links.iter().zip(&marks) {
+                    let shared = Cow::Borrowed(&message);
+                    link.send(shared, 0, true, BUDGET, &corks, mark).expect("logged");
+                }
+            }
+            let (bytes, entries) = corks.log_size();
+            assert_eq!(bytes, 2 * (2 + 3), "each frame encoded once");
+            assert_eq!(entries, 6, "one entry per socket and frame");
+            // A large payload moves that socket's frames to its own buffer, in order.
+            let shared = Cow::Borrowed(&big);
+            links[1].send(shared, 0, true, BUDGET, &corks, &marks[1]).expect("buffered");
+            links[1]
+                .send(Cow::Owned("three".into()), 0, true, BUDGET, &corks, &marks[1])
+                .expect("buffered");
+        });
+        assert_eq!(texts(&wires[0]), ["one", "two"]);
+        assert_eq!(texts(&wires[2]), ["one", "two"]);
+        let frames = decode(&wires[1].taken());
+        assert_eq!(frames.len(), 3);
+        assert_eq!(frames[1].clone().into_text().unwrap().as_str(), "two");
+        assert_eq!(frames[2].len(), 5000);
+        // Behind a large payload, as always, the next frame queues for the socket task.
+        assert_eq!(queued(&links[1]), 1);
+    }
+
+    #[tokio::test]
+    async fn what_a_full_socket_does_not_take_at_the_turns_end_waits_in_order() {
+        let commits = commits();
+        // The socket takes 7 bytes: one whole 5-byte frame and 2 bytes of the next.
+        let wire = Arc::new(Trickle::new(usize::MAX, 7));
+        let link = Arc::new(Link::new(8, Some(wire.clone())));
+        let (corks, mark) = (Corks::default(), CorkMark::default());
+        in_turn(&corks, || {
+            for text in ["abc", "def", "ghi"] {
+                link.send(Cow::Owned(text.into()), 0, true, BUDGET, &corks, &mark).expect("logged");
+            }
+        });
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(matches!(link.poll_next(&mut cx, &commits, false), Poll::Ready(Next::Write)));
+        wire.open(usize::MAX);
+        assert!(link.poll_flush(&mut cx).is_ready());
+        assert_eq!(texts(&wire), ["abc", "def", "ghi"]);
+    }
+
+    #[tokio::test]
+    async fn a_socket_that_closed_during_the_turn_gets_none_of_its_frames() {
+        let wire = Arc::new(Trickle::new(usize::MAX, usize::MAX));
+        let link = Arc::new(Link::new(8, Some(wire.clone())));
+        let (corks, mark) = (Corks::default(), CorkMark::default());
+        in_turn(&corks, || {
+            link.send(Cow::Owned("before".into()), 0, true, BUDGET, &corks, &mark).expect("logged");
+            link.close(); // the socket task: the client closed, its close frame is sent next
+        });
+        assert!(wire.taken().is_empty(), "nothing may follow the close frame");
     }
 }

@@ -1,0 +1,365 @@
+//! Corking, as uWebSockets does it: what an instance's turn sends to its sockets is gathered
+//! while its task is being polled and written when the poll ends, one `sendmsg` per socket.
+//!
+//! The frames wait in one log per instance rather than in each socket's buffer: a broadcast
+//! encodes its frame once into the log, and each connection gets an entry pointing at it.
+//! Only the first send of a turn to a connection locks its link (to see that nothing is
+//! queued or half-written ahead of it); the others touch nothing but the log and the mark in
+//! the `Connection`, a cache line the send reads anyway. When the poll ends, each listed
+//! link gathers its entries into one vectored write, and what the socket does not take is
+//! copied into the link's own buffer for the socket task to finish.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+
+use crate::connection::lock;
+use crate::frames::{COPY_LIMIT, Frames, Header, payload_bytes};
+use crate::message::Message;
+use crate::outbox::Link;
+
+/// Bytes a turn corks for one socket before they go to the link's own buffer, which writes
+/// them out at this size (a burst does not wait for the turn to end, nor grow without bound:
+/// once the socket is full too, sends queue against the outbox's limits).
+pub(crate) const CORK_LIMIT: usize = 64 * 1024;
+
+/// Bits of a [`CorkMark`] that hold the slot; the rest number the turn.
+const SLOT_BITS: u32 = 24;
+const MAX_SLOTS: usize = 1 << SLOT_BITS;
+
+/// No entry.
+const NONE: u32 = u32::MAX;
+
+/// Which turn listed a connection, and in which slot (0: none). It lives in the `Connection`
+/// and is read and written only under the corks' lock.
+#[derive(Debug, Default)]
+pub(crate) struct CorkMark(AtomicU64);
+
+impl CorkMark {
+    fn slot(&self, turn: u64) -> Option<usize> {
+        let mark = self.0.load(Ordering::Relaxed);
+        let slot = (mark & (MAX_SLOTS as u64 - 1)) as usize;
+        (mark != 0 && mark >> SLOT_BITS == turn).then_some(slot)
+    }
+
+    fn set(&self, turn: u64, slot: usize) {
+        self.0.store(turn << SLOT_BITS | slot as u64, Ordering::Relaxed);
+    }
+}
+
+/// What [`Corks::append`] did with a frame.
+pub(crate) enum Append {
+    /// Logged: the turn writes it.
+    Logged,
+    /// The link is not in the log this turn: send through the link.
+    NotLogged,
+    /// The link's frames must move to its own buffer first (a large payload, or over the
+    /// cork limit): [`Corks::spill`] under the link's lock, then send through the link.
+    Spill,
+}
+
+/// How [`Corks::list`] listed a link.
+pub(crate) enum Listing {
+    /// With the frame in the log.
+    Logged,
+    /// Its frames go to its own buffer (a large payload, written from its shared bytes).
+    Buffered,
+    /// Not at all: no turn is running.
+    No,
+}
+
+/// The turn's corks of one instance (see the module doc).
+#[derive(Default)]
+pub(crate) struct Corks {
+    state: Mutex<CorkState>,
+    /// `state.open`, readable without the lock: a send outside any turn (a queued one, or
+    /// one from a task the agent spawned) does not take it.
+    open: AtomicBool,
+}
+
+#[derive(Default)]
+struct CorkState {
+    /// The instance's task is running: sends are corked.
+    open: bool,
+    /// The task yields to let other sockets' messages in, and stays corked until it is
+    /// polled again (see [`hold`](Corks::hold)).
+    holding: bool,
+    /// Numbers the turns (from 1), so a mark left by an earlier turn is stale.
+    turn: u64,
+    /// The instance's task is about to wait for an event: the uncork frees the log.
+    trim: bool,
+    links: Vec<Listed>,
+    log: Log,
+}
+
+/// A link the turn sends to.
+struct Listed {
+    link: Arc<Link>,
+    /// Its frames are in the log (else in the link's buffer).
+    logged: bool,
+    /// A frame of the turn was queued behind them (the output gate held it): the ones after
+    /// it queue too, so none overtakes it.
+    sealed: bool,
+    /// Its entries, a list through `Entry::next`.
+    first: u32,
+    last: u32,
+    bytes: usize,
+}
+
+/// The frames of a turn: their bytes once each, and one entry per socket and frame.
+#[derive(Default)]
+pub(crate) struct Log {
+    bytes: Vec<u8>,
+    entries: Vec<Entry>,
+    /// The last frame encoded, for the next connection of a broadcast: its header, its
+    /// payload (kept, so that no other payload can take its address) and where it is.
+    last: Option<(Header, Bytes, u32, u32)>,
+}
+
+#[derive(Clone, Copy)]
+struct Entry {
+    start: u32,
+    len: u32,
+    next: u32,
+}
+
+impl Corks {
+    /// Logs `message` for the connection marked `mark`, if this turn already listed it.
+    pub(crate) fn append(&self, mark: &CorkMark, message: &Message) -> Append {
+        if !self.open.load(Ordering::Acquire) {
+            return Append::NotLogged;
+        }
+        let mut guard = lock(&self.state);
+        let state = &mut *guard;
+        if !state.open {
+            return Append::NotLogged;
+        }
+        let Some(slot) = mark.slot(state.turn) else { return Append::NotLogged };
+        let listed = &state.links[slot];
+        if !listed.logged || listed.sealed {
+            return Append::NotLogged;
+        }
+        let (header, payload) = Header::of(message);
+        let len = header.as_bytes().len() + payload.len();
+        if payload.len() > COPY_LIMIT || listed.bytes + len > CORK_LIMIT {
+            return Append::Spill;
+        }
+        match state.log.frame(header, payload, message) {
+            Some(entry) => {
+                log_entry(&mut state.links[slot], &mut state.log.entries, entry);
+                Append::Logged
+            }
+            None => Append::Spill,
+        }
+    }
+
+    /// Lists `link` (marked `mark`) in the running turn with `message` as its first frame.
+    /// Called under the link's lock, with nothing queued or waiting in its buffer.
+    pub(crate) fn list(&self, link: &Arc<Link>, mark: &CorkMark, message: &Message) -> Listing {
+        if !self.open.load(Ordering::Acquire) {
+            return Listing::No;
+        }
+        let mut guard = lock(&self.state);
+        let state = &mut *guard;
+        if !state.open || state.links.len() >= MAX_SLOTS {
+            return Listing::No;
+        }
+        let slot = state.links.len();
+        mark.set(state.turn, slot);
+        let mut listed = Listed {
+            link: link.clone(),
+            logged: true,
+            sealed: false,
+            first: NONE,
+            last: NONE,
+            bytes: 0,
+        };
+        let (header, payload) = Header::of(message);
+        let entry = if payload.len() > COPY_LIMIT {
+            None
+        } else {
+            state.log.frame(header, payload, message)
+        };
+        let listing = match entry {
+            Some(entry) => {
+                log_entry(&mut listed, &mut state.log.entries, entry);
+                Listing::Logged
+            }
+            None => {
+                listed.logged = false;
+                Listing::Buffered
+            }
+        };
+        state.links.push(listed);
+        listing
+    }
+
+    /// Moves the logged frames of the connection marked `mark` into its link's buffer `out`
+    /// (the caller holds the link's lock), where its later frames go too; returns whether it
+    /// did (not once the turn has ended: its uncork writes them).
+    pub(crate) fn spill(&self, mark: &CorkMark, out: &mut Frames) -> bool {
+        let mut guard = lock(&self.state);
+        let state = &mut *guard;
+        let Some(slot) = mark.slot(state.turn).filter(|_| state.open) else { return false };
+        let listed = &mut state.links[slot];
+        if listed.logged {
+            listed.logged = false;
+            for frame in state.log.frames(listed.first) {
+                out.push_raw(frame);
+            }
+        }
+        true
+    }
+
+    /// The running turn's log: bytes encoded, and entries.
+    #[cfg(test)]
+    pub(crate) fn log_size(&self) -> (usize, usize) {
+        let state = lock(&self.state);
+        (state.log.bytes.len(), state.log.entries.len())
+    }
+
+    /// Stops logging frames for the connection marked `mark` this turn: one of its frames was
+    /// queued behind the logged ones, and the later ones must queue behind it.
+    pub(crate) fn seal(&self, mark: &CorkMark) {
+        let mut guard = lock(&self.state);
+        let state = &mut *guard;
+        if let Some(slot) = mark.slot(state.turn).filter(|_| state.open) {
+            state.links[slot].sealed = true;
+        }
+    }
+
+    /// Keeps what is corked through the task's next yield, if anything is; returns whether it
+    /// does. The instance's task calls this when its mailbox is empty, then yields once: the
+    /// socket tasks read what their clients sent meanwhile, and the frames of those turns
+    /// join the same writes (one pass of the event loop, as uWebSockets corks).
+    pub(crate) fn hold(&self) -> bool {
+        let mut state = lock(&self.state);
+        state.holding = !state.links.is_empty();
+        state.holding
+    }
+
+    /// Polls `future` (the instance's task) with sends corked, then writes what it corked.
+    pub(crate) fn poll<F: Future + ?Sized>(
+        &self,
+        future: Pin<&mut F>,
+        cx: &mut Context<'_>,
+    ) -> Poll<F::Output> {
+        /// Writes what was corked when the poll ends, even if it panics: corks left open
+        /// would hold every later send.
+        struct Uncork<'a>(&'a Corks);
+        impl Drop for Uncork<'_> {
+            fn drop(&mut self) {
+                self.0.uncork();
+            }
+        }
+        {
+            let mut state = lock(&self.state);
+            if !state.open {
+                state.open = true;
+                state.turn += 1;
+                self.open.store(true, Ordering::Release);
+            }
+        }
+        let uncork = Uncork(self);
+        let polled = future.poll(cx);
+        if polled.is_pending() && std::mem::take(&mut lock(&self.state).holding) {
+            std::mem::forget(uncork); // held: written on a later poll
+        }
+        polled
+    }
+
+    /// Closes the corks and writes every listed link.
+    fn uncork(&self) {
+        let (mut links, mut log) = {
+            let mut state = lock(&self.state);
+            state.holding = false;
+            state.open = false;
+            self.open.store(false, Ordering::Release);
+            (std::mem::take(&mut state.links), std::mem::take(&mut state.log))
+        };
+        for listed in &links {
+            let frames = if listed.logged { log.frames(listed.first) } else { log.frames(NONE) };
+            listed.link.uncork(frames);
+        }
+        links.clear();
+        log.clear();
+        // Kept for the next turn while the instance is busy, freed when it goes idle.
+        let mut state = lock(&self.state);
+        if std::mem::take(&mut state.trim) {
+            return;
+        }
+        if state.links.is_empty() {
+            state.links = links;
+        }
+        if state.log.entries.is_empty() {
+            state.log = log;
+        }
+    }
+
+    /// The instance's task is about to wait for its next event: the log's memory is freed
+    /// when this poll ends, so an idle instance holds none of it.
+    pub(crate) fn trim(&self) {
+        lock(&self.state).trim = true;
+    }
+}
+
+/// Adds entry `entry` at the end of `listed`'s list.
+fn log_entry(listed: &mut Listed, entries: &mut [Entry], entry: u32) {
+    let Entry { len, .. } = entries[entry as usize];
+    if listed.first == NONE {
+        listed.first = entry;
+    } else {
+        entries[listed.last as usize].next = entry;
+    }
+    listed.last = entry;
+    listed.bytes += len as usize;
+}
+
+impl Log {
+    /// Adds an entry for the frame of `message` (`header` and `payload`), encoding it unless
+    /// it is the frame encoded last (a broadcast). `None` if the log is full (4 GiB).
+    fn frame(&mut self, header: Header, payload: &[u8], message: &Message) -> Option<u32> {
+        let same = |(last_header, last_payload, _, _): &(Header, Bytes, u32, u32)| {
+            last_header.as_bytes() == header.as_bytes()
+                && last_payload.as_ptr() == payload.as_ptr()
+                && last_payload.len() == payload.len()
+        };
+        let (start, len) = match &self.last {
+            Some(last) if same(last) => (last.2, last.3),
+            _ => {
+                let len = header.as_bytes().len() + payload.len();
+                let start = u32::try_from(self.bytes.len()).ok()?;
+                u32::try_from(self.bytes.len() + len).ok()?;
+                self.bytes.extend_from_slice(header.as_bytes());
+                self.bytes.extend_from_slice(payload);
+                let len = len as u32;
+                self.last = Some((header, payload_bytes(message), start, len));
+                (start, len)
+            }
+        };
+        let index = u32::try_from(self.entries.len()).ok().filter(|&i| i != NONE)?;
+        self.entries.push(Entry { start, len, next: NONE });
+        Some(index)
+    }
+
+    /// The frames of the list that starts at `first`, in order.
+    fn frames(&self, first: u32) -> impl Iterator<Item = &[u8]> + '_ {
+        let mut next = first;
+        std::iter::from_fn(move || {
+            let entry = *self.entries.get(next as usize)?;
+            next = entry.next;
+            Some(&self.bytes[entry.start as usize..(entry.start + entry.len) as usize])
+        })
+    }
+
+    /// Empties the log, keeping its memory for the next turn.
+    fn clear(&mut self) {
+        self.last = None;
+        self.bytes.clear();
+        self.entries.clear();
+    }
+}
