@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::SystemTime;
 
-use crate::corks::CorkMark;
+use crate::corks::{Batch, CorkMark};
 use crate::error::ConnectionError;
 use crate::instances::Instance;
 use crate::message::Message;
@@ -184,9 +184,28 @@ impl<S> Connection<S> {
     }
 
     /// [`send`](Self::send) for a message shared by many connections (a broadcast): copied
-    /// only if it has to be queued.
-    pub(crate) fn send_shared(&self, message: &Message) -> Result<(), ConnectionError> {
-        self.send_cow(Cow::Borrowed(message))
+    /// only if it has to be queued. A connection the turn already listed takes the frame under
+    /// the `batch`'s hold on the corks, without a lock of its own.
+    pub(crate) fn send_batched<'a>(
+        &'a self,
+        message: &Message,
+        batch: &mut Option<Batch<'a>>,
+    ) -> Result<(), ConnectionError> {
+        if self.is_closing() {
+            return Err(ConnectionError::Closed);
+        }
+        let instance = &self.inner.instance;
+        if instance.gate.is_settled(self.pending_write()) {
+            let batch = match batch {
+                Some(batch) if batch.holds(&instance.corks) => batch,
+                _ => batch.insert(Batch::new(&instance.corks)),
+            };
+            if batch.append(&self.inner.cork, message) {
+                return Ok(());
+            }
+            batch.release();
+        }
+        self.push(Cow::Borrowed(message))
     }
 
     fn send_cow(&self, message: Cow<'_, Message>) -> Result<(), ConnectionError> {

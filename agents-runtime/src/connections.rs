@@ -61,9 +61,11 @@ impl<S> ConnectionTable<S> {
     /// Queues `message` for every open connection whose id is not in `without` (one shared
     /// payload, one push per connection); returns how many took it.
     pub(crate) fn broadcast(&self, message: &Message, without: &[&str]) -> usize {
+        // One hold on the instance's corks for the connections its turn already listed.
+        let mut batch = None;
         self.iter(None)
             .filter(|conn| !without.contains(&conn.id()))
-            .filter(|conn| conn.send_shared(message).is_ok())
+            .filter(|conn| conn.send_batched(message, &mut batch).is_ok())
             .count()
     }
 

@@ -12,7 +12,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -133,28 +133,7 @@ impl Corks {
         if !self.open.load(Ordering::Acquire) {
             return Append::NotLogged;
         }
-        let mut guard = lock(&self.state);
-        let state = &mut *guard;
-        if !state.open {
-            return Append::NotLogged;
-        }
-        let Some(slot) = mark.slot(state.turn) else { return Append::NotLogged };
-        let listed = &state.links[slot];
-        if !listed.logged || listed.sealed {
-            return Append::NotLogged;
-        }
-        let (header, payload) = Header::of(message);
-        let len = header.as_bytes().len() + payload.len();
-        if payload.len() > COPY_LIMIT || listed.bytes + len > CORK_LIMIT {
-            return Append::Spill;
-        }
-        match state.log.frame(header, payload, message) {
-            Some(entry) => {
-                log_entry(&mut state.links[slot], &mut state.log.entries, entry);
-                Append::Logged
-            }
-            None => Append::Spill,
-        }
+        lock(&self.state).append(mark, message)
     }
 
     /// Lists `link` (marked `mark`) in the running turn with `message` as its first frame.
@@ -307,6 +286,67 @@ impl Corks {
     }
 }
 
+impl CorkState {
+    fn append(&mut self, mark: &CorkMark, message: &Message) -> Append {
+        if !self.open {
+            return Append::NotLogged;
+        }
+        let Some(slot) = mark.slot(self.turn) else { return Append::NotLogged };
+        let listed = &self.links[slot];
+        if !listed.logged || listed.sealed {
+            return Append::NotLogged;
+        }
+        let (header, payload) = Header::of(message);
+        let len = header.as_bytes().len() + payload.len();
+        if payload.len() > COPY_LIMIT || listed.bytes + len > CORK_LIMIT {
+            return Append::Spill;
+        }
+        match self.log.frame(header, payload, message) {
+            Some(entry) => {
+                log_entry(&mut self.links[slot], &mut self.log.entries, entry);
+                Append::Logged
+            }
+            None => Append::Spill,
+        }
+    }
+}
+
+/// A broadcast's hold on an instance's corks: the lock is taken once for every connection
+/// the turn already listed (most of them, after the turn's first broadcast), and let go
+/// before a send that has to go through its link.
+pub(crate) struct Batch<'a> {
+    corks: &'a Corks,
+    guard: Option<MutexGuard<'a, CorkState>>,
+}
+
+impl<'a> Batch<'a> {
+    pub(crate) fn new(corks: &'a Corks) -> Self {
+        Self { corks, guard: None }
+    }
+
+    /// Whether `corks` are the ones this batch holds.
+    pub(crate) fn holds(&self, corks: &Corks) -> bool {
+        std::ptr::eq(self.corks, corks)
+    }
+
+    /// Logs `message` for the connection marked `mark` if this turn already listed it
+    /// ([`Corks::append`] that says only whether it did; anything else goes through the link,
+    /// after [`release`](Self::release)).
+    pub(crate) fn append(&mut self, mark: &CorkMark, message: &Message) -> bool {
+        if !self.corks.open.load(Ordering::Acquire) {
+            return false;
+        }
+        let corks = self.corks;
+        let state = self.guard.get_or_insert_with(|| lock(&corks.state));
+        matches!(state.append(mark, message), Append::Logged)
+    }
+
+    /// Lets go of the lock (a send through a link takes it itself).
+    pub(crate) fn release(&mut self) {
+        self.guard = None;
+    }
+}
+
 /// Adds entry `entry` at the end of `listed`'s list.
 fn log_entry(listed: &mut Listed, entries: &mut [Entry], entry: u32) {
     let Entry { len, .. } = entries[entry as usize];
@@ -324,9 +364,9 @@ impl Log {
     /// it is the frame encoded last (a broadcast). `None` if the log is full (4 GiB).
     fn frame(&mut self, header: Header, payload: &[u8], message: &Message) -> Option<u32> {
         let same = |(last_header, last_payload, _, _): &(Header, Bytes, u32, u32)| {
-            last_header.as_bytes() == header.as_bytes()
-                && last_payload.as_ptr() == payload.as_ptr()
+            last_payload.as_ptr() == payload.as_ptr()
                 && last_payload.len() == payload.len()
+                && *last_header == header
         };
         let (start, len) = match &self.last {
             Some(last) if same(last) => (last.2, last.3),

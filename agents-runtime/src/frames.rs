@@ -43,7 +43,7 @@ pub(crate) trait Wire: Send + Sync {
 }
 
 /// A frame's header, ready to write.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Header {
     bytes: [u8; 10],
     len: u8,
