@@ -2,7 +2,6 @@
 
 use agents_runtime::prelude::*;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use crate::now_ms;
 
@@ -11,6 +10,17 @@ use crate::now_ms;
 #[derive(Clone, Serialize, Deserialize)]
 pub struct Chatter {
     username: String,
+}
+
+/// What the room sends, as `{"type": "join" | "message" | "leave", "user", "text"?,
+/// "timestamp"}`: a typed frame serializes straight to its JSON text, with no `Value` built
+/// on the way.
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+enum RoomFrame<'a> {
+    Join { user: &'a str, timestamp: u64 },
+    Message { user: &'a str, text: &'a str, timestamp: u64 },
+    Leave { user: &'a str, timestamp: u64 },
 }
 
 /// Broadcasts joins, messages and leaves to everyone in the room.
@@ -26,7 +36,7 @@ impl ChatRoom {
         conn_ctx: &ConnectionContext,
     ) -> Result<()> {
         let username = conn_ctx.query("username").map_or("Anonymous".into(), |u| u.into_owned());
-        let join = json!({ "type": "join", "user": username, "timestamp": now_ms() });
+        let join = Message::json(&RoomFrame::Join { user: &username, timestamp: now_ms() })?;
         conn.set_state(Chatter { username })?;
         // Everyone but the joiner.
         ctx.broadcast(join, &[conn.id()]);
@@ -40,8 +50,10 @@ impl ChatRoom {
         message: Message,
     ) -> Result<()> {
         let Some(text) = message.as_text() else { return Ok(()) }; // binary is ignored
-        let user = conn.with_state(|s| s.map(|s| s.username.clone())).unwrap_or_default();
-        let frame = json!({ "type": "message", "user": user, "text": text, "timestamp": now_ms() });
+        let frame = conn.with_state(|chatter| {
+            let user = chatter.map_or("", |chatter| chatter.username.as_str());
+            Message::json(&RoomFrame::Message { user, text, timestamp: now_ms() })
+        })?;
         ctx.broadcast(frame, &[]);
         Ok(())
     }
@@ -54,8 +66,12 @@ impl ChatRoom {
         _reason: &str,
         _was_clean: bool,
     ) {
-        if let Some(Chatter { username }) = conn.state() {
-            ctx.broadcast(json!({ "type": "leave", "user": username, "timestamp": now_ms() }), &[]);
+        let leave = conn.with_state(|chatter| {
+            let user = chatter?.username.as_str();
+            Message::json(&RoomFrame::Leave { user, timestamp: now_ms() }).ok()
+        });
+        if let Some(leave) = leave {
+            ctx.broadcast(leave, &[]);
         }
     }
 }
