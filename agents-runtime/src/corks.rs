@@ -2,12 +2,14 @@
 //! while its task is being polled and written when the poll ends, one `sendmsg` per socket.
 //!
 //! The frames wait in one log per instance rather than in each socket's buffer: a broadcast
-//! encodes its frame once into the log, and each connection gets an entry pointing at it.
-//! Only the first send of a turn to a connection locks its link (to see that nothing is
+//! encodes its frame once into the log, and each connection keeps where its frames are, as
+//! runs of frames that follow each other there. A connection that gets every frame of the
+//! turn (each broadcast, in a chat room) has a single run, and nothing per frame is stored for
+//! it. Only the first send of a turn to a connection locks its link (to see that nothing is
 //! queued or half-written ahead of it); the others touch nothing but the log and the mark in
 //! the `Connection`, a cache line the send reads anyway. When the poll ends, each listed
-//! link gathers its entries into one vectored write, and what the socket does not take is
-//! copied into the link's own buffer for the socket task to finish.
+//! link gathers its runs into one vectored write (one slice, for a single run), and what the
+//! socket does not take is copied into the link's own buffer for the socket task to finish.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -104,16 +106,28 @@ struct Listed {
     /// A frame of the turn was queued behind them (the output gate held it): the ones after
     /// it queue too, so none overtakes it.
     sealed: bool,
-    /// Its entries, a list through `Entry::next`.
+    /// Its earlier runs of frames, a list through `Entry::next`.
     first: u32,
     last: u32,
+    /// Its latest run: frames that follow each other in the log, `start..end` of its bytes. A
+    /// connection that gets every frame of a turn (each broadcast) has this run only, written
+    /// as one slice; a frame that does not follow it closes it into an entry.
+    run: (u32, u32),
     bytes: usize,
 }
 
-/// The frames of a turn: their bytes once each, and one entry per socket and frame.
+impl Listed {
+    /// Where its frames are in the log: its entries, then its run.
+    fn frames(&self) -> (u32, (u32, u32)) {
+        if self.logged { (self.first, self.run) } else { (NONE, (0, 0)) }
+    }
+}
+
+/// The frames of a turn: their bytes once each, and each connection's runs of them.
 #[derive(Default)]
 pub(crate) struct Log {
     bytes: Vec<u8>,
+    /// Runs of frames that a later frame to the same connection did not follow.
     entries: Vec<Entry>,
     /// The last frame encoded, for the next connection of a broadcast: its header, its
     /// payload (kept, so that no other payload can take its address) and where it is.
@@ -155,23 +169,20 @@ impl Corks {
             sealed: false,
             first: NONE,
             last: NONE,
+            run: (0, 0),
             bytes: 0,
         };
         let (header, payload) = Header::of(message);
-        let entry = if payload.len() > COPY_LIMIT {
-            None
+        let logged = payload.len() <= COPY_LIMIT
+            && state.log.frame(header, payload, message).is_some_and(|(start, len)| {
+                state.log.add(&mut listed, start, len);
+                true
+            });
+        let listing = if logged {
+            Listing::Logged
         } else {
-            state.log.frame(header, payload, message)
-        };
-        let listing = match entry {
-            Some(entry) => {
-                log_entry(&mut listed, &mut state.log.entries, entry);
-                Listing::Logged
-            }
-            None => {
-                listed.logged = false;
-                Listing::Buffered
-            }
+            listed.logged = false;
+            Listing::Buffered
         };
         state.links.push(listed);
         listing
@@ -186,19 +197,20 @@ impl Corks {
         let Some(slot) = mark.slot(state.turn).filter(|_| state.open) else { return false };
         let listed = &mut state.links[slot];
         if listed.logged {
-            listed.logged = false;
-            for frame in state.log.frames(listed.first) {
+            for frame in state.log.frames(listed.frames()) {
                 out.push_raw(frame);
             }
+            listed.logged = false;
         }
         true
     }
 
-    /// The running turn's log: bytes encoded, and entries.
+    /// The running turn's log: bytes encoded, and slices to write (runs of frames).
     #[cfg(test)]
     pub(crate) fn log_size(&self) -> (usize, usize) {
         let state = lock(&self.state);
-        (state.log.bytes.len(), state.log.entries.len())
+        let runs = state.links.iter().filter(|listed| listed.run.0 < listed.run.1).count();
+        (state.log.bytes.len(), state.log.entries.len() + runs)
     }
 
     /// Stops logging frames for the connection marked `mark` this turn: one of its frames was
@@ -261,8 +273,7 @@ impl Corks {
             (std::mem::take(&mut state.links), std::mem::take(&mut state.log))
         };
         for listed in &links {
-            let frames = if listed.logged { log.frames(listed.first) } else { log.frames(NONE) };
-            listed.link.uncork(frames);
+            listed.link.uncork(log.frames(listed.frames()));
         }
         links.clear();
         log.clear();
@@ -274,7 +285,7 @@ impl Corks {
         if state.links.is_empty() {
             state.links = links;
         }
-        if state.log.entries.is_empty() {
+        if state.log.bytes.is_empty() {
             state.log = log;
         }
     }
@@ -302,8 +313,8 @@ impl CorkState {
             return Append::Spill;
         }
         match self.log.frame(header, payload, message) {
-            Some(entry) => {
-                log_entry(&mut self.links[slot], &mut self.log.entries, entry);
+            Some((start, len)) => {
+                self.log.add(&mut self.links[slot], start, len);
                 Append::Logged
             }
             None => Append::Spill,
@@ -347,29 +358,21 @@ impl<'a> Batch<'a> {
     }
 }
 
-/// Adds entry `entry` at the end of `listed`'s list.
-fn log_entry(listed: &mut Listed, entries: &mut [Entry], entry: u32) {
-    let Entry { len, .. } = entries[entry as usize];
-    if listed.first == NONE {
-        listed.first = entry;
-    } else {
-        entries[listed.last as usize].next = entry;
-    }
-    listed.last = entry;
-    listed.bytes += len as usize;
-}
-
 impl Log {
-    /// Adds an entry for the frame of `message` (`header` and `payload`), encoding it unless
-    /// it is the frame encoded last (a broadcast). `None` if the log is full (4 GiB).
-    fn frame(&mut self, header: Header, payload: &[u8], message: &Message) -> Option<u32> {
+    /// Where the frame of `message` (`header` and `payload`) is in the log, as its start and
+    /// length: encoded now, unless it is the frame encoded last (a broadcast). `None` if the
+    /// log is full (4 GiB, or as many runs as entries can number).
+    fn frame(&mut self, header: Header, payload: &[u8], message: &Message) -> Option<(u32, u32)> {
+        if self.entries.len() >= NONE as usize - 1 {
+            return None;
+        }
         let same = |(last_header, last_payload, _, _): &(Header, Bytes, u32, u32)| {
             last_payload.as_ptr() == payload.as_ptr()
                 && last_payload.len() == payload.len()
                 && *last_header == header
         };
-        let (start, len) = match &self.last {
-            Some(last) if same(last) => (last.2, last.3),
+        match &self.last {
+            Some(last) if same(last) => Some((last.2, last.3)),
             _ => {
                 let len = header.as_bytes().len() + payload.len();
                 let start = u32::try_from(self.bytes.len()).ok()?;
@@ -378,21 +381,45 @@ impl Log {
                 self.bytes.extend_from_slice(payload);
                 let len = len as u32;
                 self.last = Some((header, payload_bytes(message), start, len));
-                (start, len)
+                Some((start, len))
             }
-        };
-        let index = u32::try_from(self.entries.len()).ok().filter(|&i| i != NONE)?;
-        self.entries.push(Entry { start, len, next: NONE });
-        Some(index)
+        }
     }
 
-    /// The frames of the list that starts at `first`, in order.
-    fn frames(&self, first: u32) -> impl Iterator<Item = &[u8]> + '_ {
+    /// Gives `listed` the frame at `start`, `len` bytes long: its run grows if the frame
+    /// follows it in the log, else the run is closed into an entry and a new one starts.
+    fn add(&mut self, listed: &mut Listed, start: u32, len: u32) {
+        let (run_start, run_end) = listed.run;
+        if run_start < run_end && run_end == start {
+            listed.run.1 = start + len;
+        } else {
+            if run_start < run_end {
+                // `frame` keeps the entries below `NONE`.
+                let entry = self.entries.len() as u32;
+                self.entries.push(Entry { start: run_start, len: run_end - run_start, next: NONE });
+                if listed.first == NONE {
+                    listed.first = entry;
+                } else {
+                    self.entries[listed.last as usize].next = entry;
+                }
+                listed.last = entry;
+            }
+            listed.run = (start, start + len);
+        }
+        listed.bytes += len as usize;
+    }
+
+    /// The bytes of a connection's frames, in order: its entries from `first` on, then its
+    /// `run` (see [`Listed::frames`]). Each slice holds whole frames.
+    fn frames(&self, (first, run): (u32, (u32, u32))) -> impl Iterator<Item = &[u8]> + '_ {
         let mut next = first;
-        std::iter::from_fn(move || {
-            let entry = *self.entries.get(next as usize)?;
-            next = entry.next;
-            Some(&self.bytes[entry.start as usize..(entry.start + entry.len) as usize])
+        let mut run = (run.0 < run.1).then_some(run);
+        std::iter::from_fn(move || match self.entries.get(next as usize) {
+            Some(entry) => {
+                next = entry.next;
+                Some(&self.bytes[entry.start as usize..(entry.start + entry.len) as usize])
+            }
+            None => run.take().map(|(start, end)| &self.bytes[start as usize..end as usize]),
         })
     }
 

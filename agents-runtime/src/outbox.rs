@@ -874,9 +874,9 @@ mod tests {
                     link.send(shared, 0, true, BUDGET, &corks, mark).expect("logged");
                 }
             }
-            let (bytes, entries) = corks.log_size();
+            let (bytes, slices) = corks.log_size();
             assert_eq!(bytes, 2 * (2 + 3), "each frame encoded once");
-            assert_eq!(entries, 6, "one entry per socket and frame");
+            assert_eq!(slices, 3, "one run per socket: its frames follow each other in the log");
             // A large payload moves that socket's frames to its own buffer, in order.
             let shared = Cow::Borrowed(&big);
             links[1].send(shared, 0, true, BUDGET, &corks, &marks[1]).expect("buffered");
@@ -892,6 +892,36 @@ mod tests {
         assert_eq!(frames[2].len(), 5000);
         // Behind a large payload, as always, the next frame queues for the socket task.
         assert_eq!(queued(&links[1]), 1);
+    }
+
+    #[tokio::test]
+    async fn frames_that_skip_a_socket_or_repeat_split_its_run_and_keep_their_order() {
+        let wires: Vec<_> =
+            (0..2).map(|_| Arc::new(Trickle::new(usize::MAX, usize::MAX))).collect();
+        let links: Vec<_> =
+            wires.iter().map(|wire| Arc::new(Link::new(8, Some(wire.clone())))).collect();
+        let marks: Vec<_> = (0..2).map(|_| CorkMark::default()).collect();
+        let corks = Corks::default();
+        in_turn(&corks, || {
+            let send = |to: &[usize], message: &Message| {
+                for &i in to {
+                    let shared = Cow::Borrowed(message);
+                    links[i].send(shared, 0, true, BUDGET, &corks, &marks[i]).expect("logged");
+                }
+            };
+            send(&[0], &Message::from("a"));
+            send(&[0, 1], &Message::from("b"));
+            send(&[1], &Message::from("c"));
+            send(&[0], &Message::from("d"));
+            let twice = Message::from("e");
+            send(&[1, 1], &twice);
+            let (bytes, slices) = corks.log_size();
+            assert_eq!(bytes, 5 * 3, "each frame encoded once, the repeated one too");
+            // 0: a b | d; 1: b c | e | e.
+            assert_eq!(slices, 5);
+        });
+        assert_eq!(texts(&wires[0]), ["a", "b", "d"]);
+        assert_eq!(texts(&wires[1]), ["b", "c", "e", "e"]);
     }
 
     #[tokio::test]
