@@ -6,8 +6,9 @@ the tables of BENCHMARKS.md (medians of --runs runs).
     python3 bench/run.py --runs 1 --only chat-32,connect --peers agents-rs,bun
 
 Each run starts a fresh server pinned to core 0 and the load generator pinned to core 1
-(taskset); the servers are ours (`bench-server`: the examples' agents), Bun's Bun.serve with
-pub/sub, Node's `ws`, and a minimal tokio-tungstenite server. The peers come from npm
+(taskset), and the peers take turns run by run; the servers are ours (`bench-server`: the
+examples' agents), Bun's Bun.serve with pub/sub, Node's `ws`, and a minimal tokio-tungstenite
+server. The peers come from npm
 (`bench/peers`, `npm ci`) and from this workspace (`cargo build --release -p agents-bench`).
 Raw results go to target/bench/results.json, the tables to target/bench/tables.md.
 """
@@ -190,12 +191,14 @@ def main():
     results = {"machine": machine(), "runs": options.runs, "workloads": {}}
     for workload in workloads:
         on, _, _, _ = WORKLOADS[workload]
-        for peer in [p for p in peers if p in on]:
-            runs = []
-            for n in range(options.runs):
+        by_peer = results["workloads"].setdefault(workload, {})
+        # Run n of every peer, then run n + 1 of every peer: the machine's speed drifts over
+        # minutes (±15% on this VM), and interleaving spreads the drift over all the peers
+        # instead of handing it to whichever ran last.
+        for n in range(options.runs):
+            for peer in [p for p in peers if p in on]:
                 print(f"== {workload} / {peer} / run {n + 1} of {options.runs}", file=sys.stderr, flush=True)
-                runs.append(run_once(peer, workload))
-            results["workloads"].setdefault(workload, {})[peer] = runs
+                by_peer.setdefault(peer, []).append(run_once(peer, workload))
         (OUT / "results.json").write_text(json.dumps(results, indent=1))
 
     lines = [f"Machine: {results['machine']}", f"Medians of {options.runs} runs.", ""]

@@ -71,12 +71,13 @@ impl Room {
         Self { table, links, instance }
     }
 
-    /// `ctx.broadcast(message, &[])` in the instance's turn: every send is corked, and each
-    /// socket written once when the turn ends. Returns how many connections took it.
-    pub fn broadcast_in_turn(&self, message: &Message) -> usize {
+    /// `ctx.broadcast(message, &[])` for each of `messages` in one turn of the instance: every
+    /// send is corked, and each socket written once when the turn ends. Returns how many
+    /// deliveries were made.
+    pub fn broadcast_in_turn(&self, messages: &[Message]) -> usize {
         let mut sent = 0;
         let mut turn = pin!(std::future::poll_fn(|_| {
-            sent = self.table.broadcast(message, &[]);
+            sent = messages.iter().map(|message| self.table.broadcast(message, &[])).sum();
             Poll::Ready(())
         }));
         let _ = self.instance.corks.poll(turn.as_mut(), &mut Context::from_waker(Waker::noop()));

@@ -19,6 +19,16 @@ use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
 const CHAT: &str = r#"{"text":"hello, everyone in the room","timestamp":1763800000000,"type":"message","user":"alice"}"#;
 const RPC: &str = r#"{"type":"rpc","id":"d7f3a9","method":"add","args":[1.5,1]}"#;
 
+/// `ChatRoom`'s message frame, typed as the room builds it.
+#[derive(serde::Serialize)]
+struct ChatFrame<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    user: &'a str,
+    text: &'a str,
+    timestamp: u64,
+}
+
 fn frames(c: &mut Criterion) {
     let mut group = c.benchmark_group("frame");
     group.throughput(Throughput::Elements(1));
@@ -50,12 +60,18 @@ fn frames(c: &mut Criterion) {
     group.bench_function("read a client frame: plain chat text", |b| {
         b.iter(|| black_box(parse_client_frame(black_box("hello, everyone in the room"))))
     });
-    group.bench_function("build a chat frame once (serde_json)", |b| {
+    group.bench_function("build a chat frame once (serde_json Value)", |b| {
         b.iter_batched(
             || json!({"type": "message", "user": "alice", "text": "hello", "timestamp": 1}),
             |frame| black_box(Message::from(frame)),
             BatchSize::SmallInput,
         );
+    });
+    group.bench_function("build a chat frame once (typed, Message::json)", |b| {
+        b.iter(|| {
+            let frame = ChatFrame { kind: "message", user: "alice", text: "hello", timestamp: 1 };
+            black_box(Message::json(black_box(&frame)).expect("serializes"))
+        });
     });
     group.bench_function("build an RPC answer frame", |b| {
         let result = json!(2.5);
@@ -80,8 +96,16 @@ fn broadcast(c: &mut Criterion) {
         });
     });
     let sockets = Room::with_sockets(10_000);
+    let one = [message.clone()];
     group.bench_function("to 10,000 sockets in one turn (cork, then one write each)", |b| {
-        b.iter(|| black_box(sockets.broadcast_in_turn(&message)));
+        b.iter(|| black_box(sockets.broadcast_in_turn(&one)));
+    });
+    // Eight messages of their own (as chat 1000x1's turns gather about eight): each socket is
+    // listed by the first, and the other seven only extend its run in the cork log.
+    let eight: Vec<Message> = (0..8).map(|i| Message::from(format!("{CHAT}{i}"))).collect();
+    group.throughput(Throughput::Elements(80_000));
+    group.bench_function("8 messages to 10,000 sockets in one turn", |b| {
+        b.iter(|| black_box(sockets.broadcast_in_turn(&eight)));
     });
     group.finish();
 }
