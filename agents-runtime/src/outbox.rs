@@ -857,13 +857,17 @@ mod tests {
         assert_eq!(queued(&link), 2, "then the held frame, and the one after it");
     }
 
+    /// `n` sockets that take everything: their wires, links and marks in the cork log.
+    fn sockets(n: usize) -> (Vec<Arc<Trickle>>, Vec<Arc<Link>>, Vec<CorkMark>) {
+        let wires: Vec<_> =
+            (0..n).map(|_| Arc::new(Trickle::new(usize::MAX, usize::MAX))).collect();
+        let links = wires.iter().map(|wire| Arc::new(Link::new(8, Some(wire.clone())))).collect();
+        (wires, links, (0..n).map(|_| CorkMark::default()).collect())
+    }
+
     #[tokio::test]
     async fn a_broadcast_logs_its_frame_once_and_each_socket_gets_it_in_order() {
-        let wires: Vec<_> =
-            (0..3).map(|_| Arc::new(Trickle::new(usize::MAX, usize::MAX))).collect();
-        let links: Vec<_> =
-            wires.iter().map(|wire| Arc::new(Link::new(8, Some(wire.clone())))).collect();
-        let marks: Vec<_> = (0..3).map(|_| CorkMark::default()).collect();
+        let (wires, links, marks) = sockets(3);
         let corks = Corks::default();
         let big = Message::from(vec![9u8; 5000]);
         in_turn(&corks, || {
@@ -896,11 +900,7 @@ mod tests {
 
     #[tokio::test]
     async fn frames_that_skip_a_socket_or_repeat_split_its_run_and_keep_their_order() {
-        let wires: Vec<_> =
-            (0..2).map(|_| Arc::new(Trickle::new(usize::MAX, usize::MAX))).collect();
-        let links: Vec<_> =
-            wires.iter().map(|wire| Arc::new(Link::new(8, Some(wire.clone())))).collect();
-        let marks: Vec<_> = (0..2).map(|_| CorkMark::default()).collect();
+        let (wires, links, marks) = sockets(2);
         let corks = Corks::default();
         in_turn(&corks, || {
             let send = |to: &[usize], message: &Message| {
