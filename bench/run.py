@@ -147,6 +147,20 @@ def fmt(value):
     return f"{int(value):,}"
 
 
+def paired(by_peer, key):
+    """agents-rs against Bun run by run (the peers take turns, so run n of each saw the same
+    machine): the ratios of `key` and their median, a steadier verdict than two medians."""
+    ours, bun = by_peer.get("agents-rs"), by_peer.get("bun")
+    if not ours or not bun:
+        return []
+    ratios = [figure(a, key) / figure(b, key) for a, b in zip(ours, bun)
+              if figure(a, key) is not None and figure(b, key)]
+    if not ratios:
+        return []
+    each = ", ".join(f"{r:.3f}" for r in ratios)
+    return [f"agents-rs / Bun, {key}, run by run: {each}; median {median(ratios):.3f}", ""]
+
+
 def machine():
     model = "unknown"
     for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -210,6 +224,7 @@ def main():
             cells = [fmt(median([figure(r, k) for r in runs])) for k in keys]
             lines.append(f"| {peer} | " + " | ".join(cells) + " |")
         lines.append("")
+        lines += paired(by_peer, keys[0])
     table = "\n".join(lines)
     (OUT / "tables.md").write_text(table)
     print(table)
