@@ -203,6 +203,9 @@ impl<S> Connection<S> {
             if batch.append(&self.inner.cork, message) {
                 return Ok(());
             }
+        }
+        // `Link::send` takes the link's lock, then the corks': the batch lets go of them first.
+        if let Some(batch) = batch {
             batch.release();
         }
         self.push(Cow::Borrowed(message))

@@ -32,6 +32,10 @@ pub(crate) const CORK_LIMIT: usize = 64 * 1024;
 /// Bits of a [`CorkMark`] that hold the slot; the rest number the turn.
 const SLOT_BITS: u32 = 24;
 const MAX_SLOTS: usize = 1 << SLOT_BITS;
+/// Turns are numbered in the other 40 bits, from 1, and the numbers come round again (after a
+/// trillion turns): a listing is recognized by the mark's address too, never by the number
+/// alone (see [`CorkState::listed`]).
+pub(crate) const TURN_MASK: u64 = u64::MAX >> SLOT_BITS;
 
 /// No entry.
 const NONE: u32 = u32::MAX;
@@ -50,6 +54,11 @@ impl CorkMark {
 
     fn set(&self, turn: u64, slot: usize) {
         self.0.store(turn << SLOT_BITS | slot as u64, Ordering::Relaxed);
+    }
+
+    /// Where this mark is: the `Listed` of its connection keeps it.
+    fn address(&self) -> usize {
+        std::ptr::from_ref(self) as usize
     }
 }
 
@@ -101,6 +110,8 @@ struct CorkState {
 /// A link the turn sends to.
 struct Listed {
     link: Arc<Link>,
+    /// The address of its connection's [`CorkMark`].
+    mark: usize,
     /// Its frames are in the log (else in the link's buffer).
     logged: bool,
     /// A frame of the turn was queued behind them (the output gate held it): the ones after
@@ -165,6 +176,7 @@ impl Corks {
         mark.set(state.turn, slot);
         let mut listed = Listed {
             link: link.clone(),
+            mark: mark.address(),
             logged: true,
             sealed: false,
             first: NONE,
@@ -194,7 +206,7 @@ impl Corks {
     pub(crate) fn spill(&self, mark: &CorkMark, out: &mut Frames) -> bool {
         let mut guard = lock(&self.state);
         let state = &mut *guard;
-        let Some(slot) = mark.slot(state.turn).filter(|_| state.open) else { return false };
+        let Some(slot) = state.listed(mark) else { return false };
         let listed = &mut state.links[slot];
         if listed.logged {
             for frame in state.log.frames(listed.frames()) {
@@ -213,12 +225,19 @@ impl Corks {
         (state.log.bytes.len(), state.log.entries.len() + runs)
     }
 
+    /// Numbers the next turn `turn + 1` (tests of the numbers coming round), and says the
+    /// number of the last one.
+    #[cfg(test)]
+    pub(crate) fn set_turn(&self, turn: u64) -> u64 {
+        std::mem::replace(&mut lock(&self.state).turn, turn)
+    }
+
     /// Stops logging frames for the connection marked `mark` this turn: one of its frames was
     /// queued behind the logged ones, and the later ones must queue behind it.
     pub(crate) fn seal(&self, mark: &CorkMark) {
         let mut guard = lock(&self.state);
         let state = &mut *guard;
-        if let Some(slot) = mark.slot(state.turn).filter(|_| state.open) {
+        if let Some(slot) = state.listed(mark) {
             state.links[slot].sealed = true;
         }
     }
@@ -251,7 +270,10 @@ impl Corks {
             let mut state = lock(&self.state);
             if !state.open {
                 state.open = true;
-                state.turn += 1;
+                state.turn = match (state.turn + 1) & TURN_MASK {
+                    0 => 1,
+                    turn => turn,
+                };
                 self.open.store(true, Ordering::Release);
             }
         }
@@ -298,11 +320,17 @@ impl Corks {
 }
 
 impl CorkState {
+    /// The slot of the connection marked `mark`, if the running turn listed it: the mark
+    /// names this turn and a slot, and that slot holds this very mark (a mark from a turn whose
+    /// number came round again names some other connection's slot, or none).
+    fn listed(&self, mark: &CorkMark) -> Option<usize> {
+        let slot = mark.slot(self.turn).filter(|_| self.open)?;
+        let listed = self.links.get(slot)?;
+        (listed.mark == mark.address()).then_some(slot)
+    }
+
     fn append(&mut self, mark: &CorkMark, message: &Message) -> Append {
-        if !self.open {
-            return Append::NotLogged;
-        }
-        let Some(slot) = mark.slot(self.turn) else { return Append::NotLogged };
+        let Some(slot) = self.listed(mark) else { return Append::NotLogged };
         let listed = &self.links[slot];
         if !listed.logged || listed.sealed {
             return Append::NotLogged;

@@ -142,9 +142,15 @@ impl Frames {
         }
     }
 
-    /// Adds bytes already encoded as frames (corked frames the socket did not take).
+    /// Adds bytes already encoded as frames (corked frames the socket did not take, or that
+    /// move out of the cork log). Behind a large payload (the auto-response's, written ahead
+    /// of everything while a turn corked frames), that payload is copied into the buffer
+    /// first: the frames must follow it, and only the buffer can be added to.
     pub(crate) fn push_raw(&mut self, frames: &[u8]) {
-        debug_assert!(!self.is_full(), "write before adding after a large payload");
+        if let Some(tail) = self.tail.take() {
+            self.reserve(tail.len() + frames.len());
+            self.buf.extend_from_slice(&tail);
+        }
         self.reserve(frames.len());
         self.buf.extend_from_slice(frames);
     }

@@ -121,6 +121,8 @@ struct State {
     /// Listed in the instance's [`Corks`]: the turn's frames for it (in the corks' log, or in
     /// `out`) are written when the turn yields; the queue waits until then.
     corked: bool,
+    /// The socket task drains (shutdown) and waits for the turn's frames: the uncork wakes it.
+    drain_waits: bool,
     /// The turn's frames for it are in the corks' log: a frame that does not join them there
     /// queues, so it cannot overtake them.
     logged: bool,
@@ -305,6 +307,28 @@ impl Link {
         Poll::Pending
     }
 
+    /// What is left to write while the server shuts down ([`poll_next`](Self::poll_next)),
+    /// `None` once nothing is. Frames a running turn corked for this socket are waited for:
+    /// they go out before the close.
+    pub(crate) fn poll_left(
+        &self,
+        cx: &mut Context<'_>,
+        commits: &GroupCommit,
+    ) -> Poll<Option<Next>> {
+        {
+            let mut state = lock(&self.state);
+            if state.corked && state.forced.is_none() && state.out.is_empty() {
+                state.drain_waits = true;
+                register(&mut state.waker, cx);
+                return Poll::Pending;
+            }
+        }
+        match self.poll_next(cx, commits, false) {
+            Poll::Ready(next) => Poll::Ready(Some(next)),
+            Poll::Pending => Poll::Ready(None),
+        }
+    }
+
     /// Encodes the queued messages the gate released, from the front, for
     /// [`poll_flush`](Self::poll_flush) to write (a batch at most).
     pub(crate) fn encode_batch(&self, commits: &GroupCommit) {
@@ -396,8 +420,12 @@ impl Link {
             }
             _ => Ok(()),
         };
-        // The socket task writes what is left, and what queued behind the turn.
-        let wake_task = written.is_err() || !state.queue.is_empty();
+        // The socket task writes what is left and what queued behind the turn, ends a
+        // connection the agent let go of during the turn, or drains (it waited for this).
+        let wake_task = written.is_err()
+            || !state.queue.is_empty()
+            || state.abandoned
+            || std::mem::take(&mut state.drain_waits);
         let waker = if wake_task { state.waker.take() } else { None };
         drop(guard);
         wake(waker);
@@ -922,6 +950,93 @@ mod tests {
         });
         assert_eq!(texts(&wires[0]), ["a", "b", "d"]);
         assert_eq!(texts(&wires[1]), ["b", "c", "e", "e"]);
+    }
+
+    #[tokio::test]
+    async fn corked_frames_follow_a_large_auto_response_written_ahead_of_them_whole() {
+        let commits = commits();
+        let wire = Arc::new(Trickle::new(usize::MAX, 0)); // full until opened
+        let link = Arc::new(Link::new(8, Some(wire.clone())));
+        let (corks, mark) = (Corks::default(), CorkMark::default());
+        let big = Message::from("ß".repeat(3000)); // 6000 bytes: written from its own bytes
+        in_turn(&corks, || {
+            link.send(Cow::Owned("a".into()), 0, true, BUDGET, &corks, &mark).expect("logged");
+            // The socket task answers the auto-response meanwhile, ahead of everything.
+            assert!(link.encode_first(&big));
+        });
+        wire.open(usize::MAX);
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(matches!(link.poll_next(&mut cx, &commits, false), Poll::Ready(Next::Write)));
+        assert!(matches!(link.poll_flush(&mut cx), Poll::Ready(Ok(()))));
+        let frames = decode(&wire.taken());
+        assert_eq!(frames.len(), 2, "two whole frames, the logged one not inside the other");
+        assert_eq!(frames[0].clone().into_text().unwrap().as_str(), big.as_text().unwrap());
+        assert_eq!(frames[1].clone().into_text().unwrap().as_str(), "a");
+    }
+
+    #[tokio::test]
+    async fn a_drain_waits_for_the_turns_frames_and_the_uncork_wakes_it() {
+        let commits = commits();
+        let wire = Arc::new(Trickle::new(usize::MAX, usize::MAX));
+        let link = Arc::new(Link::new(8, Some(wire.clone())));
+        let (corks, mark) = (Corks::default(), CorkMark::default());
+        let flag = Arc::new(Flag(AtomicBool::new(false)));
+        let waker = Waker::from(flag.clone());
+        let mut cx = Context::from_waker(&waker);
+        in_turn(&corks, || {
+            link.send(Cow::Owned("a".into()), 0, true, BUDGET, &corks, &mark).expect("logged");
+            link.shut_down();
+            assert!(matches!(link.poll_next(&mut cx, &commits, false), Poll::Ready(Next::Drain)));
+            assert!(link.poll_left(&mut cx, &commits).is_pending(), "the turn's frame waits");
+        });
+        assert!(flag.0.swap(false, Ordering::SeqCst), "the uncork wakes the draining task");
+        assert_eq!(texts(&wire), ["a"], "written before the close");
+        assert!(matches!(link.poll_left(&mut cx, &commits), Poll::Ready(None)), "then done");
+    }
+
+    #[tokio::test]
+    async fn a_connection_let_go_of_during_a_turn_is_ended_after_it() {
+        let commits = commits();
+        let wire = Arc::new(Trickle::new(usize::MAX, usize::MAX));
+        let link = Arc::new(Link::new(8, Some(wire.clone())));
+        let (corks, mark) = (Corks::default(), CorkMark::default());
+        let flag = Arc::new(Flag(AtomicBool::new(false)));
+        let waker = Waker::from(flag.clone());
+        let mut cx = Context::from_waker(&waker);
+        in_turn(&corks, || {
+            link.send(Cow::Owned("a".into()), 0, true, BUDGET, &corks, &mark).expect("logged");
+            assert!(link.poll_next(&mut cx, &commits, false).is_pending(), "corked");
+            link.abandon();
+            // Woken by it, the socket task finds the link corked and waits again.
+            assert!(flag.0.swap(false, Ordering::SeqCst));
+            assert!(link.poll_next(&mut cx, &commits, false).is_pending(), "corked");
+        });
+        assert!(flag.0.swap(false, Ordering::SeqCst), "the uncork wakes the socket task");
+        assert!(matches!(link.poll_next(&mut cx, &commits, false), Poll::Ready(Next::Abandoned)));
+        assert_eq!(texts(&wire), ["a"]);
+    }
+
+    #[tokio::test]
+    async fn a_mark_from_a_turn_whose_number_came_round_again_is_not_another_connections() {
+        let (wires, links, marks) = sockets(2);
+        let corks = Corks::default();
+        let send = |i: usize, text: &str| {
+            links[i].send(Cow::Owned(text.into()), 0, true, BUDGET, &corks, &marks[i])
+        };
+        in_turn(&corks, || send(0, "a").expect("listed in slot 0"));
+        // The turns' numbers come round: the next turn has the number of the last one.
+        let last = corks.set_turn(0);
+        corks.set_turn(last - 1);
+        in_turn(&corks, || {
+            send(1, "b").expect("listed in slot 0 now");
+            send(0, "c").expect("its own listing, not 1's");
+        });
+        assert_eq!(texts(&wires[0]), ["a", "c"]);
+        assert_eq!(texts(&wires[1]), ["b"]);
+        // After the last number, 1 (0 marks no turn).
+        corks.set_turn(crate::corks::TURN_MASK);
+        in_turn(&corks, || {});
+        assert_eq!(corks.set_turn(0), 1);
     }
 
     #[tokio::test]

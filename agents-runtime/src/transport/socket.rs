@@ -362,15 +362,16 @@ impl Socket {
         let (link, commits) = (&self.link, &self.shared.commits);
         let drain = async {
             loop {
-                match poll_fn(|cx| Poll::Ready(link.poll_next(cx, commits, false))).await {
-                    Poll::Ready(Next::Write) => {
+                // Frames a running turn corked for this socket are waited for, not dropped.
+                match poll_fn(|cx| link.poll_left(cx, commits)).await {
+                    Some(Next::Write) => {
                         link.encode_batch(commits);
                         if poll_fn(|cx| link.poll_flush(cx)).await.is_err() {
                             return None;
                         }
                     }
-                    Poll::Ready(Next::Wait(after)) => commits.durable(after).await,
-                    Poll::Ready(Next::Forced(frame)) => return Some(End::Forced(frame)),
+                    Some(Next::Wait(after)) => commits.durable(after).await,
+                    Some(Next::Forced(frame)) => return Some(End::Forced(frame)),
                     // A close the agent queued (the 1001 replaces it), or nothing left.
                     _ => {
                         let _ = poll_fn(|cx| link.poll_flush(cx)).await;
