@@ -885,6 +885,13 @@ mod tests {
         assert_eq!(queued(&link), 2, "then the held frame, and the one after it");
     }
 
+    /// A waker that raises a flag.
+    fn flagged() -> (Arc<Flag>, Waker) {
+        let flag = Arc::new(Flag(AtomicBool::new(false)));
+        let waker = Waker::from(flag.clone());
+        (flag, waker)
+    }
+
     /// `n` sockets that take everything: their wires, links and marks in the cork log.
     fn sockets(n: usize) -> (Vec<Arc<Trickle>>, Vec<Arc<Link>>, Vec<CorkMark>) {
         let wires: Vec<_> =
@@ -977,34 +984,30 @@ mod tests {
     #[tokio::test]
     async fn a_drain_waits_for_the_turns_frames_and_the_uncork_wakes_it() {
         let commits = commits();
-        let wire = Arc::new(Trickle::new(usize::MAX, usize::MAX));
-        let link = Arc::new(Link::new(8, Some(wire.clone())));
-        let (corks, mark) = (Corks::default(), CorkMark::default());
-        let flag = Arc::new(Flag(AtomicBool::new(false)));
-        let waker = Waker::from(flag.clone());
+        let (wires, links, marks) = sockets(1);
+        let (wire, link, mark, corks) = (&wires[0], &links[0], &marks[0], Corks::default());
+        let (flag, waker) = flagged();
         let mut cx = Context::from_waker(&waker);
         in_turn(&corks, || {
-            link.send(Cow::Owned("a".into()), 0, true, BUDGET, &corks, &mark).expect("logged");
+            link.send(Cow::Owned("a".into()), 0, true, BUDGET, &corks, mark).expect("logged");
             link.shut_down();
             assert!(matches!(link.poll_next(&mut cx, &commits, false), Poll::Ready(Next::Drain)));
             assert!(link.poll_left(&mut cx, &commits).is_pending(), "the turn's frame waits");
         });
         assert!(flag.0.swap(false, Ordering::SeqCst), "the uncork wakes the draining task");
-        assert_eq!(texts(&wire), ["a"], "written before the close");
+        assert_eq!(texts(wire), ["a"], "written before the close");
         assert!(matches!(link.poll_left(&mut cx, &commits), Poll::Ready(None)), "then done");
     }
 
     #[tokio::test]
     async fn a_connection_let_go_of_during_a_turn_is_ended_after_it() {
         let commits = commits();
-        let wire = Arc::new(Trickle::new(usize::MAX, usize::MAX));
-        let link = Arc::new(Link::new(8, Some(wire.clone())));
-        let (corks, mark) = (Corks::default(), CorkMark::default());
-        let flag = Arc::new(Flag(AtomicBool::new(false)));
-        let waker = Waker::from(flag.clone());
+        let (wires, links, marks) = sockets(1);
+        let (wire, link, mark, corks) = (&wires[0], &links[0], &marks[0], Corks::default());
+        let (flag, waker) = flagged();
         let mut cx = Context::from_waker(&waker);
         in_turn(&corks, || {
-            link.send(Cow::Owned("a".into()), 0, true, BUDGET, &corks, &mark).expect("logged");
+            link.send(Cow::Owned("a".into()), 0, true, BUDGET, &corks, mark).expect("logged");
             assert!(link.poll_next(&mut cx, &commits, false).is_pending(), "corked");
             link.abandon();
             // Woken by it, the socket task finds the link corked and waits again.
@@ -1013,7 +1016,7 @@ mod tests {
         });
         assert!(flag.0.swap(false, Ordering::SeqCst), "the uncork wakes the socket task");
         assert!(matches!(link.poll_next(&mut cx, &commits, false), Poll::Ready(Next::Abandoned)));
-        assert_eq!(texts(&wire), ["a"]);
+        assert_eq!(texts(wire), ["a"]);
     }
 
     #[tokio::test]
