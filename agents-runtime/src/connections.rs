@@ -58,8 +58,9 @@ impl<S> ConnectionTable<S> {
     }
 
     /// Open connections, all or those carrying `tag`.
-    /// Queues `message` for every open connection whose id is not in `without` (one shared
-    /// payload, one push per connection); returns how many took it.
+    /// Sends `message` to every open connection whose id is not in `without` (one shared
+    /// payload; in a turn, encoded once into the instance's cork log); returns how many took
+    /// it.
     pub(crate) fn broadcast(&self, message: &Message, without: &[&str]) -> usize {
         // One hold on the instance's corks for the connections its turn already listed.
         let mut batch = None;

@@ -150,6 +150,8 @@ impl Link {
     /// else). Anything else is queued, waking the socket
     /// task if the queue was empty, within the outbox's capacity and `budget` bytes (a single
     /// message bigger than the budget still goes into an empty queue).
+    // The message, its gate, the budget, and where the turn corks it (the instance's log and
+    // this connection's mark in it): each is needed on some path.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn send(
         self: &Arc<Self>,
