@@ -280,6 +280,11 @@ impl<S> Connection<S> {
         self.inner.key
     }
 
+    /// The connection's outbox and socket.
+    pub(crate) fn link(&self) -> &outbox::Link {
+        &self.inner.outbox
+    }
+
     pub(crate) fn id_arc(&self) -> &Arc<str> {
         &self.inner.id
     }

@@ -57,6 +57,11 @@ impl<S> ConnectionTable<S> {
         self.by_key.is_empty()
     }
 
+    /// Every connection, closing ones included.
+    pub(crate) fn every(&self) -> impl Iterator<Item = &Connection<S>> {
+        self.by_key.values()
+    }
+
     /// Open connections, all or those carrying `tag`.
     /// Sends `message` to every open connection whose id is not in `without` (one shared
     /// payload; in a turn, encoded once into the instance's cork log); returns how many took

@@ -210,6 +210,10 @@ impl<A: Agent> Host<A> {
         if let Some(Awake { agent, mut ctx, .. }) = self.awake.take() {
             self.asleep = std::mem::take(&mut ctx.connections);
             drop(agent);
+            // Their sockets park once idle: no task and no place in tokio's reactor each.
+            for conn in self.asleep.every() {
+                conn.link().ask_to_park();
+            }
             self.hibernated = Some(Tally::new(&self.shared, |shared| &shared.hibernated_instances));
             tracing::debug!(
                 agent = A::NAME,
@@ -223,6 +227,10 @@ impl<A: Agent> Host<A> {
     /// Builds the agent, loads its state and runs `on_start`, unless it is awake already.
     async fn wake(&mut self) -> Result<&mut Awake<A>, Error> {
         if self.awake.is_none() {
+            // The parked sockets resume before any hook can send to them.
+            for conn in self.asleep.every() {
+                conn.link().stay_awake();
+            }
             let state = crate::context::load_state::<A>(&self.instance, &self.name)?;
             // Built before the connections move, so a panicking `create` leaves them here.
             let mut agent = A::create();

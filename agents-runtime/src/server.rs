@@ -79,6 +79,9 @@ pub(crate) struct Shared {
     next_key: AtomicU64,
     /// The open sockets: counted, and reached at shutdown.
     pub(crate) sockets: Arc<Sockets>,
+    /// Where hibernated instances' idle sockets wait, started by the first to park (`None`
+    /// inside if it could not be: sockets then stay unparked).
+    pub(crate) parking: std::sync::OnceLock<Option<crate::transport::ParkingLot>>,
 }
 
 impl Shared {
@@ -373,6 +376,7 @@ impl ServerBuilder {
             host_ended: Notify::new(),
             next_key: AtomicU64::new(1),
             sockets: Arc::default(),
+            parking: std::sync::OnceLock::new(),
         });
         Ok(Server { listener, shared })
     }
@@ -461,6 +465,12 @@ impl ServerHandle {
     /// connections stay open.
     pub fn hibernated_instances(&self) -> usize {
         self.shared.hibernated_instances.load(Ordering::Acquire)
+    }
+
+    /// How many WebSockets are parked: open, idle, and held for a hibernated instance without
+    /// a task of their own (see the book's hibernation chapter).
+    pub fn parked_connections(&self) -> usize {
+        self.shared.sockets.parked.load(Ordering::Acquire)
     }
 
     /// A handle on an agent instance of this server, for typed in-process calls from outside

@@ -12,6 +12,8 @@ use crate::outbox::Link;
 pub(crate) struct Sockets {
     /// Admitted sockets, from the upgrade until their task ends.
     open: AtomicUsize,
+    /// Sockets parked (their instance hibernated): counted by the parking code.
+    pub(crate) parked: AtomicUsize,
     links: Mutex<Links>,
 }
 
@@ -35,6 +37,14 @@ impl Sockets {
     /// How many sockets are open.
     pub(crate) fn open(&self) -> usize {
         self.open.load(Ordering::Acquire)
+    }
+
+    /// The parked socket in slot `index` has something to read: it resumes.
+    pub(crate) fn wake_parked(&self, index: usize) {
+        let link = lock(&self.links).slots.get(index).and_then(|slot| slot.as_ref()?.upgrade());
+        if let Some(link) = link {
+            link.wake_parked();
+        }
     }
 
     /// Shutdown: every open socket writes what it has queued, then closes with 1001; sockets
@@ -63,6 +73,11 @@ pub(crate) struct SocketSlot {
 const UNLISTED: usize = usize::MAX;
 
 impl SocketSlot {
+    /// The link's slot: a token for the socket that no other open socket has.
+    pub(crate) fn index(&self) -> usize {
+        self.index
+    }
+
     /// Lists the socket's link, so shutdown reaches it (if shutdown began, it drains now).
     pub(crate) fn list(&mut self, link: &Arc<Link>) {
         debug_assert_eq!(self.index, UNLISTED, "a socket's link is listed once");

@@ -1,6 +1,8 @@
 //! Hibernation: an idle instance leaves memory while its sockets stay open, with their id,
 //! uri, tags, connection state and flags; the next event wakes it (`on_start` again, plain
-//! fields reset, state kept); auto-responses and pings do not wake it.
+//! fields reset, state kept); auto-responses and pings do not wake it. While it sleeps, its
+//! idle sockets are parked (no task, no place in tokio's reactor) and come back for whatever
+//! needs them.
 
 use std::time::Duration;
 
@@ -9,6 +11,8 @@ use agents_runtime::{ServerHandle, WebSocketRequestResponsePair};
 use agents_tests::{TestServer, eventually, start};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 const NAP: Duration = Duration::from_millis(150);
 
@@ -17,9 +21,12 @@ async fn server() -> TestServer {
         .await
 }
 
+/// Waits until the one instance with connections hibernates and every socket is parked.
 async fn asleep(handle: &ServerHandle) {
-    eventually("the instance hibernates", || {
-        handle.live_instances() == 0 && handle.hibernated_instances() == 1
+    eventually("the instance hibernates and its sockets park", || {
+        handle.live_instances() == 0
+            && handle.hibernated_instances() == 1
+            && handle.parked_connections() == handle.open_connections()
     })
     .await;
 }
@@ -47,6 +54,10 @@ async fn the_hibernating_counter_keeps_its_state_and_loses_its_field() {
     client.ping(b"are you there").await;
     tokio::time::sleep(NAP / 2).await;
     assert_eq!((handle.live_instances(), handle.hibernated_instances()), (0, 1), "still asleep");
+    eventually("the socket parks again", || handle.parked_connections() == 1).await;
+    client.ping(b"and now?").await;
+    client.send_text("ping").await;
+    assert_eq!(client.recv_text().await, "pong", "answered again from the parked socket");
 
     // A message wakes it: the state frame shows the persisted counter, the field starts over.
     client.send_text("count").await;
@@ -273,4 +284,104 @@ async fn shutdown_closes_the_sockets_of_asleep_and_awake_instances_with_1001() {
         assert_eq!((closed.code, closed.reason.as_str()), (1001, "Server shutting down"));
     }
     shutting_down.await.expect("the server shuts down");
+}
+
+#[tokio::test]
+async fn a_roomful_of_parked_sockets_wakes_for_one_message_and_each_gets_the_broadcast() {
+    const PEOPLE: usize = 40;
+    let server = server().await;
+    let handle = &server.handle;
+    let mut room = Vec::new();
+    for i in 0..PEOPLE {
+        room.push(server.connect(&format!("/agents/chat-room/parked?username=u{i}")).await);
+    }
+    for (i, client) in room.iter_mut().enumerate() {
+        for _ in i + 1..PEOPLE {
+            assert_eq!(client.recv_json().await["type"], "join");
+        }
+    }
+    asleep(handle).await;
+    assert_eq!(handle.parked_connections(), PEOPLE);
+
+    room[7].send_text("hello, sleepers").await;
+    for client in &mut room {
+        let frame = client.recv_json().await;
+        assert_eq!((&frame["type"], &frame["user"]), (&json!("message"), &json!("u7")));
+        assert_eq!(frame["text"], "hello, sleepers");
+    }
+    assert_eq!(handle.parked_connections(), 0, "awake: every socket came back");
+    asleep(handle).await;
+    room[0].send_text("again").await;
+    for client in &mut room {
+        assert_eq!(client.recv_json().await["text"], "again", "parked twice, still in order");
+    }
+}
+
+#[tokio::test]
+async fn a_frame_split_across_parking_is_read_whole() {
+    let server = server().await;
+    let handle = &server.handle;
+    let mut tcp = raw_upgrade(&server, "/agents/hibernating-counter/split").await;
+    asleep(handle).await;
+    // A masked text frame `count` in two writes with a pause between: the first bytes resume
+    // the socket, which must not park again with half a frame read.
+    let frame = masked_text(b"count");
+    let (head, tail) = frame.split_at(3);
+    tcp.write_all(head).await.expect("writes");
+    tokio::time::sleep(NAP * 3).await;
+    assert_eq!(handle.parked_connections(), 0, "half a frame keeps the socket out of the lot");
+    tcp.write_all(tail).await.expect("writes");
+    loop {
+        let text = read_text(&mut tcp).await;
+        if text.contains("\"local\"") {
+            assert_eq!(serde_json::from_str::<serde_json::Value>(&text).unwrap()["counter"], 1);
+            break;
+        }
+    }
+}
+
+/// A WebSocket upgraded by hand, to send bytes the way no client library would.
+async fn raw_upgrade(server: &TestServer, path: &str) -> TcpStream {
+    let mut tcp = TcpStream::connect(server.addr).await.expect("connects");
+    let head = format!(
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    tcp.write_all(head.as_bytes()).await.expect("writes");
+    let mut response = Vec::new();
+    while !response.ends_with(b"\r\n\r\n") {
+        response.push(tcp.read_u8().await.expect("reads the response head"));
+    }
+    assert!(response.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&response));
+    tcp
+}
+
+/// A client's text frame: FIN, masked (with a fixed key; any key will do).
+fn masked_text(payload: &[u8]) -> Vec<u8> {
+    assert!(payload.len() < 126);
+    let key = [0x37, 0xfa, 0x21, 0x3d];
+    let mut frame = vec![0x81, 0x80 | payload.len() as u8];
+    frame.extend_from_slice(&key);
+    frame.extend(payload.iter().enumerate().map(|(i, byte)| byte ^ key[i % 4]));
+    frame
+}
+
+/// The next text frame from the server (unmasked, unfragmented, as ours are).
+async fn read_text(tcp: &mut TcpStream) -> String {
+    let read = async {
+        let [first, second] = [tcp.read_u8().await?, tcp.read_u8().await?];
+        assert_eq!(first, 0x81, "a whole text frame");
+        let len = match second {
+            126 => usize::from(tcp.read_u16().await?),
+            127 => usize::try_from(tcp.read_u64().await?).expect("fits"),
+            len => usize::from(len),
+        };
+        let mut payload = vec![0; len];
+        tcp.read_exact(&mut payload).await?;
+        std::io::Result::Ok(String::from_utf8(payload).expect("text"))
+    };
+    tokio::time::timeout(agents_runtime::testing::WAIT, read)
+        .await
+        .expect("in time")
+        .expect("reads")
 }

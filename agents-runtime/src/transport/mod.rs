@@ -2,8 +2,11 @@
 //! `/agents/{agent}/{name}[/...]`, HTTP requests to `on_request`, WebSocket upgrades.
 
 mod io;
+mod park;
 mod reader;
 mod socket;
+
+pub(crate) use park::ParkingLot;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -73,6 +73,11 @@ impl Reader {
         Self { buf: BytesMut::from(read), message: None, limit, read_size: read_size.max(1) }
     }
 
+    /// Whether nothing is half-read: no partial frame, no message in fragments.
+    pub(super) fn is_idle(&self) -> bool {
+        self.buf.is_empty() && self.message.is_none()
+    }
+
     /// The next message or control frame, reading from `tcp` until one is whole.
     pub(super) fn poll_next(
         &mut self,

@@ -87,10 +87,8 @@ pub(super) fn upgrade(
     tokio::spawn(async move {
         // The task keeps only the relay for the socket's life: setting up runs in an
         // allocation of its own, freed before the relay starts.
-        let Some(mut socket) = Box::pin(opening.open()).await else { return };
-        let end = socket.relay_until_end().await;
-        // The closing steps are rare: boxed, they add nothing to every socket's task.
-        Box::pin(socket.finish(end)).await;
+        let Some(socket) = Box::pin(opening.open()).await else { return };
+        socket.serve().await;
     });
     let mut response = http::Response::new(bytes::Bytes::new());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -169,30 +167,30 @@ impl Opening {
             pending: None,
             waiting: None,
             shared,
-            _slot: slot,
+            slot,
         })
     }
 }
 
-struct Socket {
-    tcp: Arc<TcpStream>,
+pub(super) struct Socket {
+    pub(super) tcp: Arc<TcpStream>,
     /// The client's frames, as they arrive.
-    reader: Reader,
+    pub(super) reader: Reader,
     /// The outbox and the write side of the socket, and the forced close.
-    link: Arc<Link>,
-    mailbox: mpsc::Sender<Event>,
-    instance: Arc<Instance>,
-    key: ConnectionKey,
+    pub(super) link: Arc<Link>,
+    pub(super) mailbox: mpsc::Sender<Event>,
+    pub(super) instance: Arc<Instance>,
+    pub(super) key: ConnectionKey,
     /// A message read while the mailbox was full: reading pauses until it is taken. (Boxed,
     /// like `waiting`: rare, they cost every socket's task nothing until they happen.)
-    pending: Option<Box<Pending>>,
+    pub(super) pending: Option<Box<Pending>>,
     /// The first queued message waits for a write to be durable (the output gate): resolves
     /// once it is. Nothing is written meanwhile.
-    waiting: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
-    shared: Arc<Shared>,
+    pub(super) waiting: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    pub(super) shared: Arc<Shared>,
     /// Counts this socket against `max_connections`, and lists it for shutdown, until it is
     /// dropped.
-    _slot: SocketSlot,
+    pub(super) slot: SocketSlot,
 }
 
 /// How the relay loop ended.
@@ -208,9 +206,30 @@ enum End {
     Failed(Error, CloseFrame),
     /// The transport broke (reset, EOF without close): 1006.
     Abnormal,
+    /// The instance hibernated and the socket is idle: park it.
+    Park,
 }
 
 impl Socket {
+    /// Relays until the socket closes, or parks (its task ends; it comes back in a new one).
+    pub(super) async fn serve(mut self) {
+        loop {
+            match self.relay_until_end().await {
+                End::Park => match self.park() {
+                    None => return,
+                    Some(socket) => self = socket, // something came up: relay on
+                },
+                // The closing steps are rare: boxed, they add nothing to every socket's task.
+                end => return Box::pin(self.finish(end)).await,
+            }
+        }
+    }
+
+    /// Whether the socket task could park now: nothing half-read, nothing held back.
+    fn may_park(&self) -> bool {
+        self.reader.is_idle() && self.pending.is_none() && self.waiting.is_none()
+    }
+
     /// Runs the close and tells the instance how it went.
     async fn finish(&mut self, end: End) {
         // `on_error` hears why first, while the connection still takes sends (as before the
@@ -242,7 +261,8 @@ impl Socket {
             End::Close(frame) | End::Forced(frame) | End::Failed(_, frame) => {
                 self.close_handshake(frame).await
             }
-            End::Abnormal => (1006, String::new(), false),
+            // Not reached with `Park`: the socket parks instead of closing.
+            End::Abnormal | End::Park => (1006, String::new(), false),
         };
         // The socket closes with this task, even if the agent keeps the `Connection`.
         self.link.release_socket();
@@ -264,7 +284,8 @@ impl Socket {
             // Each branch says what to do; doing it needs `&mut self`, so it happens after the
             // select has let go of the branches' borrows.
             let waiting = self.waiting.is_some();
-            let step = tokio::select! {
+            let may_park = self.may_park();
+            let mut step = tokio::select! {
                 () = poll_fn(|cx| match &mut self.waiting {
                     Some(durable) => durable.as_mut().poll(cx),
                     None => Poll::Pending,
@@ -287,7 +308,7 @@ impl Socket {
                         reason: "Agent unavailable".into(),
                     }),
                 },
-                next = poll_fn(|cx| link.poll_next(cx, &shared.commits, waiting)) => match next {
+                next = poll_fn(|cx| link.poll_next(cx, &shared.commits, waiting, may_park)) => match next {
                     Next::Write => Step::Write,
                     Next::Wait(after) => {
                         let shared = shared.clone();
@@ -298,6 +319,7 @@ impl Socket {
                     Next::Close(frame, after) => Step::Close(frame, after),
                     Next::Forced(frame) => return End::Forced(frame),
                     Next::Drain => Step::Drain,
+                    Next::Park => Step::Park,
                     // Every handle on this connection is gone: the instance dropped it.
                     Next::Abandoned => return End::Close(CloseFrame {
                         code: close_code::GOING_AWAY,
@@ -305,45 +327,76 @@ impl Socket {
                     }),
                 },
                 read = poll_fn(|cx| self.reader.poll_next(&self.tcp, cx)), if self.pending.is_none() => {
-                    let limit = self.shared.limits.max_message_size;
-                    match on_incoming(read, self.key, limit, &self.instance) {
-                        Read::Event(event) => match self.mailbox.try_send(event) {
-                            Ok(()) => continue,
-                            Err(TrySendError::Full(event)) => {
-                                let permit = Box::pin(self.mailbox.clone().reserve_owned());
-                                self.pending = Some(Box::new(Pending { event, permit }));
-                                continue;
-                            }
-                            Err(TrySendError::Closed(_)) => return End::Close(CloseFrame {
-                                code: close_code::GOING_AWAY,
-                                reason: "Agent unavailable".into(),
-                            }),
-                        },
-                        Read::Nothing => continue,
-                        Read::Pong(payload) => Step::Pong(payload),
-                        Read::AutoResponse(response) => Step::AutoRespond(response),
-                        Read::End(end) => return end,
-                        Read::Fail(error, frame) => return End::Failed(error, frame),
+                    match self.take(read) {
+                        Ok(Some(step)) => step,
+                        Ok(None) => continue,
+                        Err(end) => return end,
                     }
                 }
             };
-            let end = match step {
-                Step::Write => {
-                    self.link.encode_batch(&shared.commits);
-                    self.flush().await
-                }
-                // The rare steps are boxed: they add nothing to every socket's task.
-                Step::AutoRespond(response) => Box::pin(self.auto_respond(response)).await,
-                Step::Pong(payload) => {
-                    let pong = |link: &Link| link.encode_control(OP_PONG, &payload);
-                    Box::pin(self.write_ahead(pong)).await
-                }
-                Step::Close(frame, after) => Some(Box::pin(self.close_after(frame, after)).await),
-                Step::Drain => Some(Box::pin(self.drain()).await.unwrap_or_else(going_away)),
+            let end = loop {
+                break match step {
+                    Step::Write => {
+                        self.link.encode_batch(&shared.commits);
+                        self.flush().await
+                    }
+                    // The rare steps are boxed: they add nothing to every socket's task.
+                    Step::AutoRespond(response) => Box::pin(self.auto_respond(response)).await,
+                    Step::Pong(payload) => {
+                        let pong = |link: &Link| link.encode_control(OP_PONG, &payload);
+                        Box::pin(self.write_ahead(pong)).await
+                    }
+                    Step::Close(frame, after) => {
+                        Some(Box::pin(self.close_after(frame, after)).await)
+                    }
+                    Step::Drain => Some(Box::pin(self.drain()).await.unwrap_or_else(going_away)),
+                    // A socket resumed because it became readable reads before it parks
+                    // again, and does not park with part of a frame read.
+                    Step::Park => {
+                        let read = poll_fn(|cx| Poll::Ready(self.reader.poll_next(&self.tcp, cx)));
+                        match read.await {
+                            Poll::Pending if self.may_park() => return End::Park,
+                            Poll::Pending => None,
+                            Poll::Ready(read) => match self.take(read) {
+                                Ok(Some(next)) => {
+                                    step = next;
+                                    continue;
+                                }
+                                Ok(None) => None,
+                                Err(end) => Some(end),
+                            },
+                        }
+                    }
+                };
             };
             if let Some(end) = end {
                 return end;
             }
+        }
+    }
+
+    /// Takes what the client sent: an event goes to the mailbox (or waits for room in it);
+    /// `Some` step for the relay to run, or the end of the relay.
+    fn take(&mut self, read: Result<Incoming, ReadError>) -> Result<Option<Step>, End> {
+        let limit = self.shared.limits.max_message_size;
+        match on_incoming(read, self.key, limit, &self.instance) {
+            Read::Event(event) => match self.mailbox.try_send(event) {
+                Ok(()) => Ok(None),
+                Err(TrySendError::Full(event)) => {
+                    let permit = Box::pin(self.mailbox.clone().reserve_owned());
+                    self.pending = Some(Box::new(Pending { event, permit }));
+                    Ok(None)
+                }
+                Err(TrySendError::Closed(_)) => Err(End::Close(CloseFrame {
+                    code: close_code::GOING_AWAY,
+                    reason: "Agent unavailable".into(),
+                })),
+            },
+            Read::Nothing => Ok(None),
+            Read::Pong(payload) => Ok(Some(Step::Pong(payload))),
+            Read::AutoResponse(response) => Ok(Some(Step::AutoRespond(response))),
+            Read::End(end) => Err(end),
+            Read::Fail(error, frame) => Err(End::Failed(error, frame)),
         }
     }
 
@@ -491,7 +544,7 @@ impl Socket {
 type Permit = Result<OwnedPermit<Event>, SendError<()>>;
 
 /// A message read while the mailbox was full, and the wait for room.
-struct Pending {
+pub(super) struct Pending {
     event: Event,
     permit: Pin<Box<dyn Future<Output = Permit> + Send>>,
 }
@@ -506,6 +559,8 @@ enum Step {
     Close(CloseFrame, WriteSeq),
     /// The server shuts down: flush the outbox, then close with 1001.
     Drain,
+    /// The instance hibernated: park, unless the client sent something meanwhile.
+    Park,
 }
 
 /// A close frame's payload: the code, then the reason.

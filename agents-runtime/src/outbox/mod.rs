@@ -28,6 +28,8 @@ use crate::frames::{Frames, Header, Wire, payload_bytes};
 use crate::message::Message;
 use crate::storage::durability::{GroupCommit, WriteSeq};
 
+mod park;
+
 /// What the agent side queues for a connection's socket task.
 #[derive(Debug)]
 pub(crate) enum Outgoing {
@@ -53,6 +55,9 @@ pub(crate) enum Next {
     Forced(CloseFrame),
     /// The server shuts down: write what is queued, then close with 1001 (said once).
     Drain,
+    /// The instance hibernated and nothing waits: the socket task may park the socket (see
+    /// [`Link::ask_to_park`]).
+    Park,
 }
 
 /// Why a push failed.
@@ -126,6 +131,10 @@ struct State {
     /// The turn's frames for it are in the corks' log: a frame that does not join them there
     /// queues, so it cannot overtake them.
     logged: bool,
+    /// The instance hibernated: the socket task parks the socket once nothing waits.
+    park: bool,
+    /// The socket is parked: `wire` is `None` and `waker` resumes it.
+    parked: bool,
 }
 
 impl Link {
@@ -268,12 +277,15 @@ impl Link {
 
     /// What the socket task does next; `Pending` (and a wake-up later) while there is nothing
     /// to write and the agent side holds on. While the socket task `waiting`s for the output
-    /// gate, only bytes already encoded (a pong, the rest of a frame) are worth a write.
+    /// gate, only bytes already encoded (a pong, the rest of a frame) are worth a write. A
+    /// socket task that `may_park` (nothing half-read, nothing held back) hears
+    /// [`Next::Park`] once its instance hibernates.
     pub(crate) fn poll_next(
         &self,
         cx: &mut Context<'_>,
         commits: &GroupCommit,
         waiting: bool,
+        may_park: bool,
     ) -> Poll<Next> {
         let mut state = lock(&self.state);
         if let Some(frame) = &state.forced {
@@ -305,6 +317,9 @@ impl Link {
         if state.abandoned {
             return Poll::Ready(Next::Abandoned);
         }
+        if may_park && state.park {
+            return Poll::Ready(Next::Park);
+        }
         register(&mut state.waker, cx);
         Poll::Pending
     }
@@ -325,7 +340,7 @@ impl Link {
                 return Poll::Pending;
             }
         }
-        match self.poll_next(cx, commits, false) {
+        match self.poll_next(cx, commits, false, false) {
             Poll::Ready(next) => Poll::Ready(Some(next)),
             Poll::Pending => Poll::Ready(None),
         }
@@ -645,7 +660,7 @@ mod tests {
     use crate::frames::tests::{Trickle, decode};
     use crate::storage::MemoryStore;
 
-    struct Flag(AtomicBool);
+    pub(super) struct Flag(pub(super) AtomicBool);
 
     impl Wake for Flag {
         fn wake(self: Arc<Self>) {
@@ -653,22 +668,22 @@ mod tests {
         }
     }
 
-    const BUDGET: usize = 1 << 20;
+    pub(super) const BUDGET: usize = 1 << 20;
 
     /// Sends `text`, released by the gate, outside any turn.
-    fn send(link: &Arc<Link>, text: &str) -> Result<(), PushError> {
+    pub(super) fn send(link: &Arc<Link>, text: &str) -> Result<(), PushError> {
         link.send(Cow::Owned(text.into()), 0, true, BUDGET, &Corks::default(), &CorkMark::default())
     }
 
-    fn queued(link: &Link) -> usize {
+    pub(super) fn queued(link: &Link) -> usize {
         lock(&link.state).queue.len()
     }
 
-    fn commits() -> GroupCommit {
+    pub(super) fn commits() -> GroupCommit {
         GroupCommit::start(Arc::new(MemoryStore::new()))
     }
 
-    fn texts(wire: &Trickle) -> Vec<String> {
+    pub(super) fn texts(wire: &Trickle) -> Vec<String> {
         decode(&wire.taken()).into_iter().map(|m| m.into_text().unwrap().to_string()).collect()
     }
 
@@ -679,7 +694,7 @@ mod tests {
         let flag = Arc::new(Flag(AtomicBool::new(false)));
         let waker = Waker::from(flag.clone());
         let mut cx = Context::from_waker(&waker);
-        assert!(link.poll_next(&mut cx, &commits, false).is_pending());
+        assert!(link.poll_next(&mut cx, &commits, false, false).is_pending());
         send(&link, "a").expect("room");
         assert!(flag.0.swap(false, Ordering::SeqCst), "the first push wakes the socket");
         send(&link, "b").expect("room");
@@ -708,7 +723,7 @@ mod tests {
         let waker = Waker::noop();
         let mut cx = Context::from_waker(waker);
         assert!(
-            link.poll_next(&mut cx, &commits, false).is_pending(),
+            link.poll_next(&mut cx, &commits, false, false).is_pending(),
             "nothing for the socket task"
         );
     }
@@ -726,7 +741,10 @@ mod tests {
         link.send(Cow::Owned("gated".into()), 7, false, BUDGET, &corks, &mark).expect("queued");
         send(&link, "after").expect("queued");
         assert_eq!(queued(&link), 2);
-        assert!(matches!(link.poll_next(&mut cx, &commits, false), Poll::Ready(Next::Wait(7))));
+        assert!(matches!(
+            link.poll_next(&mut cx, &commits, false, false),
+            Poll::Ready(Next::Wait(7))
+        ));
         assert!(wire.taken().is_empty());
         // A full socket: the rest of a half-written frame is ahead of everything.
         let wire = Arc::new(Trickle::new(usize::MAX, 3));
@@ -734,7 +752,10 @@ mod tests {
         send(&link, "first").expect("partly written");
         send(&link, "second").expect("queued");
         assert_eq!(queued(&link), 1);
-        assert!(matches!(link.poll_next(&mut cx, &commits, false), Poll::Ready(Next::Write)));
+        assert!(matches!(
+            link.poll_next(&mut cx, &commits, false, false),
+            Poll::Ready(Next::Write)
+        ));
         wire.open(usize::MAX);
         link.encode_batch(&commits);
         assert!(link.poll_flush(&mut cx).is_ready());
@@ -799,10 +820,16 @@ mod tests {
         drop(sender);
         let waker = Waker::noop();
         let mut cx = Context::from_waker(waker);
-        assert!(matches!(link.poll_next(&mut cx, &commits, false), Poll::Ready(Next::Write)));
+        assert!(matches!(
+            link.poll_next(&mut cx, &commits, false, false),
+            Poll::Ready(Next::Write)
+        ));
         link.encode_batch(&commits);
         assert!(link.poll_flush(&mut cx).is_ready());
-        assert!(matches!(link.poll_next(&mut cx, &commits, false), Poll::Ready(Next::Abandoned)));
+        assert!(matches!(
+            link.poll_next(&mut cx, &commits, false, false),
+            Poll::Ready(Next::Abandoned)
+        ));
     }
 
     #[tokio::test]
@@ -852,7 +879,7 @@ mod tests {
     }
 
     /// Runs `turn` as one poll of an instance's task: its sends are corked.
-    fn in_turn(corks: &Corks, turn: impl FnOnce()) {
+    pub(super) fn in_turn(corks: &Corks, turn: impl FnOnce()) {
         let mut turn = Some(turn);
         let mut poll = Box::pin(std::future::poll_fn(|_| {
             (turn.take().expect("polled once"))();
@@ -877,7 +904,7 @@ mod tests {
             send("b", 0, true).expect("queued behind it");
             assert!(
                 matches!(
-                    link.poll_next(&mut Context::from_waker(Waker::noop()), &commits, false),
+                    link.poll_next(&mut Context::from_waker(Waker::noop()), &commits, false, false),
                     Poll::Pending
                 ),
                 "the socket task waits for the turn's frames to go first"
@@ -888,14 +915,14 @@ mod tests {
     }
 
     /// A waker that raises a flag.
-    fn flagged() -> (Arc<Flag>, Waker) {
+    pub(super) fn flagged() -> (Arc<Flag>, Waker) {
         let flag = Arc::new(Flag(AtomicBool::new(false)));
         let waker = Waker::from(flag.clone());
         (flag, waker)
     }
 
     /// `n` sockets that take everything: their wires, links and marks in the cork log.
-    fn sockets(n: usize) -> (Vec<Arc<Trickle>>, Vec<Arc<Link>>, Vec<CorkMark>) {
+    pub(super) fn sockets(n: usize) -> (Vec<Arc<Trickle>>, Vec<Arc<Link>>, Vec<CorkMark>) {
         let wires: Vec<_> =
             (0..n).map(|_| Arc::new(Trickle::new(usize::MAX, usize::MAX))).collect();
         let links = wires.iter().map(|wire| Arc::new(Link::new(8, Some(wire.clone())))).collect();
@@ -975,7 +1002,10 @@ mod tests {
         });
         wire.open(usize::MAX);
         let mut cx = Context::from_waker(Waker::noop());
-        assert!(matches!(link.poll_next(&mut cx, &commits, false), Poll::Ready(Next::Write)));
+        assert!(matches!(
+            link.poll_next(&mut cx, &commits, false, false),
+            Poll::Ready(Next::Write)
+        ));
         assert!(matches!(link.poll_flush(&mut cx), Poll::Ready(Ok(()))));
         let frames = decode(&wire.taken());
         assert_eq!(frames.len(), 2, "two whole frames, the logged one not inside the other");
@@ -993,7 +1023,10 @@ mod tests {
         in_turn(&corks, || {
             link.send(Cow::Owned("a".into()), 0, true, BUDGET, &corks, mark).expect("logged");
             link.shut_down();
-            assert!(matches!(link.poll_next(&mut cx, &commits, false), Poll::Ready(Next::Drain)));
+            assert!(matches!(
+                link.poll_next(&mut cx, &commits, false, false),
+                Poll::Ready(Next::Drain)
+            ));
             assert!(link.poll_left(&mut cx, &commits).is_pending(), "the turn's frame waits");
         });
         assert!(flag.0.swap(false, Ordering::SeqCst), "the uncork wakes the draining task");
@@ -1010,14 +1043,17 @@ mod tests {
         let mut cx = Context::from_waker(&waker);
         in_turn(&corks, || {
             link.send(Cow::Owned("a".into()), 0, true, BUDGET, &corks, mark).expect("logged");
-            assert!(link.poll_next(&mut cx, &commits, false).is_pending(), "corked");
+            assert!(link.poll_next(&mut cx, &commits, false, false).is_pending(), "corked");
             link.abandon();
             // Woken by it, the socket task finds the link corked and waits again.
             assert!(flag.0.swap(false, Ordering::SeqCst));
-            assert!(link.poll_next(&mut cx, &commits, false).is_pending(), "corked");
+            assert!(link.poll_next(&mut cx, &commits, false, false).is_pending(), "corked");
         });
         assert!(flag.0.swap(false, Ordering::SeqCst), "the uncork wakes the socket task");
-        assert!(matches!(link.poll_next(&mut cx, &commits, false), Poll::Ready(Next::Abandoned)));
+        assert!(matches!(
+            link.poll_next(&mut cx, &commits, false, false),
+            Poll::Ready(Next::Abandoned)
+        ));
         assert_eq!(texts(wire), ["a"]);
     }
 
@@ -1057,7 +1093,10 @@ mod tests {
             }
         });
         let mut cx = Context::from_waker(Waker::noop());
-        assert!(matches!(link.poll_next(&mut cx, &commits, false), Poll::Ready(Next::Write)));
+        assert!(matches!(
+            link.poll_next(&mut cx, &commits, false, false),
+            Poll::Ready(Next::Write)
+        ));
         wire.open(usize::MAX);
         assert!(link.poll_flush(&mut cx).is_ready());
         assert_eq!(texts(&wire), ["abc", "def", "ghi"]);

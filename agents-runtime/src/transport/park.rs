@@ -1,0 +1,238 @@
+//! Parked sockets: when an instance hibernates, each of its idle sockets gives up its task and
+//! its registration in tokio's reactor (about 1 KiB between them) and waits in the server's
+//! parking lot, one `epoll` set watched by a thread of its own, as workerd holds a hibernated
+//! Durable Object's WebSockets. What the socket needs to come back (its link, mailbox, slot)
+//! waits in the link's waker, so whatever would have woken the socket task resumes it: the
+//! client sending anything (a ping and the auto-response are answered without waking the
+//! instance, and the socket parks again), the instance waking up, a message queued from
+//! outside a turn, a close, shutdown.
+
+use std::io;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Wake, Waker};
+
+use mio::{Events, Interest, Token};
+use tokio::net::TcpStream;
+use tokio::runtime::Handle;
+use tokio::sync::mpsc;
+
+use super::reader::Reader;
+use super::socket::Socket;
+use crate::connection::{ConnectionKey, lock};
+use crate::host::Event;
+use crate::instances::Instance;
+use crate::outbox::Link;
+use crate::server::Shared;
+use crate::sockets::{SocketSlot, Sockets};
+
+/// The lot's own token: it is being dropped. Socket tokens are slot indexes, never this.
+const STOP: Token = Token(usize::MAX);
+
+/// Where parked sockets wait for the client: an `epoll` set of their own, watched by one
+/// thread. (tokio's `AsyncFd` could watch the set from a task, but registering a raw file
+/// descriptor with it is `unsafe`, which the workspace forbids; the thread sleeps in
+/// `epoll_wait` and costs nothing while no client sends.)
+pub(crate) struct ParkingLot {
+    registry: mio::Registry,
+    /// Ends the lot's thread when the server goes.
+    stop: mio::Waker,
+}
+
+impl ParkingLot {
+    /// Opens the lot and starts its thread.
+    fn start(sockets: Weak<Sockets>) -> io::Result<Self> {
+        let poll = mio::Poll::new()?;
+        let registry = poll.registry().try_clone()?;
+        let stop = mio::Waker::new(&registry, STOP)?;
+        std::thread::Builder::new()
+            .name("agents-parking".into())
+            .spawn(move || watch(poll, &sockets))?;
+        Ok(Self { registry, stop })
+    }
+
+    /// The server's lot, started by the first socket to park; `None` if it could not be.
+    fn of(shared: &Shared) -> Option<&ParkingLot> {
+        let lot = shared.parking.get_or_init(|| {
+            ParkingLot::start(Arc::downgrade(&shared.sockets))
+                .inspect_err(|e| tracing::warn!("sockets will not park: {e}"))
+                .ok()
+        });
+        lot.as_ref()
+    }
+}
+
+impl Drop for ParkingLot {
+    fn drop(&mut self) {
+        let _ = self.stop.wake();
+    }
+}
+
+/// The lot's thread: resumes each parked socket that becomes readable (or hangs up).
+fn watch(mut poll: mio::Poll, sockets: &Weak<Sockets>) {
+    let mut events = Events::with_capacity(256);
+    loop {
+        match poll.poll(&mut events, None) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                tracing::error!("parked sockets: epoll failed: {e}");
+                return;
+            }
+        }
+        let Some(sockets) = sockets.upgrade() else { return };
+        for event in &events {
+            if event.token() == STOP {
+                return;
+            }
+            sockets.wake_parked(event.token().0);
+        }
+    }
+}
+
+/// What a parked socket keeps: all a socket task has but the task, the reader (empty) and
+/// tokio's registration.
+struct Parked {
+    tcp: mio::net::TcpStream,
+    link: Arc<Link>,
+    mailbox: mpsc::Sender<Event>,
+    instance: Arc<Instance>,
+    key: ConnectionKey,
+    shared: Arc<Shared>,
+    slot: SocketSlot,
+    runtime: Handle,
+}
+
+/// The parked socket, as the link's waker: waking it resumes the socket (once).
+struct Resume(Mutex<Option<Parked>>);
+
+impl Wake for Resume {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let parked = lock(&self.0).take();
+        if let Some(parked) = parked {
+            parked.resume();
+        }
+    }
+}
+
+impl Socket {
+    /// Parks the socket: its task ends, its registration in tokio's reactor goes, and the
+    /// parking lot watches it. It hands the socket back if it cannot park now (its link is
+    /// no longer idle, or the lot could not start): the task relays on.
+    pub(super) fn park(self) -> Option<Socket> {
+        if ParkingLot::of(&self.shared).is_none() {
+            return Some(self);
+        }
+        let Some(wire) = self.link.unwire() else { return Some(self) };
+        drop(wire);
+        let Socket { tcp, reader, link, mailbox, instance, key, pending, waiting, shared, slot } =
+            self;
+        debug_assert!(reader.is_idle() && pending.is_none() && waiting.is_none());
+        let tcp = match Arc::try_unwrap(tcp) {
+            Ok(tcp) => tcp,
+            Err(tcp) => {
+                // Nothing else holds the socket; if something did, it stays unparked.
+                link.rewire(tcp.clone());
+                let socket = Socket {
+                    tcp,
+                    reader,
+                    link,
+                    mailbox,
+                    instance,
+                    key,
+                    pending,
+                    waiting,
+                    shared,
+                    slot,
+                };
+                return Some(socket);
+            }
+        };
+        let tcp = match tcp.into_std() {
+            Ok(tcp) => mio::net::TcpStream::from_std(tcp),
+            Err(e) => {
+                tracing::debug!("websocket lost while parking: {e}");
+                gone(&link, mailbox, key);
+                return None;
+            }
+        };
+        let runtime = Handle::current();
+        let parked = Parked { tcp, link, mailbox, instance, key, shared, slot, runtime };
+        let resume = Arc::new(Resume(Mutex::new(None)));
+        // Held until the socket is in the lot: a wake meanwhile waits, then resumes it.
+        let mut waiting = lock(&resume.0);
+        if !parked.link.park(Waker::from(resume.clone())) {
+            drop(waiting);
+            parked.resume();
+            return None;
+        }
+        let mut parked = parked;
+        let token = Token(parked.slot.index());
+        let registered = match ParkingLot::of(&parked.shared) {
+            Some(lot) => lot.registry.register(&mut parked.tcp, token, Interest::READABLE),
+            None => Err(io::Error::other("no parking lot")),
+        };
+        if let Err(e) = registered {
+            tracing::warn!("a socket could not park: {e}");
+            drop(waiting);
+            parked.resume();
+            return None;
+        }
+        parked.shared.sockets.parked.fetch_add(1, Ordering::AcqRel);
+        *waiting = Some(parked);
+        None
+    }
+}
+
+impl Parked {
+    /// Back into tokio's reactor and a task of its own.
+    fn resume(self) {
+        let Parked { mut tcp, link, mailbox, instance, key, shared, slot, runtime } = self;
+        if let Some(lot) = shared.parking.get().and_then(Option::as_ref)
+            && lot.registry.deregister(&mut tcp).is_ok()
+        {
+            shared.sockets.parked.fetch_sub(1, Ordering::AcqRel);
+        }
+        // Woken from any thread: the socket joins the runtime it parked from.
+        let _runtime = runtime.enter();
+        let tcp = match TcpStream::from_std(tcp.into()) {
+            Ok(tcp) => Arc::new(tcp),
+            Err(e) => {
+                tracing::debug!("a parked websocket could not resume: {e}");
+                gone(&link, mailbox, key);
+                return;
+            }
+        };
+        link.rewire(tcp.clone());
+        let limits = &shared.limits;
+        let reader = Reader::new(limits.max_message_size, limits.read_buffer_size, &[]);
+        let socket = Socket {
+            tcp,
+            reader,
+            link,
+            mailbox,
+            instance,
+            key,
+            pending: None,
+            waiting: None,
+            shared,
+            slot,
+        };
+        runtime.spawn(socket.serve());
+    }
+}
+
+/// The socket was lost on the way (the runtime is going away): the connection closes as a
+/// transport failure would close it.
+fn gone(link: &Link, mailbox: mpsc::Sender<Event>, key: ConnectionKey) {
+    link.close();
+    link.release_socket();
+    let close = Event::Close { key, code: 1006, reason: String::new(), was_clean: false };
+    if let Err(mpsc::error::TrySendError::Full(close)) = mailbox.try_send(close) {
+        tokio::spawn(async move { mailbox.send(close).await });
+    }
+}
