@@ -54,6 +54,7 @@ impl BenchStats {
             "open_connections": handle.open_connections(),
             "live_instances": handle.live_instances(),
             "hibernated_instances": handle.hibernated_instances(),
+            "parked_connections": handle.parked_connections(),
             "durable_writes": storage.durable_writes,
             "flushes": storage.flushes,
             "largest_batch": storage.largest_batch,

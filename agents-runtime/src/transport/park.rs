@@ -222,7 +222,7 @@ impl Parked {
             shared,
             slot,
         };
-        runtime.spawn(socket.serve());
+        runtime.spawn(super::socket::serve(socket));
     }
 }
 

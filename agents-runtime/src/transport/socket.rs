@@ -88,7 +88,7 @@ pub(super) fn upgrade(
         // The task keeps only the relay for the socket's life: setting up runs in an
         // allocation of its own, freed before the relay starts.
         let Some(socket) = Box::pin(opening.open()).await else { return };
-        socket.serve().await;
+        serve(socket).await;
     });
     let mut response = http::Response::new(bytes::Bytes::new());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -210,21 +210,26 @@ enum End {
     Park,
 }
 
-impl Socket {
-    /// Relays until the socket closes, or parks (its task ends; it comes back in a new one).
-    pub(super) async fn serve(mut self) {
+/// Relays until the socket closes, or parks (its task ends; it comes back in a new one).
+///
+/// An `async` block, not an `async fn` taking the socket: such a function keeps its argument
+/// twice in its future, which every socket's task would carry.
+pub(super) fn serve(mut socket: Socket) -> impl Future<Output = ()> + Send {
+    async move {
         loop {
-            match self.relay_until_end().await {
-                End::Park => match self.park() {
+            match socket.relay_until_end().await {
+                End::Park => match socket.park() {
                     None => return,
-                    Some(socket) => self = socket, // something came up: relay on
+                    Some(back) => socket = back, // something came up: relay on
                 },
                 // The closing steps are rare: boxed, they add nothing to every socket's task.
-                end => return Box::pin(self.finish(end)).await,
+                end => return Box::pin(socket.finish(end)).await,
             }
         }
     }
+}
 
+impl Socket {
     /// Whether the socket task could park now: nothing half-read, nothing held back.
     fn may_park(&self) -> bool {
         self.reader.is_idle() && self.pending.is_none() && self.waiting.is_none()
@@ -285,7 +290,7 @@ impl Socket {
             // select has let go of the branches' borrows.
             let waiting = self.waiting.is_some();
             let may_park = self.may_park();
-            let mut step = tokio::select! {
+            let step = tokio::select! {
                 () = poll_fn(|cx| match &mut self.waiting {
                     Some(durable) => durable.as_mut().poll(cx),
                     None => Poll::Pending,
@@ -328,46 +333,22 @@ impl Socket {
                 },
                 read = poll_fn(|cx| self.reader.poll_next(&self.tcp, cx)), if self.pending.is_none() => {
                     match self.take(read) {
-                        Ok(Some(step)) => step,
+                        Ok(Some(answer)) => Step::Answer(answer),
                         Ok(None) => continue,
                         Err(end) => return end,
                     }
                 }
             };
-            let end = loop {
-                break match step {
-                    Step::Write => {
-                        self.link.encode_batch(&shared.commits);
-                        self.flush().await
-                    }
-                    // The rare steps are boxed: they add nothing to every socket's task.
-                    Step::AutoRespond(response) => Box::pin(self.auto_respond(response)).await,
-                    Step::Pong(payload) => {
-                        let pong = |link: &Link| link.encode_control(OP_PONG, &payload);
-                        Box::pin(self.write_ahead(pong)).await
-                    }
-                    Step::Close(frame, after) => {
-                        Some(Box::pin(self.close_after(frame, after)).await)
-                    }
-                    Step::Drain => Some(Box::pin(self.drain()).await.unwrap_or_else(going_away)),
-                    // A socket resumed because it became readable reads before it parks
-                    // again, and does not park with part of a frame read.
-                    Step::Park => {
-                        let read = poll_fn(|cx| Poll::Ready(self.reader.poll_next(&self.tcp, cx)));
-                        match read.await {
-                            Poll::Pending if self.may_park() => return End::Park,
-                            Poll::Pending => None,
-                            Poll::Ready(read) => match self.take(read) {
-                                Ok(Some(next)) => {
-                                    step = next;
-                                    continue;
-                                }
-                                Ok(None) => None,
-                                Err(end) => Some(end),
-                            },
-                        }
-                    }
-                };
+            let end = match step {
+                Step::Write => {
+                    self.link.encode_batch(&shared.commits);
+                    self.flush().await
+                }
+                // The rare steps are boxed: they add nothing to every socket's task.
+                Step::Answer(answer) => Box::pin(self.answer(answer)).await,
+                Step::Close(frame, after) => Some(Box::pin(self.close_after(frame, after)).await),
+                Step::Drain => Some(Box::pin(self.drain()).await.unwrap_or_else(going_away)),
+                Step::Park => Box::pin(self.before_parking()).await,
             };
             if let Some(end) = end {
                 return end;
@@ -377,7 +358,7 @@ impl Socket {
 
     /// Takes what the client sent: an event goes to the mailbox (or waits for room in it);
     /// `Some` step for the relay to run, or the end of the relay.
-    fn take(&mut self, read: Result<Incoming, ReadError>) -> Result<Option<Step>, End> {
+    fn take(&mut self, read: Result<Incoming, ReadError>) -> Result<Option<Answer>, End> {
         let limit = self.shared.limits.max_message_size;
         match on_incoming(read, self.key, limit, &self.instance) {
             Read::Event(event) => match self.mailbox.try_send(event) {
@@ -393,10 +374,37 @@ impl Socket {
                 })),
             },
             Read::Nothing => Ok(None),
-            Read::Pong(payload) => Ok(Some(Step::Pong(payload))),
-            Read::AutoResponse(response) => Ok(Some(Step::AutoRespond(response))),
+            Read::Pong(payload) => Ok(Some(Answer::Pong(payload))),
+            Read::AutoResponse(response) => Ok(Some(Answer::AutoResponse(response))),
             Read::End(end) => Err(end),
             Read::Fail(error, frame) => Err(End::Failed(error, frame)),
+        }
+    }
+
+    /// Answers a ping, or the auto-response request, ahead of the outbox.
+    async fn answer(&mut self, answer: Answer) -> Option<End> {
+        match answer {
+            Answer::Pong(payload) => {
+                self.write_ahead(|link| link.encode_control(OP_PONG, &payload)).await
+            }
+            Answer::AutoResponse(response) => {
+                self.link.auto_responded();
+                self.write_ahead(|link| link.encode_first(&response)).await
+            }
+        }
+    }
+
+    /// Asked to park: `End::Park` unless the client sent something meanwhile (a socket resumed
+    /// because it became readable reads first), or a frame is part read.
+    async fn before_parking(&mut self) -> Option<End> {
+        match poll_fn(|cx| Poll::Ready(self.reader.poll_next(&self.tcp, cx))).await {
+            Poll::Pending if self.may_park() => Some(End::Park),
+            Poll::Pending => None,
+            Poll::Ready(read) => match self.take(read) {
+                Ok(Some(answer)) => self.answer(answer).await,
+                Ok(None) => None,
+                Err(end) => Some(end),
+            },
         }
     }
 
@@ -434,12 +442,6 @@ impl Socket {
             }
         };
         timeout(self.shared.limits.close_timeout, drain).await.ok().flatten()
-    }
-
-    /// Answers the auto-response request straight away, ahead of the outbox.
-    async fn auto_respond(&mut self, response: Message) -> Option<End> {
-        self.link.auto_responded();
-        self.write_ahead(|link| link.encode_first(&response)).await
     }
 
     /// Puts a frame ahead of the queue with `encode` (which says no while a large payload is
@@ -553,14 +555,20 @@ pub(super) struct Pending {
 enum Step {
     /// Write what the link has: bytes half-written, and released messages.
     Write,
-    AutoRespond(Message),
-    /// Answer a ping.
-    Pong(bytes::Bytes),
+    Answer(Answer),
     Close(CloseFrame, WriteSeq),
     /// The server shuts down: flush the outbox, then close with 1001.
     Drain,
     /// The instance hibernated: park, unless the client sent something meanwhile.
     Park,
+}
+
+/// What the socket answers itself, without the instance.
+enum Answer {
+    /// A pong carrying this.
+    Pong(bytes::Bytes),
+    /// The auto-response.
+    AutoResponse(Message),
 }
 
 /// A close frame's payload: the code, then the reason.
