@@ -214,6 +214,7 @@ enum End {
 ///
 /// An `async` block, not an `async fn` taking the socket: such a function keeps its argument
 /// twice in its future, which every socket's task would carry.
+#[allow(clippy::manual_async_fn)]
 pub(super) fn serve(mut socket: Socket) -> impl Future<Output = ()> + Send {
     async move {
         loop {
