@@ -115,7 +115,9 @@ def run_once(peer, workload):
             if peer.startswith("agents-rs"):
                 loadgen += ["--stats-url", f"http://127.0.0.1:{port}/agents/bench-stats/stats"]
                 if args[0] == "idle":
-                    loadgen += ["--hibernate-wait", "5s"]
+                    # Rooms hibernate 2 s after their last join and park their sockets;
+                    # jemalloc gives the freed pages back over its 10 s decay.
+                    loadgen += ["--hibernate-wait", "25s"]
             done = subprocess.run(["taskset", "-c", LOADGEN_CORE, *loadgen], capture_output=True, text=True, timeout=900)
         finally:
             stop(server)

@@ -63,8 +63,13 @@ impl BenchStats {
     }
 }
 
+/// The examples server's allocator (see `agents_examples::return_freed_memory`).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
+    agents_examples::return_freed_memory();
     let mut addr = "127.0.0.1:8787".to_owned();
     let mut data_dir = None;
     let mut hibernate_after = Duration::from_secs(10);

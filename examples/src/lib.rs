@@ -13,6 +13,17 @@ pub use agents::{
     SecureAgent, TagsAgent,
 };
 
+/// Lets jemalloc (the binaries' allocator) give freed pages back to the system from a
+/// background thread, within its 10-second decay, instead of only when the program next
+/// allocates. This is what brings a server's memory down after hibernated instances park their
+/// sockets; a binary that keeps glibc's malloc keeps most of those pages instead (see the
+/// book's production chapter).
+pub fn return_freed_memory() {
+    if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
+        tracing::warn!("jemalloc's background purging is off: {e}");
+    }
+}
+
 /// A server builder hosting every reference agent (registered explicitly, so a binary that
 /// links this crate gets all of them whatever the linker keeps) and the demo page at `/`.
 pub fn server() -> ServerBuilder {

@@ -4,7 +4,13 @@
 
 use std::process::ExitCode;
 
+/// jemalloc gives freed pages back to the system; glibc's malloc keeps those inside its heap,
+/// so the memory parked sockets free would stay with the process.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
+    agents_examples::return_freed_memory();
     agents_examples::cli::run(std::env::args().skip(1)).await
 }

@@ -35,6 +35,8 @@ const STOP: Token = Token(usize::MAX);
 /// `epoll_wait` and costs nothing while no client sends.)
 pub(crate) struct ParkingLot {
     registry: mio::Registry,
+    /// The runtime sockets park from and resume into (a wake may come from any thread).
+    runtime: Handle,
     /// Ends the lot's thread when the server goes.
     stop: mio::Waker,
 }
@@ -48,7 +50,7 @@ impl ParkingLot {
         std::thread::Builder::new()
             .name("agents-parking".into())
             .spawn(move || watch(poll, &sockets))?;
-        Ok(Self { registry, stop })
+        Ok(Self { registry, runtime: Handle::current(), stop })
     }
 
     /// The server's lot, started by the first socket to park; `None` if it could not be.
@@ -100,7 +102,6 @@ struct Parked {
     key: ConnectionKey,
     shared: Arc<Shared>,
     slot: SocketSlot,
-    runtime: Handle,
 }
 
 /// The parked socket, as the link's waker: waking it resumes the socket (once).
@@ -160,8 +161,7 @@ impl Socket {
                 return None;
             }
         };
-        let runtime = Handle::current();
-        let parked = Parked { tcp, link, mailbox, instance, key, shared, slot, runtime };
+        let parked = Parked { tcp, link, mailbox, instance, key, shared, slot };
         let resume = Arc::new(Resume(Mutex::new(None)));
         // Held until the socket is in the lot: a wake meanwhile waits, then resumes it.
         let mut waiting = lock(&resume.0);
@@ -191,13 +191,14 @@ impl Socket {
 impl Parked {
     /// Back into tokio's reactor and a task of its own.
     fn resume(self) {
-        let Parked { mut tcp, link, mailbox, instance, key, shared, slot, runtime } = self;
-        if let Some(lot) = shared.parking.get().and_then(Option::as_ref)
-            && lot.registry.deregister(&mut tcp).is_ok()
-        {
+        let Parked { mut tcp, link, mailbox, instance, key, shared, slot } = self;
+        // Only a parked socket resumes, and only after the lot started.
+        let Some(lot) = shared.parking.get().and_then(Option::as_ref) else { return };
+        if lot.registry.deregister(&mut tcp).is_ok() {
             shared.sockets.parked.fetch_sub(1, Ordering::AcqRel);
         }
         // Woken from any thread: the socket joins the runtime it parked from.
+        let runtime = lot.runtime.clone();
         let _runtime = runtime.enter();
         let tcp = match TcpStream::from_std(tcp.into()) {
             Ok(tcp) => Arc::new(tcp),
