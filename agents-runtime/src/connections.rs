@@ -9,7 +9,46 @@ use crate::message::Message;
 
 pub(crate) struct ConnectionTable<S> {
     by_key: HashMap<ConnectionKey, Connection<S>>,
-    by_tag: HashMap<Arc<str>, Vec<ConnectionKey>>,
+    by_tag: HashMap<Arc<str>, Keys>,
+}
+
+/// The connections carrying one tag. Most tags (every connection's id) have one: kept inline,
+/// it costs no allocation of its own.
+enum Keys {
+    One(ConnectionKey),
+    Many(Vec<ConnectionKey>),
+}
+
+impl Keys {
+    fn as_slice(&self) -> &[ConnectionKey] {
+        match self {
+            Keys::One(key) => std::slice::from_ref(key),
+            Keys::Many(keys) => keys,
+        }
+    }
+
+    fn push(&mut self, key: ConnectionKey) {
+        match self {
+            Keys::One(first) => *self = Keys::Many(vec![*first, key]),
+            Keys::Many(keys) => keys.push(key),
+        }
+    }
+
+    /// Removes `key`; `true` if none is left.
+    fn remove(&mut self, key: ConnectionKey) -> bool {
+        match self {
+            Keys::One(only) => *only == key,
+            Keys::Many(keys) => {
+                keys.retain(|k| *k != key);
+                match keys[..] {
+                    [] => return true,
+                    [last] => *self = Keys::One(last),
+                    _ => {}
+                }
+                false
+            }
+        }
+    }
 }
 
 impl<S> Default for ConnectionTable<S> {
@@ -22,11 +61,17 @@ impl<S> ConnectionTable<S> {
     pub(crate) fn insert(&mut self, conn: Connection<S>) {
         let key = conn.key();
         for tag in conn.tags() {
-            let keys = self.by_tag.entry(tag.clone()).or_default();
-            // A tag the connection repeats is indexed once (this connection's keys are pushed
-            // together, so a repeat sees its own key last).
-            if keys.last() != Some(&key) {
-                keys.push(key);
+            match self.by_tag.entry(tag.clone()) {
+                hash_map::Entry::Vacant(entry) => {
+                    entry.insert(Keys::One(key));
+                }
+                // A tag the connection repeats is indexed once (this connection's keys are
+                // pushed together, so a repeat sees its own key last).
+                hash_map::Entry::Occupied(mut keys) => {
+                    if keys.get().as_slice().last() != Some(&key) {
+                        keys.get_mut().push(key);
+                    }
+                }
             }
         }
         self.by_key.insert(key, conn);
@@ -35,11 +80,10 @@ impl<S> ConnectionTable<S> {
     pub(crate) fn remove(&mut self, key: ConnectionKey) -> Option<Connection<S>> {
         let conn = self.by_key.remove(&key)?;
         for tag in conn.tags() {
-            if let hash_map::Entry::Occupied(mut keys) = self.by_tag.entry(tag.clone()) {
-                keys.get_mut().retain(|k| *k != key);
-                if keys.get().is_empty() {
-                    keys.remove();
-                }
+            if let hash_map::Entry::Occupied(mut keys) = self.by_tag.entry(tag.clone())
+                && keys.get_mut().remove(key)
+            {
+                keys.remove();
             }
         }
         Some(conn)
@@ -62,7 +106,6 @@ impl<S> ConnectionTable<S> {
         self.by_key.values()
     }
 
-    /// Open connections, all or those carrying `tag`.
     /// Sends `message` to every open connection whose id is not in `without` (one shared
     /// payload; in a turn, encoded once into the instance's cork log); returns how many took
     /// it.
@@ -75,11 +118,12 @@ impl<S> ConnectionTable<S> {
             .count()
     }
 
+    /// Open connections, all or those carrying `tag`.
     pub(crate) fn iter(&self, tag: Option<&str>) -> Connections<'_, S> {
         let inner = match tag {
             None => Inner::All(self.by_key.values()),
             Some(tag) => Inner::Tagged {
-                keys: self.by_tag.get(tag).map_or(&[][..], Vec::as_slice).iter(),
+                keys: self.by_tag.get(tag).map_or(&[][..], Keys::as_slice).iter(),
                 table: &self.by_key,
             },
         };
@@ -116,5 +160,27 @@ impl<'a, S> Iterator for Connections<'a, S> {
                 return Some(conn);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Keys;
+
+    #[test]
+    fn a_tag_keeps_one_key_inline_and_many_in_order() {
+        let mut keys = Keys::One(1);
+        assert_eq!(keys.as_slice(), [1]);
+        keys.push(2);
+        keys.push(3);
+        assert_eq!(keys.as_slice(), [1, 2, 3]);
+        assert!(!keys.remove(2));
+        assert_eq!(keys.as_slice(), [1, 3]);
+        assert!(!keys.remove(1));
+        assert!(matches!(keys, Keys::One(3)), "back inline once one is left");
+        assert!(!keys.remove(7), "a key it does not hold");
+        assert!(keys.remove(3), "the last one: the tag goes");
+        let mut many = Keys::Many(vec![4]);
+        assert!(many.remove(4));
     }
 }
