@@ -15,7 +15,6 @@
 //! idle connection's queue holds no allocation at all.
 
 use std::borrow::Cow;
-use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -29,6 +28,9 @@ use crate::message::Message;
 use crate::storage::durability::{GroupCommit, WriteSeq};
 
 mod park;
+mod queue;
+
+use queue::Queue;
 
 /// What the agent side queues for a connection's socket task.
 #[derive(Debug)]
@@ -69,10 +71,6 @@ pub(crate) enum PushError {
     Closed,
 }
 
-/// A queue emptied back to this many slots keeps its allocation; a bigger one gives it back,
-/// so a burst does not cost an idle connection memory for the rest of its life.
-const KEEP_SLOTS: usize = 16;
-
 /// Most queued messages encoded for one write.
 const WRITE_BATCH: usize = 64;
 
@@ -109,7 +107,7 @@ struct State {
     /// the socket open); `None` for a link without one (unit tests, micro-benchmarks), whose
     /// writes are dropped.
     wire: Option<Arc<dyn Wire>>,
-    queue: VecDeque<Outgoing>,
+    queue: Queue,
     /// Bytes on their way to the socket, ahead of the queue.
     out: Frames,
     /// The socket task, when it waits for a message, a forced close or shutdown.
@@ -459,7 +457,7 @@ impl Link {
     pub(crate) fn close(&self) {
         let mut state = lock(&self.state);
         state.closed = true;
-        state.queue = VecDeque::new();
+        state.queue = Queue::default();
     }
 
     /// The socket task ended: the link lets go of the socket (and of what it could not write),
@@ -569,11 +567,7 @@ impl Link {
 impl State {
     /// The next item; a queue a burst left large gives its memory back once empty.
     fn pop(&mut self) -> Option<Outgoing> {
-        let next = self.queue.pop_front();
-        if self.queue.is_empty() && self.queue.capacity() > KEEP_SLOTS {
-            self.queue = VecDeque::new();
-        }
-        next
+        self.queue.pop_front()
     }
 }
 
