@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::SystemTime;
 
-use crate::corks::{Batch, CorkMark};
+use crate::corks::{Append, Batch, CorkMark};
 use crate::error::ConnectionError;
 use crate::instances::Instance;
 use crate::message::Message;
@@ -195,20 +195,35 @@ impl<S> Connection<S> {
             return Err(ConnectionError::Closed);
         }
         let instance = &self.inner.instance;
-        if instance.gate.is_settled(self.pending_write()) {
-            let batch = match batch {
-                Some(batch) if batch.holds(&instance.corks) => batch,
-                _ => batch.insert(Batch::new(&instance.corks)),
-            };
-            if batch.append(&self.inner.cork, message) {
-                return Ok(());
+        let after = self.pending_write();
+        if !instance.gate.is_settled(after) {
+            if let Some(batch) = batch {
+                batch.release();
             }
+            return self.push(Cow::Borrowed(message));
         }
-        // `Link::send` takes the link's lock, then the corks': the batch lets go of them first.
-        if let Some(batch) = batch {
-            batch.release();
+        let batch = match batch {
+            Some(batch) if batch.holds(&instance.corks) => batch,
+            _ => batch.insert(Batch::new(&instance.corks)),
+        };
+        let append = batch.append(&self.inner.cork, message);
+        if let Append::Logged = append {
+            return Ok(());
         }
-        self.push(Cow::Borrowed(message))
+        // The link takes its lock, then the corks': the batch lets go of them first, and the
+        // link is told what the corks said instead of asking them again.
+        batch.release();
+        let (corks, mark, budget) = (&instance.corks, &self.inner.cork, instance.max_outbox_bytes);
+        let sent = self.inner.outbox.0.send_unlogged(
+            Cow::Borrowed(message),
+            after,
+            true,
+            budget,
+            corks,
+            mark,
+            append,
+        );
+        self.sent(sent)
     }
 
     fn send_cow(&self, message: Cow<'_, Message>) -> Result<(), ConnectionError> {
@@ -311,7 +326,12 @@ impl<S> Connection<S> {
         let released = instance.gate.is_settled(after);
         let budget = self.inner.instance.max_outbox_bytes;
         let (corks, mark) = (&instance.corks, &self.inner.cork);
-        match self.inner.outbox.0.send(message, after, released, budget, corks, mark) {
+        self.sent(self.inner.outbox.0.send(message, after, released, budget, corks, mark))
+    }
+
+    /// What a push's outcome means to the agent: an overflowing outbox closes the connection.
+    fn sent(&self, sent: Result<(), PushError>) -> Result<(), ConnectionError> {
+        match sent {
             Ok(()) => Ok(()),
             Err(PushError::Closed) => Err(ConnectionError::Closed),
             Err(PushError::Full) => Err(self.overflow()),

@@ -369,15 +369,15 @@ impl<'a> Batch<'a> {
     }
 
     /// Logs `message` for the connection marked `mark` if this turn already listed it
-    /// ([`Corks::append`] that says only whether it did; anything else goes through the link,
-    /// after [`release`](Self::release)).
-    pub(crate) fn append(&mut self, mark: &CorkMark, message: &Message) -> bool {
+    /// ([`Corks::append`] under the batch's hold; anything but `Logged` goes through the link,
+    /// after [`release`](Self::release), with what this said).
+    pub(crate) fn append(&mut self, mark: &CorkMark, message: &Message) -> Append {
         if !self.corks.open.load(Ordering::Acquire) {
-            return false;
+            return Append::NotLogged;
         }
         let corks = self.corks;
         let state = self.guard.get_or_insert_with(|| lock(&corks.state));
-        matches!(state.append(mark, message), Append::Logged)
+        state.append(mark, message)
     }
 
     /// Lets go of the lock (a send through a link takes it itself).

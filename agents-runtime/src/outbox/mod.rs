@@ -174,6 +174,22 @@ impl Link {
         if let Append::Logged = append {
             return Ok(());
         }
+        self.send_unlogged(message, after, released, budget, corks, mark, append)
+    }
+
+    /// [`send`](Self::send) once the corks said what they do with the frame (`append`, not
+    /// `Logged`): a broadcast asks them itself, under its hold on their lock.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn send_unlogged(
+        self: &Arc<Self>,
+        message: Cow<'_, Message>,
+        after: WriteSeq,
+        released: bool,
+        budget: usize,
+        corks: &Corks,
+        mark: &CorkMark,
+        append: Append,
+    ) -> Result<(), PushError> {
         let mut guard = lock(&self.state);
         let state = &mut *guard;
         if state.closed {
