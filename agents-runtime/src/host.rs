@@ -60,6 +60,9 @@ pub(crate) struct ConnectRequest {
     pub(crate) conn_ctx: ConnectionContext,
 }
 
+/// Most yields an instance's task makes with its sends corked before it writes them.
+const MAX_HOLDS: u8 = 2;
+
 /// Starts the host task of instance `name` and returns its mailbox.
 pub(crate) fn spawn<A: Agent>(
     shared: Arc<Shared>,
@@ -119,17 +122,21 @@ impl<A: Agent> Host<A> {
         let idle = tokio::time::sleep(idle_after);
         tokio::pin!(idle);
         let mut last_event = Instant::now();
-        // Whether the task yielded with its sends corked since it last waited for an event.
-        let mut held = false;
+        // How often the task yielded with its sends corked since it last waited for an event,
+        // and whether events came in since its last yield.
+        let mut holds = 0u8;
+        let mut busy = false;
         loop {
             if mailbox.is_empty() {
-                // Once per wait: yield so the other sockets' messages join this pass's writes.
-                if !held && self.instance.corks.hold() {
-                    held = true;
+                // Yield so the other sockets' messages join this pass's writes; again once if
+                // that yield brought some.
+                if (holds == 0 || (holds < MAX_HOLDS && busy)) && self.instance.corks.hold() {
+                    holds += 1;
+                    busy = false;
                     tokio::task::yield_now().await;
                     continue;
                 }
-                held = false;
+                holds = 0;
                 // About to wait: an idle instance keeps no corks' log.
                 self.instance.corks.trim();
             }
@@ -163,6 +170,7 @@ impl<A: Agent> Host<A> {
                 }
             };
             last_event = Instant::now();
+            busy = true;
             if let Err(panic) = AssertUnwindSafe(self.handle(event)).catch_unwind().await {
                 let error = Error::msg(format!("a hook panicked: {}", panic_message(&*panic)));
                 tracing::error!(agent = A::NAME, name = %self.name, "{error}");
