@@ -192,8 +192,10 @@ impl Parked {
     /// Back into tokio's reactor and a task of its own.
     fn resume(self) {
         let Parked { mut tcp, link, mailbox, instance, key, shared, slot } = self;
-        // Only a parked socket resumes, and only after the lot started.
-        let Some(lot) = shared.parking.get().and_then(Option::as_ref) else { return };
+        // A socket parks only once the lot started, so it is there.
+        let Some(lot) = shared.parking.get().and_then(Option::as_ref) else {
+            return gone(&link, mailbox, key);
+        };
         if lot.registry.deregister(&mut tcp).is_ok() {
             shared.sockets.parked.fetch_sub(1, Ordering::AcqRel);
         }
@@ -234,6 +236,9 @@ fn gone(link: &Link, mailbox: mpsc::Sender<Event>, key: ConnectionKey) {
     link.release_socket();
     let close = Event::Close { key, code: 1006, reason: String::new(), was_clean: false };
     if let Err(mpsc::error::TrySendError::Full(close)) = mailbox.try_send(close) {
-        tokio::spawn(async move { mailbox.send(close).await });
+        // Off the runtime (the lot's thread), with the runtime going away: nobody to tell.
+        if let Ok(runtime) = Handle::try_current() {
+            runtime.spawn(async move { mailbox.send(close).await });
+        }
     }
 }
