@@ -121,7 +121,9 @@ impl<A: Agent> Host<A> {
         // then is it moved to the last event's deadline (no timer work per event).
         let idle = tokio::time::sleep(idle_after);
         tokio::pin!(idle);
+        // When the instance last went idle (not read per event: a clock read each).
         let mut last_event = Instant::now();
+        let mut handled = false;
         // How often the task yielded with its sends corked since it last waited for an event,
         // and whether events came in since its last yield.
         let mut holds = 0u8;
@@ -137,6 +139,9 @@ impl<A: Agent> Host<A> {
                     continue;
                 }
                 holds = 0;
+                if std::mem::take(&mut handled) {
+                    last_event = Instant::now();
+                }
                 // About to wait: an idle instance keeps no corks' log.
                 self.instance.corks.trim();
             }
@@ -169,7 +174,7 @@ impl<A: Agent> Host<A> {
                     continue;
                 }
             };
-            last_event = Instant::now();
+            handled = true;
             busy = true;
             if let Err(panic) = AssertUnwindSafe(self.handle(event)).catch_unwind().await {
                 let error = Error::msg(format!("a hook panicked: {}", panic_message(&*panic)));

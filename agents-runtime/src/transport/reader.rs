@@ -78,6 +78,11 @@ impl Reader {
         self.buf.is_empty() && self.message.is_none()
     }
 
+    /// The next message or control frame among the bytes already read, if one is whole.
+    pub(super) fn buffered(&mut self) -> Option<Result<Incoming, ReadError>> {
+        self.next().transpose()
+    }
+
     /// The next message or control frame, reading from `tcp` until one is whole.
     pub(super) fn poll_next(
         &mut self,

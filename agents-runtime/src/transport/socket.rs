@@ -286,7 +286,7 @@ impl Socket {
         };
         // A forced close and the server's shutdown come through the link (`poll_next`), like
         // what the agent sends: no waiter of their own in every socket's task.
-        loop {
+        'relay: loop {
             // Each branch says what to do; doing it needs `&mut self`, so it happens after the
             // select has let go of the branches' borrows.
             let waiting = self.waiting.is_some();
@@ -333,10 +333,22 @@ impl Socket {
                     }),
                 },
                 read = poll_fn(|cx| self.reader.poll_next(&self.tcp, cx)), if self.pending.is_none() => {
-                    match self.take(read) {
-                        Ok(Some(answer)) => Step::Answer(answer),
-                        Ok(None) => continue,
-                        Err(end) => return end,
+                    // Frames already read go to the mailbox one after the other, without a
+                    // select (and a look at the link) between them.
+                    let mut read = read;
+                    loop {
+                        match self.take(read) {
+                            Ok(Some(answer)) => break Step::Answer(answer),
+                            Ok(None) => {}
+                            Err(end) => return end,
+                        }
+                        if self.pending.is_some() {
+                            continue 'relay; // the mailbox is full: reading pauses
+                        }
+                        match self.reader.buffered() {
+                            Some(next) => read = next,
+                            None => continue 'relay,
+                        }
                     }
                 }
             };
