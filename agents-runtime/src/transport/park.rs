@@ -17,8 +17,7 @@ use tokio::net::TcpStream;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
-use super::reader::Reader;
-use super::socket::Socket;
+use super::socket::{Joined, Socket};
 use crate::connection::{ConnectionKey, lock};
 use crate::host::Event;
 use crate::instances::Instance;
@@ -130,30 +129,19 @@ impl Socket {
         }
         let Some(wire) = self.link.unwire() else { return Some(self) };
         drop(wire);
+        // Nothing else holds the socket now that the link let go; if something did, it stays
+        // unparked.
+        if Arc::strong_count(&self.tcp) != 1 {
+            self.link.rewire(self.tcp.clone());
+            return Some(self);
+        }
         let Socket { tcp, reader, link, mailbox, instance, key, pending, waiting, shared, slot } =
             self;
         debug_assert!(reader.is_idle() && pending.is_none() && waiting.is_none());
-        let tcp = match Arc::try_unwrap(tcp) {
-            Ok(tcp) => tcp,
-            Err(tcp) => {
-                // Nothing else holds the socket; if something did, it stays unparked.
-                link.rewire(tcp.clone());
-                let socket = Socket {
-                    tcp,
-                    reader,
-                    link,
-                    mailbox,
-                    instance,
-                    key,
-                    pending,
-                    waiting,
-                    shared,
-                    slot,
-                };
-                return Some(socket);
-            }
-        };
-        let tcp = match tcp.into_std() {
+        let tcp = Arc::try_unwrap(tcp)
+            .map_err(|_| io::Error::other("the socket is still shared"))
+            .and_then(TcpStream::into_std);
+        let tcp = match tcp {
             Ok(tcp) => mio::net::TcpStream::from_std(tcp),
             Err(e) => {
                 tracing::debug!("websocket lost while parking: {e}");
@@ -211,21 +199,8 @@ impl Parked {
             }
         };
         link.rewire(tcp.clone());
-        let limits = &shared.limits;
-        let reader = Reader::new(limits.max_message_size, limits.read_buffer_size, &[]);
-        let socket = Socket {
-            tcp,
-            reader,
-            link,
-            mailbox,
-            instance,
-            key,
-            pending: None,
-            waiting: None,
-            shared,
-            slot,
-        };
-        runtime.spawn(super::socket::serve(socket));
+        let joined = Joined { tcp, link, mailbox, instance, key, shared, slot };
+        runtime.spawn(super::socket::serve(Socket::new(joined, &[])));
     }
 }
 

@@ -137,7 +137,7 @@ impl Opening {
         let link = Arc::new(Link::new(limits.outbox_capacity, Some(tcp.clone())));
         slot.list(&link);
         // Bytes the client sent right after the request head are its first frames.
-        let reader = Reader::new(limits.max_message_size, limits.read_buffer_size, &parts.read_buf);
+        let read = parts.read_buf;
         let key = shared.next_connection_key();
         let parts = ConnectionParts {
             key,
@@ -157,19 +157,20 @@ impl Opening {
             let _ = timeout(shared.limits.close_timeout, poll_fn(|cx| link.poll_flush(cx))).await;
             return None;
         };
-        Some(Socket {
-            tcp,
-            reader,
-            link,
-            mailbox,
-            instance,
-            key,
-            pending: None,
-            waiting: None,
-            shared,
-            slot,
-        })
+        Some(Socket::new(Joined { tcp, link, mailbox, instance, key, shared, slot }, &read))
     }
+}
+
+/// What a socket that joined its instance has, whether it starts relaying or resumes from
+/// parking.
+pub(super) struct Joined {
+    pub(super) tcp: Arc<TcpStream>,
+    pub(super) link: Arc<Link>,
+    pub(super) mailbox: mpsc::Sender<Event>,
+    pub(super) instance: Arc<Instance>,
+    pub(super) key: ConnectionKey,
+    pub(super) shared: Arc<Shared>,
+    pub(super) slot: SocketSlot,
 }
 
 pub(super) struct Socket {
@@ -231,6 +232,25 @@ pub(super) fn serve(mut socket: Socket) -> impl Future<Output = ()> + Send {
 }
 
 impl Socket {
+    /// A socket that reads `read` (bytes already received) before what it reads from `tcp`.
+    pub(super) fn new(joined: Joined, read: &[u8]) -> Self {
+        let Joined { tcp, link, mailbox, instance, key, shared, slot } = joined;
+        let limits = &shared.limits;
+        let reader = Reader::new(limits.max_message_size, limits.read_buffer_size, read);
+        Socket {
+            tcp,
+            reader,
+            link,
+            mailbox,
+            instance,
+            key,
+            pending: None,
+            waiting: None,
+            shared,
+            slot,
+        }
+    }
+
     /// Whether the socket task could park now: nothing half-read, nothing held back.
     fn may_park(&self) -> bool {
         self.reader.is_idle() && self.pending.is_none() && self.waiting.is_none()
