@@ -121,7 +121,8 @@ impl<A: Agent> Host<A> {
         // then is it moved to the last event's deadline (no timer work per event).
         let idle = tokio::time::sleep(idle_after);
         tokio::pin!(idle);
-        // When the instance last went idle (not read per event: a clock read each).
+        // When the instance last went idle, and whether it handled events since: the clock is
+        // read when it goes idle, not per event.
         let mut last_event = Instant::now();
         let mut handled = false;
         // How often the task yielded with its sends corked since it last waited for an event,

@@ -94,12 +94,14 @@ mod tests {
     use std::sync::atomic::Ordering;
     use std::task::{Context, Poll};
 
-    use super::super::tests::{commits, flagged, send, sockets, texts};
+    use super::super::tests::{Flag, commits, flagged, queued, send, sockets, texts};
     use super::super::{Link, Next, Sender};
     use crate::connection::CloseFrame;
+    use crate::frames::Wire;
 
-    /// Parks the link the way the socket task does: `Some(flag)` raised when it must resume.
-    fn parked(link: &Arc<Link>) -> (Arc<super::super::tests::Flag>, Arc<dyn crate::frames::Wire>) {
+    /// Parks the link the way the socket task does: the flag is raised when the socket must
+    /// resume; the wire is what the link let go of.
+    fn parked(link: &Arc<Link>) -> (Arc<Flag>, Arc<dyn Wire>) {
         let wire = link.unwire().expect("idle: the socket may park");
         let (flag, waker) = flagged();
         assert!(link.park(waker));
@@ -131,11 +133,11 @@ mod tests {
         let link = &links[0];
         link.ask_to_park();
         let (resume, wire) = parked(link);
-        super::super::tests::send(link, "while parked").expect("queued");
+        send(link, "while parked").expect("queued");
         assert!(resume.0.load(Ordering::SeqCst), "a queued message resumes the socket");
         assert!(texts(&wires[0]).is_empty(), "nothing is written without the socket");
         link.rewire(wire);
-        assert_eq!(super::super::tests::queued(link), 1, "the resumed task writes it");
+        assert_eq!(queued(link), 1, "the resumed task writes it");
     }
 
     #[tokio::test]
