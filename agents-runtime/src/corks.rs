@@ -105,6 +105,11 @@ struct CorkState {
     trim: bool,
     links: Vec<Listed>,
     log: Log,
+    /// The links the last turn wrote, by slot, and that turn's number: a link listed again
+    /// in the next turn is moved from here rather than cloned, and the ones not listed again
+    /// are let go of when that turn ends (or when the instance goes idle).
+    kept: Vec<Option<Arc<Link>>>,
+    kept_turn: u64,
 }
 
 /// A link the turn sends to.
@@ -172,10 +177,14 @@ impl Corks {
         if !state.open || state.links.len() >= MAX_SLOTS {
             return Listing::No;
         }
+        // Listed in the last turn too (a busy room): its link is there already.
+        let kept = mark.slot(state.kept_turn).and_then(|slot| state.kept.get_mut(slot));
+        let moved = kept.and_then(|kept| kept.take_if(|kept| Arc::ptr_eq(kept, link)));
+        let link = moved.unwrap_or_else(|| link.clone());
         let slot = state.links.len();
         mark.set(state.turn, slot);
         let mut listed = Listed {
-            link: link.clone(),
+            link,
             mark: mark.address(),
             logged: true,
             sealed: false,
@@ -287,23 +296,29 @@ impl Corks {
 
     /// Closes the corks and writes every listed link.
     fn uncork(&self) {
-        let (mut links, mut log) = {
+        let (mut links, mut log, mut kept, turn) = {
             let mut state = lock(&self.state);
             state.holding = false;
             state.open = false;
             self.open.store(false, Ordering::Release);
-            (std::mem::take(&mut state.links), std::mem::take(&mut state.log))
+            let links = std::mem::take(&mut state.links);
+            let log = std::mem::take(&mut state.log);
+            (links, log, std::mem::take(&mut state.kept), state.turn)
         };
         for listed in &links {
             listed.link.uncork(log.frames(listed.frames()));
         }
-        links.clear();
+        // The links the last turn kept and this one did not list again are let go of.
+        kept.clear();
+        kept.extend(links.drain(..).map(|listed| Some(listed.link)));
         log.clear();
         // Kept for the next turn while the instance is busy, freed when it goes idle.
         let mut state = lock(&self.state);
         if std::mem::take(&mut state.trim) {
             return;
         }
+        state.kept = kept;
+        state.kept_turn = turn;
         if state.links.is_empty() {
             state.links = links;
         }
@@ -335,32 +350,50 @@ impl CorkState {
         if !listed.logged || listed.sealed {
             return Append::NotLogged;
         }
+        match self.frame(message) {
+            Ok(frame) => self.append_frame(slot, frame),
+            Err(append) => append,
+        }
+    }
+
+    /// Where `message`'s frame is in the log (encoded now, unless it was the last one), or
+    /// `Spill` if it cannot be logged (a large payload, or the log is full).
+    fn frame(&mut self, message: &Message) -> Result<(u32, u32), Append> {
         let (header, payload) = Header::of(message);
-        let len = header.as_bytes().len() + payload.len();
-        if payload.len() > COPY_LIMIT || listed.bytes + len > CORK_LIMIT {
+        if payload.len() > COPY_LIMIT {
+            return Err(Append::Spill);
+        }
+        self.log.frame(header, payload, message).ok_or(Append::Spill)
+    }
+
+    /// Gives the connection listed in `slot` the logged frame at `start`, `len` bytes long.
+    fn append_frame(&mut self, slot: usize, (start, len): (u32, u32)) -> Append {
+        let listed = &mut self.links[slot];
+        if !listed.logged || listed.sealed {
+            return Append::NotLogged;
+        }
+        if listed.bytes + len as usize > CORK_LIMIT {
             return Append::Spill;
         }
-        match self.log.frame(header, payload, message) {
-            Some((start, len)) => {
-                self.log.add(&mut self.links[slot], start, len);
-                Append::Logged
-            }
-            None => Append::Spill,
-        }
+        self.log.add(listed, start, len);
+        Append::Logged
     }
 }
 
 /// A broadcast's hold on an instance's corks: the lock is taken once for every connection
 /// the turn already listed (most of them, after the turn's first broadcast), and let go
-/// before a send that has to go through its link.
+/// before a send that has to go through its link. A batch is for one message: its frame is
+/// found in the log once, for every connection.
 pub(crate) struct Batch<'a> {
     corks: &'a Corks,
     guard: Option<MutexGuard<'a, CorkState>>,
+    /// The message's frame in the log, and the turn whose log it is in.
+    frame: Option<(u64, (u32, u32))>,
 }
 
 impl<'a> Batch<'a> {
     pub(crate) fn new(corks: &'a Corks) -> Self {
-        Self { corks, guard: None }
+        Self { corks, guard: None, frame: None }
     }
 
     /// Whether `corks` are the ones this batch holds.
@@ -368,16 +401,31 @@ impl<'a> Batch<'a> {
         std::ptr::eq(self.corks, corks)
     }
 
-    /// Logs `message` for the connection marked `mark` if this turn already listed it
-    /// ([`Corks::append`] under the batch's hold; anything but `Logged` goes through the link,
-    /// after [`release`](Self::release), with what this said).
+    /// Logs `message` (the batch's message) for the connection marked `mark` if this turn
+    /// already listed it ([`Corks::append`] under the batch's hold; anything but `Logged` goes
+    /// through the link, after [`release`](Self::release), with what this said).
     pub(crate) fn append(&mut self, mark: &CorkMark, message: &Message) -> Append {
         if !self.corks.open.load(Ordering::Acquire) {
             return Append::NotLogged;
         }
         let corks = self.corks;
         let state = self.guard.get_or_insert_with(|| lock(&corks.state));
-        state.append(mark, message)
+        let Some(slot) = state.listed(mark) else { return Append::NotLogged };
+        let frame = match self.frame {
+            // The log keeps its frames until the turn ends.
+            Some((turn, frame)) if turn == state.turn => frame,
+            _ => {
+                let listed = &state.links[slot];
+                if !listed.logged || listed.sealed {
+                    return Append::NotLogged;
+                }
+                match state.frame(message) {
+                    Ok(frame) => self.frame.insert((state.turn, frame)).1,
+                    Err(append) => return append,
+                }
+            }
+        };
+        state.append_frame(slot, frame)
     }
 
     /// Lets go of the lock (a send through a link takes it itself).

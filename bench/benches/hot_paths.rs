@@ -107,6 +107,14 @@ fn broadcast(c: &mut Criterion) {
     group.bench_function("8 messages to 10,000 sockets in one turn", |b| {
         b.iter(|| black_box(sockets.broadcast_in_turn(&eight)));
     });
+    // Chat 32x32's shape: a small room whose pass gathers a few senders' messages (five, on
+    // average), all in cache; what is left is the work per delivery and per socket.
+    let room32 = Room::with_sockets(32);
+    let five: Vec<Message> = (0..5).map(|i| Message::from(format!("{CHAT}{i}"))).collect();
+    group.throughput(Throughput::Elements(160));
+    group.bench_function("5 messages to 32 sockets in one turn", |b| {
+        b.iter(|| black_box(room32.broadcast_in_turn(&five)));
+    });
     group.finish();
 }
 

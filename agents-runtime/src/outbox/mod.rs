@@ -972,6 +972,36 @@ mod tests {
         assert_eq!(queued(&links[1]), 1);
     }
 
+    /// A busy room's turns list the same links: the corks keep each from one turn to the
+    /// next instead of cloning it again, let go of one the next turn did not list, and of all
+    /// once the instance goes idle.
+    #[tokio::test]
+    async fn the_corks_keep_the_last_turns_links_until_the_next_turn_or_idle() {
+        let (wires, links, marks) = sockets(2);
+        let corks = Corks::default();
+        let send = |i: usize, text: &str| {
+            let message = Cow::Owned(text.into());
+            links[i].send(message, 0, true, BUDGET, &corks, &marks[i]).expect("logged");
+        };
+        in_turn(&corks, || {
+            send(0, "a");
+            send(1, "a");
+        });
+        assert_eq!(links.iter().map(Arc::strong_count).collect::<Vec<_>>(), [2, 2]);
+        in_turn(&corks, || {
+            send(0, "b");
+            assert_eq!(Arc::strong_count(&links[0]), 2, "moved from the last turn, not cloned");
+        });
+        assert_eq!(links.iter().map(Arc::strong_count).collect::<Vec<_>>(), [2, 1]);
+        in_turn(&corks, || {
+            send(0, "c");
+            corks.trim();
+        });
+        assert_eq!(links.iter().map(Arc::strong_count).collect::<Vec<_>>(), [1, 1]);
+        assert_eq!(texts(&wires[0]), ["a", "b", "c"]);
+        assert_eq!(texts(&wires[1]), ["a"]);
+    }
+
     #[tokio::test]
     async fn frames_that_skip_a_socket_or_repeat_split_its_run_and_keep_their_order() {
         let (wires, links, marks) = sockets(2);
