@@ -184,42 +184,39 @@ impl<S> Connection<S> {
     }
 
     /// [`send`](Self::send) for a message shared by many connections (a broadcast): copied
-    /// only if it has to be queued. A connection the turn already listed takes the frame under
-    /// the `batch`'s hold on the corks, without a lock of its own.
+    /// only if it has to be queued. The `fanout` reads the instance's output gate and locks
+    /// its turn once for all of them: a connection the turn already listed takes the frame
+    /// without a lock of its own.
     pub(crate) fn send_batched<'a>(
         &'a self,
         message: &Message,
-        batch: &mut Option<Batch<'a>>,
+        fanout: &mut Option<Fanout<'a>>,
     ) -> Result<(), ConnectionError> {
         if self.is_closing() {
             return Err(ConnectionError::Closed);
         }
         let instance = &self.inner.instance;
-        let after = self.pending_write();
-        if !instance.gate.is_settled(after) {
-            if let Some(batch) = batch {
-                batch.release();
+        let fanout = match fanout {
+            Some(fanout) if fanout.batch.holds(&instance.corks) => fanout,
+            _ => {
+                let after = self.pending_write();
+                let released = instance.gate.is_settled(after);
+                fanout.insert(Fanout { batch: Batch::new(&instance.corks), after, released })
             }
-            return self.push(Cow::Borrowed(message));
-        }
-        let batch = match batch {
-            Some(batch) if batch.holds(&instance.corks) => batch,
-            _ => batch.insert(Batch::new(&instance.corks)),
         };
-        let append = batch.append(&self.inner.cork, message);
+        let (after, released, mark) = (fanout.after, fanout.released, &self.inner.cork);
+        let append = if released { fanout.batch.append(mark, message) } else { Append::NotLogged };
         if let Append::Logged = append {
             return Ok(());
         }
-        // The link takes its lock, then the corks': the batch lets go of them first, and the
-        // link is told what the corks said instead of asking them again.
-        batch.release();
-        let (corks, mark, budget) = (&instance.corks, &self.inner.cork, instance.max_outbox_bytes);
+        let budget = instance.max_outbox_bytes;
+        let turn = fanout.batch.turn();
         let sent = self.inner.outbox.0.send_unlogged(
             Cow::Borrowed(message),
             after,
-            true,
+            released,
             budget,
-            corks,
+            turn,
             mark,
             append,
         );
@@ -357,6 +354,14 @@ impl<S> Connection<S> {
         });
         ConnectionError::OutboxFull { messages, bytes }
     }
+}
+
+/// One broadcast's hold on the instance its connections belong to: the output gate read
+/// once (nothing the agent writes can come in between), and its turn locked once.
+pub(crate) struct Fanout<'a> {
+    batch: Batch<'a>,
+    after: WriteSeq,
+    released: bool,
 }
 
 impl<S> fmt::Debug for Connection<S> {

@@ -110,11 +110,11 @@ impl<S> ConnectionTable<S> {
     /// payload; in a turn, encoded once into the instance's cork log); returns how many took
     /// it.
     pub(crate) fn broadcast(&self, message: &Message, without: &[&str]) -> usize {
-        // One hold on the instance's corks for the connections its turn already listed.
-        let mut batch = None;
+        // One hold on the instance's gate and turn for all the connections.
+        let mut fanout = None;
         self.iter(None)
             .filter(|conn| !without.contains(&conn.id()))
-            .filter(|conn| conn.send_batched(message, &mut batch).is_ok())
+            .filter(|conn| conn.send_batched(message, &mut fanout).is_ok())
             .count()
     }
 
@@ -165,7 +165,17 @@ impl<'a, S> Iterator for Connections<'a, S> {
 
 #[cfg(test)]
 mod tests {
-    use super::Keys;
+    use std::pin::pin;
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Waker};
+    use std::time::Duration;
+
+    use super::{ConnectionTable, Keys};
+    use crate::connection::{Connection, ConnectionParts, connection_id};
+    use crate::frames::tests::{Trickle, decode};
+    use crate::instances::Instance;
+    use crate::message::Message;
+    use crate::outbox::{Link, Outgoing, Sender};
 
     #[test]
     fn a_tag_keeps_one_key_inline_and_many_in_order() {
@@ -182,5 +192,87 @@ mod tests {
         assert!(keys.remove(3), "the last one: the tag goes");
         let mut many = Keys::Many(vec![4]);
         assert!(many.remove(4));
+    }
+
+    /// A broadcast locks the turn's corks, then each link it must; a send from another thread
+    /// during the turn takes them in the same order. Neither blocks the other for good, and
+    /// each socket gets each sender's frames in the order they were sent.
+    #[test]
+    fn a_send_from_another_thread_during_broadcasting_turns_keeps_its_order() {
+        const TURNS: usize = 2000;
+        const SIDE: usize = 5000;
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let _entered = runtime.enter();
+        let instance = Instance::detached();
+        let wires: Vec<_> =
+            (0..4).map(|_| Arc::new(Trickle::new(usize::MAX, usize::MAX))).collect();
+        let links: Vec<_> =
+            wires.iter().map(|wire| Arc::new(Link::new(1 << 16, Some(wire.clone())))).collect();
+        let mut table = ConnectionTable::<()>::default();
+        for (key, link) in links.iter().enumerate() {
+            let parts = ConnectionParts {
+                key: key as u64,
+                id: connection_id(None),
+                uri: "http://127.0.0.1/agents/test/room".into(),
+                outbox: Sender(link.clone()),
+            };
+            table.insert(Connection::new(parts, instance.clone()));
+        }
+        let first = table.iter(None).find(|conn| conn.key() == 0).unwrap().clone();
+        let start = Arc::new(std::sync::Barrier::new(2));
+        let (done, finished) = std::sync::mpsc::channel();
+        let side = {
+            let (start, done) = (start.clone(), done.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                for i in 0..SIDE {
+                    first.send(format!("side {i}")).expect("sent");
+                }
+                done.send(()).unwrap();
+            })
+        };
+        // The turns run on a thread of their own too: a deadlock fails the test, not hangs it.
+        let turns = std::thread::spawn(move || {
+            start.wait();
+            for turn in 0..TURNS {
+                let mut poll = pin!(std::future::poll_fn(|_| {
+                    for i in 0..5 {
+                        let message = Message::from(format!("all {turn} {i}"));
+                        assert_eq!(table.broadcast(&message, &[]), 4);
+                    }
+                    Poll::Ready(())
+                }));
+                let waker = Waker::noop();
+                assert!(
+                    instance.corks.poll(poll.as_mut(), &mut Context::from_waker(waker)).is_ready()
+                );
+            }
+            done.send(()).unwrap();
+        });
+        for _ in 0..2 {
+            finished.recv_timeout(Duration::from_secs(60)).expect("both threads finished");
+        }
+        side.join().unwrap();
+        turns.join().unwrap();
+        let all: Vec<String> =
+            (0..TURNS).flat_map(|turn| (0..5).map(move |i| format!("all {turn} {i}"))).collect();
+        for (key, (wire, link)) in wires.iter().zip(&links).enumerate() {
+            // What the socket took, then what queued behind it for the socket task (a send
+            // that found the turn's frames still on their way: there is no socket task here).
+            let mut texts: Vec<String> = decode(&wire.taken())
+                .into_iter()
+                .map(|m| m.into_text().unwrap().to_string())
+                .collect();
+            while let Some(outgoing) = link.try_pop() {
+                let Outgoing::Message(message, _) = outgoing else { panic!("a close") };
+                texts.push(message.as_text().unwrap().to_string());
+            }
+            let (sides, broadcasts): (Vec<_>, Vec<_>) =
+                texts.into_iter().partition(|text| text.starts_with("side"));
+            assert_eq!(broadcasts, all, "socket {key}: every broadcast, in order");
+            let expected: Vec<String> =
+                if key == 0 { (0..SIDE).map(|i| format!("side {i}")).collect() } else { vec![] };
+            assert_eq!(sides, expected, "socket {key}: the other thread's frames, in order");
+        }
     }
 }

@@ -7,9 +7,12 @@
 //! turn (each broadcast, in a chat room) has a single run, and nothing per frame is stored for
 //! it. Only the first send of a turn to a connection locks its link (to see that nothing is
 //! queued or half-written ahead of it); the others touch nothing but the log and the mark in
-//! the `Connection`, a cache line the send reads anyway. When the poll ends, each listed
-//! link gathers its runs into one vectored write (one slice, for a single run), and what the
-//! socket does not take is copied into the link's own buffer for the socket task to finish.
+//! the `Connection`, a cache line the send reads anyway. A send locks the corks before the
+//! link, never the other way round, so a broadcast locks them once for all its connections
+//! (a [`Batch`]); a link the last turn listed too is moved from it, not cloned. When the poll
+//! ends, each listed link gathers its runs into one vectored write (one slice, for a single
+//! run), and what the socket does not take is copied into the link's own buffer for the
+//! socket task to finish.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -158,72 +161,14 @@ struct Entry {
 }
 
 impl Corks {
-    /// Logs `message` for the connection marked `mark`, if this turn already listed it.
-    pub(crate) fn append(&self, mark: &CorkMark, message: &Message) -> Append {
+    /// The running turn's corks, locked, if a turn is running. A send takes this lock before
+    /// its link's (never the other way round), and keeps it while it goes through the link.
+    pub(crate) fn turn(&self) -> Option<Turn<'_>> {
         if !self.open.load(Ordering::Acquire) {
-            return Append::NotLogged;
+            return None;
         }
-        lock(&self.state).append(mark, message)
-    }
-
-    /// Lists `link` (marked `mark`) in the running turn with `message` as its first frame.
-    /// Called under the link's lock, with nothing queued or waiting in its buffer.
-    pub(crate) fn list(&self, link: &Arc<Link>, mark: &CorkMark, message: &Message) -> Listing {
-        if !self.open.load(Ordering::Acquire) {
-            return Listing::No;
-        }
-        let mut guard = lock(&self.state);
-        let state = &mut *guard;
-        if !state.open || state.links.len() >= MAX_SLOTS {
-            return Listing::No;
-        }
-        // Listed in the last turn too (a busy room): its link is there already.
-        let kept = mark.slot(state.kept_turn).and_then(|slot| state.kept.get_mut(slot));
-        let moved = kept.and_then(|kept| kept.take_if(|kept| Arc::ptr_eq(kept, link)));
-        let link = moved.unwrap_or_else(|| link.clone());
-        let slot = state.links.len();
-        mark.set(state.turn, slot);
-        let mut listed = Listed {
-            link,
-            mark: mark.address(),
-            logged: true,
-            sealed: false,
-            first: NONE,
-            last: NONE,
-            run: (0, 0),
-            bytes: 0,
-        };
-        let (header, payload) = Header::of(message);
-        let logged = payload.len() <= COPY_LIMIT
-            && state.log.frame(header, payload, message).is_some_and(|(start, len)| {
-                state.log.add(&mut listed, start, len);
-                true
-            });
-        let listing = if logged {
-            Listing::Logged
-        } else {
-            listed.logged = false;
-            Listing::Buffered
-        };
-        state.links.push(listed);
-        listing
-    }
-
-    /// Moves the logged frames of the connection marked `mark` into its link's buffer `out`
-    /// (the caller holds the link's lock), where its later frames go too; returns whether it
-    /// did (not once the turn has ended: its uncork writes them).
-    pub(crate) fn spill(&self, mark: &CorkMark, out: &mut Frames) -> bool {
-        let mut guard = lock(&self.state);
-        let state = &mut *guard;
-        let Some(slot) = state.listed(mark) else { return false };
-        let listed = &mut state.links[slot];
-        if listed.logged {
-            for frame in state.log.frames(listed.frames()) {
-                out.push_raw(frame);
-            }
-            listed.logged = false;
-        }
-        true
+        let state = lock(&self.state);
+        state.open.then_some(Turn(state))
     }
 
     /// The running turn's log: bytes encoded, and slices to write (runs of frames).
@@ -239,16 +184,6 @@ impl Corks {
     #[cfg(test)]
     pub(crate) fn set_turn(&self, turn: u64) -> u64 {
         std::mem::replace(&mut lock(&self.state).turn, turn)
-    }
-
-    /// Stops logging frames for the connection marked `mark` this turn: one of its frames was
-    /// queued behind the logged ones, and the later ones must queue behind it.
-    pub(crate) fn seal(&self, mark: &CorkMark) {
-        let mut guard = lock(&self.state);
-        let state = &mut *guard;
-        if let Some(slot) = state.listed(mark) {
-            state.links[slot].sealed = true;
-        }
     }
 
     /// Keeps what is corked through the task's next yield, if anything is; returns whether it
@@ -334,6 +269,81 @@ impl Corks {
     }
 }
 
+/// The running turn's corks, locked (see [`Corks::turn`]): what a send to a connection asks
+/// of them.
+pub(crate) struct Turn<'a>(MutexGuard<'a, CorkState>);
+
+impl Turn<'_> {
+    /// Logs `message` for the connection marked `mark`, if this turn already listed it.
+    pub(crate) fn append(&mut self, mark: &CorkMark, message: &Message) -> Append {
+        self.0.append(mark, message)
+    }
+
+    /// Lists `link` (marked `mark`) in the turn with `message` as its first frame. Called
+    /// under the link's lock, with nothing queued or waiting in its buffer.
+    pub(crate) fn list(&mut self, link: &Arc<Link>, mark: &CorkMark, message: &Message) -> Listing {
+        let state = &mut *self.0;
+        if state.links.len() >= MAX_SLOTS {
+            return Listing::No;
+        }
+        // Listed in the last turn too (a busy room): its link is there already.
+        let kept = mark.slot(state.kept_turn).and_then(|slot| state.kept.get_mut(slot));
+        let moved = kept.and_then(|kept| kept.take_if(|kept| Arc::ptr_eq(kept, link)));
+        let link = moved.unwrap_or_else(|| link.clone());
+        let slot = state.links.len();
+        mark.set(state.turn, slot);
+        let mut listed = Listed {
+            link,
+            mark: mark.address(),
+            logged: true,
+            sealed: false,
+            first: NONE,
+            last: NONE,
+            run: (0, 0),
+            bytes: 0,
+        };
+        let (header, payload) = Header::of(message);
+        let logged = payload.len() <= COPY_LIMIT
+            && state.log.frame(header, payload, message).is_some_and(|(start, len)| {
+                state.log.add(&mut listed, start, len);
+                true
+            });
+        let listing = if logged {
+            Listing::Logged
+        } else {
+            listed.logged = false;
+            Listing::Buffered
+        };
+        state.links.push(listed);
+        listing
+    }
+
+    /// Moves the logged frames of the connection marked `mark` into its link's buffer `out`
+    /// (the caller holds the link's lock), where its later frames go too; returns whether the
+    /// turn listed it.
+    pub(crate) fn spill(&mut self, mark: &CorkMark, out: &mut Frames) -> bool {
+        let state = &mut *self.0;
+        let Some(slot) = state.listed(mark) else { return false };
+        let listed = &mut state.links[slot];
+        if listed.logged {
+            for frame in state.log.frames(listed.frames()) {
+                out.push_raw(frame);
+            }
+            listed.logged = false;
+        }
+        true
+    }
+
+    /// Stops logging frames for the connection marked `mark` this turn: one of its frames was
+    /// queued behind the logged ones, and the later ones must queue behind it.
+    pub(crate) fn seal(&mut self, mark: &CorkMark) {
+        let state = &mut *self.0;
+        if let Some(slot) = state.listed(mark) {
+            state.links[slot].sealed = true;
+        }
+    }
+}
+
 impl CorkState {
     /// The slot of the connection marked `mark`, if the running turn listed it: the mark
     /// names this turn and a slot, and that slot holds this very mark (a mark from a turn whose
@@ -380,20 +390,19 @@ impl CorkState {
     }
 }
 
-/// A broadcast's hold on an instance's corks: the lock is taken once for every connection
-/// the turn already listed (most of them, after the turn's first broadcast), and let go
-/// before a send that has to go through its link. A batch is for one message: its frame is
-/// found in the log once, for every connection.
+/// A broadcast's hold on an instance's running turn: its corks are locked once, for every
+/// connection, and each connection's link is locked after them if it has to be. A batch is
+/// for one message: its frame is found in the log once, for every connection.
 pub(crate) struct Batch<'a> {
     corks: &'a Corks,
-    guard: Option<MutexGuard<'a, CorkState>>,
+    turn: Option<Turn<'a>>,
     /// The message's frame in the log, and the turn whose log it is in.
     frame: Option<(u64, (u32, u32))>,
 }
 
 impl<'a> Batch<'a> {
     pub(crate) fn new(corks: &'a Corks) -> Self {
-        Self { corks, guard: None, frame: None }
+        Self { corks, turn: None, frame: None }
     }
 
     /// Whether `corks` are the ones this batch holds.
@@ -401,15 +410,21 @@ impl<'a> Batch<'a> {
         std::ptr::eq(self.corks, corks)
     }
 
-    /// Logs `message` (the batch's message) for the connection marked `mark` if this turn
-    /// already listed it ([`Corks::append`] under the batch's hold; anything but `Logged` goes
-    /// through the link, after [`release`](Self::release), with what this said).
-    pub(crate) fn append(&mut self, mark: &CorkMark, message: &Message) -> Append {
-        if !self.corks.open.load(Ordering::Acquire) {
-            return Append::NotLogged;
+    /// The running turn, locked by the batch's first call.
+    pub(crate) fn turn(&mut self) -> Option<&mut Turn<'a>> {
+        if self.turn.is_none() {
+            self.turn = self.corks.turn();
         }
-        let corks = self.corks;
-        let state = self.guard.get_or_insert_with(|| lock(&corks.state));
+        self.turn.as_mut()
+    }
+
+    /// Logs `message` (the batch's message) for the connection marked `mark` if this turn
+    /// already listed it; anything but `Logged` goes through the link, with what this said.
+    pub(crate) fn append(&mut self, mark: &CorkMark, message: &Message) -> Append {
+        if self.turn.is_none() {
+            self.turn = self.corks.turn();
+        }
+        let Some(Turn(state)) = &mut self.turn else { return Append::NotLogged };
         let Some(slot) = state.listed(mark) else { return Append::NotLogged };
         let frame = match self.frame {
             // The log keeps its frames until the turn ends.
@@ -426,11 +441,6 @@ impl<'a> Batch<'a> {
             }
         };
         state.append_frame(slot, frame)
-    }
-
-    /// Lets go of the lock (a send through a link takes it itself).
-    pub(crate) fn release(&mut self) {
-        self.guard = None;
     }
 }
 

@@ -22,7 +22,7 @@ use std::task::{Context, Poll, Waker, ready};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::connection::{CloseFrame, lock};
-use crate::corks::{Append, CORK_LIMIT, CorkMark, Corks, Listing};
+use crate::corks::{Append, CORK_LIMIT, CorkMark, Corks, Listing, Turn};
 use crate::frames::{Frames, Header, Wire, payload_bytes};
 use crate::message::Message;
 use crate::storage::durability::{GroupCommit, WriteSeq};
@@ -170,15 +170,20 @@ impl Link {
         mark: &CorkMark,
     ) -> Result<(), PushError> {
         // The turn already listed this link: the frame joins the log, the link is not touched.
-        let append = if released { corks.append(mark, &message) } else { Append::NotLogged };
+        let mut turn = corks.turn();
+        let append = match &mut turn {
+            Some(turn) if released => turn.append(mark, &message),
+            _ => Append::NotLogged,
+        };
         if let Append::Logged = append {
             return Ok(());
         }
-        self.send_unlogged(message, after, released, budget, corks, mark, append)
+        self.send_unlogged(message, after, released, budget, turn.as_mut(), mark, append)
     }
 
-    /// [`send`](Self::send) once the corks said what they do with the frame (`append`, not
-    /// `Logged`): a broadcast asks them itself, under its hold on their lock.
+    /// [`send`](Self::send) once the running turn's corks (`turn`, locked, if a turn runs)
+    /// said what they do with the frame (`append`, not `Logged`): a broadcast asks them
+    /// itself, under its hold on their lock.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn send_unlogged(
         self: &Arc<Self>,
@@ -186,7 +191,7 @@ impl Link {
         after: WriteSeq,
         released: bool,
         budget: usize,
-        corks: &Corks,
+        mut turn: Option<&mut Turn<'_>>,
         mark: &CorkMark,
         append: Append,
     ) -> Result<(), PushError> {
@@ -195,8 +200,8 @@ impl Link {
         if state.closed {
             return Err(PushError::Closed);
         }
-        if let Append::Spill = append
-            && corks.spill(mark, &mut state.out)
+        if let (Append::Spill, Some(turn)) = (append, turn.as_deref_mut())
+            && turn.spill(mark, &mut state.out)
         {
             state.logged = false;
         }
@@ -217,7 +222,11 @@ impl Link {
                 }
                 if state.out.is_empty() {
                     // The turn's first frame to this socket lists it.
-                    match corks.list(self, mark, &message) {
+                    let listing = match turn.as_deref_mut() {
+                        Some(turn) => turn.list(self, mark, &message),
+                        None => Listing::No,
+                    };
+                    match listing {
                         Listing::Logged => {
                             state.corked = true;
                             state.logged = true;
@@ -256,8 +265,8 @@ impl Link {
         if state.queue.len() >= self.capacity || !self.reserve_bytes(len, budget) {
             return Err(PushError::Full);
         }
-        if state.logged {
-            corks.seal(mark); // what this turn sends next queues behind this one
+        if let (true, Some(turn)) = (state.logged, turn) {
+            turn.seal(mark); // what this turn sends next queues behind this one
         }
         self.enqueue(guard, Outgoing::Message(message.into_owned(), after));
         Ok(())
@@ -596,12 +605,23 @@ fn write_gathered<'a>(
     out: &mut Frames,
 ) {
     const GATHER: usize = 64;
+    let Some(first) = frames.next() else { return };
+    // One slice (a socket that got every frame of the turn has a single run of them): the
+    // common case, written without setting up the gather list.
+    if frames.peek().is_none() {
+        let written = wire.try_write_vectored(&[IoSlice::new(first)]).unwrap_or(0);
+        if written < first.len() {
+            out.push_raw(&first[written..]);
+        }
+        return;
+    }
     let mut slices = [IoSlice::new(&[]); GATHER];
+    let mut next = Some(first);
     loop {
         let mut count = 0;
         let mut total = 0;
         while count < GATHER {
-            let Some(frame) = frames.next() else { break };
+            let Some(frame) = next.take().or_else(|| frames.next()) else { break };
             slices[count] = IoSlice::new(frame);
             total += frame.len();
             count += 1;
