@@ -63,6 +63,20 @@ pub(crate) struct ConnectRequest {
 /// Most yields an instance's task makes with its sends corked before it writes them.
 const MAX_HOLDS: u8 = 2;
 
+/// Yields once, to the back of the worker's run queue: the tasks already woken run first,
+/// and the driver is not polled for more (a task woken while it runs is queued last).
+async fn yield_to_woken() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if std::mem::replace(&mut yielded, true) {
+            return std::task::Poll::Ready(());
+        }
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    })
+    .await;
+}
+
 /// Starts the host task of instance `name` and returns its mailbox.
 pub(crate) fn spawn<A: Agent>(
     shared: Arc<Shared>,
@@ -131,12 +145,18 @@ impl<A: Agent> Host<A> {
         let mut busy = false;
         loop {
             if mailbox.is_empty() {
-                // Yield so the other sockets' messages join this pass's writes; again once if
-                // that yield brought some.
+                // Yield so the other sockets' messages join this pass's writes: first behind
+                // the socket tasks already woken (what the last look at the sockets found),
+                // then, if that brought messages, once more behind a fresh look (tokio's
+                // `yield_now` waits for the driver's next poll).
                 if (holds == 0 || (holds < MAX_HOLDS && busy)) && self.instance.corks.hold() {
                     holds += 1;
                     busy = false;
-                    tokio::task::yield_now().await;
+                    if holds == 1 {
+                        yield_to_woken().await;
+                    } else {
+                        tokio::task::yield_now().await;
+                    }
                     continue;
                 }
                 holds = 0;
@@ -609,5 +629,36 @@ fn panic_message(panic: &(dyn Any + Send)) -> &str {
         s
     } else {
         "(non-string panic payload)"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::yield_to_woken;
+
+    /// The instance's first hold lets the socket tasks already woken run before it goes on.
+    #[test]
+    fn a_task_yielding_to_the_woken_runs_after_them() {
+        let runtime =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(1).build().expect("runtime");
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let log = order.clone();
+        runtime.block_on(async move {
+            tokio::spawn(async move {
+                for name in ["socket 1", "socket 2"] {
+                    let log = log.clone();
+                    tokio::spawn(async move { log.lock().unwrap().push(name) });
+                }
+                yield_to_woken().await;
+                log.lock().unwrap().push("instance");
+            })
+            .await
+            .expect("ran");
+        });
+        let order = order.lock().unwrap();
+        assert_eq!(order.len(), 3);
+        assert_eq!(order[2], "instance", "{order:?}");
     }
 }
