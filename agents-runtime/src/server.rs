@@ -494,24 +494,41 @@ impl ServerHandle {
 
 /// Resolves on Ctrl-C, or SIGTERM on Unix: the usual argument of
 /// [`Server::run_until`](Server::run_until).
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+///
+/// The signal handlers are installed when this is called, not when the future is first
+/// polled, so call it (inside a tokio runtime) before binding the server: a SIGTERM that
+/// comes once clients can connect then shuts the server down gracefully instead of killing
+/// the process with its sockets open.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
+    let (interrupt, terminate) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (received(signal(SignalKind::interrupt())), received(signal(SignalKind::terminate())))
     };
     #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
+    let (interrupt, terminate) = (
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        },
+        std::future::pending::<()>(),
+    );
+    async move {
+        tokio::select! {
+            () = interrupt => {}
+            () = terminate => {}
+        }
+        tracing::info!("shutting down");
     }
-    tracing::info!("shutting down");
+}
+
+/// Resolves once `signal` (a handler already installed) is received; never, if it could not
+/// be installed.
+#[cfg(unix)]
+async fn received(signal: std::io::Result<tokio::signal::unix::Signal>) {
+    match signal {
+        Ok(mut signal) => {
+            signal.recv().await;
+        }
+        Err(_) => std::future::pending().await,
+    }
 }

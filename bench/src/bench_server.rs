@@ -92,6 +92,8 @@ async fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .init();
+    // Before the server is bound: a SIGTERM from then on shuts it down gracefully.
+    let shutdown = shutdown_signal();
     let handle = Handle::default();
     let builder = agents_examples::server()
         .agent::<RelaxedCounter>()
@@ -110,7 +112,7 @@ async fn main() -> ExitCode {
     };
     let _ = handle.0.set(server.handle());
     println!("bench-server listening on {}", server.local_addr());
-    match server.run_until(shutdown_signal()).await {
+    match server.run_until(shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bench-server: {e}");

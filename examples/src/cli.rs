@@ -128,6 +128,8 @@ pub async fn run(args: impl Iterator<Item = String>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Before the server is bound: a SIGTERM from then on shuts it down gracefully.
+    let shutdown = agents_runtime::shutdown_signal();
     let builder =
         crate::server().data_dir(&options.data_dir).hibernate_after(options.hibernate_after);
     let server = match builder.bind(options.addr).await {
@@ -143,7 +145,7 @@ pub async fn run(args: impl Iterator<Item = String>) -> ExitCode {
     for agent in server.agents() {
         tracing::info!("  ws://{addr}/agents/{agent}/{{name}}");
     }
-    match server.run_until(agents_runtime::shutdown_signal()).await {
+    match server.run_until(shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error}");
