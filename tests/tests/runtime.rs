@@ -687,6 +687,43 @@ async fn on_close_gets_code_reason_and_cleanliness() {
     assert_eq!(observer.recv_text().await, "c closed 1006 '' clean=false left=1");
 }
 
+/// A client whose message was refused (1009) and who answers the close as clients do: the
+/// refused frame's bytes are read past, and `on_close` hears the client's reply, a clean close
+/// with the code it was sent. So does one whose text was not UTF-8 (1007).
+#[tokio::test]
+async fn on_close_after_a_refused_message_gets_the_clients_reply() {
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+
+    let server = start(Server::builder().agent::<Closer>().max_message_size(1024)).await;
+    let mut observer = server.connect("/agents/closer/r?_pk=observer").await;
+    for (id, size) in [("small", 2000), ("large", 300_000)] {
+        let mut client = server.connect(&format!("/agents/closer/r?_pk={id}")).await;
+        client.send_binary(vec![7u8; size]).await;
+        assert_eq!(
+            client.expect_close_now().await,
+            Closed { code: 1009, reason: "Message too big".into() },
+            "{size} bytes"
+        );
+        let error = observer.recv_text().await;
+        assert_eq!(error, format!("{id} error: message over the 1024-byte limit: {size} bytes"));
+        assert_eq!(
+            observer.recv_text().await,
+            format!("{id} closed 1009 'Message too big' clean=true left=1")
+        );
+    }
+    let mut client = server.connect("/agents/closer/r?_pk=utf8").await.into_inner();
+    let frame = Frame::message(vec![0xff, 0xfe], OpCode::Data(Data::Text), true);
+    client.send(WsMessage::Frame(frame)).await.expect("sends the raw frame");
+    let mut client = agents_tests::Client::from_stream(client);
+    assert_eq!(
+        client.expect_close_now().await,
+        Closed { code: 1007, reason: "Invalid UTF-8".into() }
+    );
+    assert!(observer.recv_text().await.starts_with("utf8 error: "));
+    assert_eq!(observer.recv_text().await, "utf8 closed 1007 'Invalid UTF-8' clean=true left=1");
+}
+
 // --- lifecycle and registration --------------------------------------------------------------
 
 /// Counts its starts in a static, and remembers in memory which start it is.

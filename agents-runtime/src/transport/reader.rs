@@ -108,6 +108,58 @@ impl Reader {
         }
     }
 
+    /// After a frame refused for its size ([`ReadError::TooBig`], the frame at the front of
+    /// what was read): drops what was read of it and says how many of its bytes are still to
+    /// come, for [`poll_skip`](Self::poll_skip); the frames after it can be read again.
+    /// `None` for a fragment of a longer message, whose later fragments could not be told
+    /// apart from a stray continuation.
+    pub(super) fn drop_refused(&mut self) -> Option<u64> {
+        if self.message.is_some() || self.buf.len() < 2 {
+            return None;
+        }
+        let buf = &self.buf[..];
+        let (len, extended) = match buf[1] & 0x7F {
+            126 if buf.len() >= 4 => (u64::from(u16::from_be_bytes([buf[2], buf[3]])), 2),
+            127 if buf.len() >= 10 => {
+                (u64::from_be_bytes(buf[2..10].try_into().expect("8 bytes")), 8)
+            }
+            126 | 127 => return None,
+            len => (u64::from(len), 0),
+        };
+        let whole = len.checked_add(2 + extended + 4)?;
+        let read = (self.buf.len() as u64).min(whole);
+        self.buf.advance(read as usize);
+        Some(whole - read)
+    }
+
+    /// Reads and drops the `rest` bytes of a refused frame (see
+    /// [`drop_refused`](Self::drop_refused)), keeping what comes after them.
+    pub(super) fn poll_skip(
+        &mut self,
+        tcp: &TcpStream,
+        cx: &mut Context<'_>,
+        rest: &mut u64,
+    ) -> Poll<Result<(), ReadError>> {
+        while *rest > 0 {
+            if let Err(e) = ready!(tcp.poll_read_ready(cx)) {
+                return Poll::Ready(Err(ReadError::Gone(Some(e))));
+            }
+            let (size, buf) = (self.read_size, &mut self.buf);
+            let skip = |bytes: &[u8]| {
+                let dropped = (bytes.len() as u64).min(*rest);
+                *rest -= dropped;
+                buf.extend_from_slice(&bytes[dropped as usize..]);
+            };
+            match recv(tcp, size, skip) {
+                Ok(0) => return Poll::Ready(Err(ReadError::Gone(None))),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(ReadError::Gone(Some(e)))),
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
     /// Reads and drops whatever the client sends until it closes the connection: after a
     /// frame we refused, its bytes cannot be parsed, and closing with them unread would reset
     /// the connection and lose our close frame on the way.
@@ -463,6 +515,29 @@ mod tests {
         let header = &frame(true, OP_BINARY, &[0; 65_535])[..8];
         assert!(read_all(&mut reader, header, usize::MAX).unwrap().is_empty());
         assert!(reader.buf.capacity() < 1024, "{} bytes held", reader.buf.capacity());
+    }
+
+    /// What a refused frame leaves to skip: its bytes not read yet, whatever part of it was
+    /// read; the frame after it is read whole again. A fragment of a longer message is not
+    /// skipped.
+    #[test]
+    fn a_refused_frame_is_dropped_and_what_follows_it_is_read() {
+        let big = frame(true, OP_BINARY, &[0; 101]);
+        let close = frame(true, OP_CLOSE, &[0x03, 0xF1]);
+        for arrived in [4, 8, 50, big.len()] {
+            let mut small = Reader::new(100, 4096, &[]);
+            small.feed(&big[..arrived]);
+            assert!(matches!(small.next(), Err(ReadError::TooBig(101))));
+            assert_eq!(small.drop_refused(), Some((big.len() - arrived) as u64), "{arrived}");
+            assert!(small.is_idle());
+            small.feed(&close);
+            assert!(matches!(small.next(), Ok(Some(Incoming::Close(Some((1009, _)))))));
+        }
+        let mut small = Reader::new(100, 4096, &[]);
+        let parts = [frame(false, OP_BINARY, &[0; 60]), frame(true, OP_CONTINUATION, &[0; 60])];
+        small.feed(&parts.concat());
+        assert!(matches!(small.next(), Err(ReadError::TooBig(120))));
+        assert_eq!(small.drop_refused(), None, "a message in fragments");
     }
 
     #[test]

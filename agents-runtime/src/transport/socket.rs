@@ -556,6 +556,16 @@ impl Socket {
                     }
                     Ok(_) => {} // data after our close frame is dropped
                     Err(ReadError::Gone(_)) => return None,
+                    // A message refused for its size: its bytes are read past, and the
+                    // client's close reply after them is read as a frame.
+                    Err(ReadError::TooBig(_))
+                        if let Some(mut rest) = self.reader.drop_refused() =>
+                    {
+                        let skipped = poll_fn(|cx| self.reader.poll_skip(&self.tcp, cx, &mut rest));
+                        if skipped.await.is_err() {
+                            return None;
+                        }
+                    }
                     Err(_) => {
                         // We close because of what the client sent, and the rest of it cannot
                         // be read as frames: say we are done writing, and drop what it sends
