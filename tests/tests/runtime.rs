@@ -712,6 +712,18 @@ async fn on_close_after_a_refused_message_gets_the_clients_reply() {
             format!("{id} closed 1009 'Message too big' clean=true left=1")
         );
     }
+    // In fragments: refused at the second, and the rest of them dropped as they come.
+    let mut client = server.connect("/agents/closer/r?_pk=fragments").await.into_inner();
+    for (opcode, fin) in [(Data::Binary, false), (Data::Continue, false), (Data::Continue, true)] {
+        let frame = Frame::message(vec![7u8; 600], OpCode::Data(opcode), fin);
+        client.send(WsMessage::Frame(frame)).await.expect("sends the raw frame");
+    }
+    let mut client = agents_tests::Client::from_stream(client);
+    let refused = Closed { code: 1009, reason: "Message too big".into() };
+    assert_eq!(client.expect_close_now().await, refused);
+    assert!(observer.recv_text().await.starts_with("fragments error: "));
+    let closed = observer.recv_text().await;
+    assert_eq!(closed, "fragments closed 1009 'Message too big' clean=true left=1");
     let mut client = server.connect("/agents/closer/r?_pk=utf8").await.into_inner();
     let frame = Frame::message(vec![0xff, 0xfe], OpCode::Data(Data::Text), true);
     client.send(WsMessage::Frame(frame)).await.expect("sends the raw frame");

@@ -60,6 +60,9 @@ pub(super) struct Reader {
     buf: BytesMut,
     /// The fragments of a message in progress: whether it is text, and its bytes so far.
     message: Option<(bool, BytesMut)>,
+    /// The rest of a refused message's fragments are dropped as they come (see
+    /// [`drop_refused`](Self::drop_refused)).
+    dropping: bool,
     /// The largest frame and message accepted.
     limit: usize,
     /// The most bytes taken per read.
@@ -70,12 +73,13 @@ impl Reader {
     /// A reader for messages of at most `limit` bytes, reading `read_size` bytes at a time,
     /// that starts with `read` (bytes the client sent right after its upgrade request).
     pub(super) fn new(limit: usize, read_size: usize, read: &[u8]) -> Self {
-        Self { buf: BytesMut::from(read), message: None, limit, read_size: read_size.max(1) }
+        let buf = BytesMut::from(read);
+        Self { buf, message: None, dropping: false, limit, read_size: read_size.max(1) }
     }
 
     /// Whether nothing is half-read: no partial frame, no message in fragments.
     pub(super) fn is_idle(&self) -> bool {
-        self.buf.is_empty() && self.message.is_none()
+        self.buf.is_empty() && self.message.is_none() && !self.dropping
     }
 
     /// The next message or control frame among the bytes already read, if one is whole.
@@ -109,15 +113,15 @@ impl Reader {
     }
 
     /// After a frame refused for its size ([`ReadError::TooBig`], the frame at the front of
-    /// what was read): drops what was read of it and says how many of its bytes are still to
-    /// come, for [`poll_skip`](Self::poll_skip); the frames after it can be read again.
-    /// `None` for a fragment of a longer message, whose later fragments could not be told
-    /// apart from a stray continuation.
+    /// what was read): drops what was read of it, and of its message, and says how many of
+    /// its bytes are still to come, for [`poll_skip`](Self::poll_skip). The frames after it
+    /// can be read again; the rest of its message's fragments are dropped as they come.
     pub(super) fn drop_refused(&mut self) -> Option<u64> {
-        if self.message.is_some() || self.buf.len() < 2 {
+        if self.buf.len() < 2 {
             return None;
         }
         let buf = &self.buf[..];
+        let fin = buf[0] & 0x80 != 0;
         let (len, extended) = match buf[1] & 0x7F {
             126 if buf.len() >= 4 => (u64::from(u16::from_be_bytes([buf[2], buf[3]])), 2),
             127 if buf.len() >= 10 => {
@@ -129,6 +133,8 @@ impl Reader {
         let whole = len.checked_add(2 + extended + 4)?;
         let read = (self.buf.len() as u64).min(whole);
         self.buf.advance(read as usize);
+        self.message = None;
+        self.dropping = !fin;
         Some(whole - read)
     }
 
@@ -274,7 +280,11 @@ impl Reader {
         payload: BytesMut,
     ) -> Result<Option<Incoming>, ReadError> {
         match opcode {
-            OP_TEXT | OP_BINARY if self.message.is_some() => {
+            OP_CONTINUATION if self.dropping => {
+                self.dropping = !fin;
+                Ok(None)
+            }
+            OP_TEXT | OP_BINARY if self.message.is_some() || self.dropping => {
                 Err(ReadError::Protocol("a new message before the last one ended"))
             }
             OP_TEXT | OP_BINARY if fin => message(opcode == OP_TEXT, payload).map(Some),
@@ -518,8 +528,8 @@ mod tests {
     }
 
     /// What a refused frame leaves to skip: its bytes not read yet, whatever part of it was
-    /// read; the frame after it is read whole again. A fragment of a longer message is not
-    /// skipped.
+    /// read; the frame after it is read whole again. A refused fragment takes the rest of its
+    /// message with it.
     #[test]
     fn a_refused_frame_is_dropped_and_what_follows_it_is_read() {
         let big = frame(true, OP_BINARY, &[0; 101]);
@@ -533,11 +543,22 @@ mod tests {
             small.feed(&close);
             assert!(matches!(small.next(), Ok(Some(Incoming::Close(Some((1009, _)))))));
         }
+        // A message in fragments: the refused one and the ones after it are dropped, up to
+        // the last.
         let mut small = Reader::new(100, 4096, &[]);
-        let parts = [frame(false, OP_BINARY, &[0; 60]), frame(true, OP_CONTINUATION, &[0; 60])];
+        let parts = [
+            frame(false, OP_BINARY, &[0; 60]),
+            frame(false, OP_CONTINUATION, &[0; 60]),
+            frame(false, OP_CONTINUATION, &[0; 60]),
+            frame(true, OP_CONTINUATION, &[0; 10]),
+            close.clone(),
+        ];
         small.feed(&parts.concat());
         assert!(matches!(small.next(), Err(ReadError::TooBig(120))));
-        assert_eq!(small.drop_refused(), None, "a message in fragments");
+        assert_eq!(small.drop_refused(), Some(0));
+        assert!(!small.is_idle(), "the message's last fragment is still to come");
+        assert!(matches!(small.next(), Ok(Some(Incoming::Close(Some((1009, _)))))));
+        assert!(small.is_idle());
     }
 
     #[test]

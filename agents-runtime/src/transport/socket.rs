@@ -556,8 +556,8 @@ impl Socket {
                     }
                     Ok(_) => {} // data after our close frame is dropped
                     Err(ReadError::Gone(_)) => return None,
-                    // A message refused for its size: its bytes are read past, and the
-                    // client's close reply after them is read as a frame.
+                    // A message refused for its size: its bytes are read past (its later
+                    // fragments dropped), and the client's close reply after them is read.
                     Err(ReadError::TooBig(_))
                         if let Some(mut rest) = self.reader.drop_refused() =>
                     {
