@@ -495,8 +495,8 @@ impl ServerHandle {
 /// Resolves on Ctrl-C, or SIGTERM on Unix: the usual argument of
 /// [`Server::run_until`](Server::run_until).
 ///
-/// The signal handlers are installed when this is called, not when the future is first
-/// polled, so call it (inside a tokio runtime) before binding the server: a SIGTERM that
+/// On Unix the signal handlers are installed when this is called, not when the future is
+/// first polled, so call it (inside a tokio runtime) before binding the server: a SIGTERM that
 /// comes once clients can connect then shuts the server down gracefully instead of killing
 /// the process with its sockets open.
 pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
