@@ -2,13 +2,14 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map;
+use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 
 use crate::connection::{Connection, ConnectionKey};
 use crate::message::Message;
 
 pub(crate) struct ConnectionTable<S> {
-    by_key: HashMap<ConnectionKey, Connection<S>>,
+    by_key: HashMap<ConnectionKey, Connection<S>, KeyHash>,
     by_tag: HashMap<Arc<str>, Keys>,
 }
 
@@ -51,9 +52,42 @@ impl Keys {
     }
 }
 
+/// Hashes connection keys, which the server hands out in sequence (no client picks one): a
+/// multiply by an odd constant spreads them over the table, at a fraction of SipHash's cost
+/// (a lookup per message).
+#[derive(Clone, Copy, Default)]
+struct KeyHash;
+
+impl BuildHasher for KeyHash {
+    type Hasher = KeyHasher;
+
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher(0)
+    }
+}
+
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64` keys are hashed; this serves any other key all the same.
+        for &byte in bytes {
+            self.write_u64(self.0.rotate_left(8) ^ u64::from(byte));
+        }
+    }
+
+    fn write_u64(&mut self, key: u64) {
+        self.0 = key.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 impl<S> Default for ConnectionTable<S> {
     fn default() -> Self {
-        Self { by_key: HashMap::new(), by_tag: HashMap::new() }
+        Self { by_key: HashMap::default(), by_tag: HashMap::new() }
     }
 }
 
@@ -140,7 +174,7 @@ enum Inner<'a, S> {
     All(hash_map::Values<'a, ConnectionKey, Connection<S>>),
     Tagged {
         keys: std::slice::Iter<'a, ConnectionKey>,
-        table: &'a HashMap<ConnectionKey, Connection<S>>,
+        table: &'a HashMap<ConnectionKey, Connection<S>, KeyHash>,
     },
 }
 
@@ -170,12 +204,25 @@ mod tests {
     use std::task::{Context, Poll, Waker};
     use std::time::Duration;
 
-    use super::{ConnectionTable, Keys};
+    use super::{ConnectionTable, KeyHash, Keys};
     use crate::connection::{Connection, ConnectionParts, connection_id};
     use crate::frames::tests::{Trickle, decode};
     use crate::instances::Instance;
     use crate::message::Message;
     use crate::outbox::{Link, Outgoing, Sender};
+
+    #[test]
+    fn keys_in_sequence_fill_every_bucket_and_spread_their_tags() {
+        use std::collections::HashSet;
+        use std::hash::BuildHasher;
+        // A table of 4,096 buckets indexes by the low 12 bits, and hashbrown matches within a
+        // group by the top 7: keys handed out in sequence must spread over both.
+        let hashes: Vec<u64> = (1..=4096u64).map(|key| KeyHash.hash_one(key)).collect();
+        let buckets: HashSet<u64> = hashes.iter().map(|hash| hash & 4095).collect();
+        let tags: HashSet<u64> = hashes.iter().map(|hash| hash >> 57).collect();
+        assert_eq!(buckets.len(), 4096);
+        assert_eq!(tags.len(), 128);
+    }
 
     #[test]
     fn a_tag_keeps_one_key_inline_and_many_in_order() {
