@@ -43,15 +43,16 @@ impl Server {
 
     /// What the server has used since the [`usage`](Self::usage) reading `before`.
     pub(crate) fn usage_since(&self, before: Option<Reading>) -> Result<Option<Usage>, String> {
-        Ok(before.zip(self.usage()?).map(|(before, after)| Usage {
-            user_s: after.user_ticks.saturating_sub(before.user_ticks) as f64 / TICKS_PER_SECOND,
-            system_s: after.system_ticks.saturating_sub(before.system_ticks) as f64
-                / TICKS_PER_SECOND,
-            minor_faults: after.minor_faults.saturating_sub(before.minor_faults),
-            run_ns: before
-                .threads
-                .zip(after.threads)
-                .and_then(|(before, after)| ran(&before, &after)),
+        Ok(before.zip(self.usage()?).map(|(before, after)| {
+            let user = after.user_ticks.saturating_sub(before.user_ticks);
+            let system = after.system_ticks.saturating_sub(before.system_ticks);
+            let ran = before.threads.zip(after.threads).and_then(|(b, a)| ran(&b, &a));
+            Usage {
+                user_s: user as f64 / TICKS_PER_SECOND,
+                system_s: system as f64 / TICKS_PER_SECOND,
+                minor_faults: after.minor_faults.saturating_sub(before.minor_faults),
+                run_ns: ran.filter(|&ns| agrees(ns, user + system)),
+            }
         }))
     }
 
@@ -98,6 +99,14 @@ fn ran(before: &BTreeMap<u32, u64>, after: &BTreeMap<u32, u64>) -> Option<u64> {
     before.keys().all(|tid| after.contains_key(tid)).then_some(ns)
 }
 
+/// Whether `ns` of run time agrees with `ticks` of it: `/proc/PID/stat` rounds down its user
+/// and system figures of the same count, so the two differ by less than two ticks, unless a
+/// thread started and ended between the readings (its time is in the ticks only).
+fn agrees(ns: u64, ticks: u64) -> bool {
+    const NS_PER_TICK: f64 = 1e9 / TICKS_PER_SECOND;
+    (ns as f64 - ticks as f64 * NS_PER_TICK).abs() < 2.0 * NS_PER_TICK
+}
+
 /// What the server has used so far: a [`Server::usage`] reading, for
 /// [`Server::usage_since`].
 pub(crate) struct Reading {
@@ -108,8 +117,8 @@ pub(crate) struct Reading {
 }
 
 /// CPU time and minor page faults of the server (`/proc/PID/stat`, and the scheduler's count
-/// per thread): user space and kernel
-/// apart, since two servers making the same system calls differ in user space.
+/// per thread): user space and kernel apart, since two servers making the same system calls
+/// differ in user space.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Usage {
     /// CPU seconds in user space.
@@ -121,7 +130,7 @@ pub(crate) struct Usage {
     pub(crate) minor_faults: u64,
     /// Nanoseconds run, all threads, as the scheduler counts them: exact, where `user_s` and
     /// `system_s` count 10 ms clock ticks. `None` where the kernel keeps no such count, or a
-    /// thread ended in between.
+    /// thread ended in between (see `ran` and `agrees`).
     pub(crate) run_ns: Option<u64>,
 }
 
@@ -174,7 +183,7 @@ pub(crate) async fn get_json(url: &str) -> Result<serde_json::Value, String> {
 mod tests {
     use std::collections::BTreeMap;
 
-    use super::ran;
+    use super::{agrees, ran};
 
     #[test]
     fn threads_run_time_counts_new_threads_and_refuses_ended_ones() {
@@ -185,5 +194,14 @@ mod tests {
         assert_eq!(ran(&before, &BTreeMap::from([(1, 180)])), None);
         // A count going back means a thread id was reused.
         assert_eq!(ran(&before, &BTreeMap::from([(1, 180), (2, 10)])), None);
+    }
+
+    #[test]
+    fn an_exact_count_is_kept_only_within_two_ticks_of_the_ticks() {
+        // 1.234 s against 123 ticks: rounding. Against 120: a thread that came and went.
+        assert!(agrees(1_234_000_000, 123));
+        assert!(agrees(1_234_000_000, 122));
+        assert!(!agrees(1_234_000_000, 120));
+        assert!(!agrees(1_234_000_000, 126));
     }
 }
