@@ -43,6 +43,10 @@ pub(crate) const TURN_MASK: u64 = u64::MAX >> SLOT_BITS;
 /// No entry.
 const NONE: u32 = u32::MAX;
 
+/// Bytes of log a turn leaves for the next one to write into: a larger log (a turn that sent
+/// much) is freed when the turn ends rather than kept while the instance waits.
+pub(crate) const KEPT_LOG: usize = 64 * 1024;
+
 /// Which turn listed a connection, and in which slot (0: none). It lives in the `Connection`
 /// and is read and written only under the corks' lock.
 #[derive(Debug, Default)]
@@ -104,13 +108,13 @@ struct CorkState {
     holding: bool,
     /// Numbers the turns (from 1), so a mark left by an earlier turn is stale.
     turn: u64,
-    /// The instance's task is about to wait for an event: the uncork frees the log.
+    /// The instance hibernates: the uncork frees the log, the list and the links it kept.
     trim: bool,
     links: Vec<Listed>,
     log: Log,
     /// The links the last turn wrote, by slot, and that turn's number: a link listed again
     /// in the next turn is moved from here rather than cloned, and the ones not listed again
-    /// are let go of when that turn ends (or when the instance goes idle).
+    /// are let go of when that turn ends (or when the instance hibernates).
     kept: Vec<Option<Arc<Link>>>,
     kept_turn: u64,
 }
@@ -177,6 +181,12 @@ impl Corks {
         let state = lock(&self.state);
         let runs = state.links.iter().filter(|listed| listed.run.0 < listed.run.1).count();
         (state.log.bytes.len(), state.log.entries.len() + runs)
+    }
+
+    /// Bytes of log memory kept for the next turn.
+    #[cfg(test)]
+    pub(crate) fn kept_log(&self) -> usize {
+        lock(&self.state).log.bytes.capacity()
     }
 
     /// Numbers the next turn `turn + 1` (tests of the numbers coming round), and says the
@@ -247,7 +257,9 @@ impl Corks {
         kept.clear();
         kept.extend(links.drain(..).map(|listed| Some(listed.link)));
         log.clear();
-        // Kept for the next turn while the instance is busy, freed when it goes idle.
+        // Kept for the next turn, which then allocates nothing and moves the links it lists
+        // again, even after the instance waited for it (a room's next message); freed when
+        // the instance hibernates.
         let mut state = lock(&self.state);
         if std::mem::take(&mut state.trim) {
             return;
@@ -257,13 +269,14 @@ impl Corks {
         if state.links.is_empty() {
             state.links = links;
         }
-        if state.log.bytes.is_empty() {
+        if state.log.bytes.is_empty() && log.bytes.capacity() <= KEPT_LOG {
             state.log = log;
         }
     }
 
-    /// The instance's task is about to wait for its next event: the log's memory is freed
-    /// when this poll ends, so an idle instance holds none of it.
+    /// The instance hibernates: what the corks keep between turns (the log's memory, the
+    /// list and the links the last turn wrote) is freed when this poll ends, so a hibernated
+    /// instance holds none of it.
     pub(crate) fn trim(&self) {
         lock(&self.state).trim = true;
     }

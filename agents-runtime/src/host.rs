@@ -163,8 +163,6 @@ impl<A: Agent> Host<A> {
                 if std::mem::take(&mut handled) {
                     last_event = Instant::now();
                 }
-                // About to wait: an idle instance keeps no corks' log.
-                self.instance.corks.trim();
             }
             let event = tokio::select! {
                 biased;
@@ -244,6 +242,8 @@ impl<A: Agent> Host<A> {
         if let Some(Awake { agent, mut ctx, .. }) = self.awake.take() {
             self.asleep = std::mem::take(&mut ctx.connections);
             drop(agent);
+            // The corks' log and the links they kept for the next turn go too.
+            self.instance.corks.trim();
             // Their sockets park once idle: no task and no place in tokio's reactor each.
             for conn in self.asleep.every() {
                 conn.link().ask_to_park();

@@ -994,9 +994,9 @@ mod tests {
 
     /// A busy room's turns list the same links: the corks keep each from one turn to the
     /// next instead of cloning it again, let go of one the next turn did not list, and of all
-    /// once the instance goes idle.
+    /// once the instance hibernates (`trim`).
     #[tokio::test]
-    async fn the_corks_keep_the_last_turns_links_until_the_next_turn_or_idle() {
+    async fn the_corks_keep_the_last_turns_links_until_the_next_turn_or_hibernation() {
         let (wires, links, marks) = sockets(2);
         let corks = Corks::default();
         let send = |i: usize, text: &str| {
@@ -1020,6 +1020,34 @@ mod tests {
         assert_eq!(links.iter().map(Arc::strong_count).collect::<Vec<_>>(), [1, 1]);
         assert_eq!(texts(&wires[0]), ["a", "b", "c"]);
         assert_eq!(texts(&wires[1]), ["a"]);
+    }
+
+    /// What a turn logged is written when it ends; the log's memory stays for the next turn
+    /// unless the turn grew it past `KEPT_LOG`, and goes when the instance hibernates.
+    #[tokio::test]
+    async fn the_log_is_kept_for_the_next_turn_unless_a_turn_grew_it_large() {
+        use crate::corks::KEPT_LOG;
+        let (wires, links, marks) = sockets(2);
+        let corks = Corks::default();
+        let send = |i: usize, text: String| {
+            links[i].send(Cow::Owned(text.into()), 0, true, BUDGET, &corks, &marks[i]).expect("ok");
+        };
+        in_turn(&corks, || send(0, "a".repeat(100)));
+        let kept = corks.kept_log();
+        assert!((100..=KEPT_LOG).contains(&kept), "{kept}");
+        // 2 sockets x 20 frames of 2,000 bytes: an 80 KB log, freed when the turn ends.
+        in_turn(&corks, || {
+            for n in 0..40 {
+                send(n % 2, format!("{n:02}").repeat(1000));
+            }
+        });
+        assert_eq!(corks.kept_log(), 0);
+        in_turn(&corks, || send(1, "b".repeat(100)));
+        assert!(corks.kept_log() > 0);
+        in_turn(&corks, || corks.trim());
+        assert_eq!(corks.kept_log(), 0);
+        assert_eq!(texts(&wires[0]).len(), 21);
+        assert_eq!(texts(&wires[1]).len(), 21);
     }
 
     #[tokio::test]
