@@ -43,9 +43,11 @@ pub(crate) const TURN_MASK: u64 = u64::MAX >> SLOT_BITS;
 /// No entry.
 const NONE: u32 = u32::MAX;
 
-/// Bytes of log a turn leaves for the next one to write into: a larger log (a turn that sent
-/// much) is freed when the turn ends rather than kept while the instance waits.
-pub(crate) const KEPT_LOG: usize = 64 * 1024;
+/// Bytes of memory (the log, the list of links and the links kept) the corks hold on to while
+/// their instance waits for its next event: a small room's next pass then allocates nothing and
+/// moves its links rather than cloning them; a larger room's corks free theirs, so an idle
+/// instance holds at most this much.
+pub(crate) const KEPT_WHILE_IDLE: usize = 4 * 1024;
 
 /// Which turn listed a connection, and in which slot (0: none). It lives in the `Connection`
 /// and is read and written only under the corks' lock.
@@ -108,8 +110,8 @@ struct CorkState {
     holding: bool,
     /// Numbers the turns (from 1), so a mark left by an earlier turn is stale.
     turn: u64,
-    /// The instance hibernates: the uncork frees the log, the list and the links it kept.
-    trim: bool,
+    /// What the uncork at the end of this poll keeps for the next turn.
+    keep: Keep,
     links: Vec<Listed>,
     log: Log,
     /// The links the last turn wrote, by slot, and that turn's number: a link listed again
@@ -117,6 +119,18 @@ struct CorkState {
     /// are let go of when that turn ends (or when the instance hibernates).
     kept: Vec<Option<Arc<Link>>>,
     kept_turn: u64,
+}
+
+/// What the corks keep for the next turn when a poll ends.
+#[derive(Clone, Copy, Default, PartialEq)]
+enum Keep {
+    /// Everything: the instance is busy.
+    #[default]
+    All,
+    /// Up to [`KEPT_WHILE_IDLE`] bytes: the instance waits for its next event.
+    Small,
+    /// Nothing: the instance hibernates.
+    Nothing,
 }
 
 /// A link the turn sends to.
@@ -181,12 +195,6 @@ impl Corks {
         let state = lock(&self.state);
         let runs = state.links.iter().filter(|listed| listed.run.0 < listed.run.1).count();
         (state.log.bytes.len(), state.log.entries.len() + runs)
-    }
-
-    /// Bytes of log memory kept for the next turn.
-    #[cfg(test)]
-    pub(crate) fn kept_log(&self) -> usize {
-        lock(&self.state).log.bytes.capacity()
     }
 
     /// Numbers the next turn `turn + 1` (tests of the numbers coming round), and says the
@@ -258,19 +266,33 @@ impl Corks {
         kept.extend(links.drain(..).map(|listed| Some(listed.link)));
         log.clear();
         // Kept for the next turn, which then allocates nothing and moves the links it lists
-        // again, even after the instance waited for it (a room's next message); freed when
-        // the instance hibernates.
+        // again: while the instance is busy, and while it waits if that is little memory.
         let mut state = lock(&self.state);
-        if std::mem::take(&mut state.trim) {
-            return;
+        let held = links.capacity() * std::mem::size_of::<Listed>()
+            + kept.capacity() * std::mem::size_of::<Option<Arc<Link>>>()
+            + log.bytes.capacity()
+            + log.entries.capacity() * std::mem::size_of::<Entry>();
+        match std::mem::take(&mut state.keep) {
+            Keep::Nothing => return,
+            Keep::Small if held > KEPT_WHILE_IDLE => return,
+            Keep::All | Keep::Small => {}
         }
         state.kept = kept;
         state.kept_turn = turn;
         if state.links.is_empty() {
             state.links = links;
         }
-        if state.log.bytes.is_empty() && log.bytes.capacity() <= KEPT_LOG {
+        if state.log.bytes.is_empty() {
             state.log = log;
+        }
+    }
+
+    /// The instance's task is about to wait for its next event: what the corks keep for the
+    /// next turn is freed when this poll ends, unless it is at most [`KEPT_WHILE_IDLE`] bytes.
+    pub(crate) fn idle(&self) {
+        let mut state = lock(&self.state);
+        if state.keep == Keep::All {
+            state.keep = Keep::Small;
         }
     }
 
@@ -278,7 +300,13 @@ impl Corks {
     /// list and the links the last turn wrote) is freed when this poll ends, so a hibernated
     /// instance holds none of it.
     pub(crate) fn trim(&self) {
-        lock(&self.state).trim = true;
+        lock(&self.state).keep = Keep::Nothing;
+    }
+
+    /// Bytes of log memory kept for the next turn.
+    #[cfg(test)]
+    pub(crate) fn kept_log(&self) -> usize {
+        lock(&self.state).log.bytes.capacity()
     }
 }
 

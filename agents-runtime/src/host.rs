@@ -163,6 +163,8 @@ impl<A: Agent> Host<A> {
                 if std::mem::take(&mut handled) {
                     last_event = Instant::now();
                 }
+                // About to wait: the corks keep little for the next turn.
+                self.instance.corks.idle();
             }
             let event = tokio::select! {
                 biased;

@@ -1022,30 +1022,37 @@ mod tests {
         assert_eq!(texts(&wires[1]), ["a"]);
     }
 
-    /// What a turn logged is written when it ends; the log's memory stays for the next turn
-    /// unless the turn grew it past `KEPT_LOG`, and goes when the instance hibernates.
+    /// The corks keep their memory for the next turn while the instance is busy, and while it
+    /// waits for its next event only up to `KEPT_WHILE_IDLE`; none once it hibernates.
     #[tokio::test]
-    async fn the_log_is_kept_for_the_next_turn_unless_a_turn_grew_it_large() {
-        use crate::corks::KEPT_LOG;
+    async fn the_corks_keep_their_memory_while_busy_and_little_of_it_while_idle() {
         let (wires, links, marks) = sockets(2);
         let corks = Corks::default();
         let send = |i: usize, text: String| {
             links[i].send(Cow::Owned(text.into()), 0, true, BUDGET, &corks, &marks[i]).expect("ok");
         };
-        in_turn(&corks, || send(0, "a".repeat(100)));
-        let kept = corks.kept_log();
-        assert!((100..=KEPT_LOG).contains(&kept), "{kept}");
-        // 2 sockets x 20 frames of 2,000 bytes: an 80 KB log, freed when the turn ends.
-        in_turn(&corks, || {
+        let large = || {
+            // 2 sockets x 20 frames of 2,000 bytes: an 80 KB log.
             for n in 0..40 {
                 send(n % 2, format!("{n:02}").repeat(1000));
             }
+        };
+        in_turn(&corks, large);
+        assert!(corks.kept_log() >= 80_000, "busy: kept");
+        in_turn(&corks, || {
+            send(0, "a".repeat(100));
+            corks.idle();
         });
-        assert_eq!(corks.kept_log(), 0);
-        in_turn(&corks, || send(1, "b".repeat(100)));
-        assert!(corks.kept_log() > 0);
+        assert_eq!(corks.kept_log(), 0, "idle, with more than KEPT_WHILE_IDLE: freed");
+        in_turn(&corks, || {
+            send(1, "b".repeat(100));
+            corks.idle();
+        });
+        assert!(corks.kept_log() > 0, "idle, with little: kept");
+        assert_eq!(Arc::strong_count(&links[1]), 2, "and the link it listed");
         in_turn(&corks, || corks.trim());
-        assert_eq!(corks.kept_log(), 0);
+        assert_eq!(corks.kept_log(), 0, "hibernating: freed");
+        assert_eq!(Arc::strong_count(&links[1]), 1);
         assert_eq!(texts(&wires[0]).len(), 21);
         assert_eq!(texts(&wires[1]).len(), 21);
     }
