@@ -47,7 +47,7 @@ const NONE: u32 = u32::MAX;
 /// their instance waits for its next event: a small room's next pass then allocates nothing and
 /// moves its links rather than cloning them; a larger room's corks free theirs, so an idle
 /// instance holds at most this much.
-pub(crate) const KEPT_WHILE_IDLE: usize = 4 * 1024;
+const KEPT_WHILE_IDLE: usize = 4 * 1024;
 
 /// Which turn listed a connection, and in which slot (0: none). It lives in the `Connection`
 /// and is read and written only under the corks' lock.
