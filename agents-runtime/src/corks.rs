@@ -268,13 +268,15 @@ impl Corks {
         // Kept for the next turn, which then allocates nothing and moves the links it lists
         // again: while the instance is busy, and while it waits if that is little memory.
         let mut state = lock(&self.state);
-        let held = links.capacity() * std::mem::size_of::<Listed>()
-            + kept.capacity() * std::mem::size_of::<Option<Arc<Link>>>()
-            + log.bytes.capacity()
-            + log.entries.capacity() * std::mem::size_of::<Entry>();
+        let held = || {
+            links.capacity() * std::mem::size_of::<Listed>()
+                + kept.capacity() * std::mem::size_of::<Option<Arc<Link>>>()
+                + log.bytes.capacity()
+                + log.entries.capacity() * std::mem::size_of::<Entry>()
+        };
         match std::mem::take(&mut state.keep) {
             Keep::Nothing => return,
-            Keep::Small if held > KEPT_WHILE_IDLE => return,
+            Keep::Small if held() > KEPT_WHILE_IDLE => return,
             Keep::All | Keep::Small => {}
         }
         state.kept = kept;
