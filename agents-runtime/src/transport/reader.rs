@@ -8,6 +8,7 @@ use std::io;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
+use rustix::net::RecvFlags;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::Utf8Bytes;
@@ -331,7 +332,7 @@ fn recv(tcp: &TcpStream, size: usize, take: impl FnOnce(&[u8])) -> io::Result<us
         // socket ready again, and an end of stream stays marked.
         let mut short = 0;
         let read = tcp.try_io(Interest::READABLE, || {
-            let n = io::Read::read(&mut &*socket2::SockRef::from(tcp), &mut *scratch)?;
+            let (n, _) = rustix::net::recv(tcp, &mut *scratch, RecvFlags::empty())?;
             if n > 0 && n < size {
                 short = n;
                 return Err(io::ErrorKind::WouldBlock.into());
