@@ -20,7 +20,8 @@ const QUEUE: usize = 1024;
 
 type Rooms = Arc<Mutex<HashMap<String, HashMap<u64, mpsc::Sender<Utf8Bytes>>>>>;
 
-#[tokio::main]
+// One thread, as the server benchmarks run on one core (see `bench-server`).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> std::io::Result<()> {
     let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:8790".into());
     let listener = TcpListener::bind(&addr).await?;
