@@ -4,6 +4,7 @@ the tables of BENCHMARKS.md (medians of --runs runs).
 
     python3 bench/run.py                  # everything, 3 runs each (about 15 minutes)
     python3 bench/run.py --runs 1 --only chat-32,connect --peers agents-rs,bun
+    python3 bench/run.py --runs 6 --only chat-32 --peers agents-rs,bun --window 8
 
 Each run starts a fresh server pinned to core 0 and the load generator pinned to core 1
 (taskset), and the peers take turns run by run; the servers are ours (`bench-server`: the
@@ -186,6 +187,8 @@ def main():
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--only", default=",".join(WORKLOADS), help="workloads, comma-separated")
     parser.add_argument("--peers", default=",".join(PEERS), help="servers, comma-separated")
+    parser.add_argument("--window", type=int, help="messages each chat sender keeps in flight "
+                        "(default: 4 in chat-32, 8 in chat-1000)")
     parser.add_argument("--no-build", action="store_true", help="use the binaries and node_modules as they are")
     options = parser.parse_args()
     workloads = options.only.split(",")
@@ -196,6 +199,14 @@ def main():
     for name in peers:
         if name not in PEERS:
             parser.error(f"unknown peer {name}; known: {', '.join(PEERS)}")
+    if options.window is not None:
+        if options.window < 1:
+            parser.error("--window must be at least 1")
+        for name, (on, args, path, keys) in WORKLOADS.items():
+            if "--window" in args:
+                args = list(args)
+                args[args.index("--window") + 1] = str(options.window)
+                WORKLOADS[name] = (on, args, path, keys)
     if shutil.which("taskset") is None:
         sys.exit("taskset is missing (Debian package util-linux)")
     OUT.mkdir(parents=True, exist_ok=True)
@@ -204,7 +215,7 @@ def main():
         if {"bun", "node-ws"} & set(peers):
             subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=PEERS_DIR, check=True)
 
-    results = {"machine": machine(), "runs": options.runs, "workloads": {}}
+    results = {"machine": machine(), "runs": options.runs, "window": options.window, "workloads": {}}
     for workload in workloads:
         on, _, _, _ = WORKLOADS[workload]
         by_peer = results["workloads"].setdefault(workload, {})
@@ -217,7 +228,10 @@ def main():
                 by_peer.setdefault(peer, []).append(run_once(peer, workload))
         (OUT / "results.json").write_text(json.dumps(results, indent=1))
 
-    lines = [f"Machine: {results['machine']}", f"Medians of {options.runs} runs.", ""]
+    lines = [f"Machine: {results['machine']}", f"Medians of {options.runs} runs."]
+    if options.window is not None:
+        lines.append(f"Chat window: {options.window} messages in flight per sender.")
+    lines.append("")
     for workload, by_peer in results["workloads"].items():
         keys = WORKLOADS[workload][3]
         lines += [f"### {workload}", "", "| server | " + " | ".join(keys) + " |",
