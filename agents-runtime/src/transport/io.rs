@@ -8,6 +8,13 @@ use tokio::net::TcpStream;
 
 use crate::frames::Wire;
 
+/// A peer that went away is an error, not a `SIGPIPE` (Apple's systems have no such flag; Rust
+/// programs ignore `SIGPIPE` there as everywhere, unless they ask otherwise).
+#[cfg(not(target_vendor = "apple"))]
+const SEND_FLAGS: SendFlags = SendFlags::NOSIGNAL;
+#[cfg(target_vendor = "apple")]
+const SEND_FLAGS: SendFlags = SendFlags::empty();
+
 impl Wire for TcpStream {
     fn try_write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
         // `sendmsg` rather than `writev`: a socket call skips the file layer's position lock,
@@ -17,8 +24,8 @@ impl Wire for TcpStream {
         // which mark every call as a thread-cancellation point, two more calls per send.
         let send = || {
             let sent = match bufs {
-                [one] => net::send(self, one, SendFlags::NOSIGNAL),
-                _ => net::sendmsg(self, bufs, &mut Default::default(), SendFlags::NOSIGNAL),
+                [one] => net::send(self, one, SEND_FLAGS),
+                _ => net::sendmsg(self, bufs, &mut Default::default(), SEND_FLAGS),
             };
             sent.map_err(io::Error::from)
         };
