@@ -199,9 +199,13 @@ def main():
     for name in peers:
         if name not in PEERS:
             parser.error(f"unknown peer {name}; known: {', '.join(PEERS)}")
+    if options.runs < 1:
+        parser.error("--runs must be at least 1")
     if options.window is not None:
         if options.window < 1:
             parser.error("--window must be at least 1")
+        if not any("--window" in WORKLOADS[name][1] for name in workloads):
+            print("--window applies to the chat workloads only; none is selected", file=sys.stderr)
         for name, (on, args, path, keys) in WORKLOADS.items():
             if "--window" in args:
                 args = list(args)
