@@ -22,7 +22,8 @@ type Rooms = Arc<Mutex<HashMap<String, HashMap<u64, mpsc::Sender<Utf8Bytes>>>>>;
 
 // tokio's default scheduler (one worker on the benchmarks' one core). Its single-threaded
 // scheduler, which `bench-server` runs, cut this server's chat 1000x1 to a third (261,140
-// deliveries per CPU-second against 851,800; 2026-11-30t.json), so the peer stays as it was.
+// deliveries per CPU-second in 2026-11-30t.json, against 851,800 in 2026-11-29q.json), so the
+// peer stays as it was.
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:8790".into());
