@@ -9,14 +9,14 @@ use std::task::{Context, Poll, Waker};
 
 use serde_json::Value;
 
-use crate::connection::{Connection, ConnectionParts, connection_id};
-use crate::connections::ConnectionTable;
-use crate::frames::{Frames, Wire};
-use crate::instances::Instance;
+use crate::instance::connection::{Connection, ConnectionParts, connection_id};
+use crate::instance::connections::ConnectionTable;
+use crate::instance::shared::Instance;
+use crate::limits::Limits;
 use crate::message::Message;
 use crate::outbox::{self, Link, Outgoing};
-use crate::protocol::{self, ClientFrame};
-use crate::server::Limits;
+use crate::wire::frame::{Frames, Wire};
+use crate::wire::protocol::{self, ClientFrame};
 
 /// One instance's connection table with `n` connections and their outboxes, as the host and
 /// the socket tasks hold them (no sockets).

@@ -17,8 +17,8 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-use crate::connection::lock;
 use crate::error::{Error, Result};
+use crate::sync::lock;
 
 /// How a typed client reaches an agent: over a WebSocket ([`AgentClient`]) or in-process
 /// ([`AgentStub`](crate::AgentStub)).

@@ -59,55 +59,58 @@
 //! `fn validate_state_change(ctx: &Context<Self>, next: &T, source: StateSource<'_, S>) -> Result<()>`.
 //! Methods marked `#[callable]` are reachable by RPC; see [`callable`].
 
+// The layers, bottom up; each uses only the ones above it in this list. The architecture
+// chapter of the book draws them, and `tests/tests/architecture.rs` checks that no import
+// cycle crosses them.
+//
+// Foundations: plain types every layer shares.
+mod env;
+mod error;
+mod limits;
+mod message;
+mod request;
+mod sync;
+// The WebSocket wire and the Cloudflare Agents protocol's frames.
+mod wire;
+// Durable storage and the output gate's group commit.
+pub mod storage;
+// What an instance sends, and the write side of its sockets.
+mod outbox;
+// Live instances: connections, state, RPC, the directory.
+mod instance;
+// Clients of an agent: over a WebSocket, and the transport trait stubs share.
+pub mod client;
+// Agents: the trait, the context, the host task that runs turns, in-process stubs.
 mod agent;
-mod assets;
-mod auto_response;
+// The network edge: warp, sockets, parking.
+mod transport;
+// What a user builds and runs.
 #[cfg(feature = "bench")]
 #[doc(hidden)]
 pub mod bench;
-pub mod client;
-mod connection;
-mod connections;
-mod context;
-mod corks;
-mod env;
-mod error;
-mod frames;
-mod host;
-mod instances;
-mod message;
-mod outbox;
-mod protocol;
 mod registry;
-mod request;
-mod rpc;
 mod server;
-mod sockets;
-mod state;
-pub mod storage;
-mod stub;
-mod tags;
 #[cfg(feature = "testing")]
 pub mod testing;
-mod transport;
 pub mod typescript;
 
+pub use agent::context::Context;
+pub use agent::stub::AgentStub;
 pub use agent::{Agent, not_implemented};
 pub use agents_macros::{TypeScript, agent, callable};
-pub use auto_response::{MAX_AUTO_RESPONSE_LEN, WebSocketRequestResponsePair};
-pub use connection::{Connection, close_code};
-pub use connections::Connections;
-pub use context::Context;
 pub use env::Env;
 pub use error::{ConnectionError, Error, IntoHookResult, Result};
+pub use instance::auto_response::{MAX_AUTO_RESPONSE_LEN, WebSocketRequestResponsePair};
+pub use instance::connection::Connection;
+pub use instance::connections::Connections;
+pub use instance::rpc::{Call, CallOutcome, CallableInfo, StreamingResponse};
+pub use instance::state::StateSource;
+pub use instance::tags::{MAX_TAG_LEN, MAX_TAGS};
 pub use message::{Message, Text};
 pub use request::{ConnectionContext, Request, Response};
-pub use rpc::{Call, CallOutcome, CallableInfo, StreamingResponse};
 pub use server::{Server, ServerBuilder, ServerHandle, shutdown_signal};
-pub use state::StateSource;
-pub use stub::AgentStub;
-pub use tags::{MAX_TAG_LEN, MAX_TAGS};
 pub use typescript::TypeScript;
+pub use wire::close_code;
 
 /// Re-exported so users and generated code name the same versions.
 pub use bytes;
@@ -129,8 +132,8 @@ pub mod prelude {
 pub mod __private {
     pub use crate::client::{decode_result, encode_arg};
     pub use crate::error::IntoHookResult;
+    pub use crate::instance::rpc::{check_arity, decode_arg, is_agent_method};
     pub use crate::registry::AgentRegistration;
-    pub use crate::rpc::{check_arity, decode_arg, is_agent_method};
     pub use crate::typescript::{TypeScriptAgent, doc_comment};
     pub use inventory;
 }

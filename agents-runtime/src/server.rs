@@ -6,138 +6,55 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, ToSocketAddrs};
-use tokio::sync::Notify;
 
 use crate::agent::Agent;
-use crate::assets::{AssetSpec, Assets};
-use crate::connection::ConnectionKey;
+use crate::agent::stub::AgentStub;
 use crate::env::Env;
 use crate::error::Error;
-use crate::instances::Instances;
-use crate::registry::{self, AgentClass};
-use crate::sockets::{SocketSlot, Sockets};
+use crate::instance::{AgentClass, Directory};
+use crate::limits::Limits;
+use crate::registry;
 use crate::storage::durability::GroupCommit;
 use crate::storage::{MemoryStore, SledStore, Store};
+use crate::transport::{AssetSpec, Assets, Edge};
 
-/// The bounds every input and queue is held to. Set through [`ServerBuilder`].
-#[derive(Clone, Debug)]
-pub(crate) struct Limits {
-    pub(crate) max_message_size: usize,
-    pub(crate) outbox_capacity: usize,
-    pub(crate) max_outbox_bytes: usize,
-    pub(crate) mailbox_capacity: usize,
-    pub(crate) max_connection_state_size: usize,
-    pub(crate) max_request_body_size: usize,
-    pub(crate) read_buffer_size: usize,
-    pub(crate) close_timeout: Duration,
-    pub(crate) send_timeout: Duration,
-    pub(crate) hibernate_after: Duration,
-    pub(crate) max_connections: usize,
-    pub(crate) max_instances: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            max_message_size: 1 << 20,
-            outbox_capacity: 1024,
-            max_outbox_bytes: 16 << 20,
-            mailbox_capacity: 1024,
-            max_connection_state_size: 2048,
-            max_request_body_size: 1 << 20,
-            read_buffer_size: 64 * 1024,
-            close_timeout: Duration::from_secs(5),
-            send_timeout: Duration::from_secs(30),
-            hibernate_after: Duration::from_secs(10),
-            max_connections: 100_000,
-            max_instances: 100_000,
-        }
-    }
-}
-
-/// What the transport, the instances and the hosts share.
-pub(crate) struct Shared {
-    pub(crate) classes: HashMap<&'static str, AgentClass>,
-    pub(crate) assets: Assets,
-    pub(crate) env: Env,
-    pub(crate) limits: Limits,
-    pub(crate) instances: Instances,
-    pub(crate) data_dir: Option<PathBuf>,
-    /// The store, its group commit and the output gate's clock.
-    pub(crate) commits: Arc<GroupCommit>,
-    /// Instances whose struct is in memory (not hibernated).
-    pub(crate) awake_instances: AtomicUsize,
-    /// Instances asleep with open connections.
-    pub(crate) hibernated_instances: AtomicUsize,
-    /// Host tasks running (awake or hibernated instances).
-    hosts: AtomicUsize,
-    host_ended: Notify,
-    next_key: AtomicU64,
-    /// The open sockets: counted, and reached at shutdown.
-    pub(crate) sockets: Arc<Sockets>,
-    /// Where hibernated instances' idle sockets wait, started by the first to park (`None`
-    /// inside if it could not be: sockets then stay unparked).
-    pub(crate) parking: std::sync::OnceLock<Option<crate::transport::ParkingLot>>,
+/// What the running server holds: the directory of instances and the network edge.
+struct Shared {
+    edge: Arc<Edge>,
+    data_dir: Option<PathBuf>,
 }
 
 impl Shared {
-    pub(crate) fn next_connection_key(&self) -> ConnectionKey {
-        self.next_key.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// Counts a host task until the returned guard drops.
-    pub(crate) fn host_started(self: &Arc<Self>) -> HostCount {
-        self.hosts.fetch_add(1, Ordering::AcqRel);
-        HostCount { shared: self.clone() }
+    fn directory(&self) -> &Arc<Directory> {
+        &self.edge.directory
     }
 
     /// Closes every socket with 1001, lets the instances finish what is queued, and flushes the
     /// store. Each wait is bounded by the close timeout.
     async fn shut_down(&self) {
-        self.instances.close();
-        self.sockets.shut_down();
-        let wait = self.limits.close_timeout + Duration::from_secs(1);
-        let closed = wait_until(wait, || self.sockets.open() == 0).await;
+        let directory = self.directory();
+        directory.close();
+        self.edge.sockets.shut_down();
+        let wait = directory.limits.close_timeout + Duration::from_secs(1);
+        let closed = wait_until(wait, || self.edge.sockets.open() == 0).await;
         if !closed {
             tracing::warn!(
-                open = self.sockets.open(),
+                open = self.edge.sockets.open(),
                 "shutdown: sockets still open after {wait:?}"
             );
         }
-        self.instances.clear();
-        let ended = tokio::time::timeout(wait, async {
-            loop {
-                let ended = self.host_ended.notified();
-                tokio::pin!(ended);
-                ended.as_mut().enable();
-                if self.hosts.load(Ordering::Acquire) == 0 {
-                    return;
-                }
-                ended.await;
-            }
-        });
-        if ended.await.is_err() {
-            tracing::warn!(
-                hosts = self.hosts.load(Ordering::Acquire),
-                "shutdown: instances still busy after {wait:?}"
-            );
-        }
-        match self.commits.flush_now().await {
+        directory.clear(wait).await;
+        match directory.commits.flush_now().await {
             Ok(()) => tracing::info!("shutdown: store flushed"),
             Err(e) => tracing::error!("shutdown: the final flush failed: {e}"),
         }
         // The flusher lets go of the store, so the data directory is free once every other
         // holder (the server itself, the last sockets) is gone.
-        self.commits.stop(self.limits.close_timeout).await;
-    }
-
-    /// A slot for one more WebSocket, or `None` at `max_connections`. Freed on drop.
-    pub(crate) fn admit_connection(&self) -> Option<SocketSlot> {
-        self.sockets.admit(self.limits.max_connections)
+        directory.commits.stop(directory.limits.close_timeout).await;
     }
 }
 
@@ -151,18 +68,6 @@ async fn wait_until(limit: Duration, done: impl Fn() -> bool) -> bool {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     true
-}
-
-/// One running host task; dropping it counts the task out.
-pub(crate) struct HostCount {
-    shared: Arc<Shared>,
-}
-
-impl Drop for HostCount {
-    fn drop(&mut self) {
-        self.shared.hosts.fetch_sub(1, Ordering::AcqRel);
-        self.shared.host_ended.notify_waiters();
-    }
 }
 
 /// Builds a [`Server`]: which agents it hosts, their `env`, and its limits.
@@ -362,22 +267,10 @@ impl ServerBuilder {
             }
         };
         let listener = TcpListener::bind(addr).await?;
-        let shared = Arc::new(Shared {
-            classes,
-            assets,
-            env: Env::from_map(self.env),
-            limits,
-            instances: Instances::default(),
-            data_dir: self.data_dir,
-            commits: Arc::new(GroupCommit::start(store)),
-            awake_instances: AtomicUsize::new(0),
-            hibernated_instances: AtomicUsize::new(0),
-            hosts: AtomicUsize::new(0),
-            host_ended: Notify::new(),
-            next_key: AtomicU64::new(1),
-            sockets: Arc::default(),
-            parking: std::sync::OnceLock::new(),
-        });
+        let commits = Arc::new(GroupCommit::start(store));
+        let directory = Arc::new(Directory::new(classes, Env::from_map(self.env), limits, commits));
+        let edge = Arc::new(Edge::new(directory, assets));
+        let shared = Arc::new(Shared { edge, data_dir: self.data_dir });
         Ok(Server { listener, shared })
     }
 }
@@ -416,7 +309,7 @@ impl Server {
 
     /// The route names of the hosted agents, sorted.
     pub fn agents(&self) -> Vec<&'static str> {
-        let mut names: Vec<_> = self.shared.classes.keys().copied().collect();
+        let mut names: Vec<_> = self.shared.directory().classes.keys().copied().collect();
         names.sort_unstable();
         names
     }
@@ -437,7 +330,8 @@ impl Server {
     ///
     /// [`shutdown_signal`](crate::shutdown_signal) is the usual `shutdown`: Ctrl-C or SIGTERM.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), Error> {
-        let served = crate::transport::serve(self.listener, self.shared.clone(), shutdown).await;
+        let served =
+            crate::transport::serve(self.listener, self.shared.edge.clone(), shutdown).await;
         // Even if accepting failed, the open sockets close cleanly and the store is flushed.
         self.shared.shut_down().await;
         Ok(served?)
@@ -453,37 +347,37 @@ pub struct ServerHandle {
 impl ServerHandle {
     /// How many WebSockets are open now.
     pub fn open_connections(&self) -> usize {
-        self.shared.sockets.open()
+        self.shared.edge.sockets.open()
     }
 
     /// How many agent instances are in memory now: started and not hibernated.
     pub fn live_instances(&self) -> usize {
-        self.shared.awake_instances.load(Ordering::Acquire)
+        self.shared.directory().awake_instances.load(Ordering::Acquire)
     }
 
     /// How many agent instances are hibernated: their struct is out of memory while their
     /// connections stay open.
     pub fn hibernated_instances(&self) -> usize {
-        self.shared.hibernated_instances.load(Ordering::Acquire)
+        self.shared.directory().hibernated_instances.load(Ordering::Acquire)
     }
 
     /// How many WebSockets are parked: open, idle, and held for a hibernated instance without
     /// a task of their own (see the book's hibernation chapter).
     pub fn parked_connections(&self) -> usize {
-        self.shared.sockets.parked.load(Ordering::Acquire)
+        self.shared.edge.sockets.parked.load(Ordering::Acquire)
     }
 
     /// A handle on an agent instance of this server, for typed in-process calls from outside
     /// any agent (a test, an admin task):
     /// `CounterClient::new(handle.get_agent_by_name::<Counter>("room")?)`.
-    pub fn get_agent_by_name<B: Agent>(&self, name: &str) -> Result<crate::AgentStub, Error> {
-        crate::AgentStub::new(self.shared.clone(), B::NAME, name)
+    pub fn get_agent_by_name<B: Agent>(&self, name: &str) -> Result<AgentStub, Error> {
+        AgentStub::new(self.shared.directory().clone(), B::NAME, name)
     }
 
     /// How the store's group commit has gone so far: writes made durable, the flushes that
     /// did it, and the largest batch one flush covered.
     pub fn storage_stats(&self) -> crate::storage::StorageStats {
-        self.shared.commits.stats()
+        self.shared.directory().commits.stats()
     }
 
     /// The data directory, if one was configured.

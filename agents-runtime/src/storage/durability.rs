@@ -68,7 +68,7 @@ impl GroupCommit {
     /// made afterwards are never confirmed: for shutdown only.
     pub(crate) async fn stop(&self, limit: Duration) {
         self.stop.notify_one();
-        let flusher = crate::connection::lock(&self.flusher).take();
+        let flusher = crate::sync::lock(&self.flusher).take();
         if let Some(mut flusher) = flusher
             && tokio::time::timeout(limit, &mut flusher).await.is_err()
         {

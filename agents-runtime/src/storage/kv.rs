@@ -249,7 +249,7 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::instances::Instance;
+    use crate::instance::shared::Instance;
 
     #[tokio::test]
     async fn get_put_delete_and_typed_errors() {

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use super::{BatchOp, ScanIter, Store, StoreError, WriteBatch};
-use crate::connection::lock;
+use crate::sync::lock;
 
 /// A store that lives in memory only: everything is lost when the process ends, and
 /// [`flush`](Store::flush) has nothing to do.

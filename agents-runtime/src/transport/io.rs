@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 use rustix::net::{self, SendFlags};
 use tokio::net::TcpStream;
 
-use crate::frames::Wire;
+use crate::wire::frame::Wire;
 
 /// A peer that went away is an error, not a `SIGPIPE` (Apple's systems have no such flag; Rust
 /// programs ignore `SIGPIPE` there as everywhere, unless they ask otherwise).
@@ -54,7 +54,7 @@ mod tests {
 
     use tokio::net::TcpListener;
 
-    use crate::frames::Wire;
+    use crate::wire::frame::Wire;
 
     /// Writes skip tokio's readiness until one finds the socket full: the wait for room that
     /// follows must still hear the socket drain (no lost edge), and writing resumes.

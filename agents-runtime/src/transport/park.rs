@@ -9,87 +9,19 @@
 
 use std::io;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::task::{Wake, Waker};
 
-use mio::{Events, Interest, Token};
+use mio::{Interest, Token};
 use tokio::net::TcpStream;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
-use super::socket::{Joined, Socket};
-use crate::connection::{ConnectionKey, lock};
-use crate::host::Event;
-use crate::instances::Instance;
-use crate::outbox::Link;
-use crate::server::Shared;
-use crate::sockets::{SocketSlot, Sockets};
-
-/// The lot's own token: it is being dropped. Socket tokens are slot indexes, never this.
-const STOP: Token = Token(usize::MAX);
-
-/// Where parked sockets wait for the client: an `epoll` set of their own, watched by one
-/// thread. (tokio's `AsyncFd` could watch the set from a task, but registering a raw file
-/// descriptor with it is `unsafe`, which the workspace forbids; the thread sleeps in
-/// `epoll_wait` and costs nothing while no client sends.)
-pub(crate) struct ParkingLot {
-    registry: mio::Registry,
-    /// The runtime sockets park from and resume into (a wake may come from any thread).
-    runtime: Handle,
-    /// Ends the lot's thread when the server goes.
-    stop: mio::Waker,
-}
-
-impl ParkingLot {
-    /// Opens the lot and starts its thread.
-    fn start(sockets: Weak<Sockets>) -> io::Result<Self> {
-        let poll = mio::Poll::new()?;
-        let registry = poll.registry().try_clone()?;
-        let stop = mio::Waker::new(&registry, STOP)?;
-        std::thread::Builder::new()
-            .name("agents-parking".into())
-            .spawn(move || watch(poll, &sockets))?;
-        Ok(Self { registry, runtime: Handle::current(), stop })
-    }
-
-    /// The server's lot, started by the first socket to park; `None` if it could not be.
-    fn of(shared: &Shared) -> Option<&ParkingLot> {
-        let lot = shared.parking.get_or_init(|| {
-            ParkingLot::start(Arc::downgrade(&shared.sockets))
-                .inspect_err(|e| tracing::warn!("sockets will not park: {e}"))
-                .ok()
-        });
-        lot.as_ref()
-    }
-}
-
-impl Drop for ParkingLot {
-    fn drop(&mut self) {
-        let _ = self.stop.wake();
-    }
-}
-
-/// The lot's thread: resumes each parked socket that becomes readable (or hangs up).
-fn watch(mut poll: mio::Poll, sockets: &Weak<Sockets>) {
-    let mut events = Events::with_capacity(256);
-    loop {
-        match poll.poll(&mut events, None) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                tracing::error!("parked sockets: epoll failed: {e}");
-                return;
-            }
-        }
-        let Some(sockets) = sockets.upgrade() else { return };
-        for event in &events {
-            if event.token() == STOP {
-                return;
-            }
-            sockets.wake_parked(event.token().0);
-        }
-    }
-}
+use crate::instance::{ConnectionKey, Event, Instance};
+use crate::outbox::{Link, SocketSlot};
+use crate::sync::lock;
+use crate::transport::edge::Edge;
+use crate::transport::socket::{self, Joined, Socket};
 
 /// What a parked socket keeps: all a socket task has but the task, the reader (empty) and
 /// tokio's registration.
@@ -99,7 +31,7 @@ struct Parked {
     mailbox: mpsc::Sender<Event>,
     instance: Arc<Instance>,
     key: ConnectionKey,
-    shared: Arc<Shared>,
+    edge: Arc<Edge>,
     slot: SocketSlot,
 }
 
@@ -124,7 +56,7 @@ impl Socket {
     /// parking lot watches it. It hands the socket back if it cannot park now (its link is
     /// no longer idle, or the lot could not start): the task relays on.
     pub(super) fn park(self) -> Option<Socket> {
-        if ParkingLot::of(&self.shared).is_none() {
+        if self.edge.parking_lot().is_none() {
             return Some(self);
         }
         let Some(wire) = self.link.unwire() else { return Some(self) };
@@ -135,7 +67,7 @@ impl Socket {
             self.link.rewire(self.tcp.clone());
             return Some(self);
         }
-        let Socket { tcp, reader, link, mailbox, instance, key, pending, waiting, shared, slot } =
+        let Socket { tcp, reader, link, mailbox, instance, key, pending, waiting, edge, slot } =
             self;
         debug_assert!(reader.is_idle() && pending.is_none() && waiting.is_none());
         let tcp = Arc::try_unwrap(tcp)
@@ -149,7 +81,7 @@ impl Socket {
                 return None;
             }
         };
-        let parked = Parked { tcp, link, mailbox, instance, key, shared, slot };
+        let parked = Parked { tcp, link, mailbox, instance, key, edge, slot };
         let resume = Arc::new(Resume(Mutex::new(None)));
         // Held until the socket is in the lot: a wake meanwhile waits, then resumes it.
         let mut waiting = lock(&resume.0);
@@ -160,7 +92,7 @@ impl Socket {
         }
         let mut parked = parked;
         let token = Token(parked.slot.index());
-        let registered = match ParkingLot::of(&parked.shared) {
+        let registered = match parked.edge.parking_lot() {
             Some(lot) => lot.registry.register(&mut parked.tcp, token, Interest::READABLE),
             None => Err(io::Error::other("no parking lot")),
         };
@@ -170,7 +102,7 @@ impl Socket {
             parked.resume();
             return None;
         }
-        parked.shared.sockets.parked.fetch_add(1, Ordering::AcqRel);
+        parked.edge.sockets.parked.fetch_add(1, Ordering::AcqRel);
         *waiting = Some(parked);
         None
     }
@@ -179,13 +111,13 @@ impl Socket {
 impl Parked {
     /// Back into tokio's reactor and a task of its own.
     fn resume(self) {
-        let Parked { mut tcp, link, mailbox, instance, key, shared, slot } = self;
+        let Parked { mut tcp, link, mailbox, instance, key, edge, slot } = self;
         // A socket parks only once the lot started, so it is there.
-        let Some(lot) = shared.parking.get().and_then(Option::as_ref) else {
+        let Some(lot) = edge.parked_lot() else {
             return gone(&link, mailbox, key);
         };
         if lot.registry.deregister(&mut tcp).is_ok() {
-            shared.sockets.parked.fetch_sub(1, Ordering::AcqRel);
+            edge.sockets.parked.fetch_sub(1, Ordering::AcqRel);
         }
         // Woken from any thread: the socket joins the runtime it parked from.
         let runtime = lot.runtime.clone();
@@ -199,8 +131,8 @@ impl Parked {
             }
         };
         link.rewire(tcp.clone());
-        let joined = Joined { tcp, link, mailbox, instance, key, shared, slot };
-        runtime.spawn(super::socket::serve(Socket::new(joined, &[])));
+        let joined = Joined { tcp, link, mailbox, instance, key, edge, slot };
+        runtime.spawn(socket::serve(Socket::new(joined, &[])));
     }
 }
 

@@ -16,20 +16,19 @@ use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use warp::reply::Reply;
 
-use crate::connection::{CloseFrame, ConnectionKey, ConnectionParts, close_code, connection_id};
 use crate::error::Error;
-use crate::frames::{OP_CLOSE, OP_PONG};
-use crate::host::{ConnectRequest, Event};
-use crate::instances::Instance;
+use crate::instance::{
+    AgentClass, ConnectRequest, ConnectionKey, ConnectionParts, Event, Instance, connection_id,
+};
 use crate::message::{Message, Text};
-use crate::outbox::{self, Link, Next};
-use crate::registry::AgentClass;
+use crate::outbox::{Link, Next, SocketSlot};
 use crate::request::{ConnectionContext, query_param};
-use crate::server::Shared;
-use crate::sockets::SocketSlot;
 use crate::storage::durability::WriteSeq;
-
-use super::reader::{Incoming, ReadError, Reader};
+use crate::transport::edge::Edge;
+use crate::transport::routes::text;
+use crate::wire::frame::{OP_CLOSE, OP_PONG};
+use crate::wire::read::{Incoming, ReadError, Reader};
+use crate::wire::{CloseFrame, close_code};
 
 /// `Upgrade: websocket` (case-insensitive), as the reference tests it.
 pub(super) fn is_upgrade(headers: &HeaderMap) -> bool {
@@ -41,7 +40,7 @@ pub(super) fn is_upgrade(headers: &HeaderMap) -> bool {
 
 /// Answers the upgrade (101) and starts the socket task, or says what is wrong with it.
 pub(super) fn upgrade(
-    shared: Arc<Shared>,
+    edge: Arc<Edge>,
     class: AgentClass,
     name: String,
     method: Method,
@@ -49,7 +48,7 @@ pub(super) fn upgrade(
     headers: HeaderMap,
     on_upgrade: Option<OnUpgrade>,
 ) -> warp::reply::Response {
-    let bad = |why: &'static str| super::text(StatusCode::BAD_REQUEST, why);
+    let bad = |why: &'static str| text(StatusCode::BAD_REQUEST, why);
     if method != Method::GET {
         return bad("Invalid WebSocket upgrade: the method must be GET");
     }
@@ -64,7 +63,7 @@ pub(super) fn upgrade(
     }
     if headers.get(header::SEC_WEBSOCKET_VERSION).map(HeaderValue::as_bytes) != Some(b"13") {
         let mut response =
-            super::text(StatusCode::UPGRADE_REQUIRED, "Unsupported WebSocket version: use 13");
+            text(StatusCode::UPGRADE_REQUIRED, "Unsupported WebSocket version: use 13");
         response
             .headers_mut()
             .insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
@@ -76,14 +75,14 @@ pub(super) fn upgrade(
     let Some(on_upgrade) = on_upgrade else {
         return bad("Invalid WebSocket upgrade: the connection cannot be upgraded");
     };
-    let Some(slot) = shared.admit_connection() else {
+    let Some(slot) = edge.admit_connection() else {
         tracing::warn!("refusing a WebSocket: max_connections reached");
-        return super::text(StatusCode::SERVICE_UNAVAILABLE, "Too many connections");
+        return text(StatusCode::SERVICE_UNAVAILABLE, "Too many connections");
     };
     let accept = derive_accept_key(key.as_bytes());
     let id = connection_id(query_param(uri.query(), "_pk").as_deref());
     let conn_ctx = ConnectionContext::new(method, uri, headers);
-    let opening = Box::new(Opening { slot, on_upgrade, shared, class, name, id, conn_ctx });
+    let opening = Box::new(Opening { slot, on_upgrade, edge, class, name, id, conn_ctx });
     tokio::spawn(async move {
         // The task keeps only the relay for the socket's life: setting up runs in an
         // allocation of its own, freed before the relay starts.
@@ -105,7 +104,7 @@ pub(super) fn upgrade(
 struct Opening {
     slot: SocketSlot,
     on_upgrade: OnUpgrade,
-    shared: Arc<Shared>,
+    edge: Arc<Edge>,
     class: AgentClass,
     name: String,
     id: Arc<str>,
@@ -116,7 +115,7 @@ impl Opening {
     /// Finishes the upgrade and delivers the connect event; `None` if the socket went away or
     /// the instance could not take it (the client is told to try again later).
     async fn open(self: Box<Self>) -> Option<Socket> {
-        let Opening { mut slot, on_upgrade, shared, class, name, id, conn_ctx } = *self;
+        let Opening { mut slot, on_upgrade, edge, class, name, id, conn_ctx } = *self;
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
             Err(e) => {
@@ -133,20 +132,20 @@ impl Opening {
             }
         };
         let tcp = Arc::new(parts.io.into_inner());
-        let limits = &shared.limits;
+        let limits = edge.limits();
         let link = Arc::new(Link::new(limits.outbox_capacity, Some(tcp.clone())));
         slot.list(&link);
         // Bytes the client sent right after the request head are its first frames.
         let read = parts.read_buf;
-        let key = shared.next_connection_key();
+        let key = edge.directory.next_connection_key();
         let parts = ConnectionParts {
             key,
             id,
             uri: conn_ctx.url().into(),
-            outbox: outbox::Sender(link.clone()),
+            outbox: crate::outbox::Sender(link.clone()),
         };
         let connect = Event::Connect(Box::new(ConnectRequest { parts, conn_ctx }));
-        let dispatched = shared.instances.dispatch(&class, &name, &shared, connect).await;
+        let dispatched = edge.directory.dispatch(&class, &name, connect).await;
         let Some((mailbox, instance)) = dispatched else {
             // The instance could not be started (max_instances, shutting down, or it kept being
             // evicted under our feet): try again later.
@@ -154,10 +153,10 @@ impl Opening {
                 OP_CLOSE,
                 &close_payload(close_code::OUTBOX_FULL, "Server at capacity"),
             );
-            let _ = timeout(shared.limits.close_timeout, poll_fn(|cx| link.poll_flush(cx))).await;
+            let _ = timeout(edge.limits().close_timeout, poll_fn(|cx| link.poll_flush(cx))).await;
             return None;
         };
-        Some(Socket::new(Joined { tcp, link, mailbox, instance, key, shared, slot }, &read))
+        Some(Socket::new(Joined { tcp, link, mailbox, instance, key, edge, slot }, &read))
     }
 }
 
@@ -169,7 +168,7 @@ pub(super) struct Joined {
     pub(super) mailbox: mpsc::Sender<Event>,
     pub(super) instance: Arc<Instance>,
     pub(super) key: ConnectionKey,
-    pub(super) shared: Arc<Shared>,
+    pub(super) edge: Arc<Edge>,
     pub(super) slot: SocketSlot,
 }
 
@@ -188,7 +187,7 @@ pub(super) struct Socket {
     /// The first queued message waits for a write to be durable (the output gate): resolves
     /// once it is. Nothing is written meanwhile.
     pub(super) waiting: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
-    pub(super) shared: Arc<Shared>,
+    pub(super) edge: Arc<Edge>,
     /// Counts this socket against `max_connections`, and lists it for shutdown, until it is
     /// dropped.
     pub(super) slot: SocketSlot,
@@ -234,8 +233,8 @@ pub(super) fn serve(mut socket: Socket) -> impl Future<Output = ()> + Send {
 impl Socket {
     /// A socket that reads `read` (bytes already received) before what it reads from `tcp`.
     pub(super) fn new(joined: Joined, read: &[u8]) -> Self {
-        let Joined { tcp, link, mailbox, instance, key, shared, slot } = joined;
-        let limits = &shared.limits;
+        let Joined { tcp, link, mailbox, instance, key, edge, slot } = joined;
+        let limits = edge.limits();
         let reader = Reader::new(limits.max_message_size, limits.read_buffer_size, read);
         Socket {
             tcp,
@@ -246,7 +245,7 @@ impl Socket {
             key,
             pending: None,
             waiting: None,
-            shared,
+            edge,
             slot,
         }
     }
@@ -278,7 +277,7 @@ impl Socket {
                 // whatever waits in the link; the link writes it all out.
                 let payload = if code == 1005 { Vec::new() } else { close_payload(code, &reason) };
                 let _ = timeout(
-                    self.shared.limits.close_timeout,
+                    self.edge.limits().close_timeout,
                     self.send_control(OP_CLOSE, &payload),
                 )
                 .await;
@@ -297,7 +296,7 @@ impl Socket {
 
     async fn relay_until_end(&mut self) -> End {
         let link = self.link.clone();
-        let shared = self.shared.clone();
+        let edge = self.edge.clone();
         let going_away = || {
             End::Close(CloseFrame {
                 code: close_code::GOING_AWAY,
@@ -334,12 +333,12 @@ impl Socket {
                         reason: "Agent unavailable".into(),
                     }),
                 },
-                next = poll_fn(|cx| link.poll_next(cx, &shared.commits, waiting, may_park)) => match next {
+                next = poll_fn(|cx| link.poll_next(cx, &edge.commits(), waiting, may_park)) => match next {
                     Next::Write => Step::Write,
                     Next::Wait(after) => {
-                        let shared = shared.clone();
+                        let edge = edge.clone();
                         self.waiting =
-                            Some(Box::pin(async move { shared.commits.durable(after).await }));
+                            Some(Box::pin(async move { edge.commits().durable(after).await }));
                         continue;
                     }
                     Next::Close(frame, after) => Step::Close(frame, after),
@@ -374,7 +373,7 @@ impl Socket {
             };
             let end = match step {
                 Step::Write => {
-                    self.link.encode_batch(&shared.commits);
+                    self.link.encode_batch(&edge.commits());
                     self.flush().await
                 }
                 // The rare steps are boxed: they add nothing to every socket's task.
@@ -392,7 +391,7 @@ impl Socket {
     /// Takes what the client sent: an event goes to the mailbox (or waits for room in it);
     /// `Some` step for the relay to run, or the end of the relay.
     fn take(&mut self, read: Result<Incoming, ReadError>) -> Result<Option<Answer>, End> {
-        let limit = self.shared.limits.max_message_size;
+        let limit = self.edge.limits().max_message_size;
         match on_incoming(read, self.key, limit, &self.instance) {
             Read::Event(event) => match self.mailbox.try_send(event) {
                 Ok(()) => Ok(None),
@@ -444,7 +443,7 @@ impl Socket {
     /// Closes once write `after` is durable: a close can acknowledge a write too.
     async fn close_after(&mut self, frame: CloseFrame, after: WriteSeq) -> End {
         tokio::select! {
-            () = self.shared.commits.durable(after) => End::Close(frame),
+            () = self.edge.commits().durable(after) => End::Close(frame),
             frame = poll_fn(|cx| self.link.poll_forced(cx)) => End::Forced(frame),
         }
     }
@@ -453,7 +452,7 @@ impl Socket {
     /// close timeout, before the 1001 close; a forced close meanwhile ends it with its own
     /// frame instead.
     async fn drain(&mut self) -> Option<End> {
-        let (link, commits) = (&self.link, &self.shared.commits);
+        let (link, commits) = (&self.link, &self.edge.commits());
         let drain = async {
             loop {
                 // Frames a running turn corked for this socket are waited for, not dropped.
@@ -474,7 +473,7 @@ impl Socket {
                 }
             }
         };
-        timeout(self.shared.limits.close_timeout, drain).await.ok().flatten()
+        timeout(self.edge.limits().close_timeout, drain).await.ok().flatten()
     }
 
     /// Puts a frame ahead of the queue with `encode` (which says no while a large payload is
@@ -504,7 +503,7 @@ impl Socket {
     /// Waits for the socket to take what the link has, up to the send timeout.
     async fn flush_stalled(&mut self) -> Option<End> {
         let link = &self.link;
-        let stalled = tokio::time::sleep(self.shared.limits.send_timeout);
+        let stalled = tokio::time::sleep(self.edge.limits().send_timeout);
         let flushed = tokio::select! {
             flushed = poll_fn(|cx| link.poll_flush(cx)) => Some(flushed),
             () = stalled => None,
@@ -543,7 +542,7 @@ impl Socket {
     /// Sends our close frame and waits for the client's, within the close timeout.
     /// Returns what `on_close` gets: the client's code and reason, or 1006 if none came.
     async fn close_handshake(&mut self, frame: CloseFrame) -> (u16, String, bool) {
-        let wait = self.shared.limits.close_timeout;
+        let wait = self.edge.limits().close_timeout;
         let handshake = async {
             // A frame half-written (the send timeout, a forced close) is finished first: the
             // close frame goes through the link, after it.

@@ -1,16 +1,20 @@
 //! The [`Agent`] trait: the hooks of the seeds, which `#[agent]` implements from an impl block.
 
+pub(crate) mod context;
+pub(crate) mod host;
+pub(crate) mod stub;
+
 use std::future::Future;
 
 use bytes::Bytes;
 
-use crate::connection::Connection;
-use crate::context::Context;
+use crate::agent::context::Context;
 use crate::error::{Error, Result};
+use crate::instance::connection::Connection;
+use crate::instance::rpc::{Call, CallOutcome, CallableInfo};
+use crate::instance::state::StateSource;
 use crate::message::Message;
 use crate::request::{ConnectionContext, Request, Response};
-use crate::rpc::{Call, CallOutcome, CallableInfo};
-use crate::state::StateSource;
 
 /// A class of agents: one live instance per name, events one turn at a time on `&mut self`.
 ///

@@ -4,34 +4,17 @@ use std::borrow::Cow;
 use std::fmt;
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
-use crate::corks::{Append, Batch, CorkMark};
 use crate::error::ConnectionError;
-use crate::instances::Instance;
+use crate::instance::shared::Instance;
 use crate::message::Message;
+use crate::outbox::corks::{Append, Batch, CorkMark};
 use crate::outbox::{self, PushError};
 use crate::storage::durability::WriteSeq;
-
-/// Close codes the runtime itself uses, with their meaning here.
-pub mod close_code {
-    /// The server is shutting down, or the agent instance went away.
-    pub const GOING_AWAY: u16 = 1001;
-    /// A frame or message was over the server's size limit.
-    pub const MESSAGE_TOO_BIG: u16 = 1009;
-    /// Setting the connection up failed (tags, `on_start`); an `{"error":…}` frame came first.
-    pub const SESSION_SETUP_FAILED: u16 = 1011;
-    /// The client stopped reading and its outbox filled up ("try again later": clients reconnect).
-    pub const OUTBOX_FULL: u16 = 1013;
-}
-
-/// A close frame: code and reason.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct CloseFrame {
-    pub(crate) code: u16,
-    pub(crate) reason: String,
-}
+use crate::sync::lock;
+use crate::wire::{CloseFrame, close_code, is_sendable_close_code, truncate_reason};
 
 /// The runtime's handle on one connection, unique within the process.
 pub(crate) type ConnectionKey = u64;
@@ -375,28 +358,13 @@ impl<S> fmt::Debug for Connection<S> {
     }
 }
 
-/// Codes a server may put in a close frame (RFC 6455 §7.4, as tungstenite and browsers check).
-pub(crate) fn is_sendable_close_code(code: u16) -> bool {
-    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
-}
-
-/// A close reason is at most 123 bytes of UTF-8; cut at a character boundary.
-pub(crate) fn truncate_reason(reason: &str) -> &str {
-    const MAX: usize = 123;
-    if reason.len() <= MAX {
-        return reason;
-    }
-    let mut end = MAX;
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    &reason[..end]
-}
-
 /// The connection id for a `_pk` value: kept when it has 1 to 256 characters, else random.
 pub(crate) fn connection_id(pk: Option<&str>) -> Arc<str> {
     match pk {
-        Some(pk) if !pk.is_empty() && crate::tags::utf16_len(pk) <= crate::tags::MAX_TAG_LEN => {
+        Some(pk)
+            if !pk.is_empty()
+                && crate::instance::tags::utf16_len(pk) <= crate::instance::tags::MAX_TAG_LEN =>
+        {
             pk.into()
         }
         _ => random_id().into(),
@@ -408,10 +376,6 @@ pub(crate) fn random_id() -> String {
     const ALPHABET: &[u8; 64] = b"useandom-26T198340PX75pxJACKVERYMINDBUSHWOLF_GQZbfghjklqvwyzrict";
     let bytes: [u8; 21] = rand::random();
     bytes.iter().map(|b| ALPHABET[usize::from(b & 63)] as char).collect()
-}
-
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// A writer that counts bytes and fails once past `limit`, so oversized state stops early.

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::connection::Connection;
+use crate::instance::connection::Connection;
 
 /// Where a state change came from (the docs' `source`: a `Connection` or `"server"`).
 pub enum StateSource<'a, S> {

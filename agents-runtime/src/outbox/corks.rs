@@ -22,10 +22,10 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 
-use crate::connection::lock;
-use crate::frames::{COPY_LIMIT, Frames, Header, payload_bytes};
 use crate::message::Message;
 use crate::outbox::Link;
+use crate::sync::lock;
+use crate::wire::frame::{COPY_LIMIT, Frames, Header, payload_bytes};
 
 /// Bytes a turn corks for one socket before they go to the link's own buffer, which writes
 /// them out at this size (a burst does not wait for the turn to end, nor grow without bound:

@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::Utf8Bytes;
 
 /// What the client sent.
 #[derive(Debug, PartialEq)]
-pub(super) enum Incoming {
+pub(crate) enum Incoming {
     Text(Utf8Bytes),
     Binary(Bytes),
     /// Answered with a pong carrying the same payload.
@@ -27,7 +27,7 @@ pub(super) enum Incoming {
 
 /// Why the client's bytes are not a WebSocket stream we accept.
 #[derive(Debug)]
-pub(super) enum ReadError {
+pub(crate) enum ReadError {
     /// A frame or message over the limit (its announced size): close 1009.
     TooBig(u64),
     /// Not RFC 6455: close 1002.
@@ -56,7 +56,7 @@ thread_local! {
 
 /// One connection's read side.
 #[derive(Debug)]
-pub(super) struct Reader {
+pub(crate) struct Reader {
     /// Bytes read and not yet parsed: empty, with no allocation, between frames.
     buf: BytesMut,
     /// The fragments of a message in progress: whether it is text, and its bytes so far.
@@ -73,23 +73,23 @@ pub(super) struct Reader {
 impl Reader {
     /// A reader for messages of at most `limit` bytes, reading `read_size` bytes at a time,
     /// that starts with `read` (bytes the client sent right after its upgrade request).
-    pub(super) fn new(limit: usize, read_size: usize, read: &[u8]) -> Self {
+    pub(crate) fn new(limit: usize, read_size: usize, read: &[u8]) -> Self {
         let buf = BytesMut::from(read);
         Self { buf, message: None, dropping: false, limit, read_size: read_size.max(1) }
     }
 
     /// Whether nothing is half-read: no partial frame, no message in fragments.
-    pub(super) fn is_idle(&self) -> bool {
+    pub(crate) fn is_idle(&self) -> bool {
         self.buf.is_empty() && self.message.is_none() && !self.dropping
     }
 
     /// The next message or control frame among the bytes already read, if one is whole.
-    pub(super) fn buffered(&mut self) -> Option<Result<Incoming, ReadError>> {
+    pub(crate) fn buffered(&mut self) -> Option<Result<Incoming, ReadError>> {
         self.next().transpose()
     }
 
     /// The next message or control frame, reading from `tcp` until one is whole.
-    pub(super) fn poll_next(
+    pub(crate) fn poll_next(
         &mut self,
         tcp: &TcpStream,
         cx: &mut Context<'_>,
@@ -117,7 +117,7 @@ impl Reader {
     /// what was read): drops what was read of it, and of its message, and says how many of
     /// its bytes are still to come, for [`poll_skip`](Self::poll_skip). The frames after it
     /// can be read again; the rest of its message's fragments are dropped as they come.
-    pub(super) fn drop_refused(&mut self) -> Option<u64> {
+    pub(crate) fn drop_refused(&mut self) -> Option<u64> {
         if self.buf.len() < 2 {
             return None;
         }
@@ -141,7 +141,7 @@ impl Reader {
 
     /// Reads and drops the `rest` bytes of a refused frame (see
     /// [`drop_refused`](Self::drop_refused)), keeping what comes after them.
-    pub(super) fn poll_skip(
+    pub(crate) fn poll_skip(
         &mut self,
         tcp: &TcpStream,
         cx: &mut Context<'_>,
@@ -170,7 +170,7 @@ impl Reader {
     /// Reads and drops whatever the client sends until it closes the connection: after a
     /// frame we refused, its bytes cannot be parsed, and closing with them unread would reset
     /// the connection and lose our close frame on the way.
-    pub(super) fn poll_discard(&mut self, tcp: &TcpStream, cx: &mut Context<'_>) -> Poll<()> {
+    pub(crate) fn poll_discard(&mut self, tcp: &TcpStream, cx: &mut Context<'_>) -> Poll<()> {
         self.buf = BytesMut::new();
         self.message = None;
         loop {

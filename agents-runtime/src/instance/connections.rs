@@ -5,7 +5,7 @@ use std::collections::hash_map;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 
-use crate::connection::{Connection, ConnectionKey};
+use crate::instance::connection::{Connection, ConnectionKey};
 use crate::message::Message;
 
 pub(crate) struct ConnectionTable<S> {
@@ -205,11 +205,11 @@ mod tests {
     use std::time::Duration;
 
     use super::{ConnectionTable, KeyHash, Keys};
-    use crate::connection::{Connection, ConnectionParts, connection_id};
-    use crate::frames::tests::{Trickle, decode};
-    use crate::instances::Instance;
+    use crate::instance::connection::{Connection, ConnectionParts, connection_id};
+    use crate::instance::shared::Instance;
     use crate::message::Message;
     use crate::outbox::{Link, Outgoing, Sender};
+    use crate::wire::frame::tests::{Trickle, decode};
 
     #[test]
     fn keys_in_sequence_fill_every_bucket_and_spread_their_tags() {

@@ -4,9 +4,9 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::connection::lock;
 use crate::error::{Error, Result};
 use crate::message::Message;
+use crate::sync::lock;
 
 /// Longest request or response, in characters (UTF-16 code units, as in JavaScript).
 pub const MAX_AUTO_RESPONSE_LEN: usize = 2048;
@@ -25,7 +25,7 @@ impl WebSocketRequestResponsePair {
     pub fn new(request: impl Into<String>, response: impl Into<String>) -> Result<Self> {
         let (request, response) = (request.into(), response.into());
         for (what, text) in [("request", &request), ("response", &response)] {
-            let len = crate::tags::utf16_len(text);
+            let len = crate::instance::tags::utf16_len(text);
             if len > MAX_AUTO_RESPONSE_LEN {
                 return Err(Error::msg(format!(
                     "the auto-response {what} is {len} characters; the limit is {MAX_AUTO_RESPONSE_LEN}"

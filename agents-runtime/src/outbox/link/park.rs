@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::task::Waker;
 
 use super::{Link, State, wake};
-use crate::connection::lock;
-use crate::frames::Wire;
+use crate::sync::lock;
+use crate::wire::frame::Wire;
 
 impl Link {
     /// The instance hibernated: the socket task parks the socket once nothing waits
@@ -94,10 +94,10 @@ mod tests {
     use std::sync::atomic::Ordering;
     use std::task::{Context, Poll};
 
-    use super::super::tests::{Flag, commits, flagged, queued, send, sockets, texts};
-    use super::super::{Link, Next, Sender};
-    use crate::connection::CloseFrame;
-    use crate::frames::Wire;
+    use crate::outbox::link::tests::{Flag, commits, flagged, queued, send, sockets, texts};
+    use crate::outbox::link::{Link, Next, Sender};
+    use crate::wire::CloseFrame;
+    use crate::wire::frame::Wire;
 
     /// Parks the link the way the socket task does: the flag is raised when the socket must
     /// resume; the wire is what the link let go of.

@@ -9,12 +9,12 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 use crate::client::{CallStream, Pending, RpcTransport};
-use crate::connection::lock;
 use crate::error::{Error, Result};
-use crate::host::Event;
-use crate::registry::AgentClass;
-use crate::rpc::{Call, CallOutcome, StreamingResponse};
-use crate::server::Shared;
+use crate::instance::class::AgentClass;
+use crate::instance::directory::Directory;
+use crate::instance::event::Event;
+use crate::instance::rpc::{Call, CallOutcome, StreamingResponse};
+use crate::sync::lock;
 
 /// A handle on an agent instance of this server, reached through its mailbox. Wrap it in the
 /// agent's generated client for typed calls: `CounterClient::new(stub)`.
@@ -25,7 +25,7 @@ use crate::server::Shared;
 /// cannot call itself this way at all.
 #[derive(Clone)]
 pub struct AgentStub {
-    shared: Arc<Shared>,
+    directory: Arc<Directory>,
     class: AgentClass,
     name: Arc<str>,
     timeout: Duration,
@@ -35,11 +35,11 @@ pub struct AgentStub {
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl AgentStub {
-    pub(crate) fn new(shared: Arc<Shared>, agent: &str, name: &str) -> Result<Self> {
-        let class = shared.classes.get(agent).copied().ok_or_else(|| {
+    pub(crate) fn new(directory: Arc<Directory>, agent: &str, name: &str) -> Result<Self> {
+        let class = directory.classes.get(agent).copied().ok_or_else(|| {
             Error::msg(format!("no agent named `{agent}` is registered on this server"))
         })?;
-        Ok(Self { shared, class, name: name.into(), timeout: CALL_TIMEOUT })
+        Ok(Self { directory, class, name: name.into(), timeout: CALL_TIMEOUT })
     }
 
     /// How long a call may wait for its answer (default 30 s). Agents that call each other in
@@ -59,9 +59,8 @@ impl AgentStub {
         let (reply, answer) = oneshot::channel();
         let event = Event::Call { call, reply };
         let exchange = async {
-            self.shared
-                .instances
-                .dispatch(&self.class, &self.name, &self.shared, event)
+            self.directory
+                .dispatch(&self.class, &self.name, event)
                 .await
                 .ok_or_else(|| Error::msg("Agent unavailable"))?;
             answer.await.map_err(|_| Error::msg("the agent dropped the call (a hook panicked)"))

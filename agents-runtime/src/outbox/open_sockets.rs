@@ -5,14 +5,14 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-use crate::connection::lock;
-use crate::outbox::Link;
+use crate::outbox::link::Link;
+use crate::sync::lock;
 
 #[derive(Default)]
-pub(crate) struct Sockets {
+pub(crate) struct OpenSockets {
     /// Admitted sockets, from the upgrade until their task ends.
     open: AtomicUsize,
-    /// Sockets parked (their instance hibernated): counted by the parking code.
+    /// OpenSockets parked (their instance hibernated): counted by the parking code.
     pub(crate) parked: AtomicUsize,
     links: Mutex<Links>,
 }
@@ -26,7 +26,7 @@ struct Links {
     free: Vec<usize>,
 }
 
-impl Sockets {
+impl OpenSockets {
     /// Counts one more socket; `None` (and nothing counted) when `max` are open.
     pub(crate) fn admit(self: &Arc<Self>, max: usize) -> Option<SocketSlot> {
         let open = self.open.fetch_add(1, Ordering::AcqRel);
@@ -64,7 +64,7 @@ impl Sockets {
 /// One admitted socket: counted against `max_connections`, and its link listed for shutdown,
 /// until the slot drops with the socket's task.
 pub(crate) struct SocketSlot {
-    sockets: Arc<Sockets>,
+    sockets: Arc<OpenSockets>,
     /// The link's slot, or [`UNLISTED`] (a sentinel, not an `Option`: this lives in every
     /// socket's task).
     index: usize,
@@ -118,7 +118,7 @@ mod tests {
 
     #[test]
     fn slots_are_counted_against_the_limit_and_reused() {
-        let sockets = Arc::new(Sockets::default());
+        let sockets = Arc::new(OpenSockets::default());
         let mut first = sockets.admit(2).expect("room");
         let second = sockets.admit(2).expect("room");
         assert!(sockets.admit(2).is_none(), "a third is over the limit");
@@ -136,7 +136,7 @@ mod tests {
 
     #[test]
     fn shutdown_reaches_listed_links_and_later_ones() {
-        let sockets = Arc::new(Sockets::default());
+        let sockets = Arc::new(OpenSockets::default());
         let before = Arc::new(Link::new(4, None));
         let mut slot = sockets.admit(8).expect("room");
         slot.list(&before);

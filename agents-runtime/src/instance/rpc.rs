@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::error::ConnectionError;
 use crate::message::Message;
-use crate::protocol;
+use crate::wire::protocol;
 
 /// What `#[callable]` says about a method (`getCallableMethods()`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -5,18 +5,18 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::agent::Agent;
-use crate::auto_response::WebSocketRequestResponsePair;
-use crate::connection::Connection;
-use crate::connections::{ConnectionTable, Connections};
+use crate::agent::stub::AgentStub;
 use crate::env::Env;
 use crate::error::{ConnectionError, Error, Result};
-use crate::instances::Instance;
+use crate::instance::auto_response::WebSocketRequestResponsePair;
+use crate::instance::connection::Connection;
+use crate::instance::connections::{ConnectionTable, Connections};
+use crate::instance::directory::Directory;
+use crate::instance::shared::Instance;
+use crate::instance::state::StateSource;
 use crate::message::Message;
-use crate::protocol;
-use crate::server::Shared;
-use crate::state::StateSource;
 use crate::storage::{FORMAT_VERSION, Storage, decode_value};
-use crate::stub::AgentStub;
+use crate::wire::protocol;
 
 /// The instance's context, passed to every hook as `ctx`.
 ///
@@ -26,7 +26,7 @@ use crate::stub::AgentStub;
 pub struct Context<A: Agent> {
     name: Arc<str>,
     env: Env,
-    shared: Arc<Shared>,
+    directory: Arc<Directory>,
     instance: Arc<Instance>,
     pub(crate) connections: ConnectionTable<A::ConnectionState>,
     state: Arc<A::State>,
@@ -48,14 +48,14 @@ pub(crate) struct StateChange<A: Agent> {
 impl<A: Agent> Context<A> {
     pub(crate) fn new(
         name: Arc<str>,
-        shared: Arc<Shared>,
+        directory: Arc<Directory>,
         instance: Arc<Instance>,
         state: A::State,
     ) -> Self {
         Self {
             name,
-            env: shared.env.clone(),
-            shared,
+            env: directory.env.clone(),
+            directory,
             instance,
             connections: ConnectionTable::default(),
             state: Arc::new(state),
@@ -148,7 +148,7 @@ impl<A: Agent> Context<A> {
                 A::NAME
             )));
         }
-        AgentStub::new(self.shared.clone(), B::NAME, name)
+        AgentStub::new(self.directory.clone(), B::NAME, name)
     }
 
     /// The current state's frame, serialized on first use after a change.

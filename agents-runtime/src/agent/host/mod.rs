@@ -1,0 +1,329 @@
+//! The instance host: one task per live `(agent, name)` that owns the agent struct and its
+//! connections and runs events one turn at a time, in mailbox order.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+
+use crate::agent::Agent;
+use crate::agent::context::Context;
+use crate::error::Error;
+use crate::instance::connection::ConnectionKey;
+use crate::instance::connections::ConnectionTable;
+use crate::instance::directory::Directory;
+use crate::instance::event::Event;
+use crate::instance::shared::Instance;
+
+mod panics;
+mod turn;
+
+use panics::caught;
+use turn::{report, run_state_changes};
+
+/// Most yields an instance's task makes with its sends corked before it writes them.
+const MAX_HOLDS: u8 = 2;
+
+/// Yields once, to the back of the worker's run queue: the tasks already woken run first,
+/// and the driver is not polled for more (a task woken while it runs is queued last).
+async fn yield_to_woken() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if std::mem::replace(&mut yielded, true) {
+            return std::task::Poll::Ready(());
+        }
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    })
+    .await;
+}
+
+/// Starts the host task of instance `name` and returns its mailbox.
+pub(crate) fn spawn<A: Agent>(
+    directory: Arc<Directory>,
+    name: Arc<str>,
+    instance: Arc<Instance>,
+) -> mpsc::Sender<Event> {
+    let (tx, rx) = mpsc::channel(directory.limits.mailbox_capacity);
+    let hosted = directory.host_started();
+    let corked = instance.clone();
+    let mut run = Box::pin(async move {
+        let _hosted = hosted; // counted until the task ends
+        let host = Host::<A> {
+            name,
+            directory,
+            instance,
+            awake: None,
+            asleep: Default::default(),
+            hibernated: None,
+            reply: None,
+        };
+        host.run(rx).await;
+    });
+    // Every poll of the instance's task ends by writing what its turns sent (corking), unless
+    // the task yields to gather more (`Corks::hold`); then the next poll does.
+    tokio::spawn(std::future::poll_fn(move |cx| corked.corks.poll(run.as_mut(), cx)));
+    tx
+}
+
+struct Host<A: Agent> {
+    name: Arc<str>,
+    directory: Arc<Directory>,
+    instance: Arc<Instance>,
+    /// The agent and its context; `None` before the first event, while hibernated, and after
+    /// a failed `on_start`.
+    awake: Option<Awake<A>>,
+    /// The connections while not awake; moved into the context on waking.
+    asleep: ConnectionTable<A::ConnectionState>,
+    /// Counts this instance as hibernated while it is.
+    hibernated: Option<Tally>,
+    /// The answer to the current HTTP request or in-process call, sent once the turn (its
+    /// `on_state_changed` included) is over and its writes are durable.
+    reply: Option<Box<dyn FnOnce() + Send>>,
+}
+
+/// How often the task yielded with its sends corked since it last waited for an event, and
+/// whether events came in since its last yield.
+#[derive(Default)]
+struct Holds {
+    count: u8,
+    busy: bool,
+}
+
+/// A started instance: `on_start` succeeded.
+struct Awake<A: Agent> {
+    agent: A,
+    ctx: Context<A>,
+    _counted: Tally,
+}
+
+impl<A: Agent> Host<A> {
+    async fn run(mut self, mut mailbox: mpsc::Receiver<Event>) {
+        let idle_after = self.directory.limits.hibernate_after;
+        // One timer for the instance's life: it fires at most once per `idle_after`, and only
+        // then is it moved to the last event's deadline (no timer work per event).
+        let idle = tokio::time::sleep(idle_after);
+        tokio::pin!(idle);
+        // When the instance last went idle, and whether it handled events since: the clock is
+        // read when it goes idle, not per event.
+        let mut last_event = Instant::now();
+        let mut handled = false;
+        let mut holds = Holds::default();
+        loop {
+            if mailbox.is_empty() {
+                if self.hold_sends(&mut holds).await {
+                    continue;
+                }
+                if std::mem::take(&mut handled) {
+                    last_event = Instant::now();
+                }
+                // About to wait: the corks keep little for the next turn.
+                self.instance.corks.idle();
+            }
+            let event = tokio::select! {
+                biased;
+                event = mailbox.recv() => match event {
+                    Some(event) => event,
+                    None => break,
+                },
+                () = &mut idle, if self.may_leave_memory() => {
+                    let deadline = last_event + idle_after;
+                    if Instant::now() < deadline {
+                        idle.as_mut().reset(deadline.into());
+                    } else if self.connection_count() > 0 {
+                        self.hibernate();
+                    } else if self.directory.try_evict(A::NAME, &self.name, &self.instance, &mailbox) {
+                        break;
+                    } else {
+                        last_event = Instant::now(); // a caller holds the mailbox: wait more
+                    }
+                    continue;
+                }
+            };
+            handled = true;
+            holds.busy = true;
+            self.turn(event).await;
+        }
+        tracing::debug!(agent = A::NAME, name = %self.name, "instance left memory");
+    }
+
+    /// Yields with the turns' sends still corked, so the other sockets' messages join this
+    /// pass's writes: first behind the socket tasks already woken (what the last look at the
+    /// sockets found), then, if that brought messages, once more behind a fresh look (tokio's
+    /// `yield_now` waits for the driver's next poll). Returns whether it yielded.
+    async fn hold_sends(&mut self, holds: &mut Holds) -> bool {
+        let again = holds.count == 0 || (holds.count < MAX_HOLDS && holds.busy);
+        if !again || !self.instance.corks.hold() {
+            holds.count = 0;
+            return false;
+        }
+        holds.count += 1;
+        holds.busy = false;
+        if holds.count == 1 {
+            yield_to_woken().await;
+        } else {
+            tokio::task::yield_now().await;
+        }
+        true
+    }
+
+    /// One event as a turn: its hook (a panic goes to `on_error`), the `on_state_changed`
+    /// rounds it caused, then its reply once its writes are durable.
+    async fn turn(&mut self, event: Event) {
+        if let Err(error) = caught(self.handle(event)).await {
+            tracing::error!(agent = A::NAME, name = %self.name, "{error}");
+            if let Some(Awake { agent, ctx, .. }) = self.awake.as_mut() {
+                report(agent, ctx, None, error).await;
+            }
+        }
+        if let Some(awake) = self.awake.as_mut() {
+            awake.ctx.current = None;
+            run_state_changes(awake).await;
+        }
+        if let Some(reply) = self.reply.take() {
+            self.after_gate(reply);
+        }
+    }
+
+    /// Whether the idle timer applies: an instance with no connections leaves memory, one with
+    /// connections hibernates (unless the agent opted out).
+    fn may_leave_memory(&self) -> bool {
+        match &self.awake {
+            Some(awake) => A::HIBERNATE || awake.ctx.connections.is_empty(),
+            None => self.asleep.is_empty(),
+        }
+    }
+
+    fn connection_count(&self) -> usize {
+        match &self.awake {
+            Some(awake) => awake.ctx.connections.len(),
+            None => self.asleep.len(),
+        }
+    }
+
+    fn has_connection(&self, key: ConnectionKey) -> bool {
+        match &self.awake {
+            Some(awake) => awake.ctx.connections.get(key).is_some(),
+            None => self.asleep.get(key).is_some(),
+        }
+    }
+
+    /// Drops the agent struct and its context; the connections stay open, with their id, uri,
+    /// tags, state and flags, and the next event wakes the instance.
+    fn hibernate(&mut self) {
+        if let Some(Awake { agent, mut ctx, .. }) = self.awake.take() {
+            self.asleep = std::mem::take(&mut ctx.connections);
+            drop(agent);
+            // The corks' log and the links they kept for the next turn go too.
+            self.instance.corks.trim();
+            // Their sockets park once idle: no task and no place in tokio's reactor each.
+            for conn in self.asleep.every() {
+                conn.link().ask_to_park();
+            }
+            self.hibernated =
+                Some(Tally::new(&self.directory, |directory| &directory.hibernated_instances));
+            tracing::debug!(
+                agent = A::NAME,
+                name = %self.name,
+                connections = self.asleep.len(),
+                "instance hibernated"
+            );
+        }
+    }
+
+    /// Builds the agent, loads its state and runs `on_start`, unless it is awake already.
+    async fn wake(&mut self) -> Result<&mut Awake<A>, Error> {
+        if self.awake.is_none() {
+            // The parked sockets resume before any hook can send to them.
+            for conn in self.asleep.every() {
+                conn.link().stay_awake();
+            }
+            let state = crate::agent::context::load_state::<A>(&self.instance, &self.name)?;
+            // Built before the connections move, so a panicking `create` leaves them here.
+            let mut agent = A::create();
+            let mut ctx = Context::new(
+                self.name.clone(),
+                self.directory.clone(),
+                self.instance.clone(),
+                state,
+            );
+            ctx.connections = std::mem::take(&mut self.asleep);
+            let started = caught(agent.on_start(&mut ctx)).await.and_then(|started| started);
+            if let Err(e) = started {
+                let error = Error::msg(format!("on_start failed: {e}"));
+                report(&mut agent, &mut ctx, None, error).await;
+                self.asleep = std::mem::take(&mut ctx.connections);
+                return Err(e);
+            }
+            let counted = Tally::new(&self.directory, |directory| &directory.awake_instances);
+            self.awake = Some(Awake { agent, ctx, _counted: counted });
+            self.hibernated = None;
+        }
+        Ok(self.awake.as_mut().expect("awake"))
+    }
+
+    /// Runs `answer` once every write made so far is durable: at once when it is, otherwise
+    /// from a task, so the instance goes on with its next event meanwhile.
+    fn after_gate(&self, answer: Box<dyn FnOnce() + Send>) {
+        let seq = self.instance.gate.pending();
+        if self.instance.gate.is_settled(seq) {
+            return answer();
+        }
+        let instance = self.instance.clone();
+        tokio::spawn(async move {
+            instance.gate.settled(seq).await;
+            answer();
+        });
+    }
+}
+
+/// Counts an instance in one of the server's gauges (awake, hibernated) while it lives.
+struct Tally {
+    directory: Arc<Directory>,
+    gauge: fn(&Directory) -> &AtomicUsize,
+}
+
+impl Tally {
+    fn new(directory: &Arc<Directory>, gauge: fn(&Directory) -> &AtomicUsize) -> Self {
+        gauge(directory).fetch_add(1, Ordering::AcqRel);
+        Self { directory: directory.clone(), gauge }
+    }
+}
+
+impl Drop for Tally {
+    fn drop(&mut self) {
+        (self.gauge)(&self.directory).fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::yield_to_woken;
+
+    /// The instance's first hold lets the socket tasks already woken run before it goes on.
+    #[test]
+    fn a_task_yielding_to_the_woken_runs_after_them() {
+        let runtime =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(1).build().expect("runtime");
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let log = order.clone();
+        runtime.block_on(async move {
+            tokio::spawn(async move {
+                for name in ["socket 1", "socket 2"] {
+                    let log = log.clone();
+                    tokio::spawn(async move { log.lock().unwrap().push(name) });
+                }
+                yield_to_woken().await;
+                log.lock().unwrap().push("instance");
+            })
+            .await
+            .expect("ran");
+        });
+        let order = order.lock().unwrap();
+        assert_eq!(order.len(), 3);
+        assert_eq!(order[2], "instance", "{order:?}");
+    }
+}

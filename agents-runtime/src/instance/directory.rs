@@ -1,0 +1,216 @@
+//! [`Directory`]: the live instances of the process, one mailbox per `(agent, name)`, and what
+//! every instance's host shares (classes, env, limits, the store's group commit, counts).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, mpsc};
+
+use crate::env::Env;
+use crate::instance::auto_response::AutoResponse;
+use crate::instance::class::AgentClass;
+use crate::instance::connection::ConnectionKey;
+use crate::instance::event::Event;
+use crate::instance::shared::Instance;
+use crate::limits::Limits;
+use crate::outbox::corks::Corks;
+use crate::storage::InstanceKeys;
+use crate::storage::durability::{GroupCommit, OutputGate};
+use crate::sync::lock;
+
+/// The instances of one server: found by `(class, name)`, started on their first event, and
+/// what their hosts share. Everything below the server reaches the rest of the process
+/// through it.
+pub(crate) struct Directory {
+    /// The hosted agent classes, by route name.
+    pub(crate) classes: HashMap<&'static str, AgentClass>,
+    pub(crate) env: Env,
+    pub(crate) limits: Limits,
+    /// The store, its group commit and the output gate's clock.
+    pub(crate) commits: Arc<GroupCommit>,
+    /// Instances whose struct is in memory (not hibernated).
+    pub(crate) awake_instances: AtomicUsize,
+    /// Instances asleep with open connections.
+    pub(crate) hibernated_instances: AtomicUsize,
+    live: Mutex<HashMap<&'static str, Entries>>,
+    /// Set when the server shuts down: no new instance starts.
+    closing: AtomicBool,
+    /// Host tasks running (awake or hibernated instances).
+    hosts: AtomicUsize,
+    host_ended: Notify,
+    next_key: AtomicU64,
+}
+
+/// A live instance as the table keeps it.
+struct Entry {
+    mailbox: mpsc::Sender<Event>,
+    instance: Arc<Instance>,
+}
+
+/// The entries of one agent class's live instances, by name.
+type Entries = HashMap<Arc<str>, Entry>;
+
+impl Directory {
+    pub(crate) fn new(
+        classes: HashMap<&'static str, AgentClass>,
+        env: Env,
+        limits: Limits,
+        commits: Arc<GroupCommit>,
+    ) -> Self {
+        Self {
+            classes,
+            env,
+            limits,
+            commits,
+            awake_instances: AtomicUsize::new(0),
+            hibernated_instances: AtomicUsize::new(0),
+            live: Mutex::default(),
+            closing: AtomicBool::new(false),
+            hosts: AtomicUsize::new(0),
+            host_ended: Notify::new(),
+            next_key: AtomicU64::new(1),
+        }
+    }
+
+    /// A new key for a connection, unique within the process.
+    pub(crate) fn next_connection_key(&self) -> ConnectionKey {
+        self.next_key.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Counts a host task until the returned guard drops.
+    pub(crate) fn host_started(self: &Arc<Self>) -> HostCount {
+        self.hosts.fetch_add(1, Ordering::AcqRel);
+        HostCount { directory: self.clone() }
+    }
+
+    /// The mailbox of instance `name`, starting the instance if it is not live; `None` when
+    /// it is not live and `max_instances` are.
+    fn entry(
+        self: &Arc<Self>,
+        class: &AgentClass,
+        name: &str,
+    ) -> Option<(mpsc::Sender<Event>, Arc<Instance>)> {
+        let mut live = lock(&self.live);
+        let entry = live.get(class.name).and_then(|instances| instances.get(name));
+        if let Some(entry) = entry.filter(|entry| !entry.mailbox.is_closed()) {
+            return Some((entry.mailbox.clone(), entry.instance.clone()));
+        }
+        if self.closing.load(Ordering::Acquire) {
+            tracing::debug!(agent = class.name, name, "not starting an instance: shutting down");
+            return None;
+        }
+        let count: usize = live.values().map(HashMap::len).sum();
+        if count >= self.limits.max_instances {
+            tracing::warn!(
+                agent = class.name,
+                name,
+                live = count,
+                "refusing a new instance: max_instances reached"
+            );
+            return None;
+        }
+        let name: Arc<str> = name.into();
+        let instance = Arc::new(Instance {
+            keys: InstanceKeys::new(class.name, &name),
+            name: name.clone(),
+            gate: OutputGate::new(self.commits.clone(), class.confirmed_writes),
+            auto_response: AutoResponse::default(),
+            corks: Corks::default(),
+            max_connection_state_size: self.limits.max_connection_state_size,
+            max_outbox_bytes: self.limits.max_outbox_bytes,
+        });
+        let mailbox = (class.spawn)(self.clone(), name.clone(), instance.clone());
+        let entry = Entry { mailbox: mailbox.clone(), instance: instance.clone() };
+        live.entry(class.name).or_default().insert(name, entry);
+        Some((mailbox, instance))
+    }
+
+    /// Delivers `event` to instance `name` and returns the mailbox that took it (for the
+    /// sender's later events) and the instance. Waits while the mailbox is full (backpressure).
+    pub(crate) async fn dispatch(
+        self: &Arc<Self>,
+        class: &AgentClass,
+        name: &str,
+        mut event: Event,
+    ) -> Option<(mpsc::Sender<Event>, Arc<Instance>)> {
+        // A retry only happens when an instance left memory between lookup and send.
+        for _ in 0..3 {
+            let (mailbox, instance) = self.entry(class, name)?;
+            match mailbox.send(event).await {
+                Ok(()) => return Some((mailbox, instance)),
+                Err(mpsc::error::SendError(returned)) => event = returned,
+            }
+        }
+        tracing::error!(agent = class.name, name, "instance did not accept the event");
+        None
+    }
+
+    /// Removes an idle instance, only if the table's entry is this instance's, nothing but
+    /// the table holds its mailbox and nothing is queued: no connection task or request can
+    /// then reach the dropped instance. Without an entry (shutdown cleared the table) the
+    /// instance stays to run what is queued, and ends when its last sender is gone.
+    pub(crate) fn try_evict(
+        &self,
+        class: &'static str,
+        name: &str,
+        instance: &Arc<Instance>,
+        mailbox: &mpsc::Receiver<Event>,
+    ) -> bool {
+        let mut live = lock(&self.live);
+        let Some(instances) = live.get_mut(class) else { return false };
+        let idle = instances.get(name).is_some_and(|entry| {
+            Arc::ptr_eq(&entry.instance, instance)
+                && entry.mailbox.strong_count() == 1
+                && mailbox.is_empty()
+        });
+        if idle {
+            instances.remove(name);
+        }
+        idle
+    }
+
+    /// From now on no instance starts (shutdown); live ones still get their events.
+    pub(crate) fn close(&self) {
+        self.closing.store(true, Ordering::Release);
+    }
+
+    /// Forgets every instance (shutdown), then waits up to `wait` for their host tasks to
+    /// end: once their sockets are gone too, each runs what is queued and ends. Returns
+    /// whether they all did.
+    pub(crate) async fn clear(&self, wait: Duration) -> bool {
+        lock(&self.live).clear();
+        let ended = tokio::time::timeout(wait, async {
+            loop {
+                let ended = self.host_ended.notified();
+                tokio::pin!(ended);
+                ended.as_mut().enable();
+                if self.hosts.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                ended.await;
+            }
+        });
+        if ended.await.is_err() {
+            tracing::warn!(
+                hosts = self.hosts.load(Ordering::Acquire),
+                "shutdown: instances still busy after {wait:?}"
+            );
+            return false;
+        }
+        true
+    }
+}
+
+/// One running host task; dropping it counts the task out.
+pub(crate) struct HostCount {
+    directory: Arc<Directory>,
+}
+
+impl Drop for HostCount {
+    fn drop(&mut self) {
+        self.directory.hosts.fetch_sub(1, Ordering::AcqRel);
+        self.directory.host_ended.notify_waiters();
+    }
+}

@@ -1,0 +1,46 @@
+//! [`Event`]: what reaches an instance's mailbox.
+
+use tokio::sync::oneshot;
+
+use crate::error::Error;
+use crate::instance::connection::{ConnectionKey, ConnectionParts};
+use crate::instance::rpc::{Call, CallOutcome};
+use crate::message::Message;
+use crate::request::{ConnectionContext, Request, Response};
+
+/// What reaches an instance's mailbox.
+pub(crate) enum Event {
+    /// A socket finished its upgrade. Its later events queue behind this one, so its
+    /// `on_message` never runs before its `on_connect` has finished.
+    Connect(Box<ConnectRequest>),
+    Message {
+        key: ConnectionKey,
+        message: Message,
+    },
+    Close {
+        key: ConnectionKey,
+        code: u16,
+        reason: String,
+        was_clean: bool,
+    },
+    Error {
+        key: ConnectionKey,
+        error: Error,
+    },
+    /// Boxed: HTTP is rare next to messages, and every mailbox slot is as big as the largest
+    /// variant.
+    Request {
+        request: Box<Request>,
+        reply: oneshot::Sender<Response>,
+    },
+    /// An in-process call from an [`AgentStub`](crate::AgentStub).
+    Call {
+        call: Call,
+        reply: oneshot::Sender<CallOutcome>,
+    },
+}
+
+pub(crate) struct ConnectRequest {
+    pub(crate) parts: ConnectionParts,
+    pub(crate) conn_ctx: ConnectionContext,
+}

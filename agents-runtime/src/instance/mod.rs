@@ -1,0 +1,22 @@
+//! Live instances: one per `(agent, name)`, with its connections, state, auto-response and
+//! RPC, and the directory that finds or starts them.
+//!
+//! This layer runs no agent code: it holds what an instance's turns, its sockets and the
+//! network edge share. The agent layer above drives it.
+
+pub(crate) mod auto_response;
+pub(crate) mod class;
+pub(crate) mod connection;
+pub(crate) mod connections;
+pub(crate) mod directory;
+pub(crate) mod event;
+pub(crate) mod rpc;
+pub(crate) mod shared;
+pub(crate) mod state;
+pub(crate) mod tags;
+
+pub(crate) use class::AgentClass;
+pub(crate) use connection::{ConnectionKey, ConnectionParts, connection_id};
+pub(crate) use directory::Directory;
+pub(crate) use event::{ConnectRequest, Event};
+pub(crate) use shared::Instance;

@@ -1,0 +1,48 @@
+//! [`Instance`]: the part of a live instance that its connections and socket tasks share with
+//! it, outside its turns.
+
+use std::sync::Arc;
+
+use crate::instance::auto_response::AutoResponse;
+use crate::outbox::corks::Corks;
+use crate::storage::InstanceKeys;
+use crate::storage::durability::OutputGate;
+
+/// What one instance shares with its connections and socket tasks. It lives as long as the
+/// instance's host task, hibernation included, so the auto-response survives hibernation.
+pub(crate) struct Instance {
+    /// The instance name (`connection.server`).
+    pub(crate) name: Arc<str>,
+    /// Where the instance's data lives in the store.
+    pub(crate) keys: InstanceKeys,
+    /// The output gate: frames wait for the instance's writes to be durable.
+    pub(crate) gate: OutputGate,
+    /// Answered by socket tasks without waking the instance.
+    pub(crate) auto_response: AutoResponse,
+    /// The connections its turn sent to, written when its task yields.
+    pub(crate) corks: Corks,
+    /// The limits its connections check (here, not in each connection).
+    pub(crate) max_connection_state_size: usize,
+    pub(crate) max_outbox_bytes: usize,
+}
+
+#[cfg(any(test, feature = "bench"))]
+impl Instance {
+    /// Instance "room" on a memory store, outside any server, with the default limits (its
+    /// flusher needs a tokio runtime).
+    pub(crate) fn detached() -> Arc<Self> {
+        use crate::storage::MemoryStore;
+        use crate::storage::durability::GroupCommit;
+        let commits = Arc::new(GroupCommit::start(Arc::new(MemoryStore::new())));
+        let limits = crate::limits::Limits::default();
+        Arc::new(Self {
+            keys: InstanceKeys::new("test", "room"),
+            name: "room".into(),
+            gate: OutputGate::new(commits, true),
+            auto_response: AutoResponse::default(),
+            corks: Corks::default(),
+            max_connection_state_size: limits.max_connection_state_size,
+            max_outbox_bytes: limits.max_outbox_bytes,
+        })
+    }
+}

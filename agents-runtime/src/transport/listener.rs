@@ -1,0 +1,112 @@
+//! The accept loop: every accepted TCP connection is served over HTTP/1.1 by hyper, with the
+//! routes of [`routes`](super::routes).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use crate::transport::edge::Edge;
+use crate::transport::routes::routes;
+
+/// How long a client may take to send a request's head.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Accepts connections until `shutdown` completes.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    edge: Arc<Edge>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    // Accepted sockets inherit these from the listener (Linux copies the listening socket's
+    // options): set once here instead of five `setsockopt` calls per connection.
+    if let Err(e) = socket_options(&listener) {
+        tracing::warn!("could not set TCP_NODELAY and keepalive on the listener: {e}");
+    }
+    // The loop runs in a task of its own, not in the caller's: under `#[tokio::main]` that is
+    // the main thread's `block_on`, which is no worker. There every accepted socket's
+    // registration would be allocated in the main thread's arena, where nothing else reuses
+    // the gaps its alignment leaves (about 200 bytes per connection), and every connection
+    // task would be spawned from outside the workers.
+    let (stop, stopped) = oneshot::channel();
+    let mut accepting = tokio::spawn(accept(listener, edge, stopped));
+    tokio::select! {
+        () = shutdown => {}
+        // The loop only ends when told to: this is a panic, which the caller hears of at once.
+        ended = &mut accepting => return ended.map_err(std::io::Error::other),
+    }
+    // Dropping `stop` would end the loop too (its receiver then resolves with an error).
+    let _ = stop.send(());
+    accepting.await.map_err(std::io::Error::other)
+}
+
+/// Accepts connections and serves each in a task of its own, until `stop` says so.
+async fn accept(listener: TcpListener, edge: Arc<Edge>, stop: oneshot::Receiver<()>) {
+    let service = warp::service(routes(edge));
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let (stream, _peer) = tokio::select! {
+            _ = &mut stop => return,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let service = TowerToHyperService::new(service.clone());
+        tokio::spawn(async move {
+            let served = hyper::server::conn::http1::Builder::new()
+                // Slow or stalled request heads are cut off (hyper answers 408).
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades()
+                .await;
+            if let Err(e) = served {
+                tracing::debug!("http connection ended: {e}");
+            }
+        });
+    }
+}
+
+/// Frames are small and latency matters more than packet count: no Nagle. Keepalive finds
+/// peers that vanished without a FIN, so their connections do not stay open forever.
+fn socket_options(socket: &impl std::os::fd::AsFd) -> std::io::Result<()> {
+    let socket = socket2::SockRef::from(socket);
+    socket.set_tcp_nodelay(true)?;
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(60))
+        .with_interval(Duration::from_secs(10))
+        .with_retries(3);
+    socket.set_tcp_keepalive(&keepalive)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::socket_options;
+
+    /// The options are set on the listener only: an accepted socket must have them too.
+    #[tokio::test]
+    async fn accepted_sockets_inherit_nodelay_and_keepalive_from_the_listener() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        socket_options(&listener).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        let accepted = socket2::SockRef::from(&accepted);
+        assert!(accepted.tcp_nodelay().unwrap());
+        assert!(accepted.keepalive().unwrap());
+        assert_eq!(accepted.tcp_keepalive_time().unwrap(), Duration::from_secs(60));
+        assert_eq!(accepted.tcp_keepalive_interval().unwrap(), Duration::from_secs(10));
+    }
+}
