@@ -14,7 +14,7 @@ use crate::instance::connections::ConnectionTable;
 use crate::instance::shared::Instance;
 use crate::limits::Limits;
 use crate::message::Message;
-use crate::outbox::{self, Link, Outgoing};
+use crate::outbox::{Link, LinkHandle, Outgoing};
 use crate::wire::frame::{Frames, Wire};
 use crate::wire::protocol::{self, ClientFrame};
 
@@ -63,7 +63,7 @@ impl Room {
                 key,
                 id: connection_id(None),
                 uri: "http://127.0.0.1/agents/bench/room".into(),
-                outbox: outbox::Sender(link.clone()),
+                link: LinkHandle::new(link.clone()),
             };
             table.insert(Connection::new(parts, instance.clone()));
             links.push(link);

@@ -438,7 +438,7 @@ fn closed(frame: Option<CloseFrame>) -> Closed {
         Some(frame) => {
             Closed { code: u16::from(frame.code), reason: frame.reason.as_str().to_owned() }
         }
-        None => Closed { code: 1005, reason: String::new() },
+        None => Closed { code: crate::close_code::NO_STATUS_RECEIVED, reason: String::new() },
     }
 }
 

@@ -15,6 +15,7 @@ use crate::instance::directory::Directory;
 use crate::instance::event::Event;
 use crate::instance::rpc::{Call, CallOutcome, StreamingResponse};
 use crate::sync::lock;
+use crate::wire::AGENT_UNAVAILABLE;
 
 /// A handle on an agent instance of this server, reached through its mailbox. Wrap it in the
 /// agent's generated client for typed calls: `CounterClient::new(stub)`.
@@ -62,7 +63,7 @@ impl AgentStub {
             self.directory
                 .dispatch(&self.class, &self.name, event)
                 .await
-                .ok_or_else(|| Error::msg("Agent unavailable"))?;
+                .ok_or_else(|| Error::msg(AGENT_UNAVAILABLE))?;
             answer.await.map_err(|_| Error::msg("the agent dropped the call (a hook panicked)"))
         };
         tokio::time::timeout(self.timeout, exchange).await.unwrap_or_else(|_| {

@@ -11,7 +11,7 @@ use crate::error::ConnectionError;
 use crate::instance::shared::Instance;
 use crate::message::Message;
 use crate::outbox::corks::{Append, Batch, CorkMark};
-use crate::outbox::{self, PushError};
+use crate::outbox::{Link, LinkHandle, Outbound, PushError};
 use crate::storage::durability::WriteSeq;
 use crate::sync::lock;
 use crate::wire::{CloseFrame, close_code, is_sendable_close_code, truncate_reason};
@@ -37,8 +37,8 @@ struct Inner<S> {
     closing: AtomicBool,
     readonly: AtomicBool,
     protocol: AtomicBool,
-    /// The outbox; dropped with the last handle, which tells the socket task.
-    outbox: outbox::Sender,
+    /// The link to the socket; dropped with the last handle, which tells the socket task.
+    link: LinkHandle,
     /// Where the instance's running turn logs frames for this connection.
     cork: CorkMark,
     /// The instance: its name, its output gate (read on every send) and the limits.
@@ -55,7 +55,7 @@ pub(crate) struct ConnectionParts {
     pub(crate) key: ConnectionKey,
     pub(crate) id: Arc<str>,
     pub(crate) uri: Box<str>,
-    pub(crate) outbox: outbox::Sender,
+    pub(crate) link: LinkHandle,
 }
 
 impl<S: serde::Serialize> Connection<S> {
@@ -70,7 +70,7 @@ impl<S: serde::Serialize> Connection<S> {
                 closing: AtomicBool::new(false),
                 readonly: AtomicBool::new(false),
                 protocol: AtomicBool::new(true),
-                outbox: parts.outbox,
+                link: parts.link,
                 cork: CorkMark::default(),
                 instance,
             }),
@@ -194,15 +194,9 @@ impl<S> Connection<S> {
         }
         let budget = instance.max_outbox_bytes;
         let turn = fanout.batch.turn();
-        let sent = self.inner.outbox.0.send_unlogged(
-            Cow::Borrowed(message),
-            after,
-            released,
-            budget,
-            turn,
-            mark,
-            append,
-        );
+        let message = Cow::Borrowed(message);
+        let out = Outbound { message, after, released, budget, mark };
+        let sent = self.inner.link.send_unlogged(out, turn, append);
         self.sent(sent)
     }
 
@@ -222,7 +216,7 @@ impl<S> Connection<S> {
     /// (`getWebSocketAutoResponseTimestamp`); see
     /// [`Context::set_websocket_auto_response`](crate::Context::set_websocket_auto_response).
     pub fn auto_response_timestamp(&self) -> Option<SystemTime> {
-        self.inner.outbox.auto_responded_at()
+        self.inner.link.auto_responded_at()
     }
 
     /// Closes the connection with `code` and `reason` (`connection.close(code, reason)`), after
@@ -238,9 +232,9 @@ impl<S> Connection<S> {
             return Ok(());
         }
         let frame = CloseFrame { code, reason: truncate_reason(reason).to_owned() };
-        let queued = self.inner.outbox.push_close(frame, self.pending_write());
+        let queued = self.inner.link.push_close(frame, self.pending_write());
         if let Err((PushError::Full, frame)) = queued {
-            self.inner.outbox.force_close(frame);
+            self.inner.link.force_close(frame);
         }
         Ok(())
     }
@@ -276,8 +270,8 @@ impl<S> Connection<S> {
     }
 
     /// The connection's outbox and socket.
-    pub(crate) fn link(&self) -> &outbox::Link {
-        &self.inner.outbox
+    pub(crate) fn link(&self) -> &Link {
+        &self.inner.link
     }
 
     pub(crate) fn id_arc(&self) -> &Arc<str> {
@@ -305,8 +299,8 @@ impl<S> Connection<S> {
         let instance = &self.inner.instance;
         let released = instance.gate.is_settled(after);
         let budget = self.inner.instance.max_outbox_bytes;
-        let (corks, mark) = (&instance.corks, &self.inner.cork);
-        self.sent(self.inner.outbox.0.send(message, after, released, budget, corks, mark))
+        let out = Outbound { message, after, released, budget, mark: &self.inner.cork };
+        self.sent(self.inner.link.send(out, &instance.corks))
     }
 
     /// What a push's outcome means to the agent: an overflowing outbox closes the connection.
@@ -320,8 +314,7 @@ impl<S> Connection<S> {
 
     /// The client stopped reading: close it out of band, dropping what is queued.
     fn overflow(&self) -> ConnectionError {
-        let (messages, bytes) =
-            (self.inner.outbox.capacity(), self.inner.instance.max_outbox_bytes);
+        let (messages, bytes) = (self.inner.link.capacity(), self.inner.instance.max_outbox_bytes);
         if !self.inner.closing.swap(true, Ordering::AcqRel) {
             tracing::warn!(
                 connection = %self.inner.id,
@@ -331,7 +324,7 @@ impl<S> Connection<S> {
                 "closing connection: outbox full, the client is not reading"
             );
         }
-        self.inner.outbox.force_close(CloseFrame {
+        self.inner.link.force_close(CloseFrame {
             code: close_code::OUTBOX_FULL,
             reason: "Outbox full: client is not reading".into(),
         });
@@ -438,7 +431,7 @@ mod tests {
             key: 1,
             id: "a".into(),
             uri: "http://x/".into(),
-            outbox: outbox::Sender(Arc::new(outbox::Link::new(4, None))),
+            link: LinkHandle::new(Arc::new(Link::new(4, None))),
         };
         let mut instance = Instance::detached();
         Arc::get_mut(&mut instance).expect("not shared yet").max_connection_state_size = 16;

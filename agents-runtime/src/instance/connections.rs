@@ -208,7 +208,7 @@ mod tests {
     use crate::instance::connection::{Connection, ConnectionParts, connection_id};
     use crate::instance::shared::Instance;
     use crate::message::Message;
-    use crate::outbox::{Link, Outgoing, Sender};
+    use crate::outbox::{Link, LinkHandle, Outgoing};
     use crate::wire::frame::tests::{Trickle, decode};
 
     #[test]
@@ -261,7 +261,7 @@ mod tests {
                 key: key as u64,
                 id: connection_id(None),
                 uri: "http://127.0.0.1/agents/test/room".into(),
-                outbox: Sender(link.clone()),
+                link: LinkHandle::new(link.clone()),
             };
             table.insert(Connection::new(parts, instance.clone()));
         }

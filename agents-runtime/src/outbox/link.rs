@@ -83,7 +83,7 @@ impl std::fmt::Debug for Link {
             .field("capacity", &self.capacity)
             .field("queued", &state.queue.len())
             .field("unwritten", &state.out.len())
-            .field("closed", &state.closed)
+            .field("socket", &state.socket)
             .finish_non_exhaustive()
     }
 }
@@ -99,8 +99,10 @@ struct State {
     out: Frames,
     /// The socket task, when it waits for a message, a forced close or shutdown.
     waker: Option<Waker>,
-    /// The socket task stopped taking messages.
-    closed: bool,
+    /// Whether the socket has a task, is parked, or stopped taking messages.
+    socket: Socket,
+    /// Where the running turn's frames for this socket are.
+    cork: Cork,
     /// The agent side let go of the connection: nothing more will be queued.
     abandoned: bool,
     /// Drop what is queued and close with this (first call wins). Boxed: rare, and every
@@ -108,18 +110,63 @@ struct State {
     forced: Option<Box<CloseFrame>>,
     /// The server shuts down, and the socket task has not heard yet.
     draining: bool,
-    /// Listed in the instance's [`Corks`]: the turn's frames for it (in the corks' log, or in
-    /// `out`) are written when the turn yields; the queue waits until then.
-    corked: bool,
     /// The socket task drains (shutdown) and waits for the turn's frames: the uncork wakes it.
     drain_waits: bool,
-    /// The turn's frames for it are in the corks' log: a frame that does not join them there
-    /// queues, so it cannot overtake them.
-    logged: bool,
-    /// The instance hibernated: the socket task parks the socket once nothing waits.
-    park: bool,
-    /// The socket is parked: `wire` is `None` and `waker` resumes it.
-    parked: bool,
+    /// The instance hibernated: the socket task parks the socket once nothing waits (the
+    /// instance's wish; whether the socket is parked is `socket`).
+    asked_to_park: bool,
+}
+
+/// The socket as the link knows it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Socket {
+    /// A socket task relays it (or is being set up to).
+    #[default]
+    Relaying,
+    /// Parked: `wire` is `None` and `waker` resumes it.
+    Parked,
+    /// The socket task stopped taking messages; it writes what is encoded, then closes.
+    Closed,
+}
+
+/// Where the running turn's frames for this socket are.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Cork {
+    /// Not listed in the instance's [`Corks`]: no turn wrote to it since its last uncork.
+    #[default]
+    Open,
+    /// Listed, its frames in `out`: written when the turn yields; the queue waits until then.
+    Buffered,
+    /// Listed, its frames in the corks' log: a frame that does not join them there queues,
+    /// so it cannot overtake them.
+    Logged,
+}
+
+/// A message handed to a link, with what decides its way: the write the output gate holds
+/// it behind, whether that write is durable already, the connection's byte budget for
+/// queued messages, and the connection's mark in the corks' log.
+pub(crate) struct Outbound<'a> {
+    pub(crate) message: Cow<'a, Message>,
+    pub(crate) after: WriteSeq,
+    pub(crate) released: bool,
+    pub(crate) budget: usize,
+    pub(crate) mark: &'a CorkMark,
+}
+
+/// Where a released message with nothing ahead of it went (see [`Link::deliver`]).
+enum Delivered {
+    /// Into the turn's corks, or all of it to the socket.
+    Done,
+    /// The socket took part of it: the socket task writes the rest, first.
+    Partly,
+    /// Nowhere yet: it queues.
+    No,
+}
+
+impl State {
+    fn corked(&self) -> bool {
+        self.cork != Cork::Open
+    }
 }
 
 impl Link {
@@ -137,126 +184,125 @@ impl Link {
         self.capacity
     }
 
-    /// Sends `message`, to be released once write `after` is durable (`released`: it is).
-    /// Released, with nothing queued ahead of it, it is corked while `corks` are open (the
-    /// instance's turn), or else written at once if nothing is half-written and the socket
-    /// has room (if it takes part of it, the rest waits for the socket task, ahead of anything
-    /// else). Anything else is queued, waking the socket
-    /// task if the queue was empty, within the outbox's capacity and `budget` bytes (a single
+    /// Sends `out.message`, to be released once write `out.after` is durable
+    /// (`out.released`: it is). Released, with nothing queued ahead of it, it is corked while
+    /// `corks` are open (the instance's turn), or else written at once if nothing is
+    /// half-written and the socket has room (if it takes part of it, the rest waits for the
+    /// socket task, ahead of anything else). Anything else is queued, waking the socket task
+    /// if the queue was empty, within the outbox's capacity and `out.budget` bytes (a single
     /// message bigger than the budget still goes into an empty queue).
-    // The message, its gate, the budget, and where the turn corks it (the instance's log and
-    // this connection's mark in it): each is needed on some path.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn send(
         self: &Arc<Self>,
-        message: Cow<'_, Message>,
-        after: WriteSeq,
-        released: bool,
-        budget: usize,
+        out: Outbound<'_>,
         corks: &Corks,
-        mark: &CorkMark,
     ) -> Result<(), PushError> {
         // The turn already listed this link: the frame joins the log, the link is not touched.
         let mut turn = corks.turn();
         let append = match &mut turn {
-            Some(turn) if released => turn.append(mark, &message),
+            Some(turn) if out.released => turn.append(out.mark, &out.message),
             _ => Append::NotLogged,
         };
         if let Append::Logged = append {
             return Ok(());
         }
-        self.send_unlogged(message, after, released, budget, turn.as_mut(), mark, append)
+        self.send_unlogged(out, turn.as_mut(), append)
     }
 
     /// [`send`](Self::send) once the running turn's corks (`turn`, locked, if a turn runs)
     /// said what they do with the frame (`append`, not `Logged`): a broadcast asks them
     /// itself, under its hold on their lock.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn send_unlogged(
         self: &Arc<Self>,
-        message: Cow<'_, Message>,
-        after: WriteSeq,
-        released: bool,
-        budget: usize,
+        out: Outbound<'_>,
         mut turn: Option<&mut Turn<'_>>,
-        mark: &CorkMark,
         append: Append,
     ) -> Result<(), PushError> {
         let mut guard = lock(&self.state);
         let state = &mut *guard;
-        if state.closed {
+        if state.socket == Socket::Closed {
             return Err(PushError::Closed);
         }
         if let (Append::Spill, Some(turn)) = (append, turn.as_deref_mut())
-            && turn.spill(mark, &mut state.out)
+            && turn.spill(out.mark, &mut state.out)
         {
-            state.logged = false;
+            state.cork = Cork::Buffered;
         }
-        let ready = released
+        let ready = out.released
             && state.queue.is_empty()
             && state.forced.is_none()
             && !state.out.is_full()
-            && !state.logged;
-        if let Some(wire) = state.wire.as_deref().filter(|_| ready) {
-            if state.corked && state.out.len() >= CORK_LIMIT {
-                // What the socket does not take stays, and what follows queues behind it.
-                let _ = state.out.write_to(wire);
-            }
-            if state.out.len() < CORK_LIMIT {
-                if state.corked {
-                    state.out.push(&message);
+            && state.cork != Cork::Logged;
+        if ready {
+            match self.deliver(state, &out.message, turn.as_deref_mut(), out.mark) {
+                Delivered::Done => return Ok(()),
+                Delivered::Partly => {
+                    let waker = state.waker.take();
+                    drop(guard);
+                    wake(waker);
                     return Ok(());
                 }
-                if state.out.is_empty() {
-                    // The turn's first frame to this socket lists it.
-                    let listing = match turn.as_deref_mut() {
-                        Some(turn) => turn.list(self, mark, &message),
-                        None => Listing::No,
-                    };
-                    match listing {
-                        Listing::Logged => {
-                            state.corked = true;
-                            state.logged = true;
-                            return Ok(());
-                        }
-                        Listing::Buffered => {
-                            state.corked = true;
-                            state.out.push(&message);
-                            return Ok(());
-                        }
-                        Listing::No => {}
-                    }
-                }
-            }
-            if state.out.is_empty() {
-                let (header, payload) = Header::of(&message);
-                let total = header.as_bytes().len() + payload.len();
-                match wire
-                    .try_write_vectored(&[IoSlice::new(header.as_bytes()), IoSlice::new(payload)])
-                {
-                    Ok(n) if n == total => return Ok(()),
-                    Ok(n) => {
-                        // The socket took part of it: the socket task writes the rest, first.
-                        state.out.push_rest(header.as_bytes(), payload_bytes(&message), n);
-                        let waker = state.waker.take();
-                        drop(guard);
-                        wake(waker);
-                        return Ok(());
-                    }
-                    // Full, or broken: the socket task waits for room, or finds the error.
-                    Err(_) => {}
-                }
+                Delivered::No => {}
             }
         }
-        let len = message.len();
-        if state.queue.len() >= self.capacity || !self.reserve_bytes(len, budget) {
+        let len = out.message.len();
+        if state.queue.len() >= self.capacity || !self.reserve_bytes(len, out.budget) {
             return Err(PushError::Full);
         }
-        if let (true, Some(turn)) = (state.logged, turn) {
-            turn.seal(mark); // what this turn sends next queues behind this one
+        if let (Cork::Logged, Some(turn)) = (state.cork, turn) {
+            turn.seal(out.mark); // what this turn sends next queues behind this one
         }
-        self.enqueue(guard, Outgoing::Message(message.into_owned(), after));
+        self.enqueue(guard, Outgoing::Message(out.message.into_owned(), out.after));
         Ok(())
+    }
+
+    /// A released message with nothing ahead of it: into the turn's corks (the turn's first
+    /// frame to this socket lists it), or straight to the socket.
+    fn deliver(
+        self: &Arc<Self>,
+        state: &mut State,
+        message: &Message,
+        turn: Option<&mut Turn<'_>>,
+        mark: &CorkMark,
+    ) -> Delivered {
+        let Some(wire) = state.wire.as_deref() else { return Delivered::No };
+        if state.cork != Cork::Open && state.out.len() >= CORK_LIMIT {
+            // What the socket does not take stays, and what follows queues behind it.
+            let _ = state.out.write_to(wire);
+        }
+        if state.out.len() < CORK_LIMIT {
+            if state.cork != Cork::Open {
+                state.out.push(message);
+                return Delivered::Done;
+            }
+            if state.out.is_empty() {
+                match turn.map_or(Listing::No, |turn| turn.list(self, mark, message)) {
+                    Listing::Logged => {
+                        state.cork = Cork::Logged;
+                        return Delivered::Done;
+                    }
+                    Listing::Buffered => {
+                        state.cork = Cork::Buffered;
+                        state.out.push(message);
+                        return Delivered::Done;
+                    }
+                    Listing::No => {}
+                }
+            }
+        }
+        if !state.out.is_empty() {
+            return Delivered::No;
+        }
+        let (header, payload) = Header::of(message);
+        let total = header.as_bytes().len() + payload.len();
+        match wire.try_write_vectored(&[IoSlice::new(header.as_bytes()), IoSlice::new(payload)]) {
+            Ok(n) if n == total => Delivered::Done,
+            Ok(n) => {
+                state.out.push_rest(header.as_bytes(), payload_bytes(message), n);
+                Delivered::Partly
+            }
+            // Full, or broken: the socket task waits for room, or finds the error.
+            Err(_) => Delivered::No,
+        }
     }
 
     /// Queues a close frame, sent once write `after` is durable; hands it back if the queue is
@@ -267,7 +313,7 @@ impl Link {
         after: WriteSeq,
     ) -> Result<(), (PushError, CloseFrame)> {
         let state = lock(&self.state);
-        if state.closed {
+        if state.socket == Socket::Closed {
             return Err((PushError::Closed, frame));
         }
         if state.queue.len() >= self.capacity {
@@ -308,7 +354,7 @@ impl Link {
             return Poll::Ready(Next::Write);
         }
         // While corked, the turn's frames go ahead of the queue: the uncork wakes the task.
-        if waiting || state.corked {
+        if waiting || state.corked() {
             register(&mut state.waker, cx);
             return Poll::Pending;
         }
@@ -327,7 +373,7 @@ impl Link {
         if state.abandoned {
             return Poll::Ready(Next::Abandoned);
         }
-        if may_park && state.park {
+        if may_park && state.asked_to_park {
             return Poll::Ready(Next::Park);
         }
         register(&mut state.waker, cx);
@@ -344,7 +390,7 @@ impl Link {
     ) -> Poll<Option<Next>> {
         {
             let mut state = lock(&self.state);
-            if state.corked && state.forced.is_none() && state.out.is_empty() {
+            if state.corked() && state.forced.is_none() && state.out.is_empty() {
                 state.drain_waits = true;
                 register(&mut state.waker, cx);
                 return Poll::Pending;
@@ -360,7 +406,7 @@ impl Link {
     /// [`poll_flush`](Self::poll_flush) to write (a batch at most).
     pub(crate) fn encode_batch(&self, commits: &GroupCommit) {
         let mut state = lock(&self.state);
-        if state.corked {
+        if state.corked() {
             return; // the turn's frames go first: the uncork wakes the socket task
         }
         for _ in 0..WRITE_BATCH {
@@ -427,12 +473,11 @@ impl Link {
     pub(crate) fn uncork<'a>(&self, frames: impl Iterator<Item = &'a [u8]>) {
         let mut guard = lock(&self.state);
         let state = &mut *guard;
-        state.corked = false;
-        state.logged = false;
+        state.cork = Cork::Open;
         let mut frames = frames.peekable();
         // Frames for a socket that closed or was force-closed meanwhile are dropped: nothing
         // may follow its close frame, and a forced close drops what waits.
-        let writable = !state.closed && state.forced.is_none();
+        let writable = state.socket != Socket::Closed && state.forced.is_none();
         let written = match &state.wire {
             Some(wire) if writable => {
                 if frames.peek().is_some() {
@@ -468,7 +513,7 @@ impl Link {
     /// encoded stay, to be written before the close frame.
     pub(crate) fn close(&self) {
         let mut state = lock(&self.state);
-        state.closed = true;
+        state.socket = Socket::Closed;
         state.queue = Queue::default();
     }
 
@@ -651,17 +696,23 @@ fn register(slot: &mut Option<Waker>, cx: &Context<'_>) {
 /// The agent side's hold on a link: dropping it (the connection's last handle) tells the
 /// socket task nothing more will come.
 #[derive(Debug)]
-pub(crate) struct Sender(pub(crate) std::sync::Arc<Link>);
+pub(crate) struct LinkHandle(Arc<Link>);
 
-impl std::ops::Deref for Sender {
-    type Target = Link;
+impl LinkHandle {
+    pub(crate) fn new(link: Arc<Link>) -> Self {
+        Self(link)
+    }
+}
 
-    fn deref(&self) -> &Link {
+impl std::ops::Deref for LinkHandle {
+    type Target = Arc<Link>;
+
+    fn deref(&self) -> &Arc<Link> {
         &self.0
     }
 }
 
-impl Drop for Sender {
+impl Drop for LinkHandle {
     fn drop(&mut self) {
         self.0.abandon();
     }

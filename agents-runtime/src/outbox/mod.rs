@@ -19,5 +19,5 @@ mod link;
 mod open_sockets;
 mod queue;
 
-pub(crate) use link::{Link, Next, Outgoing, PushError, Sender};
+pub(crate) use link::{Link, LinkHandle, Next, Outbound, Outgoing, PushError};
 pub(crate) use open_sockets::{OpenSockets, SocketSlot};

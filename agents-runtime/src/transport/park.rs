@@ -22,6 +22,7 @@ use crate::outbox::{Link, SocketSlot};
 use crate::sync::lock;
 use crate::transport::edge::Edge;
 use crate::transport::socket::{self, Joined, Socket};
+use crate::wire::close_code;
 
 /// What a parked socket keeps: all a socket task has but the task, the reader (empty) and
 /// tokio's registration.
@@ -141,7 +142,8 @@ impl Parked {
 fn gone(link: &Link, mailbox: mpsc::Sender<Event>, key: ConnectionKey) {
     link.close();
     link.release_socket();
-    let close = Event::Close { key, code: 1006, reason: String::new(), was_clean: false };
+    let code = close_code::ABNORMAL_CLOSURE;
+    let close = Event::Close { key, code, reason: String::new(), was_clean: false };
     if let Err(mpsc::error::TrySendError::Full(close)) = mailbox.try_send(close) {
         // Off the runtime (the lot's thread), with the runtime going away: nobody to tell.
         if let Ok(runtime) = Handle::try_current() {

@@ -16,6 +16,7 @@ use crate::instance::Event;
 use crate::request::Request;
 use crate::transport::edge::Edge;
 use crate::transport::socket;
+use crate::wire::AGENT_UNAVAILABLE;
 
 /// The first path segment of every agent route.
 const PREFIX: &str = "agents";
@@ -83,7 +84,7 @@ async fn handle<B: Buf>(
     let (reply, response) = oneshot::channel();
     let event = Event::Request { request: Box::new(request), reply };
     if edge.directory.dispatch(&class, &name, event).await.is_none() {
-        return text(StatusCode::SERVICE_UNAVAILABLE, "Agent unavailable");
+        return text(StatusCode::SERVICE_UNAVAILABLE, AGENT_UNAVAILABLE);
     }
     match response.await {
         Ok(response) => response.into_response(),

@@ -21,7 +21,7 @@ use crate::instance::{
     AgentClass, ConnectRequest, ConnectionKey, ConnectionParts, Event, Instance, connection_id,
 };
 use crate::message::{Message, Text};
-use crate::outbox::{Link, Next, SocketSlot};
+use crate::outbox::{Link, LinkHandle, Next, SocketSlot};
 use crate::request::{ConnectionContext, query_param};
 use crate::storage::durability::WriteSeq;
 use crate::transport::edge::Edge;
@@ -142,7 +142,7 @@ impl Opening {
             key,
             id,
             uri: conn_ctx.url().into(),
-            outbox: crate::outbox::Sender(link.clone()),
+            link: LinkHandle::new(link.clone()),
         };
         let connect = Event::Connect(Box::new(ConnectRequest { parts, conn_ctx }));
         let dispatched = edge.directory.dispatch(&class, &name, connect).await;
@@ -151,7 +151,7 @@ impl Opening {
             // evicted under our feet): try again later.
             link.encode_control(
                 OP_CLOSE,
-                &close_payload(close_code::OUTBOX_FULL, "Server at capacity"),
+                &CloseFrame::new(close_code::OUTBOX_FULL, "Server at capacity").payload(),
             );
             let _ = timeout(edge.limits().close_timeout, poll_fn(|cx| link.poll_flush(cx))).await;
             return None;
@@ -275,7 +275,11 @@ impl Socket {
             End::PeerClosed(code, reason) => {
                 // The reply (same code and reason, empty for an empty close) goes after
                 // whatever waits in the link; the link writes it all out.
-                let payload = if code == 1005 { Vec::new() } else { close_payload(code, &reason) };
+                let payload = if code == close_code::NO_STATUS_RECEIVED {
+                    Vec::new()
+                } else {
+                    CloseFrame::new(code, reason.as_str()).payload()
+                };
                 let _ = timeout(
                     self.edge.limits().close_timeout,
                     self.send_control(OP_CLOSE, &payload),
@@ -287,7 +291,7 @@ impl Socket {
                 self.close_handshake(frame).await
             }
             // Not reached with `Park`: the socket parks instead of closing.
-            End::Abnormal | End::Park => (1006, String::new(), false),
+            End::Abnormal | End::Park => (close_code::ABNORMAL_CLOSURE, String::new(), false),
         };
         // The socket closes with this task, even if the agent keeps the `Connection`.
         self.link.release_socket();
@@ -297,26 +301,20 @@ impl Socket {
     async fn relay_until_end(&mut self) -> End {
         let link = self.link.clone();
         let edge = self.edge.clone();
-        let going_away = || {
-            End::Close(CloseFrame {
-                code: close_code::GOING_AWAY,
-                reason: "Server shutting down".into(),
-            })
-        };
         // A forced close and the server's shutdown come through the link (`poll_next`), like
         // what the agent sends: no waiter of their own in every socket's task.
-        'relay: loop {
+        loop {
             // Each branch says what to do; doing it needs `&mut self`, so it happens after the
             // select has let go of the branches' borrows.
             let waiting = self.waiting.is_some();
             let may_park = self.may_park();
-            let step = tokio::select! {
+            let flow = tokio::select! {
                 () = poll_fn(|cx| match &mut self.waiting {
                     Some(durable) => durable.as_mut().poll(cx),
                     None => Poll::Pending,
                 }), if waiting => {
                     self.waiting = None;
-                    continue;
+                    Flow::Relay
                 }
                 permit = poll_fn(|cx| match &mut self.pending {
                     Some(pending) => pending.permit.as_mut().poll(cx),
@@ -326,64 +324,76 @@ impl Socket {
                         if let Some(pending) = self.pending.take() {
                             permit.send(pending.event);
                         }
-                        continue;
+                        Flow::Relay
                     }
-                    Err(_) => return End::Close(CloseFrame {
-                        code: close_code::GOING_AWAY,
-                        reason: "Agent unavailable".into(),
-                    }),
+                    Err(_) => Flow::End(End::Close(CloseFrame::agent_unavailable())),
                 },
-                next = poll_fn(|cx| link.poll_next(cx, &edge.commits(), waiting, may_park)) => match next {
-                    Next::Write => Step::Write,
-                    Next::Wait(after) => {
-                        let edge = edge.clone();
-                        self.waiting =
-                            Some(Box::pin(async move { edge.commits().durable(after).await }));
-                        continue;
-                    }
-                    Next::Close(frame, after) => Step::Close(frame, after),
-                    Next::Forced(frame) => return End::Forced(frame),
-                    Next::Drain => Step::Drain,
-                    Next::Park => Step::Park,
-                    // Every handle on this connection is gone: the instance dropped it.
-                    Next::Abandoned => return End::Close(CloseFrame {
-                        code: close_code::GOING_AWAY,
-                        reason: "Agent unavailable".into(),
-                    }),
-                },
-                read = poll_fn(|cx| self.reader.poll_next(&self.tcp, cx)), if self.pending.is_none() => {
-                    // Frames already read go to the mailbox one after the other, without a
-                    // select (and a look at the link) between them.
-                    let mut read = read;
-                    loop {
-                        match self.take(read) {
-                            Ok(Some(answer)) => break Step::Answer(answer),
-                            Ok(None) => {}
-                            Err(end) => return end,
-                        }
-                        if self.pending.is_some() {
-                            continue 'relay; // the mailbox is full: reading pauses
-                        }
-                        match self.reader.buffered() {
-                            Some(next) => read = next,
-                            None => continue 'relay,
-                        }
-                    }
+                next = poll_fn(|cx| link.poll_next(cx, edge.commits(), waiting, may_park)) => {
+                    self.next(next)
                 }
+                read = poll_fn(|cx| self.reader.poll_next(&self.tcp, cx)), if self.pending.is_none() => {
+                    self.take_all(read)
+                }
+            };
+            let step = match flow {
+                Flow::Relay => continue,
+                Flow::End(end) => return end,
+                Flow::Step(step) => step,
             };
             let end = match step {
                 Step::Write => {
-                    self.link.encode_batch(&edge.commits());
+                    self.link.encode_batch(edge.commits());
                     self.flush().await
                 }
                 // The rare steps are boxed: they add nothing to every socket's task.
                 Step::Answer(answer) => Box::pin(self.answer(answer)).await,
                 Step::Close(frame, after) => Some(Box::pin(self.close_after(frame, after)).await),
-                Step::Drain => Some(Box::pin(self.drain()).await.unwrap_or_else(going_away)),
+                Step::Drain => Some(
+                    Box::pin(self.drain())
+                        .await
+                        .unwrap_or_else(|| End::Close(CloseFrame::shutting_down())),
+                ),
                 Step::Park => Box::pin(self.before_parking()).await,
             };
             if let Some(end) = end {
                 return end;
+            }
+        }
+    }
+
+    /// What the link says to do next.
+    fn next(&mut self, next: Next) -> Flow {
+        Flow::Step(match next {
+            Next::Write => Step::Write,
+            Next::Wait(after) => {
+                let edge = self.edge.clone();
+                self.waiting = Some(Box::pin(async move { edge.commits().durable(after).await }));
+                return Flow::Relay;
+            }
+            Next::Close(frame, after) => Step::Close(frame, after),
+            Next::Forced(frame) => return Flow::End(End::Forced(frame)),
+            Next::Drain => Step::Drain,
+            Next::Park => Step::Park,
+            // Every handle on this connection is gone: the instance dropped it.
+            Next::Abandoned => return Flow::End(End::Close(CloseFrame::agent_unavailable())),
+        })
+    }
+
+    /// Takes `read` and the frames already read after it, one after the other, without a
+    /// select (and a look at the link) between them; stops when the mailbox is full.
+    fn take_all(&mut self, mut read: Result<Incoming, ReadError>) -> Flow {
+        loop {
+            match self.take(read) {
+                Ok(Some(answer)) => return Flow::Step(Step::Answer(answer)),
+                Ok(None) => {}
+                Err(end) => return Flow::End(end),
+            }
+            if self.pending.is_some() {
+                return Flow::Relay; // the mailbox is full: reading pauses
+            }
+            match self.reader.buffered() {
+                Some(next) => read = next,
+                None => return Flow::Relay,
             }
         }
     }
@@ -400,10 +410,7 @@ impl Socket {
                     self.pending = Some(Box::new(Pending { event, permit }));
                     Ok(None)
                 }
-                Err(TrySendError::Closed(_)) => Err(End::Close(CloseFrame {
-                    code: close_code::GOING_AWAY,
-                    reason: "Agent unavailable".into(),
-                })),
+                Err(TrySendError::Closed(_)) => Err(End::Close(CloseFrame::agent_unavailable())),
             },
             Read::Nothing => Ok(None),
             Read::Pong(payload) => Ok(Some(Answer::Pong(payload))),
@@ -546,12 +553,14 @@ impl Socket {
         let handshake = async {
             // A frame half-written (the send timeout, a forced close) is finished first: the
             // close frame goes through the link, after it.
-            let payload = close_payload(frame.code, &frame.reason);
+            let payload = frame.payload();
             self.send_control(OP_CLOSE, &payload).await.ok()?;
             loop {
                 match poll_fn(|cx| self.reader.poll_next(&self.tcp, cx)).await {
                     Ok(Incoming::Close(reply)) => {
-                        return Some(reply.unwrap_or((1005, String::new())));
+                        return Some(
+                            reply.unwrap_or((close_code::NO_STATUS_RECEIVED, String::new())),
+                        );
                     }
                     Ok(_) => {} // data after our close frame is dropped
                     Err(ReadError::Gone(_)) => return None,
@@ -579,7 +588,7 @@ impl Socket {
         };
         match timeout(wait, handshake).await {
             Ok(Some((code, reason))) => (code, reason, true),
-            _ => (1006, String::new(), false),
+            _ => (close_code::ABNORMAL_CLOSURE, String::new(), false),
         }
     }
 }
@@ -591,6 +600,16 @@ type Permit = Result<OwnedPermit<Event>, SendError<()>>;
 pub(super) struct Pending {
     event: Event,
     permit: Pin<Box<dyn Future<Output = Permit> + Send>>,
+}
+
+/// What comes of one pass of the relay loop.
+enum Flow {
+    /// Nothing more to do: select again.
+    Relay,
+    /// Run this step.
+    Step(Step),
+    /// The relay ends.
+    End(End),
 }
 
 /// What the relay does after one select.
@@ -611,13 +630,6 @@ enum Answer {
     Pong(bytes::Bytes),
     /// The auto-response.
     AutoResponse(Message),
-}
-
-/// A close frame's payload: the code, then the reason.
-fn close_payload(code: u16, reason: &str) -> Vec<u8> {
-    let mut payload = code.to_be_bytes().to_vec();
-    payload.extend_from_slice(reason.as_bytes());
-    payload
 }
 
 /// What a frame from the client asks for.
@@ -658,20 +670,20 @@ fn on_incoming(
         Ok(Incoming::Ping(payload)) => return Read::Pong(payload),
         Ok(Incoming::Pong) => return Read::Nothing,
         Ok(Incoming::Close(frame)) => {
-            let (code, reason) = frame.unwrap_or((1005, String::new()));
+            let (code, reason) = frame.unwrap_or((close_code::NO_STATUS_RECEIVED, String::new()));
             return Read::End(End::PeerClosed(code, reason));
         }
         Err(ReadError::TooBig(size)) => (
             format!("message over the {limit}-byte limit: {size} bytes"),
-            CloseFrame { code: close_code::MESSAGE_TOO_BIG, reason: "Message too big".into() },
+            CloseFrame::new(close_code::MESSAGE_TOO_BIG, "Message too big"),
         ),
         Err(ReadError::Protocol(why)) => (
             format!("websocket protocol error: {why}"),
-            CloseFrame { code: 1002, reason: "Protocol error".into() },
+            CloseFrame::new(close_code::PROTOCOL_ERROR, "Protocol error"),
         ),
         Err(ReadError::Utf8) => (
             "a text frame was not valid UTF-8".to_owned(),
-            CloseFrame { code: 1007, reason: "Invalid UTF-8".into() },
+            CloseFrame::new(close_code::INVALID_PAYLOAD, "Invalid UTF-8"),
         ),
         // The peer went away without a close frame: a disconnect, not an error.
         Err(ReadError::Gone(error)) => {

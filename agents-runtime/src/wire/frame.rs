@@ -22,16 +22,20 @@ pub(crate) const COPY_LIMIT: usize = 4096;
 /// The least a batch buffer is allocated with.
 const MIN_BATCH: usize = 512;
 
-/// Text frame opcode (RFC 6455 §5.2).
-const OP_TEXT: u8 = 0x1;
+/// Continuation frame opcode (RFC 6455 §5.2).
+pub(crate) const OP_CONTINUATION: u8 = 0x0;
+/// Text frame opcode.
+pub(crate) const OP_TEXT: u8 = 0x1;
 /// Binary frame opcode.
-const OP_BINARY: u8 = 0x2;
+pub(crate) const OP_BINARY: u8 = 0x2;
 /// Close frame opcode.
 pub(crate) const OP_CLOSE: u8 = 0x8;
+/// Ping frame opcode.
+pub(crate) const OP_PING: u8 = 0x9;
 /// Pong frame opcode.
 pub(crate) const OP_PONG: u8 = 0xA;
 /// FIN: the frame is a whole message.
-const FIN: u8 = 0x80;
+pub(crate) const FIN: u8 = 0x80;
 
 /// A socket written without waiting (a `TcpStream` in the server).
 pub(crate) trait Wire: Send + Sync {

@@ -9,4 +9,4 @@ pub(crate) mod protocol;
 pub(crate) mod read;
 
 pub use close::close_code;
-pub(crate) use close::{CloseFrame, is_sendable_close_code, truncate_reason};
+pub(crate) use close::{AGENT_UNAVAILABLE, CloseFrame, is_sendable_close_code, truncate_reason};

@@ -13,6 +13,9 @@ use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::Utf8Bytes;
 
+use crate::wire::close::is_sendable_close_code;
+use crate::wire::frame::{FIN, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT};
+
 /// What the client sent.
 #[derive(Debug, PartialEq)]
 pub(crate) enum Incoming {
@@ -41,13 +44,6 @@ pub(crate) enum ReadError {
 /// Payloads and leftovers under this size are copied out of the read's buffer (see
 /// [`Reader::frame`]).
 const SMALL: usize = 4096;
-
-const OP_CONTINUATION: u8 = 0x0;
-const OP_TEXT: u8 = 0x1;
-const OP_BINARY: u8 = 0x2;
-const OP_CLOSE: u8 = 0x8;
-const OP_PING: u8 = 0x9;
-const OP_PONG: u8 = 0xA;
 
 thread_local! {
     /// Every socket read on this thread lands here first.
@@ -122,7 +118,7 @@ impl Reader {
             return None;
         }
         let buf = &self.buf[..];
-        let fin = buf[0] & 0x80 != 0;
+        let fin = buf[0] & FIN != 0;
         let (len, extended) = match buf[1] & 0x7F {
             126 if buf.len() >= 4 => (u64::from(u16::from_be_bytes([buf[2], buf[3]])), 2),
             127 if buf.len() >= 10 => {
@@ -206,7 +202,7 @@ impl Reader {
         if buf.len() < 2 {
             return Ok(None);
         }
-        let (fin, rsv, opcode) = (buf[0] & 0x80 != 0, buf[0] & 0x70, buf[0] & 0x0F);
+        let (fin, rsv, opcode) = (buf[0] & FIN != 0, buf[0] & 0x70, buf[0] & 0x0F);
         let (masked, len7) = (buf[1] & 0x80 != 0, buf[1] & 0x7F);
         if rsv != 0 {
             return Err(ReadError::Protocol("reserved bits set (no extension was agreed)"));
@@ -364,7 +360,7 @@ fn close(payload: &[u8]) -> Result<Option<(u16, String)>, ReadError> {
         [_] => Err(ReadError::Protocol("a close frame with a 1-byte payload")),
         [hi, lo, reason @ ..] => {
             let code = u16::from_be_bytes([*hi, *lo]);
-            let sendable = matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999);
+            let sendable = is_sendable_close_code(code);
             if !sendable {
                 return Err(ReadError::Protocol("a close code a client may not send"));
             }

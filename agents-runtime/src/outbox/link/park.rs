@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::task::Waker;
 
-use super::{Link, State, wake};
+use super::{Cork, Link, Socket, State, wake};
 use crate::sync::lock;
 use crate::wire::frame::Wire;
 
@@ -17,8 +17,8 @@ impl Link {
     pub(crate) fn ask_to_park(&self) {
         let waker = {
             let mut state = lock(&self.state);
-            state.park = true;
-            if state.parked { None } else { state.waker.take() }
+            state.asked_to_park = true;
+            if state.socket == Socket::Parked { None } else { state.waker.take() }
         };
         wake(waker);
     }
@@ -27,8 +27,8 @@ impl Link {
     pub(crate) fn stay_awake(&self) {
         let waker = {
             let mut state = lock(&self.state);
-            state.park = false;
-            if state.parked { state.waker.take() } else { None }
+            state.asked_to_park = false;
+            if state.socket == Socket::Parked { state.waker.take() } else { None }
         };
         wake(waker);
     }
@@ -51,7 +51,7 @@ impl Link {
             return false;
         }
         state.waker = Some(resume);
-        state.parked = true;
+        state.socket = Socket::Parked;
         true
     }
 
@@ -59,14 +59,14 @@ impl Link {
     pub(crate) fn rewire(&self, wire: Arc<dyn Wire>) {
         let mut state = lock(&self.state);
         state.wire = Some(wire);
-        state.parked = false;
+        state.socket = Socket::Relaying;
     }
 
     /// The parked socket has something to read: it resumes.
     pub(crate) fn wake_parked(&self) {
         let waker = {
             let mut state = lock(&self.state);
-            if state.parked { state.waker.take() } else { None }
+            if state.socket == Socket::Parked { state.waker.take() } else { None }
         };
         wake(waker);
     }
@@ -75,16 +75,14 @@ impl Link {
 impl State {
     /// Asked to park, and nothing to write, queued, held or said.
     fn may_park(&self) -> bool {
-        self.park
-            && !self.parked
+        self.asked_to_park
+            && self.socket == Socket::Relaying
             && self.queue.is_empty()
             && self.out.is_empty()
-            && !self.corked
-            && !self.logged
+            && self.cork == Cork::Open
             && self.forced.is_none()
             && !self.draining
             && !self.abandoned
-            && !self.closed
     }
 }
 
@@ -95,7 +93,7 @@ mod tests {
     use std::task::{Context, Poll};
 
     use crate::outbox::link::tests::{Flag, commits, flagged, queued, send, sockets, texts};
-    use crate::outbox::link::{Link, Next, Sender};
+    use crate::outbox::link::{Link, LinkHandle, Next};
     use crate::wire::CloseFrame;
     use crate::wire::frame::Wire;
 
@@ -149,7 +147,7 @@ mod tests {
                 link.force_close(CloseFrame { code: 1013, reason: String::new() })
             }),
             ("shutdown", |link| link.shut_down()),
-            ("the agent lets go", |link| drop(Sender(link.clone()))),
+            ("the agent lets go", |link| drop(LinkHandle::new(link.clone()))),
         ];
         for (what, poke) in pokes {
             let (_, links, _) = sockets(1);

@@ -18,9 +18,26 @@ impl Wake for Flag {
 
 pub(super) const BUDGET: usize = 1 << 20;
 
+/// Sends `message` through `link` as a connection with `mark` in `corks` would.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn send_in(
+    link: &Arc<Link>,
+    message: Cow<'_, Message>,
+    after: WriteSeq,
+    released: bool,
+    budget: usize,
+    corks: &Corks,
+    mark: &CorkMark,
+) -> Result<(), PushError> {
+    link.send(Outbound { message, after, released, budget, mark }, corks)
+}
+
 /// Sends `text`, released by the gate, outside any turn.
 pub(super) fn send(link: &Arc<Link>, text: &str) -> Result<(), PushError> {
-    link.send(Cow::Owned(text.into()), 0, true, BUDGET, &Corks::default(), &CorkMark::default())
+    let mark = CorkMark::default();
+    let message = Cow::Owned(text.into());
+    let out = Outbound { message, after: 0, released: true, budget: BUDGET, mark: &mark };
+    link.send(out, &Corks::default())
 }
 
 pub(super) fn queued(link: &Link) -> usize {
@@ -86,7 +103,7 @@ async fn nothing_overtakes_what_waits_for_the_gate_or_the_socket() {
     let mut cx = Context::from_waker(waker);
     // Held by the output gate: queued, and what follows queues behind it.
     let mark = CorkMark::default();
-    link.send(Cow::Owned("gated".into()), 7, false, BUDGET, &corks, &mark).expect("queued");
+    send_in(&link, Cow::Owned("gated".into()), 7, false, BUDGET, &corks, &mark).expect("queued");
     send(&link, "after").expect("queued");
     assert_eq!(queued(&link), 2);
     assert!(matches!(link.poll_next(&mut cx, &commits, false, false), Poll::Ready(Next::Wait(7))));
@@ -110,7 +127,7 @@ async fn the_byte_budget_bounds_what_is_queued_only() {
     let big = "x".repeat(600);
     let corks = Corks::default();
     let mark = CorkMark::default();
-    let queue = |text: &str| link.send(Cow::Owned(text.into()), 0, true, 1000, &corks, &mark);
+    let queue = |text: &str| send_in(&link, Cow::Owned(text.into()), 0, true, 1000, &corks, &mark);
     assert_eq!(queue(&big), Ok(()), "one message bigger than the budget goes through");
     assert_eq!(queue(&big), Err(PushError::Full));
     link.try_pop();
@@ -120,7 +137,7 @@ async fn the_byte_budget_bounds_what_is_queued_only() {
     let wire = Arc::new(Trickle::new(usize::MAX, usize::MAX));
     let link = Arc::new(Link::new(100, Some(wire)));
     for _ in 0..10 {
-        let sent = link.send(Cow::Owned(big.as_str().into()), 0, true, 1000, &corks, &mark);
+        let sent = send_in(&link, Cow::Owned(big.as_str().into()), 0, true, 1000, &corks, &mark);
         sent.expect("written");
     }
     assert_eq!(link.queued_bytes.load(Ordering::Relaxed), 0);
@@ -157,7 +174,7 @@ async fn a_burst_gives_its_memory_back_once_drained() {
 async fn dropping_the_sender_ends_the_queue_after_what_is_left() {
     let commits = commits();
     let link = Arc::new(Link::new(4, None));
-    let sender = Sender(link.clone());
+    let sender = LinkHandle::new(link.clone());
     send(&link, "last").expect("room");
     drop(sender);
     let waker = Waker::noop();
@@ -182,7 +199,8 @@ async fn a_turn_corks_its_sends_into_one_write_when_it_yields() {
     let mark = CorkMark::default();
     let mut turn = Box::pin(std::future::poll_fn(|_| {
         for text in ["a", "b", "c"] {
-            link.send(Cow::Owned(text.into()), 0, true, BUDGET, &corks, &mark).expect("corked");
+            send_in(&link, Cow::Owned(text.into()), 0, true, BUDGET, &corks, &mark)
+                .expect("corked");
         }
         let in_buffer = lock(&link.state).out.len();
         seen.lock().unwrap().push((wire.taken().len(), in_buffer));
@@ -207,7 +225,7 @@ async fn a_turn_writes_out_every_64_kib_it_corks() {
     let mark = CorkMark::default();
     let mut turn = Box::pin(std::future::poll_fn(|_| {
         for _ in 0..200 {
-            link.send(Cow::Borrowed(&chunk), 0, true, BUDGET, &corks, &mark).expect("corked");
+            send_in(&link, Cow::Borrowed(&chunk), 0, true, BUDGET, &corks, &mark).expect("corked");
             assert!(lock(&link.state).out.len() <= CORK_LIMIT + 1004);
         }
         assert!(wire.taken().len() >= 2 * CORK_LIMIT, "written out during the turn");
@@ -236,7 +254,7 @@ async fn a_frame_the_gate_holds_in_a_turn_is_not_overtaken_by_the_next_ones() {
     let (corks, mark) = (Corks::default(), CorkMark::default());
     in_turn(&corks, || {
         let send = |text: &str, after, released| {
-            link.send(Cow::Owned(text.into()), after, released, BUDGET, &corks, &mark)
+            send_in(&link, Cow::Owned(text.into()), after, released, BUDGET, &corks, &mark)
         };
         send("a", 0, true).expect("logged");
         send("gated", 7, false).expect("queued");
@@ -277,7 +295,7 @@ async fn a_broadcast_logs_its_frame_once_and_each_socket_gets_it_in_order() {
             let message = Message::from(text);
             for (link, mark) in links.iter().zip(&marks) {
                 let shared = Cow::Borrowed(&message);
-                link.send(shared, 0, true, BUDGET, &corks, mark).expect("logged");
+                send_in(&link, shared, 0, true, BUDGET, &corks, mark).expect("logged");
             }
         }
         let (bytes, slices) = corks.log_size();
@@ -285,9 +303,8 @@ async fn a_broadcast_logs_its_frame_once_and_each_socket_gets_it_in_order() {
         assert_eq!(slices, 3, "one run per socket: its frames follow each other in the log");
         // A large payload moves that socket's frames to its own buffer, in order.
         let shared = Cow::Borrowed(&big);
-        links[1].send(shared, 0, true, BUDGET, &corks, &marks[1]).expect("buffered");
-        links[1]
-            .send(Cow::Owned("three".into()), 0, true, BUDGET, &corks, &marks[1])
+        send_in(&links[1], shared, 0, true, BUDGET, &corks, &marks[1]).expect("buffered");
+        send_in(&links[1], Cow::Owned("three".into()), 0, true, BUDGET, &corks, &marks[1])
             .expect("buffered");
     });
     assert_eq!(texts(&wires[0]), ["one", "two"]);
@@ -309,7 +326,7 @@ async fn the_corks_keep_the_last_turns_links_until_the_next_turn_or_hibernation(
     let corks = Corks::default();
     let send = |i: usize, text: &str| {
         let message = Cow::Owned(text.into());
-        links[i].send(message, 0, true, BUDGET, &corks, &marks[i]).expect("logged");
+        send_in(&links[i], message, 0, true, BUDGET, &corks, &marks[i]).expect("logged");
     };
     in_turn(&corks, || {
         send(0, "a");
@@ -337,7 +354,8 @@ async fn the_corks_keep_their_memory_while_busy_and_little_of_it_while_idle() {
     let (wires, links, marks) = sockets(2);
     let corks = Corks::default();
     let send = |i: usize, text: String| {
-        links[i].send(Cow::Owned(text.into()), 0, true, BUDGET, &corks, &marks[i]).expect("ok");
+        send_in(&links[i], Cow::Owned(text.into()), 0, true, BUDGET, &corks, &marks[i])
+            .expect("ok");
     };
     let large = || {
         // 2 sockets x 20 frames of 2,000 bytes: an 80 KB log.
@@ -373,7 +391,7 @@ async fn frames_that_skip_a_socket_or_repeat_split_its_run_and_keep_their_order(
         let send = |to: &[usize], message: &Message| {
             for &i in to {
                 let shared = Cow::Borrowed(message);
-                links[i].send(shared, 0, true, BUDGET, &corks, &marks[i]).expect("logged");
+                send_in(&links[i], shared, 0, true, BUDGET, &corks, &marks[i]).expect("logged");
             }
         };
         send(&[0], &Message::from("a"));
@@ -399,7 +417,7 @@ async fn corked_frames_follow_a_large_auto_response_written_ahead_of_them_whole(
     let (corks, mark) = (Corks::default(), CorkMark::default());
     let big = Message::from("ß".repeat(3000)); // 6000 bytes: written from its own bytes
     in_turn(&corks, || {
-        link.send(Cow::Owned("a".into()), 0, true, BUDGET, &corks, &mark).expect("logged");
+        send_in(&link, Cow::Owned("a".into()), 0, true, BUDGET, &corks, &mark).expect("logged");
         // The socket task answers the auto-response meanwhile, ahead of everything.
         assert!(link.encode_first(&big));
     });
@@ -421,7 +439,7 @@ async fn a_drain_waits_for_the_turns_frames_and_the_uncork_wakes_it() {
     let (flag, waker) = flagged();
     let mut cx = Context::from_waker(&waker);
     in_turn(&corks, || {
-        link.send(Cow::Owned("a".into()), 0, true, BUDGET, &corks, mark).expect("logged");
+        send_in(&link, Cow::Owned("a".into()), 0, true, BUDGET, &corks, mark).expect("logged");
         link.shut_down();
         assert!(matches!(
             link.poll_next(&mut cx, &commits, false, false),
@@ -442,7 +460,7 @@ async fn a_connection_let_go_of_during_a_turn_is_ended_after_it() {
     let (flag, waker) = flagged();
     let mut cx = Context::from_waker(&waker);
     in_turn(&corks, || {
-        link.send(Cow::Owned("a".into()), 0, true, BUDGET, &corks, mark).expect("logged");
+        send_in(&link, Cow::Owned("a".into()), 0, true, BUDGET, &corks, mark).expect("logged");
         assert!(link.poll_next(&mut cx, &commits, false, false).is_pending(), "corked");
         link.abandon();
         // Woken by it, the socket task finds the link corked and waits again.
@@ -462,7 +480,7 @@ async fn a_mark_from_a_turn_whose_number_came_round_again_is_not_another_connect
     let (wires, links, marks) = sockets(2);
     let corks = Corks::default();
     let send = |i: usize, text: &str| {
-        links[i].send(Cow::Owned(text.into()), 0, true, BUDGET, &corks, &marks[i])
+        send_in(&links[i], Cow::Owned(text.into()), 0, true, BUDGET, &corks, &marks[i])
     };
     in_turn(&corks, || send(0, "a").expect("listed in slot 0"));
     // The turns' numbers come round: the next turn has the number of the last one.
@@ -489,7 +507,8 @@ async fn what_a_full_socket_does_not_take_at_the_turns_end_waits_in_order() {
     let (corks, mark) = (Corks::default(), CorkMark::default());
     in_turn(&corks, || {
         for text in ["abc", "def", "ghi"] {
-            link.send(Cow::Owned(text.into()), 0, true, BUDGET, &corks, &mark).expect("logged");
+            send_in(&link, Cow::Owned(text.into()), 0, true, BUDGET, &corks, &mark)
+                .expect("logged");
         }
     });
     let mut cx = Context::from_waker(Waker::noop());
@@ -505,7 +524,8 @@ async fn a_socket_that_closed_during_the_turn_gets_none_of_its_frames() {
     let link = Arc::new(Link::new(8, Some(wire.clone())));
     let (corks, mark) = (Corks::default(), CorkMark::default());
     in_turn(&corks, || {
-        link.send(Cow::Owned("before".into()), 0, true, BUDGET, &corks, &mark).expect("logged");
+        send_in(&link, Cow::Owned("before".into()), 0, true, BUDGET, &corks, &mark)
+            .expect("logged");
         link.close(); // the socket task: the client closed, its close frame is sent next
     });
     assert!(wire.taken().is_empty(), "nothing may follow the close frame");
