@@ -16,7 +16,7 @@ use crate::limits::Limits;
 use crate::message::Message;
 use crate::outbox::{Link, LinkHandle, Outgoing};
 use crate::wire::frame::{Frames, Wire};
-use crate::wire::protocol::{self, ClientFrame};
+use crate::wire::protocol::{ClientFrame, RpcResponse};
 
 /// One instance's connection table with `n` connections and their outboxes, as the host and
 /// the socket tasks hold them (no sockets).
@@ -121,5 +121,5 @@ pub fn parse_client_frame(text: &str) -> bool {
 
 /// The answer frame of a successful call.
 pub fn rpc_result(id: &str, result: &Value) -> Message {
-    protocol::rpc_result(id, Some(result), true)
+    RpcResponse::result(id, Some(result.clone()), true).to_message()
 }

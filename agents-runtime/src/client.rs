@@ -19,6 +19,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use crate::error::{Error, Result};
 use crate::sync::lock;
+use crate::wire::protocol::{ClientFrame, RpcRequest, RpcResponse, ServerFrame};
 
 /// How a typed client reaches an agent: over a WebSocket ([`AgentClient`]) or in-process
 /// ([`AgentStub`](crate::AgentStub)).
@@ -126,15 +127,11 @@ pub(crate) enum Pending {
 
 impl Pending {
     /// Handles one `rpc` frame; returns whether the call is finished.
-    pub(crate) fn deliver(self, frame: &serde_json::Map<String, Value>) -> Option<Self> {
-        let result = frame.get("result").cloned();
-        let failed = frame.get("success") == Some(&Value::Bool(false));
-        let done = frame.get("done") != Some(&Value::Bool(false));
-        let error = || {
-            Error::msg(
-                frame.get("error").and_then(Value::as_str).unwrap_or("Unknown error occurred"),
-            )
-        };
+    pub(crate) fn deliver(self, answer: RpcResponse) -> Option<Self> {
+        let (failed, done) = (!answer.success, answer.is_final());
+        let result = answer.result;
+        let error = answer.error;
+        let error = || Error::msg(error.as_deref().unwrap_or("Unknown error occurred"));
         match self {
             // A plain call of a streaming method waits through the chunks for the final value.
             Self::Once(reply) if !failed && !done => Some(Self::Once(reply)),
@@ -250,7 +247,7 @@ impl AgentClient {
     pub fn set_state(&self, state: &impl Serialize) -> Result<()> {
         let state = serde_json::to_value(state)?;
         self.shared.state.send_replace(Some(state.clone()));
-        self.send(serde_json::json!({ "type": "cf_agent_state", "state": state }))
+        self.send(ClientFrame::State { state })
     }
 
     /// Sends a raw text message (what the agent's `on_message` receives).
@@ -260,14 +257,15 @@ impl AgentClient {
             .map_err(|_| Error::msg("Connection closed"))
     }
 
-    fn send(&self, frame: Value) -> Result<()> {
-        self.send_text(frame.to_string())
+    fn send(&self, frame: ClientFrame) -> Result<()> {
+        self.send_text(serde_json::to_string(&frame)?)
     }
 
     fn start_call(&self, method: &str, args: Vec<Value>, pending: Pending) -> Result<String> {
         let id = format!("rs-{}", self.shared.next_id.fetch_add(1, Ordering::Relaxed));
         lock(&self.shared.pending).insert(id.clone(), pending);
-        let frame = serde_json::json!({ "args": args, "id": id, "method": method, "type": "rpc" });
+        let frame =
+            ClientFrame::Rpc(RpcRequest { id: id.clone(), method: method.to_owned(), args });
         if let Err(e) = self.send(frame) {
             lock(&self.shared.pending).remove(&id);
             return Err(e);
@@ -333,36 +331,35 @@ async fn drive(
             },
             frame = ws.next() => match frame {
                 Some(Ok(WsMessage::Text(text))) => {
-                    let Ok(Value::Object(frame)) = serde_json::from_str::<Value>(&text) else { continue };
-                    match frame.get("type").and_then(Value::as_str) {
-                        Some("cf_agent_identity") => {
-                            let field = |key| frame.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
-                            *lock(&shared.identity) = Some((field("name"), field("agent")));
-                            state_follows = frame.get("stateFollows") == Some(&Value::Bool(true));
+                    let Some(frame) = ServerFrame::parse(&text) else { continue };
+                    match frame {
+                        ServerFrame::Identity { name, agent, state_follows: follows } => {
+                            *lock(&shared.identity) = Some((name.into_owned(), agent.into_owned()));
+                            state_follows = follows;
                             if !state_follows {
                                 ready.take().map(|ready| ready.send(()));
                             }
                         }
-                        Some("cf_agent_state") => {
-                            shared.state.send_replace(frame.get("state").cloned());
+                        ServerFrame::State { state } => {
+                            shared.state.send_replace(Some(state));
                             if state_follows {
                                 state_follows = false;
                                 ready.take().map(|ready| ready.send(()));
                             }
                         }
-                        Some("cf_agent_state_error") => {
-                            let error = frame.get("error").and_then(Value::as_str).map(str::to_owned);
-                            shared.state_errors.send_replace(error);
+                        ServerFrame::StateError { error } => {
+                            shared.state_errors.send_replace(Some(error.into_owned()));
                         }
-                        Some("rpc") => {
-                            let Some(id) = frame.get("id").and_then(Value::as_str) else { continue };
+                        ServerFrame::Rpc(answer) => {
+                            let answer = answer.into_owned();
                             let mut pending = lock(&shared.pending);
-                            let more = pending.remove(id).and_then(|call| call.deliver(&frame));
+                            let id = answer.id.clone();
+                            let more = pending.remove(&id).and_then(|call| call.deliver(answer));
                             if let Some(more) = more {
-                                pending.insert(id.to_owned(), more);
+                                pending.insert(id, more);
                             }
                         }
-                        _ => {}
+                        ServerFrame::McpServers { .. } => {}
                     }
                 }
                 Some(Ok(WsMessage::Close(_))) | Some(Err(_)) | None => break,
@@ -381,9 +378,8 @@ async fn drive(
 mod tests {
     use super::*;
 
-    fn chunk(n: u64) -> serde_json::Map<String, Value> {
-        let frame = serde_json::json!({ "type": "rpc", "id": "s", "success": true, "done": false, "result": n });
-        frame.as_object().cloned().expect("an object")
+    fn chunk(n: u64) -> RpcResponse {
+        RpcResponse::result("s", Some(Value::from(n)), false)
     }
 
     #[tokio::test]
@@ -392,7 +388,7 @@ mod tests {
         let mut pending = Some(Pending::Stream(items));
         let mut delivered = 0;
         while let Some(call) = pending.take() {
-            pending = call.deliver(&chunk(delivered));
+            pending = call.deliver(chunk(delivered));
             delivered += 1;
         }
         // The buffer took STREAM_BUFFER chunks; the next one found it full and cut the stream.

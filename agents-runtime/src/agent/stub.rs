@@ -96,15 +96,12 @@ impl RpcTransport for AgentStub {
 
     async fn stream(&self, method: &str, args: Vec<Value>) -> Result<CallStream> {
         let (items, stream) = CallStream::channel();
-        // The method answers with the same frames it would send a socket; route them back.
+        // The method answers with what it would send a socket; route it back.
         let pending = Arc::new(Mutex::new(Some(Pending::Stream(items))));
         let route = pending.clone();
-        let sink = StreamingResponse::new("in-process".into(), move |frame| {
-            let parsed = frame.as_text().and_then(|text| serde_json::from_str::<Value>(text).ok());
-            if let Some(Value::Object(frame)) = parsed {
-                let mut slot = lock(&route);
-                *slot = slot.take().and_then(|call| call.deliver(&frame));
-            }
+        let sink = StreamingResponse::new("in-process".into(), move |answer| {
+            let mut slot = lock(&route);
+            *slot = slot.take().and_then(|call| call.deliver(answer));
             Ok(())
         });
         let call = Call { method: method.to_owned(), args, stream: Some(sink) };

@@ -10,8 +10,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::error::ConnectionError;
-use crate::message::Message;
-use crate::wire::protocol;
+use crate::wire::protocol::RpcResponse;
 
 /// What `#[callable]` says about a method (`getCallableMethods()`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -135,14 +134,14 @@ pub struct StreamingResponse {
 
 struct StreamInner {
     id: String,
-    sink: Box<dyn Fn(Message) -> Result<(), ConnectionError> + Send + Sync>,
+    sink: Box<dyn Fn(RpcResponse) -> Result<(), ConnectionError> + Send + Sync>,
     closed: AtomicBool,
 }
 
 impl StreamingResponse {
     pub(crate) fn new(
         id: String,
-        sink: impl Fn(Message) -> Result<(), ConnectionError> + Send + Sync + 'static,
+        sink: impl Fn(RpcResponse) -> Result<(), ConnectionError> + Send + Sync + 'static,
     ) -> Self {
         Self {
             inner: Arc::new(StreamInner {
@@ -175,7 +174,7 @@ impl StreamingResponse {
         }
         match serde_json::to_value(chunk) {
             Ok(chunk) => {
-                (self.inner.sink)(protocol::rpc_result(self.id(), Some(&chunk), false)).is_ok()
+                (self.inner.sink)(RpcResponse::result(self.id(), Some(chunk), false)).is_ok()
             }
             Err(e) => {
                 self.error(format!("Result is not JSON-serializable: {e}"));
@@ -187,22 +186,22 @@ impl StreamingResponse {
     /// Ends the stream with a final chunk (`done: true`).
     pub fn end(&self, last: impl Serialize) -> bool {
         match serde_json::to_value(last) {
-            Ok(last) => self.close_with(protocol::rpc_result(self.id(), Some(&last), true)),
+            Ok(last) => self.close_with(RpcResponse::result(self.id(), Some(last), true)),
             Err(e) => self.error(format!("Result is not JSON-serializable: {e}")),
         }
     }
 
     /// Ends the stream with no final chunk (`end()` without an argument).
     pub fn end_empty(&self) -> bool {
-        self.close_with(protocol::rpc_result(self.id(), None, true))
+        self.close_with(RpcResponse::result(self.id(), None, true))
     }
 
     /// Ends the stream with an error (`success: false`).
     pub fn error(&self, message: impl fmt::Display) -> bool {
-        self.close_with(protocol::rpc_error(self.id(), &message.to_string()))
+        self.close_with(RpcResponse::error(self.id(), message.to_string()))
     }
 
-    fn close_with(&self, frame: Message) -> bool {
+    fn close_with(&self, frame: RpcResponse) -> bool {
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return false;
         }
@@ -227,8 +226,9 @@ mod tests {
     fn recording() -> (StreamingResponse, Arc<Mutex<Vec<String>>>) {
         let sent = Arc::new(Mutex::new(Vec::new()));
         let log = sent.clone();
-        let stream = StreamingResponse::new("s1".into(), move |m: Message| {
-            log.lock().expect("lock").push(m.as_text().unwrap_or_default().to_owned());
+        let stream = StreamingResponse::new("s1".into(), move |answer: RpcResponse| {
+            let message = answer.to_message();
+            log.lock().expect("lock").push(message.as_text().unwrap_or_default().to_owned());
             Ok(())
         });
         (stream, sent)

@@ -1,37 +1,146 @@
-//! The Cloudflare Agents wire protocol: the JSON frames the official `agents` client sends and
-//! expects (`cf_agent_identity`, `cf_agent_state`, `cf_agent_state_error`,
-//! `cf_agent_mcp_servers`, `rpc`).
+//! The Cloudflare Agents wire protocol: the JSON frames the official `agents` client sends
+//! ([`ClientFrame`]) and expects ([`ServerFrame`]). The server, the Rust [`AgentClient`] and
+//! in-process stubs all speak it through these types.
+//!
+//! [`AgentClient`]: crate::client::AgentClient
 
-use serde_json::{Map, Value};
+use std::borrow::Cow;
+use std::sync::LazyLock;
+
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
 
 use crate::message::Message;
 
 /// `Connection is readonly`: a readonly connection tried to change the state.
 pub(crate) const READONLY: &str = "Connection is readonly";
-/// `State update rejected`: the reference's generic answer to a refused client update.
+/// `State update rejected`: the generic answer to a refused client update.
 pub(crate) const STATE_REJECTED: &str = "State update rejected";
 
-/// A client frame the runtime answers itself instead of passing it to `on_message`.
-#[derive(Debug, PartialEq)]
+/// A frame a client sends that the runtime answers itself instead of passing it to
+/// `on_message`.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
 pub(crate) enum ClientFrame {
-    /// `{"type":"cf_agent_state","state":…}`
-    State(Value),
+    /// `{"type":"cf_agent_state","state":…}`: the client sets the agent's state.
+    #[serde(rename = "cf_agent_state")]
+    State { state: Value },
     /// `{"type":"rpc","id":"…","method":"…","args":[…]}`
+    #[serde(rename = "rpc")]
     Rpc(RpcRequest),
 }
 
 /// One RPC call as the client sent it.
-#[derive(Debug, PartialEq)]
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
 pub(crate) struct RpcRequest {
     pub(crate) id: String,
     pub(crate) method: String,
     pub(crate) args: Vec<Value>,
 }
 
+/// A frame the server sends. `S` is how the state is held: borrowed from the agent when the
+/// server sends it, a [`Value`] when a client reads it.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub(crate) enum ServerFrame<'a, S = Value> {
+    /// Who the connection reached; `stateFollows`: the next frame is the state.
+    #[serde(rename = "cf_agent_identity")]
+    Identity {
+        #[serde(default)]
+        name: Cow<'a, str>,
+        #[serde(default)]
+        agent: Cow<'a, str>,
+        #[serde(rename = "stateFollows", default, skip_serializing_if = "is_false")]
+        state_follows: bool,
+    },
+    /// The agent's state, on connect and after every change.
+    #[serde(rename = "cf_agent_state")]
+    State { state: S },
+    /// The client's state update was refused.
+    #[serde(rename = "cf_agent_state_error")]
+    StateError { error: Cow<'a, str> },
+    /// The MCP servers the agent uses (none: this runtime has no MCP client).
+    #[serde(rename = "cf_agent_mcp_servers")]
+    McpServers { mcp: McpServers },
+    /// An RPC answer or stream chunk.
+    #[serde(rename = "rpc")]
+    Rpc(Cow<'a, RpcResponse>),
+}
+
+/// A server frame that is not the state (its type parameter unused).
+type Stateless<'a> = ServerFrame<'a, ()>;
+
+/// The MCP state of the `cf_agent_mcp_servers` frame.
+#[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct McpServers {
+    pub(crate) prompts: Vec<Value>,
+    pub(crate) resources: Vec<Value>,
+    pub(crate) servers: serde_json::Map<String, Value>,
+    pub(crate) tools: Vec<Value>,
+}
+
+/// One RPC answer: a result (`success: true`, final when `done` is true or absent, a stream
+/// chunk when `done` is false) or an error (`success: false`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct RpcResponse {
+    pub(crate) id: String,
+    pub(crate) success: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) done: Option<bool>,
+    /// `None`: no `result` key, as JavaScript leaves out `undefined`; `Some(Null)`: `null`.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    pub(crate) result: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) error: Option<String>,
+}
+
+impl RpcResponse {
+    /// A successful answer: a final one (`done: true`) or a stream chunk (`done: false`).
+    pub(crate) fn result(id: &str, result: Option<Value>, done: bool) -> Self {
+        Self { id: id.to_owned(), success: true, done: Some(done), result, error: None }
+    }
+
+    /// A failed answer.
+    pub(crate) fn error(id: &str, error: impl Into<String>) -> Self {
+        Self {
+            id: id.to_owned(),
+            success: false,
+            done: None,
+            result: None,
+            error: Some(error.into()),
+        }
+    }
+
+    /// Whether nothing follows this answer for its call.
+    pub(crate) fn is_final(&self) -> bool {
+        !self.success || self.done != Some(false)
+    }
+
+    /// The frame that carries it.
+    pub(crate) fn to_message(&self) -> Message {
+        encode(&ServerFrame::<'_, ()>::Rpc(Cow::Borrowed(self)))
+    }
+}
+
+fn is_false(value: &bool) -> bool {
+    !value
+}
+
+/// A key that is there, `null` included (`Option<Value>` alone reads `null` as absent).
+fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(deserializer).map(Some)
+}
+
+/// A server frame as a text message. The frame types hold only strings, maps and JSON
+/// values, which always serialize.
+fn encode<S: Serialize>(frame: &ServerFrame<'_, S>) -> Message {
+    serde_json::to_string(frame).expect("a protocol frame serializes").into()
+}
+
 impl ClientFrame {
     /// The protocol frame `text` is, if it is one. Anything else (not JSON, another `type`,
     /// an RPC without a string `id`/`method` or an array `args`, a state frame without
-    /// `state`) is `None` and goes to `on_message` untouched, as in the reference.
+    /// `state`) is `None` and goes to `on_message` untouched.
     pub(crate) fn parse(text: &str) -> Option<Self> {
         // Cheap filter first: most user messages are not protocol frames.
         let maybe = text.trim_start().starts_with('{')
@@ -39,45 +148,30 @@ impl ClientFrame {
         if !maybe {
             return None;
         }
-        let Value::Object(mut frame) = serde_json::from_str::<Value>(text).ok()? else {
-            return None;
-        };
-        match frame.get("type")?.as_str()? {
-            "cf_agent_state" => frame.remove("state").map(ClientFrame::State),
-            "rpc" => {
-                let Some(Value::String(id)) = frame.remove("id") else { return None };
-                let Some(Value::String(method)) = frame.remove("method") else { return None };
-                let Some(Value::Array(args)) = frame.remove("args") else { return None };
-                Some(ClientFrame::Rpc(RpcRequest { id, method, args }))
-            }
-            _ => None,
-        }
+        serde_json::from_str(text).ok()
+    }
+}
+
+impl ServerFrame<'_> {
+    /// The server frame `text` is, if it is one.
+    pub(crate) fn parse(text: &str) -> Option<Self> {
+        serde_json::from_str(text).ok()
     }
 }
 
 /// `{"type":"cf_agent_identity","name":…,"agent":…[,"stateFollows":true]}`
 pub(crate) fn identity(name: &str, agent: &str, state_follows: bool) -> Message {
-    let mut frame = Map::new();
-    frame.insert("type".into(), "cf_agent_identity".into());
-    frame.insert("name".into(), name.into());
-    frame.insert("agent".into(), agent.into());
-    if state_follows {
-        frame.insert("stateFollows".into(), true.into());
-    }
-    Value::Object(frame).into()
+    let (name, agent) = (Cow::Borrowed(name), Cow::Borrowed(agent));
+    encode(&Stateless::Identity { name, agent, state_follows })
 }
 
 /// `{"type":"cf_agent_state","state":…}`, serialized in one pass from the state itself.
-pub(crate) fn state<T: serde::Serialize + ?Sized>(state: &T) -> serde_json::Result<Message> {
-    #[derive(serde::Serialize)]
-    struct StateFrame<'a, T: ?Sized> {
-        r#type: &'static str,
-        state: &'a T,
-    }
-    serde_json::to_string(&StateFrame { r#type: "cf_agent_state", state }).map(Message::from)
+pub(crate) fn state<T: Serialize + ?Sized>(state: &T) -> serde_json::Result<Message> {
+    serde_json::to_string(&ServerFrame::State { state }).map(Message::from)
 }
 
-/// `{"type":"cf_agent_state","state":…}` around a state already serialized to `json`.
+/// The same frame as [`state`] around a state already serialized to `json`: a state change is
+/// serialized once, for the store and for every client.
 pub(crate) fn state_from_json(json: &str) -> Message {
     let mut frame = String::with_capacity(json.len() + 36);
     frame.push_str(r#"{"type":"cf_agent_state","state":"#);
@@ -88,33 +182,14 @@ pub(crate) fn state_from_json(json: &str) -> Message {
 
 /// `{"type":"cf_agent_state_error","error":…}`
 pub(crate) fn state_error(error: &str) -> Message {
-    serde_json::json!({ "type": "cf_agent_state_error", "error": error }).into()
+    encode(&Stateless::StateError { error: Cow::Borrowed(error) })
 }
 
-/// The MCP frame with no servers, which every connection gets on connect.
+/// The MCP frame with no servers, which every connection gets on connect (built once).
 pub(crate) fn mcp_servers() -> Message {
-    Message::from(
-        r#"{"mcp":{"prompts":[],"resources":[],"servers":{},"tools":[]},"type":"cf_agent_mcp_servers"}"#,
-    )
-}
-
-/// A successful RPC frame: a final one (`done: true`) or a stream chunk (`done: false`).
-/// `result: None` leaves the key out, as JavaScript does for `undefined`.
-pub(crate) fn rpc_result(id: &str, result: Option<&Value>, done: bool) -> Message {
-    let mut frame = Map::new();
-    frame.insert("type".into(), "rpc".into());
-    frame.insert("id".into(), id.into());
-    frame.insert("success".into(), true.into());
-    frame.insert("done".into(), done.into());
-    if let Some(result) = result {
-        frame.insert("result".into(), result.clone());
-    }
-    Value::Object(frame).into()
-}
-
-/// A failed RPC frame: `{"type":"rpc","id":…,"success":false,"error":…}`.
-pub(crate) fn rpc_error(id: &str, error: &str) -> Message {
-    serde_json::json!({ "type": "rpc", "id": id, "success": false, "error": error }).into()
+    static EMPTY: LazyLock<Message> =
+        LazyLock::new(|| encode(&Stateless::McpServers { mcp: McpServers::default() }));
+    EMPTY.clone()
 }
 
 #[cfg(test)]
@@ -141,11 +216,11 @@ mod tests {
     fn protocol_frames_are_recognised() {
         assert_eq!(
             parse(r#"{"type":"cf_agent_state","state":{"count":1}}"#),
-            Some(ClientFrame::State(json!({"count":1})))
+            Some(ClientFrame::State { state: json!({"count":1}) })
         );
         assert_eq!(
             parse(r#"{"state":null,"type":"cf_agent_state"}"#),
-            Some(ClientFrame::State(Value::Null))
+            Some(ClientFrame::State { state: Value::Null })
         );
         assert_eq!(
             parse(r#"{"args":[1,"x"],"id":"u1","method":"add","type":"rpc"}"#),
@@ -181,7 +256,29 @@ mod tests {
     }
 
     #[test]
-    fn frames_have_the_reference_shape() {
+    fn server_frames_read_back_as_they_were_sent() {
+        for response in [
+            RpcResponse::result("1", None, true),
+            RpcResponse::result("2", Some(json!(null)), false),
+            RpcResponse::result("3", Some(json!({"a": [1]})), true),
+            RpcResponse::error("4", "Method m does not exist"),
+        ] {
+            let message = response.to_message();
+            let parsed = ServerFrame::parse(message.as_text().expect("text"));
+            assert_eq!(parsed, Some(ServerFrame::Rpc(Cow::Owned(response))));
+        }
+        let error = state_error("no");
+        assert_eq!(
+            ServerFrame::parse(error.as_text().expect("text")),
+            Some(ServerFrame::StateError { error: "no".into() })
+        );
+        let ask = ClientFrame::Rpc(RpcRequest { id: "7".into(), method: "m".into(), args: vec![] });
+        let text = serde_json::to_string(&ask).expect("serializes");
+        assert_eq!(ClientFrame::parse(&text), Some(ask));
+    }
+
+    #[test]
+    fn frames_have_the_shape_the_js_client_reads() {
         let text =
             |m: Message| serde_json::from_str::<Value>(m.as_text().expect("text")).expect("json");
         assert_eq!(
@@ -193,11 +290,11 @@ mod tests {
             json!({"type":"cf_agent_identity","name":"r","agent":"counter"})
         );
         assert_eq!(
-            text(rpc_result("1", None, true)),
+            text(RpcResponse::result("1", None, true).to_message()),
             json!({"type":"rpc","id":"1","success":true,"done":true})
         );
         assert_eq!(
-            text(rpc_result("1", Some(&json!(null)), true)),
+            text(RpcResponse::result("1", Some(json!(null)), true).to_message()),
             json!({"type":"rpc","id":"1","success":true,"done":true,"result":null})
         );
         assert_eq!(
@@ -207,6 +304,10 @@ mod tests {
         assert_eq!(
             text(mcp_servers()),
             json!({"mcp":{"prompts":[],"resources":[],"servers":{},"tools":[]},"type":"cf_agent_mcp_servers"})
+        );
+        assert_eq!(
+            text(RpcResponse::error("1", "bad").to_message()),
+            json!({"type":"rpc","id":"1","success":false,"error":"bad"})
         );
     }
 }

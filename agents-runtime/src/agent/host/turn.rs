@@ -15,7 +15,7 @@ use crate::instance::state::StateSource;
 use crate::message::Message;
 use crate::request::{ConnectionContext, Request, Response};
 use crate::wire::close_code;
-use crate::wire::protocol::{self, ClientFrame, RpcRequest};
+use crate::wire::protocol::{self, ClientFrame, RpcRequest, RpcResponse};
 
 impl<A: Agent> Host<A> {
     /// Handles one event; the caller catches a panic and sends the turn's reply.
@@ -76,7 +76,7 @@ impl<A: Agent> Host<A> {
         let conn = conn.clone();
         ctx.current = Some(conn.clone());
         match message.as_text().and_then(ClientFrame::parse) {
-            Some(ClientFrame::State(next)) => {
+            Some(ClientFrame::State { state: next }) => {
                 if let Err(error) = ctx.apply_client_state(&conn, next) {
                     let _ = conn.send(protocol::state_error(error));
                 }
@@ -260,29 +260,27 @@ pub(super) async fn rpc<A: Agent>(
 ) {
     let RpcRequest { id, method, args } = request;
     let sink = conn.clone();
-    let stream = StreamingResponse::new(id.clone(), move |frame| sink.send(frame));
+    let stream = StreamingResponse::new(id.clone(), move |answer| sink.send(answer.to_message()));
     let call = Call { method: method.clone(), args, stream: Some(stream.clone()) };
     let outcome = caught(agent.call(ctx, call))
         .await
         .unwrap_or_else(|panic| CallOutcome::Error(panic.to_string()));
     let frame = match outcome {
-        CallOutcome::Value(result) => protocol::rpc_result(&id, result.as_ref(), true),
+        CallOutcome::Value(result) => RpcResponse::result(&id, result, true),
         CallOutcome::Streamed => return,
         CallOutcome::Error(error) => {
             tracing::error!(agent = A::NAME, name = ctx.name(), method, "RPC error: {error}");
             if stream.is_closed() {
                 return;
             }
-            protocol::rpc_error(&id, &error)
+            RpcResponse::error(&id, error)
         }
-        CallOutcome::NotFound => {
-            protocol::rpc_error(&id, &format!("Method {method} does not exist"))
-        }
+        CallOutcome::NotFound => RpcResponse::error(&id, format!("Method {method} does not exist")),
         CallOutcome::NotCallable => {
-            protocol::rpc_error(&id, &format!("Method {method} is not callable"))
+            RpcResponse::error(&id, format!("Method {method} is not callable"))
         }
     };
-    let _ = conn.send(frame);
+    let _ = conn.send(frame.to_message());
 }
 
 /// Hands an error to `on_error`; an error or a panic in `on_error` itself is logged.
