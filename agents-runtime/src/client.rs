@@ -120,12 +120,12 @@ pub fn encode_arg<T: Serialize + ?Sized>(method: &str, index: usize, value: &T) 
 }
 
 /// Routes the `rpc` frames of an answer to whoever waits for them.
-pub(crate) enum Pending {
+pub(crate) enum PendingCall {
     Once(oneshot::Sender<Result<Option<Value>>>),
     Stream(mpsc::Sender<Result<StreamItem>>),
 }
 
-impl Pending {
+impl PendingCall {
     /// Handles one `rpc` frame; returns whether the call is finished.
     pub(crate) fn deliver(self, answer: RpcResponse) -> Option<Self> {
         let (failed, done) = (!answer.success, answer.is_final());
@@ -175,12 +175,12 @@ impl Pending {
 /// ```
 #[derive(Clone)]
 pub struct AgentClient {
-    shared: Arc<Shared>,
+    shared: Arc<Session>,
     outgoing: mpsc::UnboundedSender<WsMessage>,
 }
 
-struct Shared {
-    pending: Mutex<HashMap<String, Pending>>,
+struct Session {
+    pending: Mutex<HashMap<String, PendingCall>>,
     state: watch::Sender<Option<Value>>,
     identity: Mutex<Option<(String, String)>>,
     state_errors: watch::Sender<Option<String>>,
@@ -198,7 +198,7 @@ impl AgentClient {
     /// identified itself and, when it has a state, sent it (the JS client's `ready`).
     pub async fn connect(url: &str) -> Result<Self> {
         let (ws, _) = tokio_tungstenite::connect_async(url).await?;
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(Session {
             pending: Mutex::new(HashMap::new()),
             state: watch::channel(None).0,
             identity: Mutex::new(None),
@@ -261,7 +261,7 @@ impl AgentClient {
         self.send_text(serde_json::to_string(&frame)?)
     }
 
-    fn start_call(&self, method: &str, args: Vec<Value>, pending: Pending) -> Result<String> {
+    fn start_call(&self, method: &str, args: Vec<Value>, pending: PendingCall) -> Result<String> {
         let id = format!("rs-{}", self.shared.next_id.fetch_add(1, Ordering::Relaxed));
         lock(&self.shared.pending).insert(id.clone(), pending);
         let frame =
@@ -282,7 +282,7 @@ impl AgentClient {
 impl RpcTransport for AgentClient {
     async fn call(&self, method: &str, args: Vec<Value>) -> Result<Option<Value>> {
         let (reply, answer) = oneshot::channel();
-        let id = self.start_call(method, args, Pending::Once(reply))?;
+        let id = self.start_call(method, args, PendingCall::Once(reply))?;
         match tokio::time::timeout(CALL_TIMEOUT, answer).await {
             Ok(answer) => answer.map_err(|_| Error::msg("Connection closed"))?,
             Err(_) => {
@@ -295,7 +295,7 @@ impl RpcTransport for AgentClient {
 
     async fn stream(&self, method: &str, args: Vec<Value>) -> Result<CallStream> {
         let (items, stream) = CallStream::channel();
-        self.start_call(method, args, Pending::Stream(items))?;
+        self.start_call(method, args, PendingCall::Stream(items))?;
         Ok(stream)
     }
 }
@@ -313,7 +313,7 @@ type ClientSocket =
 async fn drive(
     mut ws: ClientSocket,
     mut outgoing: mpsc::UnboundedReceiver<WsMessage>,
-    shared: Arc<Shared>,
+    shared: Arc<Session>,
     ready: oneshot::Sender<()>,
 ) {
     let mut ready = Some(ready);
@@ -385,7 +385,7 @@ mod tests {
     #[tokio::test]
     async fn a_consumer_that_falls_behind_gets_a_cut_stream_not_unbounded_memory() {
         let (items, mut stream) = CallStream::channel();
-        let mut pending = Some(Pending::Stream(items));
+        let mut pending = Some(PendingCall::Stream(items));
         let mut delivered = 0;
         while let Some(call) = pending.take() {
             pending = call.deliver(chunk(delivered));

@@ -23,12 +23,12 @@ use crate::storage::{MemoryStore, SledStore, Store};
 use crate::transport::{AssetSpec, Assets, Edge};
 
 /// What the running server holds: the directory of instances and the network edge.
-struct Shared {
+struct Running {
     edge: Arc<Edge>,
     data_dir: Option<PathBuf>,
 }
 
-impl Shared {
+impl Running {
     fn directory(&self) -> &Arc<Directory> {
         &self.edge.directory
     }
@@ -270,7 +270,7 @@ impl ServerBuilder {
         let commits = Arc::new(GroupCommit::start(store));
         let directory = Arc::new(Directory::new(classes, Env::from_map(self.env), limits, commits));
         let edge = Arc::new(Edge::new(directory, assets));
-        let shared = Arc::new(Shared { edge, data_dir: self.data_dir });
+        let shared = Arc::new(Running { edge, data_dir: self.data_dir });
         Ok(Server { listener, shared })
     }
 }
@@ -286,7 +286,7 @@ impl ServerBuilder {
 /// ```
 pub struct Server {
     listener: TcpListener,
-    shared: Arc<Shared>,
+    shared: Arc<Running>,
 }
 
 impl Server {
@@ -341,7 +341,7 @@ impl Server {
 /// Observes a running server (for tests and metrics).
 #[derive(Clone)]
 pub struct ServerHandle {
-    shared: Arc<Shared>,
+    shared: Arc<Running>,
 }
 
 impl ServerHandle {

@@ -28,15 +28,15 @@ pub struct Context<A: Agent> {
     env: Env,
     directory: Arc<Directory>,
     instance: Arc<Instance>,
-    pub(crate) connections: ConnectionTable<A::ConnectionState>,
+    connections: ConnectionTable<A::ConnectionState>,
     state: Arc<A::State>,
     /// The current state's `cf_agent_state` frame, built once per change and shared by every
     /// broadcast and connect; `None` until first needed.
     state_frame: Option<Message>,
     /// The connection whose event is being handled: a readonly one cannot change the state.
-    pub(crate) current: Option<Connection<A::ConnectionState>>,
+    current: Option<Connection<A::ConnectionState>>,
     /// Accepted state changes whose `on_state_changed` has not run yet.
-    pub(crate) changes: Vec<StateChange<A>>,
+    changes: Vec<StateChange<A>>,
 }
 
 /// An accepted state change, for `on_state_changed` once the current turn's hook is done.
@@ -46,23 +46,54 @@ pub(crate) struct StateChange<A: Agent> {
 }
 
 impl<A: Agent> Context<A> {
+    /// The context of an instance waking with `state` and the `connections` it kept.
     pub(crate) fn new(
-        name: Arc<str>,
         directory: Arc<Directory>,
         instance: Arc<Instance>,
         state: A::State,
+        connections: ConnectionTable<A::ConnectionState>,
     ) -> Self {
         Self {
-            name,
+            name: instance.name.clone(),
             env: directory.env.clone(),
             directory,
             instance,
-            connections: ConnectionTable::default(),
+            connections,
             state: Arc::new(state),
             state_frame: None,
             current: None,
             changes: Vec::new(),
         }
+    }
+
+    /// The instance leaves memory (hibernation, or a failed `on_start`): its connections stay.
+    pub(crate) fn into_connections(self) -> ConnectionTable<A::ConnectionState> {
+        self.connections
+    }
+
+    /// A turn starts for an event of `conn` (`None`: not a connection's event).
+    pub(crate) fn begin_turn(&mut self, conn: Option<Connection<A::ConnectionState>>) {
+        self.current = conn;
+    }
+
+    /// The turn's hook is done: its state changes, for `on_state_changed`.
+    pub(crate) fn end_turn(&mut self) -> Vec<StateChange<A>> {
+        self.current = None;
+        std::mem::take(&mut self.changes)
+    }
+
+    /// The state changes made since the last call (by `on_state_changed` hooks).
+    pub(crate) fn take_changes(&mut self) -> Vec<StateChange<A>> {
+        std::mem::take(&mut self.changes)
+    }
+
+    /// The live connections, as the host reads and changes them.
+    pub(crate) fn connections(&self) -> &ConnectionTable<A::ConnectionState> {
+        &self.connections
+    }
+
+    pub(crate) fn connections_mut(&mut self) -> &mut ConnectionTable<A::ConnectionState> {
+        &mut self.connections
     }
 
     /// The agent state (`this.state`).

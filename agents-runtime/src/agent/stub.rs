@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-use crate::client::{CallStream, Pending, RpcTransport};
+use crate::client::{CallStream, PendingCall, RpcTransport};
 use crate::error::{Error, Result};
 use crate::instance::class::AgentClass;
 use crate::instance::directory::Directory;
@@ -97,7 +97,7 @@ impl RpcTransport for AgentStub {
     async fn stream(&self, method: &str, args: Vec<Value>) -> Result<CallStream> {
         let (items, stream) = CallStream::channel();
         // The method answers with what it would send a socket; route it back.
-        let pending = Arc::new(Mutex::new(Some(Pending::Stream(items))));
+        let pending = Arc::new(Mutex::new(Some(PendingCall::Stream(items))));
         let route = pending.clone();
         let sink = StreamingResponse::new("in-process".into(), move |answer| {
             let mut slot = lock(&route);

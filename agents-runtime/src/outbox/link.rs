@@ -17,7 +17,7 @@ use crate::wire::frame::{Frames, Header, Wire, payload_bytes};
 
 use super::queue::Queue;
 
-mod park;
+mod parking;
 
 /// What the agent side queues for a connection's socket task.
 #[derive(Debug)]

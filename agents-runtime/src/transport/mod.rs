@@ -7,7 +7,7 @@ mod edge;
 mod io;
 mod listener;
 mod lot;
-mod park;
+mod parked;
 mod routes;
 mod socket;
 

@@ -183,7 +183,7 @@ pub(super) struct Socket {
     pub(super) key: ConnectionKey,
     /// A message read while the mailbox was full: reading pauses until it is taken. (Boxed,
     /// like `waiting`: rare, they cost every socket's task nothing until they happen.)
-    pub(super) pending: Option<Box<Pending>>,
+    pub(super) pending: Option<Box<HeldEvent>>,
     /// The first queued message waits for a write to be durable (the output gate): resolves
     /// once it is. Nothing is written meanwhile.
     pub(super) waiting: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
@@ -407,7 +407,7 @@ impl Socket {
                 Ok(()) => Ok(None),
                 Err(TrySendError::Full(event)) => {
                     let permit = Box::pin(self.mailbox.clone().reserve_owned());
-                    self.pending = Some(Box::new(Pending { event, permit }));
+                    self.pending = Some(Box::new(HeldEvent { event, permit }));
                     Ok(None)
                 }
                 Err(TrySendError::Closed(_)) => Err(End::Close(CloseFrame::agent_unavailable())),
@@ -597,7 +597,7 @@ impl Socket {
 type Permit = Result<OwnedPermit<Event>, SendError<()>>;
 
 /// A message read while the mailbox was full, and the wait for room.
-pub(super) struct Pending {
+pub(super) struct HeldEvent {
     event: Event,
     permit: Pin<Box<dyn Future<Output = Permit> + Send>>,
 }

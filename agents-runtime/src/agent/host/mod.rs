@@ -178,7 +178,6 @@ impl<A: Agent> Host<A> {
             }
         }
         if let Some(awake) = self.awake.as_mut() {
-            awake.ctx.current = None;
             run_state_changes(awake).await;
         }
         if let Some(reply) = self.reply.take() {
@@ -190,21 +189,21 @@ impl<A: Agent> Host<A> {
     /// connections hibernates (unless the agent opted out).
     fn may_leave_memory(&self) -> bool {
         match &self.awake {
-            Some(awake) => A::HIBERNATE || awake.ctx.connections.is_empty(),
+            Some(awake) => A::HIBERNATE || awake.ctx.connections().is_empty(),
             None => self.asleep.is_empty(),
         }
     }
 
     fn connection_count(&self) -> usize {
         match &self.awake {
-            Some(awake) => awake.ctx.connections.len(),
+            Some(awake) => awake.ctx.connections().len(),
             None => self.asleep.len(),
         }
     }
 
     fn has_connection(&self, key: ConnectionKey) -> bool {
         match &self.awake {
-            Some(awake) => awake.ctx.connections.get(key).is_some(),
+            Some(awake) => awake.ctx.connections().get(key).is_some(),
             None => self.asleep.get(key).is_some(),
         }
     }
@@ -212,8 +211,8 @@ impl<A: Agent> Host<A> {
     /// Drops the agent struct and its context; the connections stay open, with their id, uri,
     /// tags, state and flags, and the next event wakes the instance.
     fn hibernate(&mut self) {
-        if let Some(Awake { agent, mut ctx, .. }) = self.awake.take() {
-            self.asleep = std::mem::take(&mut ctx.connections);
+        if let Some(Awake { agent, ctx, .. }) = self.awake.take() {
+            self.asleep = ctx.into_connections();
             drop(agent);
             // The corks' log and the links they kept for the next turn go too.
             self.instance.corks.trim();
@@ -242,18 +241,14 @@ impl<A: Agent> Host<A> {
             let state = crate::agent::context::load_state::<A>(&self.instance, &self.name)?;
             // Built before the connections move, so a panicking `create` leaves them here.
             let mut agent = A::create();
-            let mut ctx = Context::new(
-                self.name.clone(),
-                self.directory.clone(),
-                self.instance.clone(),
-                state,
-            );
-            ctx.connections = std::mem::take(&mut self.asleep);
+            let asleep = std::mem::take(&mut self.asleep);
+            let mut ctx =
+                Context::new(self.directory.clone(), self.instance.clone(), state, asleep);
             let started = caught(agent.on_start(&mut ctx)).await.and_then(|started| started);
             if let Err(e) = started {
                 let error = Error::msg(format!("on_start failed: {e}"));
                 report(&mut agent, &mut ctx, None, error).await;
-                self.asleep = std::mem::take(&mut ctx.connections);
+                self.asleep = ctx.into_connections();
                 return Err(e);
             }
             let counted = Tally::new(&self.directory, |directory| &directory.awake_instances);

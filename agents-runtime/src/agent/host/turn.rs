@@ -49,10 +49,10 @@ impl<A: Agent> Host<A> {
             Ok(awake) => awake,
             Err(e) => return fail_setup(&conn, &e.to_string()),
         };
-        awake.ctx.current = Some(conn.clone());
+        awake.ctx.begin_turn(Some(conn.clone()));
         if let Err(error) = caught(connect(awake, &conn, &conn_ctx)).await {
             tracing::error!(agent = A::NAME, name = awake.ctx.name(), "{error}");
-            if awake.ctx.connections.get(conn.key()).is_some() {
+            if awake.ctx.connections().get(conn.key()).is_some() {
                 // `on_connect` panicked: the connection stands, like after an error.
                 report(&mut awake.agent, &mut awake.ctx, Some(&conn), error).await;
             } else {
@@ -67,14 +67,14 @@ impl<A: Agent> Host<A> {
             return;
         }
         let Ok(Awake { agent, ctx, .. }) = self.wake().await else { return };
-        let Some(conn) = ctx.connections.get(key) else { return };
+        let Some(conn) = ctx.connections().get(key) else { return };
         // A connection the agent closed (say, refused in `on_connect`) is not heard: what it
         // sent before its close frame is dropped.
         if conn.is_closing() {
             return;
         }
         let conn = conn.clone();
-        ctx.current = Some(conn.clone());
+        ctx.begin_turn(Some(conn.clone()));
         match message.as_text().and_then(ClientFrame::parse) {
             Some(ClientFrame::State { state: next }) => {
                 if let Err(error) = ctx.apply_client_state(&conn, next) {
@@ -96,13 +96,13 @@ impl<A: Agent> Host<A> {
         }
         let woken = self.wake().await.is_ok();
         let table = match &mut self.awake {
-            Some(awake) => &mut awake.ctx.connections,
+            Some(awake) => awake.ctx.connections_mut(),
             None => &mut self.asleep,
         };
         let Some(conn) = table.remove(key) else { return };
         conn.mark_closed();
         let (true, Some(Awake { agent, ctx, .. })) = (woken, &mut self.awake) else { return };
-        ctx.current = Some(conn.clone());
+        ctx.begin_turn(Some(conn.clone()));
         if let Err(e) = agent.on_close(ctx, &conn, code, reason, was_clean).await {
             report(agent, ctx, Some(&conn), e).await;
         }
@@ -113,7 +113,7 @@ impl<A: Agent> Host<A> {
             return;
         }
         let Ok(Awake { agent, ctx, .. }) = self.wake().await else { return };
-        let Some(conn) = ctx.connections.get(key).cloned() else { return };
+        let Some(conn) = ctx.connections().get(key).cloned() else { return };
         report(agent, ctx, Some(&conn), error).await;
     }
 
@@ -186,7 +186,7 @@ pub(super) async fn connect<A: Agent>(
         }
     };
     conn.set_protocol_enabled(protocol);
-    ctx.connections.insert(conn.clone());
+    ctx.connections_mut().insert(conn.clone());
     if protocol {
         send_connect_frames(ctx, conn);
     }
@@ -200,29 +200,30 @@ pub(super) async fn connect<A: Agent>(
 pub(super) async fn run_state_changes<A: Agent>(awake: &mut Awake<A>) {
     const ROUNDS: usize = 16;
     let Awake { agent, ctx, .. } = awake;
+    let mut changes = ctx.end_turn();
     for _ in 0..ROUNDS {
-        if ctx.changes.is_empty() {
+        if changes.is_empty() {
             return;
         }
-        for change in std::mem::take(&mut ctx.changes) {
+        for change in changes {
             let source = match &change.source {
                 Some(conn) => StateSource::Connection(conn),
                 None => StateSource::Server,
             };
             let hook = agent.on_state_changed(ctx, &change.state, source);
-            let error = match caught(hook).await.and_then(|changed| changed) {
-                Ok(()) => continue,
-                Err(e) => e,
-            };
-            report(agent, ctx, None, error).await;
+            if let Err(e) = caught(hook).await.and_then(|changed| changed) {
+                report(agent, ctx, None, e).await;
+            }
         }
+        changes = ctx.take_changes();
     }
-    tracing::error!(
-        agent = A::NAME,
-        name = ctx.name(),
-        "on_state_changed keeps changing the state; stopped after {ROUNDS} rounds"
-    );
-    ctx.changes.clear();
+    if !changes.is_empty() {
+        tracing::error!(
+            agent = A::NAME,
+            name = ctx.name(),
+            "on_state_changed keeps changing the state; stopped after {ROUNDS} rounds"
+        );
+    }
 }
 
 /// Identity, state (when the agent has one) and MCP frames, in the reference's order.

@@ -1,5 +1,5 @@
 //! Parking, as the link sees it: once its instance hibernates, an idle socket gives up its
-//! task and its place in tokio's reactor (see `transport::park`). While parked, the link has
+//! task and its place in tokio's reactor (see `transport::parked`). While parked, the link has
 //! no socket to write to and its waker is the parked socket's: whatever would have woken the
 //! socket task (a message queued from outside a turn, a forced close, shutdown, the agent
 //! letting go) resumes the socket instead, and so does the instance waking up.
