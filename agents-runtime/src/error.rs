@@ -116,7 +116,7 @@ impl fmt::Display for ConnectionError {
             Self::InvalidCloseCode(code) => {
                 write!(f, "close code {code} cannot be sent: use 1000-1003, 1007-1014 or 3000-4999")
             }
-            // The reference implementation's wording (partyserver `getConnection`).
+            // Cloudflare's wording (partyserver `getConnection`).
             Self::DuplicateId(id) => write!(
                 f,
                 "More than one connection found for id {id}. Did you mean to use getConnections(tag) instead?"

@@ -1,4 +1,4 @@
-//! [`Context`]: what a hook can reach besides `self` (the seeds' agent properties and methods).
+//! [`Context`]: what a hook can reach besides `self` (the agent's `this` properties and methods).
 
 use std::fmt;
 use std::sync::Arc;
@@ -153,7 +153,7 @@ impl<A: Agent> Context<A> {
         }
         self.state = Arc::new(next);
         self.state_frame = Some(frame.clone());
-        // A change a client made is not echoed to that client (by id, as the reference does).
+        // A change a client made is not echoed to that client (by id, as the Cloudflare runtime does).
         let without = source.as_ref().map(Connection::id);
         if A::HAS_STATE {
             for conn in self.connections.iter(None) {
@@ -270,7 +270,7 @@ impl<A: Agent> Context<A> {
     /// The connection with this id (`this.getConnection(id)`).
     ///
     /// Ids come from the client's `_pk`, so two live sockets can share one; that case is an
-    /// error ([`ConnectionError::DuplicateId`]) as in the reference, not a silent pick.
+    /// error ([`ConnectionError::DuplicateId`]) as on Cloudflare, not a silent pick.
     pub fn get_connection(
         &self,
         id: &str,
@@ -285,7 +285,7 @@ impl<A: Agent> Context<A> {
 }
 
 /// The state stored for an instance, or the initial state when there is none. A stored state
-/// that does not decode is logged and replaced by the initial state, as the reference does;
+/// that does not decode is logged and replaced by the initial state, as on Cloudflare;
 /// a store that cannot be read is an error (guessing could overwrite good data later).
 pub(crate) fn load_state<A: Agent>(instance: &Instance, name: &str) -> Result<A::State> {
     if !A::HAS_STATE {

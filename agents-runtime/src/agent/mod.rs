@@ -1,4 +1,5 @@
-//! The [`Agent`] trait: the hooks of the seeds, which `#[agent]` implements from an impl block.
+//! The [`Agent`] trait: the lifecycle hooks of a Cloudflare agent, which `#[agent]` implements
+//! from an impl block.
 
 pub(crate) mod context;
 pub(crate) mod host;
@@ -196,7 +197,7 @@ pub trait Agent: Sized + Send + 'static {
     }
 }
 
-/// The default `on_request` answer: 404 `Not implemented`, as the reference's.
+/// The default `on_request` answer: 404 `Not implemented`, as a Cloudflare agent's.
 pub fn not_implemented() -> Response {
     let mut response = Response::new(Bytes::from_static(b"Not implemented"));
     *response.status_mut() = http::StatusCode::NOT_FOUND;

@@ -19,7 +19,7 @@ use crate::wire::{CloseFrame, close_code, is_sendable_close_code, truncate_reaso
 /// The runtime's handle on one connection, unique within the process.
 pub(crate) type ConnectionKey = u64;
 
-/// One connected client, as the seeds' `Connection`: `id`, `uri`, `state`, `set_state`, `send`,
+/// One connected client, as Cloudflare's `Connection`: `id`, `uri`, `state`, `set_state`, `send`,
 /// `close`, `tags` and `server` (the instance name).
 ///
 /// `S` is the agent's per-connection state type (`#[agent(connection_state = S)]`). The handle

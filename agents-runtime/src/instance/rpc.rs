@@ -80,7 +80,7 @@ pub fn decode_arg<T: DeserializeOwned>(
 }
 
 /// Whether `name` is a method every JavaScript agent has (`setState`, `broadcast`, hooks…):
-/// calling one answers `Method X is not callable`, as the reference does.
+/// calling one answers `Method X is not callable`, as on Cloudflare.
 pub fn is_agent_method(name: &str) -> bool {
     const METHODS: &[&str] = &[
         "constructor",
@@ -123,7 +123,7 @@ pub fn check_arity(args: &[Value], method: &str, expected: usize) -> Result<(), 
     Ok(())
 }
 
-/// The response channel of a `#[callable(streaming)]` method (the reference's
+/// The response channel of a `#[callable(streaming)]` method (Cloudflare's
 /// `StreamingResponse`): chunks with [`send`](Self::send), then [`end`](Self::end) or
 /// [`error`](Self::error). After the stream is closed, further calls do nothing and return
 /// `false`. Cheap to clone; it can be moved into a spawned task.

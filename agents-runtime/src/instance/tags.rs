@@ -2,7 +2,7 @@
 //!
 //! The connection id is always the first tag; at most 9 user tags follow (10 in all), each a
 //! non-empty string of at most 256 characters (counted in UTF-16 code units, as JavaScript
-//! counts them). A user tag equal to the id is not repeated. Messages are the reference's.
+//! counts them). A user tag equal to the id is not repeated. Messages are Cloudflare's.
 
 use std::sync::Arc;
 

@@ -1,6 +1,7 @@
 //! The server's open WebSockets: how many there are (against `max_connections`), and a weak
 //! handle on each one's link, so shutdown reaches every socket without each socket task
-//! waiting on a signal of its own (a waiter in every task cost each connection 136 bytes).
+//! waiting on a signal of its own (a waiter in every socket's task would grow each
+//! connection's memory).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};

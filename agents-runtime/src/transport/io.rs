@@ -17,8 +17,8 @@ const SEND_FLAGS: SendFlags = SendFlags::empty();
 
 impl Wire for TcpStream {
     fn try_write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        // `sendmsg` rather than `writev`: a socket call skips the file layer's position lock,
-        // which showed in profiles of broadcasts; and `send` for one slice (a socket's run of
+        // `sendmsg` rather than `writev`: a socket call skips the file layer's position lock;
+        // and `send` for one slice (a socket's run of
         // frames in the cork log, the common case), which skips copying in a message header
         // and an iovec. Both go straight to the kernel (rustix), not through glibc's wrappers,
         // which mark every call as a thread-cancellation point, two more calls per send.
@@ -29,7 +29,7 @@ impl Wire for TcpStream {
             };
             sent.map_err(io::Error::from)
         };
-        // Almost every write finds room (in chat 1000x1, all but 0.7%): it goes straight to
+        // Almost every write finds room: it goes straight to
         // the socket, without reading tokio's readiness (another cache line per socket). A
         // full socket is tried again through tokio, which then clears the readiness it saw
         // before that try, so the wait for room (`poll_write_ready`) cannot miss an edge.

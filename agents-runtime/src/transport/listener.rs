@@ -30,7 +30,7 @@ pub(crate) async fn serve(
     // The loop runs in a task of its own, not in the caller's: under `#[tokio::main]` that is
     // the main thread's `block_on`, which is no worker. There every accepted socket's
     // registration would be allocated in the main thread's arena, where nothing else reuses
-    // the gaps its alignment leaves (about 200 bytes per connection), and every connection
+    // the gaps its alignment leaves, and every connection
     // task would be spawned from outside the workers.
     let (stop, stopped) = oneshot::channel();
     let mut accepting = tokio::spawn(accept(listener, edge, stopped));

@@ -1,5 +1,5 @@
 //! Parked sockets: when an instance hibernates, each of its idle sockets gives up its task and
-//! its registration in tokio's reactor (about 1 KiB between them) and waits in the server's
+//! its registration in tokio's reactor and waits in the server's
 //! parking lot, one `epoll` set watched by a thread of its own, as workerd holds a hibernated
 //! Durable Object's WebSockets. What the socket needs to come back (its link, mailbox, slot)
 //! waits in the link's waker, so whatever would have woken the socket task resumes it: the

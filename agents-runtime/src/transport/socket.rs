@@ -30,7 +30,7 @@ use crate::wire::frame::{OP_CLOSE, OP_PONG};
 use crate::wire::read::{Incoming, ReadError, Reader};
 use crate::wire::{CloseFrame, close_code};
 
-/// `Upgrade: websocket` (case-insensitive), as the reference tests it.
+/// `Upgrade: websocket` (case-insensitive), as Cloudflare tests it.
 pub(super) fn is_upgrade(headers: &HeaderMap) -> bool {
     headers
         .get(header::UPGRADE)

@@ -324,7 +324,7 @@ fn recv(tcp: &TcpStream, size: usize, take: impl FnOnce(&[u8])) -> io::Result<us
         // `recv` on the socket, with tokio's readiness kept right. A read that returns less
         // than it asked for emptied the socket: its readiness is cleared with it, as tokio's
         // own reads do, so the next poll waits for new bytes instead of making a `recv` that
-        // finds none (one per message, in profiles). Bytes that arrive after the read mark the
+        // finds none. Bytes that arrive after the read mark the
         // socket ready again, and an end of stream stays marked.
         let mut short = 0;
         let read = tcp.try_io(Interest::READABLE, || {

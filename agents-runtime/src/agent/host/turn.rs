@@ -226,7 +226,8 @@ pub(super) async fn run_state_changes<A: Agent>(awake: &mut Awake<A>) {
     }
 }
 
-/// Identity, state (when the agent has one) and MCP frames, in the reference's order.
+/// Identity, state (when the agent has one) and MCP frames, in the order the official client
+/// expects.
 fn send_connect_frames<A: Agent>(ctx: &mut Context<A>, conn: &Connection<A::ConnectionState>) {
     let state = if A::HAS_STATE {
         match ctx.state_frame() {
@@ -252,7 +253,7 @@ fn send_connect_frames<A: Agent>(ctx: &mut Context<A>, conn: &Connection<A::Conn
 }
 
 /// Runs one RPC call and answers it (unless the method streams its own answer). The answer
-/// is dropped if the connection closed meanwhile, as the reference's `sendRpcResponseIfOpen`.
+/// is dropped if the connection closed meanwhile, as Cloudflare's `sendRpcResponseIfOpen`.
 pub(super) async fn rpc<A: Agent>(
     agent: &mut A,
     ctx: &mut Context<A>,
@@ -297,7 +298,7 @@ pub(super) async fn report<A: Agent>(
     }
 }
 
-/// Refuses a connection as the reference does: an `{"error":…}` frame, then close 1011.
+/// Refuses a connection as Cloudflare does: an `{"error":…}` frame, then close 1011.
 pub(super) fn fail_setup<S>(conn: &Connection<S>, message: &str) {
     let frame = serde_json::json!({ "error": message }).to_string();
     let _ = conn.push(std::borrow::Cow::Owned(frame.into()));
