@@ -29,6 +29,14 @@ fn runtime_modules_form_layers_without_cycles() {
     let crate_ = Crate::read(&crate_src("agents-runtime"));
     assert!(crate_.modules.len() > 10, "read only {} modules", crate_.modules.len());
     let graph = crate_.dependencies();
+    // The pairs that use each other, for the architecture chapter (`--nocapture` shows them).
+    for (from, targets) in &graph {
+        for to in targets.iter().filter(|to| from < *to) {
+            if graph.get(to).is_some_and(|back| back.contains(from)) {
+                println!("pair: {} <-> {}", display(from), display(to));
+            }
+        }
+    }
     let cycles: Vec<Vec<String>> = strongly_connected(&graph)
         .into_iter()
         .filter(|component| has_long_cycle(&graph, component))

@@ -15,18 +15,9 @@ use crate::storage::durability::{GroupCommit, WriteSeq};
 use crate::wire::CloseFrame;
 use crate::wire::frame::{Frames, Header, Wire, payload_bytes};
 
-use super::queue::Queue;
+use super::queue::{Outgoing, Queue};
 
 mod parking;
-
-/// What the agent side queues for a connection's socket task.
-#[derive(Debug)]
-pub(crate) enum Outgoing {
-    /// A message, released once write `WriteSeq` of its instance is durable (output gate).
-    Message(Message, WriteSeq),
-    /// A close frame, gated the same way.
-    Close(CloseFrame, WriteSeq),
-}
 
 /// What the socket task does next (see [`Link::poll_next`]).
 #[derive(Debug)]

@@ -19,5 +19,6 @@ mod link;
 mod open_sockets;
 mod queue;
 
-pub(crate) use link::{Link, LinkHandle, Next, Outbound, Outgoing, PushError};
+pub(crate) use link::{Link, LinkHandle, Next, Outbound, PushError};
 pub(crate) use open_sockets::{OpenSockets, SocketSlot};
+pub(crate) use queue::Outgoing;

@@ -4,7 +4,18 @@
 
 use std::collections::VecDeque;
 
-use super::Outgoing;
+use crate::message::Message;
+use crate::storage::durability::WriteSeq;
+use crate::wire::CloseFrame;
+
+/// What the agent side queues for a connection's socket task.
+#[derive(Debug)]
+pub(crate) enum Outgoing {
+    /// A message, released once write `WriteSeq` of its instance is durable (output gate).
+    Message(Message, WriteSeq),
+    /// A close frame, gated the same way.
+    Close(CloseFrame, WriteSeq),
+}
 
 /// A queue emptied back to this many slots keeps its allocation; a bigger one gives it back,
 /// so a burst does not cost an idle connection memory for the rest of its life.
