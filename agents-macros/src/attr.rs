@@ -1,7 +1,7 @@
 //! Parsing `#[agent(...)]` and `#[callable(...)]` arguments.
 
 use syn::parse::{Parse, ParseStream};
-use syn::{LitBool, LitStr, Token, Type};
+use syn::{LitBool, LitStr, Path, Token, Type};
 
 mod kw {
     syn::custom_keyword!(name);
@@ -28,6 +28,8 @@ pub(crate) struct AgentArgs {
     pub(crate) hibernate: Option<LitBool>,
     /// `durability = "relaxed"`: frames do not wait for writes.
     pub(crate) durability: Option<LitStr>,
+    /// `crate = path` or `crate = "path"`: where the generated code finds the runtime.
+    pub(crate) krate: Option<Path>,
 }
 
 impl Parse for AgentArgs {
@@ -77,6 +79,9 @@ impl Parse for AgentArgs {
                 }
                 args.typescript = true;
                 Ok(())
+            } else if lookahead.peek(Token![crate]) {
+                let key: Token![crate] = input.parse()?;
+                set_once(&mut args.krate, crate_path(input)?, key.span, "crate")
             } else {
                 Err(lookahead.error())
             }
@@ -130,6 +135,23 @@ fn parse_list(
         input.parse::<Token![,]>()?;
     }
     Ok(())
+}
+
+/// `= path` or `= "path"` after `crate`, like serde's `#[serde(crate = "...")]`: a path without
+/// generic arguments, such as `my_reexport::agents_runtime` or `::agents_runtime`.
+fn crate_path(input: ParseStream<'_>) -> syn::Result<Path> {
+    input.parse::<Token![=]>()?;
+    let expected = |span| {
+        syn::Error::new(
+            span,
+            "expected the path of the runtime crate, like `crate = my_reexport::agents_runtime` or `crate = \"my_reexport::agents_runtime\"`",
+        )
+    };
+    if input.peek(LitStr) {
+        let path: LitStr = input.parse()?;
+        return path.parse_with(Path::parse_mod_style).map_err(|_| expected(path.span()));
+    }
+    Path::parse_mod_style(input).map_err(|error| expected(error.span()))
 }
 
 /// `= value` after a key.

@@ -38,28 +38,19 @@
 //! # Hook signatures
 //!
 //! Hooks may be `async fn` or `fn`, take `&mut self` (or `&self`), and return `()`/`T` or
-//! `Result<T, E>` for any error convertible into [`Error`]. `S` is the connection state type
-//! given as `#[agent(connection_state = S)]` (default `()`).
-//!
-//! | hook | parameters after `&mut self, ctx: &mut Context<Self>` | returns |
-//! |---|---|---|
-//! | `on_start` | — | `()` |
-//! | `on_request` | `request: Request` | [`Response`] |
-//! | `connection_tags` | `conn: &Connection<S>, conn_ctx: &ConnectionContext` | `Vec<String>` |
-//! | `on_connect` | `conn: &Connection<S>, conn_ctx: &ConnectionContext` | `()` |
-//! | `on_message` | `conn: &Connection<S>, message: Message` | `()` |
-//! | `on_close` | `conn: &Connection<S>, code: u16, reason: &str, was_clean: bool` | `()` |
-//! | `on_error` | `conn: Option<&Connection<S>>, error: &Error` | `()` |
-//! | `should_send_protocol_messages` | `conn: &Connection<S>, conn_ctx: &ConnectionContext` | `bool` (default `true`) |
-//! | `should_connection_be_readonly` | `conn: &Connection<S>, conn_ctx: &ConnectionContext` | `bool` (default `false`) |
-//! | `on_state_changed` | `state: &T, source: StateSource<'_, S>` | `()` |
+//! `Result<T, E>` for any error convertible into [`Error`]. After `&mut self` every hook takes
+//! `ctx: &mut Context<Self>`, then the parameters of the [`Agent`] trait method of the same
+//! name, which documents each hook (`on_start`, `on_request`, `connection_tags`, `on_connect`,
+//! `on_message`, `on_close`, `on_error`, `should_send_protocol_messages`,
+//! `should_connection_be_readonly`, `on_state_changed`); `#[agent]` checks each hook's
+//! parameters against it.
 //!
 //! With `#[agent(state = T)]`, two associated functions (no `self`) shape the state:
 //! `fn initial_state() -> T` (default `T::default()`) and
 //! `fn validate_state_change(ctx: &Context<Self>, next: &T, source: StateSource<'_, S>) -> Result<()>`.
 //! Methods marked `#[callable]` are reachable by RPC; see [`callable`].
 
-// The layers, bottom up; each uses only the ones above it in this list. The architecture
+// The layers, bottom up; each uses only the ones listed before it. The architecture
 // chapter of the book draws them, and `tests/tests/architecture.rs` checks that no import
 // cycle crosses them.
 //

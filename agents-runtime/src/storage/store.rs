@@ -26,7 +26,7 @@ pub const FORMAT_VERSION: u8 = 1;
 /// answers from memory and only [`flush`](Store::flush) waits for the disk. The runtime calls
 /// `flush` from a blocking thread, never from an async task.
 ///
-/// A backend must pass [`conformance::check`] (and [`conformance::check_reopen`] if it
+/// A backend must pass [`conformance::check`](super::conformance::check) (and [`conformance::check_reopen`](super::conformance::check_reopen) if it
 /// persists across restarts).
 pub trait Store: Send + Sync + 'static {
     /// The value under `key`, if any.

@@ -32,7 +32,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_panic_becomes_an_error_with_its_message() {
-        let error = caught(async { panic!("boom") }).await.map(|()| ()).unwrap_err();
+        let error = caught(async { panic!("boom") }).await.unwrap_err();
         assert_eq!(error.to_string(), "a hook panicked: boom");
         let error = caught(async { std::panic::panic_any(7_u8) }).await.unwrap_err();
         assert_eq!(error.to_string(), "a hook panicked: (non-string panic payload)");

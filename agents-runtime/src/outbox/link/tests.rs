@@ -295,7 +295,7 @@ async fn a_broadcast_logs_its_frame_once_and_each_socket_gets_it_in_order() {
             let message = Message::from(text);
             for (link, mark) in links.iter().zip(&marks) {
                 let shared = Cow::Borrowed(&message);
-                send_in(&link, shared, 0, true, BUDGET, &corks, mark).expect("logged");
+                send_in(link, shared, 0, true, BUDGET, &corks, mark).expect("logged");
             }
         }
         let (bytes, slices) = corks.log_size();
@@ -439,7 +439,7 @@ async fn a_drain_waits_for_the_turns_frames_and_the_uncork_wakes_it() {
     let (flag, waker) = flagged();
     let mut cx = Context::from_waker(&waker);
     in_turn(&corks, || {
-        send_in(&link, Cow::Owned("a".into()), 0, true, BUDGET, &corks, mark).expect("logged");
+        send_in(link, Cow::Owned("a".into()), 0, true, BUDGET, &corks, mark).expect("logged");
         link.shut_down();
         assert!(matches!(
             link.poll_next(&mut cx, &commits, false, false),
@@ -460,7 +460,7 @@ async fn a_connection_let_go_of_during_a_turn_is_ended_after_it() {
     let (flag, waker) = flagged();
     let mut cx = Context::from_waker(&waker);
     in_turn(&corks, || {
-        send_in(&link, Cow::Owned("a".into()), 0, true, BUDGET, &corks, mark).expect("logged");
+        send_in(link, Cow::Owned("a".into()), 0, true, BUDGET, &corks, mark).expect("logged");
         assert!(link.poll_next(&mut cx, &commits, false, false).is_pending(), "corked");
         link.abandon();
         // Woken by it, the socket task finds the link corked and waits again.
