@@ -152,15 +152,7 @@ pub(super) async fn connect<A: Agent>(
     };
     match tags {
         Ok(tags) => conn.set_tags(tags),
-        Err(rule) => {
-            tracing::warn!(
-                agent = A::NAME,
-                name = ctx.name(),
-                connection = conn.id(),
-                "refusing connection: {rule}"
-            );
-            return fail_setup(conn, &rule);
-        }
+        Err(rule) => return refuse(ctx, conn, &rule),
     }
     // Both flags are settled before the connection is listed, so no broadcast reaches it
     // before its identity. A predicate that fails refuses the connection: guessing
@@ -175,15 +167,7 @@ pub(super) async fn connect<A: Agent>(
     };
     let protocol = match protocol {
         Ok(protocol) => protocol,
-        Err(e) => {
-            tracing::warn!(
-                agent = A::NAME,
-                name = ctx.name(),
-                connection = conn.id(),
-                "refusing connection: {e}"
-            );
-            return fail_setup(conn, &e.to_string());
-        }
+        Err(e) => return refuse(ctx, conn, &e.to_string()),
     };
     conn.set_protocol_enabled(protocol);
     ctx.connections_mut().insert(conn.clone());
@@ -296,6 +280,17 @@ pub(super) async fn report<A: Agent>(
     if let Err(e) = caught(agent.on_error(ctx, conn, &error)).await.and_then(|done| done) {
         tracing::error!(agent = A::NAME, name = %name, "on_error failed: {e} (handling: {error})");
     }
+}
+
+/// Refuses a connection its setup failed for (`why`), and logs it.
+fn refuse<A: Agent>(ctx: &Context<A>, conn: &Connection<A::ConnectionState>, why: &str) {
+    tracing::warn!(
+        agent = A::NAME,
+        name = ctx.name(),
+        connection = conn.id(),
+        "refusing connection: {why}"
+    );
+    fail_setup(conn, why);
 }
 
 /// Refuses a connection as Cloudflare does: an `{"error":…}` frame, then close 1011.
