@@ -99,10 +99,8 @@ struct State {
     /// Drop what is queued and close with this (first call wins). Boxed: rare, and every
     /// idle link holds the field.
     forced: Option<Box<CloseFrame>>,
-    /// The server shuts down, and the socket task has not heard yet.
-    draining: bool,
-    /// The socket task drains (shutdown) and waits for the turn's frames: the uncork wakes it.
-    drain_waits: bool,
+    /// The server's shutdown, as far as this socket has got with it.
+    drain: Drain,
     /// The instance hibernated: the socket task parks the socket once nothing waits (the
     /// instance's wish; whether the socket is parked is `socket`).
     asked_to_park: bool,
@@ -131,6 +129,20 @@ enum Cork {
     /// Listed, its frames in the corks' log: a frame that does not join them there queues,
     /// so it cannot overtake them.
     Logged,
+}
+
+/// The server's shutdown, as one socket goes through it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Drain {
+    /// The server runs.
+    #[default]
+    No,
+    /// The server shuts down, and the socket task has not heard yet.
+    Asked,
+    /// The socket task writes out what is queued, then closes with 1001.
+    Draining,
+    /// Draining, and waiting for the running turn's frames: the uncork wakes the task.
+    WaitsForTurn,
 }
 
 /// A message handed to a link, with what decides its way: the write the output gate holds
@@ -338,7 +350,8 @@ impl Link {
         if let Some(frame) = &state.forced {
             return Poll::Ready(Next::Forced(CloseFrame::clone(frame)));
         }
-        if std::mem::take(&mut state.draining) {
+        if state.drain == Drain::Asked {
+            state.drain = Drain::Draining;
             return Poll::Ready(Next::Drain);
         }
         if !state.out.is_empty() {
@@ -382,7 +395,7 @@ impl Link {
         {
             let mut state = lock(&self.state);
             if state.corked() && state.forced.is_none() && state.out.is_empty() {
-                state.drain_waits = true;
+                state.drain = Drain::WaitsForTurn;
                 register(&mut state.waker, cx);
                 return Poll::Pending;
             }
@@ -488,7 +501,10 @@ impl Link {
         let wake_task = written.is_err()
             || !state.queue.is_empty()
             || state.abandoned
-            || std::mem::take(&mut state.drain_waits);
+            || state.drain == Drain::WaitsForTurn;
+        if state.drain == Drain::WaitsForTurn {
+            state.drain = Drain::Draining;
+        }
         let waker = if wake_task { state.waker.take() } else { None };
         drop(guard);
         wake(waker);
@@ -557,7 +573,7 @@ impl Link {
     /// task waits on this while a write stalls; otherwise `poll_next` says so).
     pub(crate) fn poll_draining(&self, cx: &mut Context<'_>) -> Poll<()> {
         let mut state = lock(&self.state);
-        if state.draining {
+        if state.drain == Drain::Asked {
             return Poll::Ready(());
         }
         register(&mut state.waker, cx);
@@ -568,7 +584,7 @@ impl Link {
     pub(crate) fn shut_down(&self) {
         let waker = {
             let mut state = lock(&self.state);
-            state.draining = true;
+            state.drain = Drain::Asked;
             state.waker.take()
         };
         wake(waker);
@@ -577,7 +593,7 @@ impl Link {
     /// Whether the socket task has yet to hear of a shutdown.
     #[cfg(test)]
     pub(crate) fn is_draining(&self) -> bool {
-        lock(&self.state).draining
+        lock(&self.state).drain == Drain::Asked
     }
 
     /// Counts `len` more bytes queued, unless that goes over `budget` (a single message bigger

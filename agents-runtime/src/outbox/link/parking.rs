@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::task::Waker;
 
-use super::{Cork, Link, Socket, State, wake};
+use super::{Cork, Drain, Link, Socket, State, wake};
 use crate::sync::lock;
 use crate::wire::frame::Wire;
 
@@ -81,7 +81,7 @@ impl State {
             && self.out.is_empty()
             && self.cork == Cork::Open
             && self.forced.is_none()
-            && !self.draining
+            && self.drain == Drain::No
             && !self.abandoned
     }
 }
