@@ -172,3 +172,34 @@ fn set_once<T>(
     *slot = Some(value);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quote::{ToTokens, quote};
+
+    fn krate(args: proc_macro2::TokenStream) -> syn::Result<String> {
+        let args = syn::parse2::<AgentArgs>(args)?;
+        Ok(args.krate.expect("a crate path").to_token_stream().to_string())
+    }
+
+    #[test]
+    fn crate_takes_a_path_or_a_string() {
+        assert_eq!(krate(quote!(crate = renamed)).unwrap(), "renamed");
+        assert_eq!(krate(quote!(crate = ::my::path)).unwrap(), ":: my :: path");
+        assert_eq!(krate(quote!(crate = "my::path")).unwrap(), "my :: path");
+        assert_eq!(krate(quote!(crate = "::my::path",)).unwrap(), ":: my :: path");
+        assert_eq!(krate(quote!(name = "x", crate = crate::rt)).unwrap(), "crate :: rt");
+    }
+
+    #[test]
+    fn crate_rejects_what_is_not_a_path() {
+        let expected = "expected the path of the runtime crate";
+        for args in [quote!(crate = 42), quote!(crate = "not a path"), quote!(crate = "a::b<T>")] {
+            let error = krate(args.clone()).err().unwrap_or_else(|| panic!("{args} parses"));
+            assert!(error.to_string().starts_with(expected), "{args}: {error}");
+        }
+        let twice = krate(quote!(crate = a, crate = b)).expect_err("an error");
+        assert_eq!(twice.to_string(), "`crate` is specified more than once");
+    }
+}

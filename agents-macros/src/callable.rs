@@ -3,7 +3,7 @@
 use proc_macro2::Span;
 use syn::ext::IdentExt;
 use syn::spanned::Spanned;
-use syn::{FnArg, GenericArgument, ImplItemFn, Pat, PathArguments, ReturnType, Type};
+use syn::{FnArg, GenericArgument, ImplItemFn, Pat, PathArguments, ReturnType, Signature, Type};
 
 use crate::attr::CallableArgs;
 
@@ -49,74 +49,13 @@ pub(crate) fn callable_attr(method: &ImplItemFn) -> Option<&syn::Attribute> {
 
 impl CallableDef {
     pub(crate) fn from_method(method: &ImplItemFn, camel_case: bool) -> syn::Result<Self> {
-        let attr = callable_attr(method).expect("called for callables only");
-        let args = match &attr.meta {
-            syn::Meta::Path(_) => CallableArgs::default(),
-            _ => attr.parse_args::<CallableArgs>()?,
-        };
+        let args = callable_args(method)?;
         let sig = &method.sig;
         let name = sig.ident.unraw().to_string();
-        if RESERVED.contains(&name.as_str()) {
-            return Err(syn::Error::new(
-                sig.ident.span(),
-                format!(
-                    "callable `{name}` would clash with the generated client's `{name}`; rename the \
-                     method (its wire name can stay, with #[callable(name = \"{name}\")])"
-                ),
-            ));
-        }
-        let shape = if args.streaming {
-            "`fn name(&mut self, [ctx: &mut Context<Self>,] stream: StreamingResponse, args...)`"
-        } else {
-            "`fn name(&mut self, [ctx: &mut Context<Self>,] args...)`"
-        };
-        if !sig.generics.params.is_empty() {
-            return Err(syn::Error::new_spanned(
-                &sig.generics,
-                format!("callable `{name}` cannot be generic"),
-            ));
-        }
-        let mut inputs = sig.inputs.iter().peekable();
-        match inputs.next() {
-            Some(FnArg::Receiver(receiver))
-                if receiver.reference.is_some() || matches!(*receiver.ty, Type::Reference(_)) => {}
-            _ => {
-                return Err(syn::Error::new(
-                    sig.paren_token.span.join(),
-                    format!("callable `{name}` must take `&mut self` or `&self`; expected {shape}"),
-                ));
-            }
-        }
-        let takes_ctx = matches!(inputs.peek(), Some(FnArg::Typed(arg)) if is_context(&arg.ty));
-        if takes_ctx {
-            inputs.next();
-        }
-        if args.streaming {
-            match inputs.next() {
-                Some(FnArg::Typed(arg)) if last_segment_is(&arg.ty, "StreamingResponse") => {}
-                _ => {
-                    return Err(syn::Error::new(
-                        sig.paren_token.span.join(),
-                        format!(
-                            "streaming callable `{name}` takes a `StreamingResponse`; expected {shape}"
-                        ),
-                    ));
-                }
-            }
-        }
-        let mut params = Vec::new();
-        for (index, input) in inputs.enumerate() {
-            let FnArg::Typed(arg) = input else {
-                unreachable!("only the first input is a receiver")
-            };
-            let name = match &*arg.pat {
-                Pat::Ident(ident) => {
-                    ident.ident.unraw().to_string().trim_start_matches('_').to_owned()
-                }
-                _ => format!("arg{index}"),
-            };
-            params.push(ParamDef { name, ty: (*arg.ty).clone() });
-        }
+        check_name_and_generics(sig, &name)?;
+        let mut inputs = sig.inputs.iter();
+        let takes_ctx = leading_inputs(sig, &name, args.streaming, &mut inputs)?;
+        let params = inputs.enumerate().map(|(index, input)| param_of(index, input)).collect();
         let (output, output_span) = match &sig.output {
             ReturnType::Default => (Output::Unit, sig.ident.span()),
             ReturnType::Type(_, ty) => (output_of(ty), ty.span()),
@@ -150,6 +89,90 @@ impl CallableDef {
             output_span,
         })
     }
+}
+
+/// The arguments of the method's `#[callable(...)]`.
+fn callable_args(method: &ImplItemFn) -> syn::Result<CallableArgs> {
+    let attr = callable_attr(method).expect("called for callables only");
+    match &attr.meta {
+        syn::Meta::Path(_) => Ok(CallableArgs::default()),
+        _ => attr.parse_args::<CallableArgs>(),
+    }
+}
+
+/// A callable may not shadow a method of the generated client, nor be generic.
+fn check_name_and_generics(sig: &Signature, name: &str) -> syn::Result<()> {
+    if RESERVED.contains(&name) {
+        return Err(syn::Error::new(
+            sig.ident.span(),
+            format!(
+                "callable `{name}` would clash with the generated client's `{name}`; rename the \
+                 method (its wire name can stay, with #[callable(name = \"{name}\")])"
+            ),
+        ));
+    }
+    if !sig.generics.params.is_empty() {
+        return Err(syn::Error::new_spanned(
+            &sig.generics,
+            format!("callable `{name}` cannot be generic"),
+        ));
+    }
+    Ok(())
+}
+
+/// Takes the inputs before the JSON arguments from `inputs`: the receiver, an optional
+/// `ctx: &mut Context<Self>`, and a streaming callable's `StreamingResponse`. Returns whether
+/// there is a `ctx`.
+fn leading_inputs(
+    sig: &Signature,
+    name: &str,
+    streaming: bool,
+    inputs: &mut syn::punctuated::Iter<'_, FnArg>,
+) -> syn::Result<bool> {
+    let shape = if streaming {
+        "`fn name(&mut self, [ctx: &mut Context<Self>,] stream: StreamingResponse, args...)`"
+    } else {
+        "`fn name(&mut self, [ctx: &mut Context<Self>,] args...)`"
+    };
+    match inputs.next() {
+        Some(FnArg::Receiver(receiver))
+            if receiver.reference.is_some() || matches!(*receiver.ty, Type::Reference(_)) => {}
+        _ => {
+            return Err(syn::Error::new(
+                sig.paren_token.span.join(),
+                format!("callable `{name}` must take `&mut self` or `&self`; expected {shape}"),
+            ));
+        }
+    }
+    let takes_ctx = matches!(inputs.clone().next(), Some(FnArg::Typed(arg)) if is_context(&arg.ty));
+    if takes_ctx {
+        inputs.next();
+    }
+    if streaming {
+        match inputs.next() {
+            Some(FnArg::Typed(arg)) if last_segment_is(&arg.ty, "StreamingResponse") => {}
+            _ => {
+                return Err(syn::Error::new(
+                    sig.paren_token.span.join(),
+                    format!(
+                        "streaming callable `{name}` takes a `StreamingResponse`; expected {shape}"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(takes_ctx)
+}
+
+/// The JSON argument an input after the leading ones stands for, named after its pattern
+/// (less leading underscores), or `arg{index}`.
+fn param_of(index: usize, input: &FnArg) -> ParamDef {
+    let FnArg::Typed(arg) = input else { unreachable!("only the first input is a receiver") };
+    let name = match &*arg.pat {
+        Pat::Ident(ident) => ident.ident.unraw().to_string().trim_start_matches('_').to_owned(),
+        _ => format!("arg{index}"),
+    };
+    ParamDef { name, ty: (*arg.ty).clone() }
 }
 
 /// The name clients use for a Rust method name.

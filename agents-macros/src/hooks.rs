@@ -1,6 +1,13 @@
 //! The hooks `#[agent]` knows: names, signatures, and "did you mean" for near misses.
+//!
+//! [`HookKind::spec`] is the one table of the hook signatures: the checks of a hook method
+//! (`model.rs`), the expected signature in messages, and the generated `Agent` method that
+//! calls the hook (`expand.rs`) are all read from it.
 
-/// One of the seeds' lifecycle hooks, in Rust case.
+use proc_macro2::TokenStream;
+use quote::quote;
+
+/// One of the agent lifecycle hooks, in Rust case.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum HookKind {
     OnStart,
@@ -16,6 +23,118 @@ pub(crate) enum HookKind {
     ValidateStateChange,
     InitialState,
 }
+
+/// One parameter of a hook after the receiver: its name and type.
+pub(crate) type Param = (&'static str, ParamType);
+
+/// The type of a hook parameter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ParamType {
+    /// `&mut Context<Self>`.
+    Context,
+    /// `&Context<Self>`, for a hook that only reads.
+    ContextRef,
+    Request,
+    /// `&Connection<S>`.
+    Connection,
+    /// `Option<&Connection<S>>`.
+    MaybeConnection,
+    /// `&ConnectionContext`.
+    ConnectionContext,
+    Message,
+    /// `u16`: a close code.
+    Code,
+    /// `&str`.
+    Text,
+    Bool,
+    /// `&State`: the agent state.
+    State,
+    /// `StateSource<'_, S>`.
+    StateSource,
+    /// `&Error`.
+    Error,
+}
+
+impl ParamType {
+    /// The type as messages write it: `S` is the connection state, `State` the agent state.
+    pub(crate) fn written(self) -> &'static str {
+        match self {
+            Self::Context => "&mut Context<Self>",
+            Self::ContextRef => "&Context<Self>",
+            Self::Request => "Request",
+            Self::Connection => "&Connection<S>",
+            Self::MaybeConnection => "Option<&Connection<S>>",
+            Self::ConnectionContext => "&ConnectionContext",
+            Self::Message => "Message",
+            Self::Code => "u16",
+            Self::Text => "&str",
+            Self::Bool => "bool",
+            Self::State => "&State",
+            Self::StateSource => "StateSource<'_, S>",
+            Self::Error => "&Error",
+        }
+    }
+
+    /// The type in the generated `Agent` method, the runtime named by `rt`.
+    pub(crate) fn tokens(self, rt: &syn::Path) -> TokenStream {
+        let conn = quote!(&#rt::Connection<Self::ConnectionState>);
+        match self {
+            Self::Context => quote!(&mut #rt::Context<Self>),
+            Self::ContextRef => quote!(&#rt::Context<Self>),
+            Self::Request => quote!(#rt::Request),
+            Self::Connection => conn,
+            Self::MaybeConnection => quote!(::core::option::Option<#conn>),
+            Self::ConnectionContext => quote!(&#rt::ConnectionContext),
+            Self::Message => quote!(#rt::Message),
+            Self::Code => quote!(u16),
+            Self::Text => quote!(&str),
+            Self::Bool => quote!(bool),
+            Self::State => quote!(&Self::State),
+            Self::StateSource => quote!(#rt::StateSource<'_, Self::ConnectionState>),
+            Self::Error => quote!(&#rt::Error),
+        }
+    }
+}
+
+/// What a hook's result converts into.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Returns {
+    Unit,
+    Response,
+    /// `Vec<String>`: connection tags.
+    Tags,
+    Bool,
+    /// The agent state.
+    State,
+}
+
+impl Returns {
+    /// The type in the generated `Agent` method, the runtime named by `rt`.
+    pub(crate) fn tokens(self, rt: &syn::Path) -> TokenStream {
+        match self {
+            Self::Unit => quote!(()),
+            Self::Response => quote!(#rt::Response),
+            Self::Tags => quote!(::std::vec::Vec<::std::string::String>),
+            Self::Bool => quote!(bool),
+            Self::State => quote!(Self::State),
+        }
+    }
+}
+
+/// One row of the hook table.
+struct Spec {
+    name: &'static str,
+    /// Why the hook takes no `self`; `None` for the hooks that take `&mut self`.
+    no_self_because: Option<&'static str>,
+    /// The parameters after the receiver, in order.
+    params: &'static [Param],
+    returns: Returns,
+}
+
+const CTX: Param = ("ctx", ParamType::Context);
+const CONN: Param = ("conn", ParamType::Connection);
+const CONN_CTX: Param = ("conn_ctx", ParamType::ConnectionContext);
+const SOURCE: Param = ("source", ParamType::StateSource);
 
 impl HookKind {
     pub(crate) const ALL: [Self; 12] = [
@@ -33,27 +152,72 @@ impl HookKind {
         Self::InitialState,
     ];
 
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Self::OnStart => "on_start",
-            Self::OnRequest => "on_request",
-            Self::ConnectionTags => "connection_tags",
-            Self::OnConnect => "on_connect",
-            Self::OnMessage => "on_message",
-            Self::OnClose => "on_close",
-            Self::OnError => "on_error",
-            Self::ShouldSendProtocolMessages => "should_send_protocol_messages",
-            Self::ShouldConnectionBeReadonly => "should_connection_be_readonly",
-            Self::OnStateChanged => "on_state_changed",
-            Self::ValidateStateChange => "validate_state_change",
-            Self::InitialState => "initial_state",
+    /// The hook's signature. The runtime's `Agent` trait declares the same methods; the
+    /// generated impl of it fails to compile if the two disagree.
+    fn spec(self) -> Spec {
+        use ParamType as T;
+        const fn with_self(name: &'static str, params: &'static [Param], returns: Returns) -> Spec {
+            Spec { name, no_self_because: None, params, returns }
         }
+        match self {
+            Self::OnStart => with_self("on_start", &[CTX], Returns::Unit),
+            Self::OnRequest => {
+                with_self("on_request", &[CTX, ("request", T::Request)], Returns::Response)
+            }
+            Self::ConnectionTags => {
+                with_self("connection_tags", &[CTX, CONN, CONN_CTX], Returns::Tags)
+            }
+            Self::OnConnect => with_self("on_connect", &[CTX, CONN, CONN_CTX], Returns::Unit),
+            Self::OnMessage => {
+                with_self("on_message", &[CTX, CONN, ("message", T::Message)], Returns::Unit)
+            }
+            Self::OnClose => with_self(
+                "on_close",
+                &[CTX, CONN, ("code", T::Code), ("reason", T::Text), ("was_clean", T::Bool)],
+                Returns::Unit,
+            ),
+            Self::OnError => with_self(
+                "on_error",
+                &[CTX, ("conn", T::MaybeConnection), ("error", T::Error)],
+                Returns::Unit,
+            ),
+            Self::ShouldSendProtocolMessages => {
+                with_self("should_send_protocol_messages", &[CTX, CONN, CONN_CTX], Returns::Bool)
+            }
+            Self::ShouldConnectionBeReadonly => {
+                with_self("should_connection_be_readonly", &[CTX, CONN, CONN_CTX], Returns::Bool)
+            }
+            Self::OnStateChanged => {
+                with_self("on_state_changed", &[CTX, ("state", T::State), SOURCE], Returns::Unit)
+            }
+            Self::ValidateStateChange => Spec {
+                name: "validate_state_change",
+                no_self_because: Some("it runs inside `set_state`, while the agent is busy"),
+                params: &[("ctx", T::ContextRef), ("next", T::State), SOURCE],
+                returns: Returns::Unit,
+            },
+            Self::InitialState => Spec {
+                name: "initial_state",
+                no_self_because: Some("it runs before the agent is built"),
+                params: &[],
+                returns: Returns::State,
+            },
+        }
+    }
+
+    pub(crate) fn name(self) -> &'static str {
+        self.spec().name
     }
 
     /// Whether the hook takes `self`. The two that do not run where the agent is busy
     /// (`validate_state_change`, inside `set_state`) or not built yet (`initial_state`).
     pub(crate) fn has_receiver(self) -> bool {
-        !matches!(self, Self::ValidateStateChange | Self::InitialState)
+        self.spec().no_self_because.is_none()
+    }
+
+    /// Why the hook takes no `self`, for the hooks that take none.
+    pub(crate) fn no_self_because(self) -> Option<&'static str> {
+        self.spec().no_self_because
     }
 
     /// Whether the hook may be `async`.
@@ -61,62 +225,40 @@ impl HookKind {
         self.has_receiver()
     }
 
+    /// Whether the hook only makes sense for an agent with `#[agent(state = ...)]`.
+    pub(crate) fn needs_state(self) -> bool {
+        self.spec().params.iter().any(|(_, ty)| *ty == ParamType::State)
+            || self.spec().returns == Returns::State
+    }
+
     pub(crate) fn from_name(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|hook| hook.name() == name)
     }
 
-    /// The parameters after `&mut self`, for messages.
-    pub(crate) fn params(self) -> &'static str {
-        match self {
-            Self::OnStart => "ctx: &mut Context<Self>",
-            Self::OnRequest => "ctx: &mut Context<Self>, request: Request",
-            Self::ConnectionTags
-            | Self::OnConnect
-            | Self::ShouldSendProtocolMessages
-            | Self::ShouldConnectionBeReadonly => {
-                "ctx: &mut Context<Self>, conn: &Connection<S>, conn_ctx: &ConnectionContext"
-            }
-            Self::OnStateChanged => {
-                "ctx: &mut Context<Self>, state: &State, source: StateSource<'_, S>"
-            }
-            Self::ValidateStateChange => {
-                "ctx: &Context<Self>, next: &State, source: StateSource<'_, S>"
-            }
-            Self::InitialState => "",
-            Self::OnMessage => "ctx: &mut Context<Self>, conn: &Connection<S>, message: Message",
-            Self::OnClose => {
-                "ctx: &mut Context<Self>, conn: &Connection<S>, code: u16, reason: &str, was_clean: bool"
-            }
-            Self::OnError => "ctx: &mut Context<Self>, conn: Option<&Connection<S>>, error: &Error",
-        }
+    /// The parameters after the receiver, in order.
+    pub(crate) fn params(self) -> &'static [Param] {
+        self.spec().params
+    }
+
+    /// What the hook's result converts into.
+    pub(crate) fn returns(self) -> Returns {
+        self.spec().returns
     }
 
     /// How many parameters follow the receiver.
     pub(crate) fn arity(self) -> usize {
-        let params = self.params();
-        if params.is_empty() {
-            return 0;
-        }
-        // Top-level commas only: `StateSource<'_, S>` is one parameter.
-        let mut depth = 0i32;
-        1 + params
-            .chars()
-            .filter(|c| {
-                match c {
-                    '<' => depth += 1,
-                    '>' => depth -= 1,
-                    _ => {}
-                }
-                *c == ',' && depth == 0
-            })
-            .count()
+        self.params().len()
     }
 
+    /// The signature as messages write it: `fn on_message(&mut self, ctx: ..., ...)`.
     pub(crate) fn signature(self) -> String {
-        match (self.has_receiver(), self) {
-            (true, _) => format!("fn {}(&mut self, {})", self.name(), self.params()),
-            (false, Self::InitialState) => "fn initial_state() -> State".to_owned(),
-            (false, _) => format!("fn {}({}) -> Result<()>", self.name(), self.params()),
+        let params: Vec<String> =
+            self.params().iter().map(|(name, ty)| format!("{name}: {}", ty.written())).collect();
+        let params = params.join(", ");
+        match (self.has_receiver(), self.returns()) {
+            (true, _) => format!("fn {}(&mut self, {params})", self.name()),
+            (false, Returns::State) => format!("fn {}({params}) -> State", self.name()),
+            (false, _) => format!("fn {}({params}) -> Result<()>", self.name()),
         }
     }
 }
@@ -203,6 +345,32 @@ mod tests {
         {
             assert_eq!(near_miss(name), None, "{name}");
         }
+    }
+
+    #[test]
+    fn signatures_are_written_from_the_table() {
+        assert_eq!(
+            HookKind::OnStart.signature(),
+            "fn on_start(&mut self, ctx: &mut Context<Self>)"
+        );
+        assert_eq!(
+            HookKind::OnClose.signature(),
+            "fn on_close(&mut self, ctx: &mut Context<Self>, conn: &Connection<S>, code: u16, reason: &str, was_clean: bool)"
+        );
+        assert_eq!(
+            HookKind::ValidateStateChange.signature(),
+            "fn validate_state_change(ctx: &Context<Self>, next: &State, source: StateSource<'_, S>) -> Result<()>"
+        );
+        assert_eq!(HookKind::InitialState.signature(), "fn initial_state() -> State");
+    }
+
+    #[test]
+    fn state_hooks_need_a_state() {
+        let needing: Vec<_> = HookKind::ALL.into_iter().filter(|hook| hook.needs_state()).collect();
+        assert_eq!(
+            needing,
+            [HookKind::OnStateChanged, HookKind::ValidateStateChange, HookKind::InitialState]
+        );
     }
 
     #[test]

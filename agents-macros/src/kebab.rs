@@ -26,7 +26,7 @@ mod tests {
     use super::camel_case_to_kebab_case as kebab;
 
     #[test]
-    fn matches_the_reference_outputs() {
+    fn matches_cloudflares_camel_case_to_kebab_case() {
         for (name, expected) in [
             ("MyAgent", "my-agent"),
             ("MY_AGENT", "my-agent"),

@@ -29,7 +29,10 @@ use proc_macro::TokenStream;
 /// - `typescript`: declare a TypeScript interface for the agent;
 /// - `hibernate = false`: keep the instance in memory while it has connections;
 /// - `durability = "relaxed"`: frames do not wait for the agent's writes to be on disk
-///   (default `"confirmed"`).
+///   (default `"confirmed"`);
+/// - `crate = path` or `crate = "path"`: the path the generated code names the runtime by
+///   (default `::agents_runtime`), for a crate that reaches the runtime through a re-export or
+///   under another name. `#[callable]` markers are read under that name whatever the path.
 #[proc_macro_attribute]
 pub fn agent(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::agent(args.into(), item.into()).into()
@@ -37,7 +40,8 @@ pub fn agent(args: TokenStream, item: TokenStream) -> TokenStream {
 
 /// Implements `agents_runtime::typescript::TypeScript` for a struct or enum: the TypeScript
 /// type matching its JSON form, following serde's `rename_all`, `rename` and `skip`. Needed
-/// for the state and callable types of a `#[agent(typescript)]` agent.
+/// for the state and callable types of a `#[agent(typescript)]` agent. The generated impl
+/// names the runtime as `::agents_runtime`.
 #[proc_macro_derive(TypeScript, attributes(serde))]
 pub fn derive_typescript(item: TokenStream) -> TokenStream {
     typescript::derive(item.into()).into()

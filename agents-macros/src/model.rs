@@ -3,7 +3,7 @@
 use proc_macro2::Span;
 use syn::ext::IdentExt;
 use syn::spanned::Spanned;
-use syn::{FnArg, ImplItem, ImplItemFn, ItemImpl, ReturnType, Type};
+use syn::{FnArg, ImplItem, ImplItemFn, ItemImpl, ReturnType, Signature, Type};
 
 use crate::attr::AgentArgs;
 use crate::callable::{CallableDef, callable_attr, wire_name};
@@ -26,6 +26,9 @@ pub(crate) struct AgentDef {
     pub(crate) hibernate: bool,
     /// `#[agent(durability = "relaxed")]`.
     pub(crate) relaxed: bool,
+    /// `#[agent(crate = ...)]`, default `::agents_runtime`: the path every generated item
+    /// names the runtime by.
+    pub(crate) runtime: syn::Path,
 }
 
 /// One hook method found in the impl block.
@@ -58,6 +61,14 @@ impl Errors {
     }
 }
 
+/// The methods of an agent's impl block, sorted into hooks, callables and the rest.
+#[derive(Default)]
+struct Methods {
+    hooks: Vec<HookDef>,
+    callables: Vec<CallableDef>,
+    not_callable: Vec<String>,
+}
+
 impl AgentDef {
     /// The agent `item` defines, as far as it can be made out: invalid hooks are left out, so
     /// the `Agent` impl can still be generated and the user's code still resolves. `None` when
@@ -67,180 +78,142 @@ impl AgentDef {
         item: &ItemImpl,
         errors: &mut Errors,
     ) -> Option<Self> {
-        let mut usable = true;
-        if let Some((_, path, _)) = &item.trait_ {
-            usable = false;
-            errors.push(syn::Error::new_spanned(
-                path,
-                "#[agent] goes on the agent's own impl block (`impl MyAgent { ... }`), not on a trait impl",
-            ));
-        }
-        if !item.generics.params.is_empty() {
-            usable = false;
-            errors.push(syn::Error::new_spanned(&item.generics, "an agent type cannot be generic"));
-        }
-        let type_ident = match &*item.self_ty {
-            Type::Path(path) if path.qself.is_none() => path.path.segments.last().map(|s| &s.ident),
-            _ => None,
-        };
-        let route_name = match (&args.name, type_ident) {
-            (Some(name), _) => {
-                if let Err(why) = check_route_name(&name.value()) {
-                    errors.push(syn::Error::new(name.span(), why));
-                }
-                name.value()
-            }
-            (None, Some(ident)) => {
-                let route_name = camel_case_to_kebab_case(&ident.unraw().to_string());
-                if let Err(why) = check_route_name(&route_name) {
-                    let why = format!("{why}; give the agent a name with #[agent(name = \"...\")]");
-                    errors.push(syn::Error::new(ident.span(), why));
-                }
-                route_name
-            }
-            (None, None) => {
-                usable = false;
-                errors.push(syn::Error::new_spanned(
-                    &item.self_ty,
-                    "#[agent] needs a named type: `impl MyAgent { ... }`",
-                ));
-                String::new()
-            }
-        };
+        let shape_ok = check_impl_shape(item, errors);
+        let route_name = route_name(&args, item, errors);
         let camel_case = args.rename_all.as_ref().is_some_and(|rule| rule.value() == "camelCase");
-        let (mut hooks, mut callables, mut not_callable) = (Vec::new(), Vec::new(), Vec::new());
-        for impl_item in &item.items {
-            let ImplItem::Fn(method) = impl_item else { continue };
-            let rust_name = method.sig.ident.unraw().to_string();
-            if callable_attr(method).is_some() {
-                if HookKind::from_name(&rust_name).is_some() {
-                    let why = format!("`{rust_name}` is a hook; a hook cannot also be #[callable]");
-                    errors.push(syn::Error::new(method.sig.ident.span(), why));
-                    continue;
-                }
-                match CallableDef::from_method(method, camel_case) {
-                    Ok(callable)
-                        if callables
-                            .iter()
-                            .any(|c: &CallableDef| c.wire_name == callable.wire_name) =>
-                    {
-                        let why = format!("two callables are named `{}`", callable.wire_name);
-                        errors.push(syn::Error::new(method.sig.ident.span(), why));
-                    }
-                    Ok(callable) => callables.push(callable),
-                    Err(error) => errors.push(error),
-                }
-                continue;
-            }
-            not_callable.push(wire_name(&rust_name, camel_case));
-            match hook_of(method) {
-                Ok(Some(hook)) => hooks.push(hook),
-                Ok(None) => {}
-                Err(error) => errors.push(error),
-            }
+        let methods = Methods::collect(item, camel_case, errors);
+        if args.state.is_none() {
+            check_no_state_hooks(&methods.hooks, errors);
         }
-        let has_state_hook = hooks.iter().any(|hook| {
-            matches!(
-                hook.kind,
-                HookKind::InitialState | HookKind::ValidateStateChange | HookKind::OnStateChanged
-            )
-        });
-        if args.state.is_none() && has_state_hook {
-            let hook =
-                hooks.iter().find(|hook| hook.kind.name().contains("state")).expect("found above");
-            let why = format!(
-                "`{}` needs an agent state: add `state = MyState` to #[agent(...)]",
-                hook.ident
-            );
-            errors.push(syn::Error::new(hook.ident.span(), why));
-        }
-        usable.then(|| Self {
+        let route_name = route_name.filter(|_| shape_ok)?;
+        Some(Self {
             self_ty: (*item.self_ty).clone(),
             route_name,
             connection_state: args.connection_state,
             state: args.state,
-            hooks,
-            callables,
-            not_callable,
+            hooks: methods.hooks,
+            callables: methods.callables,
+            not_callable: methods.not_callable,
             typescript: args.typescript,
             hibernate: args.hibernate.is_none_or(|flag| flag.value),
             relaxed: args.durability.is_some_and(|mode| mode.value() == "relaxed"),
+            runtime: args.krate.unwrap_or_else(|| syn::parse_quote!(::agents_runtime)),
         })
+    }
+}
+
+/// An agent is its type's own impl block, not a trait impl, and not generic.
+fn check_impl_shape(item: &ItemImpl, errors: &mut Errors) -> bool {
+    let mut ok = true;
+    if let Some((_, path, _)) = &item.trait_ {
+        ok = false;
+        errors.push(syn::Error::new_spanned(
+            path,
+            "#[agent] goes on the agent's own impl block (`impl MyAgent { ... }`), not on a trait impl",
+        ));
+    }
+    if !item.generics.params.is_empty() {
+        ok = false;
+        errors.push(syn::Error::new_spanned(&item.generics, "an agent type cannot be generic"));
+    }
+    ok
+}
+
+/// `#[agent(name = ...)]`, or the type name in kebab-case; `None` when the type has no name.
+/// A name that is no URL path segment is reported, and kept so the expansion can go on.
+fn route_name(args: &AgentArgs, item: &ItemImpl, errors: &mut Errors) -> Option<String> {
+    let type_ident = match &*item.self_ty {
+        Type::Path(path) if path.qself.is_none() => path.path.segments.last().map(|s| &s.ident),
+        _ => None,
+    };
+    match (&args.name, type_ident) {
+        (Some(name), _) => {
+            if let Err(why) = check_route_name(&name.value()) {
+                errors.push(syn::Error::new(name.span(), why));
+            }
+            Some(name.value())
+        }
+        (None, Some(ident)) => {
+            let route_name = camel_case_to_kebab_case(&ident.unraw().to_string());
+            if let Err(why) = check_route_name(&route_name) {
+                let why = format!("{why}; give the agent a name with #[agent(name = \"...\")]");
+                errors.push(syn::Error::new(ident.span(), why));
+            }
+            Some(route_name)
+        }
+        (None, None) => {
+            errors.push(syn::Error::new_spanned(
+                &item.self_ty,
+                "#[agent] needs a named type: `impl MyAgent { ... }`",
+            ));
+            None
+        }
+    }
+}
+
+impl Methods {
+    /// Sorts the impl block's methods into hooks, callables and the rest, reporting the
+    /// invalid ones (which are left out).
+    fn collect(item: &ItemImpl, camel_case: bool, errors: &mut Errors) -> Self {
+        let mut methods = Self::default();
+        for impl_item in &item.items {
+            let ImplItem::Fn(method) = impl_item else { continue };
+            let rust_name = method.sig.ident.unraw().to_string();
+            if callable_attr(method).is_some() {
+                methods.add_callable(method, &rust_name, camel_case, errors);
+                continue;
+            }
+            methods.not_callable.push(wire_name(&rust_name, camel_case));
+            match hook_of(method) {
+                Ok(Some(hook)) => methods.hooks.push(hook),
+                Ok(None) => {}
+                Err(error) => errors.push(error),
+            }
+        }
+        methods
+    }
+
+    /// A `#[callable]` method, unless it is a hook or its wire name is taken.
+    fn add_callable(
+        &mut self,
+        method: &ImplItemFn,
+        rust_name: &str,
+        camel_case: bool,
+        errors: &mut Errors,
+    ) {
+        if HookKind::from_name(rust_name).is_some() {
+            let why = format!("`{rust_name}` is a hook; a hook cannot also be #[callable]");
+            errors.push(syn::Error::new(method.sig.ident.span(), why));
+            return;
+        }
+        match CallableDef::from_method(method, camel_case) {
+            Ok(callable) if self.callables.iter().any(|c| c.wire_name == callable.wire_name) => {
+                let why = format!("two callables are named `{}`", callable.wire_name);
+                errors.push(syn::Error::new(method.sig.ident.span(), why));
+            }
+            Ok(callable) => self.callables.push(callable),
+            Err(error) => errors.push(error),
+        }
+    }
+}
+
+/// Without `#[agent(state = ...)]`, the first hook that needs a state is reported.
+fn check_no_state_hooks(hooks: &[HookDef], errors: &mut Errors) {
+    if let Some(hook) = hooks.iter().find(|hook| hook.kind.needs_state()) {
+        let why = format!(
+            "`{}` needs an agent state: add `state = MyState` to #[agent(...)]",
+            hook.ident
+        );
+        errors.push(syn::Error::new(hook.ident.span(), why));
     }
 }
 
 /// The hook `method` defines, `None` for a helper method, or why its shape is wrong.
 fn hook_of(method: &ImplItemFn) -> syn::Result<Option<HookDef>> {
     let sig = &method.sig;
-    let name = sig.ident.to_string();
-    let Some(kind) = HookKind::from_name(&name) else {
-        if let Some(hook) = near_miss(&name) {
-            return Err(syn::Error::new(
-                sig.ident.span(),
-                format!(
-                    "`{name}` is not an agent hook; did you mean `{}`?\n\
-                     help: hooks are matched by exact name; rename this method if it is a helper",
-                    hook.name()
-                ),
-            ));
-        }
-        return Ok(None);
-    };
-    let expected = || format!("expected `{}`", kind.signature());
-    if !sig.generics.params.is_empty() {
-        return Err(syn::Error::new_spanned(
-            &sig.generics,
-            format!("hook `{name}` cannot be generic; {}", expected()),
-        ));
-    }
-    match (kind.has_receiver(), sig.inputs.first()) {
-        // `&self`, `&mut self`, or the typed `self: &mut Self`.
-        (true, Some(FnArg::Receiver(receiver)))
-            if receiver.reference.is_some() || matches!(*receiver.ty, Type::Reference(_)) => {}
-        (true, Some(FnArg::Receiver(receiver))) => {
-            return Err(syn::Error::new_spanned(
-                receiver,
-                format!("hook `{name}` must take `&mut self`; {}", expected()),
-            ));
-        }
-        (true, _) => {
-            return Err(syn::Error::new(
-                sig.paren_token.span.join(),
-                format!("hook `{name}` must take `&mut self`; {}", expected()),
-            ));
-        }
-        (false, Some(FnArg::Receiver(receiver))) => {
-            let why = match kind {
-                HookKind::InitialState => "it runs before the agent is built",
-                _ => "it runs inside `set_state`, while the agent is busy",
-            };
-            return Err(syn::Error::new_spanned(
-                receiver,
-                format!("hook `{name}` takes no `self`: {why}; {}", expected()),
-            ));
-        }
-        (false, _) => {}
-    }
-    if sig.asyncness.is_some() && !kind.may_be_async() {
-        return Err(syn::Error::new_spanned(
-            sig.asyncness,
-            format!("hook `{name}` cannot be async; {}", expected()),
-        ));
-    }
+    let Some(kind) = hook_kind(sig)? else { return Ok(None) };
+    check_hook_signature(kind, sig)?;
     let receivers = usize::from(kind.has_receiver());
-    let given = sig.inputs.len() - receivers;
-    if given != kind.arity() {
-        return Err(syn::Error::new(
-            sig.paren_token.span.join(),
-            format!(
-                "hook `{name}` takes {} parameter{}{}, not {given}; {}",
-                kind.arity(),
-                if kind.arity() == 1 { "" } else { "s" },
-                if kind.has_receiver() { " after `&mut self`" } else { "" },
-                expected()
-            ),
-        ));
-    }
     let param_spans = sig
         .inputs
         .iter()
@@ -263,6 +236,88 @@ fn hook_of(method: &ImplItemFn) -> syn::Result<Option<HookDef>> {
         param_spans,
         output_span,
     }))
+}
+
+/// The hook a method's name makes it, `None` for a helper; a near miss of a hook's name is an
+/// error.
+fn hook_kind(sig: &Signature) -> syn::Result<Option<HookKind>> {
+    let name = sig.ident.to_string();
+    if let Some(kind) = HookKind::from_name(&name) {
+        return Ok(Some(kind));
+    }
+    match near_miss(&name) {
+        Some(hook) => Err(syn::Error::new(
+            sig.ident.span(),
+            format!(
+                "`{name}` is not an agent hook; did you mean `{}`?\n\
+                 help: hooks are matched by exact name; rename this method if it is a helper",
+                hook.name()
+            ),
+        )),
+        None => Ok(None),
+    }
+}
+
+/// The hook's signature against the table in `hooks.rs`: no generics, the receiver it takes,
+/// `async` only where allowed, and the number of parameters. Parameter and return types are
+/// left to the compiler, at the generated call.
+fn check_hook_signature(kind: HookKind, sig: &Signature) -> syn::Result<()> {
+    let name = kind.name();
+    let expected = || format!("expected `{}`", kind.signature());
+    if !sig.generics.params.is_empty() {
+        return Err(syn::Error::new_spanned(
+            &sig.generics,
+            format!("hook `{name}` cannot be generic; {}", expected()),
+        ));
+    }
+    check_hook_receiver(kind, sig)?;
+    if sig.asyncness.is_some() && !kind.may_be_async() {
+        return Err(syn::Error::new_spanned(
+            sig.asyncness,
+            format!("hook `{name}` cannot be async; {}", expected()),
+        ));
+    }
+    let given = sig.inputs.len() - usize::from(kind.has_receiver());
+    if given != kind.arity() {
+        return Err(syn::Error::new(
+            sig.paren_token.span.join(),
+            format!(
+                "hook `{name}` takes {} parameter{}{}, not {given}; {}",
+                kind.arity(),
+                if kind.arity() == 1 { "" } else { "s" },
+                if kind.has_receiver() { " after `&mut self`" } else { "" },
+                expected()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `&self`, `&mut self` or a typed `self: &mut Self` for the hooks that take one; no `self` at
+/// all for the others.
+fn check_hook_receiver(kind: HookKind, sig: &Signature) -> syn::Result<()> {
+    let name = kind.name();
+    let expected = || format!("expected `{}`", kind.signature());
+    match (kind.no_self_because(), sig.inputs.first()) {
+        (None, Some(FnArg::Receiver(receiver)))
+            if receiver.reference.is_some() || matches!(*receiver.ty, Type::Reference(_)) =>
+        {
+            Ok(())
+        }
+        (None, Some(FnArg::Receiver(receiver))) => Err(syn::Error::new_spanned(
+            receiver,
+            format!("hook `{name}` must take `&mut self`; {}", expected()),
+        )),
+        (None, _) => Err(syn::Error::new(
+            sig.paren_token.span.join(),
+            format!("hook `{name}` must take `&mut self`; {}", expected()),
+        )),
+        (Some(why), Some(FnArg::Receiver(receiver))) => Err(syn::Error::new_spanned(
+            receiver,
+            format!("hook `{name}` takes no `self`: {why}; {}", expected()),
+        )),
+        (Some(_), _) => Ok(()),
+    }
 }
 
 /// A route name is one URL path segment.

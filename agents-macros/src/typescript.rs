@@ -2,7 +2,7 @@
 
 use proc_macro2::TokenStream;
 use quote::quote;
-use syn::{Attribute, Data, DeriveInput, Fields, LitStr};
+use syn::{Attribute, Data, DataEnum, DeriveInput, Fields, FieldsNamed, LitStr};
 
 use crate::callable::Output;
 use crate::model::AgentDef;
@@ -32,70 +32,8 @@ fn derive_impl(input: &DeriveInput) -> syn::Result<TokenStream> {
     let rule = serde_value(&input.attrs, "rename_all")?;
     let doc = docs(&input.attrs);
     let body = match &input.data {
-        Data::Struct(data) => match &data.fields {
-            Fields::Named(fields) => {
-                let mut lines = Vec::new();
-                for field in &fields.named {
-                    if serde_flag(&field.attrs, "skip")?
-                        || serde_flag(&field.attrs, "skip_serializing")?
-                    {
-                        continue;
-                    }
-                    let rust_name = field.ident.as_ref().expect("named").to_string();
-                    let key = match serde_value(&field.attrs, "rename")? {
-                        Some(rename) => rename,
-                        None => rename(&rust_name, rule.as_deref()),
-                    };
-                    let ty = &field.ty;
-                    let field_doc = docs(&field.attrs);
-                    lines.push(quote! {
-                        out.push_str(&::agents_runtime::__private::doc_comment(#field_doc, "  "));
-                        out.push_str(&::std::format!("  {}: {};\n", #key, <#ty as #rt::TypeScript>::ts_type(decls)));
-                    });
-                }
-                quote! {
-                    let mut out = ::agents_runtime::__private::doc_comment(#doc, "");
-                    out.push_str(&::std::format!("export interface {} {{\n", #name));
-                    #(#lines)*
-                    out.push('}');
-                    out
-                }
-            }
-            Fields::Unnamed(fields) if fields.unnamed.len() == 1 => {
-                let ty = &fields.unnamed[0].ty;
-                quote! {
-                    let inner = <#ty as #rt::TypeScript>::ts_type(decls);
-                    ::std::format!("{}export type {} = {};", ::agents_runtime::__private::doc_comment(#doc, ""), #name, inner)
-                }
-            }
-            Fields::Unit => quote!(::std::format!("export type {} = null;", #name)),
-            Fields::Unnamed(fields) => {
-                return Err(syn::Error::new_spanned(
-                    fields,
-                    "#[derive(TypeScript)] supports structs with named fields, newtypes and unit structs",
-                ));
-            }
-        },
-        Data::Enum(data) => {
-            let mut variants = Vec::new();
-            for variant in &data.variants {
-                if !matches!(variant.fields, Fields::Unit) {
-                    return Err(syn::Error::new_spanned(
-                        variant,
-                        "#[derive(TypeScript)] supports enums of unit variants (a string union) only",
-                    ));
-                }
-                let value = match serde_value(&variant.attrs, "rename")? {
-                    Some(rename) => rename,
-                    None => rename_variant(&variant.ident.to_string(), rule.as_deref()),
-                };
-                variants.push(format!("{value:?}"));
-            }
-            let union = if variants.is_empty() { "never".to_owned() } else { variants.join(" | ") };
-            quote!(
-                ::std::format!("{}export type {} = {};", ::agents_runtime::__private::doc_comment(#doc, ""), #name, #union)
-            )
-        }
+        Data::Struct(data) => struct_body(&data.fields, &name, &doc, rule.as_deref())?,
+        Data::Enum(data) => enum_body(data, &name, &doc, rule.as_deref())?,
         Data::Union(data) => {
             return Err(syn::Error::new_spanned(
                 data.union_token,
@@ -115,9 +53,99 @@ fn derive_impl(input: &DeriveInput) -> syn::Result<TokenStream> {
     })
 }
 
+/// The declaration of a struct: an interface for named fields, an alias for a newtype,
+/// `null` for a unit struct.
+fn struct_body(
+    fields: &Fields,
+    name: &str,
+    doc: &str,
+    rule: Option<&str>,
+) -> syn::Result<TokenStream> {
+    let rt = quote!(::agents_runtime::typescript);
+    Ok(match fields {
+        Fields::Named(fields) => interface_body(fields, name, doc, rule)?,
+        Fields::Unnamed(fields) if fields.unnamed.len() == 1 => {
+            let ty = &fields.unnamed[0].ty;
+            quote! {
+                let inner = <#ty as #rt::TypeScript>::ts_type(decls);
+                ::std::format!("{}export type {} = {};", ::agents_runtime::__private::doc_comment(#doc, ""), #name, inner)
+            }
+        }
+        Fields::Unit => quote!(::std::format!("export type {} = null;", #name)),
+        Fields::Unnamed(fields) => {
+            return Err(syn::Error::new_spanned(
+                fields,
+                "#[derive(TypeScript)] supports structs with named fields, newtypes and unit structs",
+            ));
+        }
+    })
+}
+
+/// `export interface Name { key: type; ... }`, skipping the fields serde skips.
+fn interface_body(
+    fields: &FieldsNamed,
+    name: &str,
+    doc: &str,
+    rule: Option<&str>,
+) -> syn::Result<TokenStream> {
+    let rt = quote!(::agents_runtime::typescript);
+    let mut lines = Vec::new();
+    for field in &fields.named {
+        if serde_flag(&field.attrs, "skip")? || serde_flag(&field.attrs, "skip_serializing")? {
+            continue;
+        }
+        let rust_name = field.ident.as_ref().expect("named").to_string();
+        let key = match serde_value(&field.attrs, "rename")? {
+            Some(rename) => rename,
+            None => rename(&rust_name, rule),
+        };
+        let ty = &field.ty;
+        let field_doc = docs(&field.attrs);
+        lines.push(quote! {
+            out.push_str(&::agents_runtime::__private::doc_comment(#field_doc, "  "));
+            out.push_str(&::std::format!("  {}: {};\n", #key, <#ty as #rt::TypeScript>::ts_type(decls)));
+        });
+    }
+    Ok(quote! {
+        let mut out = ::agents_runtime::__private::doc_comment(#doc, "");
+        out.push_str(&::std::format!("export interface {} {{\n", #name));
+        #(#lines)*
+        out.push('}');
+        out
+    })
+}
+
+/// A union of string literals, one per unit variant.
+fn enum_body(
+    data: &DataEnum,
+    name: &str,
+    doc: &str,
+    rule: Option<&str>,
+) -> syn::Result<TokenStream> {
+    let mut variants = Vec::new();
+    for variant in &data.variants {
+        if !matches!(variant.fields, Fields::Unit) {
+            return Err(syn::Error::new_spanned(
+                variant,
+                "#[derive(TypeScript)] supports enums of unit variants (a string union) only",
+            ));
+        }
+        let value = match serde_value(&variant.attrs, "rename")? {
+            Some(rename) => rename,
+            None => rename_variant(&variant.ident.to_string(), rule),
+        };
+        variants.push(format!("{value:?}"));
+    }
+    let union = if variants.is_empty() { "never".to_owned() } else { variants.join(" | ") };
+    Ok(quote!(
+        ::std::format!("{}export type {} = {};", ::agents_runtime::__private::doc_comment(#doc, ""), #name, #union)
+    ))
+}
+
 /// The agent's interface: `readonly state` and one method per callable.
 pub(crate) fn agent_interface(def: &AgentDef, interface: &str) -> TokenStream {
-    let rt = quote!(::agents_runtime::typescript);
+    let runtime = &def.runtime;
+    let rt = quote!(#runtime::typescript);
     let state = def.state.as_ref().map(|state| {
         quote!(out.push_str(&::std::format!("  readonly state: {};\n", <#state as #rt::TypeScript>::ts_type(decls)));)
     });
@@ -138,7 +166,7 @@ pub(crate) fn agent_interface(def: &AgentDef, interface: &str) -> TokenStream {
             },
         };
         quote! {
-            out.push_str(&::agents_runtime::__private::doc_comment(#doc, "  "));
+            out.push_str(&#runtime::__private::doc_comment(#doc, "  "));
             let params: ::std::vec::Vec<::std::string::String> = ::std::vec![#(#params),*];
             let returns = #returns;
             out.push_str(&::std::format!("  {}({}): Promise<{}>;\n", #wire, params.join(", "), returns));
@@ -158,8 +186,8 @@ pub(crate) fn agent_interface(def: &AgentDef, interface: &str) -> TokenStream {
                 out
             });
         }
-        ::agents_runtime::__private::inventory::submit! {
-            ::agents_runtime::__private::TypeScriptAgent { declare: __declare_typescript }
+        #runtime::__private::inventory::submit! {
+            #runtime::__private::TypeScriptAgent { declare: __declare_typescript }
         }
     }
 }

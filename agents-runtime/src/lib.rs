@@ -42,8 +42,8 @@
 //! `ctx: &mut Context<Self>`, then the parameters of the [`Agent`] trait method of the same
 //! name, which documents each hook (`on_start`, `on_request`, `connection_tags`, `on_connect`,
 //! `on_message`, `on_close`, `on_error`, `should_send_protocol_messages`,
-//! `should_connection_be_readonly`, `on_state_changed`); `#[agent]` checks each hook's
-//! parameters against it.
+//! `should_connection_be_readonly`, `on_state_changed`). `#[agent]` checks each hook's
+//! receiver and number of parameters; the compiler checks their types against the trait's.
 //!
 //! With `#[agent(state = T)]`, two associated functions (no `self`) shape the state:
 //! `fn initial_state() -> T` (default `T::default()`) and

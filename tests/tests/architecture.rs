@@ -108,7 +108,7 @@ fn the_checker_sees_a_cycle() {
     let graph = crate_.dependencies();
     let edges = |from: &[&str]| -> Vec<String> {
         let from: Vec<String> = from.iter().map(|s| s.to_string()).collect();
-        graph.get(&from).into_iter().flatten().map(|m| display(m)).collect()
+        graph.get(&from).into_iter().flatten().map(display).collect()
     };
     assert_eq!(edges(&["a"]), ["b"]);
     assert_eq!(edges(&["b"]), ["a"]);
@@ -312,10 +312,10 @@ impl Crate {
             let mut targets = BTreeSet::new();
             let written = module.imports.values().chain(&module.globs).chain(&module.paths);
             for segments in written {
-                if let Some(target) = self.resolve(path, segments, 0) {
-                    if &target != path {
-                        targets.insert(target);
-                    }
+                if let Some(target) = self.resolve(path, segments, 0)
+                    && &target != path
+                {
+                    targets.insert(target);
                 }
             }
             graph.insert(path.clone(), targets);

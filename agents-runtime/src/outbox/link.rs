@@ -18,6 +18,9 @@ use crate::wire::frame::{Frames, Header, Wire, payload_bytes};
 use super::queue::{Outgoing, Queue};
 
 mod parking;
+mod state;
+
+use state::{Cork, Drain, Socket, State};
 
 /// What the socket task does next (see [`Link::poll_next`]).
 #[derive(Debug)]
@@ -79,72 +82,6 @@ impl std::fmt::Debug for Link {
     }
 }
 
-#[derive(Default)]
-struct State {
-    /// The socket, until the socket task ends (a `Connection` kept by the agent must not keep
-    /// the socket open); `None` for a link without one (unit tests, micro-benchmarks), whose
-    /// writes are dropped.
-    wire: Option<Arc<dyn Wire>>,
-    queue: Queue,
-    /// Bytes on their way to the socket, ahead of the queue.
-    out: Frames,
-    /// The socket task, when it waits for a message, a forced close or shutdown.
-    waker: Option<Waker>,
-    /// Whether the socket has a task, is parked, or stopped taking messages.
-    socket: Socket,
-    /// Where the running turn's frames for this socket are.
-    cork: Cork,
-    /// The agent side let go of the connection: nothing more will be queued.
-    abandoned: bool,
-    /// Drop what is queued and close with this (first call wins). Boxed: rare, and every
-    /// idle link holds the field.
-    forced: Option<Box<CloseFrame>>,
-    /// The server's shutdown, as far as this socket has got with it.
-    drain: Drain,
-    /// The instance hibernated: the socket task parks the socket once nothing waits (the
-    /// instance's wish; whether the socket is parked is `socket`).
-    asked_to_park: bool,
-}
-
-/// The socket as the link knows it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-enum Socket {
-    /// A socket task relays it (or is being set up to).
-    #[default]
-    Relaying,
-    /// Parked: `wire` is `None` and `waker` resumes it.
-    Parked,
-    /// The socket task stopped taking messages; it writes what is encoded, then closes.
-    Closed,
-}
-
-/// Where the running turn's frames for this socket are.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-enum Cork {
-    /// Not listed in the instance's [`Corks`]: no turn wrote to it since its last uncork.
-    #[default]
-    Open,
-    /// Listed, its frames in `out`: written when the turn yields; the queue waits until then.
-    Buffered,
-    /// Listed, its frames in the corks' log: a frame that does not join them there queues,
-    /// so it cannot overtake them.
-    Logged,
-}
-
-/// The server's shutdown, as one socket goes through it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-enum Drain {
-    /// The server runs.
-    #[default]
-    No,
-    /// The server shuts down, and the socket task has not heard yet.
-    Asked,
-    /// The socket task writes out what is queued, then closes with 1001.
-    Draining,
-    /// Draining, and waiting for the running turn's frames: the uncork wakes the task.
-    WaitsForTurn,
-}
-
 /// A message handed to a link, with what decides its way: the write the output gate holds
 /// it behind, whether that write is durable already, the connection's byte budget for
 /// queued messages, and the connection's mark in the corks' log.
@@ -164,12 +101,6 @@ enum Delivered {
     Partly,
     /// Nowhere yet: it queues.
     No,
-}
-
-impl State {
-    fn corked(&self) -> bool {
-        self.cork != Cork::Open
-    }
 }
 
 impl Link {
@@ -625,13 +556,6 @@ impl Link {
             0 => None,
             ms => Some(UNIX_EPOCH + Duration::from_millis(ms)),
         }
-    }
-}
-
-impl State {
-    /// The next item; a queue a burst left large gives its memory back once empty.
-    fn pop(&mut self) -> Option<Outgoing> {
-        self.queue.pop_front()
     }
 }
 
