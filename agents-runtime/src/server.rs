@@ -270,8 +270,8 @@ impl ServerBuilder {
         let commits = Arc::new(GroupCommit::start(store));
         let directory = Arc::new(Directory::new(classes, Env::from_map(self.env), limits, commits));
         let edge = Arc::new(Edge::new(directory, assets));
-        let shared = Arc::new(Running { edge, data_dir: self.data_dir });
-        Ok(Server { listener, shared })
+        let running = Arc::new(Running { edge, data_dir: self.data_dir });
+        Ok(Server { listener, running })
     }
 }
 
@@ -286,7 +286,7 @@ impl ServerBuilder {
 /// ```
 pub struct Server {
     listener: TcpListener,
-    shared: Arc<Running>,
+    running: Arc<Running>,
 }
 
 impl Server {
@@ -309,14 +309,14 @@ impl Server {
 
     /// The route names of the hosted agents, sorted.
     pub fn agents(&self) -> Vec<&'static str> {
-        let mut names: Vec<_> = self.shared.directory().classes.keys().copied().collect();
+        let mut names: Vec<_> = self.running.directory().classes.keys().copied().collect();
         names.sort_unstable();
         names
     }
 
     /// A handle for observing the server while it runs.
     pub fn handle(&self) -> ServerHandle {
-        ServerHandle { shared: self.shared.clone() }
+        ServerHandle { running: self.running.clone() }
     }
 
     /// Serves until the process ends.
@@ -331,9 +331,9 @@ impl Server {
     /// [`shutdown_signal`](crate::shutdown_signal) is the usual `shutdown`: Ctrl-C or SIGTERM.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), Error> {
         let served =
-            crate::transport::serve(self.listener, self.shared.edge.clone(), shutdown).await;
+            crate::transport::serve(self.listener, self.running.edge.clone(), shutdown).await;
         // Even if accepting failed, the open sockets close cleanly and the store is flushed.
-        self.shared.shut_down().await;
+        self.running.shut_down().await;
         Ok(served?)
     }
 }
@@ -341,48 +341,48 @@ impl Server {
 /// Observes a running server (for tests and metrics).
 #[derive(Clone)]
 pub struct ServerHandle {
-    shared: Arc<Running>,
+    running: Arc<Running>,
 }
 
 impl ServerHandle {
     /// How many WebSockets are open now.
     pub fn open_connections(&self) -> usize {
-        self.shared.edge.sockets.open()
+        self.running.edge.sockets.open()
     }
 
     /// How many agent instances are in memory now: started and not hibernated.
     pub fn live_instances(&self) -> usize {
-        self.shared.directory().awake_instances.load(Ordering::Acquire)
+        self.running.directory().awake_instances.load(Ordering::Acquire)
     }
 
     /// How many agent instances are hibernated: their struct is out of memory while their
     /// connections stay open.
     pub fn hibernated_instances(&self) -> usize {
-        self.shared.directory().hibernated_instances.load(Ordering::Acquire)
+        self.running.directory().hibernated_instances.load(Ordering::Acquire)
     }
 
     /// How many WebSockets are parked: open, idle, and held for a hibernated instance without
     /// a task of their own (see the book's hibernation chapter).
     pub fn parked_connections(&self) -> usize {
-        self.shared.edge.sockets.parked.load(Ordering::Acquire)
+        self.running.edge.sockets.parked.load(Ordering::Acquire)
     }
 
     /// A handle on an agent instance of this server, for typed in-process calls from outside
     /// any agent (a test, an admin task):
     /// `CounterClient::new(handle.get_agent_by_name::<Counter>("room")?)`.
     pub fn get_agent_by_name<B: Agent>(&self, name: &str) -> Result<AgentStub, Error> {
-        AgentStub::new(self.shared.directory().clone(), B::NAME, name)
+        AgentStub::new(self.running.directory().clone(), B::NAME, name)
     }
 
     /// How the store's group commit has gone so far: writes made durable, the flushes that
     /// did it, and the largest batch one flush covered.
     pub fn storage_stats(&self) -> crate::storage::StorageStats {
-        self.shared.directory().commits.stats()
+        self.running.directory().commits.stats()
     }
 
     /// The data directory, if one was configured.
     pub fn data_dir(&self) -> Option<&std::path::Path> {
-        self.shared.data_dir.as_deref()
+        self.running.data_dir.as_deref()
     }
 }
 

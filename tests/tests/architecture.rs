@@ -17,7 +17,7 @@ use syn::visit::Visit;
 const MAX_FILE_LINES: usize = 700;
 /// Longest function outside test code, in lines (signature to closing brace).
 const MAX_FN_LINES: usize = 80;
-/// Most modules one import cycle may involve: a parent and its child.
+/// Most modules one import cycle may involve: a parent and its child, nothing else.
 const MAX_CYCLE: usize = 2;
 
 fn crate_src(name: &str) -> PathBuf {
@@ -29,7 +29,8 @@ fn runtime_modules_form_layers_without_cycles() {
     let crate_ = Crate::read(&crate_src("agents-runtime"));
     assert!(crate_.modules.len() > 10, "read only {} modules", crate_.modules.len());
     let graph = crate_.dependencies();
-    // The pairs that use each other, for the architecture chapter (`--nocapture` shows them).
+    // The parents and children that use each other, for the architecture chapter
+    // (`--nocapture` shows them).
     for (from, targets) in &graph {
         for to in targets.iter().filter(|to| from < *to) {
             if graph.get(to).is_some_and(|back| back.contains(from)) {
@@ -59,6 +60,44 @@ fn runtime_modules_form_layers_without_cycles() {
     }
 }
 
+/// `agents-runtime`'s top-level modules, bottom layer first, as `lib.rs` lists them.
+const LAYERS: &[&[&str]] = &[
+    &["env", "error", "limits", "message", "request", "sync"],
+    &["wire"],
+    &["storage"],
+    &["outbox"],
+    &["instance"],
+    &["client"],
+    &["agent"],
+    &["transport"],
+    &["registry", "server", "testing", "typescript", "bench", "prelude", "__private"],
+];
+
+#[test]
+fn runtime_layers_use_only_the_layers_below() {
+    let crate_ = Crate::read(&crate_src("agents-runtime"));
+    let layer_of = |module: &ModPath| -> usize {
+        let Some(top) = module.first() else { return LAYERS.len() }; // lib.rs: above them all
+        LAYERS
+            .iter()
+            .position(|layer| layer.contains(&top.as_str()))
+            .unwrap_or_else(|| panic!("`{top}` is in no layer: add it to LAYERS"))
+    };
+    let mut upward = Vec::new();
+    for (from, targets) in crate_.dependencies() {
+        for to in targets {
+            if layer_of(&to) > layer_of(&from) {
+                upward.push(format!("{} -> {}", display(&from), display(&to)));
+            }
+        }
+    }
+    assert!(
+        upward.is_empty(),
+        "modules that use a layer above their own:\n  {}",
+        upward.join("\n  ")
+    );
+}
+
 #[test]
 fn the_checker_sees_a_cycle() {
     // Three modules that use each other in a ring, and a parent/child pair that is allowed.
@@ -76,27 +115,24 @@ fn the_checker_sees_a_cycle() {
     let mut sizes: Vec<usize> = strongly_connected(&graph).iter().map(Vec::len).collect();
     sizes.sort_unstable();
     assert_eq!(sizes.iter().filter(|&&n| n > 1).collect::<Vec<_>>(), [&2, &3]);
-    let long: Vec<_> = strongly_connected(&graph)
-        .into_iter()
-        .filter(|component| has_long_cycle(&graph, component))
-        .collect();
-    assert_eq!(long, [vec![a.clone(), b.clone(), c.clone()]]);
-    // Two pairs sharing a module make a component of three, but no cycle through three.
-    let q = vec!["q".to_owned()];
-    graph.entry(p.clone()).or_default().insert(q.clone());
-    graph.entry(q.clone()).or_default().insert(p.clone());
-    let long = strongly_connected(&graph)
-        .into_iter()
-        .filter(|component| has_long_cycle(&graph, component))
-        .count();
-    assert_eq!(long, 1);
-    // One more edge, q -> p::c, closes the cycle q -> p::c -> p -> q.
-    graph.entry(q.clone()).or_default().insert(pc.clone());
-    let long = strongly_connected(&graph)
-        .into_iter()
-        .filter(|component| has_long_cycle(&graph, component))
-        .count();
-    assert_eq!(long, 2);
+    let broken = |graph: &Graph| -> Vec<Vec<ModPath>> {
+        let components = strongly_connected(graph).into_iter();
+        components.filter(|component| has_long_cycle(graph, component)).collect()
+    };
+    assert_eq!(broken(&graph), [vec![a.clone(), b.clone(), c.clone()]]);
+    // A parent with two children that each use it back: a component of three, no long cycle.
+    let pd = vec!["p".to_owned(), "d".to_owned()];
+    graph.entry(p.clone()).or_default().insert(pd.clone());
+    graph.entry(pd.clone()).or_default().insert(p.clone());
+    assert_eq!(broken(&graph).len(), 1);
+    // One more edge, p::d -> p::c, closes the cycle p::d -> p::c -> p -> p::d.
+    graph.entry(pd.clone()).or_default().insert(pc.clone());
+    assert_eq!(broken(&graph).len(), 2);
+    // Two siblings that use each other are not a parent and its child.
+    let mut siblings = Graph::new();
+    siblings.entry(a.clone()).or_default().insert(b.clone());
+    siblings.entry(b.clone()).or_default().insert(a.clone());
+    assert_eq!(broken(&siblings), [vec![a.clone(), b.clone()]]);
 
     // Paths resolve through re-exports and `super`, and test modules are left out.
     let crate_ = Crate::from_sources(&[
@@ -226,8 +262,10 @@ fn path_of(display: &str) -> ModPath {
 struct Module {
     /// Child modules, file or inline.
     children: BTreeSet<String>,
-    /// Names brought in by `use`: name → the path written, and the module it was written in.
+    /// Names brought in by `use`: name → the path written (for resolving later paths).
     imports: HashMap<String, Vec<String>>,
+    /// Every path a `use` names, even where two `use`s bring in the same name.
+    used: Vec<Vec<String>>,
     /// Modules whose every public name a `use …::*` brings in.
     globs: Vec<Vec<String>>,
     /// Paths written in the module's code (not its `use` items).
@@ -310,7 +348,7 @@ impl Crate {
         let mut graph = Graph::new();
         for (path, module) in &self.modules {
             let mut targets = BTreeSet::new();
-            let written = module.imports.values().chain(&module.globs).chain(&module.paths);
+            let written = module.used.iter().chain(&module.globs).chain(&module.paths);
             for segments in written {
                 if let Some(target) = self.resolve(path, segments, 0)
                     && &target != path
@@ -408,6 +446,7 @@ impl Collector {
         } else {
             alias.to_string()
         };
+        self.module.used.push(path.clone());
         self.module.imports.insert(alias, path);
     }
 }
@@ -447,6 +486,18 @@ impl<'ast> Visit<'ast> for Collector {
             self.use_tree(&mut Vec::new(), &item.tree);
         }
     }
+    fn visit_macro(&mut self, mac: &'ast syn::Macro) {
+        // Arguments that read as expressions (`format!`, `matches!`, `assert!`, `tracing`'s
+        // macros, `vec!`…): their paths count too.
+        let parser = syn::punctuated::Punctuated::<syn::Expr, syn::Token![,]>::parse_terminated;
+        if let Ok(args) = mac.parse_body_with(parser) {
+            for arg in &args {
+                self.visit_expr(arg);
+            }
+        }
+        syn::visit::visit_macro(self, mac);
+    }
+
     fn visit_path(&mut self, path: &'ast syn::Path) {
         if path.leading_colon.is_none() && path.segments.len() > 1 {
             self.module.paths.push(path.segments.iter().map(|s| s.ident.to_string()).collect());
@@ -455,20 +506,24 @@ impl<'ast> Visit<'ast> for Collector {
     }
 }
 
-/// Whether some cycle inside `component` (a strongly connected component of `graph`) passes
-/// through more than [`MAX_CYCLE`] modules. A component has none exactly when each of its
-/// edges is answered by the reverse edge and those pairs form a tree: an edge `u -> v` without
+/// Whether `component` (a strongly connected component of `graph`) breaks the layering: a
+/// cycle through more than [`MAX_CYCLE`] modules, or two modules using each other that are
+/// not a parent and its child.
+///
+/// A component has no cycle through three modules or more exactly when each of its edges is
+/// answered by the reverse edge and those pairs form a tree: an edge `u -> v` without
 /// `v -> u` closes a cycle with the shortest path back from `v` to `u`, of two edges or more;
 /// and pairs that form a ring are a cycle through all of the ring's modules.
 fn has_long_cycle(graph: &Graph, component: &[ModPath]) -> bool {
-    if component.len() <= MAX_CYCLE {
+    if component.len() < 2 {
         return false;
     }
     let inside: BTreeSet<&ModPath> = component.iter().collect();
     let mut pairs = 0;
     for from in component {
         for to in graph.get(from).into_iter().flatten().filter(|to| inside.contains(to)) {
-            if !graph.get(to).is_some_and(|back| back.contains(from)) {
+            let answered = graph.get(to).is_some_and(|back| back.contains(from));
+            if !answered || !(is_child(from, to) || is_child(to, from)) {
                 return true;
             }
             pairs += 1;
@@ -476,6 +531,11 @@ fn has_long_cycle(graph: &Graph, component: &[ModPath]) -> bool {
     }
     // Every edge is half of a pair; a tree on n modules has n - 1 pairs.
     pairs / 2 != component.len() - 1
+}
+
+/// Whether `child` is a module declared in `parent`.
+fn is_child(child: &ModPath, parent: &ModPath) -> bool {
+    child.len() == parent.len() + 1 && child.starts_with(parent)
 }
 
 /// Tarjan's strongly connected components of `graph`.

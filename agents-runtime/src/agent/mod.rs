@@ -20,7 +20,8 @@ use crate::request::{ConnectionContext, Request, Response};
 /// A class of agents: one live instance per name, events one turn at a time on `&mut self`.
 ///
 /// Normally written with `#[agent]` on an inherent impl block, which implements this trait
-/// from the hooks found there (see the crate docs). Every hook is optional. A hook that
+/// from the hooks found there: each takes `&mut self`, `ctx: &mut Context<Self>`, then the
+/// parameters of the method of the same name below. Every hook is optional. A hook that
 /// returns an error reaches [`on_error`](Agent::on_error); the socket stays open and the
 /// instance keeps running.
 pub trait Agent: Sized + Send + 'static {

@@ -10,7 +10,7 @@ use tokio::sync::oneshot;
 
 use crate::client::{CallStream, PendingCall, RpcTransport};
 use crate::error::{Error, Result};
-use crate::instance::class::AgentClass;
+use crate::instance::AgentClass;
 use crate::instance::directory::Directory;
 use crate::instance::event::Event;
 use crate::instance::rpc::{Call, CallOutcome, StreamingResponse};

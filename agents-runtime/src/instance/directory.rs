@@ -1,7 +1,10 @@
 //! [`Directory`]: the live instances of the process, one mailbox per `(agent, name)`, and what
-//! every instance's host shares (classes, env, limits, the store's group commit, counts).
+//! every instance's host shares (classes, env, limits, the store's group commit, counts);
+//! [`AgentClass`]: an agent type with its type erased, as the directory starts instances of it.
 
+use std::any::TypeId;
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -10,7 +13,6 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::env::Env;
 use crate::instance::auto_response::AutoResponse;
-use crate::instance::class::AgentClass;
 use crate::instance::connection::ConnectionKey;
 use crate::instance::event::Event;
 use crate::instance::shared::Instance;
@@ -20,6 +22,25 @@ use crate::storage::InstanceKeys;
 use crate::storage::durability::{GroupCommit, OutputGate};
 use crate::sync::lock;
 
+/// A type-erased agent class: its route name and how to start an instance of it.
+#[derive(Clone, Copy)]
+pub(crate) struct AgentClass {
+    pub(crate) name: &'static str,
+    pub(crate) type_name: &'static str,
+    pub(crate) type_id: fn() -> TypeId,
+    pub(crate) spawn: fn(Arc<Directory>, Arc<str>, Arc<Instance>) -> mpsc::Sender<Event>,
+    /// Whether frames wait for the agent's writes (`Durability::Confirmed`).
+    pub(crate) confirmed_writes: bool,
+}
+
+impl fmt::Debug for AgentClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AgentClass")
+            .field("name", &self.name)
+            .field("type", &self.type_name)
+            .finish()
+    }
+}
 /// The instances of one server: found by `(class, name)`, started on their first event, and
 /// what their hosts share. Everything below the server reaches the rest of the process
 /// through it.

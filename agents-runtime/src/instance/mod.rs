@@ -5,7 +5,6 @@
 //! network edge share. The agent layer above drives it.
 
 pub(crate) mod auto_response;
-pub(crate) mod class;
 pub(crate) mod connection;
 pub(crate) mod connections;
 pub(crate) mod directory;
@@ -15,8 +14,7 @@ pub(crate) mod shared;
 pub(crate) mod state;
 pub(crate) mod tags;
 
-pub(crate) use class::AgentClass;
 pub(crate) use connection::{ConnectionKey, ConnectionParts, connection_id};
-pub(crate) use directory::Directory;
+pub(crate) use directory::{AgentClass, Directory};
 pub(crate) use event::{ConnectRequest, Event};
 pub(crate) use shared::Instance;

@@ -10,13 +10,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::sync::lock;
 
 use crate::message::Message;
-use crate::outbox::corks::{Append, CORK_LIMIT, CorkMark, Corks, Listing, Turn};
 use crate::storage::durability::{GroupCommit, WriteSeq};
 use crate::wire::CloseFrame;
 use crate::wire::frame::{Frames, Header, Wire, payload_bytes};
+use corks::{Append, CORK_LIMIT, CorkMark, Corks, Listing, Turn};
 
 use super::queue::{Outgoing, Queue};
 
+pub(crate) mod corks;
 mod parking;
 mod state;
 
@@ -515,7 +516,9 @@ impl Link {
     pub(crate) fn shut_down(&self) {
         let waker = {
             let mut state = lock(&self.state);
-            state.drain = Drain::Asked;
+            if state.drain == Drain::No {
+                state.drain = Drain::Asked;
+            }
             state.waker.take()
         };
         wake(waker);

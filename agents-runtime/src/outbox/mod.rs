@@ -14,11 +14,11 @@
 //! lock, the socket task is woken only when the queue goes from empty to not empty, and an
 //! idle connection's queue holds no allocation at all.
 
-pub(crate) mod corks;
 mod link;
 mod open_sockets;
 mod queue;
 
-pub(crate) use link::{Link, LinkHandle, Next, Outbound, PushError};
+pub(crate) use link::{Link, LinkHandle, Next, Outbound, PushError, corks};
 pub(crate) use open_sockets::{OpenSockets, SocketSlot};
+#[cfg(any(test, feature = "bench"))]
 pub(crate) use queue::Outgoing;

@@ -13,7 +13,7 @@ use crate::sync::lock;
 pub(crate) struct OpenSockets {
     /// Admitted sockets, from the upgrade until their task ends.
     open: AtomicUsize,
-    /// OpenSockets parked (their instance hibernated): counted by the parking code.
+    /// Sockets parked (their instance hibernated): counted by the parking code.
     pub(crate) parked: AtomicUsize,
     links: Mutex<Links>,
 }

@@ -8,6 +8,7 @@ mod io;
 mod listener;
 mod lot;
 mod parked;
+mod reply;
 mod routes;
 mod socket;
 

@@ -15,6 +15,7 @@ use warp::reply::Reply;
 use crate::instance::Event;
 use crate::request::Request;
 use crate::transport::edge::Edge;
+use crate::transport::reply::text;
 use crate::transport::socket;
 use crate::wire::AGENT_UNAVAILABLE;
 
@@ -144,16 +145,6 @@ async fn read_body<B: Buf>(
         }
     }
     Ok(collected.freeze())
-}
-
-pub(super) fn text(status: StatusCode, body: &'static str) -> warp::reply::Response {
-    let mut response = http::Response::new(Bytes::from_static(body.as_bytes()));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response.into_response()
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ use crate::outbox::{Link, LinkHandle, Next, SocketSlot};
 use crate::request::{ConnectionContext, query_param};
 use crate::storage::durability::WriteSeq;
 use crate::transport::edge::Edge;
-use crate::transport::routes::text;
+use crate::transport::reply::text;
 use crate::wire::frame::{OP_CLOSE, OP_PONG};
 use crate::wire::read::{Incoming, ReadError, Reader};
 use crate::wire::{CloseFrame, close_code};
@@ -516,10 +516,9 @@ impl Socket {
             () = stalled => None,
             frame = poll_fn(|cx| link.poll_forced(cx)) => return Some(End::Forced(frame)),
             // Shutdown does not wait out the send timeout for a client that is not reading.
-            () = poll_fn(|cx| link.poll_draining(cx)) => return Some(End::Close(CloseFrame {
-                code: close_code::GOING_AWAY,
-                reason: "Server shutting down".into(),
-            })),
+            () = poll_fn(|cx| link.poll_draining(cx)) => {
+                return Some(End::Close(CloseFrame::shutting_down()));
+            }
         };
         match flushed {
             Some(Ok(())) => None,

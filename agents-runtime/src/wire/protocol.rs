@@ -18,9 +18,9 @@ pub(crate) const READONLY: &str = "Connection is readonly";
 pub(crate) const STATE_REJECTED: &str = "State update rejected";
 
 /// A frame a client sends that the runtime answers itself instead of passing it to
-/// `on_message`.
+/// `on_message`. Read in one pass through [`RawClientFrame`].
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type")]
+#[serde(tag = "type", try_from = "RawClientFrame")]
 pub(crate) enum ClientFrame {
     /// `{"type":"cf_agent_state","state":…}`: the client sets the agent's state.
     #[serde(rename = "cf_agent_state")]
@@ -28,6 +28,41 @@ pub(crate) enum ClientFrame {
     /// `{"type":"rpc","id":"…","method":"…","args":[…]}`
     #[serde(rename = "rpc")]
     Rpc(RpcRequest),
+}
+
+/// A client frame's fields as read, before its `type` says which of them count: one pass
+/// over the text, where an internally tagged enum would first copy the frame into a tree.
+#[derive(Deserialize)]
+struct RawClientFrame {
+    #[serde(rename = "type")]
+    kind: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    state: Option<Value>,
+    id: Option<Value>,
+    method: Option<Value>,
+    args: Option<Value>,
+}
+
+impl TryFrom<RawClientFrame> for ClientFrame {
+    type Error = &'static str;
+
+    fn try_from(raw: RawClientFrame) -> Result<Self, Self::Error> {
+        match raw.kind.as_ref().and_then(Value::as_str) {
+            Some("cf_agent_state") => match raw.state {
+                Some(state) => Ok(ClientFrame::State { state }),
+                None => Err("a state frame without `state`"),
+            },
+            Some("rpc") => match (raw.id, raw.method, raw.args) {
+                (
+                    Some(Value::String(id)),
+                    Some(Value::String(method)),
+                    Some(Value::Array(args)),
+                ) => Ok(ClientFrame::Rpc(RpcRequest { id, method, args })),
+                _ => Err("an RPC frame without a string `id` and `method` and an array `args`"),
+            },
+            _ => Err("not a protocol frame"),
+        }
+    }
 }
 
 /// One RPC call as the client sent it.
@@ -55,7 +90,10 @@ pub(crate) enum ServerFrame<'a, S = Value> {
     },
     /// The agent's state, on connect and after every change.
     #[serde(rename = "cf_agent_state")]
-    State { state: S },
+    State {
+        #[serde(default)]
+        state: S,
+    },
     /// The client's state update was refused.
     #[serde(rename = "cf_agent_state_error")]
     StateError { error: Cow<'a, str> },
@@ -84,31 +122,28 @@ pub(crate) struct McpServers {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct RpcResponse {
     pub(crate) id: String,
+    /// Absent reads as `true`, as the official client reads it.
+    #[serde(default = "yes")]
     pub(crate) success: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) done: Option<bool>,
     /// `None`: no `result` key, as JavaScript leaves out `undefined`; `Some(Null)`: `null`.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
     pub(crate) result: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// A message that is not a string reads as none ("Unknown error occurred").
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "text")]
     pub(crate) error: Option<String>,
 }
 
 impl RpcResponse {
     /// A successful answer: a final one (`done: true`) or a stream chunk (`done: false`).
-    pub(crate) fn result(id: &str, result: Option<Value>, done: bool) -> Self {
-        Self { id: id.to_owned(), success: true, done: Some(done), result, error: None }
+    pub(crate) fn result(id: impl Into<String>, result: Option<Value>, done: bool) -> Self {
+        Self { id: id.into(), success: true, done: Some(done), result, error: None }
     }
 
     /// A failed answer.
-    pub(crate) fn error(id: &str, error: impl Into<String>) -> Self {
-        Self {
-            id: id.to_owned(),
-            success: false,
-            done: None,
-            result: None,
-            error: Some(error.into()),
-        }
+    pub(crate) fn error(id: impl Into<String>, error: impl Into<String>) -> Self {
+        Self { id: id.into(), success: false, done: None, result: None, error: Some(error.into()) }
     }
 
     /// Whether nothing follows this answer for its call.
@@ -124,6 +159,18 @@ impl RpcResponse {
 
 fn is_false(value: &bool) -> bool {
     !value
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A string, or `None` for any other JSON value.
+fn text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    Ok(match Value::deserialize(deserializer)? {
+        Value::String(text) => Some(text),
+        _ => None,
+    })
 }
 
 /// A key that is there, `null` included (`Option<Value>` alone reads `null` as absent).
@@ -183,6 +230,15 @@ pub(crate) fn state_from_json(json: &str) -> Message {
 /// `{"type":"cf_agent_state_error","error":…}`
 pub(crate) fn state_error(error: &str) -> Message {
     encode(&Stateless::StateError { error: Cow::Borrowed(error) })
+}
+
+/// `{"error":…}`: why a connection's setup failed, sent before its close (1011).
+pub(crate) fn setup_error(error: &str) -> Message {
+    #[derive(Serialize)]
+    struct SetupError<'a> {
+        error: &'a str,
+    }
+    serde_json::to_string(&SetupError { error }).expect("a string serializes").into()
 }
 
 /// The MCP frame with no servers, which every connection gets on connect (built once).
@@ -278,6 +334,33 @@ mod tests {
     }
 
     #[test]
+    fn the_client_reads_frames_as_leniently_as_the_official_one() {
+        let read = |text: &str| ServerFrame::parse(text).expect("a server frame");
+        let ServerFrame::Rpc(answer) = read(r#"{"type":"rpc","id":"1","result":2}"#) else {
+            panic!("an rpc frame")
+        };
+        assert!(answer.success && answer.is_final(), "no `success` or `done`: a final result");
+        let ServerFrame::Rpc(answer) = read(r#"{"type":"rpc","id":"1","success":false,"error":7}"#)
+        else {
+            panic!("an rpc frame")
+        };
+        assert_eq!((answer.success, answer.error.as_deref()), (false, None));
+        assert_eq!(read(r#"{"type":"cf_agent_state"}"#), ServerFrame::State { state: Value::Null });
+    }
+
+    #[test]
+    fn a_state_frame_ignores_other_fields_and_an_rpc_frame_needs_its_types() {
+        assert_eq!(
+            parse(r#"{"type":"cf_agent_state","state":1,"id":5,"args":"x"}"#),
+            Some(ClientFrame::State { state: json!(1) })
+        );
+        assert_eq!(
+            parse(r#"{"type":"cf_agent_state","state":{"a":[1,{"b":null}]}}"#),
+            Some(ClientFrame::State { state: json!({"a":[1,{"b":null}]}) })
+        );
+    }
+
+    #[test]
     fn frames_have_the_shape_the_js_client_reads() {
         let text =
             |m: Message| serde_json::from_str::<Value>(m.as_text().expect("text")).expect("json");
@@ -305,6 +388,7 @@ mod tests {
             text(mcp_servers()),
             json!({"mcp":{"prompts":[],"resources":[],"servers":{},"tools":[]},"type":"cf_agent_mcp_servers"})
         );
+        assert_eq!(text(setup_error("no \"tags\"")), json!({"error": "no \"tags\""}));
         assert_eq!(
             text(RpcResponse::error("1", "bad").to_message()),
             json!({"type":"rpc","id":"1","success":false,"error":"bad"})

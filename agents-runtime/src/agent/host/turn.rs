@@ -252,18 +252,18 @@ pub(super) async fn rpc<A: Agent>(
         .await
         .unwrap_or_else(|panic| CallOutcome::Error(panic.to_string()));
     let frame = match outcome {
-        CallOutcome::Value(result) => RpcResponse::result(&id, result, true),
+        CallOutcome::Value(result) => RpcResponse::result(id, result, true),
         CallOutcome::Streamed => return,
         CallOutcome::Error(error) => {
             tracing::error!(agent = A::NAME, name = ctx.name(), method, "RPC error: {error}");
             if stream.is_closed() {
                 return;
             }
-            RpcResponse::error(&id, error)
+            RpcResponse::error(id, error)
         }
-        CallOutcome::NotFound => RpcResponse::error(&id, format!("Method {method} does not exist")),
+        CallOutcome::NotFound => RpcResponse::error(id, format!("Method {method} does not exist")),
         CallOutcome::NotCallable => {
-            RpcResponse::error(&id, format!("Method {method} is not callable"))
+            RpcResponse::error(id, format!("Method {method} is not callable"))
         }
     };
     let _ = conn.send(frame.to_message());
@@ -295,8 +295,7 @@ fn refuse<A: Agent>(ctx: &Context<A>, conn: &Connection<A::ConnectionState>, why
 
 /// Refuses a connection as Cloudflare does: an `{"error":…}` frame, then close 1011.
 pub(super) fn fail_setup<S>(conn: &Connection<S>, message: &str) {
-    let frame = serde_json::json!({ "error": message }).to_string();
-    let _ = conn.push(std::borrow::Cow::Owned(frame.into()));
+    let _ = conn.push(std::borrow::Cow::Owned(protocol::setup_error(message)));
     let _ = conn.close(close_code::SESSION_SETUP_FAILED, "Uncaught exception during session setup");
 }
 

@@ -22,8 +22,8 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 
+use super::Link;
 use crate::message::Message;
-use crate::outbox::Link;
 use crate::sync::lock;
 use crate::wire::frame::{COPY_LIMIT, Frames, Header, payload_bytes};
 
