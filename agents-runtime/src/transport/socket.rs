@@ -308,37 +308,41 @@ impl Socket {
             // select has let go of the branches' borrows.
             let waiting = self.waiting.is_some();
             let may_park = self.may_park();
-            let flow = tokio::select! {
-                () = poll_fn(|cx| match &mut self.waiting {
-                    Some(durable) => durable.as_mut().poll(cx),
-                    None => Poll::Pending,
-                }), if waiting => {
-                    self.waiting = None;
-                    Flow::Relay
-                }
-                permit = poll_fn(|cx| match &mut self.pending {
-                    Some(pending) => pending.permit.as_mut().poll(cx),
-                    None => Poll::Pending,
-                }), if self.pending.is_some() => match permit {
-                    Ok(permit) => {
-                        if let Some(pending) = self.pending.take() {
-                            permit.send(pending.event);
-                        }
+            // In a block of its own: what the select yields is gone before the step awaits,
+            // so it takes no room in every socket's task.
+            let step = {
+                let flow = tokio::select! {
+                    () = poll_fn(|cx| match &mut self.waiting {
+                        Some(durable) => durable.as_mut().poll(cx),
+                        None => Poll::Pending,
+                    }), if waiting => {
+                        self.waiting = None;
                         Flow::Relay
                     }
-                    Err(_) => Flow::End(End::Close(CloseFrame::agent_unavailable())),
-                },
-                next = poll_fn(|cx| link.poll_next(cx, edge.commits(), waiting, may_park)) => {
-                    self.next(next)
+                    permit = poll_fn(|cx| match &mut self.pending {
+                        Some(pending) => pending.permit.as_mut().poll(cx),
+                        None => Poll::Pending,
+                    }), if self.pending.is_some() => match permit {
+                        Ok(permit) => {
+                            if let Some(pending) = self.pending.take() {
+                                permit.send(pending.event);
+                            }
+                            Flow::Relay
+                        }
+                        Err(_) => Flow::End(End::Close(CloseFrame::agent_unavailable())),
+                    },
+                    next = poll_fn(|cx| link.poll_next(cx, edge.commits(), waiting, may_park)) => {
+                        self.next(next)
+                    }
+                    read = poll_fn(|cx| self.reader.poll_next(&self.tcp, cx)), if self.pending.is_none() => {
+                        self.take_all(read)
+                    }
+                };
+                match flow {
+                    Flow::Relay => continue,
+                    Flow::End(end) => return end,
+                    Flow::Step(step) => step,
                 }
-                read = poll_fn(|cx| self.reader.poll_next(&self.tcp, cx)), if self.pending.is_none() => {
-                    self.take_all(read)
-                }
-            };
-            let step = match flow {
-                Flow::Relay => continue,
-                Flow::End(end) => return end,
-                Flow::Step(step) => step,
             };
             let end = match step {
                 Step::Write => {
