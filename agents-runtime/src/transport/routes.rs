@@ -16,7 +16,7 @@ use crate::instance::Event;
 use crate::request::Request;
 use crate::transport::edge::Edge;
 use crate::transport::reply::text;
-use crate::transport::socket;
+use crate::transport::upgrade;
 use crate::wire::AGENT_UNAVAILABLE;
 
 /// The first path segment of every agent route.
@@ -58,7 +58,7 @@ async fn handle<B: Buf>(
 ) -> warp::reply::Response {
     let Some(route) = Route::parse(uri.path()) else {
         // Assets are plain HTTP: an upgrade there is answered like any other unknown path.
-        if !socket::is_upgrade(&headers)
+        if !upgrade::is_upgrade(&headers)
             && let Some(asset) = edge.assets.respond(&method, uri.path(), &headers)
         {
             return asset.into_response();
@@ -71,8 +71,8 @@ async fn handle<B: Buf>(
         return text(StatusCode::BAD_REQUEST, "Invalid request");
     };
     let name = route.name.to_owned();
-    if socket::is_upgrade(&headers) {
-        return socket::upgrade(edge, class, name, method, uri, headers, upgrade);
+    if upgrade::is_upgrade(&headers) {
+        return upgrade::upgrade(edge, class, name, method, uri, headers, upgrade);
     }
     let body = match read_body(&headers, body, edge.limits().max_request_body_size).await {
         Ok(body) => body,
