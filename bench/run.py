@@ -5,6 +5,7 @@ the tables of BENCHMARKS.md (medians of --runs runs).
     python3 bench/run.py                  # everything, 3 runs each (about 15 minutes)
     python3 bench/run.py --runs 1 --only chat-32,connect --peers agents-rs,bun
     python3 bench/run.py --runs 6 --only chat-32 --peers agents-rs,bun --window 8
+    python3 bench/run.py --runs 5 --peers agents-rs,bun --baseline /tmp/old/bench-server
 
 Each run starts a fresh server pinned to core 0 and the load generator pinned to core 1
 (taskset), and the peers take turns run by run; the servers are ours (`bench-server`: the
@@ -12,6 +13,10 @@ examples' agents), Bun's Bun.serve with pub/sub, Node's `ws`, and a minimal toki
 server. The peers come from npm
 (`bench/peers`, `npm ci`) and from this workspace (`cargo build --release -p agents-bench`).
 Raw results go to target/bench/results.json, the tables to target/bench/tables.md.
+
+--baseline runs another build of `bench-server` (say, the last commit's, built in a git
+worktree) as the peer `baseline`, wherever agents-rs runs, and pairs agents-rs with it run by
+run: what a change costs or saves, on the same machine in the same minutes.
 """
 
 import argparse
@@ -37,11 +42,16 @@ OUT = TARGET / "bench"
 SERVER_CORE, LOADGEN_CORE = "0", "1"
 
 
+# Another build of bench-server, run as the peer `baseline` (`--baseline`).
+BASELINE = None
+
+
 def peer_commands(port, data_dir):
     """How to start each server on `port`: (argv, working directory)."""
+    ours = ["--addr", f"127.0.0.1:{port}", "--data-dir", data_dir, "--hibernate-after", "2s"]
     return {
-        "agents-rs": ([str(RELEASE / "bench-server"), "--addr", f"127.0.0.1:{port}",
-                       "--data-dir", data_dir, "--hibernate-after", "2s"], ROOT),
+        "agents-rs": ([str(RELEASE / "bench-server"), *ours], ROOT),
+        "baseline": ([str(BASELINE), *ours], ROOT),
         "bun": ([str(PEERS_DIR / "node_modules/bun/bin/bun.exe"), "bun-chat.mjs", str(port)], PEERS_DIR),
         "node-ws": (["node", "node-ws-chat.mjs", str(port)], PEERS_DIR),
         "tokio-tungstenite": ([str(RELEASE / "tokio-peer"), f"127.0.0.1:{port}"], ROOT),
@@ -113,7 +123,7 @@ def run_once(peer, workload):
             wait_for_port(port, server)
             loadgen = [str(RELEASE / "loadgen"), *args, "--url", f"ws://127.0.0.1:{port}{path}",
                        "--server-pid", str(server.pid)]
-            if peer.startswith("agents-rs"):
+            if peer.startswith("agents-rs") or peer == "baseline":
                 loadgen += ["--stats-url", f"http://127.0.0.1:{port}/agents/bench-stats/stats"]
                 if args[0] == "idle":
                     # Rooms hibernate 2 s after their last join and park their sockets;
@@ -151,17 +161,21 @@ def fmt(value):
 
 
 def paired(by_peer, key):
-    """agents-rs against Bun run by run (the peers take turns, so run n of each saw the same
-    machine): the ratios of `key` and their median, a steadier verdict than two medians."""
-    ours, bun = by_peer.get("agents-rs"), by_peer.get("bun")
-    if not ours or not bun:
-        return []
-    ratios = [figure(a, key) / figure(b, key) for a, b in zip(ours, bun)
-              if figure(a, key) is not None and figure(b, key)]
-    if not ratios:
-        return []
-    each = ", ".join(f"{r:.3f}" for r in ratios)
-    return [f"agents-rs / Bun, {key}, run by run: {each}; median {median(ratios):.3f}", ""]
+    """agents-rs against Bun (and the baseline build) run by run (the peers take turns, so run
+    n of each saw the same machine): the ratios of `key` and their median, a steadier verdict
+    than two medians."""
+    lines = []
+    ours = by_peer.get("agents-rs")
+    for other, label in [("bun", "Bun"), ("baseline", "baseline")]:
+        theirs = by_peer.get(other)
+        if not ours or not theirs:
+            continue
+        ratios = [figure(a, key) / figure(b, key) for a, b in zip(ours, theirs)
+                  if figure(a, key) is not None and figure(b, key)]
+        if ratios:
+            each = ", ".join(f"{r:.3f}" for r in ratios)
+            lines += [f"agents-rs / {label}, {key}, run by run: {each}; median {median(ratios):.3f}", ""]
+    return lines
 
 
 def machine():
@@ -190,6 +204,8 @@ def main():
     parser.add_argument("--window", type=int, help="messages each chat sender keeps in flight "
                         "(default: 4 in chat-32, 8 in chat-1000)")
     parser.add_argument("--no-build", action="store_true", help="use the binaries and node_modules as they are")
+    parser.add_argument("--baseline", type=Path, help="another bench-server binary, run as the peer "
+                        "`baseline` wherever agents-rs runs, and paired with it")
     options = parser.parse_args()
     workloads = options.only.split(",")
     peers = options.peers.split(",")
@@ -201,6 +217,15 @@ def main():
             parser.error(f"unknown peer {name}; known: {', '.join(PEERS)}")
     if options.runs < 1:
         parser.error("--runs must be at least 1")
+    if options.baseline is not None:
+        if not options.baseline.is_file():
+            parser.error(f"--baseline {options.baseline}: no such file")
+        global BASELINE
+        BASELINE = options.baseline.resolve()
+        peers.insert(peers.index("agents-rs") + 1 if "agents-rs" in peers else 0, "baseline")
+        for name, (on, args, path, keys) in WORKLOADS.items():
+            if "agents-rs" in on:
+                WORKLOADS[name] = ([*on, "baseline"], args, path, keys)
     if options.window is not None:
         if options.window < 1:
             parser.error("--window must be at least 1")
