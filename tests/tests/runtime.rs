@@ -848,6 +848,20 @@ async fn malformed_upgrade_requests_are_answered() {
         (status, body.as_str()),
         (400, "Invalid WebSocket upgrade: `Sec-WebSocket-Key` is missing")
     );
+    // RFC 6455 §4.2.1: the key is 16 random bytes in base64; anything else is refused.
+    for key in
+        ["", "x", "not base64 at all!!!!!!!", "dGhlIHNhbXBsZSBub25jZQ", "dGhlIHNhbXBsZSBub25jZR=="]
+    {
+        let (status, body) = server
+            .raw_http(head("13", &format!("Sec-WebSocket-Key: {key}\r\n")).as_bytes(), b"")
+            .await;
+        assert_eq!(
+            (status, body.as_str()),
+            (400, "Invalid WebSocket upgrade: `Sec-WebSocket-Key` must be 16 bytes in base64"),
+            "key {key:?}"
+        );
+    }
+    assert_eq!(server.handle.open_connections(), 0);
     let post = "POST /agents/tagger/t HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nContent-Length: 0\r\n\r\n";
     let (status, body) = server.raw_http(post.as_bytes(), b"").await;
     assert_eq!((status, body.as_str()), (400, "Invalid WebSocket upgrade: the method must be GET"));

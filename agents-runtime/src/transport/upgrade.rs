@@ -19,6 +19,7 @@ use crate::transport::edge::Edge;
 use crate::transport::reply::text;
 use crate::transport::socket::{Joined, Socket, serve};
 use crate::wire::frame::OP_CLOSE;
+use crate::wire::handshake::is_valid_key;
 use crate::wire::{CloseFrame, close_code};
 
 /// `Upgrade: websocket` (case-insensitive), as Cloudflare tests it.
@@ -63,6 +64,9 @@ pub(super) fn upgrade(
     let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
         return bad("Invalid WebSocket upgrade: `Sec-WebSocket-Key` is missing");
     };
+    if !is_valid_key(key.as_bytes()) {
+        return bad("Invalid WebSocket upgrade: `Sec-WebSocket-Key` must be 16 bytes in base64");
+    }
     let Some(on_upgrade) = on_upgrade else {
         return bad("Invalid WebSocket upgrade: the connection cannot be upgraded");
     };

@@ -5,6 +5,7 @@
 
 pub(crate) mod close;
 pub(crate) mod frame;
+pub(crate) mod handshake;
 pub(crate) mod protocol;
 pub(crate) mod read;
 
