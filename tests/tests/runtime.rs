@@ -296,6 +296,44 @@ async fn hook_errors_and_panics_reach_on_error_and_the_socket_stays_open() {
     assert_eq!(client.recv_text().await, "echo:after http");
 }
 
+/// Answers HTTP with a text body, a binary one, one with its own type, and none.
+#[derive(Default)]
+struct Pages;
+
+#[agent]
+impl Pages {
+    fn on_request(&mut self, _ctx: &mut Context<Self>, request: Request) -> Response {
+        match request.uri().path() {
+            "/agents/pages/p/text" => Response::new("héllo".into()),
+            "/agents/pages/p/binary" => Response::new(vec![0xff, 0xfe, 0].into()),
+            "/agents/pages/p/json" => {
+                let mut response = Response::new(r#"{"a":1}"#.into());
+                let json = agents_runtime::http::HeaderValue::from_static("application/json");
+                response.headers_mut().insert(agents_runtime::http::header::CONTENT_TYPE, json);
+                response
+            }
+            _ => Response::new(Default::default()),
+        }
+    }
+}
+
+#[tokio::test]
+async fn text_responses_get_the_content_type_workers_give_them() {
+    let server = start(Server::builder().agent::<Pages>()).await;
+    let get = |page: &str| {
+        format!("GET /agents/pages/p/{page} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    };
+    let text = server.request(get("text").as_bytes(), b"").await;
+    assert_eq!((text.status, text.body.as_str()), (200, "héllo"));
+    assert_eq!(text.header("content-type"), Some("text/plain;charset=UTF-8"));
+    let json = server.request(get("json").as_bytes(), b"").await;
+    assert_eq!(json.header("content-type"), Some("application/json"));
+    for page in ["binary", "empty"] {
+        let answer = server.request(get(page).as_bytes(), b"").await;
+        assert_eq!((answer.status, answer.header("content-type")), (200, None), "{page}");
+    }
+}
+
 /// `on_start` fails the first time it runs.
 #[derive(Default)]
 struct FlakyStart;

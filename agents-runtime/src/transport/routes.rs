@@ -15,7 +15,7 @@ use warp::reply::Reply;
 use crate::instance::Event;
 use crate::request::Request;
 use crate::transport::edge::Edge;
-use crate::transport::reply::text;
+use crate::transport::reply::{text, with_default_content_type};
 use crate::transport::upgrade;
 use crate::wire::AGENT_UNAVAILABLE;
 
@@ -88,7 +88,7 @@ async fn handle<B: Buf>(
         return text(StatusCode::SERVICE_UNAVAILABLE, AGENT_UNAVAILABLE);
     }
     match response.await {
-        Ok(response) => response.into_response(),
+        Ok(response) => with_default_content_type(response).into_response(),
         // The instance dropped the request: its hook panicked.
         Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"),
     }
