@@ -221,6 +221,19 @@ async fn a_callable_set_state_reaches_everyone_then_the_result() {
 }
 
 #[tokio::test]
+async fn increment_past_the_largest_count_is_an_rpc_error_not_a_wrap() {
+    let server = server().await;
+    let mut a = server.connect("/agents/counter/max").await;
+    a.send_json(json!({ "type": "cf_agent_state", "state": { "count": i64::MAX } })).await;
+    a.send_rpc("r", "increment", json!([])).await;
+    let error = format!("the count is at its maximum ({})", i64::MAX);
+    assert_eq!(a.recv_json().await, failed("r", &error));
+    // Nothing changed: a newcomer sees the largest count, not a negative one.
+    let b = server.connect("/agents/counter/max").await;
+    assert_eq!(b.initial_state, Some(json!({ "count": i64::MAX })));
+}
+
+#[tokio::test]
 async fn a_client_state_update_reaches_the_others_but_not_the_sender() {
     let server = server().await;
     let mut a = server.connect("/agents/guarded/s?_pk=a").await;

@@ -198,6 +198,22 @@ async fn chat_room_username_defaults_to_anonymous_and_rooms_are_separate() {
     assert_eq!(elsewhere.recv_json().await["text"], "y");
 }
 
+#[tokio::test]
+async fn chat_room_refuses_a_username_too_long_to_read() {
+    let server = examples().await;
+    let mut ada = server.connect("/agents/chat-room/long?username=Ada").await;
+    let long = "%C3%A9".repeat(65); // 65 times "é"
+    let mut bob = server.connect(&format!("/agents/chat-room/long?username={long}")).await;
+    assert_eq!(
+        bob.expect_close().await,
+        Closed { code: 1008, reason: "Username too long (at most 64 characters)".into() }
+    );
+    // Nobody heard a join; 64 characters still join.
+    let fits = "%C3%A9".repeat(64);
+    let _carol = server.connect(&format!("/agents/chat-room/long?username={fits}")).await;
+    assert_eq!(ada.recv_json().await["user"], "é".repeat(64).as_str());
+}
+
 // --- PresenceAgent -------------------------------------------------------------------------
 
 #[tokio::test]

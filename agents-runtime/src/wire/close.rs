@@ -14,6 +14,8 @@ pub mod close_code {
     pub const ABNORMAL_CLOSURE: u16 = 1006;
     /// A text message was not valid UTF-8.
     pub const INVALID_PAYLOAD: u16 = 1007;
+    /// What the client asked for breaks the agent's rules (an agent's own refusal).
+    pub const POLICY_VIOLATION: u16 = 1008;
     /// A frame or message was over the server's size limit.
     pub const MESSAGE_TOO_BIG: u16 = 1009;
     /// Setting the connection up failed (tags, `on_start`); an `{"error":…}` frame came first.

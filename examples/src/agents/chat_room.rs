@@ -1,5 +1,6 @@
 //! `ChatRoom`: the seeds' chat room with broadcast.
 
+use agents_runtime::close_code;
 use agents_runtime::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -23,6 +24,9 @@ enum RoomFrame<'a> {
     Leave { user: &'a str, timestamp: u64 },
 }
 
+/// The longest `?username=` the room takes, in characters.
+const MAX_USERNAME: usize = 64;
+
 /// Broadcasts joins, messages and leaves to everyone in the room.
 #[derive(Default)]
 pub struct ChatRoom;
@@ -36,6 +40,11 @@ impl ChatRoom {
         conn_ctx: &ConnectionContext,
     ) -> Result<()> {
         let username = conn_ctx.query("username").map_or("Anonymous".into(), |u| u.into_owned());
+        if username.chars().count() > MAX_USERNAME {
+            // A name nobody could read: refused, rather than chatting under no name.
+            conn.close(close_code::POLICY_VIOLATION, "Username too long (at most 64 characters)")?;
+            return Ok(());
+        }
         let join = Message::json(&RoomFrame::Join { user: &username, timestamp: now_ms() })?;
         conn.set_state(Chatter { username })?;
         // Everyone but the joiner.

@@ -33,7 +33,9 @@ impl Counter {
     /// Adds one through `set_state`, so every client sees it, and returns the new count.
     #[callable(description = "Adds one to the count and returns it")]
     fn increment(&mut self, ctx: &mut Context<Self>) -> Result<i64> {
-        let count = ctx.state().count + 1;
+        let Some(count) = ctx.state().count.checked_add(1) else {
+            return Err(Error::msg(format!("the count is at its maximum ({})", i64::MAX)));
+        };
         ctx.set_state(CounterState { count })?;
         Ok(count)
     }
