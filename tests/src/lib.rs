@@ -68,3 +68,78 @@ pub mod node {
 /// The README's example agent, compiled as a doctest so it cannot drift from the API.
 #[doc = include_str!("../../README.md")]
 mod readme {}
+
+/// The examples server as a child process, for tests that kill it or read its log.
+pub mod child {
+    use std::net::SocketAddr;
+    use std::process::Stdio;
+    use std::sync::{Arc, Mutex};
+
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    use tokio::process::{Child, Command};
+
+    use crate::{Endpoint, WAIT};
+
+    /// The examples server running as a child process on a free port, logging at `info`.
+    pub struct ChildServer {
+        /// The process.
+        pub child: Child,
+        /// Where it listens.
+        pub addr: SocketAddr,
+        log: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl ChildServer {
+        /// Starts the server on `data_dir` and waits until it listens. `binary` is the
+        /// `examples-server` of this package: `env!("CARGO_BIN_EXE_examples-server")`, which
+        /// cargo sets for integration tests only.
+        pub async fn start(binary: &str, data_dir: &std::path::Path) -> Self {
+            let mut child = Command::new(binary)
+                .args(["--addr", "127.0.0.1:0", "--data-dir"])
+                .arg(data_dir)
+                .env("RUST_LOG", "info")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("the examples server starts");
+            let stdout = child.stdout.take().expect("piped");
+            let mut lines = BufReader::new(stdout).lines();
+            let addr = tokio::time::timeout(WAIT, async {
+                while let Some(line) = lines.next_line().await.expect("reads the log") {
+                    if let Some(rest) = line.split("examples on http://").nth(1) {
+                        let addr = rest.split_whitespace().next().expect("an address");
+                        return addr.parse().expect("a socket address");
+                    }
+                }
+                panic!("the server exited before listening");
+            })
+            .await
+            .expect("the server listens in time");
+            // Keep draining the log, so the child never blocks on a full pipe, and keep it.
+            let log = Arc::new(Mutex::new(Vec::new()));
+            let kept = log.clone();
+            tokio::spawn(async move {
+                while let Ok(Some(line)) = lines.next_line().await {
+                    kept.lock().expect("the log").push(line);
+                }
+            });
+            Self { child, addr, log }
+        }
+
+        /// How to reach it.
+        pub fn server(&self) -> Endpoint {
+            Endpoint { addr: self.addr }
+        }
+
+        /// What it has logged since it started listening, a line each.
+        pub fn log(&self) -> Vec<String> {
+            self.log.lock().expect("the log").clone()
+        }
+
+        /// Kills it with SIGKILL.
+        pub async fn kill(mut self) {
+            self.child.kill().await.expect("SIGKILL");
+        }
+    }
+}

@@ -4,60 +4,17 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use agents_tests::child::ChildServer;
 use agents_tests::{Endpoint, TempDir, WAIT};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-/// The examples server running as a child process on a free port.
-struct ChildServer {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl ChildServer {
-    async fn start(data_dir: &std::path::Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_examples-server"))
-            .args(["--addr", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("the examples server starts");
-        let stdout = child.stdout.take().expect("piped");
-        let mut lines = BufReader::new(stdout).lines();
-        let addr = tokio::time::timeout(WAIT, async {
-            while let Some(line) = lines.next_line().await.expect("reads the log") {
-                if let Some(rest) = line.split("examples on http://").nth(1) {
-                    let addr = rest.split_whitespace().next().expect("an address");
-                    return addr.parse().expect("a socket address");
-                }
-            }
-            panic!("the server exited before listening");
-        })
-        .await
-        .expect("the server listens in time");
-        // Keep draining the log so the child never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Self { child, addr }
-    }
-
-    fn server(&self) -> Endpoint {
-        Endpoint { addr: self.addr }
-    }
-
-    async fn kill(mut self) {
-        self.child.kill().await.expect("SIGKILL");
-    }
-}
+/// The examples server binary this package builds.
+const EXAMPLES_SERVER: &str = env!("CARGO_BIN_EXE_examples-server");
 
 /// The counter of instance `name` as a fresh client sees it on connect.
 async fn recovered(server: &Endpoint, name: &str) -> i64 {
@@ -126,7 +83,7 @@ async fn sigkill_under_concurrent_writers_loses_no_acknowledged_increment() {
     let acked = Arc::new(Mutex::new(Acked::default()));
     let mut lost = 0;
     for round in 0..=ROUNDS {
-        let child = ChildServer::start(dir.path()).await;
+        let child = ChildServer::start(EXAMPLES_SERVER, dir.path()).await;
         let server = child.server();
         // Everything acknowledged before the last kill must be there.
         for name in &names {
@@ -155,7 +112,7 @@ async fn sigkill_under_concurrent_writers_loses_no_acknowledged_increment() {
         }
     }
     let acked_increments = acked.lock().expect("not poisoned").increments;
-    let check = ChildServer::start(dir.path()).await;
+    let check = ChildServer::start(EXAMPLES_SERVER, dir.path()).await;
     let server = check.server();
     let mut recovered_total = 0;
     for name in &names {
@@ -174,7 +131,7 @@ async fn sigkill_under_concurrent_writers_loses_no_acknowledged_increment() {
 #[tokio::test]
 async fn sigterm_closes_sockets_with_1001_flushes_and_exits_0() {
     let dir = TempDir::new("sigterm");
-    let mut child = ChildServer::start(dir.path()).await;
+    let mut child = ChildServer::start(EXAMPLES_SERVER, dir.path()).await;
     let server = child.server();
     let mut client = server.connect("/agents/hibernating-counter/t").await;
     for _ in 0..3 {
@@ -191,7 +148,7 @@ async fn sigterm_closes_sockets_with_1001_flushes_and_exits_0() {
     let exit = tokio::time::timeout(WAIT, child.child.wait()).await.expect("exits in time");
     assert_eq!(exit.expect("waits").code(), Some(0));
     // The state was flushed: a new process has it.
-    let again = ChildServer::start(dir.path()).await;
+    let again = ChildServer::start(EXAMPLES_SERVER, dir.path()).await;
     let client = again.server().connect("/agents/hibernating-counter/t").await;
     assert_eq!(client.initial_state, Some(json!({ "counter": 3 })));
     again.kill().await;

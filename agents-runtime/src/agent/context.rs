@@ -12,6 +12,7 @@ use crate::instance::auto_response::WebSocketRequestResponsePair;
 use crate::instance::connection::Connection;
 use crate::instance::connections::{ConnectionTable, Connections};
 use crate::instance::directory::Directory;
+use crate::instance::log_budget::LogBudget;
 use crate::instance::shared::Instance;
 use crate::instance::state::StateSource;
 use crate::message::Message;
@@ -85,6 +86,11 @@ impl<A: Agent> Context<A> {
     /// The state changes made since the last call (by `on_state_changed` hooks).
     pub(crate) fn take_changes(&mut self) -> Vec<StateChange<A>> {
         std::mem::take(&mut self.changes)
+    }
+
+    /// The instance's allowance of log lines about client-caused errors.
+    pub(crate) fn log_budget(&self) -> &LogBudget {
+        &self.instance.log_budget
     }
 
     /// The live connections, as the host reads and changes them.

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use crate::agent::context::Context;
 use crate::error::{Error, Result};
 use crate::instance::connection::Connection;
+use crate::instance::log_budget::clip;
 use crate::instance::rpc::{Call, CallOutcome, CallableInfo};
 use crate::instance::state::StateSource;
 use crate::message::Message;
@@ -177,22 +178,29 @@ pub trait Agent: Sized + Send + 'static {
 
     /// An error: with `Some(connection)` the docs' `onError(connection, error)` (a hook of that
     /// connection failed, or its socket broke), with `None` the server-level `onError(error)`.
-    /// The default logs it.
+    /// The default logs it, at most 10 lines a second per instance (the lines it drops are
+    /// counted in the next one) and at most 256 bytes of the error's text, since a client can
+    /// cause errors as fast as it sends.
     fn on_error(
         &mut self,
         ctx: &mut Context<Self>,
         connection: Option<&Connection<Self::ConnectionState>>,
         error: &Error,
     ) -> impl Future<Output = Result<()>> + Send {
-        let (agent, name) = (Self::NAME, ctx.name());
-        match connection {
-            Some(conn) => tracing::error!(
-                agent,
-                name,
-                connection = conn.id(),
-                "error on websocket connection: {error}"
-            ),
-            None => tracing::error!(agent, name, "error on server: {error}"),
+        // Within the instance's allowance of lines, clipped: a client can cause errors.
+        if let Some(dropped) = ctx.log_budget().take() {
+            let (agent, name, error) =
+                (Self::NAME, ctx.name(), clip(&error.to_string()).into_owned());
+            match connection {
+                Some(conn) => tracing::error!(
+                    agent,
+                    name,
+                    connection = conn.id(),
+                    dropped,
+                    "error on websocket connection: {error}"
+                ),
+                None => tracing::error!(agent, name, dropped, "error on server: {error}"),
+            }
         }
         async { Ok(()) }
     }

@@ -15,6 +15,7 @@ use crate::env::Env;
 use crate::instance::auto_response::AutoResponse;
 use crate::instance::connection::ConnectionKey;
 use crate::instance::event::Event;
+use crate::instance::log_budget::LogBudget;
 use crate::instance::shared::Instance;
 use crate::limits::Limits;
 use crate::outbox::corks::Corks;
@@ -141,6 +142,7 @@ impl Directory {
             corks: Corks::default(),
             max_connection_state_size: self.limits.max_connection_state_size,
             max_outbox_bytes: self.limits.max_outbox_bytes,
+            log_budget: LogBudget::default(),
         });
         let mailbox = (class.spawn)(self.clone(), name.clone(), instance.clone());
         let entry = Entry { mailbox: mailbox.clone(), instance: instance.clone() };

@@ -9,6 +9,7 @@ pub(crate) mod connection;
 pub(crate) mod connections;
 pub(crate) mod directory;
 pub(crate) mod event;
+pub(crate) mod log_budget;
 pub(crate) mod rpc;
 pub(crate) mod shared;
 pub(crate) mod state;

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::instance::auto_response::AutoResponse;
+use crate::instance::log_budget::LogBudget;
 use crate::outbox::corks::Corks;
 use crate::storage::InstanceKeys;
 use crate::storage::durability::OutputGate;
@@ -24,6 +25,8 @@ pub(crate) struct Instance {
     /// The limits its connections check (here, not in each connection).
     pub(crate) max_connection_state_size: usize,
     pub(crate) max_outbox_bytes: usize,
+    /// How many lines about client-caused errors it may still log this second.
+    pub(crate) log_budget: LogBudget,
 }
 
 #[cfg(any(test, feature = "bench"))]
@@ -43,6 +46,7 @@ impl Instance {
             corks: Corks::default(),
             max_connection_state_size: limits.max_connection_state_size,
             max_outbox_bytes: limits.max_outbox_bytes,
+            log_budget: LogBudget::default(),
         })
     }
 }

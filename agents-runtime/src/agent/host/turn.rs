@@ -10,6 +10,7 @@ use crate::agent::context::Context;
 use crate::error::Error;
 use crate::instance::connection::{Connection, ConnectionKey};
 use crate::instance::event::{ConnectRequest, Event};
+use crate::instance::log_budget::clip;
 use crate::instance::rpc::{Call, CallOutcome, StreamingResponse};
 use crate::instance::state::StateSource;
 use crate::message::Message;
@@ -255,7 +256,11 @@ pub(super) async fn rpc<A: Agent>(
         CallOutcome::Value(result) => RpcResponse::result(id, result, true),
         CallOutcome::Streamed => return,
         CallOutcome::Error(error) => {
-            tracing::error!(agent = A::NAME, name = ctx.name(), method, "RPC error: {error}");
+            // Answered to the client; logged within the instance's allowance, clipped.
+            if let Some(dropped) = ctx.log_budget().take() {
+                let (name, method) = (ctx.name(), clip(&method));
+                tracing::warn!(agent = A::NAME, name, %method, dropped, "RPC error: {}", clip(&error));
+            }
             if stream.is_closed() {
                 return;
             }
