@@ -32,8 +32,38 @@ impl Default for Limits {
             close_timeout: Duration::from_secs(5),
             send_timeout: Duration::from_secs(30),
             hibernate_after: Duration::from_secs(10),
-            max_connections: 100_000,
+            max_connections: default_max_connections(),
             max_instances: 100_000,
         }
+    }
+}
+
+/// What `max_connections` defaults to: the process's open-file limit (its soft limit), less a
+/// tenth of it (at least 32) for the store, the listener and HTTP requests, since every
+/// WebSocket holds a file descriptor; 100,000 where the limit cannot be read or is unlimited.
+pub(crate) fn default_max_connections() -> usize {
+    const FALLBACK: usize = 100_000;
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+    match limit.and_then(|limit| usize::try_from(limit).ok()) {
+        Some(limit) => limit.saturating_sub((limit / 10).max(32)).max(1),
+        None => FALLBACK,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::default_max_connections;
+
+    #[test]
+    fn max_connections_stays_under_the_open_file_limit() {
+        let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+        let default = default_max_connections();
+        match limit {
+            Some(limit) => {
+                assert!((default as u64) < limit, "{default} against a limit of {limit}")
+            }
+            None => assert_eq!(default, 100_000),
+        }
+        assert!(default >= 1);
     }
 }

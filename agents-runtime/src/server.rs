@@ -207,7 +207,9 @@ impl ServerBuilder {
         self
     }
 
-    /// Most WebSockets open at once; an upgrade over it gets 503. Default 100 000.
+    /// Most WebSockets open at once; an upgrade over it gets 503 at once. Every WebSocket holds
+    /// a file descriptor, so the default is the process's open-file limit less a tenth of it
+    /// (at least 32) for the store, the listener and plain HTTP requests.
     pub fn max_connections(mut self, connections: usize) -> Self {
         self.limits.max_connections = connections;
         self

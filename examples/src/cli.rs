@@ -9,12 +9,15 @@ use std::time::Duration;
 
 const USAGE: &str = "\
 usage: agents-examples [--addr HOST:PORT] [--data-dir DIR] [--hibernate-after DURATION]
+                      [--max-connections N]
        agents-examples typescript FILE    (FILE `-` writes to standard output)
 
   --addr HOST:PORT              address to listen on (default 127.0.0.1:8787)
   --data-dir DIR                where agents keep their data (default ./.agents-data)
   --hibernate-after DURATION    idle time before an instance leaves memory, like 10s or
                                 500ms (default 10s)
+  --max-connections N           most WebSockets open at once; more get 503 (default: the
+                                open-file limit less a tenth of it)
   -h, --help                    this text
 
 SIGINT or SIGTERM shuts down gracefully: sockets close with 1001, the store is flushed.";
@@ -23,6 +26,7 @@ struct Options {
     addr: SocketAddr,
     data_dir: PathBuf,
     hibernate_after: Duration,
+    max_connections: Option<usize>,
 }
 
 fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Options>, String> {
@@ -30,6 +34,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Options>, Stri
         addr: SocketAddr::from(([127, 0, 0, 1], 8787)),
         data_dir: PathBuf::from("./.agents-data"),
         hibernate_after: Duration::from_secs(10),
+        max_connections: None,
     };
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -54,6 +59,13 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Options>, Stri
                 let text = value("--hibernate-after")?;
                 options.hibernate_after = parse_duration(&text)
                     .map_err(|why| format!("--hibernate-after: `{text}` {why}"))?;
+            }
+            "--max-connections" => {
+                let text = value("--max-connections")?;
+                let max = text.parse().ok().filter(|&max: &usize| max > 0);
+                let max =
+                    max.ok_or(format!("--max-connections: `{text}` is not a count above 0"))?;
+                options.max_connections = Some(max);
             }
             other => return Err(format!("unknown argument `{other}`")),
         }
@@ -130,8 +142,11 @@ pub async fn run(args: impl Iterator<Item = String>) -> ExitCode {
     };
     // Before the server is bound: a SIGTERM from then on shuts it down gracefully.
     let shutdown = agents_runtime::shutdown_signal();
-    let builder =
+    let mut builder =
         crate::server().data_dir(&options.data_dir).hibernate_after(options.hibernate_after);
+    if let Some(max) = options.max_connections {
+        builder = builder.max_connections(max);
+    }
     let server = match builder.bind(options.addr).await {
         Ok(server) => server,
         Err(error) => {
@@ -185,6 +200,9 @@ mod tests {
         assert_eq!(options.addr.to_string(), "127.0.0.1:9000");
         assert_eq!(options.data_dir.to_str(), Some("/tmp/x"));
         assert!(parse(args(&["--help"])).expect("valid").is_none());
+        assert_eq!(options.max_connections, None);
+        let options = parse(args(&["--max-connections", "50"])).expect("valid").expect("not help");
+        assert_eq!(options.max_connections, Some(50));
     }
 
     #[test]
@@ -195,6 +213,10 @@ mod tests {
             parse(args(&["--port", "1"])).err().as_deref(),
             Some("unknown argument `--port`")
         );
+        for bad in ["0", "-1", "many", ""] {
+            let err = parse(args(&["--max-connections", bad])).err().expect("an error");
+            assert_eq!(err, format!("--max-connections: `{bad}` is not a count above 0"));
+        }
     }
 
     #[test]

@@ -94,7 +94,25 @@ pub mod child {
         /// `examples-server` of this package: `env!("CARGO_BIN_EXE_examples-server")`, which
         /// cargo sets for integration tests only.
         pub async fn start(binary: &str, data_dir: &std::path::Path) -> Self {
-            let mut child = Command::new(binary)
+            Self::start_with(Command::new(binary), data_dir).await
+        }
+
+        /// [`start`](Self::start) with at most `open_files` file descriptors (the shell's
+        /// `ulimit -n`) and more arguments.
+        pub async fn start_limited(
+            binary: &str,
+            data_dir: &std::path::Path,
+            open_files: u32,
+            args: &[&str],
+        ) -> Self {
+            let mut command = Command::new("sh");
+            command.args(["-c", "ulimit -n \"$0\" && exec \"$@\""]);
+            command.arg(open_files.to_string()).arg(binary).args(args);
+            Self::start_with(command, data_dir).await
+        }
+
+        async fn start_with(mut command: Command, data_dir: &std::path::Path) -> Self {
+            let mut child = command
                 .args(["--addr", "127.0.0.1:0", "--data-dir"])
                 .arg(data_dir)
                 .env("RUST_LOG", "info")

@@ -48,15 +48,20 @@ pub(crate) async fn serve(
 async fn accept(listener: TcpListener, edge: Arc<Edge>, stop: oneshot::Receiver<()>) {
     let service = warp::service(routes(edge));
     let mut stop = std::pin::pin!(stop);
+    let mut failures = AcceptFailures::default();
     loop {
         let (stream, _peer) = tokio::select! {
             _ = &mut stop => return,
             accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
+                Ok(pair) => {
+                    failures.recovered();
+                    pair
+                }
                 Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    // Out of file descriptors (EMFILE, ENFILE) or memory: the connection waits
+                    // in the backlog while the loop backs off, instead of spinning.
+                    let pause = failures.failed(&e);
+                    tokio::time::sleep(pause).await;
                     continue;
                 }
             },
@@ -74,6 +79,44 @@ async fn accept(listener: TcpListener, edge: Arc<Edge>, stop: oneshot::Receiver<
                 tracing::debug!("http connection ended: {e}");
             }
         });
+    }
+}
+
+/// Accept errors in a row: how long to pause, and a log line at most once a second.
+#[derive(Default)]
+struct AcceptFailures {
+    /// Failures in a row; 0 while accepting works.
+    in_a_row: u32,
+    /// When the last line was logged, and the failures since then.
+    logged: Option<std::time::Instant>,
+    unlogged: u64,
+}
+
+impl AcceptFailures {
+    /// One more failure: logs it unless a line went out less than a second ago, and returns
+    /// the pause before the next try (10 ms, doubling up to 1 s while the failures go on).
+    fn failed(&mut self, error: &std::io::Error) -> Duration {
+        self.in_a_row = self.in_a_row.saturating_add(1);
+        self.unlogged += 1;
+        let now = std::time::Instant::now();
+        if self.logged.is_none_or(|at| now - at >= Duration::from_secs(1)) {
+            let failures = std::mem::take(&mut self.unlogged);
+            tracing::warn!(
+                failures,
+                "accept failed: {error} (new connections wait in the backlog)"
+            );
+            self.logged = Some(now);
+        }
+        Duration::from_millis(10 << self.in_a_row.min(7).saturating_sub(1))
+            .min(Duration::from_secs(1))
+    }
+
+    /// Accepting works again.
+    fn recovered(&mut self) {
+        if self.in_a_row > 0 {
+            tracing::info!(failures = self.unlogged, "accepting connections again");
+            *self = Self::default();
+        }
     }
 }
 
