@@ -33,6 +33,62 @@ fn a_directory_that_cannot_hold_a_store_is_a_clear_error() {
     assert!(err.starts_with("storage: cannot open sled at"), "{err}");
 }
 
+/// A data directory whose store (`store/`, as the server keeps it) holds one flushed value,
+/// closed again; the store's path and its file names.
+fn a_closed_store(name: &str) -> (TempDir, std::path::PathBuf, Vec<String>) {
+    let dir = TempDir::new(name);
+    let path = dir.path().join("store");
+    let store = SledStore::open(&path).expect("opens");
+    store.put(b"k", b"v").expect("writes");
+    store.flush().expect("flushes");
+    drop(store);
+    // sled's threads let go of the directory shortly after the drop.
+    drop(SledStore::open(&path).expect("opens again"));
+    let mut names: Vec<String> = std::fs::read_dir(&path)
+        .expect("lists")
+        .map(|entry| entry.expect("an entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    (dir, path, names)
+}
+
+/// Flips the bits of the byte at `at` of `path`.
+fn damage(path: &std::path::Path, at: usize) {
+    let mut bytes = std::fs::read(path).expect("reads");
+    bytes[at] ^= 0xFF;
+    std::fs::write(path, bytes).expect("writes");
+}
+
+/// Opening the store in `path` fails; the error names `file` and says what to do, and so
+/// does a server started on the data directory `dir`.
+fn refused_naming(dir: &std::path::Path, path: &std::path::Path, file: &std::path::Path) {
+    let err = SledStore::open(path).expect_err("refused").to_string();
+    assert!(err.contains(&format!("{} is damaged", file.display())), "{err}");
+    assert!(err.contains("Restore the directory from a backup"), "{err}");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+    let bound = runtime.block_on(agents_examples::server().data_dir(dir).bind("127.0.0.1:0"));
+    let err = bound.err().expect("the server refuses to start").to_string();
+    assert!(err.contains(&format!("{} is damaged", file.display())), "{err}");
+}
+
+#[test]
+fn a_damaged_configuration_file_is_named_at_startup_with_what_to_do() {
+    let (dir, path, names) = a_closed_store("sled-damaged-conf");
+    assert!(names.contains(&"conf".to_owned()), "{names:?}");
+    let conf = path.join("conf");
+    damage(&conf, 2);
+    refused_naming(dir.path(), &path, &conf);
+}
+
+#[test]
+fn a_damaged_snapshot_is_named_at_startup_with_what_to_do() {
+    let (dir, path, names) = a_closed_store("sled-damaged-snapshot");
+    let snapshot = names.iter().filter(|name| name.starts_with("snap.")).max().expect("a snapshot");
+    let snapshot = path.join(snapshot);
+    damage(&snapshot, 0);
+    refused_naming(dir.path(), &path, &snapshot);
+}
+
 /// Sends one RPC and returns its final frame.
 async fn call(
     client: &mut agents_tests::Client,

@@ -1,6 +1,6 @@
 //! [`SledStore`]: the embedded default, on [sled](https://docs.rs/sled).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::{BatchOp, ScanIter, Store, StoreError, WriteBatch};
@@ -26,15 +26,21 @@ impl SledStore {
         let dir = dir.as_ref();
         let deadline = Instant::now() + LOCK_WAIT;
         loop {
-            match sled::Config::new().path(dir).open() {
-                Ok(db) => return Ok(Self { db }),
-                Err(e) if is_locked(&e) && Instant::now() < deadline => {
+            // A damaged file can make sled panic as well as fail: either is an error here.
+            let opened = std::panic::catch_unwind(|| sled::Config::new().path(dir).open());
+            match opened {
+                Ok(Ok(db)) => return Ok(Self { db }),
+                Ok(Err(e)) if is_locked(&e) && Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(10));
                 }
-                Err(e) => {
+                Ok(Err(e @ (sled::Error::Corruption { .. } | sled::Error::Unsupported(_)))) => {
+                    return Err(damaged(dir, &e.to_string()));
+                }
+                Ok(Err(e)) => {
                     let what = format!("cannot open sled at {}", dir.display());
                     return Err(StoreError::backend(what, e));
                 }
+                Err(_) => return Err(damaged(dir, "sled panicked while reading it")),
             }
         }
     }
@@ -43,6 +49,45 @@ impl SledStore {
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
         self.db.size_on_disk().map_err(|e| StoreError::backend("size_on_disk", e))
     }
+}
+
+/// The error for a store sled cannot read: which file is damaged, where it can tell, and
+/// what to do about it.
+fn damaged(dir: &Path, why: &str) -> StoreError {
+    let what = match damaged_file(dir) {
+        Some(file) => format!("{} is damaged", file.display()),
+        None => format!("a file in {} is damaged", dir.display()),
+    };
+    StoreError::msg(format!(
+        "cannot open the store at {}: {what} ({why}), so its data may be lost. Restore the \
+         directory from a backup (see \"The data directory\" in the book's production \
+         chapter), or move it aside to start with an empty store",
+        dir.display()
+    ))
+}
+
+/// The first of sled's checksummed files in `dir` whose checksum fails: the configuration
+/// (`conf`: its text, then its CRC-32), or the newest snapshot (`snap.*`: its bytes, their
+/// length, then the CRC-32). `None` if both check out: the damage is in the log.
+fn damaged_file(dir: &Path) -> Option<PathBuf> {
+    let intact = |bytes: &[u8], trailer: usize| {
+        let Some(body) = bytes.len().checked_sub(trailer) else { return false };
+        let crc = bytes[bytes.len() - 4..].try_into().map(u32::from_le_bytes);
+        bytes.len() > trailer && crc.is_ok_and(|crc| crc32fast::hash(&bytes[..body]) == crc)
+    };
+    let conf = dir.join("conf");
+    if std::fs::read(&conf).is_ok_and(|bytes| !intact(&bytes, 4)) {
+        return Some(conf);
+    }
+    let newest = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|path| {
+            let name = path.file_name().and_then(|name| name.to_str()).unwrap_or_default();
+            name.starts_with("snap.") && !name.ends_with(".generating")
+        })
+        .max()?;
+    std::fs::read(&newest).is_ok_and(|bytes| !intact(&bytes, 12)).then_some(newest)
 }
 
 /// How long [`SledStore::open`] waits for a lock held by another store.
