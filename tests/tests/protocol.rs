@@ -252,6 +252,23 @@ async fn a_client_state_update_reaches_the_others_but_not_the_sender() {
 }
 
 #[tokio::test]
+async fn a_client_state_the_type_normalises_goes_back_to_the_sender_too() {
+    let server = server().await;
+    let mut a = server.connect("/agents/counter/normal").await;
+    let mut b = server.connect("/agents/counter/normal").await;
+    // `extra` is no field of the counter's state: it is dropped, and the sender, which holds
+    // its own copy with it, is told the state everyone else has.
+    a.send_json(json!({ "type": "cf_agent_state", "state": { "count": 5, "extra": true } })).await;
+    assert_eq!(a.recv_json().await, state(json!({ "count": 5 })));
+    assert_eq!(b.recv_json().await, state(json!({ "count": 5 })));
+    // A state that reads back as sent is not echoed.
+    a.send_json(json!({ "type": "cf_agent_state", "state": { "count": 6 } })).await;
+    assert_eq!(b.recv_json().await, state(json!({ "count": 6 })));
+    a.send_rpc("p", "add", json!([1, 2])).await;
+    assert_eq!(a.recv_json().await, ok("p", json!(3)));
+}
+
+#[tokio::test]
 async fn a_rejected_update_is_answered_and_changes_nothing() {
     let server = server().await;
     let mut a = server.connect("/agents/guarded/v").await;

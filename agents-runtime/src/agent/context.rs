@@ -118,7 +118,7 @@ impl<A: Agent> Context<A> {
             return Err(Error::msg(protocol::READONLY));
         }
         A::validate_state_change(self, &next, StateSource::Server)?;
-        self.commit_state(next, None)
+        self.commit_state(next, None, None)
     }
 
     /// A client's `cf_agent_state` frame; the error is what the client is told.
@@ -135,19 +135,26 @@ impl<A: Agent> Context<A> {
             tracing::error!(agent = A::NAME, name = %name, connection = conn.id(), "State update rejected: {why}");
             protocol::STATE_REJECTED
         };
+        let sent = next.clone();
         let next: A::State = serde_json::from_value(next).map_err(|e| rejected(&e))?;
         A::validate_state_change(self, &next, StateSource::Connection(conn))
             .map_err(|e| rejected(&e))?;
-        self.commit_state(next, Some(conn.clone())).map_err(|e| rejected(&e))
+        // A state that does not read back as the client sent it (fields the type does not
+        // have, values it normalises) goes to the sender too: every client holds the same.
+        let as_sent = serde_json::to_value(&next).is_ok_and(|value| value == sent);
+        let echo = if as_sent { None } else { Some(conn) };
+        self.commit_state(next, Some(conn.clone()), echo).map_err(|e| rejected(&e))
     }
 
     /// Stores an accepted state, broadcasts it (serialized once, for the store and the frame)
     /// and queues `on_state_changed`. The broadcast waits in the outboxes until the write is
-    /// durable (the output gate).
+    /// durable (the output gate). The connection the change came from does not get it back,
+    /// unless it is `echo`.
     fn commit_state(
         &mut self,
         next: A::State,
         source: Option<Connection<A::ConnectionState>>,
+        echo: Option<&Connection<A::ConnectionState>>,
     ) -> Result<()> {
         let mut stored = vec![FORMAT_VERSION];
         serde_json::to_writer(&mut stored, &next)?;
@@ -160,7 +167,7 @@ impl<A: Agent> Context<A> {
         self.state = Arc::new(next);
         self.state_frame = Some(frame.clone());
         // A change a client made is not echoed to that client (by id, as the Cloudflare runtime does).
-        let without = source.as_ref().map(Connection::id);
+        let without = source.as_ref().filter(|_| echo.is_none()).map(Connection::id);
         if A::HAS_STATE {
             for conn in self.connections.iter(None) {
                 if conn.is_protocol_enabled() && Some(conn.id()) != without {
