@@ -280,4 +280,37 @@ mod tests {
             CallOutcome::Error("bad".into())
         );
     }
+
+    mod properties {
+        use proptest::prelude::*;
+        use serde_json::Value;
+
+        use super::super::decode_arg;
+
+        proptest! {
+            /// An `i64` argument decodes exactly when the client sent an integer in range;
+            /// anything else is an error naming the argument, never a panic.
+            #[test]
+            fn integer_arguments_decode_or_are_refused_by_name(
+                value in prop_oneof![
+                    any::<i64>().prop_map(Value::from),
+                    any::<u64>().prop_map(Value::from),
+                    any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+                    ".{0,20}".prop_map(Value::from),
+                    any::<bool>().prop_map(Value::from),
+                    Just(Value::Null),
+                ],
+            ) {
+                let mut args = vec![value.clone()].into_iter();
+                let decoded = decode_arg::<i64>(&mut args, "m", 0, "n");
+                match value.as_i64() {
+                    Some(n) => prop_assert_eq!(decoded, Ok(n)),
+                    None => {
+                        let error = decoded.expect_err("refused");
+                        prop_assert!(error.starts_with("Invalid argument 0 (`n`) for method m: "), "{}", error);
+                    }
+                }
+            }
+        }
+    }
 }

@@ -85,4 +85,34 @@ mod tests {
         assert!(prepare(&id, vec!["😀".repeat(128)]).is_ok());
         assert!(prepare(&id, vec!["😀".repeat(129)]).is_err());
     }
+
+    mod properties {
+        use std::sync::Arc;
+
+        use proptest::prelude::*;
+
+        use super::super::{MAX_TAG_LEN, MAX_TAGS, prepare, utf16_len};
+
+        proptest! {
+            /// Any tags a hook returns are taken exactly when they follow the rules: the id
+            /// first and not repeated, none empty or over the length, at most the count.
+            #[test]
+            fn tags_are_taken_exactly_when_they_follow_the_rules(
+                tags in proptest::collection::vec(prop_oneof![Just(String::new()), Just("id".to_owned()), ".{0,300}"], 0..12),
+            ) {
+                let id: Arc<str> = "id".into();
+                let kept: Vec<&String> = tags.iter().filter(|tag| tag.as_str() != "id").collect();
+                let valid = kept.iter().all(|tag| !tag.is_empty() && utf16_len(tag) <= MAX_TAG_LEN)
+                    && kept.len() < MAX_TAGS;
+                match prepare(&id, tags.clone()) {
+                    Ok(prepared) => {
+                        prop_assert!(valid);
+                        prop_assert_eq!(&*prepared[0], "id");
+                        prop_assert_eq!(prepared.len(), kept.len() + 1);
+                    }
+                    Err(_) => prop_assert!(!valid),
+                }
+            }
+        }
+    }
 }

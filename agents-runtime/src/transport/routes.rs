@@ -163,4 +163,35 @@ mod tests {
             assert_eq!(Route::parse(outside), None, "{outside}");
         }
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::Route;
+
+        proptest! {
+            /// Any path is a route or not, never a panic; a route has an agent and a name,
+            /// each one segment.
+            #[test]
+            fn any_path_parses_to_segments_or_nothing(path in "[/a-z%0-9.-]{0,60}|.{0,60}") {
+                if let Some(route) = Route::parse(&path) {
+                    for part in [route.agent, route.name] {
+                        prop_assert!(!part.is_empty() && !part.contains('/'));
+                    }
+                    prop_assert!(path.contains("agents"));
+                }
+            }
+
+            /// `/agents/{agent}/{name}[/rest]` is that agent and name, whatever follows.
+            #[test]
+            fn agent_routes_keep_their_segments(
+                agent in "[a-z][a-z0-9-]{0,20}",
+                name in "[A-Za-z0-9%._~-]{1,30}",
+                rest in "(/[a-z0-9]{0,8}){0,3}",
+            ) {
+                let path = format!("/agents/{agent}/{name}{rest}");
+                prop_assert_eq!(Route::parse(&path), Some(Route { agent: &agent, name: &name }));
+            }
+        }
+    }
 }

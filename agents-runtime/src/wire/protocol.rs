@@ -394,4 +394,73 @@ mod tests {
             json!({"type":"rpc","id":"1","success":false,"error":"bad"})
         );
     }
+
+    mod properties {
+        use proptest::prelude::*;
+        use serde_json::Value;
+
+        use super::super::{ClientFrame, RpcRequest};
+
+        /// JSON values of a few levels, as arguments arrive.
+        fn json() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+                ".{0,40}".prop_map(Value::from),
+            ];
+            leaf.prop_recursive(3, 24, 4, |inner| {
+                prop_oneof![
+                    proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                    proptest::collection::btree_map(".{0,8}", inner, 0..4)
+                        .prop_map(|map| Value::Object(map.into_iter().collect())),
+                ]
+            })
+        }
+
+        proptest! {
+            /// Any text is a protocol frame or goes to `on_message`; never a panic.
+            #[test]
+            fn any_text_is_read_without_panicking(text in ".{0,300}") {
+                let _ = ClientFrame::parse(&text);
+            }
+
+            /// Any JSON object with a `type` of the protocol's is read without panicking, and
+            /// is a protocol frame exactly when its fields have the protocol's types.
+            #[test]
+            fn frames_with_the_protocols_types_and_any_fields(
+                kind in prop_oneof![Just("rpc"), Just("cf_agent_state")],
+                fields in proptest::collection::btree_map(
+                    prop_oneof![Just("id"), Just("method"), Just("args"), Just("state"), Just("x")],
+                    json(),
+                    0..5,
+                ),
+            ) {
+                let mut object: serde_json::Map<String, Value> =
+                    fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+                object.insert("type".into(), kind.into());
+                let parsed = ClientFrame::parse(&Value::Object(object.clone()).to_string());
+                let expected = match kind {
+                    "cf_agent_state" => object.contains_key("state"),
+                    _ => object.get("id").is_some_and(Value::is_string)
+                        && object.get("method").is_some_and(Value::is_string)
+                        && object.get("args").is_some_and(Value::is_array),
+                };
+                prop_assert_eq!(parsed.is_some(), expected);
+            }
+
+            /// An RPC frame the client writes is read back as it was written.
+            #[test]
+            fn rpc_frames_read_back(
+                id in ".{0,40}",
+                method in ".{0,40}",
+                args in proptest::collection::vec(json(), 0..5),
+            ) {
+                let frame = ClientFrame::Rpc(RpcRequest { id, method, args });
+                let text = serde_json::to_string(&frame).expect("serializes");
+                prop_assert_eq!(ClientFrame::parse(&text), Some(frame));
+            }
+        }
+    }
 }

@@ -585,4 +585,64 @@ mod tests {
             assert_eq!(bytes, want, "length {len}");
         }
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::{Incoming, OP_BINARY, OP_CONTINUATION, OP_TEXT, frame, reader};
+
+        /// A message and how many fragments it is sent in.
+        fn message() -> impl Strategy<Value = (Incoming, Vec<u8>, bool, usize)> {
+            let text = ".{0,200}".prop_map(|s: String| {
+                let bytes = s.clone().into_bytes();
+                (Incoming::Text(s.into()), bytes, true)
+            });
+            let binary = proptest::collection::vec(any::<u8>(), 0..300)
+                .prop_map(|b| (Incoming::Binary(b.clone().into()), b, false));
+            (prop_oneof![text, binary], 1..4usize).prop_map(|((m, b, t), n)| (m, b, t, n))
+        }
+
+        proptest! {
+            /// Whatever a client sends, the reader answers (a message, more to read, or an
+            /// error) and never panics.
+            #[test]
+            fn any_bytes_in_any_chunks_never_panic(
+                bytes in proptest::collection::vec(any::<u8>(), 0..2048),
+                step in 1..64usize,
+            ) {
+                let mut reader = reader();
+                'feed: for chunk in bytes.chunks(step) {
+                    reader.feed(chunk);
+                    loop {
+                        match reader.next() {
+                            Ok(Some(_)) => {}
+                            Ok(None) => break,
+                            Err(_) => break 'feed,
+                        }
+                    }
+                }
+            }
+
+            /// Masked messages, fragmented and split anywhere, read back as they were sent.
+            #[test]
+            fn fragmented_messages_read_back_whole(
+                messages in proptest::collection::vec(message(), 1..8),
+                step in 1..97usize,
+            ) {
+                let mut stream = Vec::new();
+                let mut want = Vec::new();
+                for (incoming, bytes, text, fragments) in messages {
+                    let size = bytes.len().div_ceil(fragments).max(1);
+                    let parts: Vec<&[u8]> = if bytes.is_empty() { vec![&[]] } else { bytes.chunks(size).collect() };
+                    for (i, part) in parts.iter().enumerate() {
+                        let opcode = match (i, text) { (0, true) => OP_TEXT, (0, false) => OP_BINARY, _ => OP_CONTINUATION };
+                        stream.extend(frame(i + 1 == parts.len(), opcode, part));
+                    }
+                    want.push(incoming);
+                }
+                let mut reader = reader();
+                prop_assert_eq!(super::read_all(&mut reader, &stream, step).expect("valid frames"), want);
+            }
+        }
+    }
 }
