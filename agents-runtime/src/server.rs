@@ -186,6 +186,13 @@ impl ServerBuilder {
         self
     }
 
+    /// Largest HTTP request head (request line and headers, the WebSocket upgrade's included),
+    /// in bytes; a bigger one gets 431. At least 8192. Default 64 KiB.
+    pub fn max_request_head_size(mut self, bytes: usize) -> Self {
+        self.limits.max_request_head_size = bytes;
+        self
+    }
+
     /// What one read from a socket takes at most, in bytes. Reads land in one buffer per
     /// worker thread; a connection keeps only the part of a frame that has not fully arrived,
     /// so an idle connection holds no read buffer. Default 64 KiB.
@@ -232,6 +239,8 @@ impl ServerBuilder {
             ("mailbox_capacity", limits.mailbox_capacity, 1),
             ("max_message_size", limits.max_message_size, 1),
             ("read_buffer_size", limits.read_buffer_size, 1),
+            // hyper's smallest read buffer.
+            ("max_request_head_size", limits.max_request_head_size, 8192),
             ("max_connections", limits.max_connections, 1),
             ("max_instances", limits.max_instances, 1),
         ] {

@@ -905,6 +905,22 @@ async fn malformed_upgrade_requests_are_answered() {
     assert_eq!((status, body.as_str()), (400, "Invalid WebSocket upgrade: the method must be GET"));
 }
 
+#[tokio::test]
+async fn a_request_head_over_its_limit_gets_431() {
+    let server = start(Server::builder().agent::<Tagger>()).await;
+    let head = |bytes: usize| {
+        let filler = "x".repeat(bytes);
+        format!(
+            "GET /agents/tagger/t HTTP/1.1\r\nHost: x\r\nX-Filler: {filler}\r\nConnection: close\r\n\r\n"
+        )
+    };
+    assert_eq!(server.raw_http(head(100 * 1024).as_bytes(), b"").await.0, 431);
+    // Within the limit, the same request is served (the agent has no on_request: 404).
+    assert_eq!(server.raw_http(head(16 * 1024).as_bytes(), b"").await.0, 404);
+    let error = Server::builder().max_request_head_size(100).bind("127.0.0.1:0").await.err();
+    assert_eq!(error.expect("refused").to_string(), "max_request_head_size must be at least 8192");
+}
+
 // --- env ---------------------------------------------------------------------------------------
 
 /// Shared configuration handed to the server builder.

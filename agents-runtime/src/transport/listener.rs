@@ -46,6 +46,7 @@ pub(crate) async fn serve(
 
 /// Accepts connections and serves each in a task of its own, until `stop` says so.
 async fn accept(listener: TcpListener, edge: Arc<Edge>, stop: oneshot::Receiver<()>) {
+    let max_head = edge.limits().max_request_head_size;
     let service = warp::service(routes(edge));
     let mut stop = std::pin::pin!(stop);
     let mut failures = AcceptFailures::default();
@@ -72,6 +73,9 @@ async fn accept(listener: TcpListener, edge: Arc<Edge>, stop: oneshot::Receiver<
                 // Slow or stalled request heads are cut off (hyper answers 408).
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT)
+                // A request head past this gets 431, and no more of it is kept.
+                .max_header_size(max_head)
+                .max_buf_size(max_head)
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades()
                 .await;
