@@ -1,8 +1,8 @@
 //! What clients cause reaches the log in bounded amounts: a flood of failing calls with large
 //! arguments is answered in full, while the examples server's log grows by a few kilobytes.
 
-use agents_tests::TempDir;
 use agents_tests::child::ChildServer;
+use agents_tests::{TempDir, eventually};
 use serde_json::json;
 
 #[tokio::test]
@@ -22,6 +22,11 @@ async fn a_flood_of_failing_calls_with_large_arguments_does_not_flood_the_log() 
         let error = answer["error"].as_str().expect("an error");
         assert!(error.len() > 10_000, "the client gets the whole error");
     }
+    // The log is read from the child's output as it comes: wait for the first RPC error line,
+    // then a moment more for the rest.
+    let logged = || child.log().iter().any(|line| line.contains("RPC error"));
+    eventually("the first RPC error is logged", logged).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let log = child.log();
     let errors: Vec<&String> = log.iter().filter(|line| line.contains("RPC error")).collect();
     let bytes: usize = log.iter().map(String::len).sum();
