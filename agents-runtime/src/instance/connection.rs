@@ -11,7 +11,8 @@ use crate::error::ConnectionError;
 use crate::instance::shared::Instance;
 use crate::message::Message;
 use crate::outbox::corks::{Append, Batch, CorkMark};
-use crate::outbox::{Link, LinkHandle, Outbound, PushError};
+
+use crate::outbox::{Link, LinkHandle, Outbound, PushError, seal_after};
 use crate::storage::durability::WriteSeq;
 use crate::sync::lock;
 use crate::wire::{CloseFrame, close_code, is_sendable_close_code, truncate_reason};
@@ -195,9 +196,14 @@ impl<S> Connection<S> {
         let budget = instance.max_outbox_bytes;
         let turn = fanout.batch.turn();
         let message = Cow::Borrowed(message);
+        let holds_turn = turn.is_some();
         let out = Outbound { message, after, released, budget, mark };
         let sent = self.inner.link.send_unlogged(out, turn, append);
-        self.sent(sent)
+        if sent == Ok(true) && !holds_turn {
+            // The batch holds no turn, so the corks are not locked: seal in the new one.
+            seal_after(&instance.corks, mark);
+        }
+        self.sent(sent.map(|_| ()))
     }
 
     fn send_cow(&self, message: Cow<'_, Message>) -> Result<(), ConnectionError> {

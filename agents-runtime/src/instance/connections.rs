@@ -245,9 +245,6 @@ mod tests {
     /// during the turn takes them in the same order. Neither blocks the other for good, and
     /// each socket gets each sender's frames in the order they were sent.
     #[test]
-    #[ignore = "a known race: now and then one frame of the other thread comes a few frames \
-                late (about 1 run in 5 of the build before the layered runtime, 1 in 9 after); \
-                run it with `--ignored` while fixing it"]
     fn a_send_from_another_thread_during_broadcasting_turns_keeps_its_order() {
         const TURNS: usize = 2000;
         const SIDE: usize = 5000;

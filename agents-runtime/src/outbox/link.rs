@@ -140,18 +140,29 @@ impl Link {
         if let Append::Logged = append {
             return Ok(());
         }
-        self.send_unlogged(out, turn.as_mut(), append)
+        let mark = out.mark;
+        let unsealed = self.send_unlogged(out, turn.as_mut(), append)?;
+        if unsealed {
+            drop(turn); // `None`: nothing is locked
+            seal_after(corks, mark);
+        }
+        Ok(())
     }
 
     /// [`send`](Self::send) once the running turn's corks (`turn`, locked, if a turn runs)
     /// said what they do with the frame (`append`, not `Logged`): a broadcast asks them
     /// itself, under its hold on their lock.
+    ///
+    /// `Ok(true)`: the frame queued behind frames a turn logged for this link, and the caller
+    /// did not hold that turn (it began between the caller's look at the corks and this
+    /// link's lock), so it could not be sealed here: the caller seals it with [`seal_after`]
+    /// before it sends again, or its next frame could join the log ahead of this one.
     pub(crate) fn send_unlogged(
         self: &Arc<Self>,
         out: Outbound<'_>,
         mut turn: Option<&mut Turn<'_>>,
         append: Append,
-    ) -> Result<(), PushError> {
+    ) -> Result<bool, PushError> {
         let mut guard = lock(&self.state);
         let state = &mut *guard;
         if state.socket == Socket::Closed {
@@ -169,12 +180,12 @@ impl Link {
             && state.cork != Cork::Logged;
         if ready {
             match self.deliver(state, &out.message, turn.as_deref_mut(), out.mark) {
-                Delivered::Done => return Ok(()),
+                Delivered::Done => return Ok(false),
                 Delivered::Partly => {
                     let waker = state.waker.take();
                     drop(guard);
                     wake(waker);
-                    return Ok(());
+                    return Ok(false);
                 }
                 Delivered::No => {}
             }
@@ -183,11 +194,12 @@ impl Link {
         if state.queue.len() >= self.capacity || !self.reserve_bytes(len, out.budget) {
             return Err(PushError::Full);
         }
+        let unsealed = state.cork == Cork::Logged && turn.is_none();
         if let (Cork::Logged, Some(turn)) = (state.cork, turn) {
             turn.seal(out.mark); // what this turn sends next queues behind this one
         }
         self.enqueue(guard, Outgoing::Message(out.message.into_owned(), out.after));
-        Ok(())
+        Ok(unsealed)
     }
 
     /// A released message with nothing ahead of it: into the turn's corks (the turn's first
@@ -559,6 +571,16 @@ impl Link {
             0 => None,
             ms => Some(UNIX_EPOCH + Duration::from_millis(ms)),
         }
+    }
+}
+
+/// Seals the connection marked `mark` in the turn now running, if it lists it: a frame of
+/// this sender queued behind the turn's logged frames, and what it sends next must queue
+/// behind that one (see [`Link::send_unlogged`]). Takes the corks' lock: call it holding no
+/// link's lock and no turn.
+pub(crate) fn seal_after(corks: &Corks, mark: &CorkMark) {
+    if let Some(mut turn) = corks.turn() {
+        turn.seal(mark);
     }
 }
 

@@ -18,7 +18,7 @@ mod link;
 mod open_sockets;
 mod queue;
 
-pub(crate) use link::{Link, LinkHandle, Next, Outbound, PushError, corks};
+pub(crate) use link::{Link, LinkHandle, Next, Outbound, PushError, corks, seal_after};
 pub(crate) use open_sockets::{OpenSockets, SocketSlot};
 #[cfg(any(test, feature = "bench"))]
 pub(crate) use queue::Outgoing;
