@@ -18,6 +18,7 @@ pub(crate) struct Limits {
     pub(crate) hibernate_after: Duration,
     pub(crate) max_connections: usize,
     pub(crate) max_instances: usize,
+    pub(crate) storage_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -36,6 +37,7 @@ impl Default for Limits {
             hibernate_after: Duration::from_secs(10),
             max_connections: default_max_connections(),
             max_instances: 100_000,
+            storage_timeout: Duration::from_secs(5),
         }
     }
 }

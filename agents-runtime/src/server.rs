@@ -193,6 +193,16 @@ impl ServerBuilder {
         self
     }
 
+    /// How long flushes may fail (a full disk) before the runtime gives up on the writes they
+    /// hold: frames waiting for those writes are dropped, RPC calls answered by them get an
+    /// error instead, held HTTP answers become 503, and the instances that made the writes
+    /// restart from what is durable. Meanwhile nothing that waits for a write is sent, and
+    /// what does not wait is served as usual. Default 5 s.
+    pub fn storage_timeout(mut self, timeout: Duration) -> Self {
+        self.limits.storage_timeout = timeout;
+        self
+    }
+
     /// What one read from a socket takes at most, in bytes. Reads land in one buffer per
     /// worker thread; a connection keeps only the part of a frame that has not fully arrived,
     /// so an idle connection holds no read buffer. Default 64 KiB.
@@ -278,7 +288,7 @@ impl ServerBuilder {
             }
         };
         let listener = TcpListener::bind(addr).await?;
-        let commits = Arc::new(GroupCommit::start(store));
+        let commits = Arc::new(GroupCommit::start(store, limits.storage_timeout));
         let directory = Arc::new(Directory::new(classes, Env::from_map(self.env), limits, commits));
         let edge = Arc::new(Edge::new(directory, assets));
         let running = Arc::new(Running { edge, data_dir: self.data_dir });
@@ -341,8 +351,10 @@ impl Server {
     ///
     /// [`shutdown_signal`](crate::shutdown_signal) is the usual `shutdown`: Ctrl-C or SIGTERM.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), Error> {
+        let watchdog = tokio::spawn(self.running.directory().clone().restart_after_losses());
         let served =
             crate::transport::serve(self.listener, self.running.edge.clone(), shutdown).await;
+        watchdog.abort();
         // Even if accepting failed, the open sockets close cleanly and the store is flushed.
         self.running.shut_down().await;
         Ok(served?)

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 const USAGE: &str = "\
 usage: agents-examples [--addr HOST:PORT] [--data-dir DIR] [--hibernate-after DURATION]
-                      [--max-connections N]
+                      [--max-connections N] [--storage-timeout DURATION]
        agents-examples typescript FILE    (FILE `-` writes to standard output)
 
   --addr HOST:PORT              address to listen on (default 127.0.0.1:8787)
@@ -18,6 +18,9 @@ usage: agents-examples [--addr HOST:PORT] [--data-dir DIR] [--hibernate-after DU
                                 500ms (default 10s)
   --max-connections N           most WebSockets open at once; more get 503 (default: the
                                 open-file limit less a tenth of it)
+  --storage-timeout DURATION    how long flushes may fail (a full disk) before the
+                                writes they hold are given up: their answers become
+                                errors and their agents restart (default 5s)
   -h, --help                    this text
 
 SIGINT or SIGTERM shuts down gracefully: sockets close with 1001, the store is flushed.";
@@ -27,6 +30,7 @@ struct Options {
     data_dir: PathBuf,
     hibernate_after: Duration,
     max_connections: Option<usize>,
+    storage_timeout: Duration,
 }
 
 fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Options>, String> {
@@ -35,6 +39,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Options>, Stri
         data_dir: PathBuf::from("./.agents-data"),
         hibernate_after: Duration::from_secs(10),
         max_connections: None,
+        storage_timeout: Duration::from_secs(5),
     };
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -66,6 +71,11 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Options>, Stri
                 let max =
                     max.ok_or(format!("--max-connections: `{text}` is not a count above 0"))?;
                 options.max_connections = Some(max);
+            }
+            "--storage-timeout" => {
+                let text = value("--storage-timeout")?;
+                options.storage_timeout = parse_duration(&text)
+                    .map_err(|why| format!("--storage-timeout: `{text}` {why}"))?;
             }
             other => return Err(format!("unknown argument `{other}`")),
         }
@@ -142,8 +152,10 @@ pub async fn run(args: impl Iterator<Item = String>) -> ExitCode {
     };
     // Before the server is bound: a SIGTERM from then on shuts it down gracefully.
     let shutdown = agents_runtime::shutdown_signal();
-    let mut builder =
-        crate::server().data_dir(&options.data_dir).hibernate_after(options.hibernate_after);
+    let mut builder = crate::server()
+        .data_dir(&options.data_dir)
+        .hibernate_after(options.hibernate_after)
+        .storage_timeout(options.storage_timeout);
     if let Some(max) = options.max_connections {
         builder = builder.max_connections(max);
     }
@@ -235,5 +247,10 @@ mod tests {
         assert_eq!(options.hibernate_after, Duration::from_millis(250));
         let err = parse(args(&["--hibernate-after=soon"])).err().expect("an error");
         assert!(err.starts_with("--hibernate-after: `soon` is not a duration"), "{err}");
+        assert_eq!(options.storage_timeout, Duration::from_secs(5));
+        let options = parse(args(&["--storage-timeout", "2s"])).expect("valid").expect("not help");
+        assert_eq!(options.storage_timeout, Duration::from_secs(2));
+        let err = parse(args(&["--storage-timeout", "0s"])).err().expect("an error");
+        assert_eq!(err, "--storage-timeout: `0s` must be more than zero");
     }
 }

@@ -161,8 +161,8 @@ impl<A: Agent> Context<A> {
         let json = std::str::from_utf8(&stored[1..]).expect("serde_json writes UTF-8");
         let frame = protocol::state_from_json(json);
         if A::HAS_STATE {
-            self.instance.gate.store().put(&self.instance.keys.state(), &stored)?;
-            self.instance.gate.wrote();
+            let gate = &self.instance.gate;
+            gate.wrote(gate.store().put(&self.instance.keys.state(), &stored))?;
         }
         self.state = Arc::new(next);
         self.state_frame = Some(frame.clone());

@@ -20,7 +20,7 @@ use crate::instance::shared::Instance;
 use crate::limits::Limits;
 use crate::outbox::corks::Corks;
 use crate::storage::InstanceKeys;
-use crate::storage::durability::{GroupCommit, OutputGate};
+use crate::storage::durability::{GroupCommit, OutputGate, WriteSeq};
 use crate::sync::lock;
 
 /// A type-erased agent class: its route name and how to start an instance of it.
@@ -63,7 +63,13 @@ pub(crate) struct Directory {
     hosts: AtomicUsize,
     host_ended: Notify,
     next_key: AtomicU64,
+    /// The last write of instances that left memory before it was durable: a new instance
+    /// of the same name holds its frames behind it, since it may read what it wrote.
+    departed: Mutex<HashMap<(&'static str, Arc<str>), WriteSeq>>,
 }
+
+/// Departed writes kept before the settled ones are swept out.
+const DEPARTED_SWEEP: usize = 1024;
 
 /// A live instance as the table keeps it.
 struct Entry {
@@ -93,6 +99,7 @@ impl Directory {
             hosts: AtomicUsize::new(0),
             host_ended: Notify::new(),
             next_key: AtomicU64::new(1),
+            departed: Mutex::default(),
         }
     }
 
@@ -134,10 +141,11 @@ impl Directory {
             return None;
         }
         let name: Arc<str> = name.into();
+        let after = lock(&self.departed).remove(&(class.name, name.clone())).unwrap_or(0);
         let instance = Arc::new(Instance {
             keys: InstanceKeys::new(class.name, &name),
             name: name.clone(),
-            gate: OutputGate::new(self.commits.clone(), class.confirmed_writes),
+            gate: OutputGate::new(self.commits.clone(), class.confirmed_writes, after),
             auto_response: AutoResponse::default(),
             corks: Corks::default(),
             max_connection_state_size: self.limits.max_connection_state_size,
@@ -188,10 +196,43 @@ impl Directory {
                 && entry.mailbox.strong_count() == 1
                 && mailbox.is_empty()
         });
-        if idle {
-            instances.remove(name);
+        if idle && let Some((name, _)) = instances.remove_entry(name) {
+            let last = instance.gate.pending();
+            if !self.commits.is_durable(last) {
+                let mut departed = lock(&self.departed);
+                if departed.len() >= DEPARTED_SWEEP {
+                    departed.retain(|_, last| !self.commits.is_durable(*last));
+                }
+                departed.insert((class, name), last);
+            }
         }
         idle
+    }
+
+    /// Runs for the server's life: when the store gives up on writes, wakes every live
+    /// instance that made some of them (or may have: relaxed durability), so it restarts from
+    /// what is durable even with no event of its own coming.
+    pub(crate) async fn restart_after_losses(self: Arc<Self>) {
+        let mut seen = self.commits.loss_count();
+        loop {
+            let now = self.commits.next_loss(seen).await;
+            let runs = self.commits.lost_runs(seen);
+            seen = now;
+            let affected: Vec<_> = lock(&self.live)
+                .values()
+                .flat_map(HashMap::values)
+                .filter(|entry| {
+                    let gate = &entry.instance.gate;
+                    let pending = gate.pending();
+                    runs.iter().any(|(after, ..)| !gate.is_confirmed() || pending > *after)
+                })
+                .map(|entry| entry.mailbox.clone())
+                .collect();
+            for mailbox in affected {
+                // A full mailbox has events coming: their turn looks at the losses itself.
+                let _ = mailbox.try_send(Event::StorageLost);
+            }
+        }
     }
 
     /// From now on no instance starts (shutdown); live ones still get their events.

@@ -38,6 +38,9 @@ pub(crate) enum Event {
         call: Call,
         reply: oneshot::Sender<CallOutcome>,
     },
+    /// The store gave up on writes (a full disk): an instance that made some of them
+    /// restarts from what is durable (every turn looks first; this wakes an idle one).
+    StorageLost,
 }
 
 pub(crate) struct ConnectRequest {

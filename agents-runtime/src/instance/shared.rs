@@ -36,12 +36,13 @@ impl Instance {
     pub(crate) fn detached() -> Arc<Self> {
         use crate::storage::MemoryStore;
         use crate::storage::durability::GroupCommit;
-        let commits = Arc::new(GroupCommit::start(Arc::new(MemoryStore::new())));
         let limits = crate::limits::Limits::default();
+        let store = Arc::new(MemoryStore::new());
+        let commits = Arc::new(GroupCommit::start(store, limits.storage_timeout));
         Arc::new(Self {
             keys: InstanceKeys::new("test", "room"),
             name: "room".into(),
-            gate: OutputGate::new(commits, true),
+            gate: OutputGate::new(commits, true, 0),
             auto_response: AutoResponse::default(),
             corks: Corks::default(),
             max_connection_state_size: limits.max_connection_state_size,

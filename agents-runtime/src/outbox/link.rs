@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::sync::lock;
 
 use crate::message::Message;
-use crate::storage::durability::{GroupCommit, WriteSeq};
+use crate::storage::durability::{GroupCommit, Settled, WriteSeq};
 use crate::wire::CloseFrame;
 use crate::wire::frame::{Frames, Header, Wire, payload_bytes};
 use corks::{Append, CORK_LIMIT, CorkMark, Corks, Listing, Turn};
@@ -18,6 +18,7 @@ use corks::{Append, CORK_LIMIT, CorkMark, Corks, Listing, Turn};
 use super::queue::{Outgoing, Queue};
 
 pub(crate) mod corks;
+mod lost;
 mod parking;
 mod state;
 
@@ -305,6 +306,13 @@ impl Link {
         if waiting || state.corked() {
             register(&mut state.waker, cx);
             return Poll::Pending;
+        }
+        let front = match state.queue.front() {
+            Some(Outgoing::Message(_, after)) => Some(commits.settled(*after)),
+            _ => None,
+        };
+        if let Some(Settled::Lost(why)) = &front {
+            self.answer_lost(&mut state, commits, why);
         }
         match state.queue.front() {
             Some(Outgoing::Message(_, after)) if commits.is_durable(*after) => {

@@ -3,10 +3,16 @@
 //!
 //! A frame sent after a write carries that write's number and is released to the socket only
 //! once the number is durable; see `Connection::send` and the socket task.
+//!
+//! When flushes keep failing (a full disk) for the storage timeout, the flusher gives up on the
+//! writes it could not make durable: it asks the store to [`recover`](Store::recover) (sled
+//! reopens, dropping them), and declares them lost. What waited for a lost write learns it
+//! ([`Settled::Lost`]): held RPC answers become errors, and the instances that made the writes
+//! restart from what is durable, as a Durable Object resets when a write fails.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, mpsc};
 
@@ -27,6 +33,35 @@ struct Progress {
     /// Flushes that made writes durable, and the most writes one of them covered.
     flushes: AtomicU64,
     largest_batch: AtomicU64,
+    /// The highest write ever lost (0: none), so a write above it needs no look at `lost`.
+    lost_to: AtomicU64,
+    /// Every run of writes given up on, oldest first (one per storage failure: a short list).
+    lost: std::sync::Mutex<Vec<LostWrites>>,
+    /// Writes were lost (the watchdog restarts their instances).
+    losses: Notify,
+    /// A write failed since the flusher last looked: it flushes even with nothing to make
+    /// durable, to learn whether the store fails.
+    suspect: std::sync::atomic::AtomicBool,
+    /// How many runs `lost` holds, readable without its lock (every turn looks).
+    loss_count: std::sync::atomic::AtomicUsize,
+}
+
+/// Writes `from + 1 ..= to`, given up on for `why`.
+struct LostWrites {
+    from: WriteSeq,
+    to: WriteSeq,
+    why: Arc<str>,
+}
+
+/// What became of a write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Settled {
+    /// It is on disk.
+    Durable,
+    /// It is not yet.
+    Pending,
+    /// It never will be: the store failed (the reason), and the runtime gave up on it.
+    Lost(Arc<str>),
 }
 
 /// How writes have shared flushes so far (group commit): see
@@ -53,13 +88,20 @@ pub(crate) struct GroupCommit {
 }
 
 impl GroupCommit {
-    /// Starts the flusher; it ends when this is dropped or [`stop`](Self::stop)ped.
-    pub(crate) fn start(store: Arc<dyn Store>) -> Self {
+    /// Starts the flusher; it ends when this is dropped or [`stop`](Self::stop)ped. Writes
+    /// that flushes have failed to make durable for `give_up_after` are lost.
+    pub(crate) fn start(store: Arc<dyn Store>, give_up_after: Duration) -> Self {
         let progress = Arc::new(Progress::default());
         let (wake, doorbell) = mpsc::channel(1);
         let stop = Arc::new(Notify::new());
-        let flusher =
-            tokio::spawn(flusher(store.clone(), progress.clone(), doorbell, stop.clone()));
+        let flusher = Flusher {
+            store: store.clone(),
+            progress: progress.clone(),
+            stop: stop.clone(),
+            give_up_after,
+            failing: None,
+        };
+        let flusher = tokio::spawn(flusher.run(doorbell));
         Self { store, progress, wake, stop, flusher: std::sync::Mutex::new(Some(flusher)) }
     }
 
@@ -88,6 +130,12 @@ impl GroupCommit {
         seq
     }
 
+    /// A write failed: the flusher tries a flush, to learn whether the store fails.
+    pub(crate) fn write_failed(&self) {
+        self.progress.suspect.store(true, Ordering::Release);
+        let _ = self.wake.try_send(());
+    }
+
     /// Writes made durable and the flushes that did it, so far.
     pub(crate) fn stats(&self) -> StorageStats {
         let progress = &self.progress;
@@ -98,21 +146,70 @@ impl GroupCommit {
         }
     }
 
+    /// Whether write `seq` is on disk (not pending, not lost).
     pub(crate) fn is_durable(&self, seq: WriteSeq) -> bool {
-        self.progress.durable.load(Ordering::Acquire) >= seq
+        let progress = &self.progress;
+        progress.durable.load(Ordering::Acquire) >= seq
+            && (seq > progress.lost_to.load(Ordering::Acquire) || self.lost(seq).is_none())
     }
 
-    /// Resolves once write `seq` is durable.
-    pub(crate) async fn durable(&self, seq: WriteSeq) {
+    /// What became of write `seq` so far.
+    pub(crate) fn settled(&self, seq: WriteSeq) -> Settled {
+        if self.progress.durable.load(Ordering::Acquire) < seq {
+            return Settled::Pending;
+        }
+        if seq <= self.progress.lost_to.load(Ordering::Acquire)
+            && let Some(why) = self.lost(seq)
+        {
+            return Settled::Lost(why);
+        }
+        Settled::Durable
+    }
+
+    /// Why write `seq` was lost, if it was.
+    fn lost(&self, seq: WriteSeq) -> Option<Arc<str>> {
+        let lost = crate::sync::lock(&self.progress.lost);
+        let run = lost.iter().find(|run| run.from < seq && seq <= run.to)?;
+        Some(run.why.clone())
+    }
+
+    /// Resolves once write `seq` is durable or lost.
+    pub(crate) async fn durable(&self, seq: WriteSeq) -> Settled {
         loop {
             let advanced = self.progress.advanced.notified();
             tokio::pin!(advanced);
             advanced.as_mut().enable();
-            if self.is_durable(seq) {
-                return;
+            match self.settled(seq) {
+                Settled::Pending => advanced.await,
+                settled => return settled,
             }
-            advanced.await;
         }
+    }
+
+    /// Resolves once writes are lost after the first `seen` runs of them; returns how many
+    /// runs are lost now (see [`lost_runs`](Self::lost_runs)).
+    pub(crate) async fn next_loss(&self, seen: usize) -> usize {
+        loop {
+            let lost = self.progress.losses.notified();
+            tokio::pin!(lost);
+            lost.as_mut().enable();
+            let runs = self.loss_count();
+            if runs > seen {
+                return runs;
+            }
+            lost.await;
+        }
+    }
+
+    /// How many runs of writes were lost so far.
+    pub(crate) fn loss_count(&self) -> usize {
+        self.progress.loss_count.load(Ordering::Acquire)
+    }
+
+    /// The runs of lost writes from the `from`th on, as `(after, up_to, why)`.
+    pub(crate) fn lost_runs(&self, from: usize) -> Vec<(WriteSeq, WriteSeq, Arc<str>)> {
+        let lost = crate::sync::lock(&self.progress.lost);
+        lost.iter().skip(from).map(|run| (run.from, run.to, run.why.clone())).collect()
     }
 
     /// Flushes everything written so far, now (shutdown).
@@ -134,22 +231,46 @@ pub(crate) struct OutputGate {
 }
 
 impl OutputGate {
-    /// A gate that starts behind every write made so far: a new instance can read data an
-    /// earlier one wrote, and must not repeat it to a client before it is durable.
-    pub(crate) fn new(commits: Arc<GroupCommit>, confirmed: bool) -> Self {
-        let written = if confirmed { commits.progress.written.load(Ordering::Acquire) } else { 0 };
-        Self { commits, confirmed, last_write: AtomicU64::new(written) }
+    /// A gate that starts behind write `after`: a new instance can read data an earlier one
+    /// of the same name wrote, and must not repeat it to a client before it is durable.
+    pub(crate) fn new(commits: Arc<GroupCommit>, confirmed: bool, after: WriteSeq) -> Self {
+        let after = if confirmed { after } else { 0 };
+        Self { commits, confirmed, last_write: AtomicU64::new(after) }
     }
 
     pub(crate) fn store(&self) -> &dyn Store {
         &**self.commits.store()
     }
 
-    /// A write to the store returned: later frames wait until it is durable.
-    pub(crate) fn wrote(&self) {
-        if self.confirmed {
-            let seq = self.commits.wrote();
-            self.last_write.fetch_max(seq, Ordering::AcqRel);
+    /// A write to the store returned `written`: if it succeeded, later frames wait until it
+    /// is durable; if it failed, the flusher checks the store (a store that fails writes may
+    /// need to [`recover`](Store::recover), even with nothing to flush).
+    pub(crate) fn wrote<T>(
+        &self,
+        written: Result<T, super::StoreError>,
+    ) -> Result<T, super::StoreError> {
+        match &written {
+            Ok(_) if self.confirmed => {
+                let seq = self.commits.wrote();
+                self.last_write.fetch_max(seq, Ordering::AcqRel);
+            }
+            Ok(_) => {}
+            Err(_) => self.commits.write_failed(),
+        }
+        written
+    }
+
+    /// Whether frames wait for this instance's writes (durability "confirmed").
+    pub(crate) fn is_confirmed(&self) -> bool {
+        self.confirmed
+    }
+
+    /// The instance restarts from what is durable: its frames no longer wait for a write of
+    /// its that was lost (they would be dropped with the frames held behind it).
+    pub(crate) fn forget_lost(&self) {
+        let last = self.last_write.load(Ordering::Acquire);
+        if let Settled::Lost(_) = self.commits.settled(last) {
+            let _ = self.last_write.compare_exchange(last, 0, Ordering::AcqRel, Ordering::Acquire);
         }
     }
 
@@ -158,9 +279,14 @@ impl OutputGate {
         self.last_write.load(Ordering::Acquire)
     }
 
-    /// Resolves once write `seq` (a [`pending`](Self::pending) value) is durable.
-    pub(crate) async fn settled(&self, seq: WriteSeq) {
-        self.commits.durable(seq).await;
+    /// Resolves once write `seq` (a [`pending`](Self::pending) value) is durable or lost.
+    pub(crate) async fn settled(&self, seq: WriteSeq) -> Settled {
+        self.commits.durable(seq).await
+    }
+
+    /// What became of write `seq` so far.
+    pub(crate) fn settled_now(&self, seq: WriteSeq) -> Settled {
+        self.commits.settled(seq)
     }
 
     /// Whether write `seq` is durable.
@@ -171,52 +297,165 @@ impl OutputGate {
 
 /// Flushes whenever writes are not durable yet; writes made during a flush wait for the next
 /// one, which then covers all of them.
-async fn flusher(
+struct Flusher {
     store: Arc<dyn Store>,
     progress: Arc<Progress>,
-    mut doorbell: mpsc::Receiver<()>,
     stop: Arc<Notify>,
-) {
-    const MAX_BACKOFF: Duration = Duration::from_secs(5);
-    let mut backoff = Duration::from_millis(50);
-    loop {
-        tokio::select! {
-            rung = doorbell.recv() => if rung.is_none() { return },
-            () = stop.notified() => return,
-        }
+    give_up_after: Duration,
+    /// While flushes (or the store's recovery) fail: logged once per change.
+    failing: Option<Failing>,
+}
+
+/// The store has been failing since `since`, for `why`; the next give-up counts from `from`.
+struct Failing {
+    since: Instant,
+    from: Instant,
+    why: String,
+}
+
+/// The longest pause between attempts while the store fails.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+impl Flusher {
+    async fn run(mut self, mut doorbell: mpsc::Receiver<()>) {
+        let mut backoff = Duration::from_millis(50);
         loop {
-            let target = progress.written.load(Ordering::Acquire);
-            if progress.durable.load(Ordering::Acquire) >= target {
-                break;
+            tokio::select! {
+                rung = doorbell.recv() => if rung.is_none() { return },
+                () = self.stop.notified() => return,
             }
-            let flushing = store.clone();
-            let flushed = tokio::task::spawn_blocking(move || flushing.flush()).await;
-            match flushed {
-                Ok(Ok(())) => {
-                    backoff = Duration::from_millis(50);
-                    let before = progress.durable.fetch_max(target, Ordering::AcqRel);
-                    if target > before {
-                        progress.flushes.fetch_add(1, Ordering::AcqRel);
-                        progress.largest_batch.fetch_max(target - before, Ordering::AcqRel);
-                    }
-                    progress.advanced.notify_waiters();
+            loop {
+                let target = self.progress.written.load(Ordering::Acquire);
+                let suspect = self.progress.suspect.swap(false, Ordering::AcqRel);
+                let flushed = self.progress.durable.load(Ordering::Acquire) >= target;
+                // While the store fails, flushes go on until one works, writes or not.
+                if flushed && !suspect && self.failing.is_none() {
+                    break;
                 }
-                failed => {
-                    let why = match failed {
-                        Ok(Err(e)) => e.to_string(),
-                        Err(e) => format!("the flush thread failed: {e}"),
-                        Ok(Ok(())) => unreachable!("handled above"),
-                    };
-                    // Frames stay held: nothing is acknowledged that is not on disk.
-                    tracing::error!("storage flush failed, retrying in {backoff:?}: {why}");
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
-                        () = stop.notified() => return,
+                match self.blocking(|store| store.flush()).await {
+                    Ok(()) => {
+                        backoff = Duration::from_millis(50);
+                        self.recovered();
+                        self.advance(target);
                     }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    Err(why) => {
+                        let since = self.failed("flush", why);
+                        if since.elapsed() >= self.give_up_after
+                            && !self.give_up(&mut backoff).await
+                        {
+                            return;
+                        }
+                        tokio::select! {
+                            () = tokio::time::sleep(backoff) => {}
+                            () = self.stop.notified() => return,
+                        }
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                    }
                 }
             }
         }
+    }
+
+    /// Runs `op` on the store from a blocking thread.
+    async fn blocking(
+        &self,
+        op: impl FnOnce(&dyn Store) -> Result<(), super::StoreError> + Send + 'static,
+    ) -> Result<(), String> {
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || op(&*store)).await {
+            // With its causes: the OS reason is what an operator needs.
+            Ok(done) => done.map_err(|e| crate::Error::from(e).to_string()),
+            Err(e) => Err(format!("the storage thread failed: {e}")),
+        }
+    }
+
+    /// Writes up to `target` are durable.
+    fn advance(&self, target: WriteSeq) {
+        let progress = &self.progress;
+        let before = progress.durable.fetch_max(target, Ordering::AcqRel);
+        if target > before {
+            progress.flushes.fetch_add(1, Ordering::AcqRel);
+            progress.largest_batch.fetch_max(target - before, Ordering::AcqRel);
+        }
+        progress.advanced.notify_waiters();
+    }
+
+    /// Notes a failure (logged when it is the first, or a different reason); returns since
+    /// when the next give-up counts.
+    fn failed(&mut self, doing: &str, why: String) -> Instant {
+        match &mut self.failing {
+            Some(failing) => {
+                if failing.why != why {
+                    tracing::error!("storage still failing, now with: {why}");
+                    failing.why = why;
+                }
+                failing.from
+            }
+            None => {
+                tracing::error!(
+                    "storage {doing} failed: {why}; frames behind the writes it holds wait, at \
+                     most {:?}, retrying",
+                    self.give_up_after
+                );
+                let now = Instant::now();
+                self.failing = Some(Failing { since: now, from: now, why });
+                now
+            }
+        }
+    }
+
+    fn recovered(&mut self) {
+        if let Some(failing) = self.failing.take() {
+            tracing::warn!("storage works again, after failing for {:?}", failing.since.elapsed());
+        }
+    }
+
+    /// Gives up on the writes flushes could not make durable: the store drops them
+    /// ([`Store::recover`]) and they are declared lost; a recovery that fails is retried until
+    /// it works, the store failing every call meanwhile. Returns `false` if the server stops
+    /// meanwhile.
+    async fn give_up(&mut self, backoff: &mut Duration) -> bool {
+        let why: Arc<str> = match &self.failing {
+            Some(failing) => failing.why.as_str().into(),
+            None => "the store failed".into(),
+        };
+        let mut recovered = self.blocking(|store| store.recover()).await;
+        // Read once the store let go of them: every write it dropped has its number by now.
+        let to = self.progress.written.load(Ordering::Acquire);
+        let from = self.progress.durable.load(Ordering::Acquire);
+        if to > from {
+            tracing::error!(
+                "storage: gave up on {} write(s) after {:?} ({why}); their instances restart \
+                 from what is durable",
+                to - from,
+                self.give_up_after
+            );
+            let runs = {
+                let mut lost = crate::sync::lock(&self.progress.lost);
+                lost.push(LostWrites { from, to, why });
+                lost.len()
+            };
+            self.progress.loss_count.store(runs, Ordering::Release);
+            self.progress.lost_to.fetch_max(to, Ordering::AcqRel);
+            self.progress.durable.fetch_max(to, Ordering::AcqRel);
+            self.progress.advanced.notify_waiters();
+            self.progress.losses.notify_waiters();
+        }
+        while let Err(e) = recovered {
+            self.failed("recovery", e);
+            tokio::select! {
+                () = tokio::time::sleep(*backoff) => {}
+                () = self.stop.notified() => return false,
+            }
+            *backoff = (*backoff * 2).min(MAX_BACKOFF);
+            recovered = self.blocking(|store| store.recover()).await;
+        }
+        // The next give-up, if flushes still fail, is a full timeout away.
+        if let Some(failing) = &mut self.failing {
+            failing.from = Instant::now();
+        }
+        *backoff = Duration::from_millis(50);
+        true
     }
 }
 
@@ -234,6 +473,7 @@ mod tests {
         flushes: AtomicUsize,
         /// Every flush fails (a full or broken disk).
         failing: std::sync::atomic::AtomicBool,
+        recoveries: AtomicUsize,
     }
 
     impl Store for SlowFlush {
@@ -260,12 +500,16 @@ mod tests {
             }
             Ok(())
         }
+        fn recover(&self) -> Result<(), StoreError> {
+            self.recoveries.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }
     }
 
     #[tokio::test]
     async fn writes_share_flushes_and_waiters_are_released_in_order() {
         let store = Arc::new(SlowFlush::default());
-        let commits = GroupCommit::start(store.clone());
+        let commits = GroupCommit::start(store.clone(), WAIT_FOREVER);
         assert!(commits.is_durable(0), "no write is always durable");
         let seqs: Vec<_> = (0..100).map(|_| commits.wrote()).collect();
         assert_eq!(seqs, (1..=100).collect::<Vec<_>>());
@@ -284,7 +528,7 @@ mod tests {
     async fn stop_ends_a_flusher_that_keeps_failing() {
         let store = Arc::new(SlowFlush::default());
         store.failing.store(true, Ordering::Relaxed);
-        let commits = GroupCommit::start(store.clone());
+        let commits = GroupCommit::start(store.clone(), WAIT_FOREVER);
         let seq = commits.wrote();
         while store.flushes.load(Ordering::Relaxed) < 2 {
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -294,6 +538,48 @@ mod tests {
         let stopped = tokio::time::timeout(Duration::from_secs(10), commits.stop(WAIT_FOREVER));
         stopped.await.expect("the flusher stops while flushes fail");
         assert_eq!(Arc::strong_count(&store), 2, "only this test and `commits` hold the store");
+    }
+
+    #[tokio::test]
+    async fn writes_flushes_cannot_make_durable_are_lost_after_the_timeout() {
+        let store = Arc::new(SlowFlush::default());
+        let commits = GroupCommit::start(store.clone(), Duration::from_millis(200));
+        let first = commits.wrote();
+        assert_eq!(commits.durable(first).await, Settled::Durable);
+        store.failing.store(true, Ordering::Relaxed);
+        let (second, third) = (commits.wrote(), commits.wrote());
+        let losses = commits.next_loss(0);
+        let started = std::time::Instant::now();
+        let settled = commits.durable(third).await;
+        assert!(started.elapsed() >= Duration::from_millis(200), "{:?}", started.elapsed());
+        assert!(matches!(&settled, Settled::Lost(why) if why.contains("no space left")));
+        assert_eq!(losses.await, 1);
+        assert_eq!(commits.settled(second), settled);
+        assert_eq!(commits.settled(first), Settled::Durable, "a durable write stays durable");
+        assert!(!commits.is_durable(second));
+        assert_eq!(commits.lost_runs(0).len(), 1);
+        assert!(store.recoveries.load(Ordering::Relaxed) >= 1, "the store was asked to recover");
+
+        // The disk works again: later writes are durable, the lost ones stay lost.
+        store.failing.store(false, Ordering::Relaxed);
+        let fourth = commits.wrote();
+        assert_eq!(commits.durable(fourth).await, Settled::Durable);
+        assert!(matches!(commits.settled(third), Settled::Lost(_)));
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_has_the_flusher_recover_the_store_with_nothing_to_flush() {
+        let store = Arc::new(SlowFlush::default());
+        store.failing.store(true, Ordering::Relaxed);
+        let commits = Arc::new(GroupCommit::start(store.clone(), Duration::from_millis(100)));
+        let gate = OutputGate::new(commits.clone(), true, 0);
+        let failed: Result<(), StoreError> = Err(StoreError::msg("put: no space left"));
+        assert!(gate.wrote(failed).is_err());
+        assert_eq!(gate.pending(), 0, "a failed write holds nothing");
+        while store.recoveries.load(Ordering::Relaxed) == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(commits.loss_count(), 0, "nothing was written, so nothing is lost");
     }
 
     /// A limit `stop` never reaches in these tests: they check the flusher ends by itself.

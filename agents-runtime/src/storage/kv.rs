@@ -47,16 +47,14 @@ impl<'a> Storage<'a> {
     pub fn put<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<()> {
         check_key(key)?;
         let stored = encode(key, value)?;
-        self.store().put(&self.keys.kv(key), &stored)?;
-        self.gate.wrote();
+        self.gate.wrote(self.store().put(&self.keys.kv(key), &stored))?;
         Ok(())
     }
 
     /// Removes `key`; returns whether it was there (`storage.delete(key)`).
     pub fn delete(&self, key: &str) -> Result<bool> {
         check_key(key)?;
-        let existed = self.store().delete(&self.keys.kv(key))?;
-        self.gate.wrote();
+        let existed = self.gate.wrote(self.store().delete(&self.keys.kv(key)))?;
         Ok(existed)
     }
 
@@ -111,8 +109,7 @@ impl<'a> Storage<'a> {
         }
         let removed = batch.len();
         if removed > 0 {
-            self.store().apply(batch)?;
-            self.gate.wrote();
+            self.gate.wrote(self.store().apply(batch))?;
         }
         Ok(removed)
     }
@@ -152,8 +149,7 @@ impl StorageBatch<'_> {
         if self.batch.is_empty() {
             return Ok(());
         }
-        self.gate.store().apply(self.batch)?;
-        self.gate.wrote();
+        self.gate.wrote(self.gate.store().apply(self.batch))?;
         Ok(())
     }
 }

@@ -1,6 +1,7 @@
 //! [`SledStore`]: the embedded default, on [sled](https://docs.rs/sled).
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use super::{BatchOp, ScanIter, Store, StoreError, WriteBatch};
@@ -11,9 +12,20 @@ use super::{BatchOp, ScanIter, Store, StoreError, WriteBatch};
 /// [`flush`](Store::flush) returns (the runtime's output gate calls it, grouped across
 /// instances) or when sled's own background flush runs (every 500 ms). Only one process can
 /// open a directory at a time.
+///
+/// sled fails every call after its first failed write to disk (a full disk), until it is
+/// opened again: [`recover`](Store::recover) does that, dropping what was not durable. While
+/// the directory cannot be opened again, every call fails with the reason.
 #[derive(Clone, Debug)]
 pub struct SledStore {
-    db: sled::Db,
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    dir: PathBuf,
+    /// The open database, or why there is none (its recovery failed, or is under way).
+    db: RwLock<Result<sled::Db, String>>,
 }
 
 impl SledStore {
@@ -24,30 +36,49 @@ impl SledStore {
     /// sled's background threads have finished their last write.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, StoreError> {
         let dir = dir.as_ref();
-        let deadline = Instant::now() + LOCK_WAIT;
-        loop {
-            // A damaged file can make sled panic as well as fail: either is an error here.
-            let opened = std::panic::catch_unwind(|| sled::Config::new().path(dir).open());
-            match opened {
-                Ok(Ok(db)) => return Ok(Self { db }),
-                Ok(Err(e)) if is_locked(&e) && Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                Ok(Err(e @ (sled::Error::Corruption { .. } | sled::Error::Unsupported(_)))) => {
-                    return Err(damaged(dir, &e.to_string()));
-                }
-                Ok(Err(e)) => {
-                    let what = format!("cannot open sled at {}", dir.display());
-                    return Err(StoreError::backend(what, e));
-                }
-                Err(_) => return Err(damaged(dir, "sled panicked while reading it")),
-            }
-        }
+        let db = open_db(dir)?;
+        Ok(Self { inner: Arc::new(Inner { dir: dir.to_owned(), db: RwLock::new(Ok(db)) }) })
     }
 
     /// How many bytes the database takes on disk.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
-        self.db.size_on_disk().map_err(|e| StoreError::backend("size_on_disk", e))
+        self.with(|db| db.size_on_disk(), "size_on_disk")
+    }
+
+    /// Runs `op` on the open database, or fails with why there is none.
+    fn with<T>(
+        &self,
+        op: impl FnOnce(&sled::Db) -> sled::Result<T>,
+        doing: &'static str,
+    ) -> Result<T, StoreError> {
+        let db = self.inner.db.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match &*db {
+            Ok(db) => op(db).map_err(|e| StoreError::backend(doing, e)),
+            Err(why) => Err(StoreError::msg(format!("{doing}: the store is unavailable: {why}"))),
+        }
+    }
+}
+
+/// Opens the database in `dir`, waiting a while for a lock another store holds.
+fn open_db(dir: &Path) -> Result<sled::Db, StoreError> {
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        // A damaged file can make sled panic as well as fail: either is an error here.
+        let opened = std::panic::catch_unwind(|| sled::Config::new().path(dir).open());
+        match opened {
+            Ok(Ok(db)) => return Ok(db),
+            Ok(Err(e)) if is_locked(&e) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Ok(Err(e @ (sled::Error::Corruption { .. } | sled::Error::Unsupported(_)))) => {
+                return Err(damaged(dir, &e.to_string()));
+            }
+            Ok(Err(e)) => {
+                let what = format!("cannot open sled at {}", dir.display());
+                return Err(StoreError::backend(what, e));
+            }
+            Err(_) => return Err(damaged(dir, "sled panicked while reading it")),
+        }
     }
 }
 
@@ -90,6 +121,17 @@ fn damaged_file(dir: &Path) -> Option<PathBuf> {
     std::fs::read(&newest).is_ok_and(|bytes| !intact(&bytes, 12)).then_some(newest)
 }
 
+/// `error`'s text followed by its causes' (the OS reason).
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        text = format!("{text}: {next}");
+        cause = next.source();
+    }
+    text
+}
+
 /// How long [`SledStore::open`] waits for a lock held by another store.
 const LOCK_WAIT: Duration = Duration::from_secs(1);
 
@@ -101,26 +143,29 @@ fn is_locked(error: &sled::Error) -> bool {
 
 impl Store for SledStore {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        let value = self.db.get(key).map_err(|e| StoreError::backend("get", e))?;
+        let value = self.with(|db| db.get(key), "get")?;
         Ok(value.map(|v| v.to_vec()))
     }
 
     fn put(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        self.db.insert(key, value).map_err(|e| StoreError::backend("put", e))?;
+        self.with(|db| db.insert(key, value), "put")?;
         Ok(())
     }
 
     fn delete(&self, key: &[u8]) -> Result<bool, StoreError> {
-        let old = self.db.remove(key).map_err(|e| StoreError::backend("delete", e))?;
+        let old = self.with(|db| db.remove(key), "delete")?;
         Ok(old.is_some())
     }
 
     fn scan_prefix<'a>(&'a self, prefix: &[u8]) -> ScanIter<'a> {
-        Box::new(self.db.scan_prefix(prefix).map(|entry| {
-            entry
-                .map(|(key, value)| (key.to_vec(), value.to_vec()))
-                .map_err(|e| StoreError::backend("scan", e))
-        }))
+        match self.with(|db| Ok(db.scan_prefix(prefix)), "scan") {
+            Ok(entries) => Box::new(entries.map(|entry| {
+                entry
+                    .map(|(key, value)| (key.to_vec(), value.to_vec()))
+                    .map_err(|e| StoreError::backend("scan", e))
+            })),
+            Err(e) => Box::new(std::iter::once(Err(e))),
+        }
     }
 
     fn apply(&self, batch: WriteBatch) -> Result<(), StoreError> {
@@ -131,11 +176,34 @@ impl Store for SledStore {
                 BatchOp::Delete(key) => sled_batch.remove(key),
             }
         }
-        self.db.apply_batch(sled_batch).map_err(|e| StoreError::backend("apply a batch", e))
+        self.with(|db| db.apply_batch(sled_batch), "apply a batch")
     }
 
     fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush().map_err(|e| StoreError::backend("flush", e))?;
+        self.with(|db| db.flush(), "flush")?;
         Ok(())
+    }
+
+    /// Closes the database, which drops what it had not made durable, and opens it again.
+    fn recover(&self) -> Result<(), StoreError> {
+        let slot = &self.inner.db;
+        let old = {
+            let mut db = slot.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            std::mem::replace(&mut *db, Err("it is being reopened after a failure".into()))
+        };
+        // Dropped outside the lock: sled's last flush attempt runs here.
+        drop(old);
+        let reopened = open_db(&self.inner.dir);
+        let mut db = slot.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match reopened {
+            Ok(reopened) => {
+                *db = Ok(reopened);
+                Ok(())
+            }
+            Err(e) => {
+                *db = Err(with_causes(&e));
+                Err(e)
+            }
+        }
     }
 }

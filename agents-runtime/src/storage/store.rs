@@ -47,6 +47,18 @@ pub trait Store: Send + Sync + 'static {
 
     /// Makes every write that returned before this call durable (an fsync), then returns.
     fn flush(&self) -> Result<(), StoreError>;
+
+    /// Called when flushes have failed for the storage timeout (a full disk): the runtime
+    /// gives up on the writes that are not durable, and this returns the store to a state it
+    /// can work from. After it returns, `Ok` or not, those writes may be gone: the instances
+    /// that made them restart from what reads back. `Err` means the store cannot work yet
+    /// (every call may fail); the runtime calls it again until it returns `Ok`.
+    ///
+    /// The default does nothing: flushes are simply tried again. [`SledStore`](super::SledStore),
+    /// whose first failed write fails every later call, reopens its directory.
+    fn recover(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// A shared store is a store: several servers (or a server and the program around it) can use
@@ -74,6 +86,10 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
 
     fn flush(&self) -> Result<(), StoreError> {
         (**self).flush()
+    }
+
+    fn recover(&self) -> Result<(), StoreError> {
+        (**self).recover()
     }
 }
 

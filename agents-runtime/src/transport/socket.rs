@@ -232,7 +232,10 @@ impl Socket {
             Next::Write => Step::Write,
             Next::Wait(after) => {
                 let edge = self.edge.clone();
-                self.waiting = Some(Box::pin(async move { edge.commits().durable(after).await }));
+                // Durable or lost: either way the link says what comes next.
+                self.waiting = Some(Box::pin(async move {
+                    edge.commits().durable(after).await;
+                }));
                 return Flow::Relay;
             }
             Next::Close(frame, after) => Step::Close(frame, after),
@@ -315,7 +318,7 @@ impl Socket {
     /// Closes once write `after` is durable: a close can acknowledge a write too.
     async fn close_after(&mut self, frame: CloseFrame, after: WriteSeq) -> End {
         tokio::select! {
-            () = self.edge.commits().durable(after) => End::Close(frame),
+            _ = self.edge.commits().durable(after) => End::Close(frame),
             frame = poll_fn(|cx| self.link.poll_forced(cx)) => End::Forced(frame),
         }
     }
@@ -335,7 +338,9 @@ impl Socket {
                             return None;
                         }
                     }
-                    Some(Next::Wait(after)) => commits.durable(after).await,
+                    Some(Next::Wait(after)) => {
+                        commits.durable(after).await;
+                    }
                     Some(Next::Forced(frame)) => return Some(End::Forced(frame)),
                     // A close the agent queued (the 1001 replaces it), or nothing left.
                     _ => {

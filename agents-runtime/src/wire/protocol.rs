@@ -117,6 +117,23 @@ pub(crate) struct McpServers {
     pub(crate) tools: Vec<Value>,
 }
 
+/// What a client is told of an answer lost with the writes before it (a full disk).
+pub(crate) fn storage_failed(why: &str) -> String {
+    format!("Storage failed, the agent restarts from its last durable state: {why}")
+}
+
+/// The `id` of an RPC answer frame, for one the output gate held when its writes were lost.
+pub(crate) fn rpc_answer_id(message: &Message) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Answer {
+        #[serde(rename = "type")]
+        kind: String,
+        id: String,
+    }
+    let answer: Answer = serde_json::from_str(message.as_text()?).ok()?;
+    (answer.kind == "rpc").then_some(answer.id)
+}
+
 /// One RPC answer: a result (`success: true`, final when `done` is true or absent, a stream
 /// chunk when `done` is false) or an error (`success: false`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -15,12 +15,17 @@ use crate::instance::connections::ConnectionTable;
 use crate::instance::directory::Directory;
 use crate::instance::event::Event;
 use crate::instance::shared::Instance;
+use crate::storage::durability::Settled;
+use crate::wire::protocol;
 
 mod panics;
 mod turn;
 
 use panics::caught;
 use turn::{report, run_state_changes};
+
+/// A turn's answer to an HTTP request or in-process call, told why if its writes were lost.
+type Reply = Box<dyn FnOnce(Option<Arc<str>>) + Send>;
 
 /// Most yields an instance's task makes with its sends corked before it writes them.
 const MAX_HOLDS: u8 = 2;
@@ -58,6 +63,7 @@ pub(crate) fn spawn<A: Agent>(
             asleep: Default::default(),
             hibernated: None,
             reply: None,
+            seen_losses: 0,
         };
         host.run(rx).await;
     });
@@ -79,8 +85,11 @@ struct Host<A: Agent> {
     /// Counts this instance as hibernated while it is.
     hibernated: Option<Tally>,
     /// The answer to the current HTTP request or in-process call, sent once the turn (its
-    /// `on_state_changed` included) is over and its writes are durable.
-    reply: Option<Box<dyn FnOnce() + Send>>,
+    /// `on_state_changed` included) is over and its writes are durable; told why, if they
+    /// were lost instead.
+    reply: Option<Reply>,
+    /// How many runs of lost writes this instance has looked at.
+    seen_losses: usize,
 }
 
 /// How often the task yielded with its sends corked since it last waited for an event, and
@@ -100,6 +109,8 @@ struct Awake<A: Agent> {
 
 impl<A: Agent> Host<A> {
     async fn run(mut self, mut mailbox: mpsc::Receiver<Event>) {
+        // Writes lost before the instance started are none of its business.
+        self.seen_losses = self.directory.commits.loss_count();
         let idle_after = self.directory.limits.hibernate_after;
         // One timer for the instance's life: it fires at most once per `idle_after`, and only
         // then is it moved to the last event's deadline (no timer work per event).
@@ -171,6 +182,7 @@ impl<A: Agent> Host<A> {
     /// One event as a turn: its hook (a panic goes to `on_error`), the `on_state_changed`
     /// rounds it caused, then its reply once its writes are durable.
     async fn turn(&mut self, event: Event) {
+        self.restart_if_lost().await;
         if let Err(error) = caught(self.handle(event)).await {
             tracing::error!(agent = A::NAME, name = %self.name, "{error}");
             if let Some(Awake { agent, ctx, .. }) = self.awake.as_mut() {
@@ -258,18 +270,65 @@ impl<A: Agent> Host<A> {
         Ok(self.awake.as_mut().expect("awake"))
     }
 
-    /// Runs `answer` once every write made so far is durable: at once when it is, otherwise
-    /// from a task, so the instance goes on with its next event meanwhile.
-    fn after_gate(&self, answer: Box<dyn FnOnce() + Send>) {
+    /// Runs `answer` once every write made so far is durable (or lost, telling it why): at
+    /// once when it is, otherwise from a task, so the instance goes on with its next event
+    /// meanwhile.
+    fn after_gate(&self, answer: Reply) {
         let seq = self.instance.gate.pending();
-        if self.instance.gate.is_settled(seq) {
-            return answer();
+        match self.instance.gate.settled_now(seq) {
+            Settled::Durable => return answer(None),
+            Settled::Lost(why) => return answer(Some(why)),
+            Settled::Pending => {}
         }
         let instance = self.instance.clone();
         tokio::spawn(async move {
-            instance.gate.settled(seq).await;
-            answer();
+            match instance.gate.settled(seq).await {
+                Settled::Lost(why) => answer(Some(why)),
+                _ => answer(None),
+            }
         });
+    }
+
+    /// Restarts the instance from what is durable if the store gave up on writes it made
+    /// (or may have made: an agent with relaxed durability does not number its writes), as a
+    /// Durable Object resets when a write fails: the agent struct is dropped and built again,
+    /// its state loaded and `on_start` run, and every protocol connection is told
+    /// (`cf_agent_state_error`) and sent the state as it is now. The connections stay open.
+    async fn restart_if_lost(&mut self) {
+        let commits = &self.directory.commits;
+        let count = commits.loss_count();
+        if count == self.seen_losses {
+            return;
+        }
+        let runs = commits.lost_runs(std::mem::replace(&mut self.seen_losses, count));
+        let gate = &self.instance.gate;
+        let pending = gate.pending();
+        let lost = runs.into_iter().find(|(after, ..)| !gate.is_confirmed() || pending > *after);
+        let Some((.., why)) = lost else { return };
+        let Some(Awake { agent, ctx, .. }) = self.awake.take() else { return };
+        tracing::warn!(agent = A::NAME, name = %self.name, "restarting from durable state: {why}");
+        self.asleep = ctx.into_connections();
+        drop(agent);
+        self.instance.corks.trim();
+        self.instance.gate.forget_lost();
+        let awake = match self.wake().await {
+            Ok(awake) => awake,
+            Err(e) => {
+                // The next event tries again; its hook is not run on the lost state meanwhile.
+                tracing::error!(agent = A::NAME, name = %self.name, "restart failed: {e}");
+                return;
+            }
+        };
+        if A::HAS_STATE {
+            let told = protocol::state_error(&protocol::storage_failed(&why));
+            let Ok(state) = awake.ctx.state_frame() else { return };
+            for conn in awake.ctx.connections().iter(None) {
+                if conn.is_protocol_enabled() {
+                    let _ = conn.send(told.clone());
+                    let _ = conn.send(state.clone());
+                }
+            }
+        }
     }
 }
 

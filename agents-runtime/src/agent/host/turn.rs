@@ -16,7 +16,16 @@ use crate::instance::state::StateSource;
 use crate::message::Message;
 use crate::request::{ConnectionContext, Request, Response};
 use crate::wire::close_code;
-use crate::wire::protocol::{self, ClientFrame, RpcRequest, RpcResponse};
+use crate::wire::protocol::{self, ClientFrame, RpcRequest, RpcResponse, storage_failed};
+
+/// The answer to an HTTP request whose turn's writes were lost.
+fn storage_failed_response(why: &str) -> Response {
+    let mut response = Response::new(storage_failed(why).into());
+    *response.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+    let text = http::HeaderValue::from_static("text/plain;charset=UTF-8");
+    response.headers_mut().insert(http::header::CONTENT_TYPE, text);
+    response
+}
 
 impl<A: Agent> Host<A> {
     /// Handles one event; the caller catches a panic and sends the turn's reply.
@@ -30,16 +39,26 @@ impl<A: Agent> Host<A> {
             Event::Error { key, error } => self.on_error(key, error).await,
             Event::Call { call, reply } => {
                 let outcome = self.call(call).await;
-                self.reply = Some(Box::new(move || {
+                self.reply = Some(Box::new(move |lost| {
+                    let outcome = match lost {
+                        Some(why) => CallOutcome::Error(storage_failed(&why)),
+                        None => outcome,
+                    };
                     let _ = reply.send(outcome);
                 }));
             }
             Event::Request { request, reply } => {
                 let response = self.request(*request).await;
-                self.reply = Some(Box::new(move || {
+                self.reply = Some(Box::new(move |lost| {
+                    let response = match lost {
+                        Some(why) => storage_failed_response(&why),
+                        None => response,
+                    };
                     let _ = reply.send(response);
                 }));
             }
+            // The turn's look at lost writes restarted the instance if it had to.
+            Event::StorageLost => {}
         }
     }
 
@@ -67,7 +86,11 @@ impl<A: Agent> Host<A> {
         if !self.has_connection(key) {
             return;
         }
-        let Ok(Awake { agent, ctx, .. }) = self.wake().await else { return };
+        let awake = match self.wake().await {
+            Ok(awake) => awake,
+            Err(e) => return self.unheard(key, &message, &e),
+        };
+        let Awake { agent, ctx, .. } = awake;
         let Some(conn) = ctx.connections().get(key) else { return };
         // A connection the agent closed (say, refused in `on_connect`) is not heard: what it
         // sent before its close frame is dropped.
@@ -86,6 +109,28 @@ impl<A: Agent> Host<A> {
             None => {
                 if let Err(e) = agent.on_message(ctx, &conn, message).await {
                     report(agent, ctx, Some(&conn), e).await;
+                }
+            }
+        }
+    }
+
+    /// A message the agent could not hear because it could not start (its `on_start`
+    /// failed, or the store is down): an RPC call or a state update is answered with the
+    /// reason; anything else is only logged, within the instance's log budget.
+    fn unheard(&self, key: ConnectionKey, message: &Message, error: &Error) {
+        let Some(conn) = self.asleep.get(key) else { return };
+        let why = format!("the agent could not start: {error}");
+        match message.as_text().and_then(ClientFrame::parse) {
+            Some(ClientFrame::Rpc(request)) => {
+                let _ = conn.send(RpcResponse::error(request.id, why).to_message());
+            }
+            Some(ClientFrame::State { .. }) => {
+                let _ = conn.send(protocol::state_error(&why));
+            }
+            None => {
+                if let Some(dropped) = self.instance.log_budget.take() {
+                    let why = clip(&why);
+                    tracing::warn!(agent = A::NAME, name = %self.name, dropped, "message dropped: {why}");
                 }
             }
         }

@@ -45,7 +45,7 @@ pub(super) fn queued(link: &Link) -> usize {
 }
 
 pub(super) fn commits() -> GroupCommit {
-    GroupCommit::start(Arc::new(MemoryStore::new()))
+    GroupCommit::start(Arc::new(MemoryStore::new()), std::time::Duration::from_secs(5))
 }
 
 pub(super) fn texts(wire: &Trickle) -> Vec<String> {
