@@ -19,6 +19,9 @@ pub(crate) struct Limits {
     pub(crate) max_connections: usize,
     pub(crate) max_instances: usize,
     pub(crate) storage_timeout: Duration,
+    pub(crate) max_unfinished_input: usize,
+    pub(crate) message_timeout: Duration,
+    pub(crate) request_head_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -38,6 +41,9 @@ impl Default for Limits {
             max_connections: default_max_connections(),
             max_instances: 100_000,
             storage_timeout: Duration::from_secs(5),
+            max_unfinished_input: 256 << 20,
+            message_timeout: Duration::from_secs(30),
+            request_head_timeout: Duration::from_secs(10),
         }
     }
 }

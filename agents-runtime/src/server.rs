@@ -203,6 +203,29 @@ impl ServerBuilder {
         self
     }
 
+    /// What unfinished WebSocket messages (a frame or fragments that have not fully arrived)
+    /// may hold together, server-wide, in bytes. A socket whose unfinished message would go
+    /// over it is closed with 1013 ("try again later"); messages that arrive whole in a read
+    /// never count. Default 256 MiB.
+    pub fn max_unfinished_input(mut self, bytes: usize) -> Self {
+        self.limits.max_unfinished_input = bytes;
+        self
+    }
+
+    /// How long a WebSocket message may take to arrive once it has begun; past it the socket
+    /// is closed with 1008. Default 30 s.
+    pub fn message_timeout(mut self, timeout: Duration) -> Self {
+        self.limits.message_timeout = timeout;
+        self
+    }
+
+    /// How long a client may take to send an HTTP request's head (the WebSocket upgrade's
+    /// included); past it the connection is closed. Default 10 s.
+    pub fn request_head_timeout(mut self, timeout: Duration) -> Self {
+        self.limits.request_head_timeout = timeout;
+        self
+    }
+
     /// What one read from a socket takes at most, in bytes. Reads land in one buffer per
     /// worker thread; a connection keeps only the part of a frame that has not fully arrived,
     /// so an idle connection holds no read buffer. Default 64 KiB.
@@ -371,6 +394,12 @@ impl ServerHandle {
     /// How many WebSockets are open now.
     pub fn open_connections(&self) -> usize {
         self.running.edge.sockets.open()
+    }
+
+    /// The bytes unfinished WebSocket messages hold now, counted against
+    /// [`max_unfinished_input`](ServerBuilder::max_unfinished_input).
+    pub fn unfinished_input(&self) -> usize {
+        self.running.edge.input.held()
     }
 
     /// How many agent instances are in memory now: started and not hibernated.

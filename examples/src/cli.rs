@@ -10,6 +10,8 @@ use std::time::Duration;
 const USAGE: &str = "\
 usage: agents-examples [--addr HOST:PORT] [--data-dir DIR] [--hibernate-after DURATION]
                       [--max-connections N] [--storage-timeout DURATION]
+                      [--max-unfinished-input BYTES] [--message-timeout DURATION]
+                      [--request-head-timeout DURATION]
        agents-examples typescript FILE    (FILE `-` writes to standard output)
 
   --addr HOST:PORT              address to listen on (default 127.0.0.1:8787)
@@ -21,6 +23,14 @@ usage: agents-examples [--addr HOST:PORT] [--data-dir DIR] [--hibernate-after DU
   --storage-timeout DURATION    how long flushes may fail (a full disk) before the
                                 writes they hold are given up: their answers become
                                 errors and their agents restart (default 5s)
+  --max-unfinished-input BYTES  what unfinished WebSocket messages may hold together,
+                                like 256MiB; over it a socket closes with 1013
+                                (default 256MiB)
+  --message-timeout DURATION    how long a WebSocket message may take to arrive; past
+                                it the socket closes with 1008 (default 30s)
+  --request-head-timeout DURATION
+                                how long an HTTP request head may take to arrive; past
+                                it the connection closes (default 10s)
   -h, --help                    this text
 
 SIGINT or SIGTERM shuts down gracefully: sockets close with 1001, the store is flushed.";
@@ -31,6 +41,9 @@ struct Options {
     hibernate_after: Duration,
     max_connections: Option<usize>,
     storage_timeout: Duration,
+    max_unfinished_input: Option<usize>,
+    message_timeout: Option<Duration>,
+    request_head_timeout: Option<Duration>,
 }
 
 fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Options>, String> {
@@ -40,6 +53,9 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Options>, Stri
         hibernate_after: Duration::from_secs(10),
         max_connections: None,
         storage_timeout: Duration::from_secs(5),
+        max_unfinished_input: None,
+        message_timeout: None,
+        request_head_timeout: None,
     };
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -73,14 +89,48 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Options>, Stri
                 options.max_connections = Some(max);
             }
             "--storage-timeout" => {
-                let text = value("--storage-timeout")?;
-                options.storage_timeout = parse_duration(&text)
-                    .map_err(|why| format!("--storage-timeout: `{text}` {why}"))?;
+                options.storage_timeout = duration_flag(&flag, &value(&flag)?)?;
+            }
+            "--max-unfinished-input" => {
+                let text = value(&flag)?;
+                let bytes = parse_bytes(&text).map_err(|why| format!("{flag}: `{text}` {why}"))?;
+                options.max_unfinished_input = Some(bytes);
+            }
+            "--message-timeout" => {
+                options.message_timeout = Some(duration_flag(&flag, &value(&flag)?)?);
+            }
+            "--request-head-timeout" => {
+                options.request_head_timeout = Some(duration_flag(&flag, &value(&flag)?)?);
             }
             other => return Err(format!("unknown argument `{other}`")),
         }
     }
     Ok(Some(options))
+}
+
+/// The duration given to `flag`, or the error that says what is wrong with it.
+fn duration_flag(flag: &str, text: &str) -> Result<Duration, String> {
+    parse_duration(text).map_err(|why| format!("{flag}: `{text}` {why}"))
+}
+
+/// `1048576`, `64KiB`, `256MiB`, `1GiB`: a whole number of bytes, above zero.
+fn parse_bytes(text: &str) -> Result<usize, &'static str> {
+    const WHAT: &str = "is not a size like 256MiB (units: KiB, MiB, GiB, or none for bytes)";
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: usize = number.parse().map_err(|_| WHAT)?;
+    let shift = match unit {
+        "" => 0,
+        "KiB" => 10,
+        "MiB" => 20,
+        "GiB" => 30,
+        _ => return Err(WHAT),
+    };
+    let bytes = number.checked_mul(1 << shift).ok_or("is too large")?;
+    if bytes == 0 {
+        return Err("must be more than zero");
+    }
+    Ok(bytes)
 }
 
 /// `10s`, `500ms`, `2m`, `1h`: a whole number and a unit.
@@ -159,6 +209,15 @@ pub async fn run(args: impl Iterator<Item = String>) -> ExitCode {
     if let Some(max) = options.max_connections {
         builder = builder.max_connections(max);
     }
+    if let Some(bytes) = options.max_unfinished_input {
+        builder = builder.max_unfinished_input(bytes);
+    }
+    if let Some(timeout) = options.message_timeout {
+        builder = builder.message_timeout(timeout);
+    }
+    if let Some(timeout) = options.request_head_timeout {
+        builder = builder.request_head_timeout(timeout);
+    }
     let server = match builder.bind(options.addr).await {
         Ok(server) => server,
         Err(error) => {
@@ -185,7 +244,7 @@ pub async fn run(args: impl Iterator<Item = String>) -> ExitCode {
 mod tests {
     use std::time::Duration;
 
-    use super::{parse, parse_duration};
+    use super::{parse, parse_bytes, parse_duration};
 
     fn args(list: &[&str]) -> impl Iterator<Item = String> {
         list.iter().map(|s| s.to_string()).collect::<Vec<_>>().into_iter()
@@ -252,5 +311,30 @@ mod tests {
         assert_eq!(options.storage_timeout, Duration::from_secs(2));
         let err = parse(args(&["--storage-timeout", "0s"])).err().expect("an error");
         assert_eq!(err, "--storage-timeout: `0s` must be more than zero");
+        let flags = ["--message-timeout", "3s", "--request-head-timeout=2s"];
+        let options = parse(args(&flags)).expect("valid").expect("not help");
+        assert_eq!(options.message_timeout, Some(Duration::from_secs(3)));
+        assert_eq!(options.request_head_timeout, Some(Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_bytes("1048576"), Ok(1 << 20));
+        assert_eq!(parse_bytes("64KiB"), Ok(64 << 10));
+        assert_eq!(parse_bytes("256MiB"), Ok(256 << 20));
+        assert_eq!(parse_bytes("1GiB"), Ok(1 << 30));
+        for bad in ["", "MiB", "1.5MiB", "-1", "1 MiB", "1mb", "1M"] {
+            assert!(parse_bytes(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(parse_bytes("0KiB"), Err("must be more than zero"));
+        assert_eq!(
+            parse_bytes("99999999999999999999GiB"),
+            Err("is not a size like 256MiB (units: KiB, MiB, GiB, or none for bytes)")
+        );
+        let options =
+            parse(args(&["--max-unfinished-input", "64MiB"])).expect("valid").expect("not help");
+        assert_eq!(options.max_unfinished_input, Some(64 << 20));
+        let err = parse(args(&["--max-unfinished-input", "lots"])).err().expect("an error");
+        assert!(err.starts_with("--max-unfinished-input: `lots` is not a size"), "{err}");
     }
 }

@@ -9,6 +9,7 @@ use crate::outbox::{OpenSockets, SocketSlot};
 use crate::storage::durability::GroupCommit;
 use crate::transport::assets::Assets;
 use crate::transport::lot::ParkingLot;
+use crate::wire::budget::InputBudget;
 
 /// The network edge of one server.
 pub(crate) struct Edge {
@@ -20,11 +21,16 @@ pub(crate) struct Edge {
     /// Where hibernated instances' idle sockets wait, started by the first to park (`None`
     /// inside if it could not be: sockets then stay unparked).
     parking: OnceLock<Option<ParkingLot>>,
+    /// What the sockets' unfinished messages may hold together.
+    pub(crate) input: Arc<InputBudget>,
 }
 
 impl Edge {
     pub(crate) fn new(directory: Arc<Directory>, assets: Assets) -> Self {
-        Self { directory, assets, sockets: Arc::default(), parking: OnceLock::new() }
+        let limits = &directory.limits;
+        let input = InputBudget::new(limits.max_unfinished_input, limits.message_timeout);
+        let input = Arc::new(input);
+        Self { directory, assets, sockets: Arc::default(), parking: OnceLock::new(), input }
     }
 
     pub(crate) fn limits(&self) -> &Limits {

@@ -13,9 +13,6 @@ use tokio::sync::oneshot;
 use crate::transport::edge::Edge;
 use crate::transport::routes::routes;
 
-/// How long a client may take to send a request's head.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// Accepts connections until `shutdown` completes.
 pub(crate) async fn serve(
     listener: TcpListener,
@@ -47,6 +44,7 @@ pub(crate) async fn serve(
 /// Accepts connections and serves each in a task of its own, until `stop` says so.
 async fn accept(listener: TcpListener, edge: Arc<Edge>, stop: oneshot::Receiver<()>) {
     let max_head = edge.limits().max_request_head_size;
+    let head_timeout = edge.limits().request_head_timeout;
     let service = warp::service(routes(edge));
     let mut stop = std::pin::pin!(stop);
     let mut failures = AcceptFailures::default();
@@ -72,7 +70,7 @@ async fn accept(listener: TcpListener, edge: Arc<Edge>, stop: oneshot::Receiver<
             let served = hyper::server::conn::http1::Builder::new()
                 // Slow or stalled request heads are cut off (hyper answers 408).
                 .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .header_read_timeout(head_timeout)
                 // A request head past this gets 431, and no more of it is kept.
                 .max_header_size(max_head)
                 .max_buf_size(max_head)

@@ -96,7 +96,8 @@ impl Socket {
     pub(super) fn new(joined: Joined, read: &[u8]) -> Self {
         let Joined { tcp, link, mailbox, instance, key, edge, slot } = joined;
         let limits = edge.limits();
-        let reader = Reader::new(limits.max_message_size, limits.read_buffer_size, read);
+        let (size, budget) = (limits.read_buffer_size, edge.input.clone());
+        let reader = Reader::new(limits.max_message_size, size, read, budget);
         Socket {
             tcp,
             reader,
@@ -553,6 +554,14 @@ fn on_incoming(
         Err(ReadError::Utf8) => (
             "a text frame was not valid UTF-8".to_owned(),
             CloseFrame::new(close_code::INVALID_PAYLOAD, "Invalid UTF-8"),
+        ),
+        Err(ReadError::Overloaded) => (
+            "unfinished messages are over the server's budget (max_unfinished_input)".to_owned(),
+            CloseFrame::new(close_code::TRY_AGAIN_LATER, "Server busy"),
+        ),
+        Err(ReadError::Slow) => (
+            "a message was not finished within the message timeout".to_owned(),
+            CloseFrame::new(close_code::POLICY_VIOLATION, "Message not finished in time"),
         ),
         // The peer went away without a close frame: a disconnect, not an error.
         Err(ReadError::Gone(error)) => {

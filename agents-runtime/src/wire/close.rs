@@ -14,7 +14,8 @@ pub mod close_code {
     pub const ABNORMAL_CLOSURE: u16 = 1006;
     /// A text message was not valid UTF-8.
     pub const INVALID_PAYLOAD: u16 = 1007;
-    /// What the client asked for breaks the agent's rules (an agent's own refusal).
+    /// What the client asked for breaks the agent's rules (an agent's own refusal), or a
+    /// message stayed unfinished past the message timeout.
     pub const POLICY_VIOLATION: u16 = 1008;
     /// A frame or message was over the server's size limit.
     pub const MESSAGE_TOO_BIG: u16 = 1009;
@@ -22,6 +23,9 @@ pub mod close_code {
     pub const SESSION_SETUP_FAILED: u16 = 1011;
     /// The client stopped reading and its outbox filled up ("try again later": clients reconnect).
     pub const OUTBOX_FULL: u16 = 1013;
+    /// The server is over a budget (unfinished input): the same code as [`OUTBOX_FULL`],
+    /// "try again later".
+    pub const TRY_AGAIN_LATER: u16 = 1013;
 }
 
 /// A close frame: code and reason.

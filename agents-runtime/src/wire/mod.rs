@@ -3,6 +3,7 @@
 //!
 //! Nothing here knows about agents or instances; every layer above may use it.
 
+pub(crate) mod budget;
 pub(crate) mod close;
 pub(crate) mod frame;
 pub(crate) mod handshake;

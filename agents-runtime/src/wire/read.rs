@@ -4,7 +4,10 @@
 //! unmasked in place and handed on without another copy.
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -13,6 +16,7 @@ use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::Utf8Bytes;
 
+use crate::wire::budget::InputBudget;
 use crate::wire::close::is_sendable_close_code;
 use crate::wire::frame::{FIN, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT};
 
@@ -39,6 +43,10 @@ pub(crate) enum ReadError {
     Utf8,
     /// The connection broke, or ended without a close frame: 1006.
     Gone(Option<io::Error>),
+    /// Unfinished input would go over the server's budget: close 1013.
+    Overloaded,
+    /// A message stayed unfinished past the timeout: close 1008.
+    Slow,
 }
 
 /// Payloads and leftovers under this size are copied out of the read's buffer (see
@@ -64,14 +72,80 @@ pub(crate) struct Reader {
     limit: usize,
     /// The most bytes taken per read.
     read_size: usize,
+    /// The server's budget for unfinished input, and what this reader counts in it.
+    budget: Arc<InputBudget>,
+    charged: usize,
+    /// When the unfinished message must be whole; set while one is, reset by the next.
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// A message became whole since the deadline was set: the next one starts afresh.
+    restart: bool,
 }
 
 impl Reader {
     /// A reader for messages of at most `limit` bytes, reading `read_size` bytes at a time,
-    /// that starts with `read` (bytes the client sent right after its upgrade request).
-    pub(crate) fn new(limit: usize, read_size: usize, read: &[u8]) -> Self {
+    /// that starts with `read` (bytes the client sent right after its upgrade request), and
+    /// counts what it holds of unfinished messages in `budget`.
+    pub(crate) fn new(
+        limit: usize,
+        read_size: usize,
+        read: &[u8],
+        budget: Arc<InputBudget>,
+    ) -> Self {
         let buf = BytesMut::from(read);
-        Self { buf, message: None, dropping: false, limit, read_size: read_size.max(1) }
+        let charged = buf.capacity();
+        budget.grow(charged);
+        Self {
+            buf,
+            message: None,
+            dropping: false,
+            limit,
+            read_size: read_size.max(1),
+            budget,
+            charged,
+            deadline: None,
+            restart: false,
+        }
+    }
+
+    /// What the reader holds: its buffer and the fragments so far, as allocated.
+    fn holds(&self) -> usize {
+        self.buf.capacity() + self.message.as_ref().map_or(0, |(_, bytes)| bytes.capacity())
+    }
+
+    /// Brings what the budget counts for this reader up to date: growth within the budget
+    /// (or anyway, `forced`), or [`ReadError::Overloaded`].
+    fn settle(&mut self, forced: bool) -> Result<(), ReadError> {
+        let holds = self.holds();
+        if holds > self.charged {
+            let more = holds - self.charged;
+            if forced {
+                self.budget.grow(more);
+            } else if !self.budget.try_grow(more) {
+                return Err(ReadError::Overloaded);
+            }
+        } else {
+            self.budget.shrink(self.charged - holds);
+        }
+        self.charged = holds;
+        Ok(())
+    }
+
+    /// Waits for the socket with a message unfinished: resolves with [`ReadError::Slow`]
+    /// once it has been unfinished for the budget's timeout.
+    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<Result<Incoming, ReadError>> {
+        if self.is_idle() {
+            self.deadline = None;
+            return Poll::Pending;
+        }
+        let timeout = self.budget.timeout;
+        let deadline = self.deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        if std::mem::take(&mut self.restart) {
+            deadline.as_mut().reset(tokio::time::Instant::now() + timeout);
+        }
+        match deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(ReadError::Slow)),
+            Poll::Pending => Poll::Pending,
+        }
     }
 
     /// Whether nothing is half-read: no partial frame, no message in fragments.
@@ -92,12 +166,28 @@ impl Reader {
     ) -> Poll<Result<Incoming, ReadError>> {
         loop {
             match self.next() {
-                Ok(Some(incoming)) => return Poll::Ready(Ok(incoming)),
+                Ok(Some(incoming)) => {
+                    // What it held left with the message (or stays for the next frame).
+                    if self.charged != 0 {
+                        let _ = self.settle(true);
+                    }
+                    self.restart = self.deadline.is_some();
+                    return Poll::Ready(Ok(incoming));
+                }
                 Ok(None) => {}
                 Err(e) => return Poll::Ready(Err(e)),
             }
-            if let Err(e) = ready!(tcp.poll_read_ready(cx)) {
-                return Poll::Ready(Err(ReadError::Gone(Some(e))));
+            match tcp.poll_read_ready(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(ReadError::Gone(Some(e)))),
+                // What is left unfinished counts in the budget while it waits (a burst is
+                // read whole first: a socket goes over by one message at most).
+                Poll::Pending => {
+                    if let Err(e) = self.settle(false) {
+                        return Poll::Ready(Err(e));
+                    }
+                    return self.poll_deadline(cx);
+                }
             }
             match recv(tcp, self.read_size, |bytes| self.feed(bytes)) {
                 Ok(0) => return Poll::Ready(Err(ReadError::Gone(None))),
@@ -169,6 +259,7 @@ impl Reader {
     pub(crate) fn poll_discard(&mut self, tcp: &TcpStream, cx: &mut Context<'_>) -> Poll<()> {
         self.buf = BytesMut::new();
         self.message = None;
+        let _ = self.settle(true);
         loop {
             if ready!(tcp.poll_read_ready(cx)).is_err() {
                 return Poll::Ready(());
@@ -313,6 +404,12 @@ impl Reader {
     }
 }
 
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.budget.shrink(self.charged);
+    }
+}
+
 /// Reads what `tcp` has, at most `size` bytes, into this thread's buffer and hands it to
 /// `take`; `Ok(0)` at the end of the stream, `WouldBlock` when the readiness was stale.
 fn recv(tcp: &TcpStream, size: usize, take: impl FnOnce(&[u8])) -> io::Result<usize> {
@@ -386,263 +483,4 @@ fn unmask(payload: &mut [u8], mask: [u8; 4]) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A masked client frame, as a browser sends it.
-    fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
-        let mask = [0x37, 0xfa, 0x21, 0x3d];
-        let mut out = vec![if fin { 0x80 } else { 0 } | opcode];
-        match payload.len() {
-            len @ 0..=125 => out.push(0x80 | len as u8),
-            len @ 126..=0xFFFF => {
-                out.push(0x80 | 126);
-                out.extend_from_slice(&(len as u16).to_be_bytes());
-            }
-            len => {
-                out.push(0x80 | 127);
-                out.extend_from_slice(&(len as u64).to_be_bytes());
-            }
-        }
-        out.extend_from_slice(&mask);
-        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        out
-    }
-
-    fn reader() -> Reader {
-        Reader::new(1 << 20, 4096, &[])
-    }
-
-    /// Feeds `bytes` `step` at a time, collecting what comes out.
-    fn read_all(
-        reader: &mut Reader,
-        bytes: &[u8],
-        step: usize,
-    ) -> Result<Vec<Incoming>, ReadError> {
-        let mut out = Vec::new();
-        for chunk in bytes.chunks(step) {
-            reader.feed(chunk);
-            while let Some(incoming) = reader.next()? {
-                out.push(incoming);
-            }
-        }
-        Ok(out)
-    }
-
-    #[test]
-    fn messages_of_every_length_class_survive_any_split() {
-        let mut stream = Vec::new();
-        let mut want = Vec::new();
-        for (i, len) in [0usize, 1, 125, 126, 127, 65_535, 65_536, 100_000].into_iter().enumerate()
-        {
-            let bytes: Vec<u8> = (0..len).map(|j| b'a' + (j % 26) as u8).collect();
-            if i % 2 == 0 {
-                stream.extend(frame(true, OP_TEXT, &bytes));
-                want.push(Incoming::Text(String::from_utf8(bytes).unwrap().into()));
-            } else {
-                stream.extend(frame(true, OP_BINARY, &bytes));
-                want.push(Incoming::Binary(bytes.into()));
-            }
-        }
-        for step in [1, 2, 3, 7, 13, 1000, usize::MAX] {
-            let mut reader = reader();
-            assert_eq!(read_all(&mut reader, &stream, step).unwrap(), want, "step {step}");
-            assert_eq!(reader.buf.capacity(), 0, "an idle reader holds no buffer");
-        }
-    }
-
-    #[test]
-    fn fragments_join_and_control_frames_may_come_between() {
-        let mut stream = frame(false, OP_TEXT, "héllo, ".as_bytes());
-        stream.extend(frame(true, OP_PING, b"are you there"));
-        stream.extend(frame(false, OP_CONTINUATION, &"wör".as_bytes()[..2]));
-        stream.extend(frame(true, OP_CONTINUATION, &"wörld".as_bytes()[2..]));
-        stream.extend(frame(true, OP_CLOSE, &[0x03, 0xE8, b'b', b'y', b'e']));
-        let got = read_all(&mut reader(), &stream, 5).unwrap();
-        assert_eq!(
-            got,
-            [
-                Incoming::Ping(Bytes::from_static(b"are you there")),
-                Incoming::Text("héllo, wörld".into()),
-                Incoming::Close(Some((1000, "bye".into()))),
-            ]
-        );
-    }
-
-    #[test]
-    fn every_violation_has_its_answer() {
-        let unmasked = {
-            let mut f = frame(true, OP_TEXT, b"hi");
-            f[1] &= 0x7F;
-            f
-        };
-        let cases: Vec<(Vec<u8>, &str)> = vec![
-            (unmasked, "masked"),
-            (frame(true, 0x3, b"x"), "unknown opcode"),
-            (frame(true, 0x1 | 0x40, b"x"), "reserved bits"),
-            (frame(false, OP_PING, b"x"), "control frames"),
-            (frame(true, OP_PING, &[0; 126]), "control frames"),
-            (frame(true, OP_CONTINUATION, b"x"), "continuation"),
-            ([frame(false, OP_TEXT, b"a"), frame(true, OP_BINARY, b"b")].concat(), "new message"),
-            (frame(true, OP_CLOSE, &[3]), "1-byte"),
-            (frame(true, OP_CLOSE, &1005u16.to_be_bytes()), "close code"),
-            (frame(true, OP_CLOSE, &999u16.to_be_bytes()), "close code"),
-        ];
-        for (bytes, why) in cases {
-            match read_all(&mut reader(), &bytes, usize::MAX) {
-                Err(ReadError::Protocol(message)) => assert!(message.contains(why), "{message}"),
-                other => panic!("{why}: {other:?}"),
-            }
-        }
-        let bad_text = frame(true, OP_TEXT, &[0xff, 0xfe]);
-        assert!(matches!(read_all(&mut reader(), &bad_text, 1), Err(ReadError::Utf8)));
-        let bad_reason = frame(true, OP_CLOSE, &[0x03, 0xE8, 0xff]);
-        assert!(matches!(read_all(&mut reader(), &bad_reason, 1), Err(ReadError::Utf8)));
-    }
-
-    #[test]
-    fn sizes_over_the_limit_are_refused_before_they_are_read() {
-        let mut small = Reader::new(100, 4096, &[]);
-        // Only the header has arrived: refused already.
-        let header = &frame(true, OP_BINARY, &[0; 101])[..8];
-        assert!(matches!(read_all(&mut small, header, usize::MAX), Err(ReadError::TooBig(101))));
-        let mut small = Reader::new(100, 4096, &[]);
-        let parts = [frame(false, OP_BINARY, &[0; 60]), frame(true, OP_CONTINUATION, &[0; 60])];
-        assert!(matches!(read_all(&mut small, &parts.concat(), 7), Err(ReadError::TooBig(120))));
-        let huge = [0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 0];
-        assert!(matches!(
-            read_all(&mut reader(), &huge, usize::MAX),
-            Err(ReadError::Protocol(message)) if message.contains("top bit")
-        ));
-    }
-
-    #[test]
-    fn a_frame_only_announced_costs_what_was_sent() {
-        let mut reader = reader();
-        let header = &frame(true, OP_BINARY, &[0; 65_535])[..8];
-        assert!(read_all(&mut reader, header, usize::MAX).unwrap().is_empty());
-        assert!(reader.buf.capacity() < 1024, "{} bytes held", reader.buf.capacity());
-    }
-
-    /// What a refused frame leaves to skip: its bytes not read yet, whatever part of it was
-    /// read; the frame after it is read whole again. A refused fragment takes the rest of its
-    /// message with it.
-    #[test]
-    fn a_refused_frame_is_dropped_and_what_follows_it_is_read() {
-        let big = frame(true, OP_BINARY, &[0; 101]);
-        let close = frame(true, OP_CLOSE, &[0x03, 0xF1]);
-        for arrived in [4, 8, 50, big.len()] {
-            let mut small = Reader::new(100, 4096, &[]);
-            small.feed(&big[..arrived]);
-            assert!(matches!(small.next(), Err(ReadError::TooBig(101))));
-            assert_eq!(small.drop_refused(), Some((big.len() - arrived) as u64), "{arrived}");
-            assert!(small.is_idle());
-            small.feed(&close);
-            assert!(matches!(small.next(), Ok(Some(Incoming::Close(Some((1009, _)))))));
-        }
-        // A message in fragments: the refused one and the ones after it are dropped, up to
-        // the last.
-        let mut small = Reader::new(100, 4096, &[]);
-        let parts = [
-            frame(false, OP_BINARY, &[0; 60]),
-            frame(false, OP_CONTINUATION, &[0; 60]),
-            frame(false, OP_CONTINUATION, &[0; 60]),
-            frame(true, OP_CONTINUATION, &[0; 10]),
-            close.clone(),
-        ];
-        small.feed(&parts.concat());
-        assert!(matches!(small.next(), Err(ReadError::TooBig(120))));
-        assert_eq!(small.drop_refused(), Some(0));
-        assert!(!small.is_idle(), "the message's last fragment is still to come");
-        assert!(matches!(small.next(), Ok(Some(Incoming::Close(Some((1009, _)))))));
-        assert!(small.is_idle());
-    }
-
-    #[test]
-    fn a_fragment_over_the_limit_is_refused_from_its_header() {
-        let mut small = Reader::new(100, 4096, &[]);
-        let first = frame(false, OP_BINARY, &[0; 60]);
-        let second = &frame(true, OP_CONTINUATION, &[0; 60])[..6];
-        let bytes = [first, second.to_vec()].concat();
-        assert!(matches!(read_all(&mut small, &bytes, usize::MAX), Err(ReadError::TooBig(120))));
-    }
-
-    #[test]
-    fn bytes_sent_with_the_upgrade_request_are_read_first() {
-        let early = frame(true, OP_TEXT, b"early");
-        let mut reader = Reader::new(1 << 20, 4096, &early);
-        assert_eq!(reader.next().unwrap(), Some(Incoming::Text("early".into())));
-    }
-
-    #[test]
-    fn unmasking_matches_the_rfc_definition() {
-        let mask = [1, 2, 3, 4];
-        for len in 0..40 {
-            let original: Vec<u8> = (0..len as u8).collect();
-            let mut bytes = original.clone();
-            unmask(&mut bytes, mask);
-            let want: Vec<u8> = original.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]).collect();
-            assert_eq!(bytes, want, "length {len}");
-        }
-    }
-
-    mod properties {
-        use proptest::prelude::*;
-
-        use super::{Incoming, OP_BINARY, OP_CONTINUATION, OP_TEXT, frame, reader};
-
-        /// A message and how many fragments it is sent in.
-        fn message() -> impl Strategy<Value = (Incoming, Vec<u8>, bool, usize)> {
-            let text = ".{0,200}".prop_map(|s: String| {
-                let bytes = s.clone().into_bytes();
-                (Incoming::Text(s.into()), bytes, true)
-            });
-            let binary = proptest::collection::vec(any::<u8>(), 0..300)
-                .prop_map(|b| (Incoming::Binary(b.clone().into()), b, false));
-            (prop_oneof![text, binary], 1..4usize).prop_map(|((m, b, t), n)| (m, b, t, n))
-        }
-
-        proptest! {
-            /// Whatever a client sends, the reader answers (a message, more to read, or an
-            /// error) and never panics.
-            #[test]
-            fn any_bytes_in_any_chunks_never_panic(
-                bytes in proptest::collection::vec(any::<u8>(), 0..2048),
-                step in 1..64usize,
-            ) {
-                let mut reader = reader();
-                'feed: for chunk in bytes.chunks(step) {
-                    reader.feed(chunk);
-                    loop {
-                        match reader.next() {
-                            Ok(Some(_)) => {}
-                            Ok(None) => break,
-                            Err(_) => break 'feed,
-                        }
-                    }
-                }
-            }
-
-            /// Masked messages, fragmented and split anywhere, read back as they were sent.
-            #[test]
-            fn fragmented_messages_read_back_whole(
-                messages in proptest::collection::vec(message(), 1..8),
-                step in 1..97usize,
-            ) {
-                let mut stream = Vec::new();
-                let mut want = Vec::new();
-                for (incoming, bytes, text, fragments) in messages {
-                    let size = bytes.len().div_ceil(fragments).max(1);
-                    let parts: Vec<&[u8]> = if bytes.is_empty() { vec![&[]] } else { bytes.chunks(size).collect() };
-                    for (i, part) in parts.iter().enumerate() {
-                        let opcode = match (i, text) { (0, true) => OP_TEXT, (0, false) => OP_BINARY, _ => OP_CONTINUATION };
-                        stream.extend(frame(i + 1 == parts.len(), opcode, part));
-                    }
-                    want.push(incoming);
-                }
-                let mut reader = reader();
-                prop_assert_eq!(super::read_all(&mut reader, &stream, step).expect("valid frames"), want);
-            }
-        }
-    }
-}
+mod tests;

@@ -1,0 +1,186 @@
+//! The examples server against a thousand clients that start a message (or a request head)
+//! and never finish it: memory stays within the server's budget, the sockets over it are
+//! closed with 1013, the rest once the message timeout passes (1008), and request heads once
+//! the head timeout passes.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use agents_tests::TempDir;
+use agents_tests::child::ChildServer;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const EXAMPLES_SERVER: &str = env!("CARGO_BIN_EXE_examples-server");
+
+/// Clients, each with an unfinished message or head.
+const CLIENTS: usize = 1000;
+const MIB: u64 = 1 << 20;
+
+/// The resident memory of process `pid`, in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let line = status.lines().find(|line| line.starts_with("VmRSS:")).unwrap_or_default();
+    let kb: u64 = line.split_whitespace().nth(1).and_then(|kb| kb.parse().ok()).unwrap_or(0);
+    kb * 1024
+}
+
+/// Samples the RSS of `pid` every 20 ms; the highest so far is in the returned cell.
+fn watch_peak(pid: u32) -> (Arc<AtomicU64>, tokio::task::JoinHandle<()>) {
+    let peak = Arc::new(AtomicU64::new(rss(pid)));
+    let seen = peak.clone();
+    let sampler = tokio::spawn(async move {
+        loop {
+            seen.fetch_max(rss(pid), Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    (peak, sampler)
+}
+
+/// A WebSocket upgrade on a raw TCP stream; returns it after the 101 head.
+async fn upgrade(addr: std::net::SocketAddr, path: &str) -> TcpStream {
+    let mut tcp = TcpStream::connect(addr).await.expect("connects");
+    let head = format!(
+        "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    tcp.write_all(head.as_bytes()).await.expect("sends the upgrade");
+    let mut seen = Vec::new();
+    while !seen.ends_with(b"\r\n\r\n") {
+        let mut byte = [0];
+        tcp.read_exact(&mut byte).await.expect("reads the answer");
+        seen.push(byte[0]);
+    }
+    assert!(seen.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&seen));
+    tcp
+}
+
+/// The start of a masked binary message announcing `announced` bytes, with `sent` of them.
+fn unfinished_message(announced: u64, sent: usize) -> Vec<u8> {
+    let mut frame = vec![0x82, 0x80 | 127];
+    frame.extend_from_slice(&announced.to_be_bytes());
+    frame.extend_from_slice(&[1, 2, 3, 4]);
+    frame.resize(frame.len() + sent, 0x55);
+    frame
+}
+
+/// The code of the server's close frame on `tcp` (data frames before it skipped), or `None`
+/// if the connection ends without one or nothing comes within `wait`.
+async fn close_code(tcp: &mut TcpStream, wait: Duration) -> Option<u16> {
+    let read = async {
+        loop {
+            let mut head = [0; 2];
+            tcp.read_exact(&mut head).await.ok()?;
+            let len = usize::from(head[1] & 0x7F);
+            assert!(len <= 125, "the server sends small frames here");
+            let mut payload = vec![0; len];
+            tcp.read_exact(&mut payload).await.ok()?;
+            if head[0] & 0x0F == 0x8 {
+                return Some(u16::from_be_bytes([payload[0], payload[1]]));
+            }
+        }
+    };
+    tokio::time::timeout(wait, read).await.ok().flatten()
+}
+
+#[tokio::test]
+async fn unfinished_messages_stay_within_the_budget_and_are_closed() {
+    let dir = TempDir::new("input-budget");
+    let args = ["--max-unfinished-input", "64MiB", "--message-timeout", "4s"];
+    let child = ChildServer::start_limited(EXAMPLES_SERVER, dir.path(), 4096, &args).await;
+    let pid = child.child.id().expect("running");
+    let mut sockets = Vec::with_capacity(CLIENTS);
+    for _ in 0..CLIENTS {
+        sockets.push(upgrade(child.addr, "/agents/my-agent/budget").await);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = rss(pid);
+    let (peak, sampler) = watch_peak(pid);
+
+    // Each client starts a 1,000,000-byte message and sends 900,000 bytes of it.
+    let start = unfinished_message(1_000_000, 900_000);
+    for tcp in &mut sockets {
+        // A socket the server closed for the budget may refuse the rest: that is its answer.
+        let _ = tokio::time::timeout(Duration::from_secs(5), tcp.write_all(&start)).await;
+    }
+    let mut codes = Vec::new();
+    for tcp in &mut sockets {
+        codes.push(close_code(tcp, Duration::from_millis(50)).await);
+    }
+    let refused = codes.iter().filter(|code| **code == Some(1013)).count();
+    let held = codes.iter().filter(|code| code.is_none()).count();
+    let grown = peak.load(Ordering::Relaxed).saturating_sub(before);
+    eprintln!(
+        "{CLIENTS} unfinished messages of 900,000 bytes: {refused} closed with 1013, {held} held; \
+         RSS grew {} MiB at most (budget 64 MiB)",
+        grown / MIB
+    );
+    assert!(held >= 32 && refused >= CLIENTS - 100, "held {held}, refused {refused}: {codes:?}");
+    assert!(grown < 160 * MIB, "RSS grew by {} MiB", grown / MIB);
+
+    // The ones within the budget are closed once the message timeout passes.
+    let mut timed_out = 0;
+    for (tcp, code) in sockets.iter_mut().zip(&codes) {
+        if code.is_none() {
+            assert_eq!(close_code(tcp, Duration::from_secs(10)).await, Some(1008));
+            timed_out += 1;
+        }
+    }
+    assert_eq!(timed_out, held);
+    sampler.abort();
+    drop(sockets);
+    // And what they held is given back.
+    let mut after = rss(pid);
+    for _ in 0..50 {
+        if after < before + 32 * MIB {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        after = rss(pid);
+    }
+    assert!(
+        after < before + 32 * MIB,
+        "RSS {} MiB after, {} MiB before",
+        after / MIB,
+        before / MIB
+    );
+    // The server still serves.
+    let mut client = child.server().connect("/agents/my-agent/after").await;
+    assert_eq!(client.recv_text().await, "Welcome!");
+    child.kill().await;
+}
+
+#[tokio::test]
+async fn unfinished_request_heads_are_bounded_and_closed_after_the_head_timeout() {
+    let dir = TempDir::new("head-budget");
+    let args = ["--request-head-timeout", "2s"];
+    let child = ChildServer::start_limited(EXAMPLES_SERVER, dir.path(), 4096, &args).await;
+    let pid = child.child.id().expect("running");
+    let before = rss(pid);
+    let (peak, sampler) = watch_peak(pid);
+    // Each client sends 60,000 bytes of a head (the limit is 64 KiB) and stops.
+    let mut head = b"GET /agents/my-agent/x HTTP/1.1\r\nHost: x\r\nX-Pad: ".to_vec();
+    head.resize(60_000, b'a');
+    let mut sockets = Vec::with_capacity(CLIENTS);
+    for _ in 0..CLIENTS {
+        let mut tcp = TcpStream::connect(child.addr).await.expect("connects");
+        tcp.write_all(&head).await.expect("sends part of a head");
+        sockets.push(tcp);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let grown = peak.load(Ordering::Relaxed).saturating_sub(before);
+    eprintln!("{CLIENTS} unfinished request heads of 60,000 bytes: RSS grew {} MiB", grown / MIB);
+    assert!(grown < 160 * MIB, "RSS grew by {} MiB", grown / MIB);
+    // Past the head timeout, the server closes every one of them.
+    for tcp in &mut sockets {
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut rest));
+        assert!(closed.await.is_ok(), "a connection with an unfinished head stayed open");
+    }
+    sampler.abort();
+    let mut client = child.server().connect("/agents/my-agent/after").await;
+    assert_eq!(client.recv_text().await, "Welcome!");
+    child.kill().await;
+}
