@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use agents_runtime::prelude::*;
 use agents_tests::TempDir;
 use agents_tests::child::ChildServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -183,4 +184,54 @@ async fn unfinished_request_heads_are_bounded_and_closed_after_the_head_timeout(
     let mut client = child.server().connect("/agents/my-agent/after").await;
     assert_eq!(client.recv_text().await, "Welcome!");
     child.kill().await;
+}
+
+/// Takes its time over every message (a turn that awaits I/O), and says how many it had.
+#[derive(Default)]
+struct Slow {
+    seen: usize,
+}
+
+#[agent]
+impl Slow {
+    async fn on_message(
+        &mut self,
+        _ctx: &mut Context<Self>,
+        conn: &Connection,
+        _message: Message,
+    ) -> Result<()> {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        self.seen += 1;
+        conn.send(self.seen.to_string())?;
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn pipelined_large_messages_wait_in_the_socket_not_in_memory() {
+    let server = agents_tests::start(agents_runtime::Server::builder().agent::<Slow>()).await;
+    let mut client = server.connect("/agents/slow/pipelined").await;
+    let before = rss(std::process::id());
+    let (peak, sampler) = watch_peak(std::process::id());
+    // 300 messages of 1 MB, sent without waiting, to an agent that takes 5 ms over each: they
+    // wait in the socket (and the TCP window), not in the instance's mailbox.
+    const MESSAGES: usize = 300;
+    let message = vec![7; 1_000_000];
+    let sending = async {
+        for _ in 0..MESSAGES {
+            client.send_binary(message.clone()).await;
+        }
+        client
+    };
+    let mut client = tokio::time::timeout(Duration::from_secs(60), sending).await.expect("sent");
+    for n in 1..=MESSAGES {
+        assert_eq!(client.recv_text().await, n.to_string());
+    }
+    sampler.abort();
+    let grown = peak.load(Ordering::Relaxed).saturating_sub(before);
+    eprintln!(
+        "{MESSAGES} pipelined 1 MB messages to a slow agent: RSS grew {} MiB at most",
+        grown / MIB
+    );
+    assert!(grown < 64 * MIB, "RSS grew by {} MiB", grown / MIB);
 }

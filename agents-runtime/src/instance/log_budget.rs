@@ -58,9 +58,37 @@ pub(crate) fn clip(text: &str) -> Cow<'_, str> {
     Cow::Owned(format!("{}… ({} bytes in all)", &text[..end], text.len()))
 }
 
+/// `text` with its middle cut out past [`MAX_QUOTED`] bytes, keeping its start and its end
+/// (where a decoding error says what was expected), and saying how long it was: an error
+/// that quotes a client's megabyte does not send it back.
+pub(crate) fn clip_middle(text: &str) -> Cow<'_, str> {
+    if text.len() <= MAX_QUOTED {
+        return Cow::Borrowed(text);
+    }
+    let mut head = MAX_QUOTED * 3 / 4;
+    while !text.is_char_boundary(head) {
+        head -= 1;
+    }
+    let mut tail = text.len() - MAX_QUOTED / 4;
+    while !text.is_char_boundary(tail) {
+        tail += 1;
+    }
+    Cow::Owned(format!("{} … {} ({} bytes in all)", &text[..head], &text[tail..], text.len()))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{LINES_PER_SECOND, LogBudget, MAX_QUOTED, clip};
+    use super::{LINES_PER_SECOND, LogBudget, MAX_QUOTED, clip, clip_middle};
+
+    #[test]
+    fn a_long_error_keeps_its_start_and_its_end() {
+        let text = format!("invalid type: string \"{}é\", expected f64", "x".repeat(5000));
+        let clipped = clip_middle(&text);
+        assert!(clipped.len() < MAX_QUOTED + 40, "{clipped}");
+        assert!(clipped.starts_with("invalid type: string \"xxx"), "{clipped}");
+        assert!(clipped.ends_with(&format!("é\", expected f64 ({} bytes in all)", text.len())));
+        assert_eq!(clip_middle("short"), "short");
+    }
 
     #[test]
     fn a_burst_is_cut_to_the_allowance_and_the_rest_counted() {

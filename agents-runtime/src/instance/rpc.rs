@@ -1,6 +1,7 @@
 //! `#[callable]` RPC: what a generated dispatcher receives and returns, streaming responses,
 //! and argument decoding with clear errors.
 
+use crate::instance::log_budget::clip_middle;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -75,8 +76,11 @@ pub fn decode_arg<T: DeserializeOwned>(
     name: &str,
 ) -> Result<T, String> {
     let value = args.next().unwrap_or(Value::Null);
-    serde_json::from_value(value)
-        .map_err(|e| format!("Invalid argument {index} (`{name}`) for method {method}: {e}"))
+    serde_json::from_value(value).map_err(|e| {
+        let why = e.to_string();
+        let why = clip_middle(&why);
+        format!("Invalid argument {index} (`{name}`) for method {method}: {why}")
+    })
 }
 
 /// Whether `name` is a method every JavaScript agent has (`setState`, `broadcast`, hooks…):

@@ -18,6 +18,7 @@ use corks::{Append, CORK_LIMIT, CorkMark, Corks, Listing, Turn};
 use super::queue::{Outgoing, Queue};
 
 pub(crate) mod corks;
+mod inbound;
 mod lost;
 mod parking;
 mod state;
@@ -70,6 +71,8 @@ pub(crate) struct Link {
     /// When the auto-response last answered this connection, in ms since the Unix epoch; 0
     /// for never.
     auto_responded_at: AtomicU64,
+    /// Bytes of the client's messages in the instance's mailbox (see `inbound.rs`).
+    inbound: AtomicUsize,
 }
 
 impl std::fmt::Debug for Link {
@@ -113,6 +116,7 @@ impl Link {
             capacity,
             queued_bytes: AtomicUsize::new(0),
             auto_responded_at: AtomicU64::new(0),
+            inbound: AtomicUsize::new(0),
         }
     }
 

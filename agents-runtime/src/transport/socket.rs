@@ -112,6 +112,12 @@ impl Socket {
         }
     }
 
+    /// Whether the socket task reads: its last message is in the mailbox, and the ones there
+    /// hold less than a message's worth of bytes (the instance's turns wake it when they do).
+    fn may_read(&self) -> bool {
+        self.pending.is_none() && !self.link.inbound_over(self.edge.limits().max_message_size)
+    }
+
     /// Whether the socket task could park now: nothing half-read, nothing held back.
     fn may_park(&self) -> bool {
         self.reader.is_idle() && self.pending.is_none() && self.waiting.is_none()
@@ -170,6 +176,9 @@ impl Socket {
             // select has let go of the branches' borrows.
             let waiting = self.waiting.is_some();
             let may_park = self.may_park();
+            let may_read = self.may_read();
+            let inbound_full = self.pending.is_none() && !may_read;
+            let cap = edge.limits().max_message_size;
             // In a block of its own: what the select yields is gone before the step awaits,
             // so it takes no room in every socket's task.
             let step = {
@@ -193,10 +202,14 @@ impl Socket {
                         }
                         Err(_) => Flow::End(End::Close(CloseFrame::agent_unavailable())),
                     },
+                    // Reading paused for our messages in the mailbox: resumes once it took some.
+                    () = poll_fn(|cx| link.poll_inbound_room(cx, cap)), if inbound_full => {
+                        Flow::Relay
+                    }
                     next = poll_fn(|cx| link.poll_next(cx, edge.commits(), waiting, may_park)) => {
                         self.next(next)
                     }
-                    read = poll_fn(|cx| self.reader.poll_next(&self.tcp, cx)), if self.pending.is_none() => {
+                    read = poll_fn(|cx| self.reader.poll_next(&self.tcp, cx)), if may_read => {
                         self.take_all(read)
                     }
                 };
@@ -257,8 +270,8 @@ impl Socket {
                 Ok(None) => {}
                 Err(end) => return Flow::End(end),
             }
-            if self.pending.is_some() {
-                return Flow::Relay; // the mailbox is full: reading pauses
+            if !self.may_read() {
+                return Flow::Relay; // the mailbox is full, or holds enough of ours: reading pauses
             }
             match self.reader.buffered() {
                 Some(next) => read = next,
@@ -272,20 +285,30 @@ impl Socket {
     fn take(&mut self, read: Result<Incoming, ReadError>) -> Result<Option<Answer>, End> {
         let limit = self.edge.limits().max_message_size;
         match on_incoming(read, self.key, limit, &self.instance) {
-            Read::Event(event) => match self.mailbox.try_send(event) {
-                Ok(()) => Ok(None),
-                Err(TrySendError::Full(event)) => {
-                    let permit = Box::pin(self.mailbox.clone().reserve_owned());
-                    self.pending = Some(Box::new(HeldEvent { event, permit }));
-                    Ok(None)
+            Read::Event(event) => {
+                if let Event::Message { message, .. } = &event {
+                    self.link.queued_inbound(message.len());
                 }
-                Err(TrySendError::Closed(_)) => Err(End::Close(CloseFrame::agent_unavailable())),
-            },
+                self.send(event)
+            }
             Read::Nothing => Ok(None),
             Read::Pong(payload) => Ok(Some(Answer::Pong(payload))),
             Read::AutoResponse(response) => Ok(Some(Answer::AutoResponse(response))),
             Read::End(end) => Err(end),
             Read::Fail(error, frame) => Err(End::Failed(error, frame)),
+        }
+    }
+
+    /// Puts `event` in the mailbox, or holds it until there is room.
+    fn send(&mut self, event: Event) -> Result<Option<Answer>, End> {
+        match self.mailbox.try_send(event) {
+            Ok(()) => Ok(None),
+            Err(TrySendError::Full(event)) => {
+                let permit = Box::pin(self.mailbox.clone().reserve_owned());
+                self.pending = Some(Box::new(HeldEvent { event, permit }));
+                Ok(None)
+            }
+            Err(TrySendError::Closed(_)) => Err(End::Close(CloseFrame::agent_unavailable())),
         }
     }
 

@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use crate::agent::Agent;
 use crate::agent::context::Context;
 use crate::error::Error;
-use crate::instance::connection::ConnectionKey;
+use crate::instance::connection::{Connection, ConnectionKey};
 use crate::instance::connections::ConnectionTable;
 use crate::instance::directory::Directory;
 use crate::instance::event::Event;
@@ -214,9 +214,13 @@ impl<A: Agent> Host<A> {
     }
 
     fn has_connection(&self, key: ConnectionKey) -> bool {
+        self.connection(key).is_some()
+    }
+
+    fn connection(&self, key: ConnectionKey) -> Option<&Connection<A::ConnectionState>> {
         match &self.awake {
-            Some(awake) => awake.ctx.connections().get(key).is_some(),
-            None => self.asleep.get(key).is_some(),
+            Some(awake) => awake.ctx.connections().get(key),
+            None => self.asleep.get(key),
         }
     }
 

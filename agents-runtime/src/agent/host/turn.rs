@@ -83,9 +83,9 @@ impl<A: Agent> Host<A> {
     }
 
     async fn on_message(&mut self, key: ConnectionKey, message: Message) {
-        if !self.has_connection(key) {
-            return;
-        }
+        let Some(conn) = self.connection(key) else { return };
+        // Out of the mailbox: its socket may read more (see `Link::took_inbound`).
+        conn.link().took_inbound(message.len(), self.directory.limits.max_message_size);
         let awake = match self.wake().await {
             Ok(awake) => awake,
             Err(e) => return self.unheard(key, &message, &e),
