@@ -79,6 +79,9 @@ mod transport;
 #[cfg(feature = "bench")]
 #[doc(hidden)]
 pub mod bench;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzz;
 mod registry;
 mod server;
 #[cfg(feature = "testing")]

@@ -70,7 +70,7 @@ const LAYERS: &[&[&str]] = &[
     &["client"],
     &["agent"],
     &["transport"],
-    &["registry", "server", "testing", "typescript", "bench", "prelude", "__private"],
+    &["registry", "server", "testing", "typescript", "bench", "fuzz", "prelude", "__private"],
 ];
 
 #[test]

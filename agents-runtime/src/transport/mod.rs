@@ -16,3 +16,5 @@ mod upgrade;
 pub(crate) use assets::{AssetSpec, Assets};
 pub(crate) use edge::Edge;
 pub(crate) use listener::serve;
+#[cfg(feature = "fuzzing")]
+pub(crate) use routes::agent_and_name;

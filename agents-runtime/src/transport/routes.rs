@@ -111,6 +111,12 @@ impl<'a> Route<'a> {
     }
 }
 
+/// The agent and instance name of `path`, if it is an agent's route (for the fuzz targets).
+#[cfg(feature = "fuzzing")]
+pub(crate) fn agent_and_name(path: &str) -> Option<(&str, &str)> {
+    Route::parse(path).map(|route| (route.agent, route.name))
+}
+
 fn build_uri(path: &str, query: &str) -> Result<Uri, ()> {
     let target = if query.is_empty() { path.to_owned() } else { format!("{path}?{query}") };
     target.parse().map_err(|_| ())

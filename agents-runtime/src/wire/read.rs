@@ -273,12 +273,12 @@ impl Reader {
     }
 
     /// Adds bytes read from the socket.
-    fn feed(&mut self, bytes: &[u8]) {
+    pub(crate) fn feed(&mut self, bytes: &[u8]) {
         self.buf.extend_from_slice(bytes);
     }
 
     /// The next message or control frame from what was read; `None` until one is whole.
-    fn next(&mut self) -> Result<Option<Incoming>, ReadError> {
+    pub(crate) fn next(&mut self) -> Result<Option<Incoming>, ReadError> {
         while let Some((fin, opcode, payload)) = self.frame()? {
             if let Some(incoming) = self.assemble(fin, opcode, payload)? {
                 return Ok(Some(incoming));
