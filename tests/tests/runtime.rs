@@ -538,6 +538,28 @@ async fn a_client_that_stops_reading_is_closed_with_1013_at_the_byte_bound() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_stalled_past_the_send_timeout_closes_with_1013() {
+    // The outbox never fills: only the send timeout can end it.
+    let builder = Server::builder()
+        .outbox_capacity(100_000)
+        .max_outbox_bytes(1 << 30)
+        .send_timeout(Duration::from_millis(500));
+    let server = start(builder.agent::<Flood>()).await;
+    let slow = server.connect("/agents/flood/stall?_pk=slow").await;
+    let mut slow = slow.into_inner();
+    // 12.5 MiB, more than the socket buffers hold, then no reading for a while.
+    slow.send(WsMessage::text("flood:200")).await.expect("sends");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut slow = agents_tests::Client::from_stream(slow);
+    let closed = slow.expect_close().await;
+    let timed_out = Closed {
+        code: close_code::OUTBOX_FULL,
+        reason: "Send timed out: client is not reading".into(),
+    };
+    assert_eq!(closed, timed_out);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_closes_while_behind_still_gets_whole_frames_then_the_close_reply() {
     let builder = Server::builder().outbox_capacity(100_000).max_outbox_bytes(1 << 30);
     let server = start(builder.agent::<Flood>()).await;
@@ -725,6 +747,22 @@ async fn on_close_gets_code_reason_and_cleanliness() {
     assert_eq!(observer.recv_text().await, "c closed 1006 '' clean=false left=1");
 }
 
+#[tokio::test]
+async fn a_close_the_client_never_answers_ends_after_the_close_timeout() {
+    let builder = Server::builder().agent::<Closer>().close_timeout(Duration::from_millis(300));
+    let server = start(builder).await;
+    let mut observer = server.connect("/agents/closer/t?_pk=observer").await;
+    let mut client = server.connect("/agents/closer/t?_pk=mute").await;
+    client.send_text("close").await;
+    // The client reads nothing more, so it never answers the server's close frame.
+    let started = std::time::Instant::now();
+    assert_eq!(observer.recv_text().await, "mute closed 1006 '' clean=false left=1");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(250), "ended after {waited:?}");
+    assert!(waited < Duration::from_secs(5), "ended after {waited:?}");
+    drop(client);
+}
+
 /// A client whose message was refused (1009) and who answers the close as clients do: the
 /// refused frame's bytes are read past, and `on_close` hears the client's reply, a clean close
 /// with the code it was sent. So does one whose text was not UTF-8 (1007).
@@ -885,6 +923,13 @@ async fn malformed_upgrade_requests_are_answered() {
     assert_eq!(
         (status, body.as_str()),
         (400, "Invalid WebSocket upgrade: `Sec-WebSocket-Key` is missing")
+    );
+    let no_connection = "GET /agents/tagger/t HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
+                         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+    let (status, body) = server.raw_http(no_connection.as_bytes(), b"").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (400, "Invalid WebSocket upgrade: `Connection: upgrade` is missing")
     );
     // RFC 6455 §4.2.1: the key is 16 random bytes in base64; anything else is refused.
     for key in
