@@ -7,6 +7,7 @@
 //! loadgen idle    --url ws://127.0.0.1:PORT/agents/chat-room/idle --conns 19000 --hibernate-wait 4s
 //! loadgen connect --url ws://127.0.0.1:PORT/agents/chat-room/connect --total 10000
 //! loadgen rpc     --url ws://127.0.0.1:PORT/agents/counter/bench --rate 1000 --calls 10000
+//! loadgen soak    --url ws://127.0.0.1:PORT --server-pid PID --duration 30m
 //! ```
 //!
 //! Every mode takes `--server-pid PID` (server CPU time and RSS come from `/proc/PID`) and
@@ -20,6 +21,7 @@ mod connect;
 mod idle;
 mod probe;
 mod rpc;
+mod soak;
 mod stats;
 
 use std::process::ExitCode;
@@ -48,6 +50,7 @@ fn main() -> ExitCode {
             "idle" => idle::run(&args).await,
             "connect" => connect::run(&args).await,
             "rpc" => rpc::run(&args).await,
+            "soak" => soak::run(&args).await,
             other => Err(format!("unknown mode `{other}`")),
         }
     });
