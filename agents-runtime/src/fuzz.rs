@@ -21,8 +21,8 @@ const LIMIT: usize = 4096;
 /// text message is UTF-8 (the reader's own type guarantees it).
 pub fn read_frames(data: &[u8]) {
     let Some((&step, bytes)) = data.split_first() else { return };
-    let budget = Arc::new(InputBudget::new(usize::MAX, Duration::from_secs(30)));
-    let mut reader = Reader::new(LIMIT, 4096, &[], budget);
+    let budget = InputBudget::new(usize::MAX, Duration::from_secs(30), LIMIT, 4096);
+    let mut reader = Reader::new(&[], Arc::new(budget));
     for chunk in bytes.chunks(usize::from(step) + 1) {
         reader.feed(chunk);
         loop {

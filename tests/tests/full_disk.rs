@@ -3,8 +3,8 @@
 //! meanwhile, writes work again once there is space (no restart), and nothing acknowledged is
 //! lost across a restart.
 //!
-//! It mounts a 2 MiB tmpfs, so it needs root; elsewhere it says it skipped (and fails under
-//! `CI=true`, where it must run).
+//! It mounts a 2 MiB tmpfs, so it needs root (or `sudo -n`); elsewhere it says it skipped
+//! (and fails under `CI=true`, where it must run).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -26,13 +26,25 @@ struct SmallFilesystem {
     _dir: TempDir,
 }
 
+/// `program` run as root: directly when the test is root, else through `sudo -n`.
+fn as_root(program: &str) -> Command {
+    let uid = Command::new("id").arg("-u").output().map(|out| out.stdout).unwrap_or_default();
+    if uid.trim_ascii() == b"0" {
+        return Command::new(program);
+    }
+    let mut sudo = Command::new("sudo");
+    sudo.args(["-n", program]);
+    sudo
+}
+
 impl SmallFilesystem {
     /// Mounts a tmpfs of `size` (like `2m`), or says why it cannot.
     fn mount(size: &str) -> Result<Self, String> {
         let dir = TempDir::new("full-disk");
         let path = dir.path().join("mnt");
         std::fs::create_dir_all(&path).map_err(|e| e.to_string())?;
-        let status = Command::new("mount")
+        // A tmpfs is writable by everyone (mode 1777): the server need not be root.
+        let status = as_root("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
             .arg(&path)
             .status()
@@ -44,7 +56,7 @@ impl SmallFilesystem {
     }
 
     fn resize(&self, size: &str) {
-        let status = Command::new("mount")
+        let status = as_root("mount")
             .args(["-o", &format!("remount,size={size}")])
             .arg(&self.path)
             .status()
@@ -59,20 +71,15 @@ impl SmallFilesystem {
 
 impl Drop for SmallFilesystem {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+        let _ = as_root("umount").arg("-l").arg(&self.path).status();
     }
 }
 
 /// The small filesystem, or `None` after saying why the test skips (a panic under `CI=true`).
 fn small_filesystem() -> Option<SmallFilesystem> {
-    let uid = Command::new("id").arg("-u").output().map(|out| out.stdout).unwrap_or_default();
-    let why = if uid.trim_ascii() == b"0" {
-        match SmallFilesystem::mount("2m") {
-            Ok(fs) => return Some(fs),
-            Err(why) => why,
-        }
-    } else {
-        "not running as root, which mounting a tmpfs needs".to_owned()
+    let why = match SmallFilesystem::mount("2m") {
+        Ok(fs) => return Some(fs),
+        Err(why) => format!("{why}: mounting a tmpfs needs root or `sudo -n`"),
     };
     assert!(std::env::var("CI").as_deref() != Ok("true"), "the full-disk test must run: {why}");
     eprintln!("SKIPPED the full-disk test: {why}");

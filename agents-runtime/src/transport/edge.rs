@@ -28,7 +28,12 @@ pub(crate) struct Edge {
 impl Edge {
     pub(crate) fn new(directory: Arc<Directory>, assets: Assets) -> Self {
         let limits = &directory.limits;
-        let input = InputBudget::new(limits.max_unfinished_input, limits.message_timeout);
+        let input = InputBudget::new(
+            limits.max_unfinished_input,
+            limits.message_timeout,
+            limits.max_message_size,
+            limits.read_buffer_size,
+        );
         let input = Arc::new(input);
         Self { directory, assets, sockets: Arc::default(), parking: OnceLock::new(), input }
     }

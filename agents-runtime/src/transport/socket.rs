@@ -4,7 +4,7 @@
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Poll, ready};
 
 use tokio::net::TcpStream;
 use tokio::sync::mpsc::error::{SendError, TrySendError};
@@ -95,9 +95,7 @@ impl Socket {
     /// A socket that reads `read` (bytes already received) before what it reads from `tcp`.
     pub(super) fn new(joined: Joined, read: &[u8]) -> Self {
         let Joined { tcp, link, mailbox, instance, key, edge, slot } = joined;
-        let limits = edge.limits();
-        let (size, budget) = (limits.read_buffer_size, edge.input.clone());
-        let reader = Reader::new(limits.max_message_size, size, read, budget);
+        let reader = Reader::new(read, edge.input.clone());
         Socket {
             tcp,
             reader,
@@ -176,9 +174,7 @@ impl Socket {
             // select has let go of the branches' borrows.
             let waiting = self.waiting.is_some();
             let may_park = self.may_park();
-            let may_read = self.may_read();
-            let inbound_full = self.pending.is_none() && !may_read;
-            let cap = edge.limits().max_message_size;
+            let may_read = self.pending.is_none();
             // In a block of its own: what the select yields is gone before the step awaits,
             // so it takes no room in every socket's task.
             let step = {
@@ -202,14 +198,15 @@ impl Socket {
                         }
                         Err(_) => Flow::End(End::Close(CloseFrame::agent_unavailable())),
                     },
-                    // Reading paused for our messages in the mailbox: resumes once it took some.
-                    () = poll_fn(|cx| link.poll_inbound_room(cx, cap)), if inbound_full => {
-                        Flow::Relay
-                    }
                     next = poll_fn(|cx| link.poll_next(cx, edge.commits(), waiting, may_park)) => {
                         self.next(next)
                     }
-                    read = poll_fn(|cx| self.reader.poll_next(&self.tcp, cx)), if may_read => {
+                    // Paused while our messages in the mailbox hold a message's worth: it takes
+                    // some, and wakes us.
+                    read = poll_fn(|cx| {
+                        ready!(link.poll_inbound_room(cx, edge.input.max_message_size));
+                        self.reader.poll_next(&self.tcp, cx)
+                    }), if may_read => {
                         self.take_all(read)
                     }
                 };

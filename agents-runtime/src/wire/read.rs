@@ -68,13 +68,10 @@ pub(crate) struct Reader {
     /// The rest of a refused message's fragments are dropped as they come (see
     /// [`drop_refused`](Self::drop_refused)).
     dropping: bool,
-    /// The largest frame and message accepted.
-    limit: usize,
-    /// The most bytes taken per read.
-    read_size: usize,
-    /// The server's budget for unfinished input, and what this reader counts in it.
+    /// The server's budget for unfinished input (and its read limits), and what this reader
+    /// counts in it.
     budget: Arc<InputBudget>,
-    charged: usize,
+    charged: u32,
     /// When the unfinished message must be whole; set while one is, reset by the next.
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     /// A message became whole since the deadline was set: the next one starts afresh.
@@ -82,29 +79,32 @@ pub(crate) struct Reader {
 }
 
 impl Reader {
-    /// A reader for messages of at most `limit` bytes, reading `read_size` bytes at a time,
-    /// that starts with `read` (bytes the client sent right after its upgrade request), and
-    /// counts what it holds of unfinished messages in `budget`.
-    pub(crate) fn new(
-        limit: usize,
-        read_size: usize,
-        read: &[u8],
-        budget: Arc<InputBudget>,
-    ) -> Self {
+    /// A reader that starts with `read` (bytes the client sent right after its upgrade
+    /// request), reads by the rules of `budget` and counts what it holds of unfinished
+    /// messages in it.
+    pub(crate) fn new(read: &[u8], budget: Arc<InputBudget>) -> Self {
         let buf = BytesMut::from(read);
-        let charged = buf.capacity();
-        budget.grow(charged);
+        let charged = u32::try_from(buf.capacity()).unwrap_or(u32::MAX);
+        budget.grow(charged as usize);
         Self {
             buf,
             message: None,
             dropping: false,
-            limit,
-            read_size: read_size.max(1),
             budget,
             charged,
             deadline: None,
             restart: false,
         }
+    }
+
+    /// The largest frame and message accepted.
+    fn limit(&self) -> usize {
+        self.budget.max_message_size
+    }
+
+    /// The most bytes taken per read.
+    fn read_size(&self) -> usize {
+        self.budget.read_size
     }
 
     /// What the reader holds: its buffer and the fragments so far, as allocated.
@@ -115,18 +115,20 @@ impl Reader {
     /// Brings what the budget counts for this reader up to date: growth within the budget
     /// (or anyway, `forced`), or [`ReadError::Overloaded`].
     fn settle(&mut self, forced: bool) -> Result<(), ReadError> {
-        let holds = self.holds();
-        if holds > self.charged {
-            let more = holds - self.charged;
+        // Within the message limit (a few times over at most), so it fits: clamped all the same.
+        let holds = self.holds().min(u32::MAX as usize);
+        let charged = self.charged as usize;
+        if holds > charged {
+            let more = holds - charged;
             if forced {
                 self.budget.grow(more);
             } else if !self.budget.try_grow(more) {
                 return Err(ReadError::Overloaded);
             }
         } else {
-            self.budget.shrink(self.charged - holds);
+            self.budget.shrink(charged - holds);
         }
-        self.charged = holds;
+        self.charged = holds as u32;
         Ok(())
     }
 
@@ -189,7 +191,7 @@ impl Reader {
                     return self.poll_deadline(cx);
                 }
             }
-            match recv(tcp, self.read_size, |bytes| self.feed(bytes)) {
+            match recv(tcp, self.read_size(), |bytes| self.feed(bytes)) {
                 Ok(0) => return Poll::Ready(Err(ReadError::Gone(None))),
                 Ok(_) => {}
                 // The readiness was stale: wait for the next.
@@ -237,7 +239,7 @@ impl Reader {
             if let Err(e) = ready!(tcp.poll_read_ready(cx)) {
                 return Poll::Ready(Err(ReadError::Gone(Some(e))));
             }
-            let (size, buf) = (self.read_size, &mut self.buf);
+            let (size, buf) = (self.read_size(), &mut self.buf);
             let skip = |bytes: &[u8]| {
                 let dropped = (bytes.len() as u64).min(*rest);
                 *rest -= dropped;
@@ -264,7 +266,7 @@ impl Reader {
             if ready!(tcp.poll_read_ready(cx)).is_err() {
                 return Poll::Ready(());
             }
-            match recv(tcp, self.read_size, |_| {}) {
+            match recv(tcp, self.read_size(), |_| {}) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Ok(n) if n > 0 => {}
                 _ => return Poll::Ready(()),
@@ -324,7 +326,7 @@ impl Reader {
             Some((_, bytes)) if opcode == OP_CONTINUATION => bytes.len() as u64,
             _ => 0,
         };
-        if before + len > self.limit as u64 {
+        if before + len > self.limit() as u64 {
             return Err(ReadError::TooBig(before + len));
         }
         let header = 2 + extended + 4;
@@ -385,7 +387,7 @@ impl Reader {
                     return Err(ReadError::Protocol("a continuation frame with no message"));
                 };
                 let total = bytes.len() + payload.len();
-                if total > self.limit {
+                if total > self.budget.max_message_size {
                     return Err(ReadError::TooBig(total as u64));
                 }
                 bytes.extend_from_slice(&payload);
@@ -406,7 +408,7 @@ impl Reader {
 
 impl Drop for Reader {
     fn drop(&mut self) {
-        self.budget.shrink(self.charged);
+        self.budget.shrink(self.charged as usize);
     }
 }
 

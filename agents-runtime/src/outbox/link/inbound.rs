@@ -23,6 +23,9 @@ impl Link {
     /// Ready once the client's messages in the mailbox hold less than `cap` bytes; until then
     /// the socket task is woken when they do.
     pub(crate) fn poll_inbound_room(&self, cx: &mut Context<'_>, cap: usize) -> Poll<()> {
+        if self.inbound.load(Ordering::Acquire) < cap {
+            return Poll::Ready(()); // the usual case: no lock
+        }
         let mut state = lock(&self.state);
         // Looked at under the lock, after the waker is in place: `took_inbound` takes it
         // under the same lock, so a wake-up between the two is not lost.

@@ -21,12 +21,12 @@ fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
     out
 }
 
-fn budget() -> Arc<InputBudget> {
-    Arc::new(InputBudget::new(usize::MAX, std::time::Duration::from_secs(30)))
+fn budget(limit: usize) -> Arc<InputBudget> {
+    Arc::new(InputBudget::new(usize::MAX, std::time::Duration::from_secs(30), limit, 4096))
 }
 
 fn reader() -> Reader {
-    Reader::new(1 << 20, 4096, &[], budget())
+    Reader::new(&[], budget(1 << 20))
 }
 
 /// Feeds `bytes` `step` at a time, collecting what comes out.
@@ -113,11 +113,11 @@ fn every_violation_has_its_answer() {
 
 #[test]
 fn sizes_over_the_limit_are_refused_before_they_are_read() {
-    let mut small = Reader::new(100, 4096, &[], budget());
+    let mut small = Reader::new(&[], budget(100));
     // Only the header has arrived: refused already.
     let header = &frame(true, OP_BINARY, &[0; 101])[..8];
     assert!(matches!(read_all(&mut small, header, usize::MAX), Err(ReadError::TooBig(101))));
-    let mut small = Reader::new(100, 4096, &[], budget());
+    let mut small = Reader::new(&[], budget(100));
     let parts = [frame(false, OP_BINARY, &[0; 60]), frame(true, OP_CONTINUATION, &[0; 60])];
     assert!(matches!(read_all(&mut small, &parts.concat(), 7), Err(ReadError::TooBig(120))));
     let huge = [0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 0];
@@ -143,7 +143,7 @@ fn a_refused_frame_is_dropped_and_what_follows_it_is_read() {
     let big = frame(true, OP_BINARY, &[0; 101]);
     let close = frame(true, OP_CLOSE, &[0x03, 0xF1]);
     for arrived in [4, 8, 50, big.len()] {
-        let mut small = Reader::new(100, 4096, &[], budget());
+        let mut small = Reader::new(&[], budget(100));
         small.feed(&big[..arrived]);
         assert!(matches!(small.next(), Err(ReadError::TooBig(101))));
         assert_eq!(small.drop_refused(), Some((big.len() - arrived) as u64), "{arrived}");
@@ -153,7 +153,7 @@ fn a_refused_frame_is_dropped_and_what_follows_it_is_read() {
     }
     // A message in fragments: the refused one and the ones after it are dropped, up to
     // the last.
-    let mut small = Reader::new(100, 4096, &[], budget());
+    let mut small = Reader::new(&[], budget(100));
     let parts = [
         frame(false, OP_BINARY, &[0; 60]),
         frame(false, OP_CONTINUATION, &[0; 60]),
@@ -171,7 +171,7 @@ fn a_refused_frame_is_dropped_and_what_follows_it_is_read() {
 
 #[test]
 fn a_fragment_over_the_limit_is_refused_from_its_header() {
-    let mut small = Reader::new(100, 4096, &[], budget());
+    let mut small = Reader::new(&[], budget(100));
     let first = frame(false, OP_BINARY, &[0; 60]);
     let second = &frame(true, OP_CONTINUATION, &[0; 60])[..6];
     let bytes = [first, second.to_vec()].concat();
@@ -181,7 +181,7 @@ fn a_fragment_over_the_limit_is_refused_from_its_header() {
 #[test]
 fn bytes_sent_with_the_upgrade_request_are_read_first() {
     let early = frame(true, OP_TEXT, b"early");
-    let mut reader = Reader::new(1 << 20, 4096, &early, budget());
+    let mut reader = Reader::new(&early, budget(1 << 20));
     assert_eq!(reader.next().unwrap(), Some(Incoming::Text("early".into())));
 }
 
