@@ -98,7 +98,7 @@ impl Reader {
     }
 
     /// The largest frame and message accepted.
-    fn limit(&self) -> usize {
+    fn max_message_size(&self) -> usize {
         self.budget.max_message_size
     }
 
@@ -326,7 +326,7 @@ impl Reader {
             Some((_, bytes)) if opcode == OP_CONTINUATION => bytes.len() as u64,
             _ => 0,
         };
-        if before + len > self.limit() as u64 {
+        if before + len > self.max_message_size() as u64 {
             return Err(ReadError::TooBig(before + len));
         }
         let header = 2 + extended + 4;
