@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::instance::rpc::decode_arg;
 use crate::wire::budget::InputBudget;
-use crate::wire::protocol::{ClientFrame, ServerFrame, rpc_answer_id};
+use crate::wire::protocol::{ClientFrame, ServerFrame, server_frame_kind};
 use crate::wire::read::{Incoming, Reader};
 
 /// The message limit the reader runs with here: small, so the fuzzer reaches it.
@@ -44,7 +44,7 @@ pub fn parse_protocol(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else { return };
     let _ = ClientFrame::parse(text);
     let _ = ServerFrame::parse(text);
-    let _ = rpc_answer_id(&crate::Message::from(text.to_owned()));
+    let _ = server_frame_kind(&crate::Message::from(text.to_owned()));
 }
 
 /// A struct argument, as a `#[callable]` might take.

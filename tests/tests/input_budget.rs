@@ -186,6 +186,44 @@ async fn unfinished_request_heads_are_bounded_and_closed_after_the_head_timeout(
     child.kill().await;
 }
 
+/// A masked frame (mask 0) with `fin`, `opcode` and `payload` (at most 125 bytes).
+fn small_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut frame = vec![if fin { 0x80 } else { 0 } | opcode, 0x80 | payload.len() as u8];
+    frame.extend_from_slice(&[0, 0, 0, 0]);
+    frame.extend_from_slice(payload);
+    frame
+}
+
+#[tokio::test]
+async fn pings_between_fragments_do_not_hold_off_the_message_timeout() {
+    let builder = agents_runtime::Server::builder()
+        .agent::<Slow>()
+        .message_timeout(Duration::from_millis(1500));
+    let server = agents_tests::start(builder).await;
+    let mut tcp = upgrade(server.addr, "/agents/slow/pings").await;
+    // The first fragment of a text message, then only pings, each well within the timeout.
+    tcp.write_all(&small_frame(false, 0x1, b"the start")).await.expect("sends");
+    let started = std::time::Instant::now();
+    let pinging = async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            if tcp.write_all(&small_frame(true, 0x9, b"still here")).await.is_err() {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(3), pinging).await;
+    let mut tcp = tcp;
+    // The server closed it once the message had been unfinished for 1.5 s.
+    let mut pongs_then_close = Vec::new();
+    let _ =
+        tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut pongs_then_close)).await;
+    let close = pongs_then_close.windows(2).position(|w| w[0] == 0x88).expect("a close frame");
+    let code = u16::from_be_bytes([pongs_then_close[close + 2], pongs_then_close[close + 3]]);
+    assert_eq!(code, 1008);
+    assert!(started.elapsed() < Duration::from_secs(9));
+}
+
 /// Takes its time over every message (a turn that awaits I/O), and says how many it had.
 #[derive(Default)]
 struct Slow {

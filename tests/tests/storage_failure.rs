@@ -94,6 +94,18 @@ impl Writer {
         ctx.storage().put("hit", &true)?;
         Ok(Response::new("stored".into()))
     }
+
+    /// Stores what it is sent and says so: a message of its own, not a protocol frame.
+    fn on_message(
+        &mut self,
+        ctx: &mut Context<Self>,
+        conn: &Connection,
+        message: Message,
+    ) -> Result<()> {
+        ctx.storage().put("last", &message.as_text().unwrap_or_default())?;
+        conn.send("stored")?;
+        Ok(())
+    }
 }
 
 /// Frames `client` receives within `wait`.
@@ -153,6 +165,26 @@ async fn held_answers_become_errors_and_the_instance_restarts_from_durable_state
     assert_eq!(caller.recv_json_skipping_state().await["result"], 2);
     assert_eq!(watcher.recv_json().await, json!({"type": "cf_agent_state", "state": {"count": 2}}));
     assert_eq!(server.http("GET", "/agents/writer/w", b"").await, (200, "stored".to_owned()));
+}
+
+#[tokio::test]
+async fn a_connection_that_lost_messages_of_the_agents_own_is_closed_with_1011() {
+    let disk = Arc::new(Disk::default());
+    let builder =
+        agents_examples::server().agent::<Writer>().store(disk.clone()).storage_timeout(TIMEOUT);
+    let server = start(builder).await;
+    let mut client = server.connect("/agents/writer/plain").await;
+    client.send_text("one").await;
+    assert_eq!(client.recv_text().await, "stored");
+    disk.full.store(true, Ordering::Release);
+    client.send_text("two").await;
+    // "stored" waited for a write that was lost: the client cannot be told in-band.
+    let closed = client.expect_close().await;
+    assert_eq!((closed.code, closed.reason.as_str()), (1011, "Storage failed: messages were lost"));
+    disk.full.store(false, Ordering::Release);
+    let mut again = server.connect("/agents/writer/plain").await;
+    again.send_text("three").await;
+    assert_eq!(again.recv_text().await, "stored");
 }
 
 #[tokio::test]

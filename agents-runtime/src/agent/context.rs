@@ -162,6 +162,7 @@ impl<A: Agent> Context<A> {
         let frame = protocol::state_from_json(json);
         if A::HAS_STATE {
             let gate = &self.instance.gate;
+            gate.may_write()?;
             gate.wrote(gate.store().put(&self.instance.keys.state(), &stored))?;
         }
         self.state = Arc::new(next);

@@ -20,7 +20,7 @@ use crate::instance::shared::Instance;
 use crate::limits::Limits;
 use crate::outbox::corks::Corks;
 use crate::storage::InstanceKeys;
-use crate::storage::durability::{GroupCommit, OutputGate, WriteSeq};
+use crate::storage::durability::{GroupCommit, OutputGate, Settled, WriteSeq};
 use crate::sync::lock;
 
 /// A type-erased agent class: its route name and how to start an instance of it.
@@ -141,7 +141,10 @@ impl Directory {
             return None;
         }
         let name: Arc<str> = name.into();
-        let after = lock(&self.departed).remove(&(class.name, name.clone())).unwrap_or(0);
+        // Its last unflushed write, if still pending (one lost since holds nothing back).
+        let departed = lock(&self.departed).remove(&(class.name, name.clone()));
+        let after = departed.filter(|&seq| self.commits.settled(seq) == Settled::Pending);
+        let after = after.unwrap_or(0);
         let instance = Arc::new(Instance {
             keys: InstanceKeys::new(class.name, &name),
             name: name.clone(),
@@ -198,10 +201,11 @@ impl Directory {
         });
         if idle && let Some((name, _)) = instances.remove_entry(name) {
             let last = instance.gate.pending();
-            if !self.commits.is_durable(last) {
+            let pending = |seq: WriteSeq| self.commits.settled(seq) == Settled::Pending;
+            if pending(last) {
                 let mut departed = lock(&self.departed);
                 if departed.len() >= DEPARTED_SWEEP {
-                    departed.retain(|_, last| !self.commits.is_durable(*last));
+                    departed.retain(|_, last| pending(*last));
                 }
                 departed.insert((class, name), last);
             }

@@ -35,6 +35,8 @@ struct Progress {
     largest_batch: AtomicU64,
     /// The highest write ever lost (0: none), so a write above it needs no look at `lost`.
     lost_to: AtomicU64,
+    /// The first write ever lost (0: none), so a write below it needs no look either.
+    first_lost_from: AtomicU64,
     /// Every run of writes given up on, oldest first (one per storage failure: a short list).
     lost: std::sync::Mutex<Vec<LostWrites>>,
     /// Writes were lost (the watchdog restarts their instances).
@@ -168,6 +170,12 @@ impl GroupCommit {
 
     /// Why write `seq` was lost, if it was.
     fn lost(&self, seq: WriteSeq) -> Option<Arc<str>> {
+        // Below the first lost write (the "no write" 0 included) there is nothing to look up:
+        // frames after a restart, and a relaxed agent's, take no lock.
+        let first = self.progress.first_lost_from.load(Ordering::Acquire);
+        if first == 0 || seq < first {
+            return None;
+        }
         let lost = crate::sync::lock(&self.progress.lost);
         let run = lost.iter().find(|run| run.from < seq && seq <= run.to)?;
         Some(run.why.clone())
@@ -258,6 +266,18 @@ impl OutputGate {
             Err(_) => self.commits.write_failed(),
         }
         written
+    }
+
+    /// Refuses a write while this instance's last write was lost and it has not restarted yet
+    /// (a turn that was awaiting when the store gave up): what it would write builds on
+    /// state the store no longer has.
+    pub(crate) fn may_write(&self) -> Result<(), super::StoreError> {
+        match self.commits.settled(self.last_write.load(Ordering::Acquire)) {
+            Settled::Lost(why) => Err(super::StoreError::msg(format!(
+                "the instance's earlier writes were lost ({why}); it restarts before it writes again"
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// Whether frames wait for this instance's writes (durability "confirmed").
@@ -435,9 +455,16 @@ impl Flusher {
                 lost.push(LostWrites { from, to, why });
                 lost.len()
             };
-            self.progress.loss_count.store(runs, Ordering::Release);
-            self.progress.lost_to.fetch_max(to, Ordering::AcqRel);
-            self.progress.durable.fetch_max(to, Ordering::AcqRel);
+            // In this order: whoever sees the new `durable` sees `lost_to` (so no lost write
+            // reads as durable), and whoever sees the new count sees both.
+            let progress = &self.progress;
+            progress
+                .first_lost_from
+                .compare_exchange(0, from + 1, Ordering::AcqRel, Ordering::Acquire)
+                .ok();
+            progress.lost_to.fetch_max(to, Ordering::AcqRel);
+            progress.durable.fetch_max(to, Ordering::AcqRel);
+            progress.loss_count.store(runs, Ordering::Release);
             self.progress.advanced.notify_waiters();
             self.progress.losses.notify_waiters();
         }
@@ -565,6 +592,24 @@ mod tests {
         let fourth = commits.wrote();
         assert_eq!(commits.durable(fourth).await, Settled::Durable);
         assert!(matches!(commits.settled(third), Settled::Lost(_)));
+    }
+
+    #[tokio::test]
+    async fn an_instance_whose_write_was_lost_writes_again_only_after_it_restarts() {
+        let store = Arc::new(SlowFlush::default());
+        let commits = Arc::new(GroupCommit::start(store.clone(), Duration::from_millis(100)));
+        let gate = OutputGate::new(commits.clone(), true, 0);
+        gate.may_write().expect("nothing lost yet");
+        store.failing.store(true, Ordering::Relaxed);
+        gate.wrote(Ok::<(), StoreError>(())).expect("written");
+        assert!(matches!(gate.settled(gate.pending()).await, Settled::Lost(_)));
+        store.failing.store(false, Ordering::Relaxed);
+        // A turn that was awaiting meanwhile must not build on the lost write.
+        let refused = gate.may_write().expect_err("refused").to_string();
+        assert!(refused.contains("earlier writes were lost"), "{refused}");
+        gate.forget_lost(); // the restart
+        gate.may_write().expect("writes again");
+        assert_eq!(gate.pending(), 0, "its frames wait for nothing lost");
     }
 
     #[tokio::test]

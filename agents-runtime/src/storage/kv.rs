@@ -47,6 +47,7 @@ impl<'a> Storage<'a> {
     pub fn put<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<()> {
         check_key(key)?;
         let stored = encode(key, value)?;
+        self.gate.may_write()?;
         self.gate.wrote(self.store().put(&self.keys.kv(key), &stored))?;
         Ok(())
     }
@@ -54,6 +55,7 @@ impl<'a> Storage<'a> {
     /// Removes `key`; returns whether it was there (`storage.delete(key)`).
     pub fn delete(&self, key: &str) -> Result<bool> {
         check_key(key)?;
+        self.gate.may_write()?;
         let existed = self.gate.wrote(self.store().delete(&self.keys.kv(key)))?;
         Ok(existed)
     }
@@ -109,6 +111,7 @@ impl<'a> Storage<'a> {
         }
         let removed = batch.len();
         if removed > 0 {
+            self.gate.may_write()?;
             self.gate.wrote(self.store().apply(batch))?;
         }
         Ok(removed)
@@ -149,6 +152,7 @@ impl StorageBatch<'_> {
         if self.batch.is_empty() {
             return Ok(());
         }
+        self.gate.may_write()?;
         self.gate.wrote(self.gate.store().apply(self.batch))?;
         Ok(())
     }

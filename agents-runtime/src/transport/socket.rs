@@ -445,6 +445,10 @@ impl Socket {
             // close frame goes through the link, after it.
             let payload = frame.payload();
             self.send_control(OP_CLOSE, &payload).await.ok()?;
+            if let Some(mut rest) = self.reader.closing() {
+                let skipped = poll_fn(|cx| self.reader.poll_skip(&self.tcp, cx, &mut rest));
+                skipped.await.ok()?;
+            }
             loop {
                 match poll_fn(|cx| self.reader.poll_next(&self.tcp, cx)).await {
                     Ok(Incoming::Close(reply)) => {

@@ -21,6 +21,9 @@ pub mod close_code {
     pub const MESSAGE_TOO_BIG: u16 = 1009;
     /// Setting the connection up failed (tags, `on_start`); an `{"error":…}` frame came first.
     pub const SESSION_SETUP_FAILED: u16 = 1011;
+    /// The server failed: its storage lost writes, and messages held behind them with them
+    /// (the same code as [`SESSION_SETUP_FAILED`], RFC 6455's "internal error").
+    pub const INTERNAL_ERROR: u16 = 1011;
     /// The client stopped reading and its outbox filled up ("try again later": clients reconnect).
     pub const OUTBOX_FULL: u16 = 1013;
     /// The server is over a budget (unfinished input): the same code as [`OUTBOX_FULL`],

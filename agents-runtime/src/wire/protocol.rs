@@ -122,16 +122,18 @@ pub(crate) fn storage_failed(why: &str) -> String {
     format!("Storage failed, the agent restarts from its last durable state: {why}")
 }
 
-/// The `id` of an RPC answer frame, for one the output gate held when its writes were lost.
-pub(crate) fn rpc_answer_id(message: &Message) -> Option<String> {
+/// The `type` of a server frame, and its `id` if it has one: for a frame the output gate
+/// held when its writes were lost. `None` for a message that is not a protocol frame.
+pub(crate) fn server_frame_kind(message: &Message) -> Option<(String, Option<String>)> {
     #[derive(Deserialize)]
-    struct Answer {
+    struct Frame {
         #[serde(rename = "type")]
         kind: String,
-        id: String,
+        #[serde(default)]
+        id: Option<String>,
     }
-    let answer: Answer = serde_json::from_str(message.as_text()?).ok()?;
-    (answer.kind == "rpc").then_some(answer.id)
+    let frame: Frame = serde_json::from_str(message.as_text()?).ok()?;
+    Some((frame.kind, frame.id))
 }
 
 /// One RPC answer: a result (`success: true`, final when `done` is true or absent, a stream

@@ -76,6 +76,9 @@ pub(crate) struct Reader {
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     /// A message became whole since the deadline was set: the next one starts afresh.
     restart: bool,
+    /// Our close frame is out (`closing`): only the client's reply is waited for, within the
+    /// close timeout, with no deadline or budget of its own.
+    closing: bool,
 }
 
 impl Reader {
@@ -94,6 +97,7 @@ impl Reader {
             charged,
             deadline: None,
             restart: false,
+            closing: false,
         }
     }
 
@@ -118,6 +122,9 @@ impl Reader {
         // Within the message limit (a few times over at most), so it fits: clamped all the same.
         let holds = self.holds().min(u32::MAX as usize);
         let charged = self.charged as usize;
+        if holds == charged {
+            return Ok(()); // the usual case, idle: the shared count is not touched
+        }
         if holds > charged {
             let more = holds - charged;
             if forced {
@@ -135,7 +142,7 @@ impl Reader {
     /// Waits for the socket with a message unfinished: resolves with [`ReadError::Slow`]
     /// once it has been unfinished for the budget's timeout.
     fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<Result<Incoming, ReadError>> {
-        if self.is_idle() {
+        if self.is_idle() || self.closing {
             self.deadline = None;
             return Poll::Pending;
         }
@@ -148,6 +155,24 @@ impl Reader {
             Poll::Ready(()) => Poll::Ready(Err(ReadError::Slow)),
             Poll::Pending => Poll::Pending,
         }
+    }
+
+    /// Our close frame is out: from now on only the client's reply matters, bounded by the
+    /// close timeout rather than the message timeout. What is held of an unfinished message is
+    /// dropped (data after our close is dropped anyway), so a socket closed for the budget or
+    /// the timeout gives its memory back and can still hear the client's close frame: returns
+    /// how many bytes of a frame part read are still to come, for
+    /// [`poll_skip`](Self::poll_skip).
+    pub(crate) fn closing(&mut self) -> Option<u64> {
+        self.closing = true;
+        self.deadline = None;
+        if self.message.take().is_some() {
+            self.dropping = true; // its later fragments too
+        }
+        let rest = self.drop_refused();
+        self.buf = BytesMut::from(&self.buf[..]);
+        let _ = self.settle(true);
+        rest
     }
 
     /// Whether nothing is half-read: no partial frame, no message in fragments.
@@ -173,7 +198,11 @@ impl Reader {
                     if self.charged != 0 {
                         let _ = self.settle(true);
                     }
-                    self.restart = self.deadline.is_some();
+                    // Only a whole message starts the next one's time afresh: pings between
+                    // the fragments of a message do not hold its deadline off.
+                    if matches!(incoming, Incoming::Text(_) | Incoming::Binary(_)) {
+                        self.restart = self.deadline.is_some();
+                    }
                     return Poll::Ready(Ok(incoming));
                 }
                 Ok(None) => {}

@@ -309,12 +309,13 @@ impl<A: Agent> Host<A> {
         let pending = gate.pending();
         let lost = runs.into_iter().find(|(after, ..)| !gate.is_confirmed() || pending > *after);
         let Some((.., why)) = lost else { return };
+        // Asleep or awake, its frames no longer wait for what was lost.
+        self.instance.gate.forget_lost();
         let Some(Awake { agent, ctx, .. }) = self.awake.take() else { return };
         tracing::warn!(agent = A::NAME, name = %self.name, "restarting from durable state: {why}");
         self.asleep = ctx.into_connections();
         drop(agent);
         self.instance.corks.trim();
-        self.instance.gate.forget_lost();
         let awake = match self.wake().await {
             Ok(awake) => awake,
             Err(e) => {
@@ -325,7 +326,14 @@ impl<A: Agent> Host<A> {
         };
         if A::HAS_STATE {
             let told = protocol::state_error(&protocol::storage_failed(&why));
-            let Ok(state) = awake.ctx.state_frame() else { return };
+            let state = match awake.ctx.state_frame() {
+                Ok(state) => state,
+                Err(e) => {
+                    let name = &self.name;
+                    tracing::error!(agent = A::NAME, %name, "after the restart, the state cannot be serialized: {e}");
+                    return;
+                }
+            };
             for conn in awake.ctx.connections().iter(None) {
                 if conn.is_protocol_enabled() {
                     let _ = conn.send(told.clone());

@@ -7,15 +7,37 @@ use super::state::State;
 use crate::outbox::queue::Outgoing;
 use crate::storage::durability::{GroupCommit, Settled};
 use crate::wire::protocol::{self, RpcResponse};
+use crate::wire::{CloseFrame, close_code};
+
+/// What a lost frame was, for what the client is told instead.
+enum Lost {
+    /// An RPC answer: the call gets an error.
+    Answer(String),
+    /// A state broadcast: the instance's restart sends the state as it is now.
+    State,
+    /// Anything else (the agent's own messages): the client cannot be told in-band, so the
+    /// connection is closed once what was not lost has gone out.
+    Other,
+}
+
+fn what_was_lost(message: &crate::Message) -> Lost {
+    match protocol::server_frame_kind(message) {
+        Some((kind, Some(id))) if kind == "rpc" => Lost::Answer(id),
+        Some((kind, _)) if kind == "cf_agent_state" => Lost::State,
+        _ => Lost::Other,
+    }
+}
 
 impl Link {
     /// The output gate lost the writes some queued frames waited for (the store failed): they
     /// are dropped, as a Durable Object's output is when a write fails, except that each RPC
-    /// call whose answer was among them is answered with an error instead (once), and a close
-    /// still closes.
+    /// call whose answer was among them is answered with an error instead (once), a close
+    /// still closes, and a connection that lost messages of the agent's own is closed with
+    /// 1011 after what was not lost.
     pub(super) fn answer_lost(&self, state: &mut State, commits: &GroupCommit, why: &str) {
         let mut queue = std::mem::take(&mut state.queue);
         let mut answered: Vec<String> = Vec::new();
+        let mut lost_messages = false;
         while let Some(item) = queue.pop_front() {
             let item = match item {
                 Outgoing::Message(message, after) if !commits.is_durable(after) => {
@@ -24,10 +46,14 @@ impl Link {
                         continue;
                     }
                     self.written(message.len());
-                    let Some(id) = protocol::rpc_answer_id(&message) else { continue };
-                    if answered.contains(&id) {
-                        continue;
-                    }
+                    let id = match what_was_lost(&message) {
+                        Lost::Answer(id) if !answered.contains(&id) => id,
+                        Lost::Answer(_) | Lost::State => continue,
+                        Lost::Other => {
+                            lost_messages = true;
+                            continue;
+                        }
+                    };
                     let error = RpcResponse::error(id.clone(), protocol::storage_failed(why));
                     let error = error.to_message();
                     self.queued_bytes.fetch_add(error.len(), Ordering::Relaxed);
@@ -42,6 +68,11 @@ impl Link {
                 item => item,
             };
             state.queue.push_back(item);
+        }
+        if lost_messages {
+            let reason = "Storage failed: messages were lost";
+            let close = CloseFrame::new(close_code::INTERNAL_ERROR, reason);
+            state.queue.push_back(Outgoing::Close(close, 0));
         }
     }
 }
