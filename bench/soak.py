@@ -163,6 +163,8 @@ def main():
     (OUT / "soak.json").write_text(json.dumps(result, indent=1))
     (OUT / "soak.svg").write_text(svg(samples, args.warmup * 60))
     print(json.dumps(figures, indent=1))
+    if load.stderr.strip():
+        print("the load generator's first errors:\n" + "\n".join(load.stderr.splitlines()[:20]))
     print(f"samples: {OUT / 'soak.json'}, plot: {OUT / 'soak.svg'}")
 
 

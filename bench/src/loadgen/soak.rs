@@ -201,7 +201,8 @@ async fn answer_to(ws: &mut Ws, id: &str) -> Option<i64> {
     None
 }
 
-/// Connections opened and closed, twenty a second: each waits for its greeting.
+/// Connections opened and closed, twenty a second: each waits for its greeting (after the
+/// protocol's identity and MCP frames).
 async fn churn(target: Target, counts: Arc<Counts>, end: Instant) {
     let mut n = 0usize;
     while Instant::now() < end {
@@ -209,9 +210,12 @@ async fn churn(target: Target, counts: Arc<Counts>, end: Instant) {
         let target = target.with_path(format!("/agents/my-agent/churn{}", n % 50));
         let greeted = async {
             let mut ws = connect(&target, n).await?;
-            match ws.next().await {
-                Some(Ok(Message::Text(text))) if text.as_str() == "Welcome!" => {}
-                other => return Err(format!("greeting: {other:?}")),
+            loop {
+                match ws.next().await {
+                    Some(Ok(Message::Text(text))) if text.as_str() == "Welcome!" => break,
+                    Some(Ok(Message::Text(text))) if text.starts_with("{\"type\":\"cf_") => {}
+                    other => return Err(format!("greeting: {other:?}")),
+                }
             }
             ws.close(None).await.map_err(|e| e.to_string())
         };
