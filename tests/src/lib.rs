@@ -8,6 +8,14 @@ pub async fn examples() -> TestServer {
     start(agents_examples::server()).await
 }
 
+/// Says that a test skips, and why, where a reader of `cargo test`'s output sees it: straight
+/// to the process's standard error, which the test harness does not capture (it captures
+/// `eprintln!`, and shows it only for failing tests).
+pub fn say_skipped(what: &str, why: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED {what}: {why}");
+}
+
 pub mod node {
     //! The repository's Node projects (`tests/js`, `examples/web`): installed from their
     //! lockfiles with `npm ci` when `node_modules` is missing or older than the lockfile, once

@@ -83,7 +83,7 @@ fn the_book_builds_without_broken_links() {
         let hint = "no mdbook: install it with `cargo install mdbook --version 0.5.4 --locked \
                     --no-default-features --features search` or set MDBOOK to its path";
         assert!(std::env::var("CI").as_deref() != Ok("true"), "{hint}");
-        eprintln!("SKIPPED the book build: {hint}");
+        agents_tests::say_skipped("the book build", hint);
         return;
     };
     let out = std::env::temp_dir().join(format!("agents-rs-book-{}", std::process::id()));

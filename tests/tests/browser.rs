@@ -30,7 +30,7 @@ fn program(variable: &str, defaults: &[&str]) -> Option<PathBuf> {
 /// Fails under CI, where everything must be installed; elsewhere says what is skipped.
 fn missing(what: &str, hint: &str) {
     assert!(std::env::var("CI").as_deref() != Ok("true"), "no {what}: {hint}");
-    eprintln!("SKIPPED what needs {what}: {hint}");
+    agents_tests::say_skipped(&format!("what needs {what}"), hint);
 }
 
 #[test]

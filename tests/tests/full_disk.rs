@@ -82,7 +82,7 @@ fn small_filesystem() -> Option<SmallFilesystem> {
         Err(why) => format!("{why}: mounting a tmpfs needs root or `sudo -n`"),
     };
     assert!(std::env::var("CI").as_deref() != Ok("true"), "the full-disk test must run: {why}");
-    eprintln!("SKIPPED the full-disk test: {why}");
+    agents_tests::say_skipped("the full-disk test", &why);
     None
 }
 
