@@ -16,6 +16,24 @@ pub fn say_skipped(what: &str, why: &str) {
     let _ = writeln!(std::io::stderr(), "SKIPPED {what}: {why}");
 }
 
+/// A WebSocket upgraded by hand on a raw TCP stream, to send bytes the way no client library
+/// would; returns the stream after the server's 101 head.
+pub async fn raw_upgrade(addr: std::net::SocketAddr, path: &str) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connects");
+    let head = format!(
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    tcp.write_all(head.as_bytes()).await.expect("writes the upgrade");
+    let mut response = Vec::new();
+    while !response.ends_with(b"\r\n\r\n") {
+        response.push(tcp.read_u8().await.expect("reads the response head"));
+    }
+    assert!(response.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&response));
+    tcp
+}
+
 pub mod node {
     //! The repository's Node projects (`tests/js`, `examples/web`): installed from their
     //! lockfiles with `npm ci` when `node_modules` is missing or older than the lockfile, once

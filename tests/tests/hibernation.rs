@@ -321,7 +321,7 @@ async fn a_roomful_of_parked_sockets_wakes_for_one_message_and_each_gets_the_bro
 async fn a_frame_split_across_parking_is_read_whole() {
     let server = server().await;
     let handle = &server.handle;
-    let mut tcp = raw_upgrade(&server, "/agents/hibernating-counter/split").await;
+    let mut tcp = agents_tests::raw_upgrade(server.addr, "/agents/hibernating-counter/split").await;
     asleep(handle).await;
     // A masked text frame `count` in two writes with a pause between: the first bytes resume
     // the socket, which must not park again with half a frame read.
@@ -338,22 +338,6 @@ async fn a_frame_split_across_parking_is_read_whole() {
             break;
         }
     }
-}
-
-/// A WebSocket upgraded by hand, to send bytes the way no client library would.
-async fn raw_upgrade(server: &TestServer, path: &str) -> TcpStream {
-    let mut tcp = TcpStream::connect(server.addr).await.expect("connects");
-    let head = format!(
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    );
-    tcp.write_all(head.as_bytes()).await.expect("writes");
-    let mut response = Vec::new();
-    while !response.ends_with(b"\r\n\r\n") {
-        response.push(tcp.read_u8().await.expect("reads the response head"));
-    }
-    assert!(response.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&response));
-    tcp
 }
 
 /// A client's text frame: FIN, masked (with a fixed key; any key will do).

@@ -40,24 +40,6 @@ fn watch_peak(pid: u32) -> (Arc<AtomicU64>, tokio::task::JoinHandle<()>) {
     (peak, sampler)
 }
 
-/// A WebSocket upgrade on a raw TCP stream; returns it after the 101 head.
-async fn upgrade(addr: std::net::SocketAddr, path: &str) -> TcpStream {
-    let mut tcp = TcpStream::connect(addr).await.expect("connects");
-    let head = format!(
-        "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    );
-    tcp.write_all(head.as_bytes()).await.expect("sends the upgrade");
-    let mut seen = Vec::new();
-    while !seen.ends_with(b"\r\n\r\n") {
-        let mut byte = [0];
-        tcp.read_exact(&mut byte).await.expect("reads the answer");
-        seen.push(byte[0]);
-    }
-    assert!(seen.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&seen));
-    tcp
-}
-
 /// The start of a masked binary message announcing `announced` bytes, with `sent` of them.
 fn unfinished_message(announced: u64, sent: usize) -> Vec<u8> {
     let mut frame = vec![0x82, 0x80 | 127];
@@ -94,7 +76,7 @@ async fn unfinished_messages_stay_within_the_budget_and_are_closed() {
     let pid = child.child.id().expect("running");
     let mut sockets = Vec::with_capacity(CLIENTS);
     for _ in 0..CLIENTS {
-        sockets.push(upgrade(child.addr, "/agents/my-agent/budget").await);
+        sockets.push(agents_tests::raw_upgrade(child.addr, "/agents/my-agent/budget").await);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before = rss(pid);
@@ -200,9 +182,14 @@ async fn pings_between_fragments_do_not_hold_off_the_message_timeout() {
         .agent::<Slow>()
         .message_timeout(Duration::from_millis(1500));
     let server = agents_tests::start(builder).await;
-    let mut tcp = upgrade(server.addr, "/agents/slow/pings").await;
+    let mut tcp = agents_tests::raw_upgrade(server.addr, "/agents/slow/pings").await;
     // The first fragment of a text message, then only pings, each well within the timeout.
     tcp.write_all(&small_frame(false, 0x1, b"the start")).await.expect("sends");
+    let handle = server.handle.clone();
+    agents_tests::eventually("the fragment counts as unfinished input", || {
+        handle.unfinished_input() > 0
+    })
+    .await;
     let started = std::time::Instant::now();
     let pinging = async {
         loop {
@@ -222,6 +209,8 @@ async fn pings_between_fragments_do_not_hold_off_the_message_timeout() {
     let code = u16::from_be_bytes([pongs_then_close[close + 2], pongs_then_close[close + 3]]);
     assert_eq!(code, 1008);
     assert!(started.elapsed() < Duration::from_secs(9));
+    // What it held is given back with the socket.
+    agents_tests::eventually("the budget is empty again", || handle.unfinished_input() == 0).await;
 }
 
 /// Takes its time over every message (a turn that awaits I/O), and says how many it had.
