@@ -40,7 +40,9 @@ pub(crate) fn agent(args: TokenStream, item: TokenStream) -> TokenStream {
 fn strip_callable_markers(item: &mut ItemImpl) {
     for impl_item in &mut item.items {
         if let ImplItem::Fn(method) = impl_item {
-            method.attrs.retain(|attr| !attr.path().is_ident("callable"));
+            method.attrs.retain(|attr| {
+                !attr.path().is_ident("callable") && !attr.path().is_ident("callback")
+            });
         }
     }
 }
@@ -79,6 +81,15 @@ fn expand(def: &AgentDef) -> TokenStream {
     });
     let call = call_method(def);
     let client = crate::client::render(def);
+    let callback_enum = match &def.self_ty {
+        syn::Type::Path(path) => path
+            .path
+            .segments
+            .last()
+            .map(|segment| crate::callback::render_enum(def, &segment.ident)),
+        _ => None,
+    };
+    let run_callback = crate::callback::render_dispatch(def);
     let typescript = match (&def.self_ty, def.typescript) {
         (syn::Type::Path(path), true) => path
             .path
@@ -91,6 +102,8 @@ fn expand(def: &AgentDef) -> TokenStream {
     let durability = if def.relaxed { quote!(Relaxed) } else { quote!(Confirmed) };
     quote! {
         #client
+
+        #callback_enum
 
         const _: () = {
             impl #rt::Agent for #self_ty {
@@ -105,6 +118,7 @@ fn expand(def: &AgentDef) -> TokenStream {
                 #initial_state
                 #(#hooks)*
                 #call
+                #run_callback
             }
 
             #rt::__private::inventory::submit! {

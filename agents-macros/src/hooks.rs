@@ -22,6 +22,7 @@ pub(crate) enum HookKind {
     OnStateChanged,
     ValidateStateChange,
     InitialState,
+    OnAlarm,
 }
 
 /// One parameter of a hook after the receiver: its name and type.
@@ -53,6 +54,8 @@ pub(crate) enum ParamType {
     StateSource,
     /// `&Error`.
     Error,
+    /// `AlarmInfo`.
+    AlarmInfo,
 }
 
 impl ParamType {
@@ -72,6 +75,7 @@ impl ParamType {
             Self::State => "&State",
             Self::StateSource => "StateSource<'_, S>",
             Self::Error => "&Error",
+            Self::AlarmInfo => "AlarmInfo",
         }
     }
 
@@ -92,6 +96,7 @@ impl ParamType {
             Self::State => quote!(&Self::State),
             Self::StateSource => quote!(#rt::StateSource<'_, Self::ConnectionState>),
             Self::Error => quote!(&#rt::Error),
+            Self::AlarmInfo => quote!(#rt::storage::AlarmInfo),
         }
     }
 }
@@ -137,7 +142,7 @@ const CONN_CTX: Param = ("conn_ctx", ParamType::ConnectionContext);
 const SOURCE: Param = ("source", ParamType::StateSource);
 
 impl HookKind {
-    pub(crate) const ALL: [Self; 12] = [
+    pub(crate) const ALL: [Self; 13] = [
         Self::OnStart,
         Self::OnRequest,
         Self::ConnectionTags,
@@ -150,6 +155,7 @@ impl HookKind {
         Self::OnStateChanged,
         Self::ValidateStateChange,
         Self::InitialState,
+        Self::OnAlarm,
     ];
 
     /// The hook's signature. The runtime's `Agent` trait declares the same methods; the
@@ -190,6 +196,7 @@ impl HookKind {
             Self::OnStateChanged => {
                 with_self("on_state_changed", &[CTX, ("state", T::State), SOURCE], Returns::Unit)
             }
+            Self::OnAlarm => with_self("on_alarm", &[CTX, ("info", T::AlarmInfo)], Returns::Unit),
             Self::ValidateStateChange => Spec {
                 name: "validate_state_change",
                 no_self_because: Some("it runs inside `set_state`, while the agent is busy"),

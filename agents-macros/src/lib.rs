@@ -3,6 +3,7 @@
 
 mod attr;
 mod callable;
+mod callback;
 mod client;
 mod expand;
 mod hooks;
@@ -36,6 +37,23 @@ use proc_macro::TokenStream;
 #[proc_macro_attribute]
 pub fn agent(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::agent(args.into(), item.into()).into()
+}
+
+/// Marks a method of an `#[agent]` impl block as a callback that schedules and the queue call
+/// (the `callback` of `this.schedule(when, callback, payload)`): `#[callback]`. Its parameters
+/// after `&mut self` are an optional `ctx: &mut Context<Self>`, an optional payload of any
+/// serde type, and an optional `&Schedule` or `&QueueItem`. `#[agent]` reads and removes it,
+/// and generates `{Agent}Callback` with one variant per callback; used anywhere else it is an
+/// error.
+#[proc_macro_attribute]
+pub fn callback(_args: TokenStream, item: TokenStream) -> TokenStream {
+    let error = syn::Error::new(
+        proc_macro2::Span::call_site(),
+        "#[callback] only works on methods inside an #[agent] impl block",
+    )
+    .to_compile_error();
+    let item = proc_macro2::TokenStream::from(item);
+    quote::quote!(#error #item).into()
 }
 
 /// Implements `agents_runtime::typescript::TypeScript` for a struct or enum: the TypeScript

@@ -7,6 +7,7 @@ use syn::{FnArg, ImplItem, ImplItemFn, ItemImpl, ReturnType, Signature, Type};
 
 use crate::attr::AgentArgs;
 use crate::callable::{CallableDef, callable_attr, wire_name};
+use crate::callback::{CallbackDef, callback_attr};
 use crate::hooks::{HookKind, near_miss};
 use crate::kebab::camel_case_to_kebab_case;
 
@@ -18,6 +19,8 @@ pub(crate) struct AgentDef {
     pub(crate) state: Option<Type>,
     pub(crate) hooks: Vec<HookDef>,
     pub(crate) callables: Vec<CallableDef>,
+    /// The `#[callback]` methods, which schedules and the queue call.
+    pub(crate) callbacks: Vec<CallbackDef>,
     /// Wire names of the impl block's other methods: calling them is `not callable`.
     pub(crate) not_callable: Vec<String>,
     /// `#[agent(typescript)]`.
@@ -66,6 +69,7 @@ impl Errors {
 struct Methods {
     hooks: Vec<HookDef>,
     callables: Vec<CallableDef>,
+    callbacks: Vec<CallbackDef>,
     not_callable: Vec<String>,
 }
 
@@ -93,6 +97,7 @@ impl AgentDef {
             state: args.state,
             hooks: methods.hooks,
             callables: methods.callables,
+            callbacks: methods.callbacks,
             not_callable: methods.not_callable,
             typescript: args.typescript,
             hibernate: args.hibernate.is_none_or(|flag| flag.value),
@@ -159,6 +164,11 @@ impl Methods {
         for impl_item in &item.items {
             let ImplItem::Fn(method) = impl_item else { continue };
             let rust_name = method.sig.ident.unraw().to_string();
+            if let Some(marker) = callback_attr(method) {
+                methods.not_callable.push(wire_name(&rust_name, camel_case));
+                methods.add_callback(method, marker, &rust_name, errors);
+                continue;
+            }
             if callable_attr(method).is_some() {
                 methods.add_callable(method, &rust_name, camel_case, errors);
                 continue;
@@ -171,6 +181,32 @@ impl Methods {
             }
         }
         methods
+    }
+
+    /// A `#[callback]` method, unless it is a hook or a callable too.
+    fn add_callback(
+        &mut self,
+        method: &ImplItemFn,
+        marker: &syn::Attribute,
+        rust_name: &str,
+        errors: &mut Errors,
+    ) {
+        if HookKind::from_name(rust_name).is_some() {
+            let why = format!("`{rust_name}` is a hook; a hook cannot also be a #[callback]");
+            errors.push(syn::Error::new(method.sig.ident.span(), why));
+            return;
+        }
+        if let Some(callable) = callable_attr(method) {
+            let why = "a method is either #[callable] (clients call it) or #[callback] (schedules and the queue call it), not both";
+            let mut error = syn::Error::new_spanned(callable, why);
+            error.combine(syn::Error::new_spanned(marker, why));
+            errors.push(error);
+            return;
+        }
+        match CallbackDef::from_method(method) {
+            Ok(callback) => self.callbacks.push(callback),
+            Err(error) => errors.push(error),
+        }
     }
 
     /// A `#[callable]` method, unless it is a hook or its wire name is taken.

@@ -88,10 +88,13 @@ mod server;
 pub mod testing;
 pub mod typescript;
 
+pub use agent::callback::{Callback, Trigger, TriggerKind};
 pub use agent::context::Context;
+pub use agent::queue::QueueItem;
+pub use agent::schedule::{Schedule, ScheduleCriteria, ScheduleKind, ScheduleType, When};
 pub use agent::stub::AgentStub;
 pub use agent::{Agent, not_implemented};
-pub use agents_macros::{TypeScript, agent, callable};
+pub use agents_macros::{TypeScript, agent, callable, callback};
 pub use env::Env;
 pub use error::{ConnectionError, Error, IntoHookResult, Result};
 pub use instance::auto_response::{MAX_AUTO_RESPONSE_LEN, WebSocketRequestResponsePair};
@@ -115,8 +118,9 @@ pub use serde_json;
 /// Everything an agent module usually needs: `use agents_runtime::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        Agent, Connection, ConnectionContext, Context, Error, Message, Request, Response, Result,
-        Server, StateSource, StreamingResponse, WebSocketRequestResponsePair, agent, callable,
+        Agent, Connection, ConnectionContext, Context, Error, Message, QueueItem, Request,
+        Response, Result, Schedule, ScheduleCriteria, Server, StateSource, StreamingResponse,
+        WebSocketRequestResponsePair, When, agent, callable, callback, storage::AlarmInfo,
         storage::ListOptions, storage::Storage,
     };
 }
@@ -124,6 +128,7 @@ pub mod prelude {
 /// What `#[agent]` expands to. Not a public API: it may change in any release.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::agent::callback::{decode_payload, unknown_callback};
     pub use crate::client::{decode_result, encode_arg};
     pub use crate::error::IntoHookResult;
     pub use crate::instance::rpc::{check_arity, decode_arg, is_agent_method};

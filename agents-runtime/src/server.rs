@@ -375,9 +375,12 @@ impl Server {
     /// [`shutdown_signal`](crate::shutdown_signal) is the usual `shutdown`: Ctrl-C or SIGTERM.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), Error> {
         let watchdog = tokio::spawn(self.running.directory().clone().restart_after_losses());
+        let alarms =
+            tokio::spawn(crate::instance::alarm_clock::run(self.running.directory().clone()));
         let served =
             crate::transport::serve(self.listener, self.running.edge.clone(), shutdown).await;
         watchdog.abort();
+        alarms.abort();
         // Even if accepting failed, the open sockets close cleanly and the store is flushed.
         self.running.shut_down().await;
         Ok(served?)

@@ -10,7 +10,7 @@ use agents_runtime::ServerBuilder;
 pub use agents::{
     ChatAgent, ChatRoom, Counter, CounterClient, CounterState, FileAgent, HibernatingCounter,
     HibernatingCounterState, JsNumber, MyAgent, Note, Notebook, NotebookClient, PresenceAgent,
-    SecureAgent, TagsAgent,
+    Reminders, RemindersClient, RemindersState, SecureAgent, TagsAgent,
 };
 
 /// Lets jemalloc (the binaries' allocator) give freed pages back to the system from a
@@ -38,6 +38,7 @@ pub fn server() -> ServerBuilder {
         .agent::<Counter>()
         .agent::<HibernatingCounter>()
         .agent::<Notebook>()
+        .agent::<Reminders>()
         // ANCHOR: demo_assets
         // The demo page (examples/web): a chat room with presence and the Counter, written
         // against the official `agents` client and bundled by esbuild into dist/app.js.

@@ -16,6 +16,7 @@ use crate::instance::log_budget::LogBudget;
 use crate::instance::shared::Instance;
 use crate::instance::state::StateSource;
 use crate::message::Message;
+use crate::storage::timers::Timers;
 use crate::storage::{FORMAT_VERSION, Storage, decode_value};
 use crate::wire::protocol;
 
@@ -86,6 +87,17 @@ impl<A: Agent> Context<A> {
     /// The state changes made since the last call (by `on_state_changed` hooks).
     pub(crate) fn take_changes(&mut self) -> Vec<StateChange<A>> {
         std::mem::take(&mut self.changes)
+    }
+
+    /// The instance's alarm, schedules and queue in the store.
+    pub(crate) fn timers(&self) -> Timers<'_> {
+        let instance = &*self.instance;
+        Timers::new(&instance.gate, &instance.keys, &instance.alarm.wakeups)
+    }
+
+    /// What the instance shares with its connections.
+    pub(crate) fn instance(&self) -> &Arc<Instance> {
+        &self.instance
     }
 
     /// The instance's allowance of log lines about client-caused errors.
@@ -224,7 +236,7 @@ impl<A: Agent> Context<A> {
     /// The instance's key-value storage (`this.ctx.storage`): data that survives hibernation
     /// and restarts, for `on_start` to rebuild in-memory fields from.
     pub fn storage(&self) -> Storage<'_> {
-        Storage::new(&self.instance.gate, &self.instance.keys)
+        Storage::new(&self.instance.gate, &self.instance.keys, &self.instance.alarm)
     }
 
     /// Sets (or with `None`, removes) the request text the runtime answers by itself on every

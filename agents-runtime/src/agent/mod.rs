@@ -1,14 +1,18 @@
 //! The [`Agent`] trait: the lifecycle hooks of a Cloudflare agent, which `#[agent]` implements
 //! from an impl block.
 
+pub(crate) mod callback;
 pub(crate) mod context;
 pub(crate) mod host;
+pub(crate) mod queue;
+pub(crate) mod schedule;
 pub(crate) mod stub;
 
 use std::future::Future;
 
 use bytes::Bytes;
 
+use crate::agent::callback::{Trigger, unknown_callback};
 use crate::agent::context::Context;
 use crate::error::{Error, Result};
 use crate::instance::connection::Connection;
@@ -17,6 +21,7 @@ use crate::instance::rpc::{Call, CallOutcome, CallableInfo};
 use crate::instance::state::StateSource;
 use crate::message::Message;
 use crate::request::{ConnectionContext, Request, Response};
+use crate::storage::AlarmInfo;
 
 /// A class of agents: one live instance per name, events one turn at a time on `&mut self`.
 ///
@@ -52,6 +57,9 @@ pub trait Agent: Sized + Send + 'static {
 
     /// The `#[callable]` methods, for clients and tools (`getCallableMethods()`).
     const CALLABLES: &'static [CallableInfo] = &[];
+
+    /// The names of the `#[callback]` methods, which schedules and the queue call.
+    const CALLBACKS: &'static [&'static str] = &[];
 
     /// Builds a fresh instance before `on_start` (`#[agent]` uses `Default`).
     fn create() -> Self;
@@ -141,6 +149,32 @@ pub trait Agent: Sized + Send + 'static {
         _call: Call,
     ) -> impl Future<Output = CallOutcome> + Send {
         async { CallOutcome::NotFound }
+    }
+
+    /// The alarm set with [`Storage::set_alarm`](crate::storage::Storage::set_alarm) is due
+    /// (`alarm(alarmInfo)`): it runs as a turn, waking the instance if it is hibernated or
+    /// out of memory. After it succeeds the alarm is deleted, unless it set the alarm again.
+    /// If it fails (an error or a panic), it is retried with backoff (2 s, doubling) at most
+    /// [`MAX_ALARM_RETRIES`](crate::storage::MAX_ALARM_RETRIES) times; `info` says which
+    /// retry it is. It runs at least once per alarm: after a crash it may run again.
+    fn on_alarm(
+        &mut self,
+        _ctx: &mut Context<Self>,
+        _info: AlarmInfo,
+    ) -> impl Future<Output = Result<()>> + Send {
+        async { Ok(()) }
+    }
+
+    /// Runs a `#[callback]` method for a schedule or the queue; `#[agent]` generates it.
+    fn run_callback(
+        &mut self,
+        _ctx: &mut Context<Self>,
+        callback: &str,
+        _payload: serde_json::Value,
+        _trigger: Trigger<'_>,
+    ) -> impl Future<Output = Result<()>> + Send {
+        let error = unknown_callback::<Self>(callback);
+        async move { Err(error) }
     }
 
     /// A new WebSocket connection. No `on_message` of this connection runs before it returns.

@@ -19,8 +19,9 @@ use crate::instance::log_budget::LogBudget;
 use crate::instance::shared::Instance;
 use crate::limits::Limits;
 use crate::outbox::corks::Corks;
-use crate::storage::InstanceKeys;
 use crate::storage::durability::{GroupCommit, OutputGate, Settled, WriteSeq};
+use crate::storage::wakeups::Wakeups;
+use crate::storage::{AlarmSlot, InstanceKeys};
 use crate::sync::lock;
 
 /// A type-erased agent class: its route name and how to start an instance of it.
@@ -52,6 +53,8 @@ pub(crate) struct Directory {
     pub(crate) limits: Limits,
     /// The store, its group commit and the output gate's clock.
     pub(crate) commits: Arc<GroupCommit>,
+    /// When each instance next has an alarm due.
+    pub(crate) wakeups: Arc<Wakeups>,
     /// Instances whose struct is in memory (not hibernated).
     pub(crate) awake_instances: AtomicUsize,
     /// Instances asleep with open connections.
@@ -92,6 +95,7 @@ impl Directory {
             env,
             limits,
             commits,
+            wakeups: Arc::default(),
             awake_instances: AtomicUsize::new(0),
             hibernated_instances: AtomicUsize::new(0),
             live: Mutex::default(),
@@ -149,6 +153,7 @@ impl Directory {
             keys: InstanceKeys::new(class.name, &name),
             name: name.clone(),
             gate: OutputGate::new(self.commits.clone(), class.confirmed_writes, after),
+            alarm: AlarmSlot::new(self.wakeups.clone()),
             auto_response: AutoResponse::default(),
             corks: Corks::default(),
             max_connection_state_size: self.limits.max_connection_state_size,

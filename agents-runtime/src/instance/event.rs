@@ -38,6 +38,8 @@ pub(crate) enum Event {
         call: Call,
         reply: oneshot::Sender<CallOutcome>,
     },
+    /// The instance's alarm is due (its own, a schedule's, or queued work): what is due runs.
+    Alarm,
     /// The store gave up on writes (a full disk): an instance that made some of them
     /// restarts from what is durable (every turn looks first; this wakes an idle one).
     StorageLost,

@@ -4,6 +4,7 @@
 //! This layer runs no agent code: it holds what an instance's turns, its sockets and the
 //! network edge share. The agent layer above drives it.
 
+pub(crate) mod alarm_clock;
 pub(crate) mod auto_response;
 pub(crate) mod connection;
 pub(crate) mod connections;

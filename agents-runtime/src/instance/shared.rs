@@ -6,8 +6,8 @@ use std::sync::Arc;
 use crate::instance::auto_response::AutoResponse;
 use crate::instance::log_budget::LogBudget;
 use crate::outbox::corks::Corks;
-use crate::storage::InstanceKeys;
 use crate::storage::durability::OutputGate;
+use crate::storage::{AlarmSlot, InstanceKeys};
 
 /// What one instance shares with its connections and socket tasks. It lives as long as the
 /// instance's host task, hibernation included, so the auto-response survives hibernation.
@@ -18,6 +18,8 @@ pub(crate) struct Instance {
     pub(crate) keys: InstanceKeys,
     /// The output gate: frames wait for the instance's writes to be durable.
     pub(crate) gate: OutputGate,
+    /// Its alarm: the server's index of due alarms, and the `on_alarm` run under way.
+    pub(crate) alarm: AlarmSlot,
     /// Answered by socket tasks without waking the instance.
     pub(crate) auto_response: AutoResponse,
     /// The connections its turn sent to, written when its task yields.
@@ -43,6 +45,7 @@ impl Instance {
             keys: InstanceKeys::new("test", "room"),
             name: "room".into(),
             gate: OutputGate::new(commits, true, 0),
+            alarm: AlarmSlot::new(Arc::default()),
             auto_response: AutoResponse::default(),
             corks: Corks::default(),
             max_connection_state_size: limits.max_connection_state_size,

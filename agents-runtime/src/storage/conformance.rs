@@ -16,6 +16,7 @@ pub fn check(store: &dyn Store) {
     deletes(store);
     keys_are_bytes_and_values_may_be_empty_or_large(store);
     prefix_scans_are_ordered_and_exact(store);
+    range_scans_are_ordered_and_half_open(store);
     batches_apply_in_order(store);
     flush(store);
 }
@@ -97,6 +98,37 @@ fn prefix_scans_are_ordered_and_exact(store: &dyn Store) {
     let all = scan(store, b"");
     assert!(all.windows(2).all(|w| w[0].0 < w[1].0), "an empty prefix scans everything in order");
     assert!(all.iter().any(|(key, _)| key == b"scan;"), "an empty prefix scans everything");
+}
+
+fn range_scans_are_ordered_and_half_open(store: &dyn Store) {
+    for key in [&b"range:b"[..], b"range:a", b"range:c\0", b"range:c", b"range:d", b"rangf"] {
+        store.put(key, key).expect("put");
+    }
+    let range = |start: &[u8], end: &[u8]| -> Vec<Vec<u8>> {
+        let entries = store.scan_range(start, end).collect::<Result<Vec<_>, _>>().expect("scan");
+        entries.into_iter().map(|(key, _)| key).collect()
+    };
+    let keys = |keys: &[&[u8]]| keys.iter().map(|k| k.to_vec()).collect::<Vec<_>>();
+    assert_eq!(
+        range(b"range:b", b"range:d"),
+        keys(&[b"range:b", b"range:c", b"range:c\0"]),
+        "a range scan starts at its start, stops before its end, in bytewise order"
+    );
+    assert_eq!(
+        range(b"range:", b"range;"),
+        keys(&[b"range:a", b"range:b", b"range:c", b"range:c\0", b"range:d"])
+    );
+    assert_eq!(
+        range(b"range:", b"rangz"),
+        {
+            let mut all = keys(&[b"range:a", b"range:b", b"range:c", b"range:c\0", b"range:d"]);
+            all.push(b"rangf".to_vec());
+            all
+        },
+        "a range may cross prefixes"
+    );
+    assert!(range(b"range:d", b"range:d").is_empty(), "an empty range scans empty");
+    assert!(range(b"range:z", b"range:a").is_empty(), "a reversed range scans empty");
 }
 
 fn batches_apply_in_order(store: &dyn Store) {

@@ -4,6 +4,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::alarm::AlarmSlot;
 use super::durability::OutputGate;
 use super::{InstanceKeys, Store, WriteBatch, decode_value, encode_value};
 use crate::error::{Error, Result};
@@ -23,13 +24,14 @@ pub const MAX_VALUE_SIZE: usize = 128 * 1024;
 ///
 /// Calls are synchronous: the embedded store answers from memory.
 pub struct Storage<'a> {
-    gate: &'a OutputGate,
-    keys: &'a InstanceKeys,
+    pub(super) gate: &'a OutputGate,
+    pub(super) keys: &'a InstanceKeys,
+    pub(super) alarm: &'a AlarmSlot,
 }
 
 impl<'a> Storage<'a> {
-    pub(crate) fn new(gate: &'a OutputGate, keys: &'a InstanceKeys) -> Self {
-        Self { gate, keys }
+    pub(crate) fn new(gate: &'a OutputGate, keys: &'a InstanceKeys, alarm: &'a AlarmSlot) -> Self {
+        Self { gate, keys, alarm }
     }
 
     fn store(&self) -> &'a dyn Store {
@@ -254,7 +256,7 @@ mod tests {
     #[tokio::test]
     async fn get_put_delete_and_typed_errors() {
         let instance = Instance::detached();
-        let storage = Storage::new(&instance.gate, &instance.keys);
+        let storage = Storage::new(&instance.gate, &instance.keys, &instance.alarm);
         assert_eq!(storage.get::<u32>("n").expect("reads"), None);
         storage.put("n", &7u32).expect("writes");
         assert_eq!(storage.get::<u32>("n").expect("reads"), Some(7));
@@ -272,7 +274,7 @@ mod tests {
     #[tokio::test]
     async fn keys_and_values_over_the_limits_are_refused() {
         let instance = Instance::detached();
-        let storage = Storage::new(&instance.gate, &instance.keys);
+        let storage = Storage::new(&instance.gate, &instance.keys, &instance.alarm);
         let long_key = "k".repeat(MAX_KEY_SIZE + 1);
         let err = storage.put(&long_key, &1).unwrap_err().to_string();
         assert!(err.contains("2049 bytes is over the 2048-byte limit"), "{err}");
@@ -291,7 +293,7 @@ mod tests {
     #[tokio::test]
     async fn list_by_prefix_range_order_and_limit() {
         let instance = Instance::detached();
-        let storage = Storage::new(&instance.gate, &instance.keys);
+        let storage = Storage::new(&instance.gate, &instance.keys, &instance.alarm);
         let mut batch = storage.batch();
         for key in ["msg:3", "msg:1", "other", "msg:2", "msg:10", "msh"] {
             batch.put(key, key).expect("valid");
@@ -324,14 +326,14 @@ mod tests {
     async fn instances_do_not_see_each_other() {
         let a = Instance::detached();
         let b = Instance::detached(); // a separate memory store
-        let shared_store_a = Storage::new(&a.gate, &a.keys);
+        let shared_store_a = Storage::new(&a.gate, &a.keys, &a.alarm);
         shared_store_a.put("k", &1).expect("writes");
         let other_keys = InstanceKeys::new("test", "other");
-        let other = Storage::new(&a.gate, &other_keys);
+        let other = Storage::new(&a.gate, &other_keys, &a.alarm);
         assert_eq!(other.get::<u8>("k").expect("reads"), None);
         assert_eq!(other.delete_all().expect("deletes"), 0);
         assert_eq!(shared_store_a.get::<u8>("k").expect("reads"), Some(1));
-        assert_eq!(Storage::new(&b.gate, &b.keys).get::<u8>("k").expect("reads"), None);
+        assert_eq!(Storage::new(&b.gate, &b.keys, &b.alarm).get::<u8>("k").expect("reads"), None);
     }
 
     #[tokio::test]
@@ -339,7 +341,7 @@ mod tests {
         let instance = Instance::detached();
         let before = instance.gate.pending();
         assert!(instance.gate.is_settled(before));
-        Storage::new(&instance.gate, &instance.keys).put("k", &1).expect("writes");
+        Storage::new(&instance.gate, &instance.keys, &instance.alarm).put("k", &1).expect("writes");
         let seq = instance.gate.pending();
         assert!(seq > before);
         instance.gate.settled(seq).await;

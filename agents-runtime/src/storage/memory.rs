@@ -46,6 +46,17 @@ impl Store for MemoryStore {
         Box::new(entries.into_iter())
     }
 
+    fn scan_range<'a>(&'a self, start: &[u8], end: &[u8]) -> ScanIter<'a> {
+        if start >= end {
+            return Box::new(std::iter::empty());
+        }
+        let entries: Vec<_> = lock(&self.entries)
+            .range(start.to_vec()..end.to_vec())
+            .map(|(key, value)| Ok((key.clone(), value.clone())))
+            .collect();
+        Box::new(entries.into_iter())
+    }
+
     fn apply(&self, batch: WriteBatch) -> Result<(), StoreError> {
         let mut entries = lock(&self.entries);
         for op in batch.into_ops() {

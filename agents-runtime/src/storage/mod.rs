@@ -5,6 +5,7 @@
 //! runtime; a backend sees opaque, ordered byte keys. Every value the runtime writes starts with
 //! a format version byte ([`FORMAT_VERSION`]) so a later release can migrate old values.
 
+mod alarm;
 pub mod conformance;
 pub(crate) mod durability;
 mod keys;
@@ -12,7 +13,11 @@ mod kv;
 mod memory;
 mod sled_store;
 mod store;
+pub(crate) mod timers;
+pub(crate) mod wakeups;
 
+pub use alarm::{AlarmInfo, MAX_ALARM_RETRIES};
+pub(crate) use alarm::{AlarmSlot, alarm_retry_delay};
 pub use durability::StorageStats;
 pub use kv::{ListOptions, MAX_KEY_SIZE, MAX_VALUE_SIZE, Storage, StorageBatch};
 pub use memory::MemoryStore;

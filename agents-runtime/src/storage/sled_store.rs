@@ -168,6 +168,21 @@ impl Store for SledStore {
         }
     }
 
+    fn scan_range<'a>(&'a self, start: &[u8], end: &[u8]) -> ScanIter<'a> {
+        if start >= end {
+            return Box::new(std::iter::empty());
+        }
+        let (start, end) = (start.to_vec(), end.to_vec());
+        match self.with(|db| Ok(db.range(start..end)), "scan") {
+            Ok(entries) => Box::new(entries.map(|entry| {
+                entry
+                    .map(|(key, value)| (key.to_vec(), value.to_vec()))
+                    .map_err(|e| StoreError::backend("scan", e))
+            })),
+            Err(e) => Box::new(std::iter::once(Err(e))),
+        }
+    }
+
     fn apply(&self, batch: WriteBatch) -> Result<(), StoreError> {
         let mut sled_batch = sled::Batch::default();
         for op in batch.into_ops() {

@@ -42,6 +42,21 @@ pub trait Store: Send + Sync + 'static {
     /// Every entry whose key starts with `prefix`, in ascending key order (bytewise).
     fn scan_prefix<'a>(&'a self, prefix: &[u8]) -> ScanIter<'a>;
 
+    /// Every entry whose key is at or after `start` and before `end`, in ascending key order
+    /// (bytewise). The runtime reads its index of alarms by due time this way, from the
+    /// earliest entry on, and stops early.
+    ///
+    /// The default filters a scan of the keys the two bounds share as a prefix; a backend with
+    /// ordered keys should seek to `start` instead.
+    fn scan_range<'a>(&'a self, start: &[u8], end: &[u8]) -> ScanIter<'a> {
+        let shared = start.iter().zip(end).take_while(|(a, b)| a == b).count();
+        let (start, end) = (start.to_vec(), end.to_vec());
+        Box::new(self.scan_prefix(&start[..shared]).filter_map(move |entry| match entry {
+            Ok((key, _)) if key < start || key >= end => None,
+            other => Some(other),
+        }))
+    }
+
     /// Applies every operation of `batch`, all or none, in order.
     fn apply(&self, batch: WriteBatch) -> Result<(), StoreError>;
 
@@ -78,6 +93,10 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
 
     fn scan_prefix<'a>(&'a self, prefix: &[u8]) -> ScanIter<'a> {
         (**self).scan_prefix(prefix)
+    }
+
+    fn scan_range<'a>(&'a self, start: &[u8], end: &[u8]) -> ScanIter<'a> {
+        (**self).scan_range(start, end)
     }
 
     fn apply(&self, batch: WriteBatch) -> Result<(), StoreError> {

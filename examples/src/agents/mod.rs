@@ -8,6 +8,7 @@ mod hibernating_counter;
 mod my_agent;
 mod notebook;
 mod presence;
+mod reminders;
 mod secure_agent;
 mod tags_agent;
 
@@ -19,5 +20,9 @@ pub use hibernating_counter::{CounterState as HibernatingCounterState, Hibernati
 pub use my_agent::MyAgent;
 pub use notebook::{Note, Notebook, NotebookClient};
 pub use presence::PresenceAgent;
+pub use reminders::{
+    Fired, MAX_FIRED, MAX_PENDING_REMINDERS, Pending, Reminders, RemindersCallback,
+    RemindersClient, RemindersState,
+};
 pub use secure_agent::SecureAgent;
 pub use tags_agent::TagsAgent;

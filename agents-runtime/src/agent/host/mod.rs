@@ -18,6 +18,7 @@ use crate::instance::shared::Instance;
 use crate::storage::durability::Settled;
 use crate::wire::protocol;
 
+mod alarms;
 mod panics;
 mod turn;
 

@@ -57,6 +57,7 @@ impl<A: Agent> Host<A> {
                     let _ = reply.send(response);
                 }));
             }
+            Event::Alarm => self.run_alarms().await,
             // The turn's look at lost writes restarted the instance if it had to.
             Event::StorageLost => {}
         }
