@@ -188,10 +188,7 @@ pub(crate) fn render_enum(def: &AgentDef, type_ident: &syn::Ident) -> TokenStrea
             #(#variants,)*
         }
 
-        #[allow(private_interfaces)]
-        impl #rt::Callback for #name {
-            type Agent = #self_ty;
-
+        impl #rt::Callback<#self_ty> for #name {
             fn name(&self) -> &'static str {
                 match self { #(#names)* }
             }

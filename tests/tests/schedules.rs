@@ -269,7 +269,7 @@ async fn pending_reminders_fire_after_sigkill_and_restart() {
         assert!(tokio::time::Instant::now() < deadline, "not all fired: {pending:?} {fired:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    assert!(fired.len() >= pending.len() + 1);
+    assert!(fired.len() > pending.len());
 }
 
 #[tokio::test]

@@ -14,10 +14,10 @@ use crate::error::{Error, Result};
 /// `#[agent]` generates `{Agent}Callback`, an enum with one variant per `#[callback]` method
 /// (`remind` → `Remind(payload)`), which implements it. The method and the payload's type are
 /// so checked when the code compiles; the payload is stored as JSON until the call runs.
-pub trait Callback: Send {
-    /// The agent whose method this calls.
-    type Agent: Agent;
-
+///
+/// The agent is the trait's parameter, not an associated type, so an agent that is private to
+/// its module can have callbacks.
+pub trait Callback<A: Agent>: Send {
     /// The method's name.
     fn name(&self) -> &'static str;
 
@@ -96,7 +96,7 @@ pub fn decode_payload<T: serde::de::DeserializeOwned>(
 }
 
 /// A callback's name and payload, checked against the agent's methods and the way it is used.
-pub(crate) fn prepare<C: Callback>(
+pub(crate) fn prepare<A: Agent, C: Callback<A>>(
     callback: C,
     used_as: TriggerKind,
 ) -> Result<(&'static str, serde_json::Value)> {

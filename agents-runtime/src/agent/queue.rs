@@ -82,8 +82,8 @@ impl<A: Agent> Context<A> {
     /// run one at a time, in order, each as a turn of its own, soon after the current turn.
     /// Returns the item's id. Stored like any write: work queued before a crash runs after
     /// the restart.
-    pub fn queue<C: Callback<Agent = A>>(&mut self, callback: C) -> Result<String> {
-        let (name, payload) = prepare(callback, TriggerKind::Queue)?;
+    pub fn queue<C: Callback<A>>(&mut self, callback: C) -> Result<String> {
+        let (name, payload) = prepare::<A, C>(callback, TriggerKind::Queue)?;
         let id = new_id();
         let record =
             Record { id: id.clone(), callback: name.to_owned(), payload, created_at: now_ms() };

@@ -339,12 +339,12 @@ impl<A: Agent> Context<A> {
     /// }
     /// # }
     /// ```
-    pub fn schedule<C: Callback<Agent = A>>(
+    pub fn schedule<C: Callback<A>>(
         &mut self,
         when: impl Into<When>,
         callback: C,
     ) -> Result<Schedule> {
-        let (name, payload) = prepare(callback, TriggerKind::Schedule)?;
+        let (name, payload) = prepare::<A, C>(callback, TriggerKind::Schedule)?;
         let now = now_ms();
         let (time, kind) = match when.into() {
             When::Delay(delay) => (now.saturating_add(ms(delay)), ScheduleKind::Delayed { delay }),
@@ -360,7 +360,7 @@ impl<A: Agent> Context<A> {
     /// Schedules a call of a `#[callback]` method every `interval`, the first one `interval`
     /// from now (`this.scheduleEvery(seconds, callback, payload)`). Idempotent, as in the
     /// Agents SDK: the same callback, payload and interval again returns the existing schedule.
-    pub fn schedule_every<C: Callback<Agent = A>>(
+    pub fn schedule_every<C: Callback<A>>(
         &mut self,
         interval: Duration,
         callback: C,
@@ -368,7 +368,7 @@ impl<A: Agent> Context<A> {
         if interval.is_zero() {
             return Err(Error::msg("the interval of a schedule must be longer than zero"));
         }
-        let (name, payload) = prepare(callback, TriggerKind::Schedule)?;
+        let (name, payload) = prepare::<A, C>(callback, TriggerKind::Schedule)?;
         let time = now_ms().saturating_add(ms(interval));
         self.add_schedule(name, payload, time, ScheduleKind::Interval { interval })
     }

@@ -1,0 +1,10 @@
+use agents_runtime::prelude::*;
+
+struct Plain;
+
+impl Plain {
+    #[callback]
+    fn tick(&mut self) {}
+}
+
+fn main() {}
