@@ -133,10 +133,14 @@ fn upper_camel_case(name: &str) -> String {
 }
 
 /// The `{Agent}Callback` enum and its `Callback` impl; nothing without callbacks.
-pub(crate) fn render_enum(def: &AgentDef, type_ident: &syn::Ident) -> TokenStream {
-    if def.callbacks.is_empty() {
+pub(crate) fn render_enum(def: &AgentDef) -> TokenStream {
+    let type_ident = match &def.self_ty {
+        Type::Path(path) => path.path.segments.last().map(|segment| &segment.ident),
+        _ => None,
+    };
+    let Some(type_ident) = type_ident.filter(|_| !def.callbacks.is_empty()) else {
         return TokenStream::new();
-    }
+    };
     let rt = &def.runtime;
     let self_ty = &def.self_ty;
     let name = format_ident!("{}Callback", type_ident);

@@ -81,14 +81,7 @@ fn expand(def: &AgentDef) -> TokenStream {
     });
     let call = call_method(def);
     let client = crate::client::render(def);
-    let callback_enum = match &def.self_ty {
-        syn::Type::Path(path) => path
-            .path
-            .segments
-            .last()
-            .map(|segment| crate::callback::render_enum(def, &segment.ident)),
-        _ => None,
-    };
+    let callback_enum = crate::callback::render_enum(def);
     let run_callback = crate::callback::render_dispatch(def);
     let typescript = match (&def.self_ty, def.typescript) {
         (syn::Type::Path(path), true) => path

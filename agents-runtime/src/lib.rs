@@ -90,9 +90,9 @@ pub mod typescript;
 
 pub use agent::callback::{Callback, Trigger, TriggerKind};
 pub use agent::context::Context;
-pub use agent::queue::QueueItem;
-pub use agent::schedule::{Schedule, ScheduleCriteria, ScheduleKind, ScheduleType, When};
+pub use agent::schedule::{ScheduleCriteria, When};
 pub use agent::stub::AgentStub;
+pub use agent::tasks::{QueueItem, Schedule, ScheduleKind, ScheduleType};
 pub use agent::{Agent, not_implemented};
 pub use agents_macros::{TypeScript, agent, callable, callback};
 pub use env::Env;

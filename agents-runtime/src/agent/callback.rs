@@ -3,8 +3,7 @@
 //! `this.schedule(when, callback, payload)` and `this.queue(callback, payload)`).
 
 use crate::agent::Agent;
-use crate::agent::queue::QueueItem;
-use crate::agent::schedule::Schedule;
+use crate::agent::tasks::{QueueItem, Schedule};
 use crate::error::{Error, Result};
 
 /// A call of one of an agent's `#[callback]` methods with its payload, as

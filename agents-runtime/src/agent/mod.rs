@@ -7,6 +7,7 @@ pub(crate) mod host;
 pub(crate) mod queue;
 pub(crate) mod schedule;
 pub(crate) mod stub;
+pub(crate) mod tasks;
 
 use std::future::Future;
 

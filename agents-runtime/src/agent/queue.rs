@@ -3,7 +3,7 @@
 //! `getQueue` and `getQueues`, on [`Context`]. Items are stored, so work queued before a crash
 //! runs after the restart.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -11,32 +11,10 @@ use crate::agent::Agent;
 use crate::agent::callback::{Callback, TriggerKind, prepare};
 use crate::agent::context::Context;
 use crate::agent::schedule::new_id;
+use crate::agent::tasks::QueueItem;
 use crate::error::{Error, Result};
 use crate::storage::timers::Timers;
 use crate::storage::wakeups::now_ms;
-
-/// A queued call (`QueueItem<T>` of the Agents SDK).
-#[derive(Clone, Debug, PartialEq)]
-#[non_exhaustive]
-pub struct QueueItem {
-    /// Its id, unique within the instance.
-    pub id: String,
-    /// The `#[callback]` method it calls.
-    pub callback: String,
-    /// The payload the method gets, as JSON; [`payload`](Self::payload) decodes it.
-    pub payload: serde_json::Value,
-    /// When it was queued.
-    pub created_at: SystemTime,
-}
-
-impl QueueItem {
-    /// The payload as a `T`.
-    pub fn payload<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
-        serde_json::from_value(self.payload.clone()).map_err(|e| {
-            Error::msg(format!("the payload of queue item {} does not decode: {e}", self.id))
-        })
-    }
-}
 
 /// A queue item as stored.
 #[derive(Serialize, Deserialize)]

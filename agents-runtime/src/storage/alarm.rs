@@ -1,14 +1,13 @@
-//! The alarm of the Durable Objects storage API: `storage.setAlarm`, `getAlarm` and
-//! `deleteAlarm` on [`Storage`], one alarm per instance; the `on_alarm` hook runs when it is due.
+//! The alarm of the Durable Objects storage API, one per instance: what `on_alarm` is told,
+//! its retries, and the run under way that `getAlarm` does not report. `storage.setAlarm`,
+//! `getAlarm` and `deleteAlarm` are methods of [`Storage`](super::Storage).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::kv::Storage;
-use super::timers::{StoredAlarm, Timers};
+use super::timers::StoredAlarm;
 use super::wakeups::Wakeups;
-use crate::error::Result;
 
 /// An instance's alarm as its hooks see it: the server's index of due alarms, and the alarm
 /// whose `on_alarm` is running, which `get_alarm` does not report unless it was set again.
@@ -36,48 +35,24 @@ impl AlarmSlot {
         self.running.store(0, Ordering::Release);
         self.changed.swap(false, Ordering::AcqRel)
     }
+
+    /// Whether `get_alarm` hides the stored alarm due at `at`: it is the one `on_alarm` runs
+    /// for, and the hook has not set or deleted the alarm since.
+    pub(crate) fn hides(&self, at: u64) -> bool {
+        let running = self.running.load(Ordering::Acquire);
+        running == at && running != 0 && !self.changed.load(Ordering::Acquire)
+    }
+
+    /// The running hook (if any) set or deleted the alarm.
+    pub(crate) fn touched(&self) {
+        self.changed.store(true, Ordering::Release);
+    }
 }
 
 /// Milliseconds since the Unix epoch of `time` (0 before it).
-fn to_ms(time: SystemTime) -> u64 {
+pub(crate) fn to_ms(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
-}
-
-impl Storage<'_> {
-    fn timers(&self) -> Timers<'_> {
-        Timers::new(self.gate, self.keys, &self.alarm.wakeups)
-    }
-
-    /// When the alarm is set for, if it is (`storage.getAlarm()`). While `on_alarm` runs, the
-    /// alarm it runs for is not reported, unless the hook set it again.
-    pub fn get_alarm(&self) -> Result<Option<SystemTime>> {
-        let Some(alarm) = self.timers().alarm()? else { return Ok(None) };
-        let running = self.alarm.running.load(Ordering::Acquire);
-        if running == alarm.at && running != 0 && !self.alarm.changed.load(Ordering::Acquire) {
-            return Ok(None);
-        }
-        Ok(Some(UNIX_EPOCH + Duration::from_millis(alarm.at)))
-    }
-
-    /// Sets the alarm for `time`, replacing the one set before (`storage.setAlarm(time)`):
-    /// `on_alarm` runs then, waking the instance if it is hibernated or out of memory, and
-    /// after a restart. A time in the past runs it at once. Like any write, it is durable
-    /// before the frames sent after it go out.
-    pub fn set_alarm(&self, time: SystemTime) -> Result<()> {
-        let at = to_ms(time).max(1);
-        self.timers().set_alarm(StoredAlarm { at, retries: 0 })?;
-        self.alarm.changed.store(true, Ordering::Release);
-        Ok(())
-    }
-
-    /// Removes the alarm if one is set (`storage.deleteAlarm()`); returns whether one was.
-    /// Inside `on_alarm`, it also stops the retries of a run that fails.
-    pub fn delete_alarm(&self) -> Result<bool> {
-        let deleted = self.timers().delete_alarm()?;
-        self.alarm.changed.store(true, Ordering::Release);
-        Ok(deleted)
-    }
 }
 
 /// What `on_alarm` is told about the run (`alarmInfo`).

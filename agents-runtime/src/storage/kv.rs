@@ -1,11 +1,14 @@
-//! [`Storage`]: the typed key-value API of one instance, the counterpart of the Durable Objects
-//! storage API (`ctx.storage.get/put/delete/list`).
+//! [`Storage`]: the typed key-value API of one instance and its alarm, the counterpart of the
+//! Durable Objects storage API (`ctx.storage.get/put/delete/list`, `setAlarm/getAlarm/deleteAlarm`).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::alarm::AlarmSlot;
+use super::alarm::{AlarmSlot, to_ms};
 use super::durability::OutputGate;
+use super::timers::{StoredAlarm, Timers};
 use super::{InstanceKeys, Store, WriteBatch, decode_value, encode_value};
 use crate::error::{Error, Result};
 
@@ -123,6 +126,41 @@ impl<'a> Storage<'a> {
     /// or a write-only `transaction`).
     pub fn batch(&self) -> StorageBatch<'a> {
         StorageBatch { gate: self.gate, keys: self.keys, batch: WriteBatch::new() }
+    }
+}
+
+impl Storage<'_> {
+    fn timers(&self) -> Timers<'_> {
+        Timers::new(self.gate, self.keys, &self.alarm.wakeups)
+    }
+
+    /// When the alarm is set for, if it is (`storage.getAlarm()`). While `on_alarm` runs, the
+    /// alarm it runs for is not reported, unless the hook set it again.
+    pub fn get_alarm(&self) -> Result<Option<SystemTime>> {
+        let Some(alarm) = self.timers().alarm()? else { return Ok(None) };
+        if self.alarm.hides(alarm.at) {
+            return Ok(None);
+        }
+        Ok(Some(UNIX_EPOCH + Duration::from_millis(alarm.at)))
+    }
+
+    /// Sets the alarm for `time`, replacing the one set before (`storage.setAlarm(time)`):
+    /// `on_alarm` runs then, waking the instance if it is hibernated or out of memory, and
+    /// after a restart. A time in the past runs it at once. Like any write, it is durable
+    /// before the frames sent after it go out.
+    pub fn set_alarm(&self, time: SystemTime) -> Result<()> {
+        let at = to_ms(time).max(1);
+        self.timers().set_alarm(StoredAlarm { at, retries: 0 })?;
+        self.alarm.touched();
+        Ok(())
+    }
+
+    /// Removes the alarm if one is set (`storage.deleteAlarm()`); returns whether one was.
+    /// Inside `on_alarm`, it also stops the retries of a run that fails.
+    pub fn delete_alarm(&self) -> Result<bool> {
+        let deleted = self.timers().delete_alarm()?;
+        self.alarm.touched();
+        Ok(deleted)
     }
 }
 

@@ -8,6 +8,8 @@
 //! loadgen connect --url ws://127.0.0.1:PORT/agents/chat-room/connect --total 10000
 //! loadgen rpc     --url ws://127.0.0.1:PORT/agents/counter/bench --rate 1000 --calls 10000
 //! loadgen soak    --url ws://127.0.0.1:PORT --server-pid PID --duration 30m
+//! loadgen schedules --url ws://127.0.0.1:PORT --server-pid PID --instances 10000 --schedules 100000
+//! loadgen pending --url ws://127.0.0.1:PORT --instances 1000 --schedules 1000000
 //! ```
 //!
 //! Every mode takes `--server-pid PID` (server CPU time and RSS come from `/proc/PID`) and
@@ -21,6 +23,7 @@ mod connect;
 mod idle;
 mod probe;
 mod rpc;
+mod schedules;
 mod soak;
 mod stats;
 
@@ -51,6 +54,8 @@ fn main() -> ExitCode {
             "connect" => connect::run(&args).await,
             "rpc" => rpc::run(&args).await,
             "soak" => soak::run(&args).await,
+            "schedules" => schedules::run(&args).await,
+            "pending" => schedules::fill(&args).await,
             other => Err(format!("unknown mode `{other}`")),
         }
     });
@@ -64,12 +69,16 @@ fn main() -> ExitCode {
 }
 
 fn usage(why: &str) -> ExitCode {
-    eprintln!("loadgen: {why}\n\nusage: loadgen chat|idle|connect|rpc --url WS_URL [options]");
+    eprintln!(
+        "loadgen: {why}\n\nusage: loadgen chat|idle|connect|rpc|soak|schedules|pending --url WS_URL [options]"
+    );
     eprintln!(
         "  chat     --conns N --senders S --messages M [--window W]\n  \
          idle     --conns N [--per-room R] [--hibernate-wait 4s]\n  \
          connect  --total K [--concurrency C]\n  \
          rpc      --rate R --calls K [--conns C]\n  \
+         schedules --instances N --schedules K [--spread 10s] [--lead 20s]\n  \
+         pending  --instances N --schedules K [--concurrency C]\n  \
          all:     --server-pid PID [--stats-url http://HOST:PORT/agents/bench-stats/x] [--timeout 120s]"
     );
     ExitCode::from(2)
