@@ -92,7 +92,7 @@ impl<A: Agent> Context<A> {
     /// The instance's alarm, schedules and queue in the store.
     pub(crate) fn timers(&self) -> Timers<'_> {
         let instance = &*self.instance;
-        Timers::new(&instance.gate, &instance.keys, &instance.alarm.wakeups)
+        Timers::new(&instance.gate, &instance.keys, &instance.alarm)
     }
 
     /// What the instance shares with its connections.

@@ -17,7 +17,7 @@ use crate::agent::callback::{Callback, TriggerKind, prepare};
 use crate::agent::context::Context;
 use crate::agent::tasks::{Schedule, ScheduleKind, ScheduleType};
 use crate::error::{Error, Result};
-use crate::storage::timers::Timers;
+use crate::storage::timers::{Ran, Timers};
 use crate::storage::wakeups::now_ms;
 
 /// When a schedule runs, the `when` of `this.schedule(when, ...)`.
@@ -205,11 +205,20 @@ pub(crate) fn load(timers: &Timers<'_>, id: &str) -> Result<Option<Schedule>> {
     Ok(Some(record.into()))
 }
 
-/// Stores `schedule`, which was due at `was_due` if it was stored before.
-pub(crate) fn store(timers: &Timers<'_>, schedule: &Schedule, was_due: Option<u64>) -> Result<()> {
+/// Stores a new schedule.
+fn add(timers: &Timers<'_>, schedule: &Schedule) -> Result<()> {
     let record = serde_json::to_vec(&Record::from(schedule))?;
-    timers.put_schedule(&schedule.id, to_ms(schedule.time), &record, was_due)?;
+    timers.add_schedule(&schedule.id, to_ms(schedule.time), &record)?;
     Ok(())
+}
+
+/// What becomes of `schedule` after it ran: removed, or moved to `next`.
+pub(crate) fn after_run(schedule: &Schedule, next: Option<u64>) -> Result<Ran> {
+    let (id, was) = (schedule.id.clone(), to_ms(schedule.time));
+    let Some(due) = next else { return Ok(Ran::Removed { id, due: was }) };
+    let mut moved = Record::from(schedule);
+    moved.time = due;
+    Ok(Ran::Moved { id, was, due, record: serde_json::to_vec(&moved)? })
 }
 
 /// Removes `schedule` from the store.
@@ -226,11 +235,6 @@ pub(crate) fn next_time(schedule: &Schedule, now: u64) -> Result<Option<u64>> {
         ScheduleKind::Cron { cron } => next_cron_time(&parse_cron(cron)?, cron, now).map(Some),
         ScheduleKind::Interval { interval } => Ok(Some(now.saturating_add(ms(*interval)))),
     }
-}
-
-/// The due time in ms since the epoch of a schedule as stored.
-pub(crate) fn due_ms(schedule: &Schedule) -> u64 {
-    to_ms(schedule.time)
 }
 
 impl<A: Agent> Context<A> {
@@ -315,7 +319,7 @@ impl<A: Agent> Context<A> {
             time: from_ms(time),
             kind,
         };
-        store(&timers, &schedule, None)?;
+        add(&timers, &schedule)?;
         Ok(schedule)
     }
 

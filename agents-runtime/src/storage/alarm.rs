@@ -2,8 +2,8 @@
 //! its retries, and the run under way that `getAlarm` does not report. `storage.setAlarm`,
 //! `getAlarm` and `deleteAlarm` are methods of [`Storage`](super::Storage).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::timers::StoredAlarm;
@@ -13,6 +13,9 @@ use super::wakeups::Wakeups;
 /// whose `on_alarm` is running, which `get_alarm` does not report unless it was set again.
 pub(crate) struct AlarmSlot {
     pub(crate) wakeups: Arc<Wakeups>,
+    /// What the instance last read or wrote of its alarm, queue and entry in the index: only
+    /// its own turns change them, so reads after the first come from here.
+    pub(crate) known: Mutex<Known>,
     /// The due time of the alarm being run (0: none).
     running: AtomicU64,
     /// Whether the running `on_alarm` set or deleted the alarm.
@@ -21,7 +24,14 @@ pub(crate) struct AlarmSlot {
 
 impl AlarmSlot {
     pub(crate) fn new(wakeups: Arc<Wakeups>) -> Self {
-        Self { wakeups, running: AtomicU64::new(0), changed: AtomicBool::new(false) }
+        let known = Mutex::default();
+        Self { wakeups, known, running: AtomicU64::new(0), changed: AtomicBool::new(false) }
+    }
+
+    /// Forgets what is known (the instance restarts after its writes were lost): the next
+    /// reads go to the store.
+    pub(crate) fn forget(&self) {
+        *crate::sync::lock(&self.known) = Known::default();
     }
 
     /// `on_alarm` starts for the alarm due at `at`.
@@ -47,6 +57,15 @@ impl AlarmSlot {
     pub(crate) fn touched(&self) {
         self.changed.store(true, Ordering::Release);
     }
+}
+
+/// An instance's alarm, whether its queue holds items, and its due time in the index, as far
+/// as they are known (`None`: read the store).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Known {
+    pub(crate) alarm: Option<Option<StoredAlarm>>,
+    pub(crate) queued: Option<bool>,
+    pub(crate) wake: Option<Option<u64>>,
 }
 
 /// Milliseconds since the Unix epoch of `time` (0 before it).

@@ -131,7 +131,7 @@ impl<'a> Storage<'a> {
 
 impl Storage<'_> {
     fn timers(&self) -> Timers<'_> {
-        Timers::new(self.gate, self.keys, &self.alarm.wakeups)
+        Timers::new(self.gate, self.keys, self.alarm)
     }
 
     /// When the alarm is set for, if it is (`storage.getAlarm()`). While `on_alarm` runs, the

@@ -11,6 +11,7 @@ pub(crate) mod durability;
 mod keys;
 mod kv;
 mod memory;
+mod sled_journal;
 mod sled_store;
 mod store;
 pub(crate) mod timers;

@@ -1,10 +1,12 @@
 //! [`SledStore`]: the embedded default, on [sled](https://docs.rs/sled).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use super::{BatchOp, ScanIter, Store, StoreError, WriteBatch};
+use super::sled_journal::{self, JOURNAL};
+use super::{ScanIter, Store, StoreError, WriteBatch};
 
 /// The embedded store: a sled database in a directory.
 ///
@@ -25,7 +27,24 @@ pub struct SledStore {
 struct Inner {
     dir: PathBuf,
     /// The open database, or why there is none (its recovery failed, or is under way).
-    db: RwLock<Result<sled::Db, String>>,
+    db: RwLock<Result<Opened, String>>,
+    /// The id of the next batch in the journal (see `sled_journal`).
+    next_batch: AtomicU64,
+}
+
+/// An open database and its journal of batches.
+#[derive(Debug)]
+struct Opened {
+    db: sled::Db,
+    journal: sled::Tree,
+}
+
+impl std::ops::Deref for Opened {
+    type Target = sled::Db;
+
+    fn deref(&self) -> &sled::Db {
+        &self.db
+    }
 }
 
 impl SledStore {
@@ -37,7 +56,10 @@ impl SledStore {
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, StoreError> {
         let dir = dir.as_ref();
         let db = open_db(dir)?;
-        Ok(Self { inner: Arc::new(Inner { dir: dir.to_owned(), db: RwLock::new(Ok(db)) }) })
+        let next_batch = AtomicU64::new(0);
+        Ok(Self {
+            inner: Arc::new(Inner { dir: dir.to_owned(), db: RwLock::new(Ok(db)), next_batch }),
+        })
     }
 
     /// How many bytes the database takes on disk.
@@ -48,7 +70,7 @@ impl SledStore {
     /// Runs `op` on the open database, or fails with why there is none.
     fn with<T>(
         &self,
-        op: impl FnOnce(&sled::Db) -> sled::Result<T>,
+        op: impl FnOnce(&Opened) -> sled::Result<T>,
         doing: &'static str,
     ) -> Result<T, StoreError> {
         let db = self.inner.db.read().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -59,8 +81,21 @@ impl SledStore {
     }
 }
 
+/// Opens the database in `dir` (waiting a while for a lock another store holds) and applies
+/// the batches a crash interrupted.
+fn open_db(dir: &Path) -> Result<Opened, StoreError> {
+    let db = open_sled(dir)?;
+    let journal =
+        db.open_tree(JOURNAL).map_err(|e| StoreError::backend("open the journal of batches", e))?;
+    let replayed = sled_journal::replay(&db, &journal)?;
+    if replayed > 0 {
+        tracing::info!(batches = replayed, "store: applied the batches a crash interrupted");
+    }
+    Ok(Opened { db, journal })
+}
+
 /// Opens the database in `dir`, waiting a while for a lock another store holds.
-fn open_db(dir: &Path) -> Result<sled::Db, StoreError> {
+fn open_sled(dir: &Path) -> Result<sled::Db, StoreError> {
     let deadline = Instant::now() + LOCK_WAIT;
     loop {
         // A damaged file can make sled panic as well as fail: either is an error here.
@@ -184,14 +219,8 @@ impl Store for SledStore {
     }
 
     fn apply(&self, batch: WriteBatch) -> Result<(), StoreError> {
-        let mut sled_batch = sled::Batch::default();
-        for op in batch.into_ops() {
-            match op {
-                BatchOp::Put(key, value) => sled_batch.insert(key, value),
-                BatchOp::Delete(key) => sled_batch.remove(key),
-            }
-        }
-        self.with(|db| db.apply_batch(sled_batch), "apply a batch")
+        let next = &self.inner.next_batch;
+        self.with(|db| sled_journal::apply(db, &db.journal, next, batch), "apply a batch")
     }
 
     fn flush(&self) -> Result<(), StoreError> {

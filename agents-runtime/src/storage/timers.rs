@@ -3,13 +3,17 @@
 //!
 //! Every change is one atomic batch through the output gate. A change that brings the next
 //! alarm earlier moves the instance's entry in the same batch; one that could make it later
-//! leaves the entry early, and the instance moves it after its next alarm runs. An entry is
-//! never later than the instance's earliest pending alarm, so a crash between two batches can
-//! cost a spare wake, never a missed one.
+//! leaves the entry early, and the instance moves it after its next alarm runs
+//! ([`settle`](Timers::settle)). An entry is never later than the instance's earliest pending
+//! alarm, so a crash between two batches can cost a spare wake, never a missed one.
 
+use std::collections::HashSet;
+
+use super::alarm::{AlarmSlot, Known};
 use super::durability::OutputGate;
 use super::wakeups::{Wakeups, now_ms};
 use super::{InstanceKeys, Store, StoreError, WriteBatch, decode_value, encode_value};
+use crate::sync::lock;
 
 /// The alarm as stored: when it is due, and how many times it has been retried.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -18,31 +22,57 @@ pub(crate) struct StoredAlarm {
     pub(crate) retries: u32,
 }
 
+/// What became of a schedule whose callback ran, applied by [`Timers::settle`].
+pub(crate) enum Ran {
+    /// A one-off: removed.
+    Removed { id: String, due: u64 },
+    /// A repeating one: stored again (`record`) due at `due`, no longer at `was`.
+    Moved { id: String, was: u64, due: u64, record: Vec<u8> },
+}
+
 /// The alarm, schedules and queue of one instance.
 pub(crate) struct Timers<'a> {
     gate: &'a OutputGate,
     keys: &'a InstanceKeys,
-    wakeups: &'a Wakeups,
+    slot: &'a AlarmSlot,
 }
 
 impl<'a> Timers<'a> {
-    pub(crate) fn new(gate: &'a OutputGate, keys: &'a InstanceKeys, wakeups: &'a Wakeups) -> Self {
-        Self { gate, keys, wakeups }
+    pub(crate) fn new(gate: &'a OutputGate, keys: &'a InstanceKeys, slot: &'a AlarmSlot) -> Self {
+        Self { gate, keys, slot }
     }
 
     fn store(&self) -> &'a dyn Store {
         self.gate.store()
     }
 
+    fn known(&self) -> Known {
+        *lock(&self.slot.known)
+    }
+
+    fn learn(&self, learn: impl FnOnce(&mut Known)) {
+        learn(&mut lock(&self.slot.known));
+    }
+
     /// The stored alarm, if one is set.
     pub(crate) fn alarm(&self) -> Result<Option<StoredAlarm>, StoreError> {
-        let Some(stored) = self.store().get(&self.keys.alarm())? else { return Ok(None) };
-        let bytes = decode_value(&stored)?;
-        let (at, retries) = bytes
-            .split_first_chunk::<8>()
-            .and_then(|(at, rest)| Some((*at, *rest.first_chunk::<4>()?)))
-            .ok_or_else(|| StoreError::msg("a stored alarm is not 12 bytes"))?;
-        Ok(Some(StoredAlarm { at: u64::from_be_bytes(at), retries: u32::from_be_bytes(retries) }))
+        if let Some(alarm) = self.known().alarm {
+            return Ok(alarm);
+        }
+        let alarm = match self.store().get(&self.keys.alarm())? {
+            Some(stored) => {
+                let bytes = decode_value(&stored)?;
+                let (at, retries) = bytes
+                    .split_first_chunk::<8>()
+                    .and_then(|(at, rest)| Some((*at, *rest.first_chunk::<4>()?)))
+                    .ok_or_else(|| StoreError::msg("a stored alarm is not 12 bytes"))?;
+                let (at, retries) = (u64::from_be_bytes(at), u32::from_be_bytes(retries));
+                Some(StoredAlarm { at, retries })
+            }
+            None => None,
+        };
+        self.learn(|known| known.alarm = Some(alarm));
+        Ok(alarm)
     }
 
     /// Sets the alarm (replacing the one there was).
@@ -52,7 +82,9 @@ impl<'a> Timers<'a> {
         value.extend_from_slice(&alarm.retries.to_be_bytes());
         let mut batch = WriteBatch::new();
         batch.put(self.keys.alarm(), encode_value(&value));
-        self.commit(batch, Some(alarm.at))
+        self.commit(batch, Some(alarm.at))?;
+        self.learn(|known| known.alarm = Some(Some(alarm)));
+        Ok(())
     }
 
     /// Removes the alarm; returns whether one was set.
@@ -63,21 +95,13 @@ impl<'a> Timers<'a> {
         let mut batch = WriteBatch::new();
         batch.delete(self.keys.alarm());
         self.commit(batch, None)?;
+        self.learn(|known| known.alarm = Some(None));
         Ok(true)
     }
 
-    /// Stores schedule `id`, due at `due` (moving it from `was_due`, if it was stored).
-    pub(crate) fn put_schedule(
-        &self,
-        id: &str,
-        due: u64,
-        record: &[u8],
-        was_due: Option<u64>,
-    ) -> Result<(), StoreError> {
+    /// Stores a new schedule `id`, due at `due`.
+    pub(crate) fn add_schedule(&self, id: &str, due: u64, record: &[u8]) -> Result<(), StoreError> {
         let mut batch = WriteBatch::new();
-        if let Some(was) = was_due.filter(|&was| was != due) {
-            batch.delete(self.keys.due(was, id));
-        }
         batch.put(self.keys.schedule(id), encode_value(record));
         batch.put(self.keys.due(due, id), encode_value(b""));
         self.commit(batch, Some(due))
@@ -119,13 +143,16 @@ impl<'a> Timers<'a> {
         Ok(ids)
     }
 
-    /// When the first schedule is due.
-    fn first_due(&self) -> Result<Option<u64>, StoreError> {
+    /// When the first schedule is due, leaving out the index entries in `gone`.
+    fn first_due(&self, gone: &HashSet<Vec<u8>>) -> Result<Option<u64>, StoreError> {
         let (start, end) = (self.keys.due_start(), self.keys.due(u64::MAX, "\u{10ffff}"));
-        match self.store().scan_range(&start, &end).next() {
-            Some(entry) => Ok(entry.map(|(key, _)| self.keys.due_entry(&key).map(|(due, _)| due))?),
-            None => Ok(None),
+        for entry in self.store().scan_range(&start, &end) {
+            let (key, _) = entry?;
+            if !gone.contains(&key) {
+                return Ok(self.keys.due_entry(&key).map(|(due, _)| due));
+            }
         }
+        Ok(None)
     }
 
     /// Queues a record; returns its sequence number.
@@ -141,6 +168,7 @@ impl<'a> Timers<'a> {
         batch.put(self.keys.queue(tail), encode_value(record));
         batch.put(self.keys.queue_tail(), encode_value(&(tail + 1).to_be_bytes()));
         self.commit(batch, Some(now_ms()))?;
+        self.learn(|known| known.queued = Some(true));
         Ok(tail)
     }
 
@@ -151,7 +179,12 @@ impl<'a> Timers<'a> {
 
     /// The first queued record, if any.
     pub(crate) fn first_queued(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
-        Ok(self.queued_up_to(1)?.pop())
+        if self.known().queued == Some(false) {
+            return Ok(None);
+        }
+        let first = self.queued_up_to(1)?.pop();
+        self.learn(|known| known.queued = Some(first.is_some()));
+        Ok(first)
     }
 
     fn queued_up_to(&self, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
@@ -178,45 +211,76 @@ impl<'a> Timers<'a> {
         }
         if removed > 0 {
             self.commit(batch, None)?;
+            self.learn(|known| known.queued = None);
         }
         Ok(removed)
     }
 
-    /// When the instance next has something due: its alarm, its first schedule, or now if
-    /// work is queued.
-    pub(crate) fn next_due(&self) -> Result<Option<u64>, StoreError> {
-        let alarm = self.alarm()?.map(|alarm| alarm.at);
-        let queued = self.first_queued()?.map(|_| now_ms());
-        let schedule = self.first_due()?;
-        Ok([alarm, queued, schedule].into_iter().flatten().min())
+    /// Where the instance's entry in the index is now.
+    fn wake(&self) -> Result<Option<u64>, StoreError> {
+        if let Some(wake) = self.known().wake {
+            return Ok(wake);
+        }
+        let wake = Wakeups::current(self.store(), self.keys)?;
+        self.learn(|known| known.wake = Some(wake));
+        Ok(wake)
     }
 
-    /// Moves the instance's entry in the index to its next due time exactly (later ones
-    /// included, which changes do not do by themselves); after its alarms have run.
-    pub(crate) fn settle(&self) -> Result<(), StoreError> {
-        let next = self.next_due()?;
-        let current = Wakeups::current(self.store(), self.keys)?;
-        if current == next {
+    /// After the instance's alarms ran: applies what became of the schedules that ran, and
+    /// moves the instance's entry in the index to its next due time exactly (later ones
+    /// included, which other changes do not do), all in one batch.
+    pub(crate) fn settle(&self, ran: Vec<Ran>) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::new();
+        let mut gone = HashSet::new();
+        let mut moved_to = None::<u64>;
+        for change in ran {
+            match change {
+                Ran::Removed { id, due } => {
+                    batch.delete(self.keys.schedule(&id));
+                    gone.insert(self.keys.due(due, &id));
+                }
+                Ran::Moved { id, was, due, record } => {
+                    batch.put(self.keys.schedule(&id), encode_value(&record));
+                    gone.insert(self.keys.due(was, &id));
+                    batch.put(self.keys.due(due, &id), encode_value(b""));
+                    moved_to = Some(moved_to.map_or(due, |earliest| earliest.min(due)));
+                }
+            }
+        }
+        for key in &gone {
+            batch.delete(key.clone());
+        }
+        let alarm = self.alarm()?.map(|alarm| alarm.at);
+        let queued = self.first_queued()?.map(|_| now_ms());
+        let schedule = self.first_due(&gone)?;
+        let next = [alarm, queued, schedule, moved_to].into_iter().flatten().min();
+        let current = self.wake()?;
+        if current != next {
+            Wakeups::move_entry(&mut batch, self.keys, current, next);
+        }
+        if batch.is_empty() {
             return Ok(());
         }
-        let mut batch = WriteBatch::new();
-        Wakeups::move_entry(&mut batch, self.keys, current, next);
         self.apply(batch)?;
-        self.wakeups.moved(self.keys, current, next);
+        if current != next {
+            self.learn(|known| known.wake = Some(next));
+            self.slot.wakeups.moved(self.keys, current, next);
+        }
         Ok(())
     }
 
     /// Applies `batch` through the output gate, with the instance's entry in the index moved
     /// to `due` if that is earlier than where it is.
     fn commit(&self, mut batch: WriteBatch, due: Option<u64>) -> Result<(), StoreError> {
-        let current = Wakeups::current(self.store(), self.keys)?;
+        let current = self.wake()?;
         let earlier = due.filter(|&due| current.is_none_or(|current| due < current));
         if earlier.is_some() {
             Wakeups::move_entry(&mut batch, self.keys, current, earlier);
         }
         self.apply(batch)?;
         if earlier.is_some() {
-            self.wakeups.moved(self.keys, current, earlier);
+            self.learn(|known| known.wake = Some(earlier));
+            self.slot.wakeups.moved(self.keys, current, earlier);
         }
         Ok(())
     }

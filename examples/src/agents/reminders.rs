@@ -63,17 +63,13 @@ struct ReminderFrame<'a> {
 /// Reminders that fire by themselves; see the module documentation.
 #[derive(Default)]
 pub struct Reminders {
-    /// How many reminders are pending: counted in `on_start`, kept up to date after.
-    pending: usize,
+    /// How many reminders are pending, once counted (when one is first added after the
+    /// instance started), kept up to date after.
+    pending: Option<usize>,
 }
 
 #[agent(state = RemindersState, rename_all = "camelCase")]
 impl Reminders {
-    fn on_start(&mut self, ctx: &mut Context<Self>) -> Result<()> {
-        self.pending = ctx.get_schedules(ScheduleCriteria::all())?.len();
-        Ok(())
-    }
-
     /// A reminder in `ms` milliseconds; returns its id.
     #[callable]
     fn remind_in(&mut self, ctx: &mut Context<Self>, ms: u64, text: String) -> Result<String> {
@@ -113,10 +109,11 @@ impl Reminders {
         if !(0.001..=MAX_INTERVAL_SECONDS).contains(&seconds) {
             return Err(Error::msg("seconds must be a number from 0.001 to 31536000 (a year)"));
         }
-        check(self.pending, &text)?;
+        self.check(ctx, &text)?;
         let callback = RemindersCallback::Remind(text);
         let schedule = ctx.schedule_every(Duration::from_secs_f64(seconds), callback)?;
-        self.pending = ctx.get_schedules(ScheduleCriteria::all())?.len();
+        // An interval schedule is idempotent: the same one again is not a new reminder.
+        self.pending = None;
         Ok(schedule.id)
     }
 
@@ -124,7 +121,9 @@ impl Reminders {
     #[callable]
     fn cancel(&mut self, ctx: &mut Context<Self>, id: String) -> Result<bool> {
         let cancelled = ctx.cancel_schedule(&id)?;
-        self.pending -= usize::from(cancelled);
+        if let Some(pending) = &mut self.pending {
+            *pending -= usize::from(cancelled);
+        }
         Ok(cancelled)
     }
 
@@ -145,8 +144,10 @@ impl Reminders {
         fired.drain(..excess);
         ctx.set_state(RemindersState { fired })?;
         ctx.broadcast(Message::json(&ReminderFrame { id: &schedule.id, text: &text })?, &[]);
-        if matches!(schedule.schedule_type(), ScheduleType::Delayed | ScheduleType::Scheduled) {
-            self.pending = self.pending.saturating_sub(1);
+        if let Some(pending) = &mut self.pending
+            && matches!(schedule.schedule_type(), ScheduleType::Delayed | ScheduleType::Scheduled)
+        {
+            *pending = pending.saturating_sub(1);
         }
         Ok(())
     }
@@ -161,29 +162,33 @@ impl Reminders {
         when: impl Into<When>,
         text: String,
     ) -> Result<String> {
-        check(self.pending, &text)?;
+        self.check(ctx, &text)?;
         let when = when.into();
         let repeats = matches!(when, When::Cron(_));
         let schedule = ctx.schedule(when, RemindersCallback::Remind(text))?;
-        if repeats {
+        match &mut self.pending {
             // A cron schedule is idempotent: the same one again is not a new reminder.
-            self.pending = ctx.get_schedules(ScheduleCriteria::all())?.len();
-        } else {
-            self.pending += 1;
+            Some(_) if repeats => self.pending = None,
+            Some(pending) => *pending += 1,
+            None => {}
         }
         Ok(schedule.id)
     }
-}
 
-/// Refuses a reminder over the limits.
-fn check(pending: usize, text: &str) -> Result<()> {
-    if text.chars().count() > MAX_TEXT {
-        return Err(Error::msg("a reminder has at most 1000 characters"));
+    /// Refuses a reminder over the limits.
+    fn check(&mut self, ctx: &Context<Self>, text: &str) -> Result<()> {
+        if text.chars().count() > MAX_TEXT {
+            return Err(Error::msg("a reminder has at most 1000 characters"));
+        }
+        let pending = match self.pending {
+            Some(pending) => pending,
+            None => *self.pending.insert(ctx.get_schedules(ScheduleCriteria::all())?.len()),
+        };
+        if pending >= MAX_PENDING_REMINDERS {
+            return Err(Error::msg("at most 1000 reminders may be pending; cancel some first"));
+        }
+        Ok(())
     }
-    if pending >= MAX_PENDING_REMINDERS {
-        return Err(Error::msg("at most 1000 reminders may be pending; cancel some first"));
-    }
-    Ok(())
 }
 
 /// A schedule as `list()` shows it.

@@ -13,7 +13,7 @@ use crate::agent::queue;
 use crate::agent::schedule;
 use crate::agent::tasks::Schedule;
 use crate::error::{Error, Result};
-use crate::storage::timers::StoredAlarm;
+use crate::storage::timers::{Ran, StoredAlarm};
 use crate::storage::wakeups::now_ms;
 use crate::storage::{AlarmInfo, MAX_ALARM_RETRIES, alarm_retry_delay};
 
@@ -33,10 +33,10 @@ impl<A: Agent> Host<A> {
         let Ok(awake) = self.wake().await else { return };
         let now = now_ms();
         run_alarm(awake, now).await;
-        run_schedules(awake, now).await;
+        let ran = run_schedules(awake, now).await;
         run_queue(awake).await;
         let Awake { agent, ctx, .. } = awake;
-        if let Err(e) = ctx.timers().settle() {
+        if let Err(e) = ctx.timers().settle(ran) {
             report(agent, ctx, None, Error::msg(format!("cannot store the next alarm: {e}"))).await;
         }
     }
@@ -91,13 +91,17 @@ async fn run_alarm<A: Agent>(awake: &mut Awake<A>, now: u64) {
     run_state_changes(awake).await;
 }
 
-/// The callbacks of the schedules due by `now`, earliest first; a one-off schedule is removed
-/// after it ran, a repeating one moved to its next time.
-async fn run_schedules<A: Agent>(awake: &mut Awake<A>, now: u64) {
+/// The callbacks of the schedules due by `now`, earliest first; returns what becomes of
+/// each (a one-off is removed, a repeating one moved to its next time), for `settle`.
+async fn run_schedules<A: Agent>(awake: &mut Awake<A>, now: u64) -> Vec<Ran> {
     let ids = match awake.ctx.timers().due_before(now.saturating_add(1), BATCH) {
         Ok(ids) => ids,
-        Err(e) => return report(&mut awake.agent, &mut awake.ctx, None, e.into()).await,
+        Err(e) => {
+            report(&mut awake.agent, &mut awake.ctx, None, e.into()).await;
+            return Vec::new();
+        }
     };
+    let mut done = Vec::new();
     for id in ids {
         let Awake { agent, ctx, .. } = &mut *awake;
         let schedule = match schedule::load(&ctx.timers(), &id) {
@@ -108,45 +112,46 @@ async fn run_schedules<A: Agent>(awake: &mut Awake<A>, now: u64) {
                 continue;
             }
         };
-        if let Err(e) = run_schedule(awake, &schedule).await {
+        let known = A::CALLBACKS.contains(&schedule.callback.as_str());
+        let result = if known {
+            call(agent, ctx, &schedule.callback, &schedule.payload, Trigger::Schedule(&schedule))
+                .await
+        } else {
+            Err(unknown_callback::<A>(&schedule.callback))
+        };
+        if let Err(e) = result {
             let Awake { agent, ctx, .. } = &mut *awake;
             let why = format!("schedule {} ({}) failed: {e}", schedule.id, schedule.callback);
             report(agent, ctx, None, Error::msg(why)).await;
         }
         run_state_changes(awake).await;
+        done.push((schedule, known));
     }
-}
-
-/// Runs one due schedule's callback, then removes or moves the schedule; the callback's
-/// error (after its retries) is returned once the schedule is settled.
-async fn run_schedule<A: Agent>(awake: &mut Awake<A>, schedule: &Schedule) -> Result<()> {
-    let Awake { agent, ctx, .. } = awake;
-    let ran = if A::CALLBACKS.contains(&schedule.callback.as_str()) {
-        let trigger = Trigger::Schedule(schedule);
-        call(agent, ctx, &schedule.callback, &schedule.payload, trigger).await
-    } else {
-        Err(unknown_callback::<A>(&schedule.callback))
-    };
-    let timers = ctx.timers();
-    // The callback may have cancelled it, or moved it.
-    match schedule::load(&timers, &schedule.id)? {
-        Some(stored) if stored == *schedule => {}
-        _ => return ran,
-    }
-    let next = if ran.is_ok() || A::CALLBACKS.contains(&schedule.callback.as_str()) {
-        schedule::next_time(schedule, now_ms())?
-    } else {
-        None
-    };
-    match next {
-        Some(next) => {
-            let mut moved = schedule.clone();
-            moved.time = std::time::UNIX_EPOCH + Duration::from_millis(next);
-            schedule::store(&timers, &moved, Some(schedule::due_ms(schedule)))?;
+    // Looked at once every callback ran: a later one may have cancelled an earlier schedule.
+    let mut ran = Vec::new();
+    for (schedule, known) in done {
+        match after_run::<A>(awake, &schedule, known).await {
+            Ok(Some(change)) => ran.push(change),
+            Ok(None) => {}
+            Err(e) => report(&mut awake.agent, &mut awake.ctx, None, e).await,
         }
-        None => schedule::remove(&timers, schedule)?,
     }
     ran
+}
+
+/// What becomes of a schedule whose callback ran: nothing if the callback cancelled or
+/// changed it; moved to its next time if it repeats (and its callback exists); else removed.
+async fn after_run<A: Agent>(
+    awake: &mut Awake<A>,
+    schedule: &Schedule,
+    known: bool,
+) -> Result<Option<Ran>> {
+    match schedule::load(&awake.ctx.timers(), &schedule.id)? {
+        Some(stored) if stored == *schedule => {}
+        _ => return Ok(None),
+    }
+    let next = if known { schedule::next_time(schedule, now_ms())? } else { None };
+    schedule::after_run(schedule, next).map(Some)
 }
 
 /// Queued calls, in order, each removed once it ran (or failed its attempts).

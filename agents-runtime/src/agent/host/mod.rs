@@ -310,8 +310,10 @@ impl<A: Agent> Host<A> {
         let pending = gate.pending();
         let lost = runs.into_iter().find(|(after, ..)| !gate.is_confirmed() || pending > *after);
         let Some((.., why)) = lost else { return };
-        // Asleep or awake, its frames no longer wait for what was lost.
+        // Asleep or awake, its frames no longer wait for what was lost, and what it knew of
+        // its alarms may be gone.
         self.instance.gate.forget_lost();
+        self.instance.alarm.forget();
         let Some(Awake { agent, ctx, .. }) = self.awake.take() else { return };
         tracing::warn!(agent = A::NAME, name = %self.name, "restarting from durable state: {why}");
         self.asleep = ctx.into_connections();
