@@ -342,7 +342,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// to the turns. A write after a quiet spell is flushed at once.
 const GATHER: Duration = Duration::from_millis(1);
 /// Flushes in a row that ended with writes waiting before the flusher starts gathering.
-const BUSY_FLUSHES: u32 = 2;
+const BUSY_FLUSHES: u32 = 8;
 
 impl Flusher {
     async fn run(mut self, mut doorbell: mpsc::Receiver<()>) {
