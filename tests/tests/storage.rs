@@ -24,6 +24,36 @@ fn the_memory_store_passes_the_conformance_suite() {
     conformance::check(&MemoryStore::new());
 }
 
+/// A store with only the required methods: range scans come from the trait's default.
+#[derive(Default)]
+struct PrefixOnly(MemoryStore);
+
+impl Store for PrefixOnly {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.0.get(key)
+    }
+    fn put(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.0.put(key, value)
+    }
+    fn delete(&self, key: &[u8]) -> Result<bool, StoreError> {
+        self.0.delete(key)
+    }
+    fn scan_prefix<'a>(&'a self, prefix: &[u8]) -> ScanIter<'a> {
+        self.0.scan_prefix(prefix)
+    }
+    fn apply(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        self.0.apply(batch)
+    }
+    fn flush(&self) -> Result<(), StoreError> {
+        self.0.flush()
+    }
+}
+
+#[test]
+fn the_default_range_scan_passes_the_conformance_suite() {
+    conformance::check(&PrefixOnly::default());
+}
+
 #[test]
 fn a_directory_that_cannot_hold_a_store_is_a_clear_error() {
     let dir = TempDir::new("sled-bad-dir");

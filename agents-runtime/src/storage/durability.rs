@@ -337,10 +337,12 @@ struct Failing {
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// How long the flusher lets writes gather before its next flush while they keep coming (the
-/// last flushes each ended with more writes waiting): a flush costs the same for one write
-/// as for a hundred, so under a steady stream of writes fewer, larger flushes leave the CPU
-/// to the turns. A write after a quiet spell is flushed at once.
-const GATHER: Duration = Duration::from_millis(1);
+/// last flushes each ended with more writes waiting): a flush costs about the same for one
+/// write as for a hundred, in CPU and in the disk's operations, so under a steady stream of
+/// writes fewer, larger flushes leave the CPU to the turns and keep the disk from queueing
+/// (where one slow flush holds every frame behind it). A write after a quiet spell is flushed
+/// at once.
+const GATHER: Duration = Duration::from_millis(5);
 /// Flushes in a row that ended with writes waiting before the flusher starts gathering.
 const BUSY_FLUSHES: u32 = 8;
 
