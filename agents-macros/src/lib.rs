@@ -15,10 +15,11 @@ use proc_macro::TokenStream;
 
 /// Turns an inherent impl block into an agent: the hooks found there (`on_start`,
 /// `on_request`, `connection_tags`, `on_connect`, `on_message`, `on_close`, `on_error`,
-/// `should_send_protocol_messages`, `should_connection_be_readonly`, `initial_state`,
-/// `validate_state_change`, `on_state_changed`) and its `#[callable]` methods make up its
-/// `agents_runtime::Agent` implementation; the agent is registered with the server, and a
-/// typed `{Agent}Client` is generated next to it.
+/// `on_alarm`, `should_send_protocol_messages`, `should_connection_be_readonly`,
+/// `initial_state`, `validate_state_change`, `on_state_changed`), its `#[callable]` methods
+/// and its `#[callback]` methods make up its `agents_runtime::Agent` implementation; the agent
+/// is registered with the server, and a typed `{Agent}Client` is generated next to it, with
+/// `{Agent}Callback` when it has callbacks.
 ///
 /// Arguments, all optional:
 /// - `name = "route-name"`: the route (default: the type name in kebab-case,

@@ -41,14 +41,16 @@
 //! `Result<T, E>` for any error convertible into [`Error`]. After `&mut self` every hook takes
 //! `ctx: &mut Context<Self>`, then the parameters of the [`Agent`] trait method of the same
 //! name, which documents each hook (`on_start`, `on_request`, `connection_tags`, `on_connect`,
-//! `on_message`, `on_close`, `on_error`, `should_send_protocol_messages`,
+//! `on_message`, `on_close`, `on_error`, `on_alarm`, `should_send_protocol_messages`,
 //! `should_connection_be_readonly`, `on_state_changed`). `#[agent]` checks each hook's
 //! receiver and number of parameters; the compiler checks their types against the trait's.
 //!
 //! With `#[agent(state = T)]`, two associated functions (no `self`) shape the state:
 //! `fn initial_state() -> T` (default `T::default()`) and
 //! `fn validate_state_change(ctx: &Context<Self>, next: &T, source: StateSource<'_, S>) -> Result<()>`.
-//! Methods marked `#[callable]` are reachable by RPC; see [`callable`].
+//! Methods marked `#[callable]` are reachable by RPC; see [`callable`]. Methods marked
+//! `#[callback]` are what schedules and the queue call later ([`Context::schedule`],
+//! [`Context::queue`]); see [`callback`].
 
 // The layers, bottom up; each uses only the ones listed before it. The architecture
 // chapter of the book draws them, and `tests/tests/architecture.rs` checks that no import

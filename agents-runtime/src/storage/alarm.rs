@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::timers::StoredAlarm;
 use super::wakeups::Wakeups;
 
 /// An instance's alarm as its hooks see it: the server's index of due alarms, and the alarm
@@ -57,6 +56,13 @@ impl AlarmSlot {
     pub(crate) fn touched(&self) {
         self.changed.store(true, Ordering::Release);
     }
+}
+
+/// The alarm as stored: when it is due, and how many times it has been retried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct StoredAlarm {
+    pub(crate) at: u64,
+    pub(crate) retries: u32,
 }
 
 /// An instance's alarm, whether its queue holds items, and its due time in the index, as far

@@ -6,9 +6,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::alarm::{AlarmSlot, to_ms};
+use super::alarm::{AlarmSlot, StoredAlarm, to_ms};
 use super::durability::OutputGate;
-use super::timers::{StoredAlarm, Timers};
+use super::timers::Timers;
 use super::{InstanceKeys, Store, WriteBatch, decode_value, encode_value};
 use crate::error::{Error, Result};
 

@@ -5,7 +5,7 @@
 //! runtime; a backend sees opaque, ordered byte keys. Every value the runtime writes starts with
 //! a format version byte ([`FORMAT_VERSION`]) so a later release can migrate old values.
 
-mod alarm;
+pub(crate) mod alarm;
 pub mod conformance;
 pub(crate) mod durability;
 mod keys;

@@ -9,18 +9,11 @@
 
 use std::collections::HashSet;
 
-use super::alarm::{AlarmSlot, Known};
+use super::alarm::{AlarmSlot, Known, StoredAlarm};
 use super::durability::OutputGate;
 use super::wakeups::{Wakeups, now_ms};
 use super::{InstanceKeys, Store, StoreError, WriteBatch, decode_value, encode_value};
 use crate::sync::lock;
-
-/// The alarm as stored: when it is due, and how many times it has been retried.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct StoredAlarm {
-    pub(crate) at: u64,
-    pub(crate) retries: u32,
-}
 
 /// What became of a schedule whose callback ran, applied by [`Timers::settle`].
 pub(crate) enum Ran {

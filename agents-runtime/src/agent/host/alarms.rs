@@ -13,7 +13,8 @@ use crate::agent::queue;
 use crate::agent::schedule;
 use crate::agent::tasks::Schedule;
 use crate::error::{Error, Result};
-use crate::storage::timers::{Ran, StoredAlarm};
+use crate::storage::alarm::StoredAlarm;
+use crate::storage::timers::Ran;
 use crate::storage::wakeups::now_ms;
 use crate::storage::{AlarmInfo, MAX_ALARM_RETRIES, alarm_retry_delay};
 
