@@ -47,12 +47,10 @@ pub(crate) fn items(timers: &Timers<'_>) -> Result<Vec<(u64, QueueItem)>> {
     timers.queued()?.into_iter().map(|(seq, record)| Ok((seq, decode(&record)?))).collect()
 }
 
-/// The first queued item, if any.
-pub(crate) fn first(timers: &Timers<'_>) -> Result<Option<(u64, QueueItem)>> {
-    match timers.first_queued()? {
-        Some((seq, record)) => Ok(Some((seq, decode(&record)?))),
-        None => Ok(None),
-    }
+/// The first queued item, if any, with its sequence number (an item that does not decode
+/// still has one, so it can be removed).
+pub(crate) fn first(timers: &Timers<'_>) -> Result<Option<(u64, Result<QueueItem>)>> {
+    Ok(timers.first_queued()?.map(|(seq, record)| (seq, decode(&record))))
 }
 
 impl<A: Agent> Context<A> {

@@ -212,6 +212,11 @@ fn add(timers: &Timers<'_>, schedule: &Schedule) -> Result<()> {
     Ok(())
 }
 
+/// When `schedule` is due, in milliseconds since the epoch.
+pub(crate) fn due_ms(schedule: &Schedule) -> u64 {
+    to_ms(schedule.time)
+}
+
 /// What becomes of `schedule` after it ran: removed, or moved to `next`.
 pub(crate) fn after_run(schedule: &Schedule, next: Option<u64>) -> Result<Ran> {
     let (id, was) = (schedule.id.clone(), to_ms(schedule.time));
@@ -287,8 +292,8 @@ impl<A: Agent> Context<A> {
         interval: Duration,
         callback: C,
     ) -> Result<Schedule> {
-        if interval.is_zero() {
-            return Err(Error::msg("the interval of a schedule must be longer than zero"));
+        if interval < Duration::from_millis(1) {
+            return Err(Error::msg("the interval of a schedule must be at least a millisecond"));
         }
         let (name, payload) = prepare::<A, C>(callback, TriggerKind::Schedule)?;
         let time = now_ms().saturating_add(ms(interval));
@@ -316,7 +321,8 @@ impl<A: Agent> Context<A> {
             id: new_id(),
             callback: callback.to_owned(),
             payload,
-            time: from_ms(time),
+            // Never at the epoch itself: the index of due alarms starts at 1 ms.
+            time: from_ms(time.max(1)),
             kind,
         };
         add(&timers, &schedule)?;

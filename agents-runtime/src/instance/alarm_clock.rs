@@ -43,8 +43,15 @@ pub(crate) async fn run(directory: Arc<Directory>) {
                         next_sweep = now + ms(SWEEP_EVERY);
                     }
                 }
-                Ok(Err(e)) => tracing::error!("alarms: cannot read the index of alarms: {e}"),
-                Err(e) => tracing::error!("alarms: the index read failed: {e}"),
+                // Tried again at the next refill, not at once.
+                Ok(Err(e)) => {
+                    next_refill = now + ms(REFILL_EVERY);
+                    tracing::error!("alarms: cannot read the index of alarms: {e}");
+                }
+                Err(e) => {
+                    next_refill = now + ms(REFILL_EVERY);
+                    tracing::error!("alarms: the index read failed: {e}");
+                }
             }
         }
         let due = wakeups.take_due(now, PASS);

@@ -123,17 +123,30 @@ impl<'a> Timers<'a> {
             .collect()
     }
 
-    /// The ids of the schedules due before `end`, earliest first, at most `limit` of them.
-    pub(crate) fn due_before(&self, end: u64, limit: usize) -> Result<Vec<String>, StoreError> {
+    /// The entries of the index of schedules due before `end` (due time and id), earliest
+    /// first, at most `limit` of them.
+    pub(crate) fn due_before(
+        &self,
+        end: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, String)>, StoreError> {
         let (start, end) = (self.keys.due_start(), self.keys.due(end, ""));
-        let mut ids = Vec::new();
+        let mut due = Vec::new();
         for entry in self.store().scan_range(&start, &end).take(limit) {
             let (key, _) = entry?;
-            if let Some((_, id)) = self.keys.due_entry(&key) {
-                ids.push(String::from_utf8_lossy(id).into_owned());
+            if let Some((at, id)) = self.keys.due_entry(&key) {
+                due.push((at, String::from_utf8_lossy(id).into_owned()));
             }
         }
-        Ok(ids)
+        Ok(due)
+    }
+
+    /// Removes an entry of the index of schedules that no record matches (left by a batch a
+    /// failure cut short).
+    pub(crate) fn drop_due(&self, due: u64, id: &str) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::new();
+        batch.delete(self.keys.due(due, id));
+        self.commit(batch, None)
     }
 
     /// When the first schedule is due, leaving out the index entries in `gone`.
@@ -234,7 +247,9 @@ impl<'a> Timers<'a> {
                 }
                 Ran::Moved { id, was, due, record } => {
                     batch.put(self.keys.schedule(&id), encode_value(&record));
-                    gone.insert(self.keys.due(was, &id));
+                    if was != due {
+                        gone.insert(self.keys.due(was, &id));
+                    }
                     batch.put(self.keys.due(due, &id), encode_value(b""));
                     moved_to = Some(moved_to.map_or(due, |earliest| earliest.min(due)));
                 }
@@ -251,12 +266,13 @@ impl<'a> Timers<'a> {
         if current != next {
             Wakeups::move_entry(&mut batch, self.keys, current, next);
         }
-        if batch.is_empty() {
-            return Ok(());
+        if !batch.is_empty() {
+            self.apply(batch)?;
         }
-        self.apply(batch)?;
-        if current != next {
-            self.learn(|known| known.wake = Some(next));
+        self.learn(|known| known.wake = Some(next));
+        // An entry still due (more was due than one wake runs) goes back in the clock's
+        // window, which let go of it when it sent this wake.
+        if current != next || next.is_some_and(|next| next <= now_ms()) {
             self.slot.wakeups.moved(self.keys, current, next);
         }
         Ok(())
@@ -280,6 +296,11 @@ impl<'a> Timers<'a> {
 
     fn apply(&self, batch: WriteBatch) -> Result<(), StoreError> {
         self.gate.may_write()?;
-        self.gate.wrote(self.store().apply(batch))
+        let applied = self.gate.wrote(self.store().apply(batch));
+        if applied.is_err() {
+            // A batch that failed may have been applied in part: read the store again.
+            self.slot.forget();
+        }
+        applied
     }
 }

@@ -124,14 +124,40 @@ impl Wakeups {
             window.until = window.until.max(until);
             from
         };
+        let read = self.read(store, from, until, overdue_before);
+        if read.is_err() {
+            // Read again from where the window ended, next time.
+            lock(&self.window).until = from;
+        }
+        let found = read?;
+        if found.is_empty() {
+            return Ok(());
+        }
+        lock(&self.window).entries.extend(found);
+        self.earlier.notify_one();
+        Ok(())
+    }
+
+    /// The entries of the index due after `from` and up to `until` (at most `WINDOW_CAP`,
+    /// then the window ends before the next due time), and those due before `overdue_before`.
+    fn read(
+        &self,
+        store: &dyn Store,
+        from: u64,
+        until: u64,
+        overdue_before: Option<u64>,
+    ) -> Result<Vec<Box<[u8]>>, StoreError> {
         let mut found = Vec::new();
         if let Some(before) = overdue_before {
-            for entry in store.scan_range(&index_from(0), &index_from(before.min(from))) {
+            let overdue = store.scan_range(&index_from(0), &index_from(before.min(from)));
+            for entry in overdue.take(WINDOW_CAP) {
                 found.push(entry?.0.into_boxed_slice());
             }
         }
+        // The first read starts at 0: an alarm may be due at the epoch.
+        let start = if from == 0 { 0 } else { from.saturating_add(1) };
         let mut last_due = None;
-        for entry in store.scan_range(&index_from(from.saturating_add(1)), &index_from(until + 1)) {
+        for entry in store.scan_range(&index_from(start), &index_from(until.saturating_add(1))) {
             let key = entry?.0;
             let due = parse_index_entry(&key).map(|(due, ..)| due);
             if found.len() >= WINDOW_CAP && due != last_due {
@@ -143,12 +169,7 @@ impl Wakeups {
             last_due = due;
             found.push(key.into_boxed_slice());
         }
-        if found.is_empty() {
-            return Ok(());
-        }
-        lock(&self.window).entries.extend(found);
-        self.earlier.notify_one();
-        Ok(())
+        Ok(found)
     }
 
     /// When the window's first entry is due.

@@ -84,7 +84,9 @@ impl Reminders {
         epoch_ms: u64,
         text: String,
     ) -> Result<String> {
-        self.add(ctx, UNIX_EPOCH + Duration::from_millis(epoch_ms), text)
+        let at = UNIX_EPOCH.checked_add(Duration::from_millis(epoch_ms));
+        let at = at.ok_or_else(|| Error::msg("epochMs is past the times this system can hold"))?;
+        self.add(ctx, at, text)
     }
 
     /// A reminder in `cron`'s times (five fields, or six with seconds first); returns its id.
@@ -98,7 +100,7 @@ impl Reminders {
         self.add(ctx, When::cron(cron), text)
     }
 
-    /// A reminder every `seconds` (at least a millisecond, at most a year); returns its id.
+    /// A reminder every `seconds` (at least a second, at most a year); returns its id.
     #[callable]
     fn remind_every(
         &mut self,
@@ -106,8 +108,8 @@ impl Reminders {
         seconds: f64,
         text: String,
     ) -> Result<String> {
-        if !(0.001..=MAX_INTERVAL_SECONDS).contains(&seconds) {
-            return Err(Error::msg("seconds must be a number from 0.001 to 31536000 (a year)"));
+        if !(1.0..=MAX_INTERVAL_SECONDS).contains(&seconds) {
+            return Err(Error::msg("seconds must be a number from 1 to 31536000 (a year)"));
         }
         self.check(ctx, &text)?;
         let callback = RemindersCallback::Remind(text);
@@ -122,7 +124,7 @@ impl Reminders {
     fn cancel(&mut self, ctx: &mut Context<Self>, id: String) -> Result<bool> {
         let cancelled = ctx.cancel_schedule(&id)?;
         if let Some(pending) = &mut self.pending {
-            *pending -= usize::from(cancelled);
+            *pending = pending.saturating_sub(usize::from(cancelled));
         }
         Ok(cancelled)
     }

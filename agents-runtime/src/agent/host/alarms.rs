@@ -95,21 +95,34 @@ async fn run_alarm<A: Agent>(awake: &mut Awake<A>, now: u64) {
 /// The callbacks of the schedules due by `now`, earliest first; returns what becomes of
 /// each (a one-off is removed, a repeating one moved to its next time), for `settle`.
 async fn run_schedules<A: Agent>(awake: &mut Awake<A>, now: u64) -> Vec<Ran> {
-    let ids = match awake.ctx.timers().due_before(now.saturating_add(1), BATCH) {
-        Ok(ids) => ids,
+    let due = match awake.ctx.timers().due_before(now.saturating_add(1), BATCH) {
+        Ok(due) => due,
         Err(e) => {
             report(&mut awake.agent, &mut awake.ctx, None, e.into()).await;
             return Vec::new();
         }
     };
     let mut done = Vec::new();
-    for id in ids {
+    for (at, id) in due {
         let Awake { agent, ctx, .. } = &mut *awake;
-        let schedule = match schedule::load(&ctx.timers(), &id) {
-            Ok(Some(schedule)) => schedule,
-            Ok(None) => continue,
+        let timers = ctx.timers();
+        let schedule = match schedule::load(&timers, &id) {
+            Ok(Some(schedule)) if schedule::due_ms(&schedule) == at => schedule,
+            // An index entry no record matches (a batch cut short by a failure): dropped.
+            Ok(_) => {
+                if let Err(e) = timers.drop_due(at, &id) {
+                    report(agent, ctx, None, e.into()).await;
+                }
+                continue;
+            }
+            // A record that does not decode can never run: reported and removed.
             Err(e) => {
-                report(agent, ctx, None, e).await;
+                let removed = timers.remove_schedule(&id, at);
+                let why = format!("schedule {id} is removed, it cannot be read: {e}");
+                report(agent, ctx, None, Error::msg(why)).await;
+                if let Err(e) = removed {
+                    report(agent, ctx, None, e.into()).await;
+                }
                 continue;
             }
         };
@@ -160,7 +173,17 @@ async fn run_queue<A: Agent>(awake: &mut Awake<A>) {
     for _ in 0..BATCH {
         let Awake { agent, ctx, .. } = &mut *awake;
         let (seq, item) = match queue::first(&ctx.timers()) {
-            Ok(Some(first)) => first,
+            Ok(Some((seq, Ok(item)))) => (seq, item),
+            Ok(Some((seq, Err(e)))) => {
+                // An item that does not decode can never run: reported and removed.
+                let removed = ctx.timers().unqueue(&[seq]);
+                let why = format!("a queued call is removed, it cannot be read: {e}");
+                report(agent, ctx, None, Error::msg(why)).await;
+                match removed {
+                    Ok(_) => continue,
+                    Err(e) => return report(agent, ctx, None, e.into()).await,
+                }
+            }
             Ok(None) => return,
             Err(e) => return report(agent, ctx, None, e).await,
         };
