@@ -25,20 +25,16 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from common import OUT, RELEASE, ROOT, free_port, wait_for_port
+
 BENCH = ROOT / "bench"
 PEERS_DIR = BENCH / "peers"
-TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
-RELEASE = TARGET / "release"
-OUT = TARGET / "bench"
 SERVER_CORE, LOADGEN_CORE = "0", "1"
 
 
@@ -81,25 +77,6 @@ WORKLOADS = {
                  "/agents/counter/bench",
                  ["latency.p50_ms", "latency.p99_ms", "latency.max_ms", "calls_per_s", "writes_per_flush", "largest_batch"]),
 }
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_port(port, process, limit=20.0):
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the server exited with {process.returncode} before listening")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on port {port} after {limit} s")
 
 
 def stop(process):

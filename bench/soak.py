@@ -19,37 +19,11 @@ the end, its slope, the range of open files, and the error count.
 
 import argparse
 import json
-import os
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
-RELEASE = TARGET / "release"
-OUT = TARGET / "bench"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_port(port, process, limit=20.0):
-    deadline = time.time() + limit
-    while time.time() < deadline:
-        if process.poll() is not None:
-            sys.exit(f"the server exited with {process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    sys.exit(f"the server did not listen on {port} within {limit}s")
+from common import OUT, RELEASE, ROOT, free_port, wait_for_port
 
 
 def svg(samples, warmup_s):
