@@ -9,6 +9,7 @@ mod expand;
 mod hooks;
 mod kebab;
 mod model;
+mod sql;
 mod typescript;
 
 use proc_macro::TokenStream;
@@ -55,6 +56,17 @@ pub fn callback(_args: TokenStream, item: TokenStream) -> TokenStream {
     .to_compile_error();
     let item = proc_macro2::TokenStream::from(item);
     quote::quote!(#error #item).into()
+}
+
+/// Runs an SQL statement on the instance's database with values written in place:
+/// `sql!(ctx, "SELECT value FROM cache WHERE key = {key}")`, like the Agents SDK's
+/// ``this.sql`… ${key}` `` template. Each `{expr}` is bound as a parameter (`?1`, `?2`…),
+/// never spliced into the text; `{{` and `}}` are literal braces. It evaluates to
+/// `Result<SqlCursor, SqlError>`, as `ctx.sql().exec(…)`. The expressions are evaluated first,
+/// in order, so they may borrow `ctx`; an expression holding `}` goes into a variable first.
+#[proc_macro]
+pub fn sql(input: TokenStream) -> TokenStream {
+    sql::expand(input.into()).into()
 }
 
 /// Implements `agents_runtime::typescript::TypeScript` for a struct or enum: the TypeScript

@@ -67,6 +67,8 @@ mod sync;
 mod wire;
 // Durable storage and the output gate's group commit.
 pub mod storage;
+// Each instance's SQLite database (`ctx.sql()`), in the output gate's group commit.
+mod sql;
 // What an instance sends, and the write side of its sockets.
 mod outbox;
 // Live instances: connections, state, RPC, the directory.
@@ -96,7 +98,7 @@ pub use agent::schedule::{ScheduleCriteria, When};
 pub use agent::stub::AgentStub;
 pub use agent::tasks::{QueueItem, Schedule, ScheduleKind, ScheduleType};
 pub use agent::{Agent, not_implemented};
-pub use agents_macros::{TypeScript, agent, callable, callback};
+pub use agents_macros::{TypeScript, agent, callable, callback, sql};
 pub use env::Env;
 pub use error::{ConnectionError, Error, IntoHookResult, Result};
 pub use instance::auto_response::{MAX_AUTO_RESPONSE_LEN, WebSocketRequestResponsePair};
@@ -108,6 +110,7 @@ pub use instance::tags::{MAX_TAG_LEN, MAX_TAGS};
 pub use message::{Message, Text};
 pub use request::{ConnectionContext, Request, Response};
 pub use server::{Server, ServerBuilder, ServerHandle, shutdown_signal};
+pub use sql::{Sql, SqlCursor, SqlError, SqlParams, SqlValue};
 pub use typescript::TypeScript;
 pub use wire::close_code;
 
@@ -121,9 +124,9 @@ pub use serde_json;
 pub mod prelude {
     pub use crate::{
         Agent, Connection, ConnectionContext, Context, Error, Message, QueueItem, Request,
-        Response, Result, Schedule, ScheduleCriteria, Server, StateSource, StreamingResponse,
-        WebSocketRequestResponsePair, When, agent, callable, callback, storage::AlarmInfo,
-        storage::ListOptions, storage::Storage,
+        Response, Result, Schedule, ScheduleCriteria, Server, Sql, SqlCursor, SqlError,
+        StateSource, StreamingResponse, WebSocketRequestResponsePair, When, agent, callable,
+        callback, sql, storage::AlarmInfo, storage::ListOptions, storage::Storage,
     };
 }
 
@@ -135,6 +138,7 @@ pub mod __private {
     pub use crate::error::IntoHookResult;
     pub use crate::instance::rpc::{check_arity, decode_arg, is_agent_method};
     pub use crate::registry::AgentRegistration;
+    pub use crate::sql::Bindings;
     pub use crate::typescript::{TypeScriptAgent, doc_comment};
     pub use inventory;
 }

@@ -22,6 +22,34 @@ pub(crate) struct Limits {
     pub(crate) max_unfinished_input: usize,
     pub(crate) message_timeout: Duration,
     pub(crate) request_head_timeout: Duration,
+    pub(crate) sql: SqlLimits,
+}
+
+/// The limits of each instance's SQL database, Cloudflare's by default.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SqlLimits {
+    /// The longest statement, in bytes (100 KB).
+    pub(crate) max_statement_length: usize,
+    /// The most bound parameters of one statement (100).
+    pub(crate) max_bound_parameters: usize,
+    /// The largest string, BLOB or row, in bytes (2 MB).
+    pub(crate) max_row_size: usize,
+    /// The largest database, in bytes (10 GB).
+    pub(crate) max_database_size: u64,
+    /// The most databases open at once ([`DEFAULT_MAX_OPEN_DATABASES`]).
+    pub(crate) max_open_databases: usize,
+}
+
+impl Default for SqlLimits {
+    fn default() -> Self {
+        Self {
+            max_statement_length: 100_000,
+            max_bound_parameters: 100,
+            max_row_size: 2_000_000,
+            max_database_size: 10_000_000_000,
+            max_open_databases: DEFAULT_MAX_OPEN_DATABASES,
+        }
+    }
 }
 
 impl Default for Limits {
@@ -44,18 +72,28 @@ impl Default for Limits {
             max_unfinished_input: 256 << 20,
             message_timeout: Duration::from_secs(30),
             request_head_timeout: Duration::from_secs(10),
+            sql: SqlLimits::default(),
         }
     }
 }
 
+/// How many SQL databases may be open at once by default. Each holds three file descriptors
+/// (the database, its log, and the runtime's handle to sync the log); an instance's database
+/// is open only while it is awake, and the least recently used one is closed to open another.
+pub(crate) const DEFAULT_MAX_OPEN_DATABASES: usize = 256;
+/// File descriptors an open SQL database holds.
+pub(crate) const FDS_PER_DATABASE: usize = 3;
+
 /// What `max_connections` defaults to: the process's open-file limit (its soft limit), less a
-/// tenth of it (at least 32) for the store, the listener and HTTP requests, since every
-/// WebSocket holds a file descriptor; 100,000 where the limit cannot be read or is unlimited.
+/// tenth of it (at least 32) for the store, the listener and HTTP requests, and less what the
+/// default number of open SQL databases holds, since every WebSocket holds a file descriptor;
+/// 100,000 where the limit cannot be read or is unlimited.
 pub(crate) fn default_max_connections() -> usize {
     const FALLBACK: usize = 100_000;
     let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+    let databases = DEFAULT_MAX_OPEN_DATABASES * FDS_PER_DATABASE;
     match limit.and_then(|limit| usize::try_from(limit).ok()) {
-        Some(limit) => limit.saturating_sub((limit / 10).max(32)).max(1),
+        Some(limit) => limit.saturating_sub((limit / 10).max(32) + databases).max(1),
         None => FALLBACK,
     }
 }

@@ -18,6 +18,7 @@ use crate::error::Error;
 use crate::instance::{AgentClass, Directory};
 use crate::limits::Limits;
 use crate::registry;
+use crate::sql::Databases;
 use crate::storage::durability::GroupCommit;
 use crate::storage::{MemoryStore, SledStore, Store};
 use crate::transport::{AssetSpec, Assets, Edge};
@@ -262,6 +263,39 @@ impl ServerBuilder {
         self
     }
 
+    /// Most SQL databases open at once (`ctx.sql()`); each holds three file descriptors. An
+    /// instance's database is open while it is awake; at the bound, the least recently used
+    /// one between turns is closed. Default 256 (counted out of `max_connections`' default).
+    pub fn max_open_databases(mut self, databases: usize) -> Self {
+        self.limits.sql.max_open_databases = databases;
+        self
+    }
+
+    /// The longest SQL statement, in bytes. Default 100 000, as Cloudflare's.
+    pub fn max_sql_statement_length(mut self, bytes: usize) -> Self {
+        self.limits.sql.max_statement_length = bytes;
+        self
+    }
+
+    /// Most bound parameters of one SQL statement. Default 100, as Cloudflare's.
+    pub fn max_sql_bound_parameters(mut self, parameters: usize) -> Self {
+        self.limits.sql.max_bound_parameters = parameters;
+        self
+    }
+
+    /// The largest string, BLOB or row of an SQL database, in bytes. Default 2 000 000, as
+    /// Cloudflare's.
+    pub fn max_sql_row_size(mut self, bytes: usize) -> Self {
+        self.limits.sql.max_row_size = bytes;
+        self
+    }
+
+    /// The largest SQL database of one instance, in bytes. Default 10 GB, as Cloudflare's.
+    pub fn max_sql_database_size(mut self, bytes: u64) -> Self {
+        self.limits.sql.max_database_size = bytes;
+        self
+    }
+
     /// Checks the configuration, creates the data directory and binds the listener.
     pub async fn bind(self, addr: impl ToSocketAddrs) -> Result<Server, Error> {
         let limits = self.limits;
@@ -276,6 +310,15 @@ impl ServerBuilder {
             ("max_request_head_size", limits.max_request_head_size, 8192),
             ("max_connections", limits.max_connections, 1),
             ("max_instances", limits.max_instances, 1),
+            ("max_open_databases", limits.sql.max_open_databases, 1),
+            ("max_sql_statement_length", limits.sql.max_statement_length, 64),
+            ("max_sql_bound_parameters", limits.sql.max_bound_parameters, 1),
+            ("max_sql_row_size", limits.sql.max_row_size, 1024),
+            (
+                "max_sql_database_size",
+                usize::try_from(limits.sql.max_database_size).unwrap_or(usize::MAX),
+                65536,
+            ),
         ] {
             if value < least {
                 return Err(Error::msg(format!("{what} must be at least {least}")));
@@ -312,7 +355,10 @@ impl ServerBuilder {
         };
         let listener = TcpListener::bind(addr).await?;
         let commits = Arc::new(GroupCommit::start(store, limits.storage_timeout));
-        let directory = Arc::new(Directory::new(classes, Env::from_map(self.env), limits, commits));
+        let sql_root = self.data_dir.as_ref().map(|dir| dir.join("sql"));
+        let databases = Arc::new(Databases::new(sql_root, limits.sql));
+        let env = Env::from_map(self.env);
+        let directory = Arc::new(Directory::new(classes, env, limits, commits, databases));
         let edge = Arc::new(Edge::new(directory, assets));
         let running = Arc::new(Running { edge, data_dir: self.data_dir });
         Ok(Server { listener, running })

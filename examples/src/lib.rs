@@ -8,9 +8,10 @@ pub mod cli;
 use agents_runtime::ServerBuilder;
 
 pub use agents::{
-    ChatAgent, ChatRoom, Counter, CounterClient, CounterState, FileAgent, HibernatingCounter,
-    HibernatingCounterState, JsNumber, MyAgent, Note, Notebook, NotebookClient, PresenceAgent,
-    Reminders, RemindersClient, RemindersState, SecureAgent, TagsAgent,
+    Catalog, CatalogClient, CatalogEntry, ChatAgent, ChatRoom, Counter, CounterClient,
+    CounterState, FileAgent, HibernatingCounter, HibernatingCounterState, JsNumber, MyAgent, Note,
+    Notebook, NotebookClient, PresenceAgent, Reminders, RemindersClient, RemindersState,
+    SecureAgent, TagsAgent,
 };
 
 /// Lets jemalloc (the binaries' allocator) give freed pages back to the system from a
@@ -39,6 +40,7 @@ pub fn server() -> ServerBuilder {
         .agent::<HibernatingCounter>()
         .agent::<Notebook>()
         .agent::<Reminders>()
+        .agent::<Catalog>()
         // ANCHOR: demo_assets
         // The demo page (examples/web): a chat room with presence and the Counter, written
         // against the official `agents` client and bundled by esbuild into dist/app.js.

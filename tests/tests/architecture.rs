@@ -65,6 +65,7 @@ const LAYERS: &[&[&str]] = &[
     &["env", "error", "limits", "message", "request", "sync"],
     &["wire"],
     &["storage"],
+    &["sql"],
     &["outbox"],
     &["instance"],
     &["client"],

@@ -16,6 +16,7 @@ use crate::instance::log_budget::LogBudget;
 use crate::instance::shared::Instance;
 use crate::instance::state::StateSource;
 use crate::message::Message;
+use crate::sql::{Sql, SqlSession};
 use crate::storage::timers::Timers;
 use crate::storage::{FORMAT_VERSION, Storage, decode_value};
 use crate::wire::protocol;
@@ -39,6 +40,9 @@ pub struct Context<A: Agent> {
     current: Option<Connection<A::ConnectionState>>,
     /// Accepted state changes whose `on_state_changed` has not run yet.
     changes: Vec<StateChange<A>>,
+    /// The instance's SQL database, open from its first statement until the context is
+    /// dropped (hibernation).
+    sql: SqlSession,
 }
 
 /// An accepted state change, for `on_state_changed` once the current turn's hook is done.
@@ -55,7 +59,9 @@ impl<A: Agent> Context<A> {
         state: A::State,
         connections: ConnectionTable<A::ConnectionState>,
     ) -> Self {
+        let sql = SqlSession::new(directory.databases.clone(), A::NAME, instance.name.clone());
         Self {
+            sql,
             name: instance.name.clone(),
             env: directory.env.clone(),
             directory,
@@ -76,6 +82,23 @@ impl<A: Agent> Context<A> {
     /// A turn starts for an event of `conn` (`None`: not a connection's event).
     pub(crate) fn begin_turn(&mut self, conn: Option<Connection<A::ConnectionState>>) {
         self.current = conn;
+        self.sql.hook_started();
+    }
+
+    /// A hook starts that is not the turn's first (`on_state_changed`, `on_error`): if it
+    /// fails, only its SQL statements are rolled back.
+    pub(crate) fn hook_started(&self) {
+        self.sql.hook_started();
+    }
+
+    /// The hook under way failed: its SQL statements are rolled back.
+    pub(crate) fn hook_failed(&self) {
+        self.sql.hook_failed(&self.instance.gate);
+    }
+
+    /// The turn is over: its SQL statements are committed, in the output gate's next flush.
+    pub(crate) fn commit_turn(&self) {
+        self.sql.end_turn(&self.instance.gate);
     }
 
     /// The turn's hook is done: its state changes, for `on_state_changed`.
@@ -87,6 +110,19 @@ impl<A: Agent> Context<A> {
     /// The state changes made since the last call (by `on_state_changed` hooks).
     pub(crate) fn take_changes(&mut self) -> Vec<StateChange<A>> {
         std::mem::take(&mut self.changes)
+    }
+
+    /// The instance's own SQLite database (`this.sql`; `ctx.storage.sql` in Durable Objects).
+    ///
+    /// `ctx.sql().exec("SELECT value FROM cache WHERE key = ?", (key,))?.one_or_none()?`
+    /// reads a row; [`sql!`](crate::sql!)`(ctx, "… WHERE key = {key}")` does the same with
+    /// the value written in place, still bound as a parameter.
+    ///
+    /// The statements of a turn are one transaction, committed when the turn ends (and rolled
+    /// back, a hook's own, if that hook fails); frames sent after a write wait until the
+    /// commit is durable, as for [`storage`](Self::storage). See the book's SQL chapter.
+    pub fn sql(&mut self) -> Sql<'_> {
+        Sql::new(&mut self.sql, &self.instance.gate)
     }
 
     /// The instance's alarm, schedules and queue in the store.

@@ -19,6 +19,7 @@ use crate::instance::log_budget::LogBudget;
 use crate::instance::shared::Instance;
 use crate::limits::Limits;
 use crate::outbox::corks::Corks;
+use crate::sql::Databases;
 use crate::storage::durability::{GroupCommit, OutputGate, Settled, WriteSeq};
 use crate::storage::wakeups::Wakeups;
 use crate::storage::{AlarmSlot, InstanceKeys};
@@ -55,6 +56,8 @@ pub(crate) struct Directory {
     pub(crate) commits: Arc<GroupCommit>,
     /// When each instance next has an alarm due.
     pub(crate) wakeups: Arc<Wakeups>,
+    /// Every instance's SQL database.
+    pub(crate) databases: Arc<Databases>,
     /// Instances whose struct is in memory (not hibernated).
     pub(crate) awake_instances: AtomicUsize,
     /// Instances asleep with open connections.
@@ -89,12 +92,14 @@ impl Directory {
         env: Env,
         limits: Limits,
         commits: Arc<GroupCommit>,
+        databases: Arc<Databases>,
     ) -> Self {
         Self {
             classes,
             env,
             limits,
             commits,
+            databases,
             wakeups: Arc::default(),
             awake_instances: AtomicUsize::new(0),
             hibernated_instances: AtomicUsize::new(0),
@@ -205,7 +210,7 @@ impl Directory {
                 && mailbox.is_empty()
         });
         if idle && let Some((name, _)) = instances.remove_entry(name) {
-            let last = instance.gate.pending();
+            let last = instance.gate.last_write();
             let pending = |seq: WriteSeq| self.commits.settled(seq) == Settled::Pending;
             if pending(last) {
                 let mut departed = lock(&self.departed);
@@ -232,7 +237,7 @@ impl Directory {
                 .flat_map(HashMap::values)
                 .filter(|entry| {
                     let gate = &entry.instance.gate;
-                    let pending = gate.pending();
+                    let pending = gate.last_write();
                     runs.iter().any(|(after, ..)| !gate.is_confirmed() || pending > *after)
                 })
                 .map(|entry| entry.mailbox.clone())

@@ -4,6 +4,11 @@
 //! A frame sent after a write carries that write's number and is released to the socket only
 //! once the number is durable; see `Connection::send` and the socket task.
 //!
+//! Writes made outside the store (each instance's SQLite log) are listed in [`FileSyncs`]; the
+//! flusher syncs them with the store, so one group commit covers both. A turn that wrote SQL
+//! commits at its end, so the frames it sends before then wait on a *hold* (a number with
+//! [`HELD`] set) that the commit resolves to the write's number.
+//!
 //! When flushes keep failing (a full disk) for the storage timeout, the flusher gives up on the
 //! writes it could not make durable: it asks the store to [`recover`](Store::recover) (sled
 //! reopens, dropping them), and declares them lost. What waited for a lost write learns it
@@ -17,9 +22,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc};
 
 use super::Store;
+use super::file_syncs::FileSyncs;
 
 /// A write's place in the store's history; `0` is "no write", always durable.
 pub(crate) type WriteSeq = u64;
+
+/// Set in a [`WriteSeq`] that is a hold: writes a turn has not committed yet.
+pub(crate) const HELD: WriteSeq = 1 << 63;
 
 /// Shared by writers, waiters and the flusher.
 #[derive(Default)]
@@ -46,6 +55,9 @@ struct Progress {
     suspect: std::sync::atomic::AtomicBool,
     /// How many runs `lost` holds, readable without its lock (every turn looks).
     loss_count: std::sync::atomic::AtomicUsize,
+    /// Open holds (`None`) and what the ended ones resolved to, until that is durable.
+    holds: std::sync::Mutex<std::collections::HashMap<WriteSeq, Option<WriteSeq>>>,
+    next_hold: AtomicU64,
 }
 
 /// Writes `from + 1 ..= to`, given up on for `why`.
@@ -81,6 +93,7 @@ pub struct StorageStats {
 /// Numbers writes, wakes the flusher, and lets frames wait for durability.
 pub(crate) struct GroupCommit {
     store: Arc<dyn Store>,
+    files: Arc<FileSyncs>,
     progress: Arc<Progress>,
     /// A one-slot doorbell: a pending ring covers any number of writes.
     wake: mpsc::Sender<()>,
@@ -96,15 +109,17 @@ impl GroupCommit {
         let progress = Arc::new(Progress::default());
         let (wake, doorbell) = mpsc::channel(1);
         let stop = Arc::new(Notify::new());
+        let files = Arc::new(FileSyncs::default());
         let flusher = Flusher {
             store: store.clone(),
+            files: files.clone(),
             progress: progress.clone(),
             stop: stop.clone(),
             give_up_after,
             failing: None,
         };
         let flusher = tokio::spawn(flusher.run(doorbell));
-        Self { store, progress, wake, stop, flusher: std::sync::Mutex::new(Some(flusher)) }
+        Self { store, files, progress, wake, stop, flusher: std::sync::Mutex::new(Some(flusher)) }
     }
 
     /// Ends the flusher (after the flush it is running, if any, or at once while it backs off
@@ -123,6 +138,50 @@ impl GroupCommit {
 
     pub(crate) fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// The files written outside the store that the next flush syncs.
+    pub(crate) fn files(&self) -> &FileSyncs {
+        &self.files
+    }
+
+    /// Opens a hold: frames queued behind it wait until [`release`](Self::release) says what
+    /// it became.
+    pub(crate) fn hold(&self) -> WriteSeq {
+        let hold = HELD | (self.progress.next_hold.fetch_add(1, Ordering::Relaxed) + 1);
+        crate::sync::lock(&self.progress.holds).insert(hold, None);
+        hold
+    }
+
+    /// Ends `hold`: what waited behind it now waits for write `seq` (`0`: nothing).
+    pub(crate) fn release(&self, hold: WriteSeq, seq: WriteSeq) {
+        {
+            let mut holds = crate::sync::lock(&self.progress.holds);
+            // Holds whose write is durable are forgotten: one not found reads as durable.
+            holds.retain(|_, to| !to.is_some_and(|to| self.is_durable(to)));
+            holds.insert(hold, Some(seq));
+        }
+        self.progress.advanced.notify_waiters();
+    }
+
+    /// The write `seq` stands for: itself, or what the hold it is resolved to; `None` while
+    /// the hold is open.
+    fn resolve(&self, seq: WriteSeq) -> Option<WriteSeq> {
+        if seq & HELD == 0 {
+            return Some(seq);
+        }
+        match crate::sync::lock(&self.progress.holds).get(&seq) {
+            Some(to) => *to,
+            None => Some(0),
+        }
+    }
+
+    /// Write `seq`, which a turn could not commit (`why`), is lost: what waits for it learns
+    /// so, and the instance restarts, as after a failed flush.
+    pub(crate) fn lose(&self, seq: WriteSeq, why: &str) {
+        tracing::error!("storage: a write could not be committed ({why}); its instance restarts");
+        lost_run(&self.progress, seq.saturating_sub(1), seq, why.into(), false);
+        let _ = self.wake.try_send(());
     }
 
     /// Numbers a write that has returned, and asks for a flush that covers it.
@@ -150,6 +209,9 @@ impl GroupCommit {
 
     /// Whether write `seq` is on disk (not pending, not lost).
     pub(crate) fn is_durable(&self, seq: WriteSeq) -> bool {
+        if seq & HELD != 0 {
+            return self.resolve(seq).is_some_and(|seq| self.is_durable(seq));
+        }
         let progress = &self.progress;
         progress.durable.load(Ordering::Acquire) >= seq
             && (seq > progress.lost_to.load(Ordering::Acquire) || self.lost(seq).is_none())
@@ -157,6 +219,7 @@ impl GroupCommit {
 
     /// What became of write `seq` so far.
     pub(crate) fn settled(&self, seq: WriteSeq) -> Settled {
+        let Some(seq) = self.resolve(seq) else { return Settled::Pending };
         if self.progress.durable.load(Ordering::Acquire) < seq {
             return Settled::Pending;
         }
@@ -222,12 +285,39 @@ impl GroupCommit {
 
     /// Flushes everything written so far, now (shutdown).
     pub(crate) async fn flush_now(&self) -> Result<(), super::StoreError> {
-        let store = self.store.clone();
-        match tokio::task::spawn_blocking(move || store.flush()).await {
+        let (store, files) = (self.store.clone(), self.files.clone());
+        let flush = move || {
+            store.flush()?;
+            files.sync().map_err(|e| super::StoreError::backend("syncing the SQL logs", e))
+        };
+        match tokio::task::spawn_blocking(flush).await {
             Ok(flushed) => flushed,
             Err(e) => Err(super::StoreError::msg(format!("the flush thread failed: {e}"))),
         }
     }
+}
+
+/// Records writes `from + 1 ..= to` as lost, for `why`, and tells who waits; `flushed`: the
+/// flusher gave up on them, and `durable` moves past them.
+fn lost_run(progress: &Progress, from: WriteSeq, to: WriteSeq, why: Arc<str>, flushed: bool) {
+    let runs = {
+        let mut lost = crate::sync::lock(&progress.lost);
+        lost.push(LostWrites { from, to, why });
+        let first = progress.first_lost_from.load(Ordering::Acquire);
+        if first == 0 || from + 1 < first {
+            progress.first_lost_from.store(from + 1, Ordering::Release);
+        }
+        lost.len()
+    };
+    // In this order: whoever sees `durable` past a lost write sees `lost_to` (so no lost write
+    // reads as durable), and whoever sees the new count sees both.
+    progress.lost_to.fetch_max(to, Ordering::AcqRel);
+    if flushed {
+        progress.durable.fetch_max(to, Ordering::AcqRel);
+    }
+    progress.loss_count.store(runs, Ordering::Release);
+    progress.advanced.notify_waiters();
+    progress.losses.notify_waiters();
 }
 
 /// One instance's side of the output gate: the number of its last write that frames must wait
@@ -236,6 +326,8 @@ pub(crate) struct OutputGate {
     commits: Arc<GroupCommit>,
     confirmed: bool,
     last_write: AtomicU64,
+    /// The hold of the current turn's uncommitted SQL writes (`0`: none).
+    hold: AtomicU64,
 }
 
 impl OutputGate {
@@ -243,7 +335,49 @@ impl OutputGate {
     /// of the same name wrote, and must not repeat it to a client before it is durable.
     pub(crate) fn new(commits: Arc<GroupCommit>, confirmed: bool, after: WriteSeq) -> Self {
         let after = if confirmed { after } else { 0 };
-        Self { commits, confirmed, last_write: AtomicU64::new(after) }
+        Self { commits, confirmed, last_write: AtomicU64::new(after), hold: AtomicU64::new(0) }
+    }
+
+    /// The turn is about to write SQL, which it commits when it ends: frames sent from now on
+    /// wait for that commit too (nothing changes for an agent with relaxed durability).
+    pub(crate) fn hold(&self) {
+        if self.confirmed && self.hold.load(Ordering::Acquire) == 0 {
+            self.hold.store(self.commits.hold(), Ordering::Release);
+        }
+    }
+
+    /// A write made outside the store (an SQL commit) returned: the flusher makes it durable
+    /// with the store's, and later frames wait for it.
+    pub(crate) fn wrote_outside(&self) {
+        let seq = self.commits.wrote();
+        if self.confirmed {
+            self.last_write.fetch_max(seq, Ordering::AcqRel);
+        }
+    }
+
+    /// The turn's SQL writes were committed (after [`wrote_outside`](Self::wrote_outside)) or
+    /// rolled back: frames held behind them wait for the instance's last write instead.
+    pub(crate) fn release(&self) {
+        let hold = self.hold.swap(0, Ordering::AcqRel);
+        if hold != 0 {
+            self.commits.release(hold, self.last_write.load(Ordering::Acquire));
+        }
+    }
+
+    /// The turn's SQL commit failed (`why`): what waits for it is told its writes were lost,
+    /// and the instance restarts.
+    pub(crate) fn lose(&self, why: &str) {
+        let seq = self.commits.wrote();
+        self.commits.lose(seq, why);
+        if self.confirmed {
+            self.last_write.fetch_max(seq, Ordering::AcqRel);
+        }
+        self.release();
+    }
+
+    /// The files written outside the store that the next flush syncs.
+    pub(crate) fn files(&self) -> &FileSyncs {
+        self.commits.files()
     }
 
     pub(crate) fn store(&self) -> &dyn Store {
@@ -294,8 +428,17 @@ impl OutputGate {
         }
     }
 
-    /// What a frame sent now must wait for.
+    /// What a frame sent now must wait for: the instance's last write, or the hold of its
+    /// turn's uncommitted SQL writes.
     pub(crate) fn pending(&self) -> WriteSeq {
+        match self.hold.load(Ordering::Acquire) {
+            0 => self.last_write.load(Ordering::Acquire),
+            hold => hold,
+        }
+    }
+
+    /// The instance's last write (never a hold).
+    pub(crate) fn last_write(&self) -> WriteSeq {
         self.last_write.load(Ordering::Acquire)
     }
 
@@ -319,6 +462,7 @@ impl OutputGate {
 /// one, which then covers all of them.
 struct Flusher {
     store: Arc<dyn Store>,
+    files: Arc<FileSyncs>,
     progress: Arc<Progress>,
     stop: Arc<Notify>,
     give_up_after: Duration,
@@ -363,7 +507,12 @@ impl Flusher {
                 if flushed && !suspect && self.failing.is_none() {
                     break;
                 }
-                match self.blocking(|store| store.flush()).await {
+                let files = self.files.clone();
+                let flushed = self.blocking(move |store| {
+                    store.flush()?;
+                    files.sync().map_err(|e| super::StoreError::backend("syncing the SQL logs", e))
+                });
+                match flushed.await {
                     Ok(()) => {
                         backoff = Duration::from_millis(50);
                         self.recovered();
@@ -469,23 +618,8 @@ impl Flusher {
                 to - from,
                 self.give_up_after
             );
-            let runs = {
-                let mut lost = crate::sync::lock(&self.progress.lost);
-                lost.push(LostWrites { from, to, why });
-                lost.len()
-            };
-            // In this order: whoever sees the new `durable` sees `lost_to` (so no lost write
-            // reads as durable), and whoever sees the new count sees both.
-            let progress = &self.progress;
-            progress
-                .first_lost_from
-                .compare_exchange(0, from + 1, Ordering::AcqRel, Ordering::Acquire)
-                .ok();
-            progress.lost_to.fetch_max(to, Ordering::AcqRel);
-            progress.durable.fetch_max(to, Ordering::AcqRel);
-            progress.loss_count.store(runs, Ordering::Release);
-            self.progress.advanced.notify_waiters();
-            self.progress.losses.notify_waiters();
+            self.files.forget();
+            lost_run(&self.progress, from, to, why, true);
         }
         while let Err(e) = recovered {
             self.failed("recovery", e);

@@ -8,6 +8,7 @@
 pub(crate) mod alarm;
 pub mod conformance;
 pub(crate) mod durability;
+pub(crate) mod file_syncs;
 mod keys;
 mod kv;
 mod memory;

@@ -1,5 +1,6 @@
 //! One module per reference agent.
 
+mod catalog;
 mod chat_agent;
 mod chat_room;
 mod counter;
@@ -12,6 +13,7 @@ mod reminders;
 mod secure_agent;
 mod tags_agent;
 
+pub use catalog::{Catalog, CatalogClient, Entry as CatalogEntry, MAX_SEARCH_RESULTS};
 pub use chat_agent::ChatAgent;
 pub use chat_room::ChatRoom;
 pub use counter::{Counter, CounterClient, CounterState, JsNumber};

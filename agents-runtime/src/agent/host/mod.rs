@@ -190,8 +190,10 @@ impl<A: Agent> Host<A> {
                 report(agent, ctx, None, error).await;
             }
         }
-        if let Some(awake) = self.awake.as_mut() {
-            run_state_changes(awake).await;
+        match self.awake.as_mut() {
+            Some(awake) => run_state_changes(awake).await,
+            // It could not start: no SQL statement of its may hold its frames.
+            None => self.instance.gate.release(),
         }
         if let Some(reply) = self.reply.take() {
             self.after_gate(reply);
@@ -307,7 +309,7 @@ impl<A: Agent> Host<A> {
         }
         let runs = commits.lost_runs(std::mem::replace(&mut self.seen_losses, count));
         let gate = &self.instance.gate;
-        let pending = gate.pending();
+        let pending = gate.last_write();
         let lost = runs.into_iter().find(|(after, ..)| !gate.is_confirmed() || pending > *after);
         let Some((.., why)) = lost else { return };
         // Asleep or awake, its frames no longer wait for what was lost, and what it knew of

@@ -166,9 +166,15 @@ impl<A: Agent> Host<A> {
 
     async fn call(&mut self, call: Call) -> CallOutcome {
         match self.wake().await {
-            Ok(Awake { agent, ctx, .. }) => caught(agent.call(ctx, call))
-                .await
-                .unwrap_or_else(|panic| CallOutcome::Error(panic.to_string())),
+            Ok(Awake { agent, ctx, .. }) => {
+                let outcome = caught(agent.call(ctx, call))
+                    .await
+                    .unwrap_or_else(|panic| CallOutcome::Error(panic.to_string()));
+                if let CallOutcome::Error(_) = outcome {
+                    ctx.hook_failed(); // its SQL statements are rolled back
+                }
+                outcome
+            }
             Err(e) => CallOutcome::Error(format!("the agent could not start: {e}")),
         }
     }
@@ -226,21 +232,22 @@ pub(super) async fn connect<A: Agent>(
     }
 }
 
-/// `on_state_changed` for every change the last event made (and the changes those make,
-/// a bounded number of rounds).
+/// Ends a turn: `on_state_changed` for every change the last event made (and the changes
+/// those make, a bounded number of rounds), then the commit of the turn's SQL statements.
 pub(super) async fn run_state_changes<A: Agent>(awake: &mut Awake<A>) {
     const ROUNDS: usize = 16;
     let Awake { agent, ctx, .. } = awake;
     let mut changes = ctx.end_turn();
     for _ in 0..ROUNDS {
         if changes.is_empty() {
-            return;
+            break;
         }
         for change in changes {
             let source = match &change.source {
                 Some(conn) => StateSource::Connection(conn),
                 None => StateSource::Server,
             };
+            ctx.hook_started();
             let hook = agent.on_state_changed(ctx, &change.state, source);
             if let Err(e) = caught(hook).await.and_then(|changed| changed) {
                 report(agent, ctx, None, e).await;
@@ -255,6 +262,7 @@ pub(super) async fn run_state_changes<A: Agent>(awake: &mut Awake<A>) {
             "on_state_changed keeps changing the state; stopped after {ROUNDS} rounds"
         );
     }
+    ctx.commit_turn();
 }
 
 /// Identity, state (when the agent has one) and MCP frames, in the order the official client
@@ -302,6 +310,8 @@ pub(super) async fn rpc<A: Agent>(
         CallOutcome::Value(result) => RpcResponse::result(id, result, true),
         CallOutcome::Streamed => return,
         CallOutcome::Error(error) => {
+            // The method failed: its SQL statements are rolled back.
+            ctx.hook_failed();
             // Answered to the client; logged within the instance's allowance, clipped.
             if let Some(dropped) = ctx.log_budget().take() {
                 let (name, method) = (ctx.name(), clip(&method));
@@ -320,7 +330,8 @@ pub(super) async fn rpc<A: Agent>(
     let _ = conn.send(frame.to_message());
 }
 
-/// Hands an error to `on_error`; an error or a panic in `on_error` itself is logged.
+/// Hands an error to `on_error`, once the SQL statements of the hook that failed are rolled
+/// back; an error or a panic in `on_error` itself is logged (and its statements rolled back).
 pub(super) async fn report<A: Agent>(
     agent: &mut A,
     ctx: &mut Context<A>,
@@ -328,7 +339,10 @@ pub(super) async fn report<A: Agent>(
     error: Error,
 ) {
     let name: Arc<str> = ctx.name_arc().clone();
+    ctx.hook_failed();
+    ctx.hook_started();
     if let Err(e) = caught(agent.on_error(ctx, conn, &error)).await.and_then(|done| done) {
+        ctx.hook_failed();
         tracing::error!(agent = A::NAME, name = %name, "on_error failed: {e} (handling: {error})");
     }
 }

@@ -1,0 +1,221 @@
+//! [`Databases`]: every instance's SQL database, where its file is, and the bound on how many
+//! are open at once (each holds file descriptors, and a process has a limit of them).
+//!
+//! An instance's database opens at its first statement after it woke and closes when it
+//! hibernates or leaves memory. When the bound is reached, the least recently used open
+//! database whose turn is not under way is closed first (its instance opens it again at its
+//! next statement). Without a data dir, databases live in memory for the server's life.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use super::SqlError;
+use super::database::Database;
+use crate::limits::SqlLimits;
+use crate::sync::lock;
+
+/// The longest a database's path under the data dir may be, in bytes of its escaped name.
+const MAX_ESCAPED_NAME: usize = 3000;
+/// The longest directory or file name the escaped name is cut into.
+const PART: usize = 200;
+
+/// The SQL databases of one server.
+pub(crate) struct Databases {
+    /// `{data dir}/sql`, or `None`: in memory.
+    root: Option<PathBuf>,
+    limits: SqlLimits,
+    /// The databases on disk that are (or were) open, to pick one to close.
+    open: Mutex<Vec<Weak<Slot>>>,
+    /// How many databases are open.
+    open_count: Arc<AtomicUsize>,
+    /// Ticks at each use, for the least recently used.
+    clock: AtomicU64,
+    /// In memory: every instance's database, kept for the server's life.
+    memory: Mutex<HashMap<(&'static str, Arc<str>), Arc<Slot>>>,
+}
+
+/// One instance's database, open or not.
+pub(crate) struct Slot {
+    db: Mutex<Option<Database>>,
+    path: Option<PathBuf>,
+    used: AtomicU64,
+    open_count: Arc<AtomicUsize>,
+}
+
+impl Databases {
+    /// Databases under `root` (`None`: in memory) held to `limits`.
+    pub(crate) fn new(root: Option<PathBuf>, limits: SqlLimits) -> Self {
+        Self {
+            root,
+            limits,
+            open: Mutex::default(),
+            open_count: Arc::default(),
+            clock: AtomicU64::new(0),
+            memory: Mutex::default(),
+        }
+    }
+
+    /// How many databases are open now.
+    pub(crate) fn open_count(&self) -> usize {
+        self.open_count.load(Ordering::Acquire)
+    }
+
+    /// The database of instance `name` of `agent` (not opened yet).
+    pub(crate) fn slot(&self, agent: &'static str, name: &Arc<str>) -> Result<Arc<Slot>, SqlError> {
+        let Some(root) = &self.root else {
+            let mut memory = lock(&self.memory);
+            let slot = memory
+                .entry((agent, name.clone()))
+                .or_insert_with(|| Arc::new(self.new_slot(None)));
+            return Ok(slot.clone());
+        };
+        let path = database_path(root, agent, name)?;
+        Ok(Arc::new(self.new_slot(Some(path))))
+    }
+
+    fn new_slot(&self, path: Option<PathBuf>) -> Slot {
+        Slot {
+            db: Mutex::new(None),
+            path,
+            used: AtomicU64::new(0),
+            open_count: self.open_count.clone(),
+        }
+    }
+
+    /// Runs `f` on the database of `slot`, opening it first if needed.
+    pub(crate) fn with<T>(
+        &self,
+        slot: &Arc<Slot>,
+        f: impl FnOnce(&mut Database) -> Result<T, SqlError>,
+    ) -> Result<T, SqlError> {
+        slot.used.store(self.clock.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
+        let mut db = lock(&slot.db);
+        if db.is_none() {
+            if slot.path.is_some() {
+                self.admit(slot)?;
+            }
+            match Database::open(slot.path.as_deref(), self.limits) {
+                Ok(opened) => {
+                    *db = Some(opened);
+                    self.open_count.fetch_add(1, Ordering::AcqRel);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        f(db.as_mut().expect("opened"))
+    }
+
+    /// Runs `f` on the database of `slot` if it is open (`None` if not: a closed database has
+    /// no transaction under way).
+    pub(crate) fn with_open<T>(
+        &self,
+        slot: &Slot,
+        f: impl FnOnce(&mut Database) -> T,
+    ) -> Option<T> {
+        lock(&slot.db).as_mut().map(f)
+    }
+
+    /// Makes room for `slot`'s database to open: closes the least recently used one idle
+    /// between turns if the bound is reached, then lists `slot`.
+    fn admit(&self, slot: &Arc<Slot>) -> Result<(), SqlError> {
+        let mut open = lock(&self.open);
+        if self.open_count() >= self.limits.max_open_databases {
+            open.retain(|listed| listed.strong_count() > 0);
+            let victim = open
+                .iter()
+                .filter_map(Weak::upgrade)
+                .filter(|other| !Arc::ptr_eq(other, slot))
+                .filter_map(|other| {
+                    let used = other.used.load(Ordering::Relaxed);
+                    let idle =
+                        other.db.try_lock().ok()?.as_ref().is_some_and(|db| !db.in_transaction());
+                    idle.then_some((used, other))
+                })
+                .min_by_key(|(used, _)| *used);
+            if let Some((_, victim)) = victim {
+                // Its instance opens it again at its next statement.
+                if let Ok(mut db) = victim.db.try_lock()
+                    && db.as_ref().is_some_and(|db| !db.in_transaction())
+                {
+                    db.take();
+                    self.open_count.fetch_sub(1, Ordering::AcqRel);
+                }
+            }
+            if self.open_count() >= self.limits.max_open_databases {
+                return Err(SqlError::new(format!(
+                    "{} SQL databases are open, each in a turn under way: the bound \
+                     (max_open_databases) is reached; try again",
+                    self.open_count()
+                )));
+            }
+        }
+        if !open.iter().any(|listed| listed.as_ptr() == Arc::as_ptr(slot)) {
+            open.push(Arc::downgrade(slot));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let db = self.db.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if db.take().is_some() {
+            self.open_count.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// Where instance `name` of `agent` keeps its database: `root/agent/name.sqlite3`, each name
+/// escaped (bytes other than ASCII letters, digits, `-` and `_` as `%XX`) and cut into
+/// directories of 200 bytes, so any name has a file of its own.
+fn database_path(root: &std::path::Path, agent: &str, name: &str) -> Result<PathBuf, SqlError> {
+    let escaped = escape(name);
+    if escaped.len() > MAX_ESCAPED_NAME {
+        return Err(SqlError::new(format!(
+            "the instance name is too long for an SQL database file ({} bytes escaped; at most {MAX_ESCAPED_NAME})",
+            escaped.len()
+        )));
+    }
+    let mut path = root.join(escape(agent));
+    let parts: Vec<&[u8]> = escaped.as_bytes().chunks(PART).collect();
+    let (last, dirs) = parts.split_last().map_or((&b""[..], &[][..]), |(l, d)| (*l, d));
+    for dir in dirs {
+        path.push(std::str::from_utf8(dir).expect("ASCII"));
+    }
+    path.push(format!("{}.sqlite3", std::str::from_utf8(last).expect("ASCII")));
+    Ok(path)
+}
+
+fn escape(name: &str) -> String {
+    use std::fmt::Write;
+    let mut escaped = String::with_capacity(name.len());
+    for byte in name.bytes() {
+        if byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_' {
+            escaped.push(byte as char);
+        } else {
+            let _ = write!(escaped, "%{byte:02X}");
+        }
+    }
+    escaped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_name_has_a_file_of_its_own() {
+        let root = std::path::Path::new("/data/sql");
+        let path = |name: &str| database_path(root, "catalog", name).expect("a path");
+        assert_eq!(path("shop-1"), root.join("catalog/shop-1.sqlite3"));
+        assert_eq!(path("../x"), root.join("catalog/%2E%2E%2Fx.sqlite3"));
+        assert_eq!(path(""), root.join("catalog/.sqlite3"));
+        let long = "é".repeat(200);
+        let long_path = path(&long);
+        assert!(long_path.components().all(|c| c.as_os_str().len() <= PART + 8), "{long_path:?}");
+        assert_ne!(path(&long), path(&"é".repeat(201)));
+        assert!(database_path(root, "catalog", &"x".repeat(MAX_ESCAPED_NAME + 1)).is_err());
+    }
+}
