@@ -11,7 +11,8 @@ const USAGE: &str = "\
 usage: agents-examples [--addr HOST:PORT] [--data-dir DIR] [--hibernate-after DURATION]
                       [--max-connections N] [--storage-timeout DURATION]
                       [--max-unfinished-input BYTES] [--message-timeout DURATION]
-                      [--request-head-timeout DURATION]
+                      [--request-head-timeout DURATION] [--max-open-databases N]
+                      [--max-sql-database-size BYTES]
        agents-examples typescript FILE    (FILE `-` writes to standard output)
 
   --addr HOST:PORT              address to listen on (default 127.0.0.1:8787)
@@ -31,6 +32,10 @@ usage: agents-examples [--addr HOST:PORT] [--data-dir DIR] [--hibernate-after DU
   --request-head-timeout DURATION
                                 how long an HTTP request head may take to arrive; past
                                 it the connection closes (default 10s)
+  --max-open-databases N        most SQL databases open at once, three file
+                                descriptors each (default 256)
+  --max-sql-database-size BYTES largest SQL database of one instance, like 1GiB
+                                (default 10 GB)
   -h, --help                    this text
 
 SIGINT or SIGTERM shuts down gracefully: sockets close with 1001, the store is flushed.";
@@ -44,6 +49,8 @@ struct Options {
     max_unfinished_input: Option<usize>,
     message_timeout: Option<Duration>,
     request_head_timeout: Option<Duration>,
+    max_open_databases: Option<usize>,
+    max_sql_database_size: Option<usize>,
 }
 
 fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Options>, String> {
@@ -56,6 +63,8 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Options>, Stri
         max_unfinished_input: None,
         message_timeout: None,
         request_head_timeout: None,
+        max_open_databases: None,
+        max_sql_database_size: None,
     };
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -101,6 +110,17 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Options>, Stri
             }
             "--request-head-timeout" => {
                 options.request_head_timeout = Some(duration_flag(&flag, &value(&flag)?)?);
+            }
+            "--max-open-databases" => {
+                let text = value(&flag)?;
+                let max = text.parse().ok().filter(|&max: &usize| max > 0);
+                options.max_open_databases =
+                    Some(max.ok_or(format!("{flag}: `{text}` is not a count above 0"))?);
+            }
+            "--max-sql-database-size" => {
+                let text = value(&flag)?;
+                let bytes = parse_bytes(&text).map_err(|why| format!("{flag}: `{text}` {why}"))?;
+                options.max_sql_database_size = Some(bytes);
             }
             other => return Err(format!("unknown argument `{other}`")),
         }
@@ -218,6 +238,12 @@ pub async fn run(args: impl Iterator<Item = String>) -> ExitCode {
     if let Some(timeout) = options.request_head_timeout {
         builder = builder.request_head_timeout(timeout);
     }
+    if let Some(max) = options.max_open_databases {
+        builder = builder.max_open_databases(max);
+    }
+    if let Some(bytes) = options.max_sql_database_size {
+        builder = builder.max_sql_database_size(bytes as u64);
+    }
     let server = match builder.bind(options.addr).await {
         Ok(server) => server,
         Err(error) => {
@@ -274,6 +300,16 @@ mod tests {
         assert_eq!(options.max_connections, None);
         let options = parse(args(&["--max-connections", "50"])).expect("valid").expect("not help");
         assert_eq!(options.max_connections, Some(50));
+        let flags = ["--max-open-databases", "64", "--max-sql-database-size=1MiB"];
+        let options = parse(args(&flags)).expect("valid").expect("not help");
+        assert_eq!(options.max_open_databases, Some(64));
+        assert_eq!(options.max_sql_database_size, Some(1 << 20));
+        for bad in ["0", "-1", "many"] {
+            let err = parse(args(&["--max-open-databases", bad])).err().expect("an error");
+            assert_eq!(err, format!("--max-open-databases: `{bad}` is not a count above 0"));
+        }
+        let err = parse(args(&["--max-sql-database-size", "big"])).err().expect("an error");
+        assert!(err.starts_with("--max-sql-database-size: `big` is not a size"), "{err}");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Storage: the conformance suite on every backend, agent state reloaded from the store, the
-//! key-value API through a real agent, and the output gate holding frames until a flush.
+//! key-value API through a real agent, and the output gate holding frames until a flush (SQL
+//! writes' included).
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -338,6 +339,20 @@ async fn an_http_answer_after_a_write_waits_for_the_flush() {
     let (status, body) =
         tokio::time::timeout(WAIT, answer).await.expect("in time").expect("no panic");
     assert_eq!((status, body.as_str()), (200, "stored"));
+}
+
+#[tokio::test]
+async fn frames_after_an_sql_write_wait_for_the_flush_that_syncs_it() {
+    let dir = TempDir::new("sql-gate");
+    let valve = Arc::new(Valve::default());
+    let server = start(agents_examples::server().store(valve.clone()).data_dir(dir.path())).await;
+    // `Catalog`'s `on_start` creates its table: the connection's first frames come after it.
+    let mut client = server.connect_raw("/agents/catalog/gated").await;
+    eventually("a flush starts", || valve.flushes_started() > 0).await;
+    client.expect_silence(Duration::from_millis(300)).await;
+    valve.open();
+    assert_eq!(client.recv_json().await["type"], "cf_agent_identity");
+    assert!(dir.path().join("sql/catalog/gated.sqlite3").exists(), "the database is on disk");
 }
 
 #[test]

@@ -109,9 +109,9 @@ impl Database {
         // Other databases stay out of reach.
         conn.set_limit(Limit::SQLITE_LIMIT_ATTACHED, 0)?;
         conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)?;
+        // Only takes on a new database: `delete_all` gives the pages back.
+        conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
         if self.file.is_some() {
-            // Only takes on a new database: deleted rows give their pages back.
-            conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
             conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
             let mode: String =
                 conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
@@ -189,7 +189,11 @@ impl Database {
         };
         let rows = run(&mut stmt);
         drop(stmt);
-        let rows = rows.map_err(|e| explain(&self.guard, &self.conn, &self.limits, e))?;
+        let rows = rows.map_err(|e| {
+            let error = explain(&self.guard, &self.conn, &self.limits, e);
+            self.lost_transaction();
+            error
+        })?;
         let rows_written = if writes { self.conn.total_changes() - before } else { 0 };
         Ok(SqlCursor { columns, rows, rows_written })
     }
@@ -210,6 +214,7 @@ impl Database {
     /// The hook under way failed: its statements are rolled back. Returns whether the turn
     /// still has a transaction open (it had statements before the hook).
     pub(crate) fn hook_failed(&mut self) -> Result<bool, SqlError> {
+        self.lost_transaction();
         match std::mem::take(&mut self.scope) {
             Scope::Untouched => {}
             Scope::Savepoint => {
@@ -226,6 +231,7 @@ impl Database {
     /// The turn is over: its statements are committed. Returns whether they wrote anything
     /// (the log then needs a sync); on an error they were rolled back.
     pub(crate) fn commit(&mut self) -> Result<bool, SqlError> {
+        self.lost_transaction();
         self.scope = Scope::Untouched;
         if !std::mem::take(&mut self.open) {
             return Ok(false);
@@ -243,6 +249,15 @@ impl Database {
                 }
                 Err(e)
             }
+        }
+    }
+
+    /// SQLite rolls the whole transaction back by itself after some errors (a full database
+    /// or disk, an I/O error, no memory): then the turn has none open any more.
+    fn lost_transaction(&mut self) {
+        if self.open && self.conn.is_autocommit() {
+            self.open = false;
+            self.scope = Scope::Untouched;
         }
     }
 
@@ -345,6 +360,10 @@ fn is_runtime_pragma(name: &str, value: Option<&str>) -> bool {
 fn explain(guard: &Guard, conn: &Connection, limits: &SqlLimits, e: rusqlite::Error) -> SqlError {
     if let Some(refused) = lock(&guard.refused).take() {
         return SqlError::new(refused);
+    }
+    if let rusqlite::Error::SqlInputError { error, msg, offset, .. } = &e {
+        let code = code_name(error.extended_code & 0xff);
+        return SqlError::new(format!("{msg} at offset {offset} ({code})"));
     }
     let rusqlite::Error::SqliteFailure(failure, message) = &e else {
         return match e {

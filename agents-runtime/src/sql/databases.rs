@@ -21,6 +21,9 @@ const MAX_ESCAPED_NAME: usize = 3000;
 /// The longest directory or file name the escaped name is cut into.
 const PART: usize = 200;
 
+/// An instance: its agent's route name and its name.
+type InstanceName = (&'static str, Arc<str>);
+
 /// The SQL databases of one server.
 pub(crate) struct Databases {
     /// `{data dir}/sql`, or `None`: in memory.
@@ -28,12 +31,12 @@ pub(crate) struct Databases {
     limits: SqlLimits,
     /// The databases on disk that are (or were) open, to pick one to close.
     open: Mutex<Vec<Weak<Slot>>>,
-    /// How many databases are open.
+    /// How many databases on disk are open (or opening).
     open_count: Arc<AtomicUsize>,
     /// Ticks at each use, for the least recently used.
     clock: AtomicU64,
     /// In memory: every instance's database, kept for the server's life.
-    memory: Mutex<HashMap<(&'static str, Arc<str>), Arc<Slot>>>,
+    memory: Mutex<HashMap<InstanceName, Arc<Slot>>>,
 }
 
 /// One instance's database, open or not.
@@ -57,7 +60,7 @@ impl Databases {
         }
     }
 
-    /// How many databases are open now.
+    /// How many databases on disk are open now.
     pub(crate) fn open_count(&self) -> usize {
         self.open_count.load(Ordering::Acquire)
     }
@@ -93,15 +96,18 @@ impl Databases {
         slot.used.store(self.clock.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
         let mut db = lock(&slot.db);
         if db.is_none() {
-            if slot.path.is_some() {
+            let counted = slot.path.is_some();
+            if counted {
                 self.admit(slot)?;
             }
             match Database::open(slot.path.as_deref(), self.limits) {
-                Ok(opened) => {
-                    *db = Some(opened);
-                    self.open_count.fetch_add(1, Ordering::AcqRel);
+                Ok(opened) => *db = Some(opened),
+                Err(e) => {
+                    if counted {
+                        self.open_count.fetch_sub(1, Ordering::AcqRel);
+                    }
+                    return Err(e);
                 }
-                Err(e) => return Err(e),
             }
         }
         f(db.as_mut().expect("opened"))
@@ -117,33 +123,15 @@ impl Databases {
         lock(&slot.db).as_mut().map(f)
     }
 
-    /// Makes room for `slot`'s database to open: closes the least recently used one idle
-    /// between turns if the bound is reached, then lists `slot`.
+    /// Makes room for `slot`'s database and counts it open: closes the least recently used
+    /// ones idle between turns while the bound is reached, then lists `slot`.
     fn admit(&self, slot: &Arc<Slot>) -> Result<(), SqlError> {
         let mut open = lock(&self.open);
         if self.open_count() >= self.limits.max_open_databases {
             open.retain(|listed| listed.strong_count() > 0);
-            let victim = open
-                .iter()
-                .filter_map(Weak::upgrade)
-                .filter(|other| !Arc::ptr_eq(other, slot))
-                .filter_map(|other| {
-                    let used = other.used.load(Ordering::Relaxed);
-                    let idle =
-                        other.db.try_lock().ok()?.as_ref().is_some_and(|db| !db.in_transaction());
-                    idle.then_some((used, other))
-                })
-                .min_by_key(|(used, _)| *used);
-            if let Some((_, victim)) = victim {
-                // Its instance opens it again at its next statement.
-                if let Ok(mut db) = victim.db.try_lock()
-                    && db.as_ref().is_some_and(|db| !db.in_transaction())
-                {
-                    db.take();
-                    self.open_count.fetch_sub(1, Ordering::AcqRel);
-                }
-            }
-            if self.open_count() >= self.limits.max_open_databases {
+        }
+        while self.open_count() >= self.limits.max_open_databases {
+            if !self.close_least_recently_used(&open, slot) {
                 return Err(SqlError::new(format!(
                     "{} SQL databases are open, each in a turn under way: the bound \
                      (max_open_databases) is reached; try again",
@@ -151,17 +139,41 @@ impl Databases {
                 )));
             }
         }
+        self.open_count.fetch_add(1, Ordering::AcqRel);
         if !open.iter().any(|listed| listed.as_ptr() == Arc::as_ptr(slot)) {
             open.push(Arc::downgrade(slot));
         }
         Ok(())
+    }
+
+    /// Closes the least recently used open database of `open` other than `slot`'s that is
+    /// between turns; returns whether there was one. Its instance opens it again at its next
+    /// statement.
+    fn close_least_recently_used(&self, open: &[Weak<Slot>], slot: &Arc<Slot>) -> bool {
+        let idle = |other: &Slot| {
+            other.db.try_lock().is_ok_and(|db| db.as_ref().is_some_and(|db| !db.in_transaction()))
+        };
+        let victim = open
+            .iter()
+            .filter_map(Weak::upgrade)
+            .filter(|other| !Arc::ptr_eq(other, slot) && idle(other))
+            .min_by_key(|other| other.used.load(Ordering::Relaxed));
+        let Some(victim) = victim else { return false };
+        let Ok(mut db) = victim.db.try_lock() else { return false };
+        if db.as_ref().is_some_and(|db| !db.in_transaction()) {
+            db.take();
+            self.open_count.fetch_sub(1, Ordering::AcqRel);
+            return true;
+        }
+        false
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         let db = self.db.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if db.take().is_some() {
+        // Databases in memory hold no file descriptor and are not counted.
+        if db.take().is_some() && self.path.is_some() {
             self.open_count.fetch_sub(1, Ordering::AcqRel);
         }
     }
@@ -217,5 +229,33 @@ mod tests {
         assert!(long_path.components().all(|c| c.as_os_str().len() <= PART + 8), "{long_path:?}");
         assert_ne!(path(&long), path(&"é".repeat(201)));
         assert!(database_path(root, "catalog", &"x".repeat(MAX_ESCAPED_NAME + 1)).is_err());
+    }
+}
+
+#[cfg(test)]
+mod bound_tests {
+    use super::*;
+
+    #[test]
+    fn at_the_bound_the_least_recently_used_idle_database_closes() {
+        let dir = std::env::temp_dir().join(format!("databases-bound-{}", std::process::id()));
+        let limits = SqlLimits { max_open_databases: 2, ..SqlLimits::default() };
+        let databases = Databases::new(Some(dir.clone()), limits);
+        let slots: Vec<_> = (0..3)
+            .map(|n| databases.slot("lab", &Arc::from(format!("i{n}"))).expect("a slot"))
+            .collect();
+        for slot in &slots {
+            databases
+                .with(slot, |db| {
+                    db.exec("CREATE TABLE IF NOT EXISTS t (x)", &[], || Ok(()))?;
+                    db.commit()
+                })
+                .expect("runs");
+            assert!(databases.open_count() <= 2, "{}", databases.open_count());
+        }
+        assert!(databases.with_open(&slots[0], |_| ()).is_none(), "the first was closed");
+        drop(slots);
+        assert_eq!(databases.open_count(), 0);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
