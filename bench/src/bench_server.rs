@@ -1,9 +1,10 @@
 //! The server the benchmarks measure: every reference agent of `agents-examples` (the
 //! `ChatRoom` and `Counter` among them), plus `RelaxedCounter`, the same counter without the
 //! output gate, and `GET /agents/bench-stats/any` with the server's gauges and group-commit
-//! figures as JSON.
+//! figures as JSON, and `KvCatalog`, `Catalog`'s `put` and `get` on the key-value storage.
 //!
-//! `bench-server --addr 127.0.0.1:PORT --data-dir DIR [--hibernate-after 2s]`
+//! `bench-server --addr 127.0.0.1:PORT --data-dir DIR [--hibernate-after 2s]
+//! [--max-open-databases N]`
 
 use std::process::ExitCode;
 use std::sync::{Arc, OnceLock};
@@ -33,6 +34,27 @@ impl RelaxedCounter {
         let count = ctx.state().count + 1;
         ctx.set_state(RelaxedCounterState { count })?;
         Ok(count)
+    }
+}
+
+/// `Catalog.put` and `Catalog.get` through the key-value storage instead of SQL: the same
+/// calls, for the SQL benchmark to compare with.
+#[derive(Default)]
+pub struct KvCatalog;
+
+#[agent(rename_all = "camelCase")]
+impl KvCatalog {
+    /// Sets `key` to `value`; returns 1, as `Catalog.put`.
+    #[callable]
+    fn put(&mut self, ctx: &mut Context<Self>, key: String, value: String) -> Result<u64> {
+        ctx.storage().put(&key, &value)?;
+        Ok(1)
+    }
+
+    /// The value of `key`, or `null`.
+    #[callable]
+    fn get(&mut self, ctx: &mut Context<Self>, key: String) -> Result<Option<String>> {
+        ctx.storage().get(&key)
     }
 }
 
@@ -77,6 +99,7 @@ async fn main() -> ExitCode {
     let mut addr = "127.0.0.1:8787".to_owned();
     let mut data_dir = None;
     let mut hibernate_after = Duration::from_secs(10);
+    let mut max_open_databases = None;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args.next();
@@ -86,6 +109,10 @@ async fn main() -> ExitCode {
             ("--hibernate-after", Some(value)) => match value.strip_suffix('s').map(str::parse) {
                 Some(Ok(secs)) => hibernate_after = Duration::from_secs_f64(secs),
                 _ => return usage(&format!("--hibernate-after: `{value}` is not like 2s")),
+            },
+            ("--max-open-databases", Some(value)) => match value.parse() {
+                Ok(max) => max_open_databases = Some(max),
+                Err(_) => return usage(&format!("--max-open-databases: `{value}` is not a count")),
             },
             (flag, _) => return usage(&format!("unknown or incomplete argument `{flag}`")),
         }
@@ -99,14 +126,18 @@ async fn main() -> ExitCode {
     // Before the server is bound: a SIGTERM from then on shuts it down gracefully.
     let shutdown = shutdown_signal();
     let handle = Handle::default();
-    let builder = agents_examples::server()
+    let mut builder = agents_examples::server()
         .agent::<RelaxedCounter>()
+        .agent::<KvCatalog>()
         .agent::<BenchStats>()
         .env(handle.clone())
         .data_dir(data_dir)
         .hibernate_after(hibernate_after)
         // Enough for the idle benchmark's 19,000 sockets and their rooms.
         .max_connections(100_000);
+    if let Some(max) = max_open_databases {
+        builder = builder.max_open_databases(max);
+    }
     let server = match builder.bind(addr.as_str()).await {
         Ok(server) => server,
         Err(e) => {
@@ -127,7 +158,7 @@ async fn main() -> ExitCode {
 
 fn usage(why: &str) -> ExitCode {
     eprintln!(
-        "bench-server: {why}\nusage: bench-server --addr HOST:PORT --data-dir DIR [--hibernate-after 2s]"
+        "bench-server: {why}\nusage: bench-server --addr HOST:PORT --data-dir DIR [--hibernate-after 2s] [--max-open-databases N]"
     );
     ExitCode::from(2)
 }

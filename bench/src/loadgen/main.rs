@@ -10,6 +10,8 @@
 //! loadgen soak    --url ws://127.0.0.1:PORT --server-pid PID --duration 30m
 //! loadgen schedules --url ws://127.0.0.1:PORT --server-pid PID --instances 10000 --schedules 100000
 //! loadgen pending --url ws://127.0.0.1:PORT --instances 1000 --schedules 1000000
+//! loadgen sql     --url ws://127.0.0.1:PORT/agents/catalog/w --op put --writers 8 --duration 10s
+//! loadgen footprint --url ws://127.0.0.1:PORT/agents/catalog/f --instances 1000
 //! ```
 //!
 //! Every mode takes `--server-pid PID` (server CPU time and RSS come from `/proc/PID`) and
@@ -25,6 +27,7 @@ mod probe;
 mod rpc;
 mod schedules;
 mod soak;
+mod sql;
 mod stats;
 
 use std::process::ExitCode;
@@ -56,6 +59,8 @@ fn main() -> ExitCode {
             "soak" => soak::run(&args).await,
             "schedules" => schedules::run(&args).await,
             "pending" => schedules::fill(&args).await,
+            "sql" => sql::run(&args).await,
+            "footprint" => sql::footprint(&args).await,
             other => Err(format!("unknown mode `{other}`")),
         }
     });
@@ -70,7 +75,7 @@ fn main() -> ExitCode {
 
 fn usage(why: &str) -> ExitCode {
     eprintln!(
-        "loadgen: {why}\n\nusage: loadgen chat|idle|connect|rpc|soak|schedules|pending --url WS_URL [options]"
+        "loadgen: {why}\n\nusage: loadgen chat|idle|connect|rpc|soak|schedules|pending|sql|footprint --url WS_URL [options]"
     );
     eprintln!(
         "  chat     --conns N --senders S --messages M [--window W]\n  \
@@ -79,6 +84,8 @@ fn usage(why: &str) -> ExitCode {
          rpc      --rate R --calls K [--conns C]\n  \
          schedules --instances N --schedules K [--spread 10s] [--lead 20s]\n  \
          pending  --instances N --schedules K [--concurrency C]\n  \
+         sql      --op put|get [--writers W] [--rows N] [--duration 10s]\n  \
+         footprint --instances N [--hibernate-wait 4s] [--settle 2s]\n  \
          all:     --server-pid PID [--stats-url http://HOST:PORT/agents/bench-stats/x] [--timeout 120s]"
     );
     ExitCode::from(2)

@@ -1,0 +1,16 @@
+use agents_runtime::prelude::*;
+
+#[derive(Default)]
+struct Lab;
+
+#[agent]
+impl Lab {
+    #[callable]
+    fn run(&mut self, ctx: &mut Context<Self>, key: String) -> Result<()> {
+        let _ = &key;
+        sql!(ctx, "SELECT * FROM t WHERE k = {key")?;
+        Ok(())
+    }
+}
+
+fn main() {}
