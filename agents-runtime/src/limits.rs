@@ -36,7 +36,7 @@ pub(crate) struct SqlLimits {
     pub(crate) max_row_size: usize,
     /// The largest database, in bytes (10 GB).
     pub(crate) max_database_size: u64,
-    /// The most databases open at once ([`DEFAULT_MAX_OPEN_DATABASES`]).
+    /// The most databases open at once ([`default_max_open_databases`]).
     pub(crate) max_open_databases: usize,
 }
 
@@ -47,7 +47,7 @@ impl Default for SqlLimits {
             max_bound_parameters: 100,
             max_row_size: 2_000_000,
             max_database_size: 10_000_000_000,
-            max_open_databases: DEFAULT_MAX_OPEN_DATABASES,
+            max_open_databases: default_max_open_databases(),
         }
     }
 }
@@ -77,12 +77,23 @@ impl Default for Limits {
     }
 }
 
-/// How many SQL databases may be open at once by default. Each holds three file descriptors
-/// (the database, its log, and the runtime's handle to sync the log); an instance's database
-/// is open only while it is awake, and the least recently used one is closed to open another.
-pub(crate) const DEFAULT_MAX_OPEN_DATABASES: usize = 256;
-/// File descriptors an open SQL database holds.
+/// File descriptors an open SQL database holds: the database, its log, and the runtime's
+/// handle to sync the log.
 pub(crate) const FDS_PER_DATABASE: usize = 3;
+
+/// The process's open-file limit (its soft limit), if it has one.
+fn open_file_limit() -> Option<usize> {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+    limit.and_then(|limit| usize::try_from(limit).ok())
+}
+
+/// How many SQL databases may be open at once by default: 256, or fewer where a tenth of the
+/// open-file limit cannot hold that many (at least one). An instance's database is open only
+/// while it is awake, and the least recently used one is closed to open another.
+pub(crate) fn default_max_open_databases() -> usize {
+    const MOST: usize = 256;
+    open_file_limit().map_or(MOST, |limit| (limit / 10 / FDS_PER_DATABASE).clamp(1, MOST))
+}
 
 /// What `max_connections` defaults to: the process's open-file limit (its soft limit), less a
 /// tenth of it (at least 32) for the store, the listener and HTTP requests, and less what the
@@ -90,9 +101,8 @@ pub(crate) const FDS_PER_DATABASE: usize = 3;
 /// 100,000 where the limit cannot be read or is unlimited.
 pub(crate) fn default_max_connections() -> usize {
     const FALLBACK: usize = 100_000;
-    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
-    let databases = DEFAULT_MAX_OPEN_DATABASES * FDS_PER_DATABASE;
-    match limit.and_then(|limit| usize::try_from(limit).ok()) {
+    let databases = default_max_open_databases() * FDS_PER_DATABASE;
+    match open_file_limit() {
         Some(limit) => limit.saturating_sub((limit / 10).max(32) + databases).max(1),
         None => FALLBACK,
     }
@@ -108,7 +118,9 @@ mod tests {
         let default = default_max_connections();
         match limit {
             Some(limit) => {
-                assert!((default as u64) < limit, "{default} against a limit of {limit}")
+                let databases = super::default_max_open_databases() * super::FDS_PER_DATABASE;
+                let held = (default + databases) as u64;
+                assert!(held < limit, "{default} sockets and {databases} for databases: {limit}");
             }
             None => assert_eq!(default, 100_000),
         }

@@ -265,7 +265,8 @@ impl ServerBuilder {
 
     /// Most SQL databases open at once (`ctx.sql()`); each holds three file descriptors. An
     /// instance's database is open while it is awake; at the bound, the least recently used
-    /// one between turns is closed. Default 256 (counted out of `max_connections`' default).
+    /// one between turns is closed. Default 256, or fewer where a tenth of the open-file limit
+    /// cannot hold them; `max_connections`' default leaves their descriptors free.
     pub fn max_open_databases(mut self, databases: usize) -> Self {
         self.limits.sql.max_open_databases = databases;
         self
