@@ -217,6 +217,20 @@ impl SqlLab {
         Ok(())
     }
 
+    /// Writes `entry`, then fills the database past its size limit and ignores the error:
+    /// SQLite rolled back the whole transaction, `entry` included.
+    #[callable]
+    fn write_then_overfill(&mut self, ctx: &mut Context<Self>, entry: String) -> Result<()> {
+        sql!(ctx, "INSERT INTO log (entry) VALUES ({entry})")?;
+        ctx.sql().exec("CREATE TABLE IF NOT EXISTS ballast (data BLOB)", ())?;
+        for _ in 0..1000 {
+            if ctx.sql().exec("INSERT INTO ballast VALUES (randomblob(4000))", ()).is_err() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// The database's size, and what `delete_all` dropped.
     #[callable]
     fn size(&mut self, ctx: &mut Context<Self>) -> Result<u64> {
@@ -308,6 +322,32 @@ async fn a_failing_hook_rolls_back_its_own_statements_only() {
 }
 
 #[tokio::test]
+async fn a_failing_first_call_keeps_what_on_start_created() {
+    let server = start(agents_runtime::Server::builder().agent::<SqlLab>()).await;
+    let lab = server.handle.get_agent_by_name::<SqlLab>("fresh").expect("registered");
+    let lab = SqlLabClient::new(lab);
+    let error = lab.write_then_fail("x".into()).await.expect_err("fails");
+    assert_eq!(error.to_string(), "failed after writing");
+    // `on_start`'s table is there: only the method's own statement was rolled back.
+    assert_eq!(lab.entries().await.expect("the table exists"), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_turn_whose_transaction_sqlite_rolled_back_is_not_acknowledged() {
+    let builder =
+        agents_runtime::Server::builder().agent::<SqlLab>().max_sql_database_size(128 * 1024);
+    let server = start(builder).await;
+    let mut client = server.connect("/agents/sql-lab/overfill").await;
+    call(&mut client, "writeAndChange", json!(["before"])).await.expect("written");
+    let error = call(&mut client, "writeThenOverfill", json!(["gone"])).await.expect_err("lost");
+    assert!(error.contains("Storage failed"), "{error}");
+    // The instance restarted from what was committed: the earlier turn's rows, not this one's.
+    let entries = call(&mut client, "entries", json!([])).await.expect("entries");
+    assert_eq!(entries[0], "before");
+    assert!(!entries.as_array().expect("a list").contains(&json!("gone")), "{entries}");
+}
+
+#[tokio::test]
 async fn statements_get_clear_errors_for_mistakes_rules_and_limits() {
     let builder = agents_runtime::Server::builder()
         .agent::<SqlLab>()
@@ -336,9 +376,24 @@ async fn statements_get_clear_errors_for_mistakes_rules_and_limits() {
         ("COMMIT", json!([]), "each turn is one transaction"),
         ("SAVEPOINT x", json!([]), "each turn is one transaction"),
         ("ATTACH 'other.db' AS other", json!([]), "ATTACH and DETACH are refused"),
-        ("PRAGMA journal_mode = DELETE", json!([]), "PRAGMA journal_mode is set by the runtime"),
-        ("PRAGMA synchronous = OFF", json!([]), "PRAGMA synchronous is set by the runtime"),
+        (
+            "PRAGMA journal_mode = DELETE",
+            json!([]),
+            "PRAGMA journal_mode with a value is not allowed",
+        ),
+        ("PRAGMA synchronous = OFF", json!([]), "PRAGMA synchronous with a value is not allowed"),
         ("SELECT 1; SELECT 2", json!([]), "exec runs one statement"),
+        (
+            "PRAGMA hard_heap_limit = 1000",
+            json!([]),
+            "PRAGMA hard_heap_limit with a value is not allowed",
+        ),
+        ("PRAGMA cache_size = 1000000", json!([]), "PRAGMA cache_size with a value is not allowed"),
+        (
+            "CREATE TEMP TABLE t (x)",
+            json!([]),
+            "TEMP tables, views, indexes and triggers are not supported",
+        ),
     ];
     for (statement, params, expected) in cases {
         let error = exec(&mut client, statement, params.clone()).await.expect_err(statement);
@@ -351,6 +406,23 @@ async fn statements_get_clear_errors_for_mistakes_rules_and_limits() {
         exec(&mut client, "SELECT ? AS a, ? AS b", json!([1, "two"])).await,
         Ok(json!([{ "a": 1, "b": "two" }]))
     );
+
+    // A statement cached before a schema change reads the new columns.
+    exec(&mut client, "CREATE TABLE shape (a)", json!([])).await.expect("created");
+    exec(&mut client, "INSERT INTO shape VALUES (1)", json!([])).await.expect("inserted");
+    assert_eq!(exec(&mut client, "SELECT * FROM shape", json!([])).await, Ok(json!([{ "a": 1 }])));
+    exec(&mut client, "ALTER TABLE shape ADD COLUMN b DEFAULT 2", json!([]))
+        .await
+        .expect("altered");
+    let rows = exec(&mut client, "SELECT * FROM shape", json!([])).await;
+    assert_eq!(rows, Ok(json!([{ "a": 1, "b": 2 }])));
+    exec(&mut client, "DROP TABLE shape", json!([])).await.expect("dropped");
+    // Tables that reference each other: `delete_all` drops them whatever the order.
+    exec(&mut client, "CREATE TABLE parent (id INTEGER PRIMARY KEY)", json!([])).await.expect("t");
+    let child = "CREATE TABLE child (p INTEGER REFERENCES parent (id))";
+    exec(&mut client, child, json!([])).await.expect("t");
+    exec(&mut client, "INSERT INTO parent VALUES (1)", json!([])).await.expect("row");
+    exec(&mut client, "INSERT INTO child VALUES (1)", json!([])).await.expect("row");
 
     // The size limit: a table that grows past it.
     exec(&mut client, "CREATE TABLE big (data BLOB)", json!([])).await.expect("created");
@@ -368,7 +440,7 @@ async fn statements_get_clear_errors_for_mistakes_rules_and_limits() {
     assert!(full.contains("size limit of 262144 bytes (max_sql_database_size)"), "{full}");
     let size = call(&mut client, "size", json!([])).await.expect("size").as_u64().expect("bytes");
     assert!(size > 200_000 && size <= 262_144, "{size}");
-    assert_eq!(call(&mut client, "deleteAll", json!([])).await, Ok(json!(2)));
+    assert_eq!(call(&mut client, "deleteAll", json!([])).await, Ok(json!(4)));
     let after = call(&mut client, "size", json!([])).await.expect("size").as_u64().expect("bytes");
     assert!(after < 16 * 1024, "delete_all gave the pages back: {after}");
     let error = exec(&mut client, "SELECT * FROM log", json!([])).await.expect_err("dropped");

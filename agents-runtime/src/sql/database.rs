@@ -7,17 +7,20 @@
 //! checkpoint on close (closing is only closing files, cheap enough for a hibernating turn).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use rusqlite::hooks::{AuthAction, AuthContext, Authorization, TransactionOperation};
+use rusqlite::hooks::AuthContext;
 use rusqlite::limits::Limit;
 use rusqlite::{Connection, OpenFlags};
 
+use super::error::explain;
+use super::guard::{Guard, STEPS_PER_LOOK};
 use super::{SqlCursor, SqlError, SqlValue};
 use crate::limits::SqlLimits;
 use crate::storage::file_syncs::SyncFile;
-use crate::sync::lock;
+
+/// The most bytes one statement's rows may hold in memory.
+pub(crate) const MAX_RESULT_SIZE: usize = 64 << 20;
 
 /// The name of the savepoint each hook's statements start with, after the turn's first hook.
 const HOOK_SAVEPOINT: &str = "agents_hook";
@@ -33,6 +36,13 @@ pub(crate) struct Database {
     open: bool,
     /// Where the current hook's statements started.
     scope: Scope,
+    /// Why the turn's transaction cannot commit: SQLite rolled it back by itself, or a
+    /// rollback failed. Its frames must not go out; the instance restarts.
+    broken: Option<String>,
+    /// Statements that ran in the open transaction.
+    ran: usize,
+    /// Opened by this process and not yet asked for statements (see [`take_fresh`](Self::take_fresh)).
+    fresh: bool,
 }
 
 /// The write-ahead log of a database on disk.
@@ -56,27 +66,25 @@ enum Scope {
     Begun,
 }
 
-/// What the authorizer knows: whether the runtime itself is running a statement (the only
-/// one that may begin, commit or roll back), and why it refused the last statement.
-#[derive(Default)]
-struct Guard {
-    runtime: AtomicBool,
-    refused: Mutex<Option<String>>,
-}
-
 impl Database {
-    /// Opens (creating it if needed) the database at `path`, or one in memory.
-    pub(crate) fn open(path: Option<&Path>, limits: SqlLimits) -> Result<Self, SqlError> {
+    /// Opens (creating it if needed) the database at `path`, or one in memory. `unsynced`: its
+    /// files' names may not be durable in their directory yet (created by an earlier open
+    /// whose database was never written).
+    pub(crate) fn open(
+        path: Option<&Path>,
+        limits: SqlLimits,
+        unsynced: bool,
+    ) -> Result<Self, SqlError> {
         let opening = |e: rusqlite::Error| SqlError::new(format!("cannot open the database: {e}"));
         let (conn, file) = match path {
             Some(path) => {
                 let dir = path.parent().unwrap_or(Path::new("."));
-                std::fs::create_dir_all(dir)
+                create_dirs(dir)
                     .map_err(|e| SqlError::new(format!("cannot create {}: {e}", dir.display())))?;
                 let mut log = path.as_os_str().to_owned();
                 log.push("-wal");
                 let log = PathBuf::from(log);
-                let new = !path.exists() || !log.exists();
+                let new = unsynced || !path.exists() || !log.exists();
                 let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
                     | OpenFlags::SQLITE_OPEN_CREATE
                     | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -93,6 +101,9 @@ impl Database {
             limits,
             open: false,
             scope: Scope::Untouched,
+            broken: None,
+            ran: 0,
+            fresh: true,
         };
         db.configure().map_err(opening)?;
         Ok(db)
@@ -132,8 +143,13 @@ impl Database {
         let pages = (limits.max_database_size / page_size.max(1).unsigned_abs()).max(1);
         conn.pragma_update(None, "max_page_count", i64::try_from(pages).unwrap_or(i64::MAX))?;
         conn.set_prepared_statement_cache_capacity(32);
+        // Only one instance of a name is live, but the one that just left memory may still be
+        // closing its connection when the next one opens the file: wait for its lock.
+        conn.busy_timeout(std::time::Duration::from_secs(1))?;
         let guard = self.guard.clone();
         conn.authorizer(Some(move |context: AuthContext<'_>| guard.authorize(&context)))?;
+        let guard = self.guard.clone();
+        conn.progress_handler(STEPS_PER_LOOK, Some(move || guard.overtime()))?;
         Ok(())
     }
 
@@ -156,12 +172,31 @@ impl Database {
         if params.len() > limits.max_bound_parameters {
             return Err(self.too_many_parameters(params.len()));
         }
+        if let Some(why) = &self.broken {
+            return Err(SqlError::new(format!(
+                "the turn's earlier statements were rolled back ({why}); none runs until the \
+                 turn ends and the instance restarts"
+            )));
+        }
         self.begin()?;
+        self.guard.start_clock();
+        let ran = self.run(sql, params, before_write);
+        match ran {
+            Ok(_) => self.ran += 1,
+            Err(_) => self.check_transaction(),
+        }
+        ran
+    }
+
+    fn run(
+        &mut self,
+        sql: &str,
+        params: &[SqlValue],
+        before_write: impl FnOnce() -> Result<(), SqlError>,
+    ) -> Result<SqlCursor, SqlError> {
+        let explained = |db: &Self, e| explain(&db.guard, &db.conn, &db.limits, e);
         let before = self.conn.total_changes();
-        let mut stmt = match self.conn.prepare_cached(sql) {
-            Ok(stmt) => stmt,
-            Err(e) => return Err(explain(&self.guard, &self.conn, &self.limits, e)),
-        };
+        let mut stmt = self.conn.prepare_cached(sql).map_err(|e| explained(self, e))?;
         let expected = stmt.parameter_count();
         if expected != params.len() {
             return Err(SqlError::new(format!(
@@ -173,27 +208,13 @@ impl Database {
         if writes {
             before_write()?;
         }
-        let columns: Arc<[String]> = stmt.column_names().map(str::to_owned).collect();
-        let run = |stmt: &mut rusqlite::CachedStatement<'_>| -> rusqlite::Result<_> {
-            for (i, param) in params.iter().enumerate() {
-                stmt.raw_bind_parameter(i + 1, param)?;
-            }
-            let mut rows = stmt.raw_query();
-            let mut out = Vec::new();
-            while let Some(row) = rows.next()? {
-                out.push(
-                    (0..columns.len()).map(|i| SqlValue::from_ref(row.get_ref_unwrap(i))).collect(),
-                );
-            }
-            Ok(out)
-        };
-        let rows = run(&mut stmt);
+        let rows = read_rows(&mut stmt, params);
         drop(stmt);
-        let rows = rows.map_err(|e| {
-            let error = explain(&self.guard, &self.conn, &self.limits, e);
-            self.lost_transaction();
-            error
-        })?;
+        let (columns, rows) = match rows {
+            Ok(read) => read,
+            Err(Read::Sqlite(e)) => return Err(explained(self, e)),
+            Err(Read::Other(e)) => return Err(e),
+        };
         let rows_written = if writes { self.conn.total_changes() - before } else { 0 };
         Ok(SqlCursor { columns, rows, rows_written })
     }
@@ -212,28 +233,46 @@ impl Database {
     }
 
     /// The hook under way failed: its statements are rolled back. Returns whether the turn
-    /// still has a transaction open (it had statements before the hook).
+    /// still has a transaction open (it had statements before the hook); an error if the
+    /// turn's other statements cannot be kept (see [`commit`](Self::commit)).
     pub(crate) fn hook_failed(&mut self) -> Result<bool, SqlError> {
-        self.lost_transaction();
+        self.check_transaction();
         match std::mem::take(&mut self.scope) {
             Scope::Untouched => {}
             Scope::Savepoint => {
-                self.control(&format!("ROLLBACK TO {HOOK_SAVEPOINT}; RELEASE {HOOK_SAVEPOINT}"))?
+                let undo = format!("ROLLBACK TO {HOOK_SAVEPOINT}; RELEASE {HOOK_SAVEPOINT}");
+                if let Err(e) = self.control(&undo) {
+                    self.broken.get_or_insert_with(|| format!("a rollback failed: {e}"));
+                }
             }
             Scope::Begun => {
                 self.open = false;
-                self.control("ROLLBACK")?;
+                if let Err(e) = self.control("ROLLBACK") {
+                    self.broken.get_or_insert_with(|| format!("a rollback failed: {e}"));
+                }
             }
         }
-        Ok(self.open)
+        match &self.broken {
+            Some(why) => Err(SqlError::new(why)),
+            None => Ok(self.open),
+        }
     }
 
     /// The turn is over: its statements are committed. Returns whether they wrote anything
-    /// (the log then needs a sync); on an error they were rolled back.
+    /// (the log then needs a sync). An error means the turn's statements are not kept: the
+    /// commit failed, or SQLite had rolled the transaction back by itself, or a rollback
+    /// failed; the caller drops the frames that waited for them.
     pub(crate) fn commit(&mut self) -> Result<bool, SqlError> {
-        self.lost_transaction();
+        self.check_transaction();
         self.scope = Scope::Untouched;
-        if !std::mem::take(&mut self.open) {
+        let open = std::mem::take(&mut self.open);
+        if let Some(why) = self.broken.take() {
+            if !self.conn.is_autocommit() {
+                let _ = self.control("ROLLBACK");
+            }
+            return Err(SqlError::new(why));
+        }
+        if !open {
             return Ok(false);
         }
         let state = self.conn.transaction_state(None::<&str>);
@@ -253,12 +292,30 @@ impl Database {
     }
 
     /// SQLite rolls the whole transaction back by itself after some errors (a full database
-    /// or disk, an I/O error, no memory): then the turn has none open any more.
-    fn lost_transaction(&mut self) {
+    /// or disk, an I/O error, no memory): the turn's earlier statements are gone, and so the
+    /// turn is broken.
+    fn check_transaction(&mut self) {
         if self.open && self.conn.is_autocommit() {
             self.open = false;
             self.scope = Scope::Untouched;
+            // Only the failed statement itself was lost when it was the turn's first.
+            if std::mem::take(&mut self.ran) > 0 {
+                self.broken.get_or_insert_with(|| "SQLite rolled the transaction back".into());
+            }
         }
+    }
+
+    /// Whether the names of the database's files may not be durable in their directory yet
+    /// (no sync of its log did it): the next open must see to it.
+    pub(crate) fn unsynced(&self) -> bool {
+        self.file.as_ref().is_some_and(|file| {
+            file.new_in.is_some() || file.synced.as_ref().is_some_and(|log| log.dir_pending())
+        })
+    }
+
+    /// Whether this is the first call since the database was opened.
+    pub(crate) fn take_fresh(&mut self) -> bool {
+        std::mem::take(&mut self.fresh)
     }
 
     /// Whether a turn's transaction is open (the database cannot be closed for another).
@@ -270,9 +327,15 @@ impl Database {
     pub(crate) fn log(&mut self) -> Result<Option<Arc<SyncFile>>, SqlError> {
         let Some(file) = &mut self.file else { return Ok(None) };
         if file.synced.is_none() {
-            let log = std::fs::File::open(&file.path).map_err(|e| {
-                SqlError::new(format!("cannot open the log {}: {e}", file.path.display()))
-            })?;
+            let log = match std::fs::File::open(&file.path) {
+                Ok(log) => log,
+                // No log yet: nothing was written to sync.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => {
+                    let path = file.path.display();
+                    return Err(SqlError::new(format!("cannot open the log {path}: {e}")));
+                }
+            };
             file.synced = Some(Arc::new(SyncFile::new(log, file.new_in.take())));
         }
         Ok(file.synced.clone())
@@ -283,6 +346,7 @@ impl Database {
         if !self.open {
             self.control("BEGIN")?;
             self.open = true;
+            self.ran = 0;
             if self.scope == Scope::Untouched {
                 self.scope = Scope::Begun;
             }
@@ -295,9 +359,7 @@ impl Database {
 
     /// Runs one of the runtime's own statements (the only ones that may control transactions).
     fn control(&mut self, sql: &str) -> Result<(), SqlError> {
-        self.guard.runtime.store(true, Ordering::Release);
-        let done = self.conn.execute_batch(sql);
-        self.guard.runtime.store(false, Ordering::Release);
+        let done = self.guard.as_runtime(|| self.conn.execute_batch(sql));
         done.map_err(|e| explain(&self.guard, &self.conn, &self.limits, e))
     }
 
@@ -309,115 +371,74 @@ impl Database {
     }
 }
 
-impl Guard {
-    fn authorize(&self, context: &AuthContext<'_>) -> Authorization {
-        let refused = match context.action {
-            AuthAction::Transaction { operation } | AuthAction::Savepoint { operation, .. }
-                if !self.runtime.load(Ordering::Acquire) =>
-            {
-                let what = match operation {
-                    TransactionOperation::Begin => "begin",
-                    TransactionOperation::Release => "commit or release",
-                    TransactionOperation::Rollback => "roll back",
-                    _ => "control",
-                };
-                format!(
-                    "statements cannot {what} a transaction or savepoint: each turn is one \
-                     transaction, committed when the turn ends and rolled back if its hook fails"
-                )
-            }
-            AuthAction::Attach { .. } | AuthAction::Detach { .. } => {
-                "an agent's SQL reaches its own database only (ATTACH and DETACH are refused)"
-                    .into()
-            }
-            AuthAction::Pragma { pragma_name, pragma_value }
-                if is_runtime_pragma(pragma_name, pragma_value) =>
-            {
-                format!("PRAGMA {pragma_name} is set by the runtime and cannot be changed")
-            }
-            _ => return Authorization::Allow,
-        };
-        *lock(&self.refused) = Some(refused);
-        Authorization::Deny
+/// A statement's rows, each its values in column order.
+type Rows = Vec<Vec<SqlValue>>;
+
+/// Why reading a statement's rows failed.
+enum Read {
+    Sqlite(rusqlite::Error),
+    Other(SqlError),
+}
+
+impl From<rusqlite::Error> for Read {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::Sqlite(e)
     }
 }
 
-/// The pragmas the runtime's durability and limits rest on.
-fn is_runtime_pragma(name: &str, value: Option<&str>) -> bool {
-    const FIXED: [&str; 6] = [
-        "journal_mode",
-        "locking_mode",
-        "synchronous",
-        "writable_schema",
-        "temp_store_directory",
-        "data_store_directory",
-    ];
-    let name = name.to_ascii_lowercase();
-    FIXED.contains(&name.as_str()) || (name == "max_page_count" && value.is_some())
+/// Binds `params`, runs the statement and reads its rows, at most [`MAX_RESULT_SIZE`] bytes
+/// of them. The column names are read after the first step, when SQLite has prepared the
+/// statement again if the schema changed since it was cached.
+fn read_rows(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    params: &[SqlValue],
+) -> Result<(Arc<[String]>, Rows), Read> {
+    for (i, param) in params.iter().enumerate() {
+        stmt.raw_bind_parameter(i + 1, param)?;
+    }
+    let mut rows = stmt.raw_query();
+    let mut out = Vec::new();
+    let mut columns: Option<Arc<[String]>> = None;
+    let mut bytes = 0usize;
+    while let Some(row) = rows.next()? {
+        let names = columns.get_or_insert_with(|| {
+            let stmt: &rusqlite::Statement<'_> = row.as_ref();
+            stmt.column_names().map(str::to_owned).collect()
+        });
+        let mut values = Vec::with_capacity(names.len());
+        for i in 0..names.len() {
+            let value = SqlValue::from_ref(row.get_ref(i)?);
+            bytes += value.size();
+            values.push(value);
+        }
+        if bytes > MAX_RESULT_SIZE {
+            return Err(Read::Other(SqlError::new(format!(
+                "the statement's rows are over {} MiB: read them in pages (LIMIT with a key \
+                 range)",
+                MAX_RESULT_SIZE >> 20
+            ))));
+        }
+        out.push(values);
+    }
+    drop(rows);
+    let columns = columns.unwrap_or_else(|| stmt.column_names().map(str::to_owned).collect());
+    Ok((columns, out))
 }
 
-/// SQLite's error, with its code, or the limit or rule it hit.
-fn explain(guard: &Guard, conn: &Connection, limits: &SqlLimits, e: rusqlite::Error) -> SqlError {
-    if let Some(refused) = lock(&guard.refused).take() {
-        return SqlError::new(refused);
+/// Creates `dir` and its missing parents, and syncs the directory above each one it created,
+/// so their names survive a power cut.
+fn create_dirs(dir: &Path) -> std::io::Result<()> {
+    let mut missing = Vec::new();
+    let mut at = Some(dir);
+    while let Some(path) = at.filter(|path| !path.as_os_str().is_empty() && !path.exists()) {
+        missing.push(path);
+        at = path.parent();
     }
-    if let rusqlite::Error::SqlInputError { error, msg, offset, .. } = &e {
-        let code = code_name(error.extended_code & 0xff);
-        return SqlError::new(format!("{msg} at offset {offset} ({code})"));
+    std::fs::create_dir_all(dir)?;
+    for created in missing.iter().rev() {
+        if let Some(parent) = created.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+            std::fs::File::open(parent)?.sync_all()?;
+        }
     }
-    let rusqlite::Error::SqliteFailure(failure, message) = &e else {
-        return match e {
-            rusqlite::Error::MultipleStatement => {
-                SqlError::new("exec runs one statement; this text holds more than one")
-            }
-            other => SqlError::new(other),
-        };
-    };
-    let text = message.clone().unwrap_or_else(|| failure.to_string());
-    let primary = failure.extended_code & 0xff;
-    match primary {
-        rusqlite::ffi::SQLITE_TOOBIG => SqlError::new(format!(
-            "a string, BLOB or row is over the limit of {} bytes (max_sql_row_size): {text}",
-            limits.max_row_size
-        )),
-        rusqlite::ffi::SQLITE_FULL if at_size_limit(conn) => SqlError::new(format!(
-            "the database is at its size limit of {} bytes (max_sql_database_size): {text}",
-            limits.max_database_size
-        )),
-        _ if text.contains("too many SQL variables") => SqlError::new(format!(
-            "a statement may bind at most {} parameters (max_sql_bound_parameters): {text}",
-            limits.max_bound_parameters
-        )),
-        _ => SqlError::new(format!("{text} ({})", code_name(primary))),
-    }
-}
-
-fn at_size_limit(conn: &Connection) -> bool {
-    let read = |name| conn.pragma_query_value(None, name, |row| row.get::<_, i64>(0)).ok();
-    matches!((read("page_count"), read("max_page_count")), (Some(pages), Some(max)) if pages >= max)
-}
-
-/// SQLite's name of a primary result code.
-fn code_name(code: i32) -> &'static str {
-    use rusqlite::ffi;
-    match code {
-        ffi::SQLITE_ERROR => "SQLITE_ERROR",
-        ffi::SQLITE_BUSY => "SQLITE_BUSY",
-        ffi::SQLITE_LOCKED => "SQLITE_LOCKED",
-        ffi::SQLITE_NOMEM => "SQLITE_NOMEM",
-        ffi::SQLITE_READONLY => "SQLITE_READONLY",
-        ffi::SQLITE_INTERRUPT => "SQLITE_INTERRUPT",
-        ffi::SQLITE_IOERR => "SQLITE_IOERR",
-        ffi::SQLITE_CORRUPT => "SQLITE_CORRUPT",
-        ffi::SQLITE_FULL => "SQLITE_FULL",
-        ffi::SQLITE_CANTOPEN => "SQLITE_CANTOPEN",
-        ffi::SQLITE_TOOBIG => "SQLITE_TOOBIG",
-        ffi::SQLITE_CONSTRAINT => "SQLITE_CONSTRAINT",
-        ffi::SQLITE_MISMATCH => "SQLITE_MISMATCH",
-        ffi::SQLITE_MISUSE => "SQLITE_MISUSE",
-        ffi::SQLITE_AUTH => "SQLITE_AUTH",
-        ffi::SQLITE_RANGE => "SQLITE_RANGE",
-        ffi::SQLITE_NOTADB => "SQLITE_NOTADB",
-        _ => "SQLITE_ERROR",
-    }
+    Ok(())
 }

@@ -6,7 +6,7 @@
 //! database whose turn is not under way is closed first (its instance opens it again at its
 //! next statement). Without a data dir, databases live in memory for the server's life.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -37,6 +37,8 @@ pub(crate) struct Databases {
     clock: AtomicU64,
     /// In memory: every instance's database, kept for the server's life.
     memory: Mutex<HashMap<InstanceName, Arc<Slot>>>,
+    /// Databases closed before the names of their files were synced in their directory.
+    unsynced: Arc<Mutex<HashSet<PathBuf>>>,
 }
 
 /// One instance's database, open or not.
@@ -45,6 +47,7 @@ pub(crate) struct Slot {
     path: Option<PathBuf>,
     used: AtomicU64,
     open_count: Arc<AtomicUsize>,
+    unsynced: Arc<Mutex<HashSet<PathBuf>>>,
 }
 
 impl Databases {
@@ -57,6 +60,7 @@ impl Databases {
             open_count: Arc::default(),
             clock: AtomicU64::new(0),
             memory: Mutex::default(),
+            unsynced: Arc::default(),
         }
     }
 
@@ -84,6 +88,7 @@ impl Databases {
             path,
             used: AtomicU64::new(0),
             open_count: self.open_count.clone(),
+            unsynced: self.unsynced.clone(),
         }
     }
 
@@ -100,7 +105,8 @@ impl Databases {
             if counted {
                 self.admit(slot)?;
             }
-            match Database::open(slot.path.as_deref(), self.limits) {
+            let unsynced = slot.path.as_ref().is_some_and(|path| lock(&self.unsynced).remove(path));
+            match Database::open(slot.path.as_deref(), self.limits, unsynced) {
                 Ok(opened) => *db = Some(opened),
                 Err(e) => {
                     if counted {
@@ -127,7 +133,10 @@ impl Databases {
     /// ones idle between turns while the bound is reached, then lists `slot`.
     fn admit(&self, slot: &Arc<Slot>) -> Result<(), SqlError> {
         let mut open = lock(&self.open);
-        if self.open_count() >= self.limits.max_open_databases {
+        // Every wake lists its database once: the closed ones go, now and then.
+        if self.open_count() >= self.limits.max_open_databases
+            || open.len() > 2 * self.open_count() + 64
+        {
             open.retain(|listed| listed.strong_count() > 0);
         }
         while self.open_count() >= self.limits.max_open_databases {
@@ -151,7 +160,7 @@ impl Databases {
     /// statement.
     fn close_least_recently_used(&self, open: &[Weak<Slot>], slot: &Arc<Slot>) -> bool {
         let idle = |other: &Slot| {
-            other.db.try_lock().is_ok_and(|db| db.as_ref().is_some_and(|db| !db.in_transaction()))
+            try_lock(&other.db).is_some_and(|db| db.as_ref().is_some_and(|db| !db.in_transaction()))
         };
         let victim = open
             .iter()
@@ -159,9 +168,9 @@ impl Databases {
             .filter(|other| !Arc::ptr_eq(other, slot) && idle(other))
             .min_by_key(|other| other.used.load(Ordering::Relaxed));
         let Some(victim) = victim else { return false };
-        let Ok(mut db) = victim.db.try_lock() else { return false };
+        let Some(mut db) = try_lock(&victim.db) else { return false };
         if db.as_ref().is_some_and(|db| !db.in_transaction()) {
-            db.take();
+            victim.closed(db.take());
             self.open_count.fetch_sub(1, Ordering::AcqRel);
             return true;
         }
@@ -169,13 +178,35 @@ impl Databases {
     }
 }
 
+impl Slot {
+    /// Its database `db` was closed: a database whose files' names were never synced is
+    /// noted, for its next open to sync them.
+    fn closed(&self, db: Option<Database>) {
+        if let (Some(db), Some(path)) = (db, &self.path)
+            && db.unsynced()
+        {
+            lock(&self.unsynced).insert(path.clone());
+        }
+    }
+}
+
 impl Drop for Slot {
     fn drop(&mut self) {
-        let db = self.db.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let db = self.db.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner).take();
         // Databases in memory hold no file descriptor and are not counted.
-        if db.take().is_some() && self.path.is_some() {
+        if db.is_some() && self.path.is_some() {
             self.open_count.fetch_sub(1, Ordering::AcqRel);
         }
+        self.closed(db);
+    }
+}
+
+/// `mutex`, if no one holds it (a poisoned one included).
+fn try_lock<T>(mutex: &Mutex<T>) -> Option<std::sync::MutexGuard<'_, T>> {
+    match mutex.try_lock() {
+        Ok(guard) => Some(guard),
+        Err(std::sync::TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+        Err(std::sync::TryLockError::WouldBlock) => None,
     }
 }
 

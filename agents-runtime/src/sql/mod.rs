@@ -8,11 +8,13 @@
 //! - [`SqlValue`], [`SqlParams`]: what columns hold and parameters bind.
 //!
 //! Inside: [`databases`] finds and bounds the open databases, [`database`] runs statements and
-//! the turn's transaction, [`session`] ties a database to the output gate.
+//! the turn's transaction, [`guard`] says what statements may do, [`session`] ties a database
+//! to the output gate.
 
 mod database;
 mod databases;
 mod error;
+mod guard;
 mod rows;
 mod session;
 mod value;

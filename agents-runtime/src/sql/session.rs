@@ -37,8 +37,8 @@ impl SqlSession {
             Some(Ok(true)) => {}
             Some(Ok(false)) | None => gate.release(),
             Some(Err(e)) => {
-                tracing::error!(agent = self.agent, name = %self.name, "SQL rollback failed: {e}");
-                gate.lose(&format!("the SQL rollback failed: {e}"));
+                tracing::error!(agent = self.agent, name = %self.name, "SQL rollback: {e}");
+                gate.fail(&format!("the turn's SQL statements cannot be kept: {e}"));
             }
         }
     }
@@ -63,7 +63,7 @@ impl SqlSession {
             Some(Ok(None)) | None => gate.release(),
             Some(Err(e)) => {
                 tracing::error!(agent = self.agent, name = %self.name, "SQL commit failed: {e}");
-                gate.lose(&format!("the SQL commit failed: {e}"));
+                gate.fail(&format!("the SQL commit failed: {e}"));
             }
         }
     }
@@ -112,7 +112,18 @@ impl<'a> Sql<'a> {
             gate.hold();
             Ok(())
         };
-        self.session.databases.with(&slot, |db| db.exec(query, params, before_write))
+        self.session.databases.with(&slot, |db| {
+            // After the store gave up on writes, a database's log may hold commits that were
+            // never synced: what this turn sends waits for a sync of it first.
+            if db.take_fresh()
+                && gate.losses_seen()
+                && let Some(log) = db.log()?
+            {
+                gate.files().wrote(&log);
+                gate.wrote_outside();
+            }
+            db.exec(query, params, before_write)
+        })
     }
 
     /// The size of the database in bytes (`databaseSize`), this turn's changes included.
@@ -133,6 +144,8 @@ impl<'a> Sql<'a> {
             &[],
         )?;
         let objects: Vec<(String, String)> = objects.to_array()?;
+        // Tables that reference each other drop in any order; the check is at the commit.
+        self.run("PRAGMA defer_foreign_keys = ON", &[])?;
         for (kind, name) in &objects {
             let quoted = name.replace('"', "\"\"");
             self.run(&format!("DROP {kind} IF EXISTS \"{quoted}\""), &[])?;

@@ -28,10 +28,23 @@ impl SqlValue {
     pub fn from_serialize<T: Serialize + ?Sized>(value: &T) -> Result<Self, SqlError> {
         match value.serialize(Scalar) {
             Ok(value) => Ok(value),
+            // A non-empty list of bytes (`Vec<u8>`, `[u8; N]`) is a BLOB.
+            Err(Compound::Json) if let Ok(bytes) = value.serialize(Bytes::default()) => {
+                Ok(SqlValue::Blob(bytes))
+            }
             Err(Compound::Json) => serde_json::to_string(value)
                 .map(SqlValue::Text)
                 .map_err(|e| SqlError::new(format!("a value cannot be bound as JSON: {e}"))),
             Err(Compound::Error(e)) => Err(e),
+        }
+    }
+
+    /// About how many bytes the value holds.
+    pub(crate) fn size(&self) -> usize {
+        match self {
+            Self::Text(text) => text.len() + 24,
+            Self::Blob(bytes) => bytes.len() + 24,
+            _ => 16,
         }
     }
 
@@ -176,6 +189,293 @@ impl Default for Bindings {
 impl SqlParams for Bindings {
     fn into_values(self) -> Result<Vec<SqlValue>, SqlError> {
         self.0
+    }
+}
+
+/// Collects a non-empty sequence of `u8`s; anything else is refused.
+#[derive(Default)]
+struct Bytes(Vec<u8>);
+
+/// [`Bytes`] refuses what is not a sequence of `u8`s.
+#[derive(Debug)]
+struct NotBytes;
+
+impl std::fmt::Display for NotBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("not bytes")
+    }
+}
+
+impl std::error::Error for NotBytes {}
+
+impl ser::Error for NotBytes {
+    fn custom<T: std::fmt::Display>(_: T) -> Self {
+        Self
+    }
+}
+
+/// One element of a byte sequence: a `u8`, or not.
+struct Byte;
+
+macro_rules! not_a_byte {
+    ($($method:ident($($ty:ty),*)),* $(,)?) => {$(
+        fn $method(self, $(_: $ty),*) -> Result<u8, NotBytes> {
+            Err(NotBytes)
+        }
+    )*};
+}
+
+impl ser::Serializer for Byte {
+    type Ok = u8;
+    type Error = NotBytes;
+    type SerializeSeq = Impossible<u8, NotBytes>;
+    type SerializeTuple = Impossible<u8, NotBytes>;
+    type SerializeTupleStruct = Impossible<u8, NotBytes>;
+    type SerializeTupleVariant = Impossible<u8, NotBytes>;
+    type SerializeMap = Impossible<u8, NotBytes>;
+    type SerializeStruct = Impossible<u8, NotBytes>;
+    type SerializeStructVariant = Impossible<u8, NotBytes>;
+
+    fn serialize_u8(self, v: u8) -> Result<u8, NotBytes> {
+        Ok(v)
+    }
+    not_a_byte!(
+        serialize_bool(bool),
+        serialize_i8(i8),
+        serialize_i16(i16),
+        serialize_i32(i32),
+        serialize_i64(i64),
+        serialize_u16(u16),
+        serialize_u32(u32),
+        serialize_u64(u64),
+        serialize_f32(f32),
+        serialize_f64(f64),
+        serialize_char(char),
+        serialize_str(&str),
+        serialize_bytes(&[u8]),
+        serialize_none(),
+        serialize_unit(),
+        serialize_unit_struct(&'static str),
+        serialize_unit_variant(&'static str, u32, &'static str),
+    );
+    fn serialize_some<T: Serialize + ?Sized>(self, _: &T) -> Result<u8, NotBytes> {
+        Err(NotBytes)
+    }
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        _: &T,
+    ) -> Result<u8, NotBytes> {
+        Err(NotBytes)
+    }
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: &T,
+    ) -> Result<u8, NotBytes> {
+        Err(NotBytes)
+    }
+    fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq, NotBytes> {
+        Err(NotBytes)
+    }
+    fn serialize_tuple(self, _: usize) -> Result<Self::SerializeTuple, NotBytes> {
+        Err(NotBytes)
+    }
+    fn serialize_tuple_struct(
+        self,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeTupleStruct, NotBytes> {
+        Err(NotBytes)
+    }
+    fn serialize_tuple_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeTupleVariant, NotBytes> {
+        Err(NotBytes)
+    }
+    fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap, NotBytes> {
+        Err(NotBytes)
+    }
+    fn serialize_struct(
+        self,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeStruct, NotBytes> {
+        Err(NotBytes)
+    }
+    fn serialize_struct_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeStructVariant, NotBytes> {
+        Err(NotBytes)
+    }
+}
+
+impl ser::SerializeSeq for Bytes {
+    type Ok = Vec<u8>;
+    type Error = NotBytes;
+
+    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), NotBytes> {
+        self.0.push(value.serialize(Byte)?);
+        Ok(())
+    }
+
+    fn end(self) -> Result<Vec<u8>, NotBytes> {
+        if self.0.is_empty() { Err(NotBytes) } else { Ok(self.0) }
+    }
+}
+
+impl ser::SerializeTuple for Bytes {
+    type Ok = Vec<u8>;
+    type Error = NotBytes;
+
+    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), NotBytes> {
+        ser::SerializeSeq::serialize_element(self, value)
+    }
+
+    fn end(self) -> Result<Vec<u8>, NotBytes> {
+        ser::SerializeSeq::end(self)
+    }
+}
+
+impl ser::Serializer for Bytes {
+    type Ok = Vec<u8>;
+    type Error = NotBytes;
+    type SerializeSeq = Self;
+    type SerializeTuple = Self;
+    type SerializeTupleStruct = Impossible<Vec<u8>, NotBytes>;
+    type SerializeTupleVariant = Impossible<Vec<u8>, NotBytes>;
+    type SerializeMap = Impossible<Vec<u8>, NotBytes>;
+    type SerializeStruct = Impossible<Vec<u8>, NotBytes>;
+    type SerializeStructVariant = Impossible<Vec<u8>, NotBytes>;
+
+    fn serialize_seq(self, _: Option<usize>) -> Result<Self, NotBytes> {
+        Ok(self)
+    }
+    fn serialize_tuple(self, _: usize) -> Result<Self, NotBytes> {
+        Ok(self)
+    }
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        value: &T,
+    ) -> Result<Vec<u8>, NotBytes> {
+        value.serialize(self)
+    }
+    fn serialize_bool(self, _: bool) -> Result<Vec<u8>, NotBytes> {
+        Err(NotBytes)
+    }
+    fn serialize_i8(self, _: i8) -> Result<Vec<u8>, NotBytes> {
+        Err(NotBytes)
+    }
+    fn serialize_i16(self, _: i16) -> Result<Vec<u8>, NotBytes> {
+        Err(NotBytes)
+    }
+    fn serialize_i32(self, _: i32) -> Result<Vec<u8>, NotBytes> {
+        Err(NotBytes)
+    }
+    fn serialize_i64(self, _: i64) -> Result<Vec<u8>, NotBytes> {
+        Err(NotBytes)
+    }
+    fn serialize_u8(self, _: u8) -> Result<Vec<u8>, NotBytes> {
+        Err(NotBytes)
+    }
+    fn serialize_u16(self, _: u16) -> Result<Vec<u8>, NotBytes> {
+        Err(NotBytes)
+    }
+    fn serialize_u32(self, _: u32) -> Result<Vec<u8>, NotBytes> {
+        Err(NotBytes)
+    }
+    fn serialize_u64(self, _: u64) -> Result<Vec<u8>, NotBytes> {
+        Err(NotBytes)
+    }
+    fn serialize_f32(self, _: f32) -> Result<Vec<u8>, NotBytes> {
+        Err(NotBytes)
+    }
+    fn serialize_f64(self, _: f64) -> Result<Vec<u8>, NotBytes> {
+        Err(NotBytes)
+    }
+    fn serialize_char(self, _: char) -> Result<Vec<u8>, NotBytes> {
+        Err(NotBytes)
+    }
+    fn serialize_str(self, _: &str) -> Result<Vec<u8>, NotBytes> {
+        Err(NotBytes)
+    }
+    fn serialize_bytes(self, _: &[u8]) -> Result<Vec<u8>, NotBytes> {
+        Err(NotBytes)
+    }
+    fn serialize_none(self) -> Result<Vec<u8>, NotBytes> {
+        Err(NotBytes)
+    }
+    fn serialize_some<T: Serialize + ?Sized>(self, _: &T) -> Result<Vec<u8>, NotBytes> {
+        Err(NotBytes)
+    }
+    fn serialize_unit(self) -> Result<Vec<u8>, NotBytes> {
+        Err(NotBytes)
+    }
+    fn serialize_unit_struct(self, _: &'static str) -> Result<Vec<u8>, NotBytes> {
+        Err(NotBytes)
+    }
+    fn serialize_unit_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+    ) -> Result<Vec<u8>, NotBytes> {
+        Err(NotBytes)
+    }
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: &T,
+    ) -> Result<Vec<u8>, NotBytes> {
+        Err(NotBytes)
+    }
+    fn serialize_tuple_struct(
+        self,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeTupleStruct, NotBytes> {
+        Err(NotBytes)
+    }
+    fn serialize_tuple_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeTupleVariant, NotBytes> {
+        Err(NotBytes)
+    }
+    fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap, NotBytes> {
+        Err(NotBytes)
+    }
+    fn serialize_struct(
+        self,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeStruct, NotBytes> {
+        Err(NotBytes)
+    }
+    fn serialize_struct_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeStructVariant, NotBytes> {
+        Err(NotBytes)
     }
 }
 
@@ -362,6 +662,10 @@ mod tests {
         assert_eq!(bind(&"x'; DROP TABLE t; --"), SqlValue::Text("x'; DROP TABLE t; --".into()));
         assert_eq!(bind(&Option::<i64>::None), SqlValue::Null);
         assert_eq!(bind(&vec![1, 2]), SqlValue::Text("[1,2]".into()));
+        assert_eq!(bind(&vec![1_u8, 2]), SqlValue::Blob(vec![1, 2]));
+        assert_eq!(bind(&[7_u8; 3]), SqlValue::Blob(vec![7; 3]));
+        assert_eq!(bind(&Vec::<u8>::new()), SqlValue::Text("[]".into()));
+        assert_eq!(bind(&vec![300_u16]), SqlValue::Text("[300]".into()));
         let too_big = SqlValue::from_serialize(&u64::MAX).unwrap_err().to_string();
         assert!(too_big.contains("64-bit signed"), "{too_big}");
         let values = (1, "a", None::<String>).into_values().expect("bound");

@@ -55,8 +55,8 @@ struct Progress {
     suspect: std::sync::atomic::AtomicBool,
     /// How many runs `lost` holds, readable without its lock (every turn looks).
     loss_count: std::sync::atomic::AtomicUsize,
-    /// Open holds (`None`) and what the ended ones resolved to, until that is durable.
-    holds: std::sync::Mutex<std::collections::HashMap<WriteSeq, Option<WriteSeq>>>,
+    /// Open holds and what the ended ones became, until that is durable.
+    holds: std::sync::Mutex<std::collections::HashMap<WriteSeq, Hold>>,
     next_hold: AtomicU64,
 }
 
@@ -65,6 +65,14 @@ struct LostWrites {
     from: WriteSeq,
     to: WriteSeq,
     why: Arc<str>,
+}
+
+/// What a hold is: open (its turn goes on), the write it became, or writes that failed.
+#[derive(Clone, Debug)]
+enum Hold {
+    Open,
+    Became(WriteSeq),
+    Failed(Arc<str>),
 }
 
 /// What became of a write.
@@ -149,39 +157,40 @@ impl GroupCommit {
     /// it became.
     pub(crate) fn hold(&self) -> WriteSeq {
         let hold = HELD | (self.progress.next_hold.fetch_add(1, Ordering::Relaxed) + 1);
-        crate::sync::lock(&self.progress.holds).insert(hold, None);
+        crate::sync::lock(&self.progress.holds).insert(hold, Hold::Open);
         hold
     }
 
     /// Ends `hold`: what waited behind it now waits for write `seq` (`0`: nothing).
     pub(crate) fn release(&self, hold: WriteSeq, seq: WriteSeq) {
+        self.end_hold(hold, Hold::Became(seq));
+    }
+
+    /// Ends `hold` with its writes failed (`why`): what waited behind it is lost, as after a
+    /// failed flush, but for its instance only.
+    pub(crate) fn fail(&self, hold: WriteSeq, why: Arc<str>) {
+        self.end_hold(hold, Hold::Failed(why));
+    }
+
+    fn end_hold(&self, hold: WriteSeq, became: Hold) {
         {
             let mut holds = crate::sync::lock(&self.progress.holds);
             // Holds whose write is durable are forgotten: one not found reads as durable.
-            holds.retain(|_, to| !to.is_some_and(|to| self.is_durable(to)));
-            holds.insert(hold, Some(seq));
+            holds.retain(|_, to| !matches!(to, Hold::Became(to) if self.is_durable(*to)));
+            holds.insert(hold, became);
         }
         self.progress.advanced.notify_waiters();
     }
 
-    /// The write `seq` stands for: itself, or what the hold it is resolved to; `None` while
-    /// the hold is open.
-    fn resolve(&self, seq: WriteSeq) -> Option<WriteSeq> {
+    /// What write `seq` stands for: itself, or what its hold became.
+    fn resolve(&self, seq: WriteSeq) -> Hold {
         if seq & HELD == 0 {
-            return Some(seq);
+            return Hold::Became(seq);
         }
         match crate::sync::lock(&self.progress.holds).get(&seq) {
-            Some(to) => *to,
-            None => Some(0),
+            Some(hold) => hold.clone(),
+            None => Hold::Became(0),
         }
-    }
-
-    /// Write `seq`, which a turn could not commit (`why`), is lost: what waits for it learns
-    /// so, and the instance restarts, as after a failed flush.
-    pub(crate) fn lose(&self, seq: WriteSeq, why: &str) {
-        tracing::error!("storage: a write could not be committed ({why}); its instance restarts");
-        lost_run(&self.progress, seq.saturating_sub(1), seq, why.into(), false);
-        let _ = self.wake.try_send(());
     }
 
     /// Numbers a write that has returned, and asks for a flush that covers it.
@@ -210,7 +219,7 @@ impl GroupCommit {
     /// Whether write `seq` is on disk (not pending, not lost).
     pub(crate) fn is_durable(&self, seq: WriteSeq) -> bool {
         if seq & HELD != 0 {
-            return self.resolve(seq).is_some_and(|seq| self.is_durable(seq));
+            return matches!(self.resolve(seq), Hold::Became(seq) if self.is_durable(seq));
         }
         let progress = &self.progress;
         progress.durable.load(Ordering::Acquire) >= seq
@@ -219,7 +228,11 @@ impl GroupCommit {
 
     /// What became of write `seq` so far.
     pub(crate) fn settled(&self, seq: WriteSeq) -> Settled {
-        let Some(seq) = self.resolve(seq) else { return Settled::Pending };
+        let seq = match self.resolve(seq) {
+            Hold::Became(seq) => seq,
+            Hold::Open => return Settled::Pending,
+            Hold::Failed(why) => return Settled::Lost(why),
+        };
         if self.progress.durable.load(Ordering::Acquire) < seq {
             return Settled::Pending;
         }
@@ -297,9 +310,9 @@ impl GroupCommit {
     }
 }
 
-/// Records writes `from + 1 ..= to` as lost, for `why`, and tells who waits; `flushed`: the
-/// flusher gave up on them, and `durable` moves past them.
-fn lost_run(progress: &Progress, from: WriteSeq, to: WriteSeq, why: Arc<str>, flushed: bool) {
+/// Records writes `from + 1 ..= to`, which the flusher gave up on, as lost for `why`, and
+/// tells who waits.
+fn lost_run(progress: &Progress, from: WriteSeq, to: WriteSeq, why: Arc<str>) {
     let runs = {
         let mut lost = crate::sync::lock(&progress.lost);
         lost.push(LostWrites { from, to, why });
@@ -312,9 +325,7 @@ fn lost_run(progress: &Progress, from: WriteSeq, to: WriteSeq, why: Arc<str>, fl
     // In this order: whoever sees `durable` past a lost write sees `lost_to` (so no lost write
     // reads as durable), and whoever sees the new count sees both.
     progress.lost_to.fetch_max(to, Ordering::AcqRel);
-    if flushed {
-        progress.durable.fetch_max(to, Ordering::AcqRel);
-    }
+    progress.durable.fetch_max(to, Ordering::AcqRel);
     progress.loss_count.store(runs, Ordering::Release);
     progress.advanced.notify_waiters();
     progress.losses.notify_waiters();
@@ -328,6 +339,8 @@ pub(crate) struct OutputGate {
     last_write: AtomicU64,
     /// The hold of the current turn's uncommitted SQL writes (`0`: none).
     hold: AtomicU64,
+    /// Why the turn's SQL writes failed, for the host to restart the instance.
+    failed: std::sync::Mutex<Option<Arc<str>>>,
 }
 
 impl OutputGate {
@@ -335,7 +348,13 @@ impl OutputGate {
     /// of the same name wrote, and must not repeat it to a client before it is durable.
     pub(crate) fn new(commits: Arc<GroupCommit>, confirmed: bool, after: WriteSeq) -> Self {
         let after = if confirmed { after } else { 0 };
-        Self { commits, confirmed, last_write: AtomicU64::new(after), hold: AtomicU64::new(0) }
+        Self {
+            commits,
+            confirmed,
+            last_write: AtomicU64::new(after),
+            hold: AtomicU64::new(0),
+            failed: std::sync::Mutex::default(),
+        }
     }
 
     /// The turn is about to write SQL, which it commits when it ends: frames sent from now on
@@ -364,15 +383,28 @@ impl OutputGate {
         }
     }
 
-    /// The turn's SQL commit failed (`why`): what waits for it is told its writes were lost,
-    /// and the instance restarts.
-    pub(crate) fn lose(&self, why: &str) {
-        let seq = self.commits.wrote();
-        self.commits.lose(seq, why);
-        if self.confirmed {
-            self.last_write.fetch_max(seq, Ordering::AcqRel);
+    /// The turn's SQL writes cannot be kept (`why`: the commit failed, say): the frames held
+    /// behind them are lost (RPC answers become errors), and the host restarts the instance
+    /// once the turn is over. Other instances are not concerned.
+    pub(crate) fn fail(&self, why: &str) {
+        let why: Arc<str> = why.into();
+        tracing::error!("the turn's SQL writes failed ({why}); the instance restarts");
+        let hold = self.hold.swap(0, Ordering::AcqRel);
+        if hold != 0 {
+            self.commits.fail(hold, why.clone());
         }
-        self.release();
+        *crate::sync::lock(&self.failed) = Some(why);
+    }
+
+    /// Why the turn's SQL writes failed, if they did (once).
+    pub(crate) fn take_failure(&self) -> Option<Arc<str>> {
+        crate::sync::lock(&self.failed).take()
+    }
+
+    /// Whether the store ever gave up on writes (a database opened since may hold commits
+    /// that were never synced).
+    pub(crate) fn losses_seen(&self) -> bool {
+        self.commits.loss_count() > 0
     }
 
     /// The files written outside the store that the next flush syncs.
@@ -619,7 +651,7 @@ impl Flusher {
                 self.give_up_after
             );
             self.files.forget();
-            lost_run(&self.progress, from, to, why, true);
+            lost_run(&self.progress, from, to, why);
         }
         while let Err(e) = recovered {
             self.failed("recovery", e);

@@ -20,16 +20,38 @@ pub(crate) struct SyncFile {
     dir: Mutex<Option<PathBuf>>,
     /// Listed for the next flush (changed under the list's lock).
     listed: std::sync::atomic::AtomicBool,
+    /// A sync failed: what it did not write may be gone from the page cache (Linux marks
+    /// such pages clean), so no later sync of this file can vouch for it.
+    broken: std::sync::atomic::AtomicBool,
 }
 
 impl SyncFile {
     /// `file`, whose directory entry is new if `new_in` names its directory.
     pub(crate) fn new(file: File, new_in: Option<PathBuf>) -> Self {
-        Self { file, dir: Mutex::new(new_in), listed: Default::default() }
+        Self {
+            file,
+            dir: Mutex::new(new_in),
+            listed: Default::default(),
+            broken: Default::default(),
+        }
+    }
+
+    /// Whether its directory still waits for a sync.
+    pub(crate) fn dir_pending(&self) -> bool {
+        lock(&self.dir).is_some()
     }
 
     fn sync(&self) -> std::io::Result<()> {
-        self.file.sync_data()?;
+        use std::sync::atomic::Ordering;
+        if self.broken.load(Ordering::Acquire) {
+            return Err(std::io::Error::other(
+                "an earlier sync of this log failed: what it held may not be on disk",
+            ));
+        }
+        if let Err(e) = self.file.sync_data() {
+            self.broken.store(true, Ordering::Release);
+            return Err(e);
+        }
         let dir = lock(&self.dir).clone();
         if let Some(dir) = dir {
             File::open(&dir)?.sync_all()?;
@@ -38,6 +60,11 @@ impl SyncFile {
         Ok(())
     }
 }
+
+/// A flush syncs this many files or fewer on its own thread…
+const FILES_PER_THREAD: usize = 4;
+/// …and uses at most this many threads.
+const MAX_THREADS: usize = 16;
 
 /// The files written since the last flush.
 #[derive(Debug, Default)]
@@ -66,12 +93,32 @@ impl FileSyncs {
             }
             std::mem::take(&mut *waiting)
         };
+        // The files are synced side by side: the filesystem's journal commits the syncs that
+        // wait together once, where one after another each would wait for a commit of its own.
+        let threads = files.len().div_ceil(FILES_PER_THREAD).min(MAX_THREADS);
+        let failed: Vec<(Arc<SyncFile>, std::io::Error)> = if threads <= 1 {
+            files.into_iter().filter_map(|file| file.sync().err().map(|e| (file, e))).collect()
+        } else {
+            let chunk = files.len().div_ceil(threads);
+            std::thread::scope(|scope| {
+                let workers: Vec<_> = files
+                    .chunks(chunk)
+                    .map(|chunk| {
+                        scope.spawn(move || {
+                            let failed = chunk
+                                .iter()
+                                .filter_map(|file| file.sync().err().map(|e| (file.clone(), e)));
+                            failed.collect::<Vec<_>>()
+                        })
+                    })
+                    .collect();
+                workers.into_iter().flat_map(|worker| worker.join().unwrap_or_default()).collect()
+            })
+        };
         let mut first_error = None;
-        for file in files {
-            if let Err(e) = file.sync() {
-                first_error.get_or_insert(e);
-                self.wrote(&file);
-            }
+        for (file, e) in failed {
+            first_error.get_or_insert(e);
+            self.wrote(&file);
         }
         first_error.map_or(Ok(()), Err)
     }

@@ -222,6 +222,8 @@ async fn call<A: Agent>(
             Ok(()) => return Ok(()),
             Err(e) if attempt >= CALLBACK_ATTEMPTS => return Err(e),
             Err(_) => {
+                // The next attempt starts from what the turn had before this one.
+                ctx.hook_failed();
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(CALLBACK_MAX_DELAY);
                 attempt += 1;

@@ -184,6 +184,10 @@ impl<A: Agent> Host<A> {
     /// rounds it caused, then its reply once its writes are durable.
     async fn turn(&mut self, event: Event) {
         self.restart_if_lost().await;
+        if let Some(awake) = &self.awake {
+            // Its SQL statements are its own: a failure rolls back no earlier turn's.
+            awake.ctx.hook_started();
+        }
         if let Err(error) = caught(self.handle(event)).await {
             tracing::error!(agent = A::NAME, name = %self.name, "{error}");
             if let Some(Awake { agent, ctx, .. }) = self.awake.as_mut() {
@@ -194,6 +198,14 @@ impl<A: Agent> Host<A> {
             Some(awake) => run_state_changes(awake).await,
             // It could not start: no SQL statement of its may hold its frames.
             None => self.instance.gate.release(),
+        }
+        // The turn's SQL writes could not be kept: its answer is an error, and the instance
+        // restarts from what is durable.
+        if let Some(why) = self.instance.gate.take_failure() {
+            if let Some(reply) = self.reply.take() {
+                reply(Some(why.clone()));
+            }
+            self.restart(why).await;
         }
         if let Some(reply) = self.reply.take() {
             self.after_gate(reply);
@@ -270,6 +282,8 @@ impl<A: Agent> Host<A> {
                 self.asleep = ctx.into_connections();
                 return Err(e);
             }
+            // The statements of the turn's hooks after `on_start` are their own.
+            ctx.hook_started();
             let counted = Tally::new(&self.directory, |directory| &directory.awake_instances);
             self.awake = Some(Awake { agent, ctx, _counted: counted });
             self.hibernated = None;
@@ -312,6 +326,12 @@ impl<A: Agent> Host<A> {
         let pending = gate.last_write();
         let lost = runs.into_iter().find(|(after, ..)| !gate.is_confirmed() || pending > *after);
         let Some((.., why)) = lost else { return };
+        self.restart(why).await;
+    }
+
+    /// Restarts the instance from what is durable (`why`: what was lost); see
+    /// [`restart_if_lost`](Self::restart_if_lost).
+    async fn restart(&mut self, why: Arc<str>) {
         // Asleep or awake, its frames no longer wait for what was lost, and what it knew of
         // its alarms may be gone.
         self.instance.gate.forget_lost();

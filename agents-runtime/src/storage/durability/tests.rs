@@ -164,14 +164,18 @@ async fn a_hold_waits_for_the_turn_to_end_then_for_what_it_became() {
     gate.release();
     assert!(commits.is_durable(rolled_back));
 
-    // A commit that failed: what waited is told it was lost.
+    // A commit that failed: what waited is told it was lost; the instance is told to restart,
+    // and no other instance is concerned.
     gate.hold();
     let failed = gate.pending();
-    gate.lose("the disk is full");
+    gate.fail("the disk is full");
     assert!(
         matches!(commits.durable(failed).await, Settled::Lost(why) if why.contains("disk is full"))
     );
-    assert_eq!(commits.loss_count(), 1);
+    assert!(gate.take_failure().is_some_and(|why| why.contains("disk is full")));
+    assert_eq!(gate.take_failure(), None);
+    assert_eq!(commits.loss_count(), 0);
+    assert_eq!(gate.pending(), other + 1, "the instance's own writes are untouched");
 }
 
 /// A limit `stop` never reaches in these tests: they check the flusher ends by itself.
