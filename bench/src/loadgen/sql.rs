@@ -175,7 +175,7 @@ pub(crate) async fn footprint(args: &Args) -> Result<Value, String> {
     args.only(&["instances", "hibernate-wait", "settle"])?;
     let target = args.target()?;
     let instances = args.count("instances", 1000)?;
-    let hibernate_wait = args.duration("hibernate-wait", Duration::from_secs(4))?;
+    let hibernate_wait = args.duration("hibernate-wait", Duration::from_secs(15))?;
     let settle = args.duration("settle", Duration::from_secs(2))?;
     let limit = args.duration("timeout", Duration::from_secs(300))?;
     let server = Server::new(args.server_pid()?);
@@ -199,6 +199,10 @@ pub(crate) async fn footprint(args: &Args) -> Result<Value, String> {
     let awake = server.rss_bytes()?.ok_or_else(pid_needed)?;
     tokio::time::sleep(hibernate_wait).await;
     let hibernated = server.rss_bytes()?.ok_or_else(pid_needed)?;
+    let gauges = match args.text("stats-url") {
+        Some(url) => get_json(url).await?,
+        None => Value::Null,
+    };
     let per = |rss: u64| (rss.saturating_sub(before) as f64 / instances as f64).round();
     let report = json!({
         "mode": "footprint",
@@ -209,6 +213,8 @@ pub(crate) async fn footprint(args: &Args) -> Result<Value, String> {
         "rss_hibernated_mib": hibernated as f64 / 1048576.0,
         "bytes_per_awake_instance": per(awake),
         "bytes_per_hibernated_instance": per(hibernated),
+        "hibernated_instances": gauges["hibernated_instances"],
+        "live_instances": gauges["live_instances"],
     });
     drop(callers);
     eprintln!("footprint: {report}");
