@@ -11,6 +11,7 @@
 //! the turn's transaction, [`guard`] says what statements may do, [`session`] ties a database
 //! to the output gate.
 
+mod blob;
 mod database;
 mod databases;
 mod error;
