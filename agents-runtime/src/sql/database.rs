@@ -112,6 +112,9 @@ impl Database {
     fn configure(&mut self) -> rusqlite::Result<()> {
         let conn = &mut self.conn;
         let limits = &self.limits;
+        // Only one instance of a name is live, but the one that just left memory may still be
+        // closing its connection when the next one opens the file: wait for its lock.
+        conn.busy_timeout(std::time::Duration::from_secs(1))?;
         let clamp = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
         conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, clamp(limits.max_row_size))?;
         conn.set_limit(Limit::SQLITE_LIMIT_SQL_LENGTH, clamp(limits.max_statement_length))?;
@@ -143,9 +146,6 @@ impl Database {
         let pages = (limits.max_database_size / page_size.max(1).unsigned_abs()).max(1);
         conn.pragma_update(None, "max_page_count", i64::try_from(pages).unwrap_or(i64::MAX))?;
         conn.set_prepared_statement_cache_capacity(32);
-        // Only one instance of a name is live, but the one that just left memory may still be
-        // closing its connection when the next one opens the file: wait for its lock.
-        conn.busy_timeout(std::time::Duration::from_secs(1))?;
         let guard = self.guard.clone();
         conn.authorizer(Some(move |context: AuthContext<'_>| guard.authorize(&context)))?;
         let guard = self.guard.clone();
@@ -180,10 +180,15 @@ impl Database {
         }
         self.begin()?;
         self.guard.start_clock();
+        let changes = self.conn.total_changes();
         let ran = self.run(sql, params, before_write);
-        match ran {
-            Ok(_) => self.ran += 1,
-            Err(_) => self.check_transaction(),
+        // What the turn would lose if SQLite rolled its transaction back: statements that
+        // completed, and a failed one that changed rows before it failed (`OR FAIL`).
+        if ran.is_ok() || self.conn.total_changes() != changes {
+            self.ran += 1;
+        }
+        if ran.is_err() {
+            self.check_transaction();
         }
         ran
     }
@@ -311,6 +316,19 @@ impl Database {
         self.file.as_ref().is_some_and(|file| {
             file.new_in.is_some() || file.synced.as_ref().is_some_and(|log| log.dir_pending())
         })
+    }
+
+    /// Makes what the log holds durable in the database file itself (a full checkpoint syncs
+    /// the log, then the file): for a commit whose log the flusher cannot reach.
+    pub(crate) fn checkpoint(&mut self) -> Result<(), SqlError> {
+        let done = self.guard.as_runtime(|| {
+            self.conn.query_row("PRAGMA wal_checkpoint(FULL)", [], |row| row.get::<_, i64>(0))
+        });
+        match done {
+            Ok(0) => Ok(()),
+            Ok(_) => Err(SqlError::new("the checkpoint could not complete (SQLITE_BUSY)")),
+            Err(e) => Err(explain(&self.guard, &self.conn, &self.limits, e)),
+        }
     }
 
     /// Whether this is the first call since the database was opened.

@@ -112,6 +112,9 @@ impl Databases {
                     if counted {
                         self.open_count.fetch_sub(1, Ordering::AcqRel);
                     }
+                    if let (true, Some(path)) = (unsynced, &slot.path) {
+                        lock(&self.unsynced).insert(path.clone());
+                    }
                     return Err(e);
                 }
             }

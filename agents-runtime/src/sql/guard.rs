@@ -43,8 +43,8 @@ const SETTABLE: &[&str] = &[
     "optimize",
 ];
 
-/// Pragmas a statement may read only.
-const READABLE: &[&str] = &[
+/// Pragmas that read the schema or check the database, with any argument (`table_info(t)`).
+const INTROSPECTION: &[&str] = &[
     "table_list",
     "table_info",
     "table_xinfo",
@@ -55,6 +55,10 @@ const READABLE: &[&str] = &[
     "foreign_key_check",
     "integrity_check",
     "quick_check",
+];
+
+/// Pragmas a statement may read only, without an argument (with one, they would set).
+const READABLE: &[&str] = &[
     "page_count",
     "page_size",
     "max_page_count",
@@ -148,7 +152,9 @@ impl Guard {
 
 fn allowed(name: &str, value: Option<&str>) -> bool {
     let name = name.to_ascii_lowercase();
-    SETTABLE.contains(&name.as_str()) || (value.is_none() && READABLE.contains(&name.as_str()))
+    SETTABLE.contains(&name.as_str())
+        || INTROSPECTION.contains(&name.as_str())
+        || (value.is_none() && READABLE.contains(&name.as_str()))
 }
 
 #[cfg(test)]
@@ -159,6 +165,7 @@ mod tests {
     fn pragmas_are_allowed_by_name_and_by_whether_they_set() {
         assert!(allowed("user_version", Some("3")));
         assert!(allowed("TABLE_INFO", None));
+        assert!(allowed("table_info", Some("cache")), "PRAGMA table_info(cache)");
         assert!(allowed("journal_mode", None));
         assert!(!allowed("journal_mode", Some("DELETE")));
         assert!(!allowed("max_page_count", Some("1")));

@@ -48,7 +48,14 @@ impl SqlSession {
     pub(crate) fn end_turn(&self, gate: &OutputGate) {
         let Some(slot) = &self.slot else { return };
         let committed = self.databases.with_open(slot, |db| match db.commit() {
-            Ok(true) => db.log().map(Some),
+            // Committed: the flusher syncs the log; if the log cannot be reached (no file
+            // descriptor left), a checkpoint makes the commit durable here instead.
+            Ok(true) => match db.log() {
+                Ok(log) => Ok(Some(log)),
+                Err(e) => db.checkpoint().map(|()| Some(None)).map_err(|c| {
+                    SqlError::new(format!("the commit cannot be made durable: {e}; {c}"))
+                }),
+            },
             Ok(false) => Ok(None),
             Err(e) => Err(e),
         });

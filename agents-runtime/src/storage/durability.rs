@@ -401,6 +401,11 @@ impl OutputGate {
         crate::sync::lock(&self.failed).take()
     }
 
+    /// Whether the turn's SQL writes failed and the instance has not restarted yet.
+    pub(crate) fn failure_pending(&self) -> bool {
+        crate::sync::lock(&self.failed).is_some()
+    }
+
     /// Whether the store ever gave up on writes (a database opened since may hold commits
     /// that were never synced).
     pub(crate) fn losses_seen(&self) -> bool {

@@ -100,19 +100,33 @@ impl FileSyncs {
             files.into_iter().filter_map(|file| file.sync().err().map(|e| (file, e))).collect()
         } else {
             let chunk = files.len().div_ceil(threads);
+            let sync_chunk = |chunk: &[Arc<SyncFile>]| -> Vec<(Arc<SyncFile>, std::io::Error)> {
+                let failed =
+                    chunk.iter().filter_map(|file| file.sync().err().map(|e| (file.clone(), e)));
+                failed.collect()
+            };
             std::thread::scope(|scope| {
                 let workers: Vec<_> = files
                     .chunks(chunk)
                     .map(|chunk| {
-                        scope.spawn(move || {
-                            let failed = chunk
-                                .iter()
-                                .filter_map(|file| file.sync().err().map(|e| (file.clone(), e)));
-                            failed.collect::<Vec<_>>()
-                        })
+                        let spawned = std::thread::Builder::new()
+                            .name("agents-log-sync".into())
+                            .spawn_scoped(scope, move || sync_chunk(chunk));
+                        // No thread to be had: this one syncs the chunk.
+                        (chunk, spawned.map_err(|_| sync_chunk(chunk)))
                     })
                     .collect();
-                workers.into_iter().flat_map(|worker| worker.join().unwrap_or_default()).collect()
+                let mut failed = Vec::new();
+                for (chunk, worker) in workers {
+                    match worker.map(|handle| handle.join()) {
+                        Ok(Ok(chunk_failed)) | Err(chunk_failed) => failed.extend(chunk_failed),
+                        // A sync that panicked: none of its chunk counts as synced.
+                        Ok(Err(_)) => failed.extend(chunk.iter().map(|file| {
+                            (file.clone(), std::io::Error::other("a log sync panicked"))
+                        })),
+                    }
+                }
+                failed
             })
         };
         let mut first_error = None;

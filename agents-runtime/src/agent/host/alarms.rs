@@ -104,6 +104,11 @@ async fn run_schedules<A: Agent>(awake: &mut Awake<A>, now: u64) -> Vec<Ran> {
     };
     let mut done = Vec::new();
     for (at, id) in due {
+        // A callback's SQL commit failed: the instance restarts before the others run (they
+        // stay due).
+        if awake.ctx.instance().gate.failure_pending() {
+            break;
+        }
         let Awake { agent, ctx, .. } = &mut *awake;
         let timers = ctx.timers();
         let schedule = match schedule::load(&timers, &id) {
@@ -171,6 +176,9 @@ async fn after_run<A: Agent>(
 /// Queued calls, in order, each removed once it ran (or failed its attempts).
 async fn run_queue<A: Agent>(awake: &mut Awake<A>) {
     for _ in 0..BATCH {
+        if awake.ctx.instance().gate.failure_pending() {
+            return; // as for schedules: the rest waits for the restart
+        }
         let Awake { agent, ctx, .. } = &mut *awake;
         let (seq, item) = match queue::first(&ctx.timers()) {
             Ok(Some((seq, Ok(item)))) => (seq, item),

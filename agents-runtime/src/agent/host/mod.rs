@@ -28,6 +28,9 @@ use turn::{report, run_state_changes};
 /// A turn's answer to an HTTP request or in-process call, told why if its writes were lost.
 type Reply = Box<dyn FnOnce(Option<Arc<str>>) + Send>;
 
+/// Most restarts in a row after a turn whose SQL writes failed.
+const MAX_RESTARTS: usize = 3;
+
 /// Most yields an instance's task makes with its sends corked before it writes them.
 const MAX_HOLDS: u8 = 2;
 
@@ -200,12 +203,18 @@ impl<A: Agent> Host<A> {
             None => self.instance.gate.release(),
         }
         // The turn's SQL writes could not be kept: its answer is an error, and the instance
-        // restarts from what is durable.
-        if let Some(why) = self.instance.gate.take_failure() {
+        // restarts from what is durable (its `on_start` committed as a turn of its own; a few
+        // times at most, if that fails too).
+        for _ in 0..MAX_RESTARTS {
+            let Some(why) = self.instance.gate.take_failure() else { break };
             if let Some(reply) = self.reply.take() {
                 reply(Some(why.clone()));
             }
             self.restart(why).await;
+            match self.awake.as_mut() {
+                Some(awake) => run_state_changes(awake).await,
+                None => self.instance.gate.release(),
+            }
         }
         if let Some(reply) = self.reply.take() {
             self.after_gate(reply);
@@ -243,6 +252,8 @@ impl<A: Agent> Host<A> {
     /// tags, state and flags, and the next event wakes the instance.
     fn hibernate(&mut self) {
         if let Some(Awake { agent, ctx, .. }) = self.awake.take() {
+            // Nothing is left uncommitted between turns; if it were, it is committed now.
+            ctx.commit_turn();
             self.asleep = ctx.into_connections();
             drop(agent);
             // The corks' log and the links they kept for the next turn go too.
