@@ -35,60 +35,6 @@ macro_rules! refuse {
     )*};
 }
 
-/// The compound methods of a `Serializer` whose compounds are all refused, but sequences
-/// and tuples.
-macro_rules! refuse_compounds {
-    ($ok:ty) => {
-        fn serialize_some<T: Serialize + ?Sized>(self, _: &T) -> Result<$ok, NotBytes> {
-            Err(NotBytes)
-        }
-        fn serialize_newtype_variant<T: Serialize + ?Sized>(
-            self,
-            _: &'static str,
-            _: u32,
-            _: &'static str,
-            _: &T,
-        ) -> Result<$ok, NotBytes> {
-            Err(NotBytes)
-        }
-        fn serialize_tuple_struct(
-            self,
-            _: &'static str,
-            _: usize,
-        ) -> Result<Self::SerializeTupleStruct, NotBytes> {
-            Err(NotBytes)
-        }
-        fn serialize_tuple_variant(
-            self,
-            _: &'static str,
-            _: u32,
-            _: &'static str,
-            _: usize,
-        ) -> Result<Self::SerializeTupleVariant, NotBytes> {
-            Err(NotBytes)
-        }
-        fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap, NotBytes> {
-            Err(NotBytes)
-        }
-        fn serialize_struct(
-            self,
-            _: &'static str,
-            _: usize,
-        ) -> Result<Self::SerializeStruct, NotBytes> {
-            Err(NotBytes)
-        }
-        fn serialize_struct_variant(
-            self,
-            _: &'static str,
-            _: u32,
-            _: &'static str,
-            _: usize,
-        ) -> Result<Self::SerializeStructVariant, NotBytes> {
-            Err(NotBytes)
-        }
-    };
-}
-
 /// One element of a byte list: a `u8`, or not.
 struct Byte;
 
@@ -125,7 +71,10 @@ impl ser::Serializer for Byte {
         serialize_bytes(&[u8]), serialize_none(), serialize_unit(),
         serialize_unit_struct(&'static str),
         serialize_unit_variant(&'static str, u32, &'static str));
-    refuse_compounds!(u8);
+    fn serialize_some<T: Serialize + ?Sized>(self, _: &T) -> Result<u8, NotBytes> {
+        Err(NotBytes)
+    }
+    refuse_compounds!(u8, NotBytes);
 }
 
 impl ser::SerializeSeq for Bytes {
@@ -185,5 +134,8 @@ impl ser::Serializer for Bytes {
         serialize_char(char), serialize_str(&str), serialize_bytes(&[u8]), serialize_none(),
         serialize_unit(), serialize_unit_struct(&'static str),
         serialize_unit_variant(&'static str, u32, &'static str));
-    refuse_compounds!(Vec<u8>);
+    fn serialize_some<T: Serialize + ?Sized>(self, _: &T) -> Result<Vec<u8>, NotBytes> {
+        Err(NotBytes)
+    }
+    refuse_compounds!(Vec<u8>, NotBytes);
 }

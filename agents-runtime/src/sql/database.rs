@@ -13,7 +13,7 @@ use rusqlite::hooks::AuthContext;
 use rusqlite::limits::Limit;
 use rusqlite::{Connection, OpenFlags};
 
-use super::error::explain;
+use super::error::{explain, read_pragma};
 use super::guard::{Guard, STEPS_PER_LOOK};
 use super::{SqlCursor, SqlError, SqlValue};
 use crate::limits::SqlLimits;
@@ -142,7 +142,7 @@ impl Database {
         }
         // At most 512 KiB of cached pages per open database.
         conn.pragma_update(None, "cache_size", -512)?;
-        let page_size: i64 = conn.pragma_query_value(None, "page_size", |row| row.get(0))?;
+        let page_size = read_pragma(conn, "page_size")?;
         let pages = (limits.max_database_size / page_size.max(1).unsigned_abs()).max(1);
         conn.pragma_update(None, "max_page_count", i64::try_from(pages).unwrap_or(i64::MAX))?;
         conn.set_prepared_statement_cache_capacity(32);
@@ -226,7 +226,7 @@ impl Database {
 
     /// The size of the database in bytes (`databaseSize`): its pages, this turn's included.
     pub(crate) fn size(&self) -> Result<u64, SqlError> {
-        let read = |name| self.conn.pragma_query_value(None, name, |row| row.get::<_, i64>(0));
+        let read = |name| read_pragma(&self.conn, name);
         let size = read("page_count").and_then(|pages| Ok(pages * read("page_size")?));
         let size = size.map(i64::unsigned_abs);
         size.map_err(|e| explain(&self.guard, &self.conn, &self.limits, e))

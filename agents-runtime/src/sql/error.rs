@@ -91,8 +91,13 @@ pub(crate) fn explain(
 }
 
 fn at_size_limit(conn: &Connection) -> bool {
-    let read = |name| conn.pragma_query_value(None, name, |row| row.get::<_, i64>(0)).ok();
+    let read = |name| read_pragma(conn, name).ok();
     matches!((read("page_count"), read("max_page_count")), (Some(pages), Some(max)) if pages >= max)
+}
+
+/// The number pragma `name` reads (`page_count`, `page_size`…).
+pub(crate) fn read_pragma(conn: &Connection, name: &str) -> rusqlite::Result<i64> {
+    conn.pragma_query_value(None, name, |row| row.get(0))
 }
 
 /// SQLite's name of a primary result code.

@@ -311,56 +311,13 @@ impl ser::Serializer for Scalar {
     ) -> Result<SqlValue, Compound> {
         value.serialize(self)
     }
-    fn serialize_newtype_variant<T: Serialize + ?Sized>(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: &T,
-    ) -> Result<SqlValue, Compound> {
-        Err(Compound::Json)
-    }
     fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq, Compound> {
         Err(Compound::Json)
     }
     fn serialize_tuple(self, _: usize) -> Result<Self::SerializeTuple, Compound> {
         Err(Compound::Json)
     }
-    fn serialize_tuple_struct(
-        self,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Self::SerializeTupleStruct, Compound> {
-        Err(Compound::Json)
-    }
-    fn serialize_tuple_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Self::SerializeTupleVariant, Compound> {
-        Err(Compound::Json)
-    }
-    fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap, Compound> {
-        Err(Compound::Json)
-    }
-    fn serialize_struct(
-        self,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Self::SerializeStruct, Compound> {
-        Err(Compound::Json)
-    }
-    fn serialize_struct_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Self::SerializeStructVariant, Compound> {
-        Err(Compound::Json)
-    }
+    refuse_compounds!(SqlValue, Compound::Json);
 }
 
 #[cfg(test)]

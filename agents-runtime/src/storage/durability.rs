@@ -299,11 +299,7 @@ impl GroupCommit {
     /// Flushes everything written so far, now (shutdown).
     pub(crate) async fn flush_now(&self) -> Result<(), super::StoreError> {
         let (store, files) = (self.store.clone(), self.files.clone());
-        let flush = move || {
-            store.flush()?;
-            files.sync().map_err(|e| super::StoreError::backend("syncing the SQL logs", e))
-        };
-        match tokio::task::spawn_blocking(flush).await {
+        match tokio::task::spawn_blocking(move || flush(&*store, &files)).await {
             Ok(flushed) => flushed,
             Err(e) => Err(super::StoreError::msg(format!("the flush thread failed: {e}"))),
         }
@@ -329,6 +325,13 @@ fn lost_run(progress: &Progress, from: WriteSeq, to: WriteSeq, why: Arc<str>) {
     progress.loss_count.store(runs, Ordering::Release);
     progress.advanced.notify_waiters();
     progress.losses.notify_waiters();
+}
+
+/// Makes every write that returned before the call durable: the store's, and the files
+/// written outside it (the SQL logs).
+fn flush(store: &dyn Store, files: &FileSyncs) -> Result<(), super::StoreError> {
+    store.flush()?;
+    files.sync().map_err(|e| super::StoreError::backend("syncing the SQL logs", e))
 }
 
 /// One instance's side of the output gate: the number of its last write that frames must wait
@@ -545,11 +548,7 @@ impl Flusher {
                     break;
                 }
                 let files = self.files.clone();
-                let flushed = self.blocking(move |store| {
-                    store.flush()?;
-                    files.sync().map_err(|e| super::StoreError::backend("syncing the SQL logs", e))
-                });
-                match flushed.await {
+                match self.blocking(move |store| flush(store, &files)).await {
                     Ok(()) => {
                         backoff = Duration::from_millis(50);
                         self.recovered();
