@@ -6,6 +6,8 @@
 //! loadgen chat    --url ws://127.0.0.1:PORT/agents/chat-room/bench --conns 32 --senders 32 --messages 500
 //! loadgen idle    --url ws://127.0.0.1:PORT/agents/chat-room/idle --conns 19000 --hibernate-wait 4s
 //! loadgen connect --url ws://127.0.0.1:PORT/agents/chat-room/connect --total 10000
+//! loadgen storm   --url ws://127.0.0.1:PORT/agents/chat-room/storm --total 5000 --per-room 100
+//! loadgen agents  --url ws://127.0.0.1:PORT/agents/hibernating-counter/a --instances 10000
 //! loadgen rpc     --url ws://127.0.0.1:PORT/agents/counter/bench --rate 1000 --calls 10000
 //! loadgen soak    --url ws://127.0.0.1:PORT --server-pid PID --duration 30m
 //! loadgen schedules --url ws://127.0.0.1:PORT --server-pid PID --instances 10000 --schedules 100000
@@ -18,6 +20,7 @@
 //! `--stats-url URL` (our `bench-server`'s gauges). Connections are spread over the source
 //! addresses 127.0.0.1 to 127.0.0.8; one process opens at most 19,000 sockets.
 
+mod agents;
 mod args;
 mod chat;
 mod client;
@@ -29,6 +32,7 @@ mod schedules;
 mod soak;
 mod sql;
 mod stats;
+mod storm;
 
 use std::process::ExitCode;
 
@@ -55,6 +59,8 @@ fn main() -> ExitCode {
             "chat" => chat::run(&args).await,
             "idle" => idle::run(&args).await,
             "connect" => connect::run(&args).await,
+            "storm" => storm::run(&args).await,
+            "agents" => agents::run(&args).await,
             "rpc" => rpc::run(&args).await,
             "soak" => soak::run(&args).await,
             "schedules" => schedules::run(&args).await,
@@ -75,12 +81,14 @@ fn main() -> ExitCode {
 
 fn usage(why: &str) -> ExitCode {
     eprintln!(
-        "loadgen: {why}\n\nusage: loadgen chat|idle|connect|rpc|soak|schedules|pending|sql|footprint --url WS_URL [options]"
+        "loadgen: {why}\n\nusage: loadgen chat|idle|connect|storm|agents|rpc|soak|schedules|pending|sql|footprint --url WS_URL [options]"
     );
     eprintln!(
         "  chat     --conns N --senders S --messages M [--window W]\n  \
          idle     --conns N [--per-room R] [--hibernate-wait 4s]\n  \
          connect  --total K [--concurrency C]\n  \
+         storm    --total K [--per-room R] [--concurrency C]\n  \
+         agents   --instances N [--first I] [--http true] [--count true] [--hibernate-wait 30s]\n  \
          rpc      --rate R --calls K [--conns C]\n  \
          schedules --instances N --schedules K [--spread 10s] [--lead 20s]\n  \
          pending  --instances N --schedules K [--concurrency C]\n  \
