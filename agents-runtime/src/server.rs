@@ -354,7 +354,7 @@ impl ServerBuilder {
                 Arc::new(MemoryStore::new())
             }
         };
-        let listener = TcpListener::bind(addr).await?;
+        let listener = crate::transport::bind(addr).await?;
         let commits = Arc::new(GroupCommit::start(store, limits.storage_timeout));
         let sql_root = self.data_dir.as_ref().map(|dir| dir.join("sql"));
         let databases = Arc::new(Databases::new(sql_root, limits.sql));

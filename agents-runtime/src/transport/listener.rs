@@ -13,6 +13,37 @@ use tokio::sync::oneshot;
 use crate::transport::edge::Edge;
 use crate::transport::routes::routes;
 
+/// How many finished TCP handshakes may wait for `accept` (Linux caps it at
+/// `net.core.somaxconn`, 4096 by default). The standard library's 128 overflows in a reconnect
+/// storm: a client whose handshake finds the queue full is dropped and retries its SYN a
+/// second later.
+const BACKLOG: u32 = 4096;
+
+/// Binds a listener on the first of `addr`'s addresses that takes it, with [`BACKLOG`] and
+/// `SO_REUSEADDR` (a restarted server binds while its old connections are in `TIME_WAIT`).
+pub(crate) async fn bind(addr: impl tokio::net::ToSocketAddrs) -> std::io::Result<TcpListener> {
+    let mut last = None;
+    for addr in tokio::net::lookup_host(addr).await? {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()
+        } else {
+            tokio::net::TcpSocket::new_v6()
+        };
+        let bound = socket.and_then(|socket| {
+            socket.set_reuseaddr(true)?;
+            socket.bind(addr)?;
+            socket.listen(BACKLOG)
+        });
+        match bound {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "the address resolved to nothing")
+    }))
+}
+
 /// Accepts connections until `shutdown` completes.
 pub(crate) async fn serve(
     listener: TcpListener,
@@ -138,7 +169,30 @@ fn socket_options(socket: &impl std::os::fd::AsFd) -> std::io::Result<()> {
 mod tests {
     use std::time::Duration;
 
-    use super::socket_options;
+    use super::{bind, socket_options};
+
+    /// A reconnect storm must not find the accept queue full: the listener's backlog is
+    /// [`BACKLOG`](super::BACKLOG), not the standard library's 128.
+    #[tokio::test]
+    async fn the_listener_queues_a_storm_of_handshakes() {
+        let listener = bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Nothing accepts: every handshake completes into the queue.
+        let mut clients = Vec::new();
+        for n in 0..600 {
+            // A dropped SYN is retried after a second: with a short queue, this times out.
+            let connect = tokio::net::TcpStream::connect(addr);
+            let client = tokio::time::timeout(Duration::from_millis(500), connect).await;
+            clients.push(client.unwrap_or_else(|_| panic!("handshake {n} was dropped")).unwrap());
+        }
+        let mut accepted = 0;
+        while let Ok(Ok(_)) =
+            tokio::time::timeout(Duration::from_millis(200), listener.accept()).await
+        {
+            accepted += 1;
+        }
+        assert_eq!(accepted, 600);
+    }
 
     /// The options are set on the listener only: an accepted socket must have them too.
     #[tokio::test]

@@ -15,6 +15,6 @@ mod upgrade;
 
 pub(crate) use assets::{AssetSpec, Assets};
 pub(crate) use edge::Edge;
-pub(crate) use listener::serve;
+pub(crate) use listener::{bind, serve};
 #[cfg(feature = "fuzzing")]
 pub(crate) use routes::agent_and_name;
