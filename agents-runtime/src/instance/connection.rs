@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
 use crate::error::ConnectionError;
+pub(crate) use crate::instance::event::{ConnectionKey, ConnectionParts};
 use crate::instance::shared::Instance;
 use crate::message::Message;
 use crate::outbox::corks::{Append, Batch, CorkMark};
@@ -16,9 +17,6 @@ use crate::outbox::{Link, LinkHandle, Outbound, PushError, seal_after};
 use crate::storage::durability::WriteSeq;
 use crate::sync::lock;
 use crate::wire::{CloseFrame, close_code, is_sendable_close_code, truncate_reason};
-
-/// The runtime's handle on one connection, unique within the process.
-pub(crate) type ConnectionKey = u64;
 
 /// One connected client, as Cloudflare's `Connection`: `id`, `uri`, `state`, `set_state`, `send`,
 /// `close`, `tags` and `server` (the instance name).
@@ -50,13 +48,6 @@ impl<S> Clone for Connection<S> {
     fn clone(&self) -> Self {
         Self { inner: self.inner.clone() }
     }
-}
-
-pub(crate) struct ConnectionParts {
-    pub(crate) key: ConnectionKey,
-    pub(crate) id: Arc<str>,
-    pub(crate) uri: Box<str>,
-    pub(crate) link: LinkHandle,
 }
 
 impl<S: serde::Serialize> Connection<S> {

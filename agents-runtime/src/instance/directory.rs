@@ -9,13 +9,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
 use crate::env::Env;
 use crate::instance::auto_response::AutoResponse;
 use crate::instance::connection::ConnectionKey;
 use crate::instance::event::Event;
 use crate::instance::log_budget::LogBudget;
+use crate::instance::mailbox::Mailbox;
 use crate::instance::shared::Instance;
 use crate::limits::Limits;
 use crate::outbox::corks::Corks;
@@ -31,7 +32,8 @@ pub(crate) struct AgentClass {
     pub(crate) name: &'static str,
     pub(crate) type_name: &'static str,
     pub(crate) type_id: fn() -> TypeId,
-    pub(crate) spawn: fn(Arc<Directory>, Arc<str>, Arc<Instance>) -> mpsc::Sender<Event>,
+    /// Starts the host task of a new instance (a hibernated one is started by its mailbox).
+    pub(crate) spawn: fn(Arc<Directory>, Arc<Instance>),
     /// Whether frames wait for the agent's writes (`Durability::Confirmed`).
     pub(crate) confirmed_writes: bool,
 }
@@ -58,6 +60,9 @@ pub(crate) struct Directory {
     pub(crate) wakeups: Arc<Wakeups>,
     /// Every instance's SQL database.
     pub(crate) databases: Arc<Databases>,
+    /// The runtime the instances' tasks run on (a hibernated one may be woken from any
+    /// thread: the parking lot's).
+    pub(crate) runtime: tokio::runtime::Handle,
     /// Instances whose struct is in memory (not hibernated).
     pub(crate) awake_instances: AtomicUsize,
     /// Instances asleep with open connections.
@@ -65,7 +70,8 @@ pub(crate) struct Directory {
     live: Mutex<HashMap<&'static str, Entries>>,
     /// Set when the server shuts down: no new instance starts.
     closing: AtomicBool,
-    /// Host tasks running (awake or hibernated instances).
+    /// Instances running or hibernated: their host tasks, and the records hibernated ones
+    /// left in their mailboxes.
     hosts: AtomicUsize,
     host_ended: Notify,
     next_key: AtomicU64,
@@ -77,14 +83,8 @@ pub(crate) struct Directory {
 /// Departed writes kept before the settled ones are swept out.
 const DEPARTED_SWEEP: usize = 1024;
 
-/// A live instance as the table keeps it.
-struct Entry {
-    mailbox: mpsc::Sender<Event>,
-    instance: Arc<Instance>,
-}
-
-/// The entries of one agent class's live instances, by name.
-type Entries = HashMap<Arc<str>, Entry>;
+/// The live instances of one agent class, by name.
+type Entries = HashMap<Arc<str>, Arc<Instance>>;
 
 impl Directory {
     pub(crate) fn new(
@@ -100,6 +100,7 @@ impl Directory {
             limits,
             commits,
             databases,
+            runtime: tokio::runtime::Handle::current(),
             wakeups: Arc::default(),
             awake_instances: AtomicUsize::new(0),
             hibernated_instances: AtomicUsize::new(0),
@@ -117,23 +118,19 @@ impl Directory {
         self.next_key.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Counts a host task until the returned guard drops.
+    /// Counts a running or hibernated instance until the returned guard drops.
     pub(crate) fn host_started(self: &Arc<Self>) -> HostCount {
         self.hosts.fetch_add(1, Ordering::AcqRel);
         HostCount { directory: self.clone() }
     }
 
-    /// The mailbox of instance `name`, starting the instance if it is not live; `None` when
-    /// it is not live and `max_instances` are.
-    fn entry(
-        self: &Arc<Self>,
-        class: &AgentClass,
-        name: &str,
-    ) -> Option<(mpsc::Sender<Event>, Arc<Instance>)> {
+    /// Instance `name`, started if it is not live; `None` when it is not live and
+    /// `max_instances` are.
+    fn entry(self: &Arc<Self>, class: &AgentClass, name: &str) -> Option<Arc<Instance>> {
         let mut live = lock(&self.live);
         let entry = live.get(class.name).and_then(|instances| instances.get(name));
-        if let Some(entry) = entry.filter(|entry| !entry.mailbox.is_closed()) {
-            return Some((entry.mailbox.clone(), entry.instance.clone()));
+        if let Some(instance) = entry.filter(|instance| !instance.mailbox.is_closed()) {
+            return Some(instance.clone());
         }
         if self.closing.load(Ordering::Acquire) {
             tracing::debug!(agent = class.name, name, "not starting an instance: shutting down");
@@ -164,51 +161,48 @@ impl Directory {
             max_connection_state_size: self.limits.max_connection_state_size,
             max_outbox_bytes: self.limits.max_outbox_bytes,
             log_budget: LogBudget::default(),
+            mailbox: Mailbox::new(self.limits.mailbox_capacity),
         });
-        let mailbox = (class.spawn)(self.clone(), name.clone(), instance.clone());
-        let entry = Entry { mailbox: mailbox.clone(), instance: instance.clone() };
-        live.entry(class.name).or_default().insert(name, entry);
-        Some((mailbox, instance))
+        (class.spawn)(self.clone(), instance.clone());
+        live.entry(class.name).or_default().insert(name, instance.clone());
+        Some(instance)
     }
 
-    /// Delivers `event` to instance `name` and returns the mailbox that took it (for the
-    /// sender's later events) and the instance. Waits while the mailbox is full (backpressure).
+    /// Delivers `event` to instance `name` and returns the instance that took it (for the
+    /// sender's later events). Waits while its mailbox is full (backpressure).
     pub(crate) async fn dispatch(
         self: &Arc<Self>,
         class: &AgentClass,
         name: &str,
         mut event: Event,
-    ) -> Option<(mpsc::Sender<Event>, Arc<Instance>)> {
+    ) -> Option<Arc<Instance>> {
         // A retry only happens when an instance left memory between lookup and send.
         for _ in 0..3 {
-            let (mailbox, instance) = self.entry(class, name)?;
-            match mailbox.send(event).await {
-                Ok(()) => return Some((mailbox, instance)),
-                Err(mpsc::error::SendError(returned)) => event = returned,
+            let instance = self.entry(class, name)?;
+            match instance.send(event).await {
+                Ok(()) => return Some(instance),
+                Err(returned) => event = returned,
             }
         }
         tracing::error!(agent = class.name, name, "instance did not accept the event");
         None
     }
 
-    /// Removes an idle instance, only if the table's entry is this instance's, nothing but
-    /// the table holds its mailbox and nothing is queued: no connection task or request can
-    /// then reach the dropped instance. Without an entry (shutdown cleared the table) the
-    /// instance stays to run what is queued, and ends when its last sender is gone.
+    /// Removes an idle instance, only if the table's entry is this instance and nothing is
+    /// queued: its mailbox closes, so whoever still holds the instance is refused and comes
+    /// back to the table for a new one. Without an entry (shutdown cleared the table) the
+    /// instance stays to run what is queued.
     pub(crate) fn try_evict(
         &self,
         class: &'static str,
         name: &str,
         instance: &Arc<Instance>,
-        mailbox: &mpsc::Receiver<Event>,
     ) -> bool {
         let mut live = lock(&self.live);
         let Some(instances) = live.get_mut(class) else { return false };
-        let idle = instances.get(name).is_some_and(|entry| {
-            Arc::ptr_eq(&entry.instance, instance)
-                && entry.mailbox.strong_count() == 1
-                && mailbox.is_empty()
-        });
+        let idle = instances
+            .get(name)
+            .is_some_and(|entry| Arc::ptr_eq(entry, instance) && instance.mailbox.close_if_empty());
         if idle && let Some((name, _)) = instances.remove_entry(name) {
             let last = instance.gate.last_write();
             let pending = |seq: WriteSeq| self.commits.settled(seq) == Settled::Pending;
@@ -235,16 +229,16 @@ impl Directory {
             let affected: Vec<_> = lock(&self.live)
                 .values()
                 .flat_map(HashMap::values)
-                .filter(|entry| {
-                    let gate = &entry.instance.gate;
+                .filter(|instance| {
+                    let gate = &instance.gate;
                     let pending = gate.last_write();
                     runs.iter().any(|(after, ..)| !gate.is_confirmed() || pending > *after)
                 })
-                .map(|entry| entry.mailbox.clone())
+                .cloned()
                 .collect();
-            for mailbox in affected {
+            for instance in affected {
                 // A full mailbox has events coming: their turn looks at the losses itself.
-                let _ = mailbox.try_send(Event::StorageLost);
+                let _ = instance.try_send(Event::StorageLost);
             }
         }
     }
@@ -254,11 +248,14 @@ impl Directory {
         self.closing.store(true, Ordering::Release);
     }
 
-    /// Forgets every instance (shutdown), then waits up to `wait` for their host tasks to
-    /// end: once their sockets are gone too, each runs what is queued and ends. Returns
-    /// whether they all did.
+    /// Forgets every instance (shutdown), then waits up to `wait` for them to end: once their
+    /// sockets are gone too, each runs what is queued and ends. Returns whether they all did.
     pub(crate) async fn clear(&self, wait: Duration) -> bool {
-        lock(&self.live).clear();
+        let forgotten = std::mem::take(&mut *lock(&self.live));
+        for instance in forgotten.values().flat_map(HashMap::values) {
+            instance.mailbox.forget();
+        }
+        drop(forgotten);
         let ended = tokio::time::timeout(wait, async {
             loop {
                 let ended = self.host_ended.notified();
@@ -284,6 +281,12 @@ impl Directory {
 /// One running host task; dropping it counts the task out.
 pub(crate) struct HostCount {
     directory: Arc<Directory>,
+}
+
+impl HostCount {
+    pub(crate) fn directory(&self) -> &Arc<Directory> {
+        &self.directory
+    }
 }
 
 impl Drop for HostCount {

@@ -1,11 +1,13 @@
 //! [`Event`]: what reaches an instance's mailbox.
 
+use std::sync::Arc;
+
 use tokio::sync::oneshot;
 
 use crate::error::Error;
-use crate::instance::connection::{ConnectionKey, ConnectionParts};
 use crate::instance::rpc::{Call, CallOutcome};
 use crate::message::Message;
+use crate::outbox::LinkHandle;
 use crate::request::{ConnectionContext, Request, Response};
 
 /// What reaches an instance's mailbox.
@@ -43,6 +45,17 @@ pub(crate) enum Event {
     /// The store gave up on writes (a full disk): an instance that made some of them
     /// restarts from what is durable (every turn looks first; this wakes an idle one).
     StorageLost,
+}
+
+/// The runtime's handle on one connection, unique within the process.
+pub(crate) type ConnectionKey = u64;
+
+/// What a connection is made of when its socket joins the instance.
+pub(crate) struct ConnectionParts {
+    pub(crate) key: ConnectionKey,
+    pub(crate) id: Arc<str>,
+    pub(crate) uri: Box<str>,
+    pub(crate) link: LinkHandle,
 }
 
 pub(crate) struct ConnectRequest {

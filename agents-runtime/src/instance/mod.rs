@@ -11,6 +11,7 @@ pub(crate) mod connections;
 pub(crate) mod directory;
 pub(crate) mod event;
 pub(crate) mod log_budget;
+pub(crate) mod mailbox;
 pub(crate) mod rpc;
 pub(crate) mod shared;
 pub(crate) mod state;

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use crate::instance::auto_response::AutoResponse;
+use crate::instance::event::Event;
 use crate::instance::log_budget::LogBudget;
+use crate::instance::mailbox::{Mailbox, Permit, Refused};
 use crate::outbox::corks::Corks;
 use crate::storage::durability::OutputGate;
 use crate::storage::{AlarmSlot, InstanceKeys};
@@ -29,6 +31,33 @@ pub(crate) struct Instance {
     pub(crate) max_outbox_bytes: usize,
     /// How many lines about client-caused errors it may still log this second.
     pub(crate) log_budget: LogBudget,
+    /// Its events, and its task's record while it hibernates.
+    pub(crate) mailbox: Mailbox<Instance>,
+}
+
+impl AsRef<Mailbox<Instance>> for Instance {
+    fn as_ref(&self) -> &Mailbox<Instance> {
+        &self.mailbox
+    }
+}
+
+impl Instance {
+    /// Puts `event` in the mailbox unless it is full or the instance is gone; a hibernated
+    /// instance is started.
+    pub(crate) fn try_send(self: &Arc<Self>, event: Event) -> Result<(), Refused> {
+        self.mailbox.try_send(self, event)
+    }
+
+    /// Puts `event` in the mailbox, waiting for room; `Err` gives it back if the instance is
+    /// gone.
+    pub(crate) async fn send(self: &Arc<Self>, event: Event) -> Result<(), Event> {
+        self.mailbox.send(self, event).await
+    }
+
+    /// Waits for room in the mailbox and holds a place; `None` if the instance is gone.
+    pub(crate) async fn reserve(self: Arc<Self>) -> Option<Permit<Instance>> {
+        Mailbox::reserve(self).await
+    }
 }
 
 #[cfg(any(test, feature = "bench"))]
@@ -51,6 +80,7 @@ impl Instance {
             max_connection_state_size: limits.max_connection_state_size,
             max_outbox_bytes: limits.max_outbox_bytes,
             log_budget: LogBudget::default(),
+            mailbox: Mailbox::new(limits.mailbox_capacity),
         })
     }
 }

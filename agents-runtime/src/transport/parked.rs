@@ -1,7 +1,7 @@
 //! Parked sockets: when an instance hibernates, each of its idle sockets gives up its task and
 //! its registration in tokio's reactor and waits in the server's
 //! parking lot, one `epoll` set watched by a thread of its own, as workerd holds a hibernated
-//! Durable Object's WebSockets. What the socket needs to come back (its link, mailbox, slot)
+//! Durable Object's WebSockets. What the socket needs to come back (its link, instance, slot)
 //! waits in the link's waker, so whatever would have woken the socket task resumes it: the
 //! client sending anything (a ping and the auto-response are answered without waking the
 //! instance, and the socket parks again), the instance waking up, a message queued from
@@ -14,9 +14,8 @@ use std::task::{Wake, Waker};
 
 use mio::{Interest, Token};
 use tokio::net::TcpStream;
-use tokio::runtime::Handle;
-use tokio::sync::mpsc;
 
+use crate::instance::mailbox::Refused;
 use crate::instance::{ConnectionKey, Event, Instance};
 use crate::outbox::{Link, SocketSlot};
 use crate::sync::lock;
@@ -29,7 +28,6 @@ use crate::wire::close_code;
 struct Parked {
     tcp: mio::net::TcpStream,
     link: Arc<Link>,
-    mailbox: mpsc::Sender<Event>,
     instance: Arc<Instance>,
     key: ConnectionKey,
     edge: Arc<Edge>,
@@ -68,8 +66,7 @@ impl Socket {
             self.link.rewire(self.tcp.clone());
             return Some(self);
         }
-        let Socket { tcp, reader, link, mailbox, instance, key, pending, waiting, edge, slot } =
-            self;
+        let Socket { tcp, reader, link, instance, key, pending, waiting, edge, slot } = self;
         debug_assert!(reader.is_idle() && pending.is_none() && waiting.is_none());
         let tcp = Arc::try_unwrap(tcp)
             .map_err(|_| io::Error::other("the socket is still shared"))
@@ -78,11 +75,11 @@ impl Socket {
             Ok(tcp) => mio::net::TcpStream::from_std(tcp),
             Err(e) => {
                 tracing::debug!("websocket lost while parking: {e}");
-                gone(&link, mailbox, key);
+                gone(&link, &instance, key);
                 return None;
             }
         };
-        let parked = Parked { tcp, link, mailbox, instance, key, edge, slot };
+        let parked = Parked { tcp, link, instance, key, edge, slot };
         let resume = Arc::new(Resume(Mutex::new(None)));
         // Held until the socket is in the lot: a wake meanwhile waits, then resumes it.
         let mut waiting = lock(&resume.0);
@@ -112,10 +109,10 @@ impl Socket {
 impl Parked {
     /// Back into tokio's reactor and a task of its own.
     fn resume(self) {
-        let Parked { mut tcp, link, mailbox, instance, key, edge, slot } = self;
+        let Parked { mut tcp, link, instance, key, edge, slot } = self;
         // A socket parks only once the lot started, so it is there.
         let Some(lot) = edge.parked_lot() else {
-            return gone(&link, mailbox, key);
+            return gone(&link, &instance, key);
         };
         if lot.registry.deregister(&mut tcp).is_ok() {
             edge.sockets.parked.fetch_sub(1, Ordering::AcqRel);
@@ -127,27 +124,28 @@ impl Parked {
             Ok(tcp) => Arc::new(tcp),
             Err(e) => {
                 tracing::debug!("a parked websocket could not resume: {e}");
-                gone(&link, mailbox, key);
+                gone(&link, &instance, key);
                 return;
             }
         };
         link.rewire(tcp.clone());
-        let joined = Joined { tcp, link, mailbox, instance, key, edge, slot };
+        let joined = Joined { tcp, link, instance, key, edge, slot };
         runtime.spawn(socket::serve(Socket::new(joined, &[])));
     }
 }
 
 /// The socket was lost on the way (the runtime is going away): the connection closes as a
 /// transport failure would close it.
-fn gone(link: &Link, mailbox: mpsc::Sender<Event>, key: ConnectionKey) {
+fn gone(link: &Link, instance: &Arc<Instance>, key: ConnectionKey) {
     link.close();
     link.release_socket();
     let code = close_code::ABNORMAL_CLOSURE;
     let close = Event::Close { key, code, reason: String::new(), was_clean: false };
-    if let Err(mpsc::error::TrySendError::Full(close)) = mailbox.try_send(close) {
+    if let Err(Refused::Full(close)) = instance.try_send(close) {
         // Off the runtime (the lot's thread), with the runtime going away: nobody to tell.
-        if let Ok(runtime) = Handle::try_current() {
-            runtime.spawn(async move { mailbox.send(close).await });
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let instance = instance.clone();
+            runtime.spawn(async move { instance.send(close).await });
         }
     }
 }

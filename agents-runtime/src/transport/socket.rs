@@ -7,11 +7,10 @@ use std::sync::Arc;
 use std::task::{Poll, ready};
 
 use tokio::net::TcpStream;
-use tokio::sync::mpsc::error::{SendError, TrySendError};
-use tokio::sync::mpsc::{self, OwnedPermit};
 use tokio::time::timeout;
 
 use crate::error::Error;
+use crate::instance::mailbox::{Permit, Refused};
 use crate::instance::{ConnectionKey, Event, Instance};
 use crate::message::{Message, Text};
 use crate::outbox::{Link, Next, SocketSlot};
@@ -26,7 +25,6 @@ use crate::wire::{CloseFrame, close_code};
 pub(super) struct Joined {
     pub(super) tcp: Arc<TcpStream>,
     pub(super) link: Arc<Link>,
-    pub(super) mailbox: mpsc::Sender<Event>,
     pub(super) instance: Arc<Instance>,
     pub(super) key: ConnectionKey,
     pub(super) edge: Arc<Edge>,
@@ -39,7 +37,7 @@ pub(super) struct Socket {
     pub(super) reader: Reader,
     /// The outbox and the write side of the socket, and the forced close.
     pub(super) link: Arc<Link>,
-    pub(super) mailbox: mpsc::Sender<Event>,
+    /// The instance, whose mailbox takes the client's messages.
     pub(super) instance: Arc<Instance>,
     pub(super) key: ConnectionKey,
     /// A message read while the mailbox was full: reading pauses until it is taken. (Boxed,
@@ -94,20 +92,9 @@ pub(super) fn serve(mut socket: Socket) -> impl Future<Output = ()> + Send {
 impl Socket {
     /// A socket that reads `read` (bytes already received) before what it reads from `tcp`.
     pub(super) fn new(joined: Joined, read: &[u8]) -> Self {
-        let Joined { tcp, link, mailbox, instance, key, edge, slot } = joined;
+        let Joined { tcp, link, instance, key, edge, slot } = joined;
         let reader = Reader::new(read, edge.input.clone());
-        Socket {
-            tcp,
-            reader,
-            link,
-            mailbox,
-            instance,
-            key,
-            pending: None,
-            waiting: None,
-            edge,
-            slot,
-        }
+        Socket { tcp, reader, link, instance, key, pending: None, waiting: None, edge, slot }
     }
 
     /// Whether the socket task reads: its last message is in the mailbox, and the ones there
@@ -127,7 +114,7 @@ impl Socket {
         // relay ended: the agent may answer the client before it is closed).
         let end = match end {
             End::Failed(error, frame) => {
-                let _ = self.mailbox.send(Event::Error { key: self.key, error }).await;
+                let _ = self.instance.send(Event::Error { key: self.key, error }).await;
                 End::Close(frame)
             }
             end => end,
@@ -135,7 +122,7 @@ impl Socket {
         // Nothing more will be written: later sends fail as closed instead of filling up.
         self.link.close();
         if let Some(pending) = self.pending.take() {
-            let _ = self.mailbox.send(pending.event).await;
+            let _ = self.instance.send(pending.event).await;
         }
         let (code, reason, was_clean) = match end {
             End::PeerClosed(code, reason) => {
@@ -161,7 +148,7 @@ impl Socket {
         };
         // The socket closes with this task, even if the agent keeps the `Connection`.
         self.link.release_socket();
-        let _ = self.mailbox.send(Event::Close { key: self.key, code, reason, was_clean }).await;
+        let _ = self.instance.send(Event::Close { key: self.key, code, reason, was_clean }).await;
     }
 
     async fn relay_until_end(&mut self) -> End {
@@ -189,15 +176,17 @@ impl Socket {
                     permit = poll_fn(|cx| match &mut self.pending {
                         Some(pending) => pending.permit.as_mut().poll(cx),
                         None => Poll::Pending,
-                    }), if self.pending.is_some() => match permit {
-                        Ok(permit) => {
-                            if let Some(pending) = self.pending.take() {
-                                permit.send(pending.event);
-                            }
+                    }), if self.pending.is_some() => {
+                        let sent = match (permit, self.pending.take()) {
+                            (Some(permit), Some(pending)) => permit.send(pending.event).is_ok(),
+                            _ => false,
+                        };
+                        if sent {
                             Flow::Relay
+                        } else {
+                            Flow::End(End::Close(CloseFrame::agent_unavailable()))
                         }
-                        Err(_) => Flow::End(End::Close(CloseFrame::agent_unavailable())),
-                    },
+                    }
                     next = poll_fn(|cx| link.poll_next(cx, edge.commits(), waiting, may_park)) => {
                         self.next(next)
                     }
@@ -298,14 +287,14 @@ impl Socket {
 
     /// Puts `event` in the mailbox, or holds it until there is room.
     fn send(&mut self, event: Event) -> Result<Option<Answer>, End> {
-        match self.mailbox.try_send(event) {
+        match self.instance.try_send(event) {
             Ok(()) => Ok(None),
-            Err(TrySendError::Full(event)) => {
-                let permit = Box::pin(self.mailbox.clone().reserve_owned());
+            Err(Refused::Full(event)) => {
+                let permit = Box::pin(self.instance.clone().reserve());
                 self.pending = Some(Box::new(HeldEvent { event, permit }));
                 Ok(None)
             }
-            Err(TrySendError::Closed(_)) => Err(End::Close(CloseFrame::agent_unavailable())),
+            Err(Refused::Closed) => Err(End::Close(CloseFrame::agent_unavailable())),
         }
     }
 
@@ -487,13 +476,10 @@ impl Socket {
     }
 }
 
-/// Room in the mailbox, or the instance gone.
-type Permit = Result<OwnedPermit<Event>, SendError<()>>;
-
 /// A message read while the mailbox was full, and the wait for room.
 pub(super) struct HeldEvent {
     event: Event,
-    permit: Pin<Box<dyn Future<Output = Permit> + Send>>,
+    permit: Pin<Box<dyn Future<Output = Option<Permit<Instance>>> + Send>>,
 }
 
 /// What comes of one pass of the relay loop.

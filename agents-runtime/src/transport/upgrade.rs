@@ -141,7 +141,7 @@ impl Opening {
         };
         let connect = Event::Connect(Box::new(ConnectRequest { parts, conn_ctx }));
         let dispatched = edge.directory.dispatch(&class, &name, connect).await;
-        let Some((mailbox, instance)) = dispatched else {
+        let Some(instance) = dispatched else {
             // The instance could not be started (max_instances, shutting down, or it kept being
             // evicted under our feet): try again later.
             link.encode_control(
@@ -151,6 +151,6 @@ impl Opening {
             let _ = timeout(edge.limits().close_timeout, poll_fn(|cx| link.poll_flush(cx))).await;
             return None;
         };
-        Some(Socket::new(Joined { tcp, link, mailbox, instance, key, edge, slot }, &read))
+        Some(Socket::new(Joined { tcp, link, instance, key, edge, slot }, &read))
     }
 }

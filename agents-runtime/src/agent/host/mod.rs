@@ -5,15 +5,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use tokio::sync::mpsc;
-
 use crate::agent::Agent;
 use crate::agent::context::Context;
 use crate::error::Error;
 use crate::instance::connection::{Connection, ConnectionKey};
 use crate::instance::connections::ConnectionTable;
-use crate::instance::directory::Directory;
+use crate::instance::directory::{Directory, HostCount};
 use crate::instance::event::Event;
+use crate::instance::mailbox::Sleeper;
 use crate::instance::shared::Instance;
 use crate::storage::durability::Settled;
 use crate::wire::protocol;
@@ -30,6 +29,10 @@ type Reply = Box<dyn FnOnce(Option<Arc<str>>) + Send>;
 
 /// Most restarts in a row after a turn whose SQL writes failed.
 const MAX_RESTARTS: usize = 3;
+
+/// The places of a mailbox queue an instance frees each time it goes idle (larger ones, grown
+/// by bursts, stay until it is idle for `hibernate_after`).
+const SMALL_QUEUE: usize = 16;
 
 /// Most yields an instance's task makes with its sends corked before it writes them.
 const MAX_HOLDS: u8 = 2;
@@ -48,33 +51,66 @@ async fn yield_to_woken() {
     .await;
 }
 
-/// Starts the host task of instance `name` and returns its mailbox.
-pub(crate) fn spawn<A: Agent>(
-    directory: Arc<Directory>,
-    name: Arc<str>,
-    instance: Arc<Instance>,
-) -> mpsc::Sender<Event> {
-    let (tx, rx) = mpsc::channel(directory.limits.mailbox_capacity);
+/// Starts the host task of a new instance.
+pub(crate) fn spawn<A: Agent>(directory: Arc<Directory>, instance: Arc<Instance>) {
     let hosted = directory.host_started();
-    let corked = instance.clone();
+    // Writes lost before the instance started are none of its business.
+    let seen_losses = directory.commits.loss_count();
+    let host = Host::<A> {
+        name: instance.name.clone(),
+        directory,
+        instance,
+        awake: None,
+        asleep: ConnectionTable::default(),
+        hibernated: None,
+        reply: None,
+        seen_losses,
+    };
+    start(host, hosted);
+}
+
+/// Runs `host` in a task of its own, counted by `hosted` until it ends.
+fn start<A: Agent>(mut host: Host<A>, hosted: HostCount) {
+    let corked = host.instance.clone();
+    let runtime = host.directory.runtime.clone();
+    // The block holds the host once: `run` borrows it (a method taking it by value would
+    // keep a second copy in the task).
     let mut run = Box::pin(async move {
-        let _hosted = hosted; // counted until the task ends
-        let host = Host::<A> {
-            name,
-            directory,
-            instance,
-            awake: None,
-            asleep: Default::default(),
-            hibernated: None,
-            reply: None,
-            seen_losses: 0,
-        };
-        host.run(rx).await;
+        host.run().await;
+        drop(hosted); // counted until the task ends
     });
     // Every poll of the instance's task ends by writing what its turns sent (corking), unless
-    // the task yields to gather more (`Corks::hold`); then the next poll does.
-    tokio::spawn(std::future::poll_fn(move |cx| corked.corks.poll(run.as_mut(), cx)));
-    tx
+    // the task yields to gather more (`Corks::hold`); then the next poll does. Spawned through
+    // the server's runtime: a hibernated instance may be woken from any thread.
+    runtime.spawn(std::future::poll_fn(move |cx| corked.corks.poll(run.as_mut(), cx)));
+}
+
+/// A hibernated instance as its task leaves it in the mailbox: its connections and what the
+/// host must remember. The next event starts a task from it ([`Sleeper::wake`]).
+struct Sleeping<A: Agent> {
+    /// Counts the instance as live (shutdown waits for it) while it has no task.
+    hosted: HostCount,
+    /// Counts it as hibernated.
+    hibernated: Option<Tally>,
+    connections: ConnectionTable<A::ConnectionState>,
+    seen_losses: usize,
+}
+
+impl<A: Agent> Sleeper<Instance> for Sleeping<A> {
+    fn wake(self: Box<Self>, instance: Arc<Instance>) {
+        let Sleeping { hosted, hibernated, connections, seen_losses } = *self;
+        let host = Host::<A> {
+            name: instance.name.clone(),
+            directory: hosted.directory().clone(),
+            instance,
+            awake: None,
+            asleep: connections,
+            hibernated,
+            reply: None,
+            seen_losses,
+        };
+        start(host, hosted);
+    }
 }
 
 struct Host<A: Agent> {
@@ -112,12 +148,12 @@ struct Awake<A: Agent> {
 }
 
 impl<A: Agent> Host<A> {
-    async fn run(mut self, mut mailbox: mpsc::Receiver<Event>) {
-        // Writes lost before the instance started are none of its business.
-        self.seen_losses = self.directory.commits.loss_count();
+    async fn run(&mut self) {
+        let instance = self.instance.clone();
+        let mailbox = &instance.mailbox;
         let idle_after = self.directory.limits.hibernate_after;
-        // One timer for the instance's life: it fires at most once per `idle_after`, and only
-        // then is it moved to the last event's deadline (no timer work per event).
+        // One timer for the task's life: it fires at most once per `idle_after`, and only then
+        // is it moved to the last event's deadline (no timer work per event).
         let idle = tokio::time::sleep(idle_after);
         tokio::pin!(idle);
         // When the instance last went idle, and whether it handled events since: the clock is
@@ -133,34 +169,70 @@ impl<A: Agent> Host<A> {
                 if std::mem::take(&mut handled) {
                     last_event = Instant::now();
                 }
-                // About to wait: the corks keep little for the next turn.
+                // About to wait: the corks keep little for the next turn, the mailbox a large
+                // queue only.
                 self.instance.corks.idle();
+                mailbox.shrink(SMALL_QUEUE);
+                // Hibernated and idle: the task ends, the mailbox keeps the connections.
+                if self.hibernated.is_some() && self.sleep() {
+                    return;
+                }
+                // Forgotten by the server (shutdown): it ends with its last connection.
+                if mailbox.is_forgotten()
+                    && self.connection_count() == 0
+                    && mailbox.close_if_empty()
+                {
+                    break;
+                }
             }
             let event = tokio::select! {
                 biased;
                 event = mailbox.recv() => match event {
                     Some(event) => event,
-                    None => break,
+                    None => continue, // forgotten: looked at above
                 },
                 () = &mut idle, if self.may_leave_memory() => {
                     let deadline = last_event + idle_after;
                     if Instant::now() < deadline {
+                        mailbox.shrink(usize::MAX);
                         idle.as_mut().reset(deadline.into());
                     } else if self.connection_count() > 0 {
                         self.hibernate();
-                    } else if self.directory.try_evict(A::NAME, &self.name, &self.instance, &mailbox) {
+                    } else if self.directory.try_evict(A::NAME, &self.name, &self.instance) {
                         break;
                     } else {
-                        last_event = Instant::now(); // a caller holds the mailbox: wait more
+                        last_event = Instant::now(); // events came meanwhile
                     }
                     continue;
                 }
             };
             handled = true;
             holds.busy = true;
-            self.turn(event).await;
+            // Boxed: a turn's future holds the largest hook's, which an idle instance's task
+            // would otherwise carry for its whole life.
+            Box::pin(self.turn(event)).await;
         }
         tracing::debug!(agent = A::NAME, name = %self.name, "instance left memory");
+    }
+
+    /// Hands the hibernated instance's connections to its mailbox, for its next event to
+    /// start a task from, and returns `true`: this task ends. `false` if events came meanwhile.
+    fn sleep(&mut self) -> bool {
+        let record = Box::new(Sleeping::<A> {
+            hosted: self.directory.host_started(),
+            hibernated: self.hibernated.take(),
+            connections: std::mem::take(&mut self.asleep),
+            seen_losses: self.seen_losses,
+        });
+        match self.instance.mailbox.sleep(record) {
+            Ok(()) => true,
+            Err(record) => {
+                let Sleeping { connections, hibernated, .. } = *record;
+                self.asleep = connections;
+                self.hibernated = hibernated;
+                false
+            }
+        }
     }
 
     /// Yields with the turns' sends still corked, so the other sockets' messages join this
