@@ -296,7 +296,7 @@ mod tests {
         let log = Arc::new(Mutex::new(Vec::new()));
         owner.mailbox.try_send(&owner, Event::Alarm).ok().unwrap();
         let record = Box::new(Record(log.clone()));
-        let record = owner.mailbox.sleep(record).err().expect("an event waits: no sleep");
+        let record = owner.mailbox.sleep(record).expect_err("an event waits: no sleep");
         recv(&owner);
         assert!(owner.mailbox.sleep(record).is_ok());
         assert_eq!(owner.woken.load(Ordering::Relaxed), 0);
