@@ -8,9 +8,23 @@ use std::sync::Arc;
 use crate::instance::connection::{Connection, ConnectionKey};
 use crate::message::Message;
 
+/// The connections of one instance. Most instances have one or two (one agent per user or
+/// document): up to [`SMALL`] are kept in a list and found by a scan, with no hash table to
+/// allocate; past that they are indexed by key and by tag.
 pub(crate) struct ConnectionTable<S> {
-    by_key: HashMap<ConnectionKey, Connection<S>, KeyHash>,
-    by_tag: HashMap<Arc<str>, Keys>,
+    table: Table<S>,
+}
+
+/// Most connections kept in a list; a table that grows past it is indexed, and one that
+/// shrinks to half of it goes back to a list.
+const SMALL: usize = 8;
+
+enum Table<S> {
+    Small(Vec<Connection<S>>),
+    Indexed {
+        by_key: HashMap<ConnectionKey, Connection<S>, KeyHash>,
+        by_tag: HashMap<Arc<str>, Keys>,
+    },
 }
 
 /// The connections carrying one tag. Most tags (every connection's id) have one: kept inline,
@@ -87,57 +101,108 @@ impl Hasher for KeyHasher {
 
 impl<S> Default for ConnectionTable<S> {
     fn default() -> Self {
-        Self { by_key: HashMap::default(), by_tag: HashMap::new() }
+        Self { table: Table::Small(Vec::new()) }
     }
+}
+
+/// Indexes `conn` under its key and each of its tags.
+fn index<S>(
+    by_key: &mut HashMap<ConnectionKey, Connection<S>, KeyHash>,
+    by_tag: &mut HashMap<Arc<str>, Keys>,
+    conn: Connection<S>,
+) {
+    let key = conn.key();
+    for tag in conn.tags() {
+        match by_tag.entry(tag.clone()) {
+            hash_map::Entry::Vacant(entry) => {
+                entry.insert(Keys::One(key));
+            }
+            // A tag the connection repeats is indexed once (this connection's keys are
+            // pushed together, so a repeat sees its own key last).
+            hash_map::Entry::Occupied(mut keys) => {
+                if keys.get().as_slice().last() != Some(&key) {
+                    keys.get_mut().push(key);
+                }
+            }
+        }
+    }
+    by_key.insert(key, conn);
 }
 
 impl<S> ConnectionTable<S> {
     pub(crate) fn insert(&mut self, conn: Connection<S>) {
-        let key = conn.key();
-        for tag in conn.tags() {
-            match self.by_tag.entry(tag.clone()) {
-                hash_map::Entry::Vacant(entry) => {
-                    entry.insert(Keys::One(key));
+        match &mut self.table {
+            Table::Small(list) if list.len() < SMALL => list.push(conn),
+            Table::Small(list) => {
+                let (mut by_key, mut by_tag) = (HashMap::default(), HashMap::new());
+                for conn in list.drain(..).chain([conn]) {
+                    index(&mut by_key, &mut by_tag, conn);
                 }
-                // A tag the connection repeats is indexed once (this connection's keys are
-                // pushed together, so a repeat sees its own key last).
-                hash_map::Entry::Occupied(mut keys) => {
-                    if keys.get().as_slice().last() != Some(&key) {
-                        keys.get_mut().push(key);
-                    }
-                }
+                self.table = Table::Indexed { by_key, by_tag };
             }
+            Table::Indexed { by_key, by_tag } => index(by_key, by_tag, conn),
         }
-        self.by_key.insert(key, conn);
     }
 
     pub(crate) fn remove(&mut self, key: ConnectionKey) -> Option<Connection<S>> {
-        let conn = self.by_key.remove(&key)?;
+        let (by_key, by_tag) = match &mut self.table {
+            Table::Small(list) => {
+                let at = list.iter().position(|conn| conn.key() == key)?;
+                return Some(list.remove(at));
+            }
+            Table::Indexed { by_key, by_tag } => (by_key, by_tag),
+        };
+        let conn = by_key.remove(&key)?;
         for tag in conn.tags() {
-            if let hash_map::Entry::Occupied(mut keys) = self.by_tag.entry(tag.clone())
+            if let hash_map::Entry::Occupied(mut keys) = by_tag.entry(tag.clone())
                 && keys.get_mut().remove(key)
             {
                 keys.remove();
             }
         }
+        if by_key.len() <= SMALL / 2 {
+            self.table = Table::Small(by_key.drain().map(|(_, conn)| conn).collect());
+        }
         Some(conn)
     }
 
     pub(crate) fn get(&self, key: ConnectionKey) -> Option<&Connection<S>> {
-        self.by_key.get(&key)
+        match &self.table {
+            Table::Small(list) => list.iter().find(|conn| conn.key() == key),
+            Table::Indexed { by_key, .. } => by_key.get(&key),
+        }
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.by_key.len()
+        match &self.table {
+            Table::Small(list) => list.len(),
+            Table::Indexed { by_key, .. } => by_key.len(),
+        }
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.by_key.is_empty()
+        self.len() == 0
+    }
+
+    /// Gives back what the table holds beyond its connections (it goes to sleep with a
+    /// hibernated instance).
+    pub(crate) fn shrink_to_fit(&mut self) {
+        match &mut self.table {
+            Table::Small(list) => list.shrink_to_fit(),
+            Table::Indexed { by_key, by_tag } => {
+                by_key.shrink_to_fit();
+                by_tag.shrink_to_fit();
+            }
+        }
     }
 
     /// Every connection, closing ones included.
     pub(crate) fn every(&self) -> impl Iterator<Item = &Connection<S>> {
-        self.by_key.values()
+        let (list, by_key) = match &self.table {
+            Table::Small(list) => (Some(list.iter()), None),
+            Table::Indexed { by_key, .. } => (None, Some(by_key.values())),
+        };
+        list.into_iter().flatten().chain(by_key.into_iter().flatten())
     }
 
     /// Sends `message` to every open connection whose id is not in `without` (one shared
@@ -154,11 +219,20 @@ impl<S> ConnectionTable<S> {
 
     /// Open connections, all or those carrying `tag`.
     pub(crate) fn iter(&self, tag: Option<&str>) -> Connections<'_, S> {
-        let inner = match tag {
-            None => Inner::All(self.by_key.values()),
-            Some(tag) => Inner::Tagged {
-                keys: self.by_tag.get(tag).map_or(&[][..], Keys::as_slice).iter(),
-                table: &self.by_key,
+        let inner = match (&self.table, tag) {
+            (Table::Small(list), None) => Inner::Listed { list: list.iter(), tag: None },
+            (Table::Small(list), Some(tag)) => {
+                // The tag as the first connection carrying it holds it (none: no connection).
+                let held = list.iter().find_map(|conn| conn.tags().iter().find(|t| &***t == tag));
+                match held {
+                    Some(tag) => Inner::Listed { list: list.iter(), tag: Some(tag) },
+                    None => Inner::Listed { list: [].iter(), tag: None },
+                }
+            }
+            (Table::Indexed { by_key, .. }, None) => Inner::All(by_key.values()),
+            (Table::Indexed { by_key, by_tag }, Some(tag)) => Inner::Tagged {
+                keys: by_tag.get(tag).map_or(&[][..], Keys::as_slice).iter(),
+                table: by_key,
             },
         };
         Connections { inner }
@@ -171,6 +245,11 @@ pub struct Connections<'a, S> {
 }
 
 enum Inner<'a, S> {
+    /// A small table's list, and the tag looked for.
+    Listed {
+        list: std::slice::Iter<'a, Connection<S>>,
+        tag: Option<&'a str>,
+    },
     All(hash_map::Values<'a, ConnectionKey, Connection<S>>),
     Tagged {
         keys: std::slice::Iter<'a, ConnectionKey>,
@@ -184,6 +263,10 @@ impl<'a, S> Iterator for Connections<'a, S> {
     fn next(&mut self) -> Option<Self::Item> {
         loop {
             let conn = match &mut self.inner {
+                Inner::Listed { list, tag: None } => list.next()?,
+                Inner::Listed { list, tag: Some(tag) } => {
+                    list.find(|conn| conn.tags().iter().any(|t| &**t == *tag))?
+                }
                 Inner::All(values) => values.next()?,
                 Inner::Tagged { keys, table } => match table.get(keys.next()?) {
                     Some(conn) => conn,
@@ -222,6 +305,59 @@ mod tests {
         let tags: HashSet<u64> = hashes.iter().map(|hash| hash >> 57).collect();
         assert_eq!(buckets.len(), 4096);
         assert_eq!(tags.len(), 128);
+    }
+
+    /// A table answers the same whether it lists its connections (a few) or indexes them
+    /// (many), across the moves between the two.
+    #[test]
+    fn a_small_table_lists_and_a_large_one_indexes_with_the_same_answers() {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let _entered = runtime.enter();
+        let instance = Instance::detached();
+        let mut table = ConnectionTable::<()>::default();
+        let tagged = |table: &ConnectionTable<()>, tag: &str| {
+            let mut keys: Vec<u64> = table.iter(Some(tag)).map(Connection::key).collect();
+            keys.sort_unstable();
+            keys
+        };
+        for key in 0..20u64 {
+            let link = Arc::new(Link::new(16, None));
+            let parts = ConnectionParts {
+                key,
+                id: format!("id-{key}").into(),
+                uri: "http://127.0.0.1/agents/test/room".into(),
+                link: LinkHandle::new(link),
+            };
+            let conn = Connection::new(parts, instance.clone());
+            let parity = if key % 2 == 0 { "even" } else { "odd" };
+            // The id is tag 0; "even" is repeated, and indexed once.
+            let mut tags = vec![conn.id().into(), parity.into(), "all".into()];
+            if key % 2 == 0 {
+                tags.push("even".into());
+            }
+            conn.set_tags(tags.into());
+            table.insert(conn);
+            let expected: Vec<u64> = (0..=key).filter(|k| k % 2 == 0).collect();
+            assert_eq!(tagged(&table, "even"), expected, "after {key}");
+            assert_eq!(tagged(&table, &format!("id-{key}")), [key]);
+            assert_eq!(table.len() as u64, key + 1);
+        }
+        assert!(matches!(table.table, super::Table::Indexed { .. }));
+        assert_eq!(tagged(&table, "all").len(), 20);
+        assert!(tagged(&table, "nobody").is_empty());
+        for key in (0..20u64).rev() {
+            assert_eq!(table.remove(key).map(|conn| conn.key()), Some(key));
+            assert!(table.get(key).is_none());
+            assert!(table.remove(key).is_none(), "once");
+            let left: Vec<u64> = (0..key).filter(|k| k % 2 == 1).collect();
+            assert_eq!(tagged(&table, "odd"), left, "after removing {key}");
+            if key > 0 {
+                assert_eq!(table.get(key - 1).map(Connection::key), Some(key - 1));
+            }
+        }
+        assert!(matches!(&table.table, super::Table::Small(list) if list.is_empty()));
+        assert!(table.is_empty());
+        assert_eq!(table.every().count(), 0);
     }
 
     #[test]

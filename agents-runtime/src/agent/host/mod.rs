@@ -218,6 +218,7 @@ impl<A: Agent> Host<A> {
     /// Hands the hibernated instance's connections to its mailbox, for its next event to
     /// start a task from, and returns `true`: this task ends. `false` if events came meanwhile.
     fn sleep(&mut self) -> bool {
+        self.asleep.shrink_to_fit();
         let record = Box::new(Sleeping::<A> {
             hosted: self.directory.host_started(),
             hibernated: self.hibernated.take(),

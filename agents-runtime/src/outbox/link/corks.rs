@@ -49,6 +49,11 @@ const NONE: u32 = u32::MAX;
 /// instance holds at most this much.
 const KEPT_WHILE_IDLE: usize = 4 * 1024;
 
+/// Links a pass must have written for its corks to keep their memory while the instance
+/// waits: a room's. An instance that writes to one socket (one agent per user) frees it, and
+/// an idle one holds nothing.
+const KEPT_FROM_LINKS: usize = 2;
+
 /// Which turn listed a connection, and in which slot (0: none). It lives in the `Connection`
 /// and is read and written only under the corks' lock.
 #[derive(Debug, Default)]
@@ -276,7 +281,7 @@ impl Corks {
         };
         match std::mem::take(&mut state.keep) {
             Keep::Nothing => return,
-            Keep::Small if held() > KEPT_WHILE_IDLE => return,
+            Keep::Small if held() > KEPT_WHILE_IDLE || kept.len() < KEPT_FROM_LINKS => return,
             Keep::All | Keep::Small => {}
         }
         state.kept = kept;

@@ -348,7 +348,8 @@ async fn the_corks_keep_the_last_turns_links_until_the_next_turn_or_hibernation(
 }
 
 /// The corks keep their memory for the next turn while the instance is busy, and while it
-/// waits for its next event only up to `KEPT_WHILE_IDLE`; none once it hibernates.
+/// waits for its next event only up to `KEPT_WHILE_IDLE`, and only after writing to a room
+/// (two links or more); none once it hibernates.
 #[tokio::test]
 async fn the_corks_keep_their_memory_while_busy_and_little_of_it_while_idle() {
     let (wires, links, marks) = sockets(2);
@@ -374,13 +375,20 @@ async fn the_corks_keep_their_memory_while_busy_and_little_of_it_while_idle() {
         send(1, "b".repeat(100));
         corks.idle();
     });
-    assert!(corks.kept_log() > 0, "idle, with little: kept");
-    assert_eq!(Arc::strong_count(&links[1]), 2, "and the link it listed");
+    assert_eq!(corks.kept_log(), 0, "idle after writing to one socket: freed");
+    assert_eq!(Arc::strong_count(&links[1]), 1, "and the link let go of");
+    in_turn(&corks, || {
+        send(0, "c".repeat(100));
+        send(1, "c".repeat(100));
+        corks.idle();
+    });
+    assert!(corks.kept_log() > 0, "idle after writing a little to a room: kept");
+    assert_eq!(Arc::strong_count(&links[1]), 2, "and the links it listed");
     in_turn(&corks, || corks.trim());
     assert_eq!(corks.kept_log(), 0, "hibernating: freed");
     assert_eq!(Arc::strong_count(&links[1]), 1);
-    assert_eq!(texts(&wires[0]).len(), 21);
-    assert_eq!(texts(&wires[1]).len(), 21);
+    assert_eq!(texts(&wires[0]).len(), 22);
+    assert_eq!(texts(&wires[1]).len(), 22);
 }
 
 #[tokio::test]
