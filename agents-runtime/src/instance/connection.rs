@@ -31,7 +31,9 @@ struct Inner<S> {
     key: ConnectionKey,
     id: Arc<str>,
     uri: Box<str>,
-    tags: OnceLock<Box<[Arc<str>]>>,
+    /// Boxed twice: a thin pointer, as every connection carries the slot and most never set
+    /// tags.
+    tags: OnceLock<Box<Box<[Arc<str>]>>>,
     state: Mutex<Option<S>>,
     closing: AtomicBool,
     readonly: AtomicBool,
@@ -96,7 +98,7 @@ impl<S: serde::Serialize> Connection<S> {
     }
 
     fn check_state_size(&self, state: &S) -> Result<(), ConnectionError> {
-        let limit = self.inner.instance.max_connection_state_size;
+        let limit = self.inner.instance.max_connection_state_size();
         let mut counter = SizeLimit { written: 0, limit };
         match serde_json::to_writer(&mut counter, state) {
             Ok(()) => Ok(()),
@@ -184,7 +186,7 @@ impl<S> Connection<S> {
         if let Append::Logged = append {
             return Ok(());
         }
-        let budget = instance.max_outbox_bytes;
+        let budget = instance.max_outbox_bytes();
         let turn = fanout.batch.turn();
         let message = Cow::Borrowed(message);
         let holds_turn = turn.is_some();
@@ -282,7 +284,7 @@ impl<S> Connection<S> {
 
     pub(crate) fn set_tags(&self, tags: Box<[Arc<str>]>) {
         // Set once, right after `connection_tags` and before the connection is listed.
-        let _ = self.inner.tags.set(tags);
+        let _ = self.inner.tags.set(Box::new(tags));
     }
 
     /// Sends without the closing check: also used for the setup-failure frame.
@@ -295,7 +297,7 @@ impl<S> Connection<S> {
         let after = self.pending_write();
         let instance = &self.inner.instance;
         let released = instance.gate.is_settled(after);
-        let budget = self.inner.instance.max_outbox_bytes;
+        let budget = self.inner.instance.max_outbox_bytes();
         let out = Outbound { message, after, released, budget, mark: &self.inner.cork };
         self.sent(self.inner.link.send(out, &instance.corks))
     }
@@ -311,7 +313,8 @@ impl<S> Connection<S> {
 
     /// The client stopped reading: close it out of band, dropping what is queued.
     fn overflow(&self) -> ConnectionError {
-        let (messages, bytes) = (self.inner.link.capacity(), self.inner.instance.max_outbox_bytes);
+        let (messages, bytes) =
+            (self.inner.link.capacity(), self.inner.instance.max_outbox_bytes());
         if !self.inner.closing.swap(true, Ordering::AcqRel) {
             tracing::warn!(
                 connection = %self.inner.id,
@@ -431,7 +434,7 @@ mod tests {
             link: LinkHandle::new(Arc::new(Link::new(4, None))),
         };
         let mut instance = Instance::detached();
-        Arc::get_mut(&mut instance).expect("not shared yet").max_connection_state_size = 16;
+        Arc::get_mut(&mut instance).expect("not shared yet").set_max_connection_state_size(16);
         let conn: Connection<String> = Connection::new(parts, instance);
         conn.set_state("small".into()).expect("fits");
         let err = conn.set_state("x".repeat(100)).unwrap_err();

@@ -21,10 +21,14 @@ const SMALL: usize = 8;
 
 enum Table<S> {
     Small(Vec<Connection<S>>),
-    Indexed {
-        by_key: HashMap<ConnectionKey, Connection<S>, KeyHash>,
-        by_tag: HashMap<Arc<str>, Keys>,
-    },
+    /// Boxed: the small tables most instances have (and keep while hibernated) take a list's
+    /// room only.
+    Indexed(Box<Index<S>>),
+}
+
+struct Index<S> {
+    by_key: HashMap<ConnectionKey, Connection<S>, KeyHash>,
+    by_tag: HashMap<Arc<str>, Keys>,
 }
 
 /// The connections carrying one tag. Most tags (every connection's id) have one: kept inline,
@@ -138,9 +142,9 @@ impl<S> ConnectionTable<S> {
                 for conn in list.drain(..).chain([conn]) {
                     index(&mut by_key, &mut by_tag, conn);
                 }
-                self.table = Table::Indexed { by_key, by_tag };
+                self.table = Table::Indexed(Box::new(Index { by_key, by_tag }));
             }
-            Table::Indexed { by_key, by_tag } => index(by_key, by_tag, conn),
+            Table::Indexed(index_) => index(&mut index_.by_key, &mut index_.by_tag, conn),
         }
     }
 
@@ -150,7 +154,7 @@ impl<S> ConnectionTable<S> {
                 let at = list.iter().position(|conn| conn.key() == key)?;
                 return Some(list.remove(at));
             }
-            Table::Indexed { by_key, by_tag } => (by_key, by_tag),
+            Table::Indexed(index) => (&mut index.by_key, &mut index.by_tag),
         };
         let conn = by_key.remove(&key)?;
         for tag in conn.tags() {
@@ -169,14 +173,14 @@ impl<S> ConnectionTable<S> {
     pub(crate) fn get(&self, key: ConnectionKey) -> Option<&Connection<S>> {
         match &self.table {
             Table::Small(list) => list.iter().find(|conn| conn.key() == key),
-            Table::Indexed { by_key, .. } => by_key.get(&key),
+            Table::Indexed(index) => index.by_key.get(&key),
         }
     }
 
     pub(crate) fn len(&self) -> usize {
         match &self.table {
             Table::Small(list) => list.len(),
-            Table::Indexed { by_key, .. } => by_key.len(),
+            Table::Indexed(index) => index.by_key.len(),
         }
     }
 
@@ -189,9 +193,9 @@ impl<S> ConnectionTable<S> {
     pub(crate) fn shrink_to_fit(&mut self) {
         match &mut self.table {
             Table::Small(list) => list.shrink_to_fit(),
-            Table::Indexed { by_key, by_tag } => {
-                by_key.shrink_to_fit();
-                by_tag.shrink_to_fit();
+            Table::Indexed(index) => {
+                index.by_key.shrink_to_fit();
+                index.by_tag.shrink_to_fit();
             }
         }
     }
@@ -200,7 +204,7 @@ impl<S> ConnectionTable<S> {
     pub(crate) fn every(&self) -> impl Iterator<Item = &Connection<S>> {
         let (list, by_key) = match &self.table {
             Table::Small(list) => (Some(list.iter()), None),
-            Table::Indexed { by_key, .. } => (None, Some(by_key.values())),
+            Table::Indexed(index) => (None, Some(index.by_key.values())),
         };
         list.into_iter().flatten().chain(by_key.into_iter().flatten())
     }
@@ -229,10 +233,10 @@ impl<S> ConnectionTable<S> {
                     None => Inner::Listed { list: [].iter(), tag: None },
                 }
             }
-            (Table::Indexed { by_key, .. }, None) => Inner::All(by_key.values()),
-            (Table::Indexed { by_key, by_tag }, Some(tag)) => Inner::Tagged {
-                keys: by_tag.get(tag).map_or(&[][..], Keys::as_slice).iter(),
-                table: by_key,
+            (Table::Indexed(index), None) => Inner::All(index.by_key.values()),
+            (Table::Indexed(index), Some(tag)) => Inner::Tagged {
+                keys: index.by_tag.get(tag).map_or(&[][..], Keys::as_slice).iter(),
+                table: &index.by_key,
             },
         };
         Connections { inner }
@@ -342,7 +346,7 @@ mod tests {
             assert_eq!(tagged(&table, &format!("id-{key}")), [key]);
             assert_eq!(table.len() as u64, key + 1);
         }
-        assert!(matches!(table.table, super::Table::Indexed { .. }));
+        assert!(matches!(table.table, super::Table::Indexed(_)));
         assert_eq!(tagged(&table, "all").len(), 20);
         assert!(tagged(&table, "nobody").is_empty());
         for key in (0..20u64).rev() {

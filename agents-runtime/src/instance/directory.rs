@@ -12,18 +12,14 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::env::Env;
-use crate::instance::auto_response::AutoResponse;
 use crate::instance::connection::ConnectionKey;
 use crate::instance::event::Event;
-use crate::instance::log_budget::LogBudget;
-use crate::instance::mailbox::Mailbox;
 use crate::instance::shared::Instance;
 use crate::limits::Limits;
-use crate::outbox::corks::Corks;
 use crate::sql::Databases;
+use crate::storage::AlarmSlot;
 use crate::storage::durability::{GroupCommit, OutputGate, Settled, WriteSeq};
 use crate::storage::wakeups::Wakeups;
-use crate::storage::{AlarmSlot, InstanceKeys};
 use crate::sync::lock;
 
 /// A type-erased agent class: its route name and how to start an instance of it.
@@ -151,18 +147,9 @@ impl Directory {
         let departed = lock(&self.departed).remove(&(class.name, name.clone()));
         let after = departed.filter(|&seq| self.commits.settled(seq) == Settled::Pending);
         let after = after.unwrap_or(0);
-        let instance = Arc::new(Instance {
-            keys: InstanceKeys::new(class.name, &name),
-            name: name.clone(),
-            gate: OutputGate::new(self.commits.clone(), class.confirmed_writes, after),
-            alarm: AlarmSlot::new(self.wakeups.clone()),
-            auto_response: AutoResponse::default(),
-            corks: Corks::default(),
-            max_connection_state_size: self.limits.max_connection_state_size,
-            max_outbox_bytes: self.limits.max_outbox_bytes,
-            log_budget: LogBudget::default(),
-            mailbox: Mailbox::new(self.limits.mailbox_capacity),
-        });
+        let gate = OutputGate::new(self.commits.clone(), class.confirmed_writes, after);
+        let alarm = AlarmSlot::new(self.wakeups.clone());
+        let instance = Arc::new(Instance::new(class.name, name.clone(), gate, alarm, &self.limits));
         (class.spawn)(self.clone(), instance.clone());
         live.entry(class.name).or_default().insert(name, instance.clone());
         Some(instance)

@@ -3,7 +3,7 @@
 //! and a line quotes at most [`MAX_QUOTED`] bytes of any text a client chose.
 
 use std::borrow::Cow;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::sync::lock;
@@ -16,21 +16,23 @@ pub(crate) const LINES_PER_SECOND: u32 = 10;
 pub(crate) const MAX_QUOTED: usize = 256;
 
 /// One instance's allowance of log lines.
+///
+/// Its window is allocated on the first line: every instance carries a budget, few ever log.
 #[derive(Default)]
-pub(crate) struct LogBudget(Mutex<Window>);
+pub(crate) struct LogBudget(OnceLock<Box<Mutex<Window>>>);
 
 #[derive(Default)]
 struct Window {
     start: Option<Instant>,
     lines: u32,
-    dropped: u64,
+    dropped: u32,
 }
 
 impl LogBudget {
     /// Whether one more line may be written now: `Some(n)`, with `n` the lines dropped since
     /// the last one written, or `None` (the line is dropped and counted).
     pub(crate) fn take(&self) -> Option<u64> {
-        let mut window = lock(&self.0);
+        let mut window = lock(self.0.get_or_init(Box::default));
         let now = Instant::now();
         let fresh = window.start.is_none_or(|start| now - start >= Duration::from_secs(1));
         if fresh {
@@ -38,11 +40,11 @@ impl LogBudget {
             window.lines = 0;
         }
         if window.lines >= LINES_PER_SECOND {
-            window.dropped += 1;
+            window.dropped = window.dropped.saturating_add(1);
             return None;
         }
         window.lines += 1;
-        Some(std::mem::take(&mut window.dropped))
+        Some(u64::from(std::mem::take(&mut window.dropped)))
     }
 }
 

@@ -40,18 +40,28 @@ pub(crate) struct Mailbox<O> {
 struct Inner<O> {
     queue: VecDeque<Event>,
     host: Host<O>,
-    /// The directory forgot the instance (shutdown): its task ends once it has no connections
-    /// left and nothing queued. Told once, through [`Mailbox::poll_recv`].
-    forgotten: Forgotten,
 }
 
+/// Where the instance is, and whether the directory forgot it (shutdown): then its task ends
+/// once it has no connections left and nothing queued, told once through
+/// [`Mailbox::poll_recv`]. (The flag lives in the variants, in the room of the enum's tag:
+/// every instance carries this.)
 enum Host<O> {
     /// A task runs the instance; the waker is set while it waits for an event.
-    Running(Option<Waker>),
+    Running(Option<Waker>, Forgotten),
     /// Hibernated: no task. The next event starts one from this record.
-    Asleep(Box<dyn Sleeper<O>>),
+    Asleep(Box<dyn Sleeper<O>>, Forgotten),
     /// The instance is gone: events are refused.
     Closed,
+}
+
+impl<O> Host<O> {
+    fn forgotten(&self) -> Forgotten {
+        match self {
+            Host::Running(_, forgotten) | Host::Asleep(_, forgotten) => *forgotten,
+            Host::Closed => Forgotten::Told,
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -77,8 +87,7 @@ impl<O: AsRef<Mailbox<O>>> Permit<O> {
 
 impl<O: AsRef<Mailbox<O>>> Mailbox<O> {
     pub(crate) fn new(capacity: usize) -> Self {
-        let inner =
-            Inner { queue: VecDeque::new(), host: Host::Running(None), forgotten: Forgotten::No };
+        let inner = Inner { queue: VecDeque::new(), host: Host::Running(None, Forgotten::No) };
         Self { inner: Mutex::new(inner), room: Semaphore::new(capacity) }
     }
 
@@ -117,7 +126,7 @@ impl<O: AsRef<Mailbox<O>>> Mailbox<O> {
                 self.room.add_permits(1);
                 return Err(event);
             }
-            Host::Running(waker) => {
+            Host::Running(waker, _) => {
                 let waker = waker.take();
                 inner.queue.push_back(event);
                 drop(inner);
@@ -126,11 +135,14 @@ impl<O: AsRef<Mailbox<O>>> Mailbox<O> {
                 }
                 return Ok(());
             }
-            Host::Asleep(_) => std::mem::replace(&mut inner.host, Host::Running(None)),
+            Host::Asleep(_, forgotten) => {
+                let running = Host::Running(None, *forgotten);
+                std::mem::replace(&mut inner.host, running)
+            }
         };
         inner.queue.push_back(event);
         drop(inner);
-        if let Host::Asleep(record) = asleep {
+        if let Host::Asleep(record, _) = asleep {
             record.wake(owner.clone());
         }
         Ok(())
@@ -144,15 +156,19 @@ impl<O: AsRef<Mailbox<O>>> Mailbox<O> {
             self.room.add_permits(1);
             return Poll::Ready(Some(event));
         }
-        if inner.forgotten == Forgotten::Untold {
-            inner.forgotten = Forgotten::Told;
-            return Poll::Ready(None);
-        }
         match &mut inner.host {
-            Host::Running(Some(waker)) if waker.will_wake(cx.waker()) => {}
-            host => *host = Host::Running(Some(cx.waker().clone())),
+            Host::Running(_, forgotten @ Forgotten::Untold) => {
+                *forgotten = Forgotten::Told;
+                Poll::Ready(None)
+            }
+            Host::Running(Some(waker), _) if waker.will_wake(cx.waker()) => Poll::Pending,
+            Host::Running(waker, _) => {
+                *waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+            // Only the instance's task receives, and it runs: neither asleep nor closed.
+            Host::Asleep(..) | Host::Closed => Poll::Pending,
         }
-        Poll::Pending
     }
 
     /// The next event; `None` once, when the directory forgot the instance.
@@ -171,7 +187,7 @@ impl<O: AsRef<Mailbox<O>>> Mailbox<O> {
 
     /// Whether the directory forgot the instance (shutdown).
     pub(crate) fn is_forgotten(&self) -> bool {
-        lock(&self.inner).forgotten != Forgotten::No
+        lock(&self.inner).host.forgotten() != Forgotten::No
     }
 
     /// Gives back the queue's memory if it is empty and at most `places` long: an instance
@@ -188,11 +204,11 @@ impl<O: AsRef<Mailbox<O>>> Mailbox<O> {
     /// events came meanwhile: then `record` comes back and the task goes on.
     pub(crate) fn sleep<S: Sleeper<O> + 'static>(&self, record: Box<S>) -> Result<(), Box<S>> {
         let mut inner = lock(&self.inner);
-        if !inner.queue.is_empty() || inner.forgotten != Forgotten::No {
+        if !inner.queue.is_empty() || inner.host.forgotten() != Forgotten::No {
             return Err(record);
         }
         inner.queue = VecDeque::new();
-        inner.host = Host::Asleep(record);
+        inner.host = Host::Asleep(record, Forgotten::No);
         Ok(())
     }
 
@@ -213,11 +229,19 @@ impl<O: AsRef<Mailbox<O>>> Mailbox<O> {
     /// has no connections left. A hibernated instance has connections: their closes wake it.
     pub(crate) fn forget(&self) {
         let mut inner = lock(&self.inner);
-        inner.forgotten = Forgotten::Untold;
-        if let Host::Running(waker) = &mut inner.host
-            && let Some(waker) = waker.take()
-        {
-            drop(inner);
+        let waker = match &mut inner.host {
+            Host::Running(waker, forgotten) => {
+                *forgotten = Forgotten::Untold;
+                waker.take()
+            }
+            Host::Asleep(_, forgotten) => {
+                *forgotten = Forgotten::Untold;
+                None
+            }
+            Host::Closed => None,
+        };
+        drop(inner);
+        if let Some(waker) = waker {
             waker.wake();
         }
     }

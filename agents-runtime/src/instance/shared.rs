@@ -7,6 +7,7 @@ use crate::instance::auto_response::AutoResponse;
 use crate::instance::event::Event;
 use crate::instance::log_budget::LogBudget;
 use crate::instance::mailbox::{Mailbox, Permit, Refused};
+use crate::limits::Limits;
 use crate::outbox::corks::Corks;
 use crate::storage::durability::OutputGate;
 use crate::storage::{AlarmSlot, InstanceKeys};
@@ -26,9 +27,10 @@ pub(crate) struct Instance {
     pub(crate) auto_response: AutoResponse,
     /// The connections its turn sent to, written when its task yields.
     pub(crate) corks: Corks,
-    /// The limits its connections check (here, not in each connection).
-    pub(crate) max_connection_state_size: usize,
-    pub(crate) max_outbox_bytes: usize,
+    /// The limits its connections check (here, not in each connection; `u32`, as every
+    /// instance carries them, and more than 4 GiB would be no limit).
+    max_connection_state_size: u32,
+    max_outbox_bytes: u32,
     /// How many lines about client-caused errors it may still log this second.
     pub(crate) log_budget: LogBudget,
     /// Its events, and its task's record while it hibernates.
@@ -42,6 +44,39 @@ impl AsRef<Mailbox<Instance>> for Instance {
 }
 
 impl Instance {
+    /// Instance `name` of agent `agent`, behind `gate`, with its alarm in `alarm`.
+    pub(crate) fn new(
+        agent: &str,
+        name: Arc<str>,
+        gate: OutputGate,
+        alarm: AlarmSlot,
+        limits: &Limits,
+    ) -> Self {
+        let clamp = |bytes: usize| u32::try_from(bytes).unwrap_or(u32::MAX);
+        Self {
+            keys: InstanceKeys::new(agent, &name),
+            name,
+            gate,
+            alarm,
+            auto_response: AutoResponse::default(),
+            corks: Corks::default(),
+            max_connection_state_size: clamp(limits.max_connection_state_size),
+            max_outbox_bytes: clamp(limits.max_outbox_bytes),
+            log_budget: LogBudget::default(),
+            mailbox: Mailbox::new(limits.mailbox_capacity),
+        }
+    }
+
+    /// The most bytes a connection's state may serialize to.
+    pub(crate) fn max_connection_state_size(&self) -> usize {
+        self.max_connection_state_size as usize
+    }
+
+    /// The most bytes a connection may have queued for its socket.
+    pub(crate) fn max_outbox_bytes(&self) -> usize {
+        self.max_outbox_bytes as usize
+    }
+
     /// Puts `event` in the mailbox unless it is full or the instance is gone; a hibernated
     /// instance is started.
     pub(crate) fn try_send(self: &Arc<Self>, event: Event) -> Result<(), Refused> {
@@ -70,17 +105,26 @@ impl Instance {
         let limits = crate::limits::Limits::default();
         let store = Arc::new(MemoryStore::new());
         let commits = Arc::new(GroupCommit::start(store, limits.storage_timeout));
-        Arc::new(Self {
-            keys: InstanceKeys::new("test", "room"),
-            name: "room".into(),
-            gate: OutputGate::new(commits, true, 0),
-            alarm: AlarmSlot::new(Arc::default()),
-            auto_response: AutoResponse::default(),
-            corks: Corks::default(),
-            max_connection_state_size: limits.max_connection_state_size,
-            max_outbox_bytes: limits.max_outbox_bytes,
-            log_budget: LogBudget::default(),
-            mailbox: Mailbox::new(limits.mailbox_capacity),
-        })
+        let gate = OutputGate::new(commits, true, 0);
+        Arc::new(Self::new("test", "room".into(), gate, AlarmSlot::new(Arc::default()), &limits))
+    }
+
+    /// Sets `max_connection_state_size` (tests of the limit).
+    #[cfg(test)]
+    pub(crate) fn set_max_connection_state_size(&mut self, bytes: u32) {
+        self.max_connection_state_size = bytes;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every live instance carries one: hibernated, it is most of what the instance costs
+    /// beyond its sockets. With its `Arc` counts it fits jemalloc's 384-byte size class, apart
+    /// from the socket tasks' (512), which are freed when sockets park: sharing their pages
+    /// would leave those half used.
+    #[test]
+    fn an_instance_fits_in_384_bytes() {
+        let size = std::mem::size_of::<super::Instance>() + 2 * std::mem::size_of::<usize>();
+        assert!(size <= 384, "an instance takes {size} bytes");
     }
 }

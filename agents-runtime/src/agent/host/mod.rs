@@ -87,21 +87,23 @@ fn start<A: Agent>(mut host: Host<A>, hosted: HostCount) {
 
 /// A hibernated instance as its task leaves it in the mailbox: its connections and what the
 /// host must remember. The next event starts a task from it ([`Sleeper::wake`]).
+/// (It stays counted as hibernated: its tally was kept, not dropped, and the woken task
+/// takes it on.)
 struct Sleeping<A: Agent> {
     /// Counts the instance as live (shutdown waits for it) while it has no task.
     hosted: HostCount,
-    /// Counts it as hibernated.
-    hibernated: Option<Tally>,
     connections: ConnectionTable<A::ConnectionState>,
     seen_losses: usize,
 }
 
 impl<A: Agent> Sleeper<Instance> for Sleeping<A> {
     fn wake(self: Box<Self>, instance: Arc<Instance>) {
-        let Sleeping { hosted, hibernated, connections, seen_losses } = *self;
+        let Sleeping { hosted, connections, seen_losses } = *self;
+        let directory = hosted.directory().clone();
+        let hibernated = Some(Tally::kept(&directory, |directory| &directory.hibernated_instances));
         let host = Host::<A> {
             name: instance.name.clone(),
-            directory: hosted.directory().clone(),
+            directory,
             instance,
             awake: None,
             asleep: connections,
@@ -221,16 +223,19 @@ impl<A: Agent> Host<A> {
         self.asleep.shrink_to_fit();
         let record = Box::new(Sleeping::<A> {
             hosted: self.directory.host_started(),
-            hibernated: self.hibernated.take(),
             connections: std::mem::take(&mut self.asleep),
             seen_losses: self.seen_losses,
         });
         match self.instance.mailbox.sleep(record) {
-            Ok(()) => true,
+            Ok(()) => {
+                // Still hibernated: the record's next task counts it from here.
+                if let Some(tally) = self.hibernated.take() {
+                    tally.keep();
+                }
+                true
+            }
             Err(record) => {
-                let Sleeping { connections, hibernated, .. } = *record;
-                self.asleep = connections;
-                self.hibernated = hibernated;
+                self.asleep = record.connections;
                 false
             }
         }
@@ -462,6 +467,18 @@ struct Tally {
 impl Tally {
     fn new(directory: &Arc<Directory>, gauge: fn(&Directory) -> &AtomicUsize) -> Self {
         gauge(directory).fetch_add(1, Ordering::AcqRel);
+        Self { directory: directory.clone(), gauge }
+    }
+}
+
+impl Tally {
+    /// Leaves the instance counted: a later [`kept`](Self::kept) tally takes it on.
+    fn keep(self) {
+        std::mem::forget(self);
+    }
+
+    /// Takes on an instance a [`keep`](Self::keep) left counted.
+    fn kept(directory: &Arc<Directory>, gauge: fn(&Directory) -> &AtomicUsize) -> Self {
         Self { directory: directory.clone(), gauge }
     }
 }

@@ -117,13 +117,22 @@ struct CorkState {
     turn: u64,
     /// What the uncork at the end of this poll keeps for the next turn.
     keep: Keep,
+    /// The number of the turn whose links `scratch.kept` holds.
+    kept_turn: u64,
+    /// The turns' lists and log, allocated by a turn's first send (boxed: an instance that
+    /// waits between turns, or hibernates, keeps no room for them).
+    scratch: Option<Box<Scratch>>,
+}
+
+/// What a turn's sends fill in, and what the corks keep of it for the next turn.
+#[derive(Default)]
+struct Scratch {
     links: Vec<Listed>,
     log: Log,
-    /// The links the last turn wrote, by slot, and that turn's number: a link listed again
+    /// The links the last turn wrote, by slot (that turn is `kept_turn`): a link listed again
     /// in the next turn is moved from here rather than cloned, and the ones not listed again
     /// are let go of when that turn ends (or when the instance hibernates).
     kept: Vec<Option<Arc<Link>>>,
-    kept_turn: u64,
 }
 
 /// What the corks keep for the next turn when a poll ends.
@@ -198,8 +207,9 @@ impl Corks {
     #[cfg(test)]
     pub(crate) fn log_size(&self) -> (usize, usize) {
         let state = lock(&self.state);
-        let runs = state.links.iter().filter(|listed| listed.run.0 < listed.run.1).count();
-        (state.log.bytes.len(), state.log.entries.len() + runs)
+        let Some(scratch) = state.scratch.as_deref() else { return (0, 0) };
+        let runs = scratch.links.iter().filter(|listed| listed.run.0 < listed.run.1).count();
+        (scratch.log.bytes.len(), scratch.log.entries.len() + runs)
     }
 
     /// Numbers the next turn `turn + 1` (tests of the numbers coming round), and says the
@@ -215,7 +225,7 @@ impl Corks {
     /// join the same writes (one pass of the event loop, as uWebSockets corks).
     pub(crate) fn hold(&self) -> bool {
         let mut state = lock(&self.state);
-        state.holding = !state.links.is_empty();
+        state.holding = state.scratch.as_ref().is_some_and(|scratch| !scratch.links.is_empty());
         state.holding
     }
 
@@ -254,16 +264,16 @@ impl Corks {
 
     /// Closes the corks and writes every listed link.
     fn uncork(&self) {
-        let (mut links, mut log, mut kept, turn) = {
+        let (scratch, turn) = {
             let mut state = lock(&self.state);
             state.holding = false;
             state.open = false;
             self.open.store(false, Ordering::Release);
-            let links = std::mem::take(&mut state.links);
-            let log = std::mem::take(&mut state.log);
-            (links, log, std::mem::take(&mut state.kept), state.turn)
+            (std::mem::take(&mut state.scratch), state.turn)
         };
-        for listed in &links {
+        let Some(mut scratch) = scratch else { return };
+        let Scratch { links, log, kept } = &mut *scratch;
+        for listed in links.iter() {
             listed.link.uncork(log.frames(listed.frames()));
         }
         // The links the last turn kept and this one did not list again are let go of.
@@ -284,13 +294,9 @@ impl Corks {
             Keep::Small if held() > KEPT_WHILE_IDLE || kept.len() < KEPT_FROM_LINKS => return,
             Keep::All | Keep::Small => {}
         }
-        state.kept = kept;
         state.kept_turn = turn;
-        if state.links.is_empty() {
-            state.links = links;
-        }
-        if state.log.bytes.is_empty() {
-            state.log = log;
+        if state.scratch.is_none() {
+            state.scratch = Some(scratch);
         }
     }
 
@@ -313,7 +319,7 @@ impl Corks {
     /// Bytes of log memory kept for the next turn.
     #[cfg(test)]
     pub(crate) fn kept_log(&self) -> usize {
-        lock(&self.state).log.bytes.capacity()
+        lock(&self.state).scratch.as_deref().map_or(0, |scratch| scratch.log.bytes.capacity())
     }
 }
 
@@ -331,15 +337,17 @@ impl Turn<'_> {
     /// under the link's lock, with nothing queued or waiting in its buffer.
     pub(crate) fn list(&mut self, link: &Arc<Link>, mark: &CorkMark, message: &Message) -> Listing {
         let state = &mut *self.0;
-        if state.links.len() >= MAX_SLOTS {
+        let (turn, kept_turn) = (state.turn, state.kept_turn);
+        let scratch = state.scratch.get_or_insert_with(Box::default);
+        if scratch.links.len() >= MAX_SLOTS {
             return Listing::No;
         }
         // Listed in the last turn too (a busy room): its link is there already.
-        let kept = mark.slot(state.kept_turn).and_then(|slot| state.kept.get_mut(slot));
+        let kept = mark.slot(kept_turn).and_then(|slot| scratch.kept.get_mut(slot));
         let moved = kept.and_then(|kept| kept.take_if(|kept| Arc::ptr_eq(kept, link)));
         let link = moved.unwrap_or_else(|| link.clone());
-        let slot = state.links.len();
-        mark.set(state.turn, slot);
+        let slot = scratch.links.len();
+        mark.set(turn, slot);
         let mut listed = Listed {
             link,
             mark: mark.address(),
@@ -351,9 +359,10 @@ impl Turn<'_> {
             bytes: 0,
         };
         let (header, payload) = Header::of(message);
+        let log = &mut scratch.log;
         let logged = payload.len() <= COPY_LIMIT
-            && state.log.frame(header, payload, message).is_some_and(|(start, len)| {
-                state.log.add(&mut listed, start, len);
+            && log.frame(header, payload, message).is_some_and(|(start, len)| {
+                log.add(&mut listed, start, len);
                 true
             });
         let listing = if logged {
@@ -362,7 +371,7 @@ impl Turn<'_> {
             listed.logged = false;
             Listing::Buffered
         };
-        state.links.push(listed);
+        scratch.links.push(listed);
         listing
     }
 
@@ -372,9 +381,10 @@ impl Turn<'_> {
     pub(crate) fn spill(&mut self, mark: &CorkMark, out: &mut Frames) -> bool {
         let state = &mut *self.0;
         let Some(slot) = state.listed(mark) else { return false };
-        let listed = &mut state.links[slot];
+        let Some(Scratch { links, log, .. }) = state.scratch.as_deref_mut() else { return false };
+        let listed = &mut links[slot];
         if listed.logged {
-            for frame in state.log.frames(listed.frames()) {
+            for frame in log.frames(listed.frames()) {
                 out.push_raw(frame);
             }
             listed.logged = false;
@@ -386,8 +396,10 @@ impl Turn<'_> {
     /// queued behind the logged ones, and the later ones must queue behind it.
     pub(crate) fn seal(&mut self, mark: &CorkMark) {
         let state = &mut *self.0;
-        if let Some(slot) = state.listed(mark) {
-            state.links[slot].sealed = true;
+        if let Some(slot) = state.listed(mark)
+            && let Some(scratch) = state.scratch.as_deref_mut()
+        {
+            scratch.links[slot].sealed = true;
         }
     }
 }
@@ -398,13 +410,14 @@ impl CorkState {
     /// number came round again names some other connection's slot, or none).
     fn listed(&self, mark: &CorkMark) -> Option<usize> {
         let slot = mark.slot(self.turn).filter(|_| self.open)?;
-        let listed = self.links.get(slot)?;
+        let listed = self.scratch.as_deref()?.links.get(slot)?;
         (listed.mark == mark.address()).then_some(slot)
     }
 
     fn append(&mut self, mark: &CorkMark, message: &Message) -> Append {
         let Some(slot) = self.listed(mark) else { return Append::NotLogged };
-        let listed = &self.links[slot];
+        let Some(scratch) = self.scratch.as_deref() else { return Append::NotLogged };
+        let listed = &scratch.links[slot];
         if !listed.logged || listed.sealed {
             return Append::NotLogged;
         }
@@ -421,19 +434,23 @@ impl CorkState {
         if payload.len() > COPY_LIMIT {
             return Err(Append::Spill);
         }
-        self.log.frame(header, payload, message).ok_or(Append::Spill)
+        let log = &mut self.scratch.get_or_insert_with(Box::default).log;
+        log.frame(header, payload, message).ok_or(Append::Spill)
     }
 
     /// Gives the connection listed in `slot` the logged frame at `start`, `len` bytes long.
     fn append_frame(&mut self, slot: usize, (start, len): (u32, u32)) -> Append {
-        let listed = &mut self.links[slot];
+        let Some(Scratch { links, log, .. }) = self.scratch.as_deref_mut() else {
+            return Append::NotLogged;
+        };
+        let listed = &mut links[slot];
         if !listed.logged || listed.sealed {
             return Append::NotLogged;
         }
         if listed.bytes + len as usize > CORK_LIMIT {
             return Append::Spill;
         }
-        self.log.add(listed, start, len);
+        log.add(listed, start, len);
         Append::Logged
     }
 }
@@ -478,7 +495,8 @@ impl<'a> Batch<'a> {
             // The log keeps its frames until the turn ends.
             Some((turn, frame)) if turn == state.turn => frame,
             _ => {
-                let listed = &state.links[slot];
+                let Some(scratch) = state.scratch.as_deref() else { return Append::NotLogged };
+                let listed = &scratch.links[slot];
                 if !listed.logged || listed.sealed {
                     return Append::NotLogged;
                 }
