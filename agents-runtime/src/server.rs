@@ -79,10 +79,25 @@ pub struct ServerBuilder {
     classes: Vec<AgentClass>,
     env: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
     limits: Limits,
-    data_dir: Option<PathBuf>,
+    data: Data,
     store: Option<Arc<dyn Store>>,
     assets: Vec<AssetSpec>,
 }
+
+/// Where a server keeps its data: the directory named in [`DEFAULT_DATA_DIR`] unless the
+/// builder says otherwise.
+#[derive(Clone, Debug, PartialEq)]
+enum Data {
+    /// Not chosen: [`DEFAULT_DATA_DIR`].
+    Default,
+    Dir(PathBuf),
+    InMemory,
+}
+
+/// Where a server keeps its data when its builder names no other place: `./.agents-data`,
+/// relative to the working directory (the examples server's default too). Agents' state,
+/// storage and SQL databases survive restarts there.
+pub const DEFAULT_DATA_DIR: &str = ".agents-data";
 
 impl ServerBuilder {
     /// Hosts agent `A` under `/agents/{A::NAME}/{name}`.
@@ -122,12 +137,32 @@ impl ServerBuilder {
         self
     }
 
-    /// The directory the server keeps its data in, created when the server binds; the
-    /// embedded store ([`SledStore`]) lives in its `store` folder. Without one (and without
-    /// [`store`](Self::store)), data is kept in memory only and lost when the process ends.
+    /// The directory the server keeps its data in, created when the server binds (default
+    /// [`DEFAULT_DATA_DIR`] in the working directory): the embedded store ([`SledStore`])
+    /// lives in its `store` folder, the SQL databases in `sql`.
+    ///
+    /// ```no_run
+    /// # async fn main_() -> agents_runtime::Result<()> {
+    /// let server = agents_runtime::Server::builder().data_dir("/var/lib/my-agents");
+    /// # let _ = server; Ok(()) }
+    /// ```
     pub fn data_dir(mut self, path: impl Into<PathBuf>) -> Self {
-        self.data_dir = Some(path.into());
+        self.data = Data::Dir(path.into());
         self
+    }
+
+    /// Keeps everything in memory, lost when the process ends: for tests and throwaway
+    /// servers. ([`testing::start`](crate::testing::start) does this unless the builder names
+    /// a data directory or a store.)
+    pub fn in_memory(mut self) -> Self {
+        self.data = Data::InMemory;
+        self
+    }
+
+    /// Whether the builder was told where to keep data (a directory, memory, or a store).
+    #[cfg(feature = "testing")]
+    pub(crate) fn names_its_storage(&self) -> bool {
+        self.data != Data::Default || self.store.is_some()
     }
 
     /// Keeps agent state and storage in `store` instead of the data directory's sled database
@@ -339,29 +374,31 @@ impl ServerBuilder {
             classes.insert(class.name, class);
         }
         let assets = Assets::build(self.assets)?;
-        if let Some(dir) = &self.data_dir {
+        let data_dir = match self.data {
+            Data::Default => Some(PathBuf::from(DEFAULT_DATA_DIR)),
+            Data::Dir(dir) => Some(dir),
+            Data::InMemory => None,
+        };
+        if let Some(dir) = &data_dir {
             std::fs::create_dir_all(dir).map_err(|e| {
                 Error::msg(format!("cannot create data directory {}: {e}", dir.display()))
             })?;
         }
-        let store: Arc<dyn Store> = match (self.store, &self.data_dir) {
+        let custom_store = self.store.is_some();
+        let store: Arc<dyn Store> = match (self.store, &data_dir) {
             (Some(store), _) => store,
             (None, Some(dir)) => Arc::new(SledStore::open(dir.join("store"))?),
-            (None, None) => {
-                tracing::info!(
-                    "no data directory: agent state and storage are kept in memory only"
-                );
-                Arc::new(MemoryStore::new())
-            }
+            (None, None) => Arc::new(MemoryStore::new()),
         };
+        say_where_data_lives(data_dir.as_deref(), custom_store);
         let listener = crate::transport::bind(addr).await?;
         let commits = Arc::new(GroupCommit::start(store, limits.storage_timeout));
-        let sql_root = self.data_dir.as_ref().map(|dir| dir.join("sql"));
+        let sql_root = data_dir.as_ref().map(|dir| dir.join("sql"));
         let databases = Arc::new(Databases::new(sql_root, limits.sql));
         let env = Env::from_map(self.env);
         let directory = Arc::new(Directory::new(classes, env, limits, commits, databases));
         let edge = Arc::new(Edge::new(directory, assets));
-        let running = Arc::new(Running { edge, data_dir: self.data_dir });
+        let running = Arc::new(Running { edge, data_dir });
         Ok(Server { listener, running })
     }
 }
@@ -387,7 +424,7 @@ impl Server {
             classes: Vec::new(),
             env: HashMap::new(),
             limits: Limits::default(),
-            data_dir: None,
+            data: Data::Default,
             store: None,
             assets: Vec::new(),
         }
@@ -482,9 +519,34 @@ impl ServerHandle {
         self.running.directory().commits.stats()
     }
 
-    /// The data directory, if one was configured.
+    /// The data directory (`None` when the server keeps its data in memory).
     pub fn data_dir(&self) -> Option<&std::path::Path> {
         self.running.data_dir.as_deref()
+    }
+}
+
+/// Says where the server keeps its data, once per server: in the log, and on stderr as well
+/// when the program set up no tracing subscriber (a first server prints nothing else, and must
+/// not leave its user guessing whether data survives a restart).
+fn say_where_data_lives(dir: Option<&std::path::Path>, custom_store: bool) {
+    let line = match (dir, custom_store) {
+        (Some(dir), false) => {
+            let shown = std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned());
+            format!("data in {} (state, storage and SQL survive restarts)", shown.display())
+        }
+        (Some(dir), true) => {
+            let shown = std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned());
+            format!(
+                "state and storage in the configured store; SQL in {}",
+                shown.join("sql").display()
+            )
+        }
+        (None, false) => "data in memory only: it is lost when the process ends".to_owned(),
+        (None, true) => "state and storage in the configured store; SQL in memory only".to_owned(),
+    };
+    tracing::info!("{line}");
+    if !tracing::dispatcher::has_been_set() {
+        eprintln!("agents-rs: {line}");
     }
 }
 

@@ -97,8 +97,12 @@ pub struct Endpoint {
     pub addr: SocketAddr,
 }
 
-/// Binds `builder` on 127.0.0.1:0 and runs it in the background.
-pub async fn start(builder: ServerBuilder) -> TestServer {
+/// Binds `builder` on 127.0.0.1:0 and runs it in the background. Its data is kept in memory
+/// unless the builder names a data directory or a store ([`ServerBuilder::in_memory`]).
+pub async fn start(mut builder: ServerBuilder) -> TestServer {
+    if !builder.names_its_storage() {
+        builder = builder.in_memory();
+    }
     let server = builder.bind("127.0.0.1:0").await.expect("the test server binds");
     let addr = server.local_addr();
     let handle = server.handle();

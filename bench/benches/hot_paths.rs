@@ -124,6 +124,7 @@ fn rpc(c: &mut Criterion) {
     let handle = runtime.block_on(async {
         let server = agents_runtime::Server::builder()
             .agent::<Counter>()
+            .in_memory()
             .bind("127.0.0.1:0")
             .await
             .expect("binds on loopback");

@@ -103,5 +103,6 @@ impl Versioned {
 #[tokio::main]
 async fn main() -> Result<()> {
     tracing_subscriber::fmt().init();
-    Server::builder().data_dir("./.agents-data").bind("127.0.0.1:8787").await?.run().await
+    // The data (its SQL database included) goes to `./.agents-data`, the builder's default.
+    Server::builder().bind("127.0.0.1:8787").await?.run().await
 }

@@ -9,7 +9,7 @@ use crate::sync::lock;
 /// A store that lives in memory only: everything is lost when the process ends, and
 /// [`flush`](Store::flush) has nothing to do.
 ///
-/// The server uses it when no data directory is configured (and says so in its log).
+/// The server uses it when built with [`ServerBuilder::in_memory`](crate::ServerBuilder::in_memory) (and says so at startup).
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     entries: Mutex<BTreeMap<Vec<u8>, Vec<u8>>>,
