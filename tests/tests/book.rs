@@ -82,10 +82,10 @@ fn the_book_builds_without_broken_links() {
     let Some(mdbook) = mdbook() else {
         let hint = "no mdbook: install it with `cargo install mdbook --version 0.5.4 --locked \
                     --no-default-features --features search` or set MDBOOK to its path";
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "{hint}");
-        agents_tests::say_skipped("the book build", hint);
+        agents_tests::skip("the book build", hint);
         return;
     };
+    agents_tests::ran("the book build");
     let out = std::env::temp_dir().join(format!("agents-rs-book-{}", std::process::id()));
     let output = Command::new(&mdbook)
         .arg("build")

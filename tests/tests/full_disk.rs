@@ -78,11 +78,13 @@ impl Drop for SmallFilesystem {
 /// The small filesystem, or `None` after saying why the test skips (a panic under `CI=true`).
 fn small_filesystem() -> Option<SmallFilesystem> {
     let why = match SmallFilesystem::mount("2m") {
-        Ok(fs) => return Some(fs),
+        Ok(fs) => {
+            agents_tests::ran("the full-disk test");
+            return Some(fs);
+        }
         Err(why) => format!("{why}: mounting a tmpfs needs root or `sudo -n`"),
     };
-    assert!(std::env::var("CI").as_deref() != Ok("true"), "the full-disk test must run: {why}");
-    agents_tests::say_skipped("the full-disk test", &why);
+    agents_tests::skip("the full-disk test", &why);
     None
 }
 
