@@ -92,6 +92,7 @@ fn expand(def: &AgentDef) -> TokenStream {
         _ => None,
     };
     let hibernate = def.hibernate;
+    let stateful = has_state.then(|| quote!(impl #rt::StatefulAgent for #self_ty {}));
     let durability = if def.relaxed { quote!(Relaxed) } else { quote!(Confirmed) };
     quote! {
         #client
@@ -113,6 +114,8 @@ fn expand(def: &AgentDef) -> TokenStream {
                 #call
                 #run_callback
             }
+
+            #stateful
 
             #rt::__private::inventory::submit! {
                 #rt::__private::AgentRegistration::of::<#self_ty>()

@@ -4,8 +4,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::agent::Agent;
 use crate::agent::stub::AgentStub;
+use crate::agent::{Agent, StatefulAgent};
 use crate::env::Env;
 use crate::error::{ConnectionError, Error, Result};
 use crate::instance::auto_response::WebSocketRequestResponsePair;
@@ -26,6 +26,32 @@ use crate::wire::protocol;
 /// It gives what the docs reach through `this`: the instance [`name`](Self::name), the
 /// [`env`](Self::env), [`broadcast`](Self::broadcast), [`get_connections`](Self::get_connections)
 /// and [`get_connection`](Self::get_connection).
+///
+/// ```no_run
+/// use agents_runtime::prelude::*;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Clone, Default, Serialize, Deserialize)]
+/// struct Score {
+///     points: u64,
+/// }
+///
+/// #[derive(Default)]
+/// struct Game;
+///
+/// #[agent(state = Score)]
+/// impl Game {
+///     fn on_message(&mut self, ctx: &mut Context<Self>, conn: &Connection, message: Message) -> Result<()> {
+///         // `this.state` and `this.setState`: synced to every client, kept on disk.
+///         let points = ctx.state().points + 1;
+///         ctx.set_state(Score { points })?;
+///         // `this.broadcast`: everyone in this instance but the sender.
+///         ctx.broadcast(format!("{} scored in {}", conn.id(), ctx.name()), &[conn.id()]);
+///         let _ = message;
+///         Ok(())
+///     }
+/// }
+/// ```
 pub struct Context<A: Agent> {
     name: Arc<str>,
     env: Env,
@@ -150,8 +176,11 @@ impl<A: Agent> Context<A> {
         &mut self.connections
     }
 
-    /// The agent state (`this.state`).
-    pub fn state(&self) -> &A::State {
+    /// The agent state (`this.state`), of the type declared with `#[agent(state = T)]`.
+    pub fn state(&self) -> &A::State
+    where
+        A: StatefulAgent,
+    {
         &self.state
     }
 
@@ -161,7 +190,10 @@ impl<A: Agent> Context<A> {
     ///
     /// Fails with `Connection is readonly` while handling an event of a readonly connection
     /// (a callable it called, say), and with the validator's error if it refuses.
-    pub fn set_state(&mut self, next: A::State) -> Result<()> {
+    pub fn set_state(&mut self, next: A::State) -> Result<()>
+    where
+        A: StatefulAgent,
+    {
         if self.current.as_ref().is_some_and(Connection::is_readonly) {
             return Err(Error::msg(protocol::READONLY));
         }

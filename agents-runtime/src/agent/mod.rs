@@ -24,6 +24,17 @@ use crate::message::Message;
 use crate::request::{ConnectionContext, Request, Response};
 use crate::storage::AlarmInfo;
 
+/// An agent with a declared state (`#[agent(state = T)]`), which [`Context::state`] and
+/// [`Context::set_state`] need: an agent without one has no `this.state` to read or set.
+/// `#[agent]` implements it; a hand-written [`Agent`] with a state implements it too.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` declares no state, so `ctx.state()` and `ctx.set_state(..)` do not apply",
+    label = "needs `#[agent(state = ...)]` on `{Self}`'s impl block",
+    note = "declare the state type on the impl block: `#[agent(state = MyState)]` (`Serialize` and \
+            `Deserialize`; its `Default`, or an `initial_state` hook, gives the first state)"
+)]
+pub trait StatefulAgent: Agent {}
+
 /// A class of agents: one live instance per name, events one turn at a time on `&mut self`.
 ///
 /// Normally written with `#[agent]` on an inherent impl block, which implements this trait
