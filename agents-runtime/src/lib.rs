@@ -97,8 +97,71 @@ pub use agent::context::Context;
 pub use agent::schedule::{ScheduleCriteria, When};
 pub use agent::stub::AgentStub;
 pub use agent::tasks::{QueueItem, Schedule, ScheduleKind, ScheduleType};
-pub use agent::{Agent, not_implemented};
-pub use agents_macros::{TypeScript, agent, callable, callback, sql};
+pub use agent::{Agent, StatefulAgent, not_implemented};
+pub use agents_macros::{TypeScript, callback, sql};
+
+/// ```no_run
+/// use agents_runtime::prelude::*;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Clone, Default, Serialize, Deserialize)]
+/// struct Votes {
+///     yes: u32,
+///     no: u32,
+/// }
+///
+/// /// `/agents/poll/{name}`: one poll per name, its votes synced to every client.
+/// #[derive(Default)]
+/// struct Poll;
+///
+/// #[agent(state = Votes, rename_all = "camelCase")]
+/// impl Poll {
+///     fn on_connect(&mut self, _ctx: &mut Context<Self>, conn: &Connection, _c: &ConnectionContext) -> Result<()> {
+///         conn.send("vote with the callable `vote(yes)`")?;
+///         Ok(())
+///     }
+///
+///     #[callable]
+///     fn vote(&mut self, ctx: &mut Context<Self>, yes: bool) -> Result<Votes> {
+///         let mut votes = ctx.state().clone();
+///         if yes { votes.yes += 1 } else { votes.no += 1 }
+///         ctx.set_state(votes.clone())?;
+///         Ok(votes)
+///     }
+/// }
+///
+/// // Generated beside it: `PollClient`, with `vote(yes)` as a typed method.
+/// # async fn typed() -> Result<()> {
+/// let poll = PollClient::connect("ws://127.0.0.1:8787/agents/poll/lunch").await?;
+/// let votes: Votes = poll.vote(true).await?;
+/// # let _ = votes; Ok(()) }
+/// ```
+pub use agents_macros::agent;
+
+/// ```no_run
+/// use agents_runtime::prelude::*;
+///
+/// #[derive(Default)]
+/// struct Calculator;
+///
+/// #[agent(rename_all = "camelCase")]
+/// impl Calculator {
+///     /// `agent.call("add", [1, 2])` from the official client answers 3; a wrong argument
+///     /// is an RPC error that names it.
+///     #[callable(description = "Adds two numbers")]
+///     fn add(&mut self, _ctx: &mut Context<Self>, a: i64, b: i64) -> Result<i64> {
+///         a.checked_add(b).ok_or_else(|| Error::msg("the sum overflows"))
+///     }
+///
+///     /// Async callables wait without holding up other instances.
+///     #[callable(name = "slowEcho")]
+///     async fn echo_later(&mut self, _ctx: &mut Context<Self>, text: String) -> Result<String> {
+///         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+///         Ok(text)
+///     }
+/// }
+/// ```
+pub use agents_macros::callable;
 pub use env::Env;
 pub use error::{ConnectionError, Error, IntoHookResult, Result};
 pub use instance::auto_response::{MAX_AUTO_RESPONSE_LEN, WebSocketRequestResponsePair};
@@ -109,7 +172,7 @@ pub use instance::state::StateSource;
 pub use instance::tags::{MAX_TAG_LEN, MAX_TAGS};
 pub use message::{Message, Text};
 pub use request::{ConnectionContext, Request, Response};
-pub use server::{Server, ServerBuilder, ServerHandle, shutdown_signal};
+pub use server::{DEFAULT_DATA_DIR, Server, ServerBuilder, ServerHandle, shutdown_signal};
 pub use sql::{Sql, SqlCursor, SqlError, SqlParams, SqlValue};
 pub use typescript::TypeScript;
 pub use wire::close_code;

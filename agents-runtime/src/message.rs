@@ -10,6 +10,19 @@ use tokio_tungstenite::tungstenite::protocol::frame::Utf8Bytes;
 ///
 /// Cloning is a reference-count increment: a broadcast builds its message once and every
 /// recipient's outbox shares the same bytes.
+///
+/// ```
+/// use agents_runtime::Message;
+///
+/// let text = Message::from("hello");
+/// assert_eq!(text.as_text(), Some("hello"));
+/// let binary = Message::from(vec![1u8, 2, 3]);
+/// assert_eq!(binary.as_text(), None);
+/// assert_eq!(binary.len(), 3);
+/// // A typed frame serializes straight to its JSON text.
+/// let json = Message::json(&serde_json::json!({ "type": "join" })).unwrap();
+/// assert_eq!(json.as_text(), Some(r#"{"type":"join"}"#));
+/// ```
 #[derive(Clone, PartialEq, Eq)]
 pub enum Message {
     /// A text frame (always valid UTF-8). The JS `typeof message === "string"` case.

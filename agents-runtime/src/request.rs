@@ -13,6 +13,27 @@ pub type Response = http::Response<Bytes>;
 
 /// The upgrade request of a WebSocket connection, given to `on_connect` and `connection_tags`
 /// (the docs' `ctx.request`): URL, query, headers.
+///
+/// ```no_run
+/// use agents_runtime::prelude::*;
+///
+/// #[derive(Default)]
+/// struct Secure;
+///
+/// #[agent]
+/// impl Secure {
+///     fn on_connect(&mut self, _ctx: &mut Context<Self>, conn: &Connection, conn_ctx: &ConnectionContext) -> Result<()> {
+///         // `new URL(ctx.request.url).searchParams.get("token")`
+///         let Some(token) = conn_ctx.query("token") else {
+///             conn.close(4001, "Unauthorized")?;
+///             return Ok(());
+///         };
+///         let agent = conn_ctx.headers().get("user-agent").and_then(|v| v.to_str().ok());
+///         conn.send(format!("welcome {token} from {agent:?} at {}", conn_ctx.url()))?;
+///         Ok(())
+///     }
+/// }
+/// ```
 #[derive(Debug, Clone)]
 pub struct ConnectionContext {
     method: Method,

@@ -24,6 +24,35 @@ use crate::wire::AGENT_UNAVAILABLE;
 /// two agents that call each other at the same time wait for each other until the call times
 /// out (see [`with_timeout`](Self::with_timeout)), so keep calls one-directional. An agent
 /// cannot call itself this way at all.
+///
+/// ```no_run
+/// use agents_runtime::prelude::*;
+///
+/// #[derive(Default)]
+/// struct Scoreboard;
+///
+/// #[agent]
+/// impl Scoreboard {
+///     #[callable]
+///     fn record(&mut self, _ctx: &mut Context<Self>, points: u64) -> Result<u64> {
+///         Ok(points)
+///     }
+/// }
+///
+/// #[derive(Default)]
+/// struct Player;
+///
+/// #[agent]
+/// impl Player {
+///     async fn on_message(&mut self, ctx: &mut Context<Self>, _conn: &Connection, _message: Message) -> Result<()> {
+///         // `getAgentByName(env.Scoreboard, "global")`, then a typed call on its client.
+///         let board = ScoreboardClient::new(ctx.get_agent_by_name::<Scoreboard>("global")?);
+///         let recorded = board.record(10).await?;
+///         let _ = recorded;
+///         Ok(())
+///     }
+/// }
+/// ```
 #[derive(Clone)]
 pub struct AgentStub {
     directory: Arc<Directory>,

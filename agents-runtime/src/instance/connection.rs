@@ -23,6 +23,40 @@ use crate::wire::{CloseFrame, close_code, is_sendable_close_code, truncate_reaso
 ///
 /// `S` is the agent's per-connection state type (`#[agent(connection_state = S)]`). The handle
 /// is cheap to clone; all clones refer to the same connection.
+///
+/// ```no_run
+/// use agents_runtime::prelude::*;
+/// use serde::{Deserialize, Serialize};
+///
+/// /// What each socket keeps: who is on it.
+/// #[derive(Clone, Serialize, Deserialize)]
+/// struct User {
+///     name: String,
+/// }
+///
+/// #[derive(Default)]
+/// struct Lobby;
+///
+/// #[agent(connection_state = User)]
+/// impl Lobby {
+///     fn on_connect(&mut self, _ctx: &mut Context<Self>, conn: &Connection<User>, conn_ctx: &ConnectionContext) -> Result<()> {
+///         let name = conn_ctx.query("name").map_or("guest".into(), |name| name.into_owned());
+///         conn.set_state(User { name })?; // `connection.setState`, survives hibernation
+///         conn.send(format!("hello, you are {}", conn.id()))?;
+///         Ok(())
+///     }
+///
+///     fn on_message(&mut self, _ctx: &mut Context<Self>, conn: &Connection<User>, message: Message) -> Result<()> {
+///         let name = conn.with_state(|user| user.map(|user| user.name.clone()));
+///         if message.as_text() == Some("bye") {
+///             conn.close(1000, "goodbye")?;
+///         } else {
+///             conn.send(format!("{name:?} said {:?}", message.as_text()))?;
+///         }
+///         Ok(())
+///     }
+/// }
+/// ```
 pub struct Connection<S = ()> {
     inner: Arc<Inner<S>>,
 }

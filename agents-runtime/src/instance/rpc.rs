@@ -131,6 +131,28 @@ pub fn check_arity(args: &[Value], method: &str, expected: usize) -> Result<(), 
 /// `StreamingResponse`): chunks with [`send`](Self::send), then [`end`](Self::end) or
 /// [`error`](Self::error). After the stream is closed, further calls do nothing and return
 /// `false`. Cheap to clone; it can be moved into a spawned task.
+///
+/// ```no_run
+/// use agents_runtime::prelude::*;
+///
+/// #[derive(Default)]
+/// struct Numbers;
+///
+/// #[agent]
+/// impl Numbers {
+///     /// `await agent.call("countTo", [3], { onChunk, onDone })`: chunks 0, 1, 2, then 3.
+///     #[callable(streaming)]
+///     fn count_to(&self, stream: StreamingResponse, last: u32) -> Result<()> {
+///         for i in 0..last {
+///             if !stream.send(i) {
+///                 return Ok(()); // the client is gone
+///             }
+///         }
+///         stream.end(last);
+///         Ok(())
+///     }
+/// }
+/// ```
 #[derive(Clone)]
 pub struct StreamingResponse {
     inner: Arc<StreamInner>,
