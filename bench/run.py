@@ -47,6 +47,7 @@ def peer_commands(port, data_dir):
     ours = ["--addr", f"127.0.0.1:{port}", "--data-dir", data_dir, "--hibernate-after", "2s"]
     return {
         "agents-rs": ([str(RELEASE / "bench-server"), *ours], ROOT),
+        "examples": ([str(RELEASE / "agents-examples"), *ours], ROOT),
         "baseline": ([str(BASELINE), *ours], ROOT),
         "bun": ([str(PEERS_DIR / "node_modules/bun/bin/bun.exe"), "bun-chat.mjs", str(port)], PEERS_DIR),
         "node-ws": (["node", "node-ws-chat.mjs", str(port)], PEERS_DIR),
@@ -55,6 +56,9 @@ def peer_commands(port, data_dir):
 
 
 PEERS = ["agents-rs", "bun", "tokio-tungstenite", "node-ws"]
+# Every server run.py knows: the peers, and the examples server (what users run), which only
+# the reconnect storm measures.
+KNOWN = [*PEERS, "examples"]
 
 # name: (peers it runs on, loadgen mode and arguments, path, figures for the table)
 WORKLOADS = {
@@ -70,6 +74,11 @@ WORKLOADS = {
     "connect": (PEERS, ["connect", "--total", "30000", "--concurrency", "32"],
                 "/agents/chat-room/connect",
                 ["upgrades_per_s", "server_cpu_s", "latency.p50_ms", "latency.p99_ms", "latency.max_ms"]),
+    # A reconnect storm: 5,000 clients connecting at once (64 upgrades in flight) into rooms of
+    # 100, each join broadcast to the room.
+    "storm": (["agents-rs", "examples", "bun"], ["storm", "--total", "5000", "--per-room", "100", "--concurrency", "64"],
+              "/agents/chat-room/storm",
+              ["connections_per_cpu_s", "connections_per_s", "server_cpu_s", "latency.p50_ms", "latency.p99_ms", "latency.max_ms"]),
     "rpc-relaxed": (["agents-rs"], ["rpc", "--rate", "1000", "--calls", "10000", "--conns", "4"],
                     "/agents/relaxed-counter/bench",
                     ["latency.p50_ms", "latency.p99_ms", "latency.max_ms", "calls_per_s", "writes_per_flush", "largest_batch"]),
@@ -138,20 +147,20 @@ def fmt(value):
 
 
 def paired(by_peer, key):
-    """agents-rs against Bun (and the baseline build) run by run (the peers take turns, so run
-    n of each saw the same machine): the ratios of `key` and their median, a steadier verdict
-    than two medians."""
+    """agents-rs (and the examples server) against Bun, and agents-rs against the baseline
+    build, run by run (the peers take turns, so run n of each saw the same machine): the ratios
+    of `key` and their median, a steadier verdict than two medians."""
     lines = []
-    ours = by_peer.get("agents-rs")
-    for other, label in [("bun", "Bun"), ("baseline", "baseline")]:
-        theirs = by_peer.get(other)
+    for ours_name, other, label in [("agents-rs", "bun", "Bun"), ("agents-rs", "baseline", "baseline"),
+                                    ("examples", "bun", "Bun")]:
+        ours, theirs = by_peer.get(ours_name), by_peer.get(other)
         if not ours or not theirs:
             continue
         ratios = [figure(a, key) / figure(b, key) for a, b in zip(ours, theirs)
                   if figure(a, key) is not None and figure(b, key)]
         if ratios:
             each = ", ".join(f"{r:.3f}" for r in ratios)
-            lines += [f"agents-rs / {label}, {key}, run by run: {each}; median {median(ratios):.3f}", ""]
+            lines += [f"{ours_name} / {label}, {key}, run by run: {each}; median {median(ratios):.3f}", ""]
     return lines
 
 
@@ -177,7 +186,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--only", default=",".join(WORKLOADS), help="workloads, comma-separated")
-    parser.add_argument("--peers", default=",".join(PEERS), help="servers, comma-separated")
+    parser.add_argument("--peers", default=",".join(KNOWN), help="servers, comma-separated")
     parser.add_argument("--window", type=int, help="messages each chat sender keeps in flight "
                         "(default: 4 in chat-32, 8 in chat-1000)")
     parser.add_argument("--no-build", action="store_true", help="use the binaries and node_modules as they are")
@@ -190,8 +199,8 @@ def main():
         if name not in WORKLOADS:
             parser.error(f"unknown workload {name}; known: {', '.join(WORKLOADS)}")
     for name in peers:
-        if name not in PEERS:
-            parser.error(f"unknown peer {name}; known: {', '.join(PEERS)}")
+        if name not in KNOWN:
+            parser.error(f"unknown peer {name}; known: {', '.join(KNOWN)}")
     if options.runs < 1:
         parser.error("--runs must be at least 1")
     if options.baseline is not None:
@@ -217,7 +226,7 @@ def main():
         sys.exit("taskset is missing (Debian package util-linux)")
     OUT.mkdir(parents=True, exist_ok=True)
     if not options.no_build:
-        subprocess.run(["cargo", "build", "--release", "-p", "agents-bench"], cwd=ROOT, check=True)
+        subprocess.run(["cargo", "build", "--release", "-p", "agents-bench", "-p", "agents-examples"], cwd=ROOT, check=True)
         if {"bun", "node-ws"} & set(peers):
             subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=PEERS_DIR, check=True)
 
