@@ -2,7 +2,7 @@
 //! from the socket task, without waking or even queueing for the instance.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use crate::error::{Error, Result};
 use crate::message::Message;
@@ -54,11 +54,37 @@ pub(crate) struct AutoResponse {
     pair: Mutex<Option<Arc<WebSocketRequestResponsePair>>>,
 }
 
+/// The pairs instances have set, shared: the instances of a class usually set the same pair
+/// in `on_start`, so each keeps a reference to one copy rather than a copy of its own (a
+/// hibernated instance keeps its pair). At most [`MAX_SHARED`] distinct pairs are shared.
+static SHARED: Mutex<Vec<Weak<WebSocketRequestResponsePair>>> = Mutex::new(Vec::new());
+
+/// Most distinct pairs shared; past them (pairs that differ per instance), each instance keeps
+/// its own.
+const MAX_SHARED: usize = 32;
+
+/// `pair`, as the copy other instances use if one does.
+fn shared(pair: WebSocketRequestResponsePair) -> Arc<WebSocketRequestResponsePair> {
+    let mut pairs = lock(&SHARED);
+    if let Some(found) = pairs.iter().filter_map(Weak::upgrade).find(|found| **found == pair) {
+        return found;
+    }
+    let pair = Arc::new(pair);
+    if pairs.len() >= MAX_SHARED {
+        pairs.retain(|weak| weak.strong_count() > 0);
+    }
+    if pairs.len() < MAX_SHARED {
+        pairs.push(Arc::downgrade(&pair));
+    }
+    pair
+}
+
 impl AutoResponse {
     pub(crate) fn set(&self, pair: Option<WebSocketRequestResponsePair>) {
+        let pair = pair.map(shared);
         let mut slot = lock(&self.pair);
         self.set.store(pair.is_some(), Ordering::Release);
-        *slot = pair.map(Arc::new);
+        *slot = pair;
     }
 
     pub(crate) fn get(&self) -> Option<WebSocketRequestResponsePair> {
@@ -92,6 +118,25 @@ mod tests {
         slot.set(None);
         assert_eq!(slot.answer("ping"), None);
         assert_eq!(slot.get(), None);
+    }
+
+    #[test]
+    fn instances_setting_the_same_pair_share_one_copy() {
+        let (one, two, other) =
+            (AutoResponse::default(), AutoResponse::default(), AutoResponse::default());
+        let pair =
+            || WebSocketRequestResponsePair::new("shared-ping", "shared-pong").expect("short");
+        one.set(Some(pair()));
+        two.set(Some(pair()));
+        other.set(Some(WebSocketRequestResponsePair::new("shared-ping", "other").expect("short")));
+        let held = |slot: &AutoResponse| lock(&slot.pair).clone().expect("set");
+        assert!(Arc::ptr_eq(&held(&one), &held(&two)));
+        assert!(!Arc::ptr_eq(&held(&one), &held(&other)));
+        assert_eq!(other.answer("shared-ping").as_ref().and_then(Message::as_text), Some("other"));
+        // Unset everywhere, the copy goes; a later pair is a new one.
+        one.set(None);
+        two.set(None);
+        assert_eq!(two.answer("shared-ping"), None);
     }
 
     #[test]
