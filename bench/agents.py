@@ -11,7 +11,7 @@ BENCHMARKS.md.
 One examples server (`agents-examples`, release) takes at most 16,000 sockets: the machine
 allows 20,000 open files per process. Larger runs start several servers and as many load
 generators, and add up their memory. Servers are pinned to core 0, generators to core 1.
-Instances hibernate `--hibernate-after` (60 s) after their last event: the awake figure is
+Instances hibernate `--hibernate-after` (120 s) after their last event: the awake figure is
 read once every socket is connected (well within it), the hibernated one 30 s past it.
 Raw results go to target/bench/agents.json.
 """
@@ -28,7 +28,7 @@ import time
 from common import OUT, RELEASE, ROOT, free_port, wait_for_port
 
 PER_SERVER = 16_000
-HIBERNATE_AFTER = 60
+HIBERNATE_AFTER = 120
 
 
 def start_server(data_dir):

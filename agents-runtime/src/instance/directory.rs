@@ -191,6 +191,11 @@ impl Directory {
             .get(name)
             .is_some_and(|entry| Arc::ptr_eq(entry, instance) && instance.mailbox.close_if_empty());
         if idle && let Some((name, _)) = instances.remove_entry(name) {
+            // A table that emptied gives its room back (a quarter full, halved: each
+            // shrink follows as many removals as it moves entries).
+            if instances.capacity() > 64 && instances.len() < instances.capacity() / 4 {
+                instances.shrink_to(instances.len() * 2);
+            }
             let last = instance.gate.last_write();
             let pending = |seq: WriteSeq| self.commits.settled(seq) == Settled::Pending;
             if pending(last) {
