@@ -26,13 +26,11 @@ warns that the figures include those closes.
 import argparse
 import json
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 
-from common import OUT, RELEASE, ROOT, free_port, wait_for_port
+from common import OUT, RELEASE, ROOT, free_port, stop, wait_for_port
 
 PER_SERVER = 16_000
 HIBERNATE_AFTER = 120
@@ -46,16 +44,6 @@ def start_server(data_dir):
     server = subprocess.Popen(["taskset", "-c", "0", *argv], stdout=log, stderr=log)
     wait_for_port(port, server)
     return server, port
-
-
-def stop(server):
-    if server.poll() is None:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
 
 
 def run(instances, http):
@@ -91,7 +79,7 @@ def run(instances, http):
             results.append(json.loads(line[len("RESULT "):]))
     finally:
         for server, _ in started:
-            stop(server)
+            stop(server, 60)
         for d in dirs:
             shutil.rmtree(d, ignore_errors=True)
     grow = lambda key: sum(r[key] - r["rss_before"] for r in results)

@@ -2,7 +2,9 @@
 binaries and results, and finding and waiting for a server's port on loopback."""
 
 import os
+import signal
 import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -32,3 +34,14 @@ def wait_for_port(port, process, limit=20.0):
         except OSError:
             time.sleep(0.05)
     raise RuntimeError(f"nothing listens on port {port} after {limit} s")
+
+
+def stop(process, limit=15.0):
+    """Sends SIGTERM (a graceful shutdown) and waits up to `limit` seconds, then kills."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=limit)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

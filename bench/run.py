@@ -24,14 +24,13 @@ import json
 import os
 import platform
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from common import OUT, RELEASE, ROOT, free_port, wait_for_port
+from common import OUT, RELEASE, ROOT, free_port, stop, wait_for_port
 
 BENCH = ROOT / "bench"
 PEERS_DIR = BENCH / "peers"
@@ -86,16 +85,6 @@ WORKLOADS = {
                  "/agents/counter/bench",
                  ["latency.p50_ms", "latency.p99_ms", "latency.max_ms", "calls_per_s", "writes_per_flush", "largest_batch"]),
 }
-
-
-def stop(process):
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def run_once(peer, workload):
