@@ -311,6 +311,12 @@ impl<S> Connection<S> {
         &self.inner.id
     }
 
+    /// The connect turn begins: the upgrade's 101, held in the link, leaves when this poll
+    /// of the turn ends, with the frames the turn sends to this connection meanwhile.
+    pub(crate) fn cork_response(&self) {
+        self.inner.link.cork_response(&self.inner.instance.corks, &self.inner.cork);
+    }
+
     /// The socket is gone: from now on the connection is closing and cannot be sent to.
     pub(crate) fn mark_closed(&self) {
         self.inner.closing.store(true, Ordering::Release);

@@ -21,6 +21,7 @@ pub(crate) mod corks;
 mod inbound;
 mod lost;
 mod parking;
+mod response;
 mod state;
 
 use state::{Cork, Drain, Socket, State};
@@ -303,7 +304,7 @@ impl Link {
             state.drain = Drain::Draining;
             return Poll::Ready(Next::Drain);
         }
-        if !state.out.is_empty() {
+        if !state.out.is_empty() && !state.held {
             return Poll::Ready(Next::Write);
         }
         // While corked, the turn's frames go ahead of the queue: the uncork wakes the task.
@@ -401,6 +402,7 @@ impl Link {
         loop {
             let mut guard = lock(&self.state);
             let state = &mut *guard;
+            state.held = false;
             let Some(wire) = &state.wire else {
                 state.out = Frames::default();
                 return Poll::Ready(Ok(()));

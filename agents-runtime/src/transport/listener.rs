@@ -5,13 +5,14 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioTimer;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 use crate::transport::edge::Edge;
 use crate::transport::routes::routes;
+use crate::transport::stream::HttpStream;
 
 /// How many finished TCP handshakes may wait for `accept` (Linux caps it at
 /// `net.core.somaxconn`, 4096 by default). The standard library's 128 overflows in a reconnect
@@ -105,7 +106,7 @@ async fn accept(listener: TcpListener, edge: Arc<Edge>, stop: oneshot::Receiver<
                 // A request head past this gets 431, and no more of it is kept.
                 .max_header_size(max_head)
                 .max_buf_size(max_head)
-                .serve_connection(TokioIo::new(stream), service)
+                .serve_connection(HttpStream::new(stream), service)
                 .with_upgrades()
                 .await;
             if let Err(e) = served {

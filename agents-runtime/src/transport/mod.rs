@@ -11,6 +11,7 @@ mod parked;
 mod reply;
 mod routes;
 mod socket;
+mod stream;
 mod upgrade;
 
 pub(crate) use assets::{AssetSpec, Assets};

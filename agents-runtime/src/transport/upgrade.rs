@@ -6,8 +6,6 @@ use std::sync::Arc;
 
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use warp::reply::Reply;
@@ -18,6 +16,7 @@ use crate::request::{ConnectionContext, query_param};
 use crate::transport::edge::Edge;
 use crate::transport::reply::text;
 use crate::transport::socket::{Joined, Socket, serve};
+use crate::transport::stream::HttpStream;
 use crate::wire::frame::OP_CLOSE;
 use crate::wire::handshake::is_valid_key;
 use crate::wire::{CloseFrame, close_code};
@@ -119,16 +118,20 @@ impl Opening {
             }
         };
         // The server only serves TCP: this is the stream `transport::serve` gave hyper.
-        let parts = match upgraded.downcast::<TokioIo<TcpStream>>() {
+        let parts = match upgraded.downcast::<HttpStream>() {
             Ok(parts) => parts,
             Err(_) => {
                 tracing::error!("websocket upgrade over a stream that is not TCP");
                 return None;
             }
         };
-        let tcp = Arc::new(parts.io.into_inner());
+        let (tcp, switching) = parts.io.into_parts();
+        let tcp = Arc::new(tcp);
         let limits = edge.limits();
         let link = Arc::new(Link::new(limits.outbox_capacity, Some(tcp.clone())));
+        // The 101 leaves with the connect turn's first frames (or ahead of anything else
+        // written to the socket before that turn).
+        link.hold_response(&switching);
         slot.list(&link);
         // Bytes the client sent right after the request head are its first frames.
         let read = parts.read_buf;

@@ -66,6 +66,9 @@ impl<A: Agent> Host<A> {
     async fn on_connect(&mut self, request: ConnectRequest) {
         let ConnectRequest { parts, conn_ctx } = request;
         let conn = Connection::new(parts, self.instance.clone());
+        // Before waking the agent: the 101 leaves when this poll ends, even if `on_start`
+        // takes longer; usually the whole turn runs in it, and the 101 takes its frames along.
+        conn.cork_response();
         let awake = match self.wake().await {
             Ok(awake) => awake,
             Err(e) => return fail_setup(&conn, &e.to_string()),

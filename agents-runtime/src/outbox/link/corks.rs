@@ -336,28 +336,7 @@ impl Turn<'_> {
     /// Lists `link` (marked `mark`) in the turn with `message` as its first frame. Called
     /// under the link's lock, with nothing queued or waiting in its buffer.
     pub(crate) fn list(&mut self, link: &Arc<Link>, mark: &CorkMark, message: &Message) -> Listing {
-        let state = &mut *self.0;
-        let (turn, kept_turn) = (state.turn, state.kept_turn);
-        let scratch = state.scratch.get_or_insert_with(Box::default);
-        if scratch.links.len() >= MAX_SLOTS {
-            return Listing::No;
-        }
-        // Listed in the last turn too (a busy room): its link is there already.
-        let kept = mark.slot(kept_turn).and_then(|slot| scratch.kept.get_mut(slot));
-        let moved = kept.and_then(|kept| kept.take_if(|kept| Arc::ptr_eq(kept, link)));
-        let link = moved.unwrap_or_else(|| link.clone());
-        let slot = scratch.links.len();
-        mark.set(turn, slot);
-        let mut listed = Listed {
-            link,
-            mark: mark.address(),
-            logged: true,
-            sealed: false,
-            first: NONE,
-            last: NONE,
-            run: (0, 0),
-            bytes: 0,
-        };
+        let Some((mut listed, scratch)) = self.enlist(link, mark) else { return Listing::No };
         let (header, payload) = Header::of(message);
         let log = &mut scratch.log;
         let logged = payload.len() <= COPY_LIMIT
@@ -373,6 +352,44 @@ impl Turn<'_> {
         };
         scratch.links.push(listed);
         listing
+    }
+
+    /// Lists `link` (marked `mark`) in the turn with its frames in its own buffer, where
+    /// something waits for the turn to write it (the upgrade's 101); `false` if the turn
+    /// lists as many links as it can. Called under the link's lock.
+    pub(crate) fn list_buffered(&mut self, link: &Arc<Link>, mark: &CorkMark) -> bool {
+        let Some((mut listed, scratch)) = self.enlist(link, mark) else { return false };
+        listed.logged = false;
+        scratch.links.push(listed);
+        true
+    }
+
+    /// A new entry for `link` in the turn's list (its link moved from what the last turn
+    /// kept, if it was listed there), and the scratch to push it to, in the slot its mark
+    /// now names; `None` if the list is full.
+    fn enlist(&mut self, link: &Arc<Link>, mark: &CorkMark) -> Option<(Listed, &mut Scratch)> {
+        let state = &mut *self.0;
+        let (turn, kept_turn) = (state.turn, state.kept_turn);
+        let scratch = state.scratch.get_or_insert_with(Box::default);
+        if scratch.links.len() >= MAX_SLOTS {
+            return None;
+        }
+        // Listed in the last turn too (a busy room): its link is there already.
+        let kept = mark.slot(kept_turn).and_then(|slot| scratch.kept.get_mut(slot));
+        let moved = kept.and_then(|kept| kept.take_if(|kept| Arc::ptr_eq(kept, link)));
+        let link = moved.unwrap_or_else(|| link.clone());
+        mark.set(turn, scratch.links.len());
+        let listed = Listed {
+            link,
+            mark: mark.address(),
+            logged: true,
+            sealed: false,
+            first: NONE,
+            last: NONE,
+            run: (0, 0),
+            bytes: 0,
+        };
+        Some((listed, scratch))
     }
 
     /// Moves the logged frames of the connection marked `mark` into its link's buffer `out`

@@ -17,6 +17,9 @@ pub(super) struct State {
     pub(super) queue: Queue,
     /// Bytes on their way to the socket, ahead of the queue.
     pub(super) out: Frames,
+    /// `out` holds the upgrade's 101, kept for the connect turn to write with its frames: the
+    /// socket task does not write it on its own (see `response.rs`).
+    pub(super) held: bool,
     /// The socket task, when it waits for a message, a forced close or shutdown.
     pub(super) waker: Option<Waker>,
     /// Whether the socket has a task, is parked, or stopped taking messages.

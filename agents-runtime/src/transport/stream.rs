@@ -1,0 +1,127 @@
+//! The TCP stream as hyper serves it, which keeps the upgrade's 101 back: the connect turn
+//! writes it with its first frames (the identity, the state, a join broadcast's echo), in one
+//! packet, as uWebSockets corks its upgrade response with what the `open` handler sends.
+//! On loopback and behind a local proxy, every packet also costs the receiving side's work on
+//! the sender's core: the 101 on its own was the most expensive write of a reconnect storm.
+
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use hyper::rt::{Read, ReadBufCursor, Write};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// How every 101 hyper writes for us begins (upgrades are HTTP/1.1 only).
+const SWITCHING: &[u8] = b"HTTP/1.1 101 ";
+
+/// A connection's stream while hyper serves it.
+pub(crate) struct HttpStream {
+    io: TokioIo<TcpStream>,
+    /// From the 101 on, what hyper writes is kept here, not written: after a 101, hyper
+    /// writes nothing more and hands the stream to the upgrade (`into_parts`).
+    switching: Option<Vec<u8>>,
+}
+
+impl HttpStream {
+    pub(crate) fn new(stream: TcpStream) -> Self {
+        Self { io: TokioIo::new(stream), switching: None }
+    }
+
+    /// The socket, and the 101 response held back (empty if hyper wrote none).
+    pub(crate) fn into_parts(self) -> (TcpStream, Vec<u8>) {
+        (self.io.into_inner(), self.switching.unwrap_or_default())
+    }
+
+    /// Keeps `bufs` if they are (or follow) the 101; returns how many bytes it kept.
+    fn hold(&mut self, bufs: &[IoSlice<'_>]) -> Option<usize> {
+        if self.switching.is_none() {
+            let first = bufs.iter().find(|buf| !buf.is_empty())?;
+            if !first.starts_with(SWITCHING) {
+                return None;
+            }
+        }
+        let held = self.switching.get_or_insert_with(Vec::new);
+        let before = held.len();
+        for buf in bufs {
+            held.extend_from_slice(buf);
+        }
+        Some(held.len() - before)
+    }
+}
+
+impl Read for HttpStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl Write for HttpStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        match this.hold(&[IoSlice::new(buf)]) {
+            Some(held) => Poll::Ready(Ok(held)),
+            None => Pin::new(&mut this.io).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        match this.hold(bufs) {
+            Some(held) => Poll::Ready(Ok(held)),
+            None => Pin::new(&mut this.io).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::IoSlice;
+
+    use super::HttpStream;
+
+    /// A served stream, and the client's end.
+    async fn stream() -> (HttpStream, tokio::net::TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap());
+        let (client, accepted) = tokio::join!(client, listener.accept());
+        (HttpStream::new(accepted.unwrap().0), client.unwrap())
+    }
+
+    /// Other responses go to the socket; the 101 and anything after it are kept.
+    #[tokio::test]
+    async fn only_the_101_and_what_follows_are_held() {
+        let (mut stream, _client) = stream().await;
+        assert_eq!(stream.hold(&[IoSlice::new(b"HTTP/1.1 200 OK\r\n\r\n")]), None);
+        assert_eq!(stream.hold(&[IoSlice::new(b""), IoSlice::new(b"HTTP/1.1 400 ")]), None);
+        let head = b"HTTP/1.1 101 Switching Protocols\r\n";
+        assert_eq!(stream.hold(&[IoSlice::new(b""), IoSlice::new(head)]), Some(head.len()));
+        assert_eq!(stream.hold(&[IoSlice::new(b"\r\n")]), Some(2));
+        let (_, held) = stream.into_parts();
+        assert_eq!(held, b"HTTP/1.1 101 Switching Protocols\r\n\r\n");
+    }
+}
