@@ -59,6 +59,42 @@ async fn no_message_is_handled_before_on_connect_finishes() {
     }
 }
 
+/// `wait`'s turn waits until the test releases it.
+#[derive(Default)]
+struct Waiter;
+
+static WAITING: tokio::sync::Notify = tokio::sync::Notify::const_new();
+static RELEASE: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+#[agent]
+impl Waiter {
+    #[callable]
+    async fn wait(&mut self, _ctx: &mut Context<Self>) -> Result<u32> {
+        WAITING.notify_one();
+        RELEASE.notified().await;
+        Ok(7)
+    }
+}
+
+/// A socket's 101 leaves with its connect turn's frames, but not behind another turn that
+/// waits: the upgrade completes at once, and its `on_connect` runs when that turn is done.
+#[tokio::test]
+async fn a_turn_that_waits_does_not_hold_back_another_sockets_upgrade() {
+    let server = start(Server::builder().agent::<Waiter>()).await;
+    let mut first = server.connect("/agents/waiter/w").await;
+    first.send_text(r#"{"type":"rpc","id":"1","method":"wait","args":[]}"#).await;
+    tokio::time::timeout(Duration::from_secs(10), WAITING.notified())
+        .await
+        .expect("the call's turn began");
+    // `connect_raw` fails the test if no 101 comes within its wait.
+    let mut second = server.connect_raw("/agents/waiter/w").await;
+    RELEASE.notify_one();
+    let answer = first.recv_json().await;
+    assert_eq!((answer["type"].as_str(), answer["result"].as_u64()), (Some("rpc"), Some(7)));
+    let identity = second.recv_json().await;
+    assert_eq!(identity["type"], "cf_agent_identity", "then the second socket's connect ran");
+}
+
 // --- ids, uri and tags ---------------------------------------------------------------------
 
 /// Tags from `?tags=a,b,c`; on connect, reports id, tags and uri.

@@ -47,6 +47,16 @@ pub(crate) enum Event {
     StorageLost,
 }
 
+impl Event {
+    /// The instance is in a turn that waits for something, ahead of this event: a connect
+    /// does not hold its socket's 101 back for its own turn (the socket task writes it now).
+    pub(crate) fn heard_late(&self) {
+        if let Event::Connect(request) = self {
+            request.parts.link.release_response();
+        }
+    }
+}
+
 /// The runtime's handle on one connection, unique within the process.
 pub(crate) type ConnectionKey = u64;
 

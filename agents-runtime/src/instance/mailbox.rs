@@ -4,7 +4,8 @@
 //! next event starts a task from it, as a Durable Object is woken by its next event.
 
 use std::collections::VecDeque;
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
@@ -47,8 +48,9 @@ struct Inner<O> {
 /// [`Mailbox::poll_recv`]. (The flag lives in the variants, in the room of the enum's tag:
 /// every instance carries this.)
 enum Host<O> {
-    /// A task runs the instance; the waker is set while it waits for an event.
-    Running(Option<Waker>, Forgotten),
+    /// A task runs the instance; the waker is set while it waits for an event. `Waits`:
+    /// whether its turn waits for something (see [`Mailbox::turn`]).
+    Running(Option<Waker>, Forgotten, Waits),
     /// Hibernated: no task. The next event starts one from this record.
     Asleep(Box<dyn Sleeper<O>>, Forgotten),
     /// The instance is gone: events are refused.
@@ -58,10 +60,17 @@ enum Host<O> {
 impl<O> Host<O> {
     fn forgotten(&self) -> Forgotten {
         match self {
-            Host::Running(_, forgotten) | Host::Asleep(_, forgotten) => *forgotten,
+            Host::Running(_, forgotten, _) | Host::Asleep(_, forgotten) => *forgotten,
             Host::Closed => Forgotten::Told,
         }
     }
+}
+
+/// Whether the running turn waited for something: then events that come are heard late.
+#[derive(Clone, Copy, PartialEq)]
+enum Waits {
+    No,
+    Yes,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -87,7 +96,8 @@ impl<O: AsRef<Mailbox<O>>> Permit<O> {
 
 impl<O: AsRef<Mailbox<O>>> Mailbox<O> {
     pub(crate) fn new(capacity: usize) -> Self {
-        let inner = Inner { queue: VecDeque::new(), host: Host::Running(None, Forgotten::No) };
+        let host = Host::Running(None, Forgotten::No, Waits::No);
+        let inner = Inner { queue: VecDeque::new(), host };
         Self { inner: Mutex::new(inner), room: Semaphore::new(capacity) }
     }
 
@@ -126,8 +136,11 @@ impl<O: AsRef<Mailbox<O>>> Mailbox<O> {
                 self.room.add_permits(1);
                 return Err(event);
             }
-            Host::Running(waker, _) => {
+            Host::Running(waker, _, waits) => {
                 let waker = waker.take();
+                if *waits == Waits::Yes {
+                    event.heard_late();
+                }
                 inner.queue.push_back(event);
                 drop(inner);
                 if let Some(waker) = waker {
@@ -136,7 +149,7 @@ impl<O: AsRef<Mailbox<O>>> Mailbox<O> {
                 return Ok(());
             }
             Host::Asleep(_, forgotten) => {
-                let running = Host::Running(None, *forgotten);
+                let running = Host::Running(None, *forgotten, Waits::No);
                 std::mem::replace(&mut inner.host, running)
             }
         };
@@ -157,12 +170,12 @@ impl<O: AsRef<Mailbox<O>>> Mailbox<O> {
             return Poll::Ready(Some(event));
         }
         match &mut inner.host {
-            Host::Running(_, forgotten @ Forgotten::Untold) => {
+            Host::Running(_, forgotten @ Forgotten::Untold, _) => {
                 *forgotten = Forgotten::Told;
                 Poll::Ready(None)
             }
-            Host::Running(Some(waker), _) if waker.will_wake(cx.waker()) => Poll::Pending,
-            Host::Running(waker, _) => {
+            Host::Running(Some(waker), _, _) if waker.will_wake(cx.waker()) => Poll::Pending,
+            Host::Running(waker, _, _) => {
                 *waker = Some(cx.waker().clone());
                 Poll::Pending
             }
@@ -174,6 +187,38 @@ impl<O: AsRef<Mailbox<O>>> Mailbox<O> {
     /// The next event; `None` once, when the directory forgot the instance.
     pub(crate) async fn recv(&self) -> Option<Event> {
         poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// Runs `turn`, the instance's turn. Once it waits for something (storage, a timer,
+    /// another service), what waits in the mailbox, and what comes until the turn ends, is
+    /// told it will be heard late ([`Event::heard_late`]): a socket's 101 is not held back
+    /// for its connect turn then.
+    pub(crate) async fn turn(&self, turn: impl Future<Output = ()> + Unpin) {
+        let mut turn = turn;
+        let mut waited = false;
+        poll_fn(|cx| {
+            let polled = Pin::new(&mut turn).poll(cx);
+            if polled.is_pending() && !waited {
+                waited = true;
+                self.turn_waits(Waits::Yes);
+            }
+            polled
+        })
+        .await;
+        if waited {
+            self.turn_waits(Waits::No);
+        }
+    }
+
+    fn turn_waits(&self, now: Waits) {
+        let mut inner = lock(&self.inner);
+        let Inner { queue, host } = &mut *inner;
+        if let Host::Running(_, _, waits) = host {
+            *waits = now;
+            if now == Waits::Yes {
+                queue.iter().for_each(Event::heard_late);
+            }
+        }
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -230,7 +275,7 @@ impl<O: AsRef<Mailbox<O>>> Mailbox<O> {
     pub(crate) fn forget(&self) {
         let mut inner = lock(&self.inner);
         let waker = match &mut inner.host {
-            Host::Running(waker, forgotten) => {
+            Host::Running(waker, forgotten, _) => {
                 *forgotten = Forgotten::Untold;
                 waker.take()
             }
@@ -341,5 +386,68 @@ mod tests {
         assert!(owner.mailbox.is_forgotten());
         let record = Box::new(Record(Arc::default()));
         assert!(owner.mailbox.sleep(record).is_err(), "shutting down: the task stays to end");
+    }
+
+    /// A socket's connect, queued or arriving while the turn ahead of it waits, does not
+    /// hold back the socket's 101 (the socket task may write it); while turns run at once,
+    /// it does.
+    #[tokio::test]
+    async fn connects_behind_a_turn_that_waits_let_their_101_go() {
+        use std::task::{Context, Poll, Waker};
+
+        use crate::instance::event::{ConnectRequest, ConnectionParts};
+        use crate::outbox::{Link, LinkHandle, Next};
+        use crate::request::ConnectionContext;
+        use crate::storage::MemoryStore;
+        use crate::storage::durability::GroupCommit;
+
+        let commits =
+            GroupCommit::start(Arc::new(MemoryStore::new()), std::time::Duration::from_secs(5));
+        let connect = || {
+            let link = Arc::new(Link::new(8, None));
+            link.hold_response(b"HTTP/1.1 101 \r\n\r\n");
+            let parts = ConnectionParts {
+                key: 1,
+                id: "c".into(),
+                uri: "/".into(),
+                link: LinkHandle::new(link.clone()),
+            };
+            let conn_ctx = ConnectionContext::new(
+                http::Method::GET,
+                http::Uri::from_static("/"),
+                http::HeaderMap::new(),
+            );
+            (link, Event::Connect(Box::new(ConnectRequest { parts, conn_ctx })))
+        };
+        let released = |link: &Link| {
+            let next =
+                link.poll_next(&mut Context::from_waker(Waker::noop()), &commits, false, false);
+            matches!(next, Poll::Ready(Next::Write))
+        };
+        let owner = owner(8);
+        let mailbox = &owner.mailbox;
+
+        let (queued, event) = connect();
+        mailbox.try_send(&owner, event).ok().unwrap();
+        mailbox.turn(Box::pin(async {})).await;
+        assert!(!released(&queued), "a turn that does not wait holds nothing up");
+
+        let (arriving, event) = connect();
+        let mut event = Some(event);
+        let mut polls = 0;
+        let waits = std::future::poll_fn(|cx| {
+            polls += 1;
+            if polls == 1 {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            if polls == 2 {
+                assert!(released(&queued), "what was queued is told at the first wait");
+                mailbox.try_send(&owner, event.take().unwrap()).ok().unwrap();
+                assert!(released(&arriving), "what comes while it waits is told at once");
+            }
+            Poll::Ready(())
+        });
+        mailbox.turn(Box::pin(waits)).await;
     }
 }

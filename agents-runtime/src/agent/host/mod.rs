@@ -212,7 +212,7 @@ impl<A: Agent> Host<A> {
             holds.busy = true;
             // Boxed: a turn's future holds the largest hook's, which an idle instance's task
             // would otherwise carry for its whole life.
-            Box::pin(self.turn(event)).await;
+            mailbox.turn(Box::pin(self.turn(event))).await;
         }
         tracing::debug!(agent = A::NAME, name = %self.name, "instance left memory");
     }

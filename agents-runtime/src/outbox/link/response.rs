@@ -28,14 +28,26 @@ impl Link {
         // The corks' lock before the link's, as a send takes them.
         let mut turn = corks.turn();
         let mut state = lock(&self.state);
-        if !std::mem::take(&mut state.held) {
+        if !state.held {
             return;
         }
         let listed = state.cork == Cork::Open
             && state.socket == Socket::Relaying
             && turn.as_mut().is_some_and(|turn| turn.list_buffered(self, mark));
         if listed {
+            state.held = false;
             state.cork = Cork::Buffered;
+            return;
+        }
+        drop(state);
+        self.release_response();
+    }
+
+    /// The connect turn is not coming soon (the instance's turn ahead of it waits for
+    /// something): the socket task writes the held 101 now.
+    pub(crate) fn release_response(&self) {
+        let mut state = lock(&self.state);
+        if !std::mem::take(&mut state.held) {
             return;
         }
         let waker = state.waker.take();
