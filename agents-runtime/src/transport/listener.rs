@@ -81,7 +81,7 @@ async fn accept(listener: TcpListener, edge: Arc<Edge>, stop: oneshot::Receiver<
     let mut stop = std::pin::pin!(stop);
     let mut failures = AcceptFailures::default();
     loop {
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = &mut stop => return,
             accepted = listener.accept() => match accepted {
                 Ok(pair) => {
@@ -97,6 +97,9 @@ async fn accept(listener: TcpListener, edge: Arc<Edge>, stop: oneshot::Receiver<
                 }
             },
         };
+        if let Err(e) = keep_alive(&stream, peer) {
+            tracing::debug!("could not turn keepalive on for {peer}: {e}");
+        }
         let service = TowerToHyperService::new(service.clone());
         tokio::spawn(async move {
             let served = hyper::server::conn::http1::Builder::new()
@@ -154,8 +157,10 @@ impl AcceptFailures {
     }
 }
 
-/// Frames are small and latency matters more than packet count: no Nagle. Keepalive finds
-/// peers that vanished without a FIN, so their connections do not stay open forever.
+/// Frames are small and latency matters more than packet count: no Nagle. Keepalive's
+/// timing (60 s idle, then a probe every 10 s, 3 unanswered close the connection) is set
+/// here for accepted sockets to inherit, but not keepalive itself: [`keep_alive`] turns it
+/// on for the peers that need it.
 fn socket_options(socket: &impl std::os::fd::AsFd) -> std::io::Result<()> {
     let socket = socket2::SockRef::from(socket);
     socket.set_tcp_nodelay(true)?;
@@ -163,14 +168,29 @@ fn socket_options(socket: &impl std::os::fd::AsFd) -> std::io::Result<()> {
         .with_time(Duration::from_secs(60))
         .with_interval(Duration::from_secs(10))
         .with_retries(3);
-    socket.set_tcp_keepalive(&keepalive)
+    socket.set_tcp_keepalive(&keepalive)?;
+    socket.set_keepalive(false)
+}
+
+/// Keepalive finds peers that vanished without a FIN (a machine switched off, a network
+/// gone), so their connections do not stay open forever. A peer on this machine (loopback: a
+/// proxy on the same host, a test, a benchmark) cannot vanish that way, since the kernel
+/// closes its end, so its socket gets no probes. This matters: sockets that connected in the
+/// same second (a reconnect storm) send their probes in the same second, and over loopback
+/// the kernel drops the packets past `net.core.netdev_max_backlog` (1,000), then closes live
+/// connections whose probes all went unanswered.
+fn keep_alive(socket: &impl std::os::fd::AsFd, peer: std::net::SocketAddr) -> std::io::Result<()> {
+    if peer.ip().to_canonical().is_loopback() {
+        return Ok(());
+    }
+    socket2::SockRef::from(socket).set_keepalive(true)
 }
 
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
-    use super::{bind, socket_options};
+    use super::{bind, keep_alive, socket_options};
 
     /// A reconnect storm must not find the accept queue full: the listener's backlog is
     /// [`BACKLOG`](super::BACKLOG), not the standard library's 128.
@@ -196,17 +216,28 @@ mod tests {
     }
 
     /// The options are set on the listener only: an accepted socket must have them too.
+    /// Keepalive itself is on for remote peers only.
     #[tokio::test]
-    async fn accepted_sockets_inherit_nodelay_and_keepalive_from_the_listener() {
+    async fn accepted_sockets_inherit_nodelay_and_keepalive_timing_from_the_listener() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         socket_options(&listener).unwrap();
         let addr = listener.local_addr().unwrap();
         let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (accepted, _) = listener.accept().await.unwrap();
-        let accepted = socket2::SockRef::from(&accepted);
-        assert!(accepted.tcp_nodelay().unwrap());
-        assert!(accepted.keepalive().unwrap());
-        assert_eq!(accepted.tcp_keepalive_time().unwrap(), Duration::from_secs(60));
-        assert_eq!(accepted.tcp_keepalive_interval().unwrap(), Duration::from_secs(10));
+        let (accepted, peer) = listener.accept().await.unwrap();
+        keep_alive(&accepted, peer).unwrap();
+        let socket = socket2::SockRef::from(&accepted);
+        assert!(socket.tcp_nodelay().unwrap());
+        assert!(!socket.keepalive().unwrap(), "a loopback peer gets no probes");
+        // As a remote peer would: the timing set on the listener applies.
+        let remote = "192.0.2.1:40000".parse().unwrap();
+        keep_alive(&accepted, remote).unwrap();
+        assert!(socket.keepalive().unwrap());
+        assert_eq!(socket.tcp_keepalive_time().unwrap(), Duration::from_secs(60));
+        assert_eq!(socket.tcp_keepalive_interval().unwrap(), Duration::from_secs(10));
+        assert_eq!(socket.tcp_keepalive_retries().unwrap(), 3);
+        let mapped = "[::ffff:127.0.0.1]:40000".parse().unwrap();
+        socket.set_keepalive(false).unwrap();
+        keep_alive(&accepted, mapped).unwrap();
+        assert!(!socket.keepalive().unwrap(), "IPv4 loopback, mapped into IPv6");
     }
 }
