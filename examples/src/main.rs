@@ -9,11 +9,27 @@ use std::process::ExitCode;
 /// so the memory parked sockets free would stay with the process.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+// ANCHOR_END: allocator
 
-#[tokio::main]
-async fn main() -> ExitCode {
+// ANCHOR: runtime
+fn main() -> ExitCode {
     // jemalloc's background thread returns the pages without waiting for the next allocation.
     agents_examples::return_freed_memory();
-    agents_examples::cli::run(std::env::args().skip(1)).await
+    // Given one core (a container limited to one CPU, or `taskset`), tokio's single-threaded
+    // scheduler, as the book's production chapter advises; otherwise a worker per core.
+    let one_core = std::thread::available_parallelism().is_ok_and(|cores| cores.get() == 1);
+    let mut runtime = if one_core {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = match runtime.enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("agents-examples: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(agents_examples::cli::run(std::env::args().skip(1)))
 }
-// ANCHOR_END: allocator
+// ANCHOR_END: runtime
