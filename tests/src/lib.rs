@@ -175,6 +175,14 @@ pub mod child {
             Self::start_with(command, data_dir).await
         }
 
+        /// [`start`](Self::start) pinned to one core (`taskset`, from util-linux): the server
+        /// then runs tokio's single-threaded scheduler.
+        pub async fn start_on_one_core(binary: &str, data_dir: &std::path::Path) -> Self {
+            let mut command = Command::new("taskset");
+            command.args(["-c", "0"]).arg(binary);
+            Self::start_with(command, data_dir).await
+        }
+
         async fn start_with(mut command: Command, data_dir: &std::path::Path) -> Self {
             let mut child = command
                 .args(["--addr", "127.0.0.1:0", "--data-dir"])

@@ -131,7 +131,21 @@ async fn sigkill_under_concurrent_writers_loses_no_acknowledged_increment() {
 #[tokio::test]
 async fn sigterm_closes_sockets_with_1001_flushes_and_exits_0() {
     let dir = TempDir::new("sigterm");
-    let mut child = ChildServer::start(EXAMPLES_SERVER, dir.path()).await;
+    let child = ChildServer::start(EXAMPLES_SERVER, dir.path()).await;
+    sigterm_then_restart(child, &dir).await;
+}
+
+/// Given one core, the server runs tokio's single-threaded scheduler: the same holds there.
+#[tokio::test]
+async fn on_one_core_sigterm_closes_sockets_flushes_and_exits_0() {
+    let dir = TempDir::new("sigterm-one-core");
+    let child = ChildServer::start_on_one_core(EXAMPLES_SERVER, dir.path()).await;
+    sigterm_then_restart(child, &dir).await;
+}
+
+/// Counts to 3 on a socket, stops `child` with SIGTERM (the socket gets 1001, the process
+/// exits 0), and finds the count in a new process on the same `dir`.
+async fn sigterm_then_restart(mut child: ChildServer, dir: &TempDir) {
     let server = child.server();
     let mut client = server.connect("/agents/hibernating-counter/t").await;
     for _ in 0..3 {
