@@ -103,6 +103,78 @@ async fn websocket_routing_answers() {
     assert_eq!(client.recv_text().await, "Welcome!");
 }
 
+/// RFC 6455's example key, and the accept it gets.
+const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+
+/// Reads the server's response head off `tcp`.
+async fn response_head(tcp: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(tcp.read_u8().await.expect("reads the response head"));
+    }
+    String::from_utf8(head).expect("a text head").to_ascii_lowercase()
+}
+
+/// Reads one unmasked text frame of under 126 bytes off `tcp`, past the protocol's frames.
+async fn short_text(tcp: &mut tokio::net::TcpStream) -> String {
+    loop {
+        let text = any_short_text(tcp).await;
+        if !text.starts_with(r#"{"type":"cf_agent_"#) {
+            return text;
+        }
+    }
+}
+
+async fn any_short_text(tcp: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let [first, len] = [tcp.read_u8().await.expect("reads"), tcp.read_u8().await.expect("reads")];
+    assert_eq!((first, len < 126), (0x81, true), "a short text frame");
+    let mut payload = vec![0; usize::from(len)];
+    tcp.read_exact(&mut payload).await.expect("reads the payload");
+    String::from_utf8(payload).expect("UTF-8")
+}
+
+/// Most upgrades are answered without hyper when their whole head is in the first read; a head
+/// that comes in pieces goes to hyper. Either way the client gets the same 101, then its
+/// frames, and bytes sent right behind the head are its first messages.
+#[tokio::test]
+async fn an_upgrade_in_pieces_or_with_frames_behind_it_is_answered_alike() {
+    use tokio::io::AsyncWriteExt;
+    let server = examples().await;
+    let head = format!(
+        "GET /agents/my-agent/pieces HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    // In three writes, a pause between them: the first read finds part of the head.
+    let mut tcp = tokio::net::TcpStream::connect(server.addr).await.expect("connects");
+    let (a, rest) = head.as_bytes().split_at(10);
+    let (b, c) = rest.split_at(40);
+    for piece in [a, b, c] {
+        tcp.write_all(piece).await.expect("writes");
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    }
+    let response = response_head(&mut tcp).await;
+    assert!(response.starts_with("http/1.1 101 "), "{response}");
+    assert!(response.contains(&format!("sec-websocket-accept: {}", ACCEPT.to_ascii_lowercase())));
+    assert_eq!(short_text(&mut tcp).await, "Welcome!");
+
+    // Whole, with a masked text frame `hello` in the same write.
+    let mut tcp = tokio::net::TcpStream::connect(server.addr).await.expect("connects");
+    let mask = [0x37, 0xfa, 0x21, 0x3d];
+    let mut bytes = head.into_bytes();
+    bytes.extend_from_slice(&[0x81, 0x80 | 5]);
+    bytes.extend_from_slice(&mask);
+    bytes.extend(b"hello".iter().enumerate().map(|(i, byte)| byte ^ mask[i % 4]));
+    tcp.write_all(&bytes).await.expect("writes");
+    let response = response_head(&mut tcp).await;
+    assert!(response.starts_with("http/1.1 101 "), "{response}");
+    assert!(response.contains(&format!("sec-websocket-accept: {}", ACCEPT.to_ascii_lowercase())));
+    assert_eq!(short_text(&mut tcp).await, "Welcome!");
+    assert_eq!(short_text(&mut tcp).await, "hello");
+}
+
 #[tokio::test]
 async fn http_body_over_the_limit_is_413() {
     let server = agents_tests::start(agents_examples::server().max_request_body_size(16)).await;

@@ -1,15 +1,20 @@
-//! The accept loop: every accepted TCP connection is served over HTTP/1.1 by hyper, with the
-//! routes of [`routes`](super::routes).
+//! The accept loop: every accepted TCP connection is an upgrade taken at once (see
+//! [`direct`](super::direct)), or is served over HTTP/1.1 by hyper, with the routes of
+//! [`routes`](super::routes).
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
+use futures_util::future::{self, Either};
 use hyper_util::rt::TokioTimer;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
+use crate::transport::direct::{self, First};
 use crate::transport::edge::Edge;
 use crate::transport::routes::routes;
 use crate::transport::stream::HttpStream;
@@ -75,9 +80,6 @@ pub(crate) async fn serve(
 
 /// Accepts connections and serves each in a task of its own, until `stop` says so.
 async fn accept(listener: TcpListener, edge: Arc<Edge>, stop: oneshot::Receiver<()>) {
-    let max_head = edge.limits().max_request_head_size;
-    let head_timeout = edge.limits().request_head_timeout;
-    let service = warp::service(routes(edge));
     let mut stop = std::pin::pin!(stop);
     let mut failures = AcceptFailures::default();
     loop {
@@ -100,22 +102,44 @@ async fn accept(listener: TcpListener, edge: Arc<Edge>, stop: oneshot::Receiver<
         if let Err(e) = keep_alive(&stream, peer) {
             tracing::debug!("could not turn keepalive on for {peer}: {e}");
         }
-        let service = TowerToHyperService::new(service.clone());
-        tokio::spawn(async move {
-            let served = hyper::server::conn::http1::Builder::new()
-                // Slow or stalled request heads are cut off (hyper answers 408).
-                .timer(TokioTimer::new())
-                .header_read_timeout(head_timeout)
-                // A request head past this gets 431, and no more of it is kept.
-                .max_header_size(max_head)
-                .max_buf_size(max_head)
-                .serve_connection(HttpStream::new(stream), service)
-                .with_upgrades()
-                .await;
-            if let Err(e) = served {
-                tracing::debug!("http connection ended: {e}");
-            }
-        });
+        tokio::spawn(connection(stream, edge.clone()));
+    }
+}
+
+/// One connection: an upgrade taken without hyper ([`direct`]), or else HTTP/1.1 served by
+/// hyper, with the routes of [`routes`]. Built from combinators, not as an `async fn`: the
+/// task of an upgraded socket is then the size of its relay, where an `async fn` would also
+/// keep room for its arguments for the socket's life.
+fn connection(stream: TcpStream, edge: Arc<Edge>) -> impl Future<Output = ()> + Send {
+    future::lazy(move |_| direct::first_read(stream, edge)).then(|first| match first {
+        First::Upgrade(opening) => Either::Left(opening.run()),
+        First::Http(stream, read, edge) => Either::Right(http(HttpStream::new(stream, read), edge)),
+        First::Gone => Either::Right(Box::pin(future::ready(())) as Pin<Box<_>>),
+    })
+}
+
+/// Serves `stream` over HTTP/1.1 (boxed: hyper's connection is large, and the task of a
+/// socket [`direct`] upgrades does not carry it).
+fn http(stream: HttpStream, edge: Arc<Edge>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    Box::pin(serve_http(stream, edge))
+}
+
+async fn serve_http(stream: HttpStream, edge: Arc<Edge>) {
+    let limits = edge.limits();
+    let (max_head, head_timeout) = (limits.max_request_head_size, limits.request_head_timeout);
+    let service = TowerToHyperService::new(warp::service(routes(edge)));
+    let served = hyper::server::conn::http1::Builder::new()
+        // Slow or stalled request heads are cut off (hyper answers 408).
+        .timer(TokioTimer::new())
+        .header_read_timeout(head_timeout)
+        // A request head past this gets 431, and no more of it is kept.
+        .max_header_size(max_head)
+        .max_buf_size(max_head)
+        .serve_connection(stream, service)
+        .with_upgrades()
+        .await;
+    if let Err(e) = served {
+        tracing::debug!("http connection ended: {e}");
     }
 }
 

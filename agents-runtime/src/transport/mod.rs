@@ -3,6 +3,7 @@
 //! upgrades and their socket tasks, and the parking lot of hibernated instances' sockets.
 
 mod assets;
+mod direct;
 mod edge;
 mod io;
 mod listener;

@@ -96,13 +96,13 @@ async fn handle<B: Buf>(
 
 /// `/agents/{agent}/{name}[/sub/path]`, raw (percent-encoded) segments, empty ones skipped.
 #[derive(Debug, PartialEq, Eq)]
-struct Route<'a> {
-    agent: &'a str,
-    name: &'a str,
+pub(super) struct Route<'a> {
+    pub(super) agent: &'a str,
+    pub(super) name: &'a str,
 }
 
 impl<'a> Route<'a> {
-    fn parse(path: &'a str) -> Option<Self> {
+    pub(super) fn parse(path: &'a str) -> Option<Self> {
         let mut parts = path.split('/').filter(|part| !part.is_empty());
         if parts.next()? != PREFIX {
             return None;

@@ -18,19 +18,23 @@ const SWITCHING: &[u8] = b"HTTP/1.1 101 ";
 /// A connection's stream while hyper serves it.
 pub(crate) struct HttpStream {
     io: TokioIo<TcpStream>,
+    /// What was read from the socket before hyper (see `transport::direct`), read first.
+    unread: Vec<u8>,
     /// From the 101 on, what hyper writes is kept here, not written: after a 101, hyper
     /// writes nothing more and hands the stream to the upgrade (`into_parts`).
     switching: Option<Vec<u8>>,
 }
 
 impl HttpStream {
-    pub(crate) fn new(stream: TcpStream) -> Self {
-        Self { io: TokioIo::new(stream), switching: None }
+    /// `stream`, of which `read` was read already.
+    pub(crate) fn new(stream: TcpStream, read: Vec<u8>) -> Self {
+        Self { io: TokioIo::new(stream), unread: read, switching: None }
     }
 
-    /// The socket, and the 101 response held back (empty if hyper wrote none).
-    pub(crate) fn into_parts(self) -> (TcpStream, Vec<u8>) {
-        (self.io.into_inner(), self.switching.unwrap_or_default())
+    /// The socket, the 101 response held back (empty if hyper wrote none), and what hyper
+    /// did not read of the bytes read before it.
+    pub(crate) fn into_parts(self) -> (TcpStream, Vec<u8>, Vec<u8>) {
+        (self.io.into_inner(), self.switching.unwrap_or_default(), self.unread)
     }
 
     /// Keeps `bufs` if they are (or follow) the 101; returns how many bytes it kept.
@@ -54,9 +58,19 @@ impl Read for HttpStream {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        buf: ReadBufCursor<'_>,
+        mut buf: ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+        let this = self.get_mut();
+        if !this.unread.is_empty() {
+            let n = this.unread.len().min(buf.remaining());
+            buf.put_slice(&this.unread[..n]);
+            this.unread.drain(..n);
+            if this.unread.is_empty() {
+                this.unread = Vec::new();
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.io).poll_read(cx, buf)
     }
 }
 
@@ -109,7 +123,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap());
         let (client, accepted) = tokio::join!(client, listener.accept());
-        (HttpStream::new(accepted.unwrap().0), client.unwrap())
+        (HttpStream::new(accepted.unwrap().0, Vec::new()), client.unwrap())
     }
 
     /// Other responses go to the socket; the 101 and anything after it are kept.
@@ -121,7 +135,7 @@ mod tests {
         let head = b"HTTP/1.1 101 Switching Protocols\r\n";
         assert_eq!(stream.hold(&[IoSlice::new(b""), IoSlice::new(head)]), Some(head.len()));
         assert_eq!(stream.hold(&[IoSlice::new(b"\r\n")]), Some(2));
-        let (_, held) = stream.into_parts();
+        let (_, held, _) = stream.into_parts();
         assert_eq!(held, b"HTTP/1.1 101 Switching Protocols\r\n\r\n");
     }
 }
