@@ -95,6 +95,27 @@ async fn a_turn_that_waits_does_not_hold_back_another_sockets_upgrade() {
     assert_eq!(identity["type"], "cf_agent_identity", "then the second socket's connect ran");
 }
 
+/// A connection that sends nothing, or part of a request head, is closed once the request
+/// head timeout has passed.
+#[tokio::test]
+async fn silent_connections_and_unfinished_heads_are_closed_after_the_head_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let timeout = Duration::from_millis(300);
+    let server = start(Server::builder().agent::<Ordered>().request_head_timeout(timeout)).await;
+    let silent = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let mut partial = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    partial.write_all(b"GET /agents/ordered/o HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    for mut tcp in [silent, partial] {
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut rest));
+        assert!(closed.await.is_ok(), "the connection stayed open");
+    }
+    // The server still takes connections.
+    let mut client = server.connect("/agents/ordered/o").await;
+    client.send_text("x").await;
+    assert_eq!(client.recv_text().await, "x:42");
+}
+
 // --- ids, uri and tags ---------------------------------------------------------------------
 
 /// Tags from `?tags=a,b,c`; on connect, reports id, tags and uri.

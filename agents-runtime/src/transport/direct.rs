@@ -1,16 +1,17 @@
 //! WebSocket upgrades answered without hyper. A connection whose first read holds a whole
 //! request head asking for a valid upgrade to an agent's route (what clients send, in one
 //! packet) is upgraded right there, in the connection's own task. Anything else (a head in
-//! pieces or not there yet, plain HTTP, an upgrade to refuse, a full server) goes to hyper
-//! with the bytes read, and gets hyper's answers. In a reconnect storm, hyper's connection,
-//! warp's filters and the second task per socket took a tenth of the server's CPU time.
+//! pieces, plain HTTP, an upgrade to refuse, a full server) goes to hyper with the bytes
+//! read, and gets hyper's answers. In a reconnect storm, hyper's connection, warp's filters
+//! and the second task per socket took a tenth of the server's CPU time.
 
+use std::io;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, header};
-use rustix::io::Errno;
 use rustix::net::RecvFlags;
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 use crate::request::ConnectionContext;
@@ -35,25 +36,41 @@ pub(super) enum First {
     Gone,
 }
 
-/// Reads what the client sent so far (without waiting) and upgrades it here if it can.
-pub(super) fn first_read(stream: TcpStream, edge: Arc<Edge>) -> First {
+/// Reads what the client sent so far (the socket reads as readable) and upgrades it here if it
+/// can; gives `stream` and `edge` back if nothing was there after all.
+pub(super) fn first_read(
+    stream: TcpStream,
+    edge: Arc<Edge>,
+) -> Result<First, (TcpStream, Arc<Edge>)> {
     let mut buf = [0u8; HEAD];
-    // Straight to the socket, not through tokio's readiness (which has yet to hear of a new
-    // socket): nothing there yet is for hyper to wait for.
-    let n = match rustix::net::recv(&stream, &mut buf[..], RecvFlags::empty()) {
-        Ok((0, _)) => return First::Gone,
-        Ok((n, _)) => n,
-        Err(Errno::AGAIN | Errno::INTR) => return First::Http(stream, Vec::new(), edge),
-        Err(_) => return First::Gone,
+    // A read that returns less than it asked for emptied the socket: tokio's readiness is
+    // cleared with it (the closure says `WouldBlock`), so the socket's first read waits for
+    // new bytes instead of making a `recv` that finds none.
+    let mut short = 0;
+    let read = stream.try_io(Interest::READABLE, || {
+        let (n, _) = rustix::net::recv(&stream, &mut buf[..], RecvFlags::empty())?;
+        if n > 0 && n < HEAD {
+            short = n;
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(n)
+    });
+    let n = match read {
+        Err(_) if short > 0 => short,
+        Ok(0) => return Ok(First::Gone),
+        Ok(n) => n,
+        // Not there after all (the readiness, now cleared, was stale).
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err((stream, edge)),
+        Err(_) => return Ok(First::Gone),
     };
     let read = &buf[..n];
-    match take(read, &edge) {
+    Ok(match take(read, &edge) {
         Some((opening, switching, head)) => {
             let read = Bytes::copy_from_slice(&read[head..]);
             First::Upgrade(opening.upgraded(stream, switching, read))
         }
         None => First::Http(stream, read.to_vec(), edge),
-    }
+    })
 }
 
 /// The upgrade in `read`, if it is one taken here: the opening, the 101 to answer with, and

@@ -107,11 +107,28 @@ async fn accept(listener: TcpListener, edge: Arc<Edge>, stop: oneshot::Receiver<
 }
 
 /// One connection: an upgrade taken without hyper ([`direct`]), or else HTTP/1.1 served by
-/// hyper, with the routes of [`routes`]. Built from combinators, not as an `async fn`: the
-/// task of an upgraded socket is then the size of its relay, where an `async fn` would also
-/// keep room for its arguments for the socket's life.
+/// hyper, with the routes of [`routes`]. Its first bytes are waited for here, within the
+/// request head timeout (a client sends its request right after connecting, usually after
+/// the server accepted). Built from combinators, not as one `async fn`: the task of an
+/// upgraded socket is then the size of its relay, where an `async fn` would also keep room
+/// for the wait and its arguments for the socket's life.
 fn connection(stream: TcpStream, edge: Arc<Edge>) -> impl Future<Output = ()> + Send {
-    future::lazy(move |_| direct::first_read(stream, edge)).then(|first| match first {
+    let deadline = tokio::time::Instant::now() + edge.limits().request_head_timeout;
+    async move {
+        let (mut stream, mut edge) = (stream, edge);
+        loop {
+            // Nothing in time (hyper would have closed it too), or the socket failed.
+            let Ok(Ok(())) = tokio::time::timeout_at(deadline, stream.readable()).await else {
+                return First::Gone;
+            };
+            // A new socket can read as readable before anything came.
+            match direct::first_read(stream, edge) {
+                Ok(first) => return first,
+                Err(nothing_yet) => (stream, edge) = nothing_yet,
+            }
+        }
+    }
+    .then(|first| match first {
         First::Upgrade(opening) => Either::Left(opening.run()),
         First::Http(stream, read, edge) => Either::Right(http(HttpStream::new(stream, read), edge)),
         First::Gone => Either::Right(Box::pin(future::ready(())) as Pin<Box<_>>),
