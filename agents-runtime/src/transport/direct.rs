@@ -10,14 +10,13 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, header};
-use rustix::net::RecvFlags;
-use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 use crate::request::ConnectionContext;
 use crate::transport::edge::Edge;
 use crate::transport::routes::Route;
 use crate::transport::upgrade::{self, Opening};
+use crate::wire::read::recv_draining;
 
 /// The longest request head taken here (longer ones go to hyper, which takes up to
 /// `max_request_head_size`).
@@ -43,20 +42,8 @@ pub(super) fn first_read(
     edge: Arc<Edge>,
 ) -> Result<First, (TcpStream, Arc<Edge>)> {
     let mut buf = [0u8; HEAD];
-    // A read that returns less than it asked for emptied the socket: tokio's readiness is
-    // cleared with it (the closure says `WouldBlock`), so the socket's first read waits for
-    // new bytes instead of making a `recv` that finds none.
-    let mut short = 0;
-    let read = stream.try_io(Interest::READABLE, || {
-        let (n, _) = rustix::net::recv(&stream, &mut buf[..], RecvFlags::empty())?;
-        if n > 0 && n < HEAD {
-            short = n;
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        Ok(n)
-    });
-    let n = match read {
-        Err(_) if short > 0 => short,
+    // A short read clears tokio's readiness: the socket's first read waits for new bytes.
+    let n = match recv_draining(&stream, &mut buf) {
         Ok(0) => return Ok(First::Gone),
         Ok(n) => n,
         // Not there after all (the readiness, now cleared, was stale).

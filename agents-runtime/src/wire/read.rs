@@ -448,28 +448,32 @@ fn recv(tcp: &TcpStream, size: usize, take: impl FnOnce(&[u8])) -> io::Result<us
         if scratch.len() < size {
             scratch.resize(size, 0);
         }
-        let scratch = &mut scratch[..size];
-        // `recv` on the socket, with tokio's readiness kept right. A read that returns less
-        // than it asked for emptied the socket: its readiness is cleared with it, as tokio's
-        // own reads do, so the next poll waits for new bytes instead of making a `recv` that
-        // finds none. Bytes that arrive after the read mark the
-        // socket ready again, and an end of stream stays marked.
-        let mut short = 0;
-        let read = tcp.try_io(Interest::READABLE, || {
-            let (n, _) = rustix::net::recv(tcp, &mut *scratch, RecvFlags::empty())?;
-            if n > 0 && n < size {
-                short = n;
-                return Err(io::ErrorKind::WouldBlock.into());
-            }
-            Ok(n)
-        });
-        let n = match read {
-            Err(_) if short > 0 => short,
-            read => read?,
-        };
+        let n = recv_draining(tcp, &mut scratch[..size])?;
         take(&scratch[..n]);
         Ok(n)
     })
+}
+
+/// `recv` on `tcp` into `buf`, with tokio's readiness kept right. A read that returns less
+/// than it asked for emptied the socket: its readiness is cleared with it, as tokio's own
+/// reads do, so the next poll waits for new bytes instead of making a `recv` that finds none.
+/// Bytes that arrive after the read mark the socket ready again, and an end of stream stays
+/// marked. `Ok(0)` at the end of the stream, `WouldBlock` when the readiness was stale.
+pub(crate) fn recv_draining(tcp: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    let size = buf.len();
+    let mut short = 0;
+    let read = tcp.try_io(Interest::READABLE, || {
+        let (n, _) = rustix::net::recv(tcp, &mut *buf, RecvFlags::empty())?;
+        if n > 0 && n < size {
+            short = n;
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(n)
+    });
+    match read {
+        Err(_) if short > 0 => Ok(short),
+        read => read,
+    }
 }
 
 fn message(text: bool, payload: BytesMut) -> Result<Incoming, ReadError> {
