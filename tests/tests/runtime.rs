@@ -369,9 +369,33 @@ impl Pages {
                 response.headers_mut().insert(agents_runtime::http::header::CONTENT_TYPE, json);
                 response
             }
+            "/agents/pages/p/switching" => {
+                let mut response = Response::new("HTTP/1.1 101 a body".into());
+                *response.status_mut() = agents_runtime::http::StatusCode::SWITCHING_PROTOCOLS;
+                response
+            }
             _ => Response::new(Default::default()),
         }
     }
+}
+
+/// A 101 an agent answers to plain HTTP is written like any response: only the upgrade
+/// route's own 101 is held back for the socket's first frames.
+#[tokio::test]
+async fn a_101_from_on_request_reaches_the_client() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = start(Server::builder().agent::<Pages>()).await;
+    let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let get = "GET /agents/pages/p/switching HTTP/1.1\r\nHost: x\r\n\r\n";
+    tcp.write_all(get.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let read = async {
+        while !head.ends_with(b"\r\n\r\n") {
+            head.push(tcp.read_u8().await.expect("the response head"));
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read).await.expect("a response in time");
+    assert!(head.starts_with(b"HTTP/1.1 101 "), "{}", String::from_utf8_lossy(&head));
 }
 
 #[tokio::test]

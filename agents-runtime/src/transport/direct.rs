@@ -95,14 +95,22 @@ fn asked(read: &[u8]) -> Option<Asked> {
         return None;
     }
     let target = request.path.filter(|path| path.starts_with('/'))?;
+    // An empty query is no query, as on hyper's path (`routes::build_uri`).
+    let target = match target.split_once('?') {
+        Some((path, "")) => path,
+        _ => target,
+    };
     let uri = Uri::try_from(target).ok()?;
     let mut headers = HeaderMap::with_capacity(request.headers.len());
     for line in request.headers.iter() {
         let name = HeaderName::from_bytes(line.name.as_bytes()).ok()?;
         headers.append(name, HeaderValue::from_bytes(line.value).ok()?);
     }
+    // Two lengths (even equal ones) are hyper's to judge.
+    let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
     let bodiless = !headers.contains_key(header::TRANSFER_ENCODING)
-        && headers.get(header::CONTENT_LENGTH).is_none_or(|length| length == "0");
+        && lengths.next().is_none_or(|length| length == "0")
+        && lengths.next().is_none();
     if !bodiless || !upgrade::is_upgrade(&headers) {
         return None;
     }
@@ -147,6 +155,8 @@ mod tests {
         assert_eq!(taken.headers["host"], "h");
         assert_eq!(taken.accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
         assert!(asked(head("GET / HTTP/1.1", "Content-Length: 0\r\n").as_bytes()).is_some());
+        let empty_query = asked(head("GET /agents/a/b? HTTP/1.1", "").as_bytes()).expect("taken");
+        assert_eq!((empty_query.uri.path(), empty_query.uri.query()), ("/agents/a/b", None));
     }
 
     /// Everything else is hyper's: it answers it as before (a refusal, plain HTTP, a head
@@ -164,6 +174,7 @@ mod tests {
             head("GET http://h/agents/a/b HTTP/1.1", ""),
             head("GET /agents/a/b HTTP/1.1", "Content-Length: 5\r\n"),
             head("GET /agents/a/b HTTP/1.1", "Transfer-Encoding: chunked\r\n"),
+            head("GET /agents/a/b HTTP/1.1", "Content-Length: 0\r\nContent-Length: 7\r\n"),
             head("GET /agents/a/b HTTP/1.1", &many),
             whole.replace("Upgrade: websocket", "Upgrade: h2c"),
             whole.replace("Version: 13", "Version: 8"),

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use futures_util::future::{self, Either};
+use hyper::body::Incoming;
+use hyper::service::Service;
 use hyper_util::rt::TokioTimer;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
@@ -113,7 +115,11 @@ async fn accept(listener: TcpListener, edge: Arc<Edge>, stop: oneshot::Receiver<
 /// upgraded socket is then the size of its relay, where an `async fn` would also keep room
 /// for the wait and its arguments for the socket's life.
 fn connection(stream: TcpStream, edge: Arc<Edge>) -> impl Future<Output = ()> + Send {
-    let deadline = tokio::time::Instant::now() + edge.limits().request_head_timeout;
+    let now = tokio::time::Instant::now();
+    // A timeout too large to add (`Duration::MAX`) is a year: no panic in the accept loop.
+    let deadline = now
+        .checked_add(edge.limits().request_head_timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600));
     async move {
         let (mut stream, mut edge) = (stream, edge);
         loop {
@@ -144,7 +150,13 @@ fn http(stream: HttpStream, edge: Arc<Edge>) -> Pin<Box<dyn Future<Output = ()> 
 async fn serve_http(stream: HttpStream, edge: Arc<Edge>) {
     let limits = edge.limits();
     let (max_head, head_timeout) = (limits.max_request_head_size, limits.request_head_timeout);
-    let service = TowerToHyperService::new(warp::service(routes(edge)));
+    let routes = TowerToHyperService::new(warp::service(routes(edge)));
+    // Every request carries the stream's flag, which the upgrade route raises with its 101.
+    let switching = stream.switching();
+    let service = hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
+        request.extensions_mut().insert(switching.clone());
+        routes.call(request)
+    });
     let served = hyper::server::conn::http1::Builder::new()
         // Slow or stalled request heads are cut off (hyper answers 408).
         .timer(TokioTimer::new())

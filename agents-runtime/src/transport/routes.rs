@@ -16,7 +16,8 @@ use crate::instance::Event;
 use crate::request::Request;
 use crate::transport::edge::Edge;
 use crate::transport::reply::{text, with_default_content_type};
-use crate::transport::upgrade;
+use crate::transport::stream::Switching;
+use crate::transport::upgrade::{self, Upgrade};
 use crate::wire::AGENT_UNAVAILABLE;
 
 /// The first path segment of every agent route.
@@ -35,14 +36,16 @@ pub(super) fn routes(
         .and(query)
         .and(warp::header::headers_cloned())
         .and(warp::ext::optional::<OnUpgrade>())
+        .and(warp::ext::optional::<Switching>())
         .and(warp::body::stream())
-        .then(move |method, path: FullPath, query: String, headers, upgrade, body| {
+        .then(move |method, path: FullPath, query: String, headers, upgrade, switching, body| {
             let edge = edge.clone();
             async move {
                 let uri = match build_uri(path.as_str(), &query) {
                     Ok(uri) => uri,
                     Err(()) => return text(StatusCode::BAD_REQUEST, "Invalid request"),
                 };
+                let upgrade = Upgrade { on_upgrade: upgrade, switching };
                 handle(edge, method, uri, headers, upgrade, body).await
             }
         })
@@ -53,7 +56,7 @@ async fn handle<B: Buf>(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    upgrade: Option<OnUpgrade>,
+    upgrade: Upgrade,
     body: impl Stream<Item = Result<B, warp::Error>> + Send,
 ) -> warp::reply::Response {
     let Some(route) = Route::parse(uri.path()) else {

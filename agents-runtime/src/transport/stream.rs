@@ -6,6 +6,8 @@
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use hyper::rt::{Read, ReadBufCursor, Write};
@@ -15,9 +17,24 @@ use tokio::net::TcpStream;
 /// How every 101 hyper writes for us begins (upgrades are HTTP/1.1 only).
 const SWITCHING: &[u8] = b"HTTP/1.1 101 ";
 
+/// Set by the upgrade route when it answers 101 (in the request's extensions): the stream
+/// then holds what hyper writes next. Only our route's 101 is held, never a response that
+/// merely looks like one (an `on_request` answering 101, a body starting with those bytes).
+#[derive(Clone, Default)]
+pub(crate) struct Switching(Arc<AtomicBool>);
+
+impl Switching {
+    /// The route answers 101: hold it.
+    pub(crate) fn hold(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
 /// A connection's stream while hyper serves it.
 pub(crate) struct HttpStream {
     io: TokioIo<TcpStream>,
+    /// Whether the upgrade route answered 101 (shared with the requests' extensions).
+    switching_asked: Switching,
     /// What was read from the socket before hyper (see `transport::direct`), read first.
     unread: Vec<u8>,
     /// From the 101 on, what hyper writes is kept here, not written: after a 101, hyper
@@ -28,7 +45,17 @@ pub(crate) struct HttpStream {
 impl HttpStream {
     /// `stream`, of which `read` was read already.
     pub(crate) fn new(stream: TcpStream, read: Vec<u8>) -> Self {
-        Self { io: TokioIo::new(stream), unread: read, switching: None }
+        Self {
+            io: TokioIo::new(stream),
+            switching_asked: Switching::default(),
+            unread: read,
+            switching: None,
+        }
+    }
+
+    /// The flag the upgrade route raises to have its 101 held (see [`Switching`]).
+    pub(crate) fn switching(&self) -> Switching {
+        self.switching_asked.clone()
     }
 
     /// The socket, the 101 response held back (empty if hyper wrote none), and what hyper
@@ -40,6 +67,9 @@ impl HttpStream {
     /// Keeps `bufs` if they are (or follow) the 101; returns how many bytes it kept.
     fn hold(&mut self, bufs: &[IoSlice<'_>]) -> Option<usize> {
         if self.switching.is_none() {
+            if !self.switching_asked.0.load(Ordering::Acquire) {
+                return None;
+            }
             let first = bufs.iter().find(|buf| !buf.is_empty())?;
             if !first.starts_with(SWITCHING) {
                 return None;
@@ -126,13 +156,16 @@ mod tests {
         (HttpStream::new(accepted.unwrap().0, Vec::new()), client.unwrap())
     }
 
-    /// Other responses go to the socket; the 101 and anything after it are kept.
+    /// Other responses go to the socket; the 101 the route asked for and anything after it
+    /// are kept.
     #[tokio::test]
     async fn only_the_101_and_what_follows_are_held() {
         let (mut stream, _client) = stream().await;
+        let head = b"HTTP/1.1 101 Switching Protocols\r\n";
+        assert_eq!(stream.hold(&[IoSlice::new(head)]), None, "not asked for: a user's 101");
+        stream.switching().hold();
         assert_eq!(stream.hold(&[IoSlice::new(b"HTTP/1.1 200 OK\r\n\r\n")]), None);
         assert_eq!(stream.hold(&[IoSlice::new(b""), IoSlice::new(b"HTTP/1.1 400 ")]), None);
-        let head = b"HTTP/1.1 101 Switching Protocols\r\n";
         assert_eq!(stream.hold(&[IoSlice::new(b""), IoSlice::new(head)]), Some(head.len()));
         assert_eq!(stream.hold(&[IoSlice::new(b"\r\n")]), Some(2));
         let (_, held, _) = stream.into_parts();

@@ -18,7 +18,7 @@ use crate::request::{ConnectionContext, query_param};
 use crate::transport::edge::Edge;
 use crate::transport::reply::text;
 use crate::transport::socket::{Joined, Socket, serve};
-use crate::transport::stream::HttpStream;
+use crate::transport::stream::{HttpStream, Switching};
 use crate::wire::frame::OP_CLOSE;
 use crate::wire::handshake::is_valid_key;
 use crate::wire::{CloseFrame, close_code};
@@ -31,6 +31,13 @@ pub(super) fn is_upgrade(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
+/// What hyper gives a request for its upgrade.
+pub(super) struct Upgrade {
+    pub(super) on_upgrade: Option<OnUpgrade>,
+    /// Raised with the 101, for the stream to hold it (see `transport::stream`).
+    pub(super) switching: Option<Switching>,
+}
+
 /// Answers the upgrade (101) and starts the socket task, or says what is wrong with it.
 pub(super) fn upgrade(
     edge: Arc<Edge>,
@@ -39,8 +46,9 @@ pub(super) fn upgrade(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    on_upgrade: Option<OnUpgrade>,
+    upgrade: Upgrade,
 ) -> warp::reply::Response {
+    let Upgrade { on_upgrade, switching } = upgrade;
     let accept = match check(&method, &headers) {
         Ok(accept) => accept,
         Err(refusal) => return refusal.response(),
@@ -71,10 +79,11 @@ pub(super) fn upgrade(
             return;
         };
         let (tcp, switching, unread) = parts.io.into_parts();
+        // hyper read from the front of `unread`: what it kept of that comes first.
         let read = if unread.is_empty() {
             parts.read_buf
         } else {
-            [unread.as_slice(), &parts.read_buf].concat().into()
+            [&parts.read_buf, unread.as_slice()].concat().into()
         };
         opening.upgraded(tcp, switching, read).run().await;
     });
@@ -85,6 +94,10 @@ pub(super) fn upgrade(
     headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     if let Ok(accept) = HeaderValue::from_str(&accept) {
         headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    // The stream holds this 101 for the connect turn to write with its first frames.
+    if let Some(switching) = switching {
+        switching.hold();
     }
     response.into_response()
 }

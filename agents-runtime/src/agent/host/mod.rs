@@ -264,6 +264,11 @@ impl<A: Agent> Host<A> {
     /// One event as a turn: its hook (a panic goes to `on_error`), the `on_state_changed`
     /// rounds it caused, then its reply once its writes are durable.
     async fn turn(&mut self, event: Event) {
+        if self.directory.commits.loss_count() != self.seen_losses {
+            // A restart may come first (its `on_start` may take a while): a connect does not
+            // hold its 101 back for it.
+            event.heard_late();
+        }
         self.restart_if_lost().await;
         if let Some(awake) = &self.awake {
             // Its SQL statements are its own: a failure rolls back no earlier turn's.
