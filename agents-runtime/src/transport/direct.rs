@@ -16,7 +16,7 @@ use crate::request::ConnectionContext;
 use crate::transport::edge::Edge;
 use crate::transport::routes::Route;
 use crate::transport::upgrade::{self, Opening};
-use crate::wire::read::recv_draining;
+use crate::wire::read::recv;
 
 /// The longest request head taken here (longer ones go to hyper, which takes up to
 /// `max_request_head_size`).
@@ -41,22 +41,28 @@ pub(super) fn first_read(
     stream: TcpStream,
     edge: Arc<Edge>,
 ) -> Result<First, (TcpStream, Arc<Edge>)> {
-    let mut buf = [0u8; HEAD];
-    // A short read clears tokio's readiness: the socket's first read waits for new bytes.
-    let n = match recv_draining(&stream, &mut buf) {
+    // Into the thread's read buffer (the socket reader's); a short read clears tokio's
+    // readiness, so the socket's first read waits for new bytes.
+    let mut taken = None;
+    let mut for_hyper = Vec::new();
+    let read = recv(&stream, HEAD, |read| match take(read, &edge) {
+        Some((opening, switching, head)) => {
+            taken = Some((opening, switching, Bytes::copy_from_slice(&read[head..])));
+        }
+        None => for_hyper = read.to_vec(),
+    });
+    match read {
         Ok(0) => return Ok(First::Gone),
-        Ok(n) => n,
+        Ok(_) => {}
         // Not there after all (the readiness, now cleared, was stale).
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err((stream, edge)),
         Err(_) => return Ok(First::Gone),
-    };
-    let read = &buf[..n];
-    Ok(match take(read, &edge) {
-        Some((opening, switching, head)) => {
-            let read = Bytes::copy_from_slice(&read[head..]);
+    }
+    Ok(match taken {
+        Some((opening, switching, read)) => {
             First::Upgrade(opening.upgraded(stream, switching, read))
         }
-        None => First::Http(stream, read.to_vec(), edge),
+        None => First::Http(stream, for_hyper, edge),
     })
 }
 

@@ -443,7 +443,7 @@ impl Drop for Reader {
 
 /// Reads what `tcp` has, at most `size` bytes, into this thread's buffer and hands it to
 /// `take`; `Ok(0)` at the end of the stream, `WouldBlock` when the readiness was stale.
-fn recv(tcp: &TcpStream, size: usize, take: impl FnOnce(&[u8])) -> io::Result<usize> {
+pub(crate) fn recv(tcp: &TcpStream, size: usize, take: impl FnOnce(&[u8])) -> io::Result<usize> {
     SCRATCH.with_borrow_mut(|scratch| {
         if scratch.len() < size {
             scratch.resize(size, 0);
@@ -459,7 +459,7 @@ fn recv(tcp: &TcpStream, size: usize, take: impl FnOnce(&[u8])) -> io::Result<us
 /// reads do, so the next poll waits for new bytes instead of making a `recv` that finds none.
 /// Bytes that arrive after the read mark the socket ready again, and an end of stream stays
 /// marked. `Ok(0)` at the end of the stream, `WouldBlock` when the readiness was stale.
-pub(crate) fn recv_draining(tcp: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+fn recv_draining(tcp: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
     let size = buf.len();
     let mut short = 0;
     let read = tcp.try_io(Interest::READABLE, || {
