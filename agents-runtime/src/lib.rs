@@ -75,6 +75,8 @@ mod outbox;
 mod instance;
 // Clients of an agent: over a WebSocket, and the transport trait stubs share.
 pub mod client;
+// Agents as clients of remote MCP servers (`ctx.mcp()`).
+pub mod mcp;
 // Agents: the trait, the context, the host task that runs turns, in-process stubs.
 mod agent;
 // The network edge: warp, sockets, parking.

@@ -160,6 +160,30 @@ tuple!(A, B);
 tuple!(A, B, C);
 tuple!(A, B, C, D);
 
+impl TypeScript for crate::mcp::McpConnectionState {
+    fn ts_type(decls: &mut Declarations) -> String {
+        decls.declare("McpConnectionState", |_| {
+            "/** Where a connection to an MCP server stands. */\n\
+             export type McpConnectionState = \"authenticating\" | \"connecting\" | \"connected\" | \"discovering\" | \"ready\" | \"failed\" | \"not-connected\";"
+                .into()
+        });
+        "McpConnectionState".into()
+    }
+}
+
+impl TypeScript for crate::mcp::AddMcpServerResult {
+    fn ts_type(decls: &mut Declarations) -> String {
+        decls.declare("AddMcpServerResult", |decls| {
+            let state = crate::mcp::McpConnectionState::ts_type(decls);
+            format!(
+                "/** What adding an MCP server returns. */\n\
+                 export interface AddMcpServerResult {{\n  id: string;\n  state: {state};\n}}"
+            )
+        });
+        "AddMcpServerResult".into()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

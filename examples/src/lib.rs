@@ -11,7 +11,7 @@ pub use agents::{
     Catalog, CatalogClient, CatalogEntry, ChatAgent, ChatRoom, Counter, CounterClient,
     CounterState, FileAgent, HibernatingCounter, HibernatingCounterState, JsNumber, MyAgent, Note,
     Notebook, NotebookClient, PresenceAgent, Reminders, RemindersClient, RemindersState,
-    SecureAgent, TagsAgent,
+    SecureAgent, TagsAgent, ToolInfo, Toolbox, ToolboxClient,
 };
 
 /// Lets jemalloc (the binaries' allocator) give freed pages back to the system from a
@@ -41,6 +41,7 @@ pub fn server() -> ServerBuilder {
         .agent::<Notebook>()
         .agent::<Reminders>()
         .agent::<Catalog>()
+        .agent::<Toolbox>()
         // ANCHOR: demo_assets
         // The demo page (examples/web): a chat room with presence and the Counter, written
         // against the official `agents` client and bundled by esbuild into dist/app.js.

@@ -69,6 +69,7 @@ const LAYERS: &[&[&str]] = &[
     &["outbox"],
     &["instance"],
     &["client"],
+    &["mcp"],
     &["agent"],
     &["transport"],
     &["registry", "server", "testing", "typescript", "bench", "fuzz", "prelude", "__private"],

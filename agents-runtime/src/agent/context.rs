@@ -15,6 +15,7 @@ use crate::instance::directory::Directory;
 use crate::instance::log_budget::LogBudget;
 use crate::instance::shared::Instance;
 use crate::instance::state::StateSource;
+use crate::mcp::{McpClientManager, McpClients};
 use crate::message::Message;
 use crate::sql::{Sql, SqlSession};
 use crate::storage::timers::Timers;
@@ -69,6 +70,8 @@ pub struct Context<A: Agent> {
     /// The instance's SQL database, open from its first statement until the context is
     /// dropped (hibernation).
     sql: SqlSession,
+    /// Its MCP servers (`ctx.mcp()`).
+    mcp: McpClients,
 }
 
 /// An accepted state change, for `on_state_changed` once the current turn's hook is done.
@@ -84,6 +87,7 @@ impl<A: Agent> Context<A> {
         instance: Arc<Instance>,
         state: A::State,
         connections: ConnectionTable<A::ConnectionState>,
+        mcp: McpClients,
     ) -> Self {
         let sql = SqlSession::new(directory.databases.clone(), A::NAME, instance.name.clone());
         Self {
@@ -97,12 +101,26 @@ impl<A: Agent> Context<A> {
             state_frame: None,
             current: None,
             changes: Vec::new(),
+            mcp,
         }
     }
 
-    /// The instance leaves memory (hibernation, or a failed `on_start`): its connections stay.
-    pub(crate) fn into_connections(self) -> ConnectionTable<A::ConnectionState> {
-        self.connections
+    /// The instance leaves memory (hibernation, or a failed `on_start`): its connections stay,
+    /// and so do its MCP servers' connections.
+    pub(crate) fn into_parts(self) -> (ConnectionTable<A::ConnectionState>, McpClients) {
+        (self.connections, self.mcp)
+    }
+
+    /// The instance's MCP client manager (`this.mcp`, `this.addMcpServer`,
+    /// `this.getMcpServers`): connect to remote MCP servers and use their tools, prompts and
+    /// resources. See the book's MCP chapter.
+    pub fn mcp(&mut self) -> McpClientManager<'_> {
+        McpClientManager::new(&mut self.mcp, &self.instance)
+    }
+
+    /// The MCP servers, as the host broadcasts them.
+    pub(crate) fn mcp_clients(&self) -> &McpClients {
+        &self.mcp
     }
 
     /// A turn starts for an event of `conn` (`None`: not a connection's event).

@@ -45,6 +45,9 @@ pub(crate) enum Event {
     /// The store gave up on writes (a full disk): an instance that made some of them
     /// restarts from what is durable (every turn looks first; this wakes an idle one).
     StorageLost,
+    /// A connection to one of its MCP servers changed state: the end of the turn broadcasts
+    /// the new `cf_agent_mcp_servers` frame.
+    McpChanged,
 }
 
 impl Event {

@@ -27,6 +27,8 @@ const QUEUE: u8 = b'q';
 const QUEUE_TAIL: u8 = b'Q';
 /// The kind byte of the instance's entry in the index of alarms (its due time).
 const WAKE: u8 = b'w';
+/// The kind byte of the MCP servers the instance added (`ctx.mcp()`), by id.
+const MCP_SERVER: u8 = b'm';
 
 /// The first byte of the index of alarms by due time.
 const INDEX: u8 = b'w';
@@ -120,6 +122,16 @@ impl InstanceKeys {
     /// Where the queue's next sequence number is kept.
     pub(crate) fn queue_tail(&self) -> Vec<u8> {
         self.with_kind(QUEUE_TAIL, b"")
+    }
+
+    /// Where MCP server `id` is kept.
+    pub(crate) fn mcp_server(&self, id: &str) -> Vec<u8> {
+        self.with_kind(MCP_SERVER, id.as_bytes())
+    }
+
+    /// The prefix of every MCP server.
+    pub(crate) fn mcp_server_prefix(&self) -> Vec<u8> {
+        self.with_kind(MCP_SERVER, b"")
     }
 
     /// Where the instance's due time in the index of alarms is kept.

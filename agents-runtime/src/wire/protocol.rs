@@ -97,7 +97,7 @@ pub(crate) enum ServerFrame<'a, S = Value> {
     /// The client's state update was refused.
     #[serde(rename = "cf_agent_state_error")]
     StateError { error: Cow<'a, str> },
-    /// The MCP servers the agent uses (none: this runtime has no MCP client).
+    /// The MCP servers the agent uses (the empty list here; see `mcp_servers_of`).
     #[serde(rename = "cf_agent_mcp_servers")]
     McpServers { mcp: McpServers },
     /// An RPC answer or stream chunk.
@@ -260,11 +260,23 @@ pub(crate) fn setup_error(error: &str) -> Message {
     serde_json::to_string(&SetupError { error }).expect("a string serializes").into()
 }
 
-/// The MCP frame with no servers, which every connection gets on connect (built once).
+/// The MCP frame with no servers, which every connection of an agent without MCP servers gets
+/// on connect (built once).
 pub(crate) fn mcp_servers() -> Message {
     static EMPTY: LazyLock<Message> =
         LazyLock::new(|| encode(&Stateless::McpServers { mcp: McpServers::default() }));
     EMPTY.clone()
+}
+
+/// The MCP frame of an agent's MCP servers (`mcp`: the SDK's `MCPServersState` shape).
+pub(crate) fn mcp_servers_of<M: Serialize>(mcp: &M) -> serde_json::Result<Message> {
+    #[derive(Serialize)]
+    struct Frame<'a, M> {
+        mcp: &'a M,
+        #[serde(rename = "type")]
+        kind: &'static str,
+    }
+    Ok(serde_json::to_string(&Frame { mcp, kind: "cf_agent_mcp_servers" })?.into())
 }
 
 #[cfg(test)]

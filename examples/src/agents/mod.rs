@@ -12,6 +12,7 @@ mod presence;
 mod reminders;
 mod secure_agent;
 mod tags_agent;
+mod toolbox;
 
 pub use catalog::{Catalog, CatalogClient, Entry as CatalogEntry, MAX_SEARCH_RESULTS};
 pub use chat_agent::ChatAgent;
@@ -28,3 +29,4 @@ pub use reminders::{
 };
 pub use secure_agent::SecureAgent;
 pub use tags_agent::TagsAgent;
+pub use toolbox::{ToolInfo, Toolbox, ToolboxClient};

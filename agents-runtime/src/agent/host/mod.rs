@@ -14,6 +14,7 @@ use crate::instance::directory::{Directory, HostCount};
 use crate::instance::event::Event;
 use crate::instance::mailbox::Sleeper;
 use crate::instance::shared::Instance;
+use crate::mcp::McpClients;
 use crate::storage::durability::Settled;
 use crate::wire::protocol;
 
@@ -62,6 +63,7 @@ pub(crate) fn spawn<A: Agent>(directory: Arc<Directory>, instance: Arc<Instance>
         instance,
         awake: None,
         asleep: ConnectionTable::default(),
+        mcp: McpClients::default(),
         hibernated: None,
         reply: None,
         seen_losses,
@@ -93,12 +95,14 @@ struct Sleeping<A: Agent> {
     /// Counts the instance as live (shutdown waits for it) while it has no task.
     hosted: HostCount,
     connections: ConnectionTable<A::ConnectionState>,
+    /// Its MCP servers: their connections stay while it hibernates.
+    mcp: McpClients,
     seen_losses: usize,
 }
 
 impl<A: Agent> Sleeper<Instance> for Sleeping<A> {
     fn wake(self: Box<Self>, instance: Arc<Instance>) {
-        let Sleeping { hosted, connections, seen_losses } = *self;
+        let Sleeping { hosted, connections, mcp, seen_losses } = *self;
         let directory = hosted.directory().clone();
         let hibernated = Some(Tally::kept(&directory, |directory| &directory.hibernated_instances));
         let host = Host::<A> {
@@ -107,6 +111,7 @@ impl<A: Agent> Sleeper<Instance> for Sleeping<A> {
             instance,
             awake: None,
             asleep: connections,
+            mcp,
             hibernated,
             reply: None,
             seen_losses,
@@ -124,6 +129,8 @@ struct Host<A: Agent> {
     awake: Option<Awake<A>>,
     /// The connections while not awake; moved into the context on waking.
     asleep: ConnectionTable<A::ConnectionState>,
+    /// The MCP servers while not awake; moved into the context on waking.
+    mcp: McpClients,
     /// Counts this instance as hibernated while it is.
     hibernated: Option<Tally>,
     /// The answer to the current HTTP request or in-process call, sent once the turn (its
@@ -224,6 +231,7 @@ impl<A: Agent> Host<A> {
         let record = Box::new(Sleeping::<A> {
             hosted: self.directory.host_started(),
             connections: std::mem::take(&mut self.asleep),
+            mcp: std::mem::take(&mut self.mcp),
             seen_losses: self.seen_losses,
         });
         match self.instance.mailbox.sleep(record) {
@@ -235,7 +243,9 @@ impl<A: Agent> Host<A> {
                 true
             }
             Err(record) => {
-                self.asleep = record.connections;
+                let Sleeping { connections, mcp, .. } = *record;
+                self.asleep = connections;
+                self.mcp = mcp;
                 false
             }
         }
@@ -285,6 +295,7 @@ impl<A: Agent> Host<A> {
             // It could not start: no SQL statement of its may hold its frames.
             None => self.instance.gate.release(),
         }
+        self.broadcast_mcp();
         // The turn's SQL writes could not be kept: its answer is an error, and the instance
         // restarts from what is durable (its `on_start` committed as a turn of its own; a few
         // times at most, if that fails too).
@@ -313,6 +324,21 @@ impl<A: Agent> Host<A> {
         }
     }
 
+    /// Sends the MCP frame to every protocol-enabled connection if the servers changed
+    /// (asleep ones too: a parked socket resumes to write it).
+    fn broadcast_mcp(&self) {
+        let (mcp, table) = match &self.awake {
+            Some(awake) => (awake.ctx.mcp_clients(), awake.ctx.connections()),
+            None => (&self.mcp, &self.asleep),
+        };
+        let Some(frame) = mcp.take_broadcast() else { return };
+        for conn in table.iter(None) {
+            if conn.is_protocol_enabled() {
+                let _ = conn.send(frame.clone());
+            }
+        }
+    }
+
     fn connection_count(&self) -> usize {
         match &self.awake {
             Some(awake) => awake.ctx.connections().len(),
@@ -337,7 +363,7 @@ impl<A: Agent> Host<A> {
         if let Some(Awake { agent, ctx, .. }) = self.awake.take() {
             // Nothing is left uncommitted between turns; if it were, it is committed now.
             ctx.commit_turn();
-            self.asleep = ctx.into_connections();
+            (self.asleep, self.mcp) = ctx.into_parts();
             drop(agent);
             // The corks' log and the links they kept for the next turn go too.
             self.instance.corks.trim();
@@ -367,13 +393,16 @@ impl<A: Agent> Host<A> {
             // Built before the connections move, so a panicking `create` leaves them here.
             let mut agent = A::create();
             let asleep = std::mem::take(&mut self.asleep);
+            let mut mcp = std::mem::take(&mut self.mcp);
+            // Before `on_start`, as the SDK restores them: connect to the servers on the list.
+            mcp.start(&self.instance);
             let mut ctx =
-                Context::new(self.directory.clone(), self.instance.clone(), state, asleep);
+                Context::new(self.directory.clone(), self.instance.clone(), state, asleep, mcp);
             let started = caught(agent.on_start(&mut ctx)).await.and_then(|started| started);
             if let Err(e) = started {
                 let error = Error::msg(format!("on_start failed: {e}"));
                 report(&mut agent, &mut ctx, None, error).await;
-                self.asleep = ctx.into_connections();
+                (self.asleep, self.mcp) = ctx.into_parts();
                 return Err(e);
             }
             // The statements of the turn's hooks after `on_start` are their own.
@@ -432,7 +461,7 @@ impl<A: Agent> Host<A> {
         self.instance.alarm.forget();
         let Some(Awake { agent, ctx, .. }) = self.awake.take() else { return };
         tracing::warn!(agent = A::NAME, name = %self.name, "restarting from durable state: {why}");
-        self.asleep = ctx.into_connections();
+        (self.asleep, self.mcp) = ctx.into_parts();
         drop(agent);
         self.instance.corks.trim();
         let awake = match self.wake().await {

@@ -60,6 +60,8 @@ impl<A: Agent> Host<A> {
             Event::Alarm => self.run_alarms().await,
             // The turn's look at lost writes restarted the instance if it had to.
             Event::StorageLost => {}
+            // The turn's end broadcasts what changed.
+            Event::McpChanged => {}
         }
     }
 
@@ -291,7 +293,7 @@ fn send_connect_frames<A: Agent>(ctx: &mut Context<A>, conn: &Connection<A::Conn
     if let Some(frame) = state {
         let _ = conn.send(frame);
     }
-    let _ = conn.send(protocol::mcp_servers());
+    let _ = conn.send(ctx.mcp_clients().frame());
 }
 
 /// Runs one RPC call and answers it (unless the method streams its own answer). The answer
