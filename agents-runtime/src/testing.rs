@@ -142,6 +142,7 @@ impl Endpoint {
         }
         let mcp = client.recv_json().await;
         assert_eq!(mcp["type"], "cf_agent_mcp_servers", "the MCP frame ends the preamble");
+        client.initial_mcp = Some(mcp["mcp"].clone());
         client.identity = Some(identity);
         client
     }
@@ -165,7 +166,7 @@ impl Endpoint {
             .unwrap_or_else(|_| panic!("connecting to {url} timed out"))
             .unwrap_or_else(|e| panic!("connecting to {url} failed: {e}"));
         assert_eq!(response.status(), 101);
-        Client { ws, identity: None, initial_state: None }
+        Client { ws, identity: None, initial_state: None, initial_mcp: None }
     }
 
     /// Tries a WebSocket upgrade that is expected to be refused; returns status and body.
@@ -276,6 +277,8 @@ pub struct Client {
     pub identity: Option<serde_json::Value>,
     /// The state of the `cf_agent_state` frame that followed the identity, if any.
     pub initial_state: Option<serde_json::Value>,
+    /// The `mcp` of the `cf_agent_mcp_servers` frame that ended the preamble.
+    pub initial_mcp: Option<serde_json::Value>,
 }
 
 /// What the client saw when the server closed.
@@ -428,7 +431,7 @@ impl Client {
 
     /// Wraps a raw stream taken with [`into_inner`](Self::into_inner).
     pub fn from_stream(ws: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Self {
-        Self { ws, identity: None, initial_state: None }
+        Self { ws, identity: None, initial_state: None, initial_mcp: None }
     }
 
     /// The raw stream, for tests that need to stop reading.

@@ -6,9 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rmcp::model::{ClientCapabilities, ClientConfig, Implementation};
-use rmcp::service::{NotificationContext, RunningService};
+use rmcp::service::{ClientInitializeError, NotificationContext, RunningService};
 use rmcp::transport::StreamableHttpClientTransport;
-use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::streamable_http_client::{
+    StreamableHttpClientTransportConfig, StreamableHttpError,
+};
 use rmcp::{ClientHandler, RoleClient, serve_client};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
@@ -144,7 +146,7 @@ async fn fail(shared: &Shared, server: &StoredServer, generation: u64, why: Stri
         url = server.server_url,
         "MCP server failed: {why}"
     );
-    let unauthorized = why.contains("401") || why.contains("Unauthorized");
+    let unauthorized = ["401", "Unauthorized", "Auth required"].iter().any(|s| why.contains(s));
     let why = if unauthorized {
         format!(
             "{why} (the server asks for authorization; OAuth is not supported yet, pass a token in a header)"
@@ -167,11 +169,11 @@ async fn open(server: &StoredServer, listener: Listener) -> Result<Session, Stri
         let config = StreamableHttpClientTransportConfig::with_uri(url.as_str())
             .custom_headers(headers.clone());
         let transport = StreamableHttpClientTransport::with_client(client.clone(), config);
-        serve_client(listener.clone(), transport).await.map_err(|e| full_error(&e))
+        serve_client(listener.clone(), transport).await.map_err(init_error)
     };
     let sse = async {
         let transport = sse::open(client, &url, &headers).await.map_err(|e| e.to_string())?;
-        serve_client(listener.clone(), transport).await.map_err(|e| full_error(&e))
+        serve_client(listener.clone(), transport).await.map_err(init_error)
     };
     match server.options.transport {
         McpTransport::StreamableHttp => streamable.await,
@@ -180,6 +182,23 @@ async fn open(server: &StoredServer, listener: Listener) -> Result<Session, Stri
             Err(why) if not_implemented(&why) => sse.await,
             opened => opened,
         },
+    }
+}
+
+/// Why a session could not be opened, in words (without the transport's type name).
+fn init_error(error: ClientInitializeError) -> String {
+    match error {
+        ClientInitializeError::TransportError { error, context } => {
+            // The HTTP client's error keeps its causes (a refused connection, say) out of the
+            // transport error's chain.
+            let inner = error.error.as_ref();
+            let why = match inner.downcast_ref::<StreamableHttpError<reqwest::Error>>() {
+                Some(StreamableHttpError::Client(e)) => full_error(e),
+                _ => full_error(inner),
+            };
+            format!("{why} (when trying to {context})")
+        }
+        other => full_error(&other),
     }
 }
 

@@ -147,37 +147,37 @@ pub struct AddMcpServerResult {
 /// One server in [`McpServersState`] (the SDK's `MCPServer`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct McpServer {
-    /// The name it was added with.
-    pub name: String,
-    /// Its URL.
-    pub server_url: String,
     /// Where to authorize, for OAuth (always `None` here: OAuth is not supported yet).
     pub auth_url: Option<String>,
-    /// Where its connection stands.
-    pub state: McpConnectionState,
+    /// The server's capabilities, from its `initialize` answer.
+    pub capabilities: Option<Value>,
     /// Why it failed, if it did (at most 500 characters, control characters removed).
     pub error: Option<String>,
     /// The server's instructions, from its `initialize` answer.
     pub instructions: Option<String>,
-    /// The server's capabilities, from its `initialize` answer.
-    pub capabilities: Option<Value>,
+    /// The name it was added with.
+    pub name: String,
+    /// Its URL.
+    pub server_url: String,
+    /// Where its connection stands.
+    pub state: McpConnectionState,
 }
 
 /// The agent's MCP servers and what they offer (`getMcpServers()`, the SDK's
 /// `MCPServersState`): the payload of the `cf_agent_mcp_servers` frame.
 ///
 /// Tools, prompts and resources are the MCP objects as the servers listed them, each with a
-/// `serverId`.
+/// `serverId`. (Fields in the order the SDK sends them.)
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct McpServersState {
-    /// The servers, by id.
-    pub servers: BTreeMap<String, McpServer>,
-    /// The tools of every ready server.
-    pub tools: Vec<Value>,
     /// The prompts of every ready server.
     pub prompts: Vec<Value>,
     /// The resources of every ready server.
     pub resources: Vec<Value>,
+    /// The servers, by id.
+    pub servers: BTreeMap<String, McpServer>,
+    /// The tools of every ready server.
+    pub tools: Vec<Value>,
 }
 
 /// A tool of a ready server, as [`McpClientManager::list_tools`] lists it.
