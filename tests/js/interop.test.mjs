@@ -4,11 +4,17 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 
 import { AgentClient } from "agents/client";
+import { useAgent } from "agents/react";
 import PartySocket from "partysocket";
+import { createElement } from "react";
+import TestRenderer from "react-test-renderer";
 import WebSocket from "ws";
 
 const host = process.env.AGENTS_HOST;
 assert.ok(host, "AGENTS_HOST must name the server, like 127.0.0.1:8787");
+// An MCP server (tests/js/mcp-server.mjs) for the Toolbox agent.
+const mcpUrl = process.env.MCP_SERVER_URL;
+assert.ok(mcpUrl, "MCP_SERVER_URL must name an MCP server, like http://127.0.0.1:3000/mcp");
 
 /** A fresh instance name per test, so tests do not share state. */
 const room = (prefix) => `${prefix}-${Math.random().toString(36).slice(2, 10)}`;
@@ -145,5 +151,65 @@ test("a partysocket reconnect keeps the same _pk connection id", async () => {
     assert.equal(ids[1], socket.id);
   } finally {
     socket.close();
+  }
+});
+
+test("AgentClient sees the MCP servers frame as the Toolbox adds, uses and removes a server", async () => {
+  const frames = [];
+  const c = client({ agent: "Toolbox", name: room("mcp") });
+  c.addEventListener("message", (event) => {
+    const frame = JSON.parse(event.data);
+    if (frame.type === "cf_agent_mcp_servers") frames.push(frame.mcp);
+  });
+  try {
+    await c.ready;
+    await until(() => frames.length > 0, "the MCP frame of the connect");
+    assert.deepEqual(frames[0], { prompts: [], resources: [], servers: {}, tools: [] });
+    const added = await c.call("addServer", ["tools", mcpUrl]);
+    assert.equal(added.state, "connecting");
+    const ready = () => frames.find((mcp) => mcp.servers[added.id]?.state === "ready");
+    await until(ready, "the server ready", 30_000);
+    const mcp = ready();
+    assert.equal(mcp.servers[added.id].name, "tools");
+    assert.equal(mcp.servers[added.id].server_url, mcpUrl);
+    assert.deepEqual(mcp.tools.map((tool) => tool.name), ["add", "echo", "fail", "grow"]);
+    assert.ok(mcp.tools.every((tool) => tool.serverId === added.id));
+    assert.deepEqual(await c.stub.listTools(), [
+      { serverId: added.id, name: "add", description: "Adds two numbers" },
+      { serverId: added.id, name: "echo", description: "Echoes a text" },
+      { serverId: added.id, name: "fail", description: "Always fails" },
+      { serverId: added.id, name: "grow", description: "Adds a tool" },
+    ]);
+    assert.deepEqual(await c.call("callTool", [added.id, "add", { a: 1, b: 2 }]), {
+      content: [{ type: "text", text: "3" }],
+    });
+    await assert.rejects(c.call("callTool", ["nope", "add", {}]), { message: "MCP server nope not found" });
+    await c.call("removeServer", [added.id]);
+    await until(() => frames.at(-1).servers[added.id] === undefined, "the server removed");
+  } finally {
+    c.close();
+  }
+});
+
+test("useAgent's onMcpUpdate receives the MCP servers state", async () => {
+  // React renders `useAgent` as a front end would (react-test-renderer: no DOM needed).
+  const updates = [];
+  const name = room("react");
+  let agent;
+  function Toolbox() {
+    agent = useAgent({ agent: "Toolbox", name, host, WebSocket, onMcpUpdate: (mcp) => updates.push(mcp) });
+    return null;
+  }
+  const renderer = TestRenderer.create(createElement(Toolbox));
+  try {
+    await until(() => updates.length > 0, "onMcpUpdate on connect");
+    assert.deepEqual(updates[0], { prompts: [], resources: [], servers: {}, tools: [] });
+    const added = await agent.call("addServer", ["react", mcpUrl]);
+    const ready = () => updates.find((mcp) => mcp.servers[added.id]?.state === "ready");
+    await until(ready, "onMcpUpdate with the server ready", 30_000);
+    assert.deepEqual(ready().tools.map((tool) => tool.name), ["add", "echo", "fail", "grow"]);
+    assert.equal(ready().servers[added.id].instructions, "Tools for the agents-rs tests.");
+  } finally {
+    renderer.unmount();
   }
 });

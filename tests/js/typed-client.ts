@@ -5,7 +5,15 @@
 // ANCHOR: typed
 import { AgentClient } from "agents/client";
 
-import type { Counter, CounterState, TagsAgent } from "./generated/agents";
+import type {
+  AddMcpServerResult,
+  Counter,
+  CounterState,
+  JsonValue,
+  TagsAgent,
+  ToolInfo,
+  Toolbox,
+} from "./generated/agents";
 
 export async function typedFrontEnd(host: string): Promise<number> {
   const counter = new AgentClient<Counter>({ agent: "counter", name: "ts", host });
@@ -31,6 +39,16 @@ export async function typedFrontEnd(host: string): Promise<number> {
   const reached: number = await tags.stub.notifyAdmins("deploy at 5");
   // @ts-expect-error: notifyAdmins takes a string
   await tags.stub.notifyAdmins(5);
-  console.log(state, last);
+
+  const toolbox = new AgentClient<Toolbox>({ agent: "toolbox", name: "ts", host });
+  const added: AddMcpServerResult = await toolbox.stub.addServer("tools", "https://example.com/mcp");
+  const tools: ToolInfo[] = await toolbox.stub.listTools();
+  const result: JsonValue = await toolbox.stub.callTool(added.id, tools[0]?.name ?? "add", { a: 1 });
+  await toolbox.stub.removeServer(added.id);
+  // @ts-expect-error: a state is one of the SDK's connection states
+  const done: boolean = added.state === "done";
+  // @ts-expect-error: addServer takes a name and a URL
+  await toolbox.stub.addServer("tools");
+  console.log(state, last, result, done);
   return reached;
 }

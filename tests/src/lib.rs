@@ -78,7 +78,11 @@ pub mod node {
     //! at a time across test processes. Node 20+ and npm must be on the PATH.
 
     use std::path::{Path, PathBuf};
-    use std::process::{Command, Output};
+    use std::process::{Command, Output, Stdio};
+
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    use crate::WAIT;
 
     /// `{workspace}/{relative}`.
     pub fn project(relative: &str) -> PathBuf {
@@ -109,6 +113,48 @@ pub mod node {
             );
         }
         dir.to_path_buf()
+    }
+
+    /// The tests' MCP server (the official TypeScript SDK's, `tests/js/mcp-server.mjs`), a Node
+    /// child process; killed when dropped.
+    pub struct McpServer {
+        _child: tokio::process::Child,
+        port: u16,
+    }
+
+    impl McpServer {
+        /// Starts `tests/js/mcp-server.mjs` on a free port (installing the npm packages first).
+        pub async fn start() -> Self {
+            let dir = npm_ci("tests/js");
+            let mut child = tokio::process::Command::new("node")
+                .arg("mcp-server.mjs")
+                .arg("0")
+                .current_dir(&dir)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("node runs (Node 20+ must be installed)");
+            let stdout = child.stdout.take().expect("piped");
+            let mut lines = BufReader::new(stdout).lines();
+            let port = tokio::time::timeout(WAIT, async {
+                while let Some(line) = lines.next_line().await.expect("reads its output") {
+                    if let Some(port) = line.strip_prefix("MCP_SERVER_LISTENING ") {
+                        return port.trim().parse().expect("a port");
+                    }
+                }
+                panic!("the MCP server exited before listening");
+            })
+            .await
+            .expect("the MCP server listens in time");
+            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+            Self { _child: child, port }
+        }
+
+        /// `http://127.0.0.1:{port}{path}`.
+        pub fn url(&self, path: &str) -> String {
+            format!("http://127.0.0.1:{}{path}", self.port)
+        }
     }
 
     /// Runs `command`, failing the test with a hint when the program is missing.

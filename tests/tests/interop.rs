@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::OnceLock;
 
-use agents_tests::node::{describe, npm_ci, run};
+use agents_tests::node::{McpServer, describe, npm_ci, run};
 
 /// `tests/js`, installed once per test run.
 fn npm_packages() -> &'static Path {
@@ -19,10 +19,13 @@ fn npm_packages() -> &'static Path {
 async fn the_official_agents_client_works_unchanged() {
     let dir = npm_packages();
     let server = agents_tests::start(agents_examples::server()).await;
+    // For the tests of the MCP frame (`onMcpUpdate`).
+    let mcp_server = McpServer::start().await;
     let mut node = tokio::process::Command::new("node");
     node.args(["--test", "--test-reporter=spec", "interop.test.mjs"])
         .current_dir(dir)
         .env("AGENTS_HOST", server.addr.to_string())
+        .env("MCP_SERVER_URL", mcp_server.url("/mcp"))
         .kill_on_drop(true);
     let output = tokio::time::timeout(std::time::Duration::from_secs(120), node.output())
         .await
@@ -47,6 +50,9 @@ fn generated_typescript_types_an_official_client_front_end() {
         "export interface CounterState {",
         "  count: number;",
         "export interface TagsAgent {\n  notifyAdmins(message: string): Promise<number>;\n}",
+        "  addServer(name: string, url: string): Promise<AddMcpServerResult>;",
+        "export interface AddMcpServerResult {\n  id: string;\n  state: McpConnectionState;\n}",
+        "export type McpConnectionState = \"authenticating\" | \"connecting\" | \"connected\" | \"discovering\" | \"ready\" | \"failed\" | \"not-connected\";",
     ] {
         assert!(declarations.contains(expected), "missing `{expected}` in:\n{declarations}");
     }

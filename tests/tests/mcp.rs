@@ -3,61 +3,20 @@
 //! over the older SSE transport. The `Toolbox` example agent adds servers, lists and calls
 //! their tools; clients follow it all in `cf_agent_mcp_servers` frames.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use agents_runtime::mcp::McpServerOptions;
 use agents_runtime::prelude::*;
 use agents_tests::child::ChildServer;
-use agents_tests::node::npm_ci;
-use agents_tests::{Client, TempDir, WAIT};
+use agents_tests::node::McpServer;
+use agents_tests::{Client, TempDir};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// The examples server binary this package builds.
 const EXAMPLES_SERVER: &str = env!("CARGO_BIN_EXE_examples-server");
 
 /// How long a connection to a server may take to settle (three tries, with waits between).
 const SETTLE: Duration = Duration::from_secs(30);
-
-/// The test MCP server, a Node child process; killed when dropped.
-struct McpServer {
-    _child: tokio::process::Child,
-    port: u16,
-}
-
-impl McpServer {
-    async fn start() -> Self {
-        let dir = npm_ci("tests/js");
-        let mut child = tokio::process::Command::new("node")
-            .arg("mcp-server.mjs")
-            .arg("0")
-            .current_dir(&dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("node runs (Node 20+ must be installed)");
-        let stdout = child.stdout.take().expect("piped");
-        let mut lines = BufReader::new(stdout).lines();
-        let port = tokio::time::timeout(WAIT, async {
-            while let Some(line) = lines.next_line().await.expect("reads its output") {
-                if let Some(port) = line.strip_prefix("MCP_SERVER_LISTENING ") {
-                    return port.trim().parse().expect("a port");
-                }
-            }
-            panic!("the MCP server exited before listening");
-        })
-        .await
-        .expect("the MCP server listens in time");
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Self { _child: child, port }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-}
 
 /// A port nothing listens on.
 fn closed_port() -> u16 {
