@@ -296,6 +296,27 @@ impl Private {
     async fn echo(&mut self, ctx: &mut Context<Self>, id: String) -> Result<Value> {
         ctx.mcp().call_tool(&id, "echo", json!({ "text": "with a token" })).await
     }
+
+    #[callable]
+    async fn prompt(&mut self, ctx: &mut Context<Self>, id: String, args: Value) -> Result<Value> {
+        ctx.mcp().get_prompt(&id, "greet", args).await
+    }
+
+    #[callable]
+    async fn resource(
+        &mut self,
+        ctx: &mut Context<Self>,
+        id: String,
+        uri: String,
+    ) -> Result<Value> {
+        ctx.mcp().read_resource(&id, &uri).await
+    }
+
+    #[callable]
+    fn lists(&mut self, ctx: &mut Context<Self>) -> Value {
+        let mcp = ctx.mcp();
+        json!({ "prompts": mcp.list_prompts(), "resources": mcp.list_resources() })
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -317,6 +338,22 @@ async fn custom_headers_go_with_every_request() {
     mcp_until(&mut client, "the server ready", |mcp| state_of(mcp, &id) == "ready").await;
     let echoed = call(&mut client, "echo", json!([id])).await.expect("called");
     assert_eq!(echoed["content"][0]["text"], "with a token");
+
+    // Prompts and resources, through the same session.
+    let lists = call(&mut client, "lists", json!([])).await.expect("listed");
+    assert_eq!(lists["prompts"][0]["name"], "greet");
+    assert_eq!(lists["prompts"][0]["serverId"], id.as_str());
+    assert_eq!(lists["resources"][0]["uri"], "info://server");
+    let prompt = call(&mut client, "prompt", json!([id, { "name": "Ada" }])).await;
+    let prompt = prompt.expect("got the prompt");
+    assert_eq!(prompt["messages"][0]["content"]["text"], "Hello, Ada!", "{prompt}");
+    let error = call(&mut client, "prompt", json!([id, "Ada"])).await.expect_err("not an object");
+    assert_eq!(error, "the arguments of a prompt must be a JSON object, not a string");
+    let info = call(&mut client, "resource", json!([id, "info://server"])).await;
+    assert_eq!(info.expect("read")["contents"][0]["text"], "test-tools 1.0.0");
+    let missing = call(&mut client, "resource", json!([id, "info://nothing"])).await;
+    let missing = missing.expect_err("no such resource");
+    assert!(missing.starts_with("MCP server private answered with an error: "), "{missing}");
     server.shut_down().await;
 }
 

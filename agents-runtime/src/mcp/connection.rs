@@ -73,7 +73,8 @@ async fn run(shared: Arc<Shared>, server: StoredServer, generation: u64) {
     let session = loop {
         match tokio::time::timeout(CONNECT_TIMEOUT, open(&server, listener.clone())).await {
             Ok(Ok(session)) => break session,
-            Ok(Err(why)) if attempt < ATTEMPTS && !why.starts_with("Blocked") => {
+            // Tried again, unless trying again cannot help.
+            Ok(Err(why)) if attempt < ATTEMPTS && !is_blocked(&why) && !is_unauthorized(&why) => {
                 tracing::debug!(id, name = server.name, "MCP connection failed, retrying: {why}");
             }
             Ok(Err(why)) => return fail(&shared, &server, generation, why).await,
@@ -146,8 +147,7 @@ async fn fail(shared: &Shared, server: &StoredServer, generation: u64, why: Stri
         url = server.server_url,
         "MCP server failed: {why}"
     );
-    let unauthorized = ["401", "Unauthorized", "Auth required"].iter().any(|s| why.contains(s));
-    let why = if unauthorized {
+    let why = if is_unauthorized(&why) {
         format!(
             "{why} (the server asks for authorization; OAuth is not supported yet, pass a token in a header)"
         )
@@ -200,6 +200,16 @@ fn init_error(error: ClientInitializeError) -> String {
         }
         other => full_error(&other),
     }
+}
+
+/// Whether the server asked for authorization (the SDK's test, and rmcp's words for it).
+fn is_unauthorized(why: &str) -> bool {
+    ["401", "Unauthorized", "Auth required"].iter().any(|sign| why.contains(sign))
+}
+
+/// Whether the URL was refused before any request.
+fn is_blocked(why: &str) -> bool {
+    why.starts_with("Blocked URL")
 }
 
 /// Whether streamable HTTP's error says the server does not have it (the SDK's test).
