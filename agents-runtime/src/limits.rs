@@ -23,6 +23,8 @@ pub(crate) struct Limits {
     pub(crate) message_timeout: Duration,
     pub(crate) request_head_timeout: Duration,
     pub(crate) sql: SqlLimits,
+    /// Whether agents may connect to MCP servers on loopback addresses.
+    pub(crate) mcp_loopback: bool,
 }
 
 /// The limits of each instance's SQL database, Cloudflare's by default.
@@ -73,6 +75,7 @@ impl Default for Limits {
             message_timeout: Duration::from_secs(30),
             request_head_timeout: Duration::from_secs(10),
             sql: SqlLimits::default(),
+            mcp_loopback: true,
         }
     }
 }

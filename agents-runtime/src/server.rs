@@ -181,6 +181,16 @@ impl ServerBuilder {
         self
     }
 
+    /// Whether agents may connect to MCP servers on loopback addresses (`127.0.0.0/8`, `::1`,
+    /// and names that resolve to them), as the Cloudflare SDK allows. Default `true`; turn it
+    /// off where a client could add servers (as the `Toolbox` example lets it) and the host
+    /// runs services on loopback that clients should not reach. Private and internal
+    /// addresses are always refused; see the book's MCP chapter.
+    pub fn allow_loopback_mcp_servers(mut self, allow: bool) -> Self {
+        self.limits.mcp_loopback = allow;
+        self
+    }
+
     /// Largest WebSocket message (and frame) a client may send, in bytes; a bigger one closes
     /// the connection with 1009. Default 1 MiB.
     pub fn max_message_size(mut self, bytes: usize) -> Self {

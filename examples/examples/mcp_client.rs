@@ -15,8 +15,9 @@ struct Assistant;
 
 #[agent(rename_all = "camelCase")]
 impl Assistant {
-    /// Adds the server on every start: the same name and URL give back the one listed (and
-    /// connected again, if it had failed).
+    /// Adds the server on every start: the same name and URL give back the one listed (with
+    /// the token of this start, if it changed; a server that failed is tried again on every
+    /// start anyway).
     async fn on_start(&mut self, ctx: &mut Context<Self>) -> Result<()> {
         let (Ok(url), Ok(token)) = (std::env::var("MCP_URL"), std::env::var("MCP_TOKEN")) else {
             return Ok(());

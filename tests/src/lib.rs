@@ -151,6 +151,11 @@ pub mod node {
             Self { _child: child, port }
         }
 
+        /// The port it listens on, at 127.0.0.1.
+        pub fn port(&self) -> u16 {
+            self.port
+        }
+
         /// `http://127.0.0.1:{port}{path}`.
         pub fn url(&self, path: &str) -> String {
             format!("http://127.0.0.1:{}{path}", self.port)

@@ -331,10 +331,11 @@ async fn custom_headers_go_with_every_request() {
     let error = mcp["servers"][&without]["error"].as_str().expect("an error");
     assert!(error.contains("OAuth is not supported yet"), "{error}");
 
-    // Another instance adds the same server with its token.
-    let mut client = server.connect("/agents/private/token").await;
+    // The same server again, now with its token: the one listed is kept, with its new
+    // options, and connects again.
     let id = call(&mut client, "add", json!([url, "test-token"])).await.expect("added");
-    let id = id.as_str().expect("an id").to_owned();
+    assert_eq!(id, without.as_str(), "the same server");
+    let id = without;
     mcp_until(&mut client, "the server ready", |mcp| state_of(mcp, &id) == "ready").await;
     let echoed = call(&mut client, "echo", json!([id])).await.expect("called");
     assert_eq!(echoed["content"][0]["text"], "with a token");
@@ -373,5 +374,64 @@ async fn connections_to_servers_outlive_hibernation() {
     assert_eq!(state_of(late.initial_mcp.as_ref().expect("an MCP frame"), &id), "ready");
     let sum = call(&mut client, "callTool", json!([id, "add", { "a": 3, "b": 4 }])).await;
     assert_eq!(sum.expect("called")["content"][0]["text"], "7");
+    server.shut_down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_server_is_failed_and_sleeping_clients_are_told() {
+    let mcp_server = McpServer::start().await;
+    let builder = agents_examples::server().hibernate_after(Duration::from_millis(100));
+    let server = agents_tests::start(builder).await;
+    let mut client = server.connect("/agents/toolbox/lost").await;
+    let (sse, _) = add_ready(&mut client, "legacy", &mcp_server.url("/sse")).await;
+    let (http, _) = add_ready(&mut client, "tools", &mcp_server.url("/mcp")).await;
+    agents_tests::eventually("the instance hibernated", || {
+        server.handle.hibernated_instances() == 1
+    })
+    .await;
+    // The server goes away while the instance sleeps. The SSE session ends with its event
+    // stream, and the client hears of it without the agent waking (a parked socket resumes
+    // to write the frame).
+    drop(mcp_server);
+    let mcp =
+        mcp_until(&mut client, "the SSE server failed", |mcp| state_of(mcp, &sse) == "failed")
+            .await;
+    let error = mcp["servers"][&sse]["error"].as_str().expect("an error");
+    assert_eq!(error, "Connection closed by the MCP server");
+    assert!(tool_names(&mcp).len() == 4, "only the streamable HTTP server's tools are left: {mcp}");
+    assert_eq!(server.handle.hibernated_instances(), 1, "the agent did not wake for it");
+    // A streamable HTTP session has no stream to lose between requests: the next request
+    // finds it gone, and the server is failed.
+    let error = call(&mut client, "callTool", json!([http, "add", { "a": 1, "b": 2 }])).await;
+    let error = error.expect_err("gone");
+    assert!(error.starts_with("MCP server tools is unreachable"), "{error}");
+    let mcp =
+        mcp_until(&mut client, "the HTTP server failed", |mcp| state_of(mcp, &http) == "failed")
+            .await;
+    let error = mcp["servers"][&http]["error"].as_str().expect("an error");
+    assert!(error.starts_with("Connection lost: "), "{error}");
+    assert_eq!(mcp["tools"], json!([]), "a failed server's tools are gone");
+    let error = call(&mut client, "callTool", json!([http, "add", {}])).await.expect_err("lost");
+    assert!(error.contains("is not connected"), "{error}");
+    server.shut_down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loopback_servers_can_be_refused() {
+    let mcp_server = McpServer::start().await;
+    let builder = agents_examples::server().allow_loopback_mcp_servers(false);
+    let server = agents_tests::start(builder).await;
+    let mut client = server.connect("/agents/toolbox/no-loopback").await;
+    let error = call(&mut client, "addServer", json!(["tools", mcp_server.url("/mcp")])).await;
+    let error = error.expect_err("an address on loopback");
+    assert!(error.starts_with("Blocked URL: http://127.0.0.1:"), "{error}");
+    // A name is checked when it resolves, at every request.
+    let url = format!("http://localhost:{}/mcp", mcp_server.port());
+    let added = call(&mut client, "addServer", json!(["tools", url])).await.expect("added");
+    let id = added["id"].as_str().expect("an id").to_owned();
+    let mcp =
+        mcp_until(&mut client, "the server failed", |mcp| state_of(mcp, &id) == "failed").await;
+    let error = mcp["servers"][&id]["error"].as_str().expect("an error");
+    assert!(error.contains("Blocked URL: localhost (which resolves to "), "{error}");
     server.shut_down().await;
 }

@@ -74,6 +74,14 @@ pub struct Context<A: Agent> {
     mcp: McpClients,
 }
 
+/// What an instance keeps while it is not awake (hibernated, or before it starts): its
+/// connections, and its MCP servers with their sessions.
+#[derive(Default)]
+pub(crate) struct Kept<S> {
+    pub(crate) connections: ConnectionTable<S>,
+    pub(crate) mcp: McpClients,
+}
+
 /// An accepted state change, for `on_state_changed` once the current turn's hook is done.
 pub(crate) struct StateChange<A: Agent> {
     pub(crate) state: Arc<A::State>,
@@ -86,9 +94,9 @@ impl<A: Agent> Context<A> {
         directory: Arc<Directory>,
         instance: Arc<Instance>,
         state: A::State,
-        connections: ConnectionTable<A::ConnectionState>,
-        mcp: McpClients,
+        kept: Kept<A::ConnectionState>,
     ) -> Self {
+        let Kept { connections, mcp } = kept;
         let sql = SqlSession::new(directory.databases.clone(), A::NAME, instance.name.clone());
         Self {
             sql,
@@ -106,16 +114,16 @@ impl<A: Agent> Context<A> {
     }
 
     /// The instance leaves memory (hibernation, or a failed `on_start`): its connections stay,
-    /// and so do its MCP servers' connections.
-    pub(crate) fn into_parts(self) -> (ConnectionTable<A::ConnectionState>, McpClients) {
-        (self.connections, self.mcp)
+    /// and so do its MCP servers' sessions.
+    pub(crate) fn into_kept(self) -> Kept<A::ConnectionState> {
+        Kept { connections: self.connections, mcp: self.mcp }
     }
 
     /// The instance's MCP client manager (`this.mcp`, `this.addMcpServer`,
     /// `this.getMcpServers`): connect to remote MCP servers and use their tools, prompts and
     /// resources. See the book's MCP chapter.
     pub fn mcp(&mut self) -> McpClientManager<'_> {
-        McpClientManager::new(&mut self.mcp, &self.instance)
+        McpClientManager::new(&mut self.mcp, &self.directory, &self.instance)
     }
 
     /// The MCP servers, as the host broadcasts them.
@@ -268,11 +276,7 @@ impl<A: Agent> Context<A> {
         // A change a client made is not echoed to that client (by id, as the Cloudflare runtime does).
         let without = source.as_ref().filter(|_| echo.is_none()).map(Connection::id);
         if A::HAS_STATE {
-            for conn in self.connections.iter(None) {
-                if conn.is_protocol_enabled() && Some(conn.id()) != without {
-                    let _ = conn.send(frame.clone());
-                }
-            }
+            self.connections.broadcast_protocol(&frame, without);
         }
         self.changes.push(StateChange { state: self.state.clone(), source });
         Ok(())

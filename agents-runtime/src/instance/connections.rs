@@ -221,6 +221,17 @@ impl<S> ConnectionTable<S> {
             .count()
     }
 
+    /// Sends a protocol frame (state, MCP servers) to every open protocol-enabled connection
+    /// but `without`, as [`broadcast`](Self::broadcast) sends.
+    pub(crate) fn broadcast_protocol(&self, message: &Message, without: Option<&str>) {
+        let mut fanout = None;
+        for conn in self.iter(None) {
+            if conn.is_protocol_enabled() && Some(conn.id()) != without {
+                let _ = conn.send_batched(message, &mut fanout);
+            }
+        }
+    }
+
     /// Open connections, all or those carrying `tag`.
     pub(crate) fn iter(&self, tag: Option<&str>) -> Connections<'_, S> {
         let inner = match (&self.table, tag) {

@@ -6,7 +6,7 @@ use std::any::TypeId;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -63,6 +63,8 @@ pub(crate) struct Directory {
     pub(crate) awake_instances: AtomicUsize,
     /// Instances asleep with open connections.
     pub(crate) hibernated_instances: AtomicUsize,
+    /// The HTTP client of agents' MCP connections, made on first use (`mcp::http`).
+    pub(crate) mcp_http: OnceLock<Result<reqwest::Client, String>>,
     live: Mutex<HashMap<&'static str, Entries>>,
     /// Set when the server shuts down: no new instance starts.
     closing: AtomicBool,
@@ -100,6 +102,7 @@ impl Directory {
             wakeups: Arc::default(),
             awake_instances: AtomicUsize::new(0),
             hibernated_instances: AtomicUsize::new(0),
+            mcp_http: OnceLock::new(),
             live: Mutex::default(),
             closing: AtomicBool::new(false),
             hosts: AtomicUsize::new(0),

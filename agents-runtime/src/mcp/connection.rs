@@ -1,26 +1,28 @@
 //! One server's connection, as a task of its own: connect (a few tries), list what the server
-//! offers, then stay until the server closes the session, listing again when it says its
-//! lists changed. Each step is written to the instance's table, which tells the instance.
+//! offers, then stay until the server closes the session, listing again (at most once a
+//! second) when it says its lists changed. Each step is written to the instance's table.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use rmcp::model::{ClientCapabilities, ClientConfig, Implementation};
 use rmcp::service::{ClientInitializeError, NotificationContext, RunningService};
 use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::common::client_side_sse::ExponentialBackoff;
 use rmcp::transport::streamable_http_client::{
     StreamableHttpClientTransportConfig, StreamableHttpError,
 };
 use rmcp::{ClientHandler, RoleClient, serve_client};
 use tokio::sync::mpsc;
-use tokio::task::AbortHandle;
 
-use super::catalog::{Discovered, discover};
-use super::clients::Shared;
-use super::http::{self, parse_headers, parse_server_url};
-use super::sse::{self, full_error};
+use super::catalog::discover;
+use super::http::{error_chain, parse_headers, parse_server_url};
+use super::sse::{self, SseError};
 use super::stored::StoredServer;
-use super::{McpConnectionState, McpTransport};
+use super::table::Shared;
+use super::types::{McpConnectionState, McpTransport};
 
 /// How many times a connection is tried before the server is `failed`.
 const ATTEMPTS: u32 = 3;
@@ -30,6 +32,10 @@ const FIRST_RETRY: Duration = Duration::from_millis(500);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long listing the server's tools, prompts and resources may take.
 const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(15);
+/// How many times a broken stream from the server is opened again.
+const STREAM_RETRIES: usize = 3;
+/// The least time between two listings a server asks for.
+const RELIST_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The client side of a session: it hears the server's notices that its lists changed.
 #[derive(Clone)]
@@ -58,51 +64,102 @@ impl ClientHandler for Listener {
 
 type Session = RunningService<RoleClient, Listener>;
 
-/// Starts connection `generation` of `server`; aborting it closes the session.
-pub(crate) fn spawn(shared: Arc<Shared>, server: StoredServer, generation: u64) -> AbortHandle {
-    tokio::spawn(run(shared, server, generation)).abort_handle()
+/// Why a session could not be opened, and whether another try could help.
+struct Failure {
+    why: String,
+    kind: Kind,
 }
 
-async fn run(shared: Arc<Shared>, server: StoredServer, generation: u64) {
-    let id = server.id.clone();
-    let step = |update: &dyn Fn(&mut super::clients::Live)| shared.update(&id, generation, update);
-    let (relist, mut relists) = mpsc::channel(1);
-    let listener = Listener { relist };
-    let mut delay = FIRST_RETRY;
-    let mut attempt = 1;
-    let session = loop {
-        match tokio::time::timeout(CONNECT_TIMEOUT, open(&server, listener.clone())).await {
-            Ok(Ok(session)) => break session,
-            // Tried again, unless trying again cannot help.
-            Ok(Err(why)) if attempt < ATTEMPTS && !is_blocked(&why) && !is_unauthorized(&why) => {
-                tracing::debug!(id, name = server.name, "MCP connection failed, retrying: {why}");
-            }
-            Ok(Err(why)) => return fail(&shared, &server, generation, why).await,
-            Err(_) if attempt < ATTEMPTS => {}
-            Err(_) => {
-                let why = format!("Connection timed out after {} s", CONNECT_TIMEOUT.as_secs());
-                return fail(&shared, &server, generation, why).await;
-            }
-        }
-        tokio::time::sleep(delay).await;
-        delay *= 2;
-        attempt += 1;
-    };
-    step(&|live| live.state = McpConnectionState::Connected);
-    step(&|live| live.state = McpConnectionState::Discovering);
-    shared.tell().await;
-    let peer = session.peer().clone();
-    if let Err(why) = list(&shared, &server, generation, &session).await {
-        return fail(&shared, &server, generation, why).await;
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// The server asks for authorization (401).
+    Unauthorized,
+    /// The server does not have this transport (404 or 405).
+    NotImplemented,
+    /// The URL or headers are refused before any request.
+    Refused,
+    /// Anything else: a refused connection, a timeout, a bad answer.
+    Other,
+}
+
+impl Failure {
+    fn new(why: impl Into<String>, kind: Kind) -> Self {
+        Self { why: why.into(), kind }
     }
-    let ready = shared.update(&id, generation, |live| {
+
+    fn of_status(why: String, status: Option<u16>) -> Self {
+        // The HTTP client's resolver refused the address a name resolves to.
+        if why.contains("Blocked URL: ") {
+            return Self { why, kind: Kind::Refused };
+        }
+        let kind = match status {
+            Some(401 | 403) => Kind::Unauthorized,
+            Some(404 | 405) => Kind::NotImplemented,
+            _ => Kind::Other,
+        };
+        Self { why, kind }
+    }
+
+    /// The text a client is shown.
+    fn into_text(self) -> String {
+        match self.kind {
+            Kind::Unauthorized => format!(
+                "{} (the server asks for authorization: OAuth is not supported yet, pass a token in a header)",
+                self.why
+            ),
+            _ => self.why,
+        }
+    }
+}
+
+/// Starts connection `generation` of `server` in a task of its own, which the table stops
+/// when the server is removed or renewed, or the instance leaves memory.
+pub(crate) fn connect(shared: &Arc<Shared>, server: StoredServer, generation: u64) {
+    let id = server.id.clone();
+    let owner = shared.clone();
+    let task = tokio::spawn(async move {
+        let id = server.id.clone();
+        let ran = AssertUnwindSafe(run(&owner, server, generation)).catch_unwind().await;
+        if let Err(panic) = ran {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            let why = format!("the connection failed unexpectedly (a panic: {what})");
+            tracing::error!(id, "{why}");
+            owner.update(&id, generation, |live| live.fail(why));
+        }
+    });
+    shared.attach(&id, generation, task.abort_handle());
+}
+
+async fn run(shared: &Shared, server: StoredServer, generation: u64) {
+    let id = server.id.as_str();
+    let (relist, mut relists) = mpsc::channel(1);
+    let session = match open_with_tries(shared, &server, Listener { relist }).await {
+        Ok(session) => session,
+        Err(failure) => return fail(shared, &server, generation, failure.into_text()),
+    };
+    shared.update(id, generation, |live| live.state = McpConnectionState::Connected);
+    shared.update(id, generation, |live| live.state = McpConnectionState::Discovering);
+    let peer = session.peer().clone();
+    let found = match tokio::time::timeout(DISCOVERY_TIMEOUT, discover(&peer, id)).await {
+        Ok(Ok(found)) => found,
+        Ok(Err(why)) => return fail(shared, &server, generation, why),
+        Err(_) => {
+            let why = format!("Discovery timed out after {}ms", DISCOVERY_TIMEOUT.as_millis());
+            return fail(shared, &server, generation, why);
+        }
+    };
+    let ready = shared.update(id, generation, |live| {
+        found.apply(live);
         live.state = McpConnectionState::Ready;
         live.peer = Some(peer.clone());
     });
     if !ready {
-        return; // removed meanwhile
+        return; // removed or renewed meanwhile
     }
-    shared.tell().await;
     tracing::info!(id, name = server.name, url = server.server_url, "MCP server ready");
     let ended = session.waiting();
     tokio::pin!(ended);
@@ -110,111 +167,139 @@ async fn run(shared: Arc<Shared>, server: StoredServer, generation: u64) {
         tokio::select! {
             _ = &mut ended => break,
             Some(()) = relists.recv() => {
-                if let Ok(found) = tokio::time::timeout(DISCOVERY_TIMEOUT, discover(&peer, &id)).await
-                    .map_err(|_| ()).and_then(|found| found.map_err(|_| ()))
-                {
-                    shared.update(&id, generation, |live| found.apply(live));
-                    shared.tell().await;
+                match tokio::time::timeout(DISCOVERY_TIMEOUT, discover(&peer, id)).await {
+                    Ok(Ok(found)) => {
+                        shared.update(id, generation, |live| found.apply(live));
+                    }
+                    Ok(Err(why)) => return fail(shared, &server, generation, why),
+                    Err(_) => tracing::warn!(id, "listing the MCP server's lists again timed out"),
                 }
+                tokio::time::sleep(RELIST_INTERVAL).await;
             }
         }
     }
-    let why = "Connection closed by the MCP server".to_owned();
-    fail(&shared, &server, generation, why).await;
+    fail(shared, &server, generation, "Connection closed by the MCP server".to_owned());
 }
 
-/// Lists the server's tools, prompts and resources into the table.
-async fn list(
+fn fail(shared: &Shared, server: &StoredServer, generation: u64, why: String) {
+    let (id, name, url) = (&server.id, &server.name, &server.server_url);
+    tracing::warn!(id, name, url, "MCP server failed: {why}");
+    shared.update(id, generation, |live| live.fail(why));
+}
+
+/// Opens a session, trying again (after 0.5 s, then 1 s) unless that cannot help.
+async fn open_with_tries(
     shared: &Shared,
     server: &StoredServer,
-    generation: u64,
-    session: &Session,
-) -> Result<(), String> {
-    let found: Discovered =
-        tokio::time::timeout(DISCOVERY_TIMEOUT, discover(session.peer(), &server.id))
-            .await
-            .map_err(|_| {
-                format!("Discovery timed out after {}ms", DISCOVERY_TIMEOUT.as_millis())
-            })??;
-    shared.update(&server.id, generation, |live| found.apply(live));
-    Ok(())
-}
-
-async fn fail(shared: &Shared, server: &StoredServer, generation: u64, why: String) {
-    tracing::warn!(
-        id = server.id,
-        name = server.name,
-        url = server.server_url,
-        "MCP server failed: {why}"
-    );
-    let why = if is_unauthorized(&why) {
-        format!(
-            "{why} (the server asks for authorization; OAuth is not supported yet, pass a token in a header)"
-        )
-    } else {
-        why
-    };
-    if shared.update(&server.id, generation, |live| live.fail(why.clone())) {
-        shared.tell().await;
+    listener: Listener,
+) -> Result<Session, Failure> {
+    let mut delay = FIRST_RETRY;
+    for attempt in 1..=ATTEMPTS {
+        let failure =
+            match tokio::time::timeout(CONNECT_TIMEOUT, open(shared, server, &listener)).await {
+                Ok(Ok(session)) => return Ok(session),
+                Ok(Err(failure)) => failure,
+                Err(_) => {
+                    let why = format!("Connection timed out after {} s", CONNECT_TIMEOUT.as_secs());
+                    Failure::new(why, Kind::Other)
+                }
+            };
+        if attempt == ATTEMPTS || matches!(failure.kind, Kind::Unauthorized | Kind::Refused) {
+            return Err(failure);
+        }
+        let (id, why) = (&server.id, &failure.why);
+        tracing::debug!(id, name = server.name, "MCP connection failed, trying again: {why}");
+        tokio::time::sleep(delay).await;
+        delay *= 2;
     }
+    unreachable!("the last try returns")
 }
 
-/// Opens a session with `server` over its transport (streamable HTTP, falling back to SSE
-/// when it answers 404 or 405, for `auto`).
-async fn open(server: &StoredServer, listener: Listener) -> Result<Session, String> {
-    let url = parse_server_url(&server.server_url)?;
-    let headers = parse_headers(&server.options.headers)?;
-    let client = http::client()?;
+/// Opens a session with `server` over its transport (for `auto`: streamable HTTP, then SSE
+/// when the server answers 404 or 405).
+async fn open(
+    shared: &Shared,
+    server: &StoredServer,
+    listener: &Listener,
+) -> Result<Session, Failure> {
+    let refused = |why| Failure::new(why, Kind::Refused);
+    let url = parse_server_url(&server.server_url, shared.loopback).map_err(refused)?;
+    let headers = parse_headers(&server.options.headers).map_err(refused)?;
+    let client = &shared.http;
     let streamable = async {
-        let config = StreamableHttpClientTransportConfig::with_uri(url.as_str())
+        let mut config = StreamableHttpClientTransportConfig::with_uri(url.as_str())
             .custom_headers(headers.clone());
+        // A stream from the server that broke is opened again a few times, not forever: a
+        // server that is gone ends the session (and the server is `failed`).
+        let mut backoff = ExponentialBackoff::default();
+        backoff.max_times = Some(STREAM_RETRIES);
+        backoff.max_delay = Some(Duration::from_secs(4));
+        config.retry_config = Arc::new(backoff);
         let transport = StreamableHttpClientTransport::with_client(client.clone(), config);
-        serve_client(listener.clone(), transport).await.map_err(init_error)
+        serve_client(listener.clone(), transport).await.map_err(init_failure)
     };
     let sse = async {
-        let transport = sse::open(client, &url, &headers).await.map_err(|e| e.to_string())?;
-        serve_client(listener.clone(), transport).await.map_err(init_error)
+        let transport = sse::open(client, &url, &headers)
+            .await
+            .map_err(|e| Failure::of_status(e.to_string(), e.status))?;
+        serve_client(listener.clone(), transport).await.map_err(init_failure)
     };
     match server.options.transport {
         McpTransport::StreamableHttp => streamable.await,
         McpTransport::Sse => sse.await,
         McpTransport::Auto => match streamable.await {
-            Err(why) if not_implemented(&why) => sse.await,
+            Err(failure) if failure.kind == Kind::NotImplemented => sse.await,
             opened => opened,
         },
     }
 }
 
-/// Why a session could not be opened, in words (without the transport's type name).
-fn init_error(error: ClientInitializeError) -> String {
-    match error {
-        ClientInitializeError::TransportError { error, context } => {
+/// Why a session could not be opened, from the transport's typed errors (without the
+/// transport's type name).
+fn init_failure(error: ClientInitializeError) -> Failure {
+    let ClientInitializeError::TransportError { error, context } = error else {
+        return Failure::new(error_chain(&error), Kind::Other);
+    };
+    let inner = error.error.as_ref();
+    let (why, status) =
+        if let Some(e) = inner.downcast_ref::<StreamableHttpError<reqwest::Error>>() {
+            let status = match e {
+                StreamableHttpError::AuthRequired(_)
+                | StreamableHttpError::InsufficientScope(_) => Some(401),
+                StreamableHttpError::HttpStatus(e) => Some(e.status),
+                StreamableHttpError::UnexpectedServerResponse(text) => status_in(text),
+                StreamableHttpError::Client(e) => e.status().map(|status| status.as_u16()),
+                _ => None,
+            };
             // The HTTP client's error keeps its causes (a refused connection, say) out of the
             // transport error's chain.
-            let inner = error.error.as_ref();
-            let why = match inner.downcast_ref::<StreamableHttpError<reqwest::Error>>() {
-                Some(StreamableHttpError::Client(e)) => full_error(e),
-                _ => full_error(inner),
+            let why = match e {
+                StreamableHttpError::Client(e) => error_chain(e),
+                other => error_chain(other),
             };
-            format!("{why} (when trying to {context})")
-        }
-        other => full_error(&other),
+            (why, status)
+        } else if let Some(e) = inner.downcast_ref::<SseError>() {
+            (e.to_string(), e.status)
+        } else {
+            (error_chain(inner), None)
+        };
+    Failure::of_status(format!("{why} (when trying to {context})"), status)
+}
+
+/// The status of rmcp's "HTTP 404 Not Found: …" texts.
+fn status_in(text: &str) -> Option<u16> {
+    text.strip_prefix("HTTP ")?.get(..3)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::status_in;
+
+    #[test]
+    fn statuses_are_read_from_the_transports_texts() {
+        assert_eq!(status_in("HTTP 404 Not Found: Not Found"), Some(404));
+        assert_eq!(status_in("HTTP 405 Method Not Allowed: x"), Some(405));
+        assert_eq!(status_in("unexpected body from :4040/404"), None);
+        assert_eq!(status_in("HTTP 4"), None);
     }
-}
-
-/// Whether the server asked for authorization (the SDK's test, and rmcp's words for it).
-fn is_unauthorized(why: &str) -> bool {
-    ["401", "Unauthorized", "Auth required"].iter().any(|sign| why.contains(sign))
-}
-
-/// Whether the URL was refused before any request.
-fn is_blocked(why: &str) -> bool {
-    why.starts_with("Blocked URL")
-}
-
-/// Whether streamable HTTP's error says the server does not have it (the SDK's test).
-fn not_implemented(why: &str) -> bool {
-    ["404", "405", "Not Found", "Method Not Allowed", "Not Implemented", "not implemented"]
-        .iter()
-        .any(|sign| why.contains(sign))
 }

@@ -13,15 +13,17 @@ use rmcp::service::{Peer, ServiceError};
 use serde_json::Value;
 use tokio::time::Instant;
 
-use super::clients::{McpClients, Shared, Snapshot};
-use super::http::{parse_headers, parse_server_url};
-use super::sse::full_error;
+use super::clients::McpClients;
+use super::connection;
+use super::http::{error_chain, parse_headers, parse_server_url};
 use super::stored::{self, StoredServer};
-use super::{
+use super::table::{Shared, Snapshot};
+use super::types::{
     AddMcpServerResult, MAX_MCP_SERVERS, McpConnectionState, McpServerOptions, McpServersState,
     McpTool,
 };
 use crate::error::{Error, Result};
+use crate::instance::directory::Directory;
 use crate::instance::shared::Instance;
 
 /// How long a call to a server may take, waiting for it to be ready included (the MCP SDK's
@@ -62,17 +64,23 @@ const MAX_NAME_LEN: usize = 256;
 /// ```
 pub struct McpClientManager<'a> {
     clients: &'a mut McpClients,
+    directory: &'a Directory,
     instance: &'a Arc<Instance>,
 }
 
 impl<'a> McpClientManager<'a> {
-    pub(crate) fn new(clients: &'a mut McpClients, instance: &'a Arc<Instance>) -> Self {
-        Self { clients, instance }
+    pub(crate) fn new(
+        clients: &'a mut McpClients,
+        directory: &'a Directory,
+        instance: &'a Arc<Instance>,
+    ) -> Self {
+        Self { clients, directory, instance }
     }
 
     /// Adds a server by name and URL (`addMcpServer(name, url, options)`), keeps it on the
     /// instance's list, and starts connecting to it. Returns its id and state (`connecting`).
-    /// The same name and URL again give the server already listed.
+    /// The same name and URL again give the server already listed; with other options (a new
+    /// token, say), it is stored with them and connects again.
     ///
     /// Errors: an empty or over-long name, a URL that is not `http(s)` or names a private
     /// address, a header HTTP does not allow, more than [`MAX_MCP_SERVERS`] servers, or a
@@ -84,12 +92,22 @@ impl<'a> McpClientManager<'a> {
         options: McpServerOptions,
     ) -> Result<AddMcpServerResult> {
         check_name(name)?;
-        parse_server_url(url).map_err(Error::msg)?;
+        parse_server_url(url, self.directory.limits.mcp_loopback).map_err(Error::msg)?;
         parse_headers(&options.headers).map_err(Error::msg)?;
-        let shared = self.clients.shared(self.instance);
-        let (count, existing) = shared.find(name, url);
-        if let Some((id, state)) = existing {
-            return Ok(AddMcpServerResult { id, state });
+        let shared = self.clients.shared(self.directory, self.instance)?;
+        let (count, existing) = shared.find(name, url, &options);
+        if let Some((id, listed)) = existing {
+            if listed.options_match {
+                return Ok(AddMcpServerResult { id, state: listed.state });
+            }
+            let server =
+                StoredServer { id, name: name.to_owned(), server_url: url.to_owned(), options };
+            stored::save(self.instance, &server)?;
+            let id = server.id.clone();
+            if let Some((server, generation)) = shared.renew(&id, Some(server)) {
+                connection::connect(shared, server, generation);
+            }
+            return Ok(AddMcpServerResult { id, state: McpConnectionState::Connecting });
         }
         if count >= MAX_MCP_SERVERS {
             return Err(Error::msg(format!(
@@ -104,7 +122,8 @@ impl<'a> McpClientManager<'a> {
         };
         stored::save(self.instance, &server)?;
         let id = server.id.clone();
-        shared.insert(server);
+        let generation = shared.insert(server.clone());
+        connection::connect(shared, server, generation);
         Ok(AddMcpServerResult { id, state: McpConnectionState::Connecting })
     }
 
@@ -157,7 +176,7 @@ impl<'a> McpClientManager<'a> {
         }
         let mut params = CallToolRequestParams::new(name.to_owned());
         params.arguments = arguments_object(arguments, "a tool call")?;
-        let result = request(&server, deadline, peer.call_tool(params)).await?;
+        let result = self.request(server_id, &server, deadline, peer.call_tool(params)).await?;
         Ok(serde_json::to_value(result)?)
     }
 
@@ -167,7 +186,7 @@ impl<'a> McpClientManager<'a> {
         let deadline = Instant::now() + MCP_REQUEST_TIMEOUT;
         let (server, peer) = self.ready(server_id, deadline).await?;
         let params = ReadResourceRequestParams::new(uri);
-        let result = request(&server, deadline, peer.read_resource(params)).await?;
+        let result = self.request(server_id, &server, deadline, peer.read_resource(params)).await?;
         Ok(serde_json::to_value(result)?)
     }
 
@@ -178,7 +197,7 @@ impl<'a> McpClientManager<'a> {
         let (server, peer) = self.ready(server_id, deadline).await?;
         let mut params = GetPromptRequestParams::new(name);
         params.arguments = arguments_object(arguments, "a prompt")?;
-        let result = request(&server, deadline, peer.get_prompt(params)).await?;
+        let result = self.request(server_id, &server, deadline, peer.get_prompt(params)).await?;
         Ok(serde_json::to_value(result)?)
     }
 
@@ -187,13 +206,13 @@ impl<'a> McpClientManager<'a> {
         let Some(shared) = self.clients.get() else { return };
         let _ = tokio::time::timeout(timeout, async {
             loop {
-                let changed = shared.changed.notified();
-                tokio::pin!(changed);
-                changed.as_mut().enable();
+                let news = shared.news();
+                tokio::pin!(news);
+                news.as_mut().enable();
                 if !shared.any_pending() {
                     return;
                 }
-                changed.await;
+                news.await;
             }
         })
         .await;
@@ -203,9 +222,9 @@ impl<'a> McpClientManager<'a> {
     async fn ready(&self, id: &str, deadline: Instant) -> Result<(Snapshot, Peer<RoleClient>)> {
         let shared: &Arc<Shared> = self.clients.get().ok_or_else(|| not_found(id))?;
         loop {
-            let changed = shared.changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
+            let news = shared.news();
+            tokio::pin!(news);
+            news.as_mut().enable();
             let mut server = shared.snapshot(id).ok_or_else(|| not_found(id))?;
             let name = &server.name;
             match server.state {
@@ -225,7 +244,7 @@ impl<'a> McpClientManager<'a> {
                 }
                 _ => {}
             }
-            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+            if tokio::time::timeout_at(deadline, news).await.is_err() {
                 let state = server.state;
                 return Err(Error::msg(format!(
                     "MCP server {name} ({id}) is still {state} after {} s",
@@ -234,27 +253,40 @@ impl<'a> McpClientManager<'a> {
             }
         }
     }
-}
-
-/// A request to a ready server, within `deadline`, its errors in words.
-async fn request<T>(
-    server: &Snapshot,
-    deadline: Instant,
-    call: impl Future<Output = std::result::Result<T, ServiceError>>,
-) -> Result<T> {
-    let name = &server.name;
-    match tokio::time::timeout_at(deadline, call).await {
-        Ok(Ok(result)) => Ok(result),
-        Ok(Err(ServiceError::McpError(e))) => {
-            Err(Error::msg(format!("MCP server {name} answered with an error: {}", e.message)))
-        }
-        Ok(Err(e)) => {
-            Err(Error::msg(format!("MCP server {name} is unreachable: {}", full_error(&e))))
-        }
-        Err(_) => Err(Error::msg(format!(
-            "MCP server {name} did not answer within {} s",
-            MCP_REQUEST_TIMEOUT.as_secs()
-        ))),
+    /// A request to ready server `id`, within `deadline`, its errors in words. A request that
+    /// cannot be sent at all means the session is lost: the server is `failed`.
+    async fn request<T>(
+        &self,
+        id: &str,
+        server: &Snapshot,
+        deadline: Instant,
+        call: impl Future<Output = std::result::Result<T, ServiceError>>,
+    ) -> Result<T> {
+        let name = &server.name;
+        let why = match tokio::time::timeout_at(deadline, call).await {
+            Ok(Ok(result)) => return Ok(result),
+            Ok(Err(ServiceError::McpError(e))) => {
+                return Err(Error::msg(format!(
+                    "MCP server {name} answered with an error: {}",
+                    e.message
+                )));
+            }
+            Ok(Err(e @ (ServiceError::TransportSend(_) | ServiceError::TransportClosed))) => {
+                let why = error_chain(&e);
+                if let Some(shared) = self.clients.get() {
+                    shared.lose(id, server.generation, format!("Connection lost: {why}"));
+                }
+                why
+            }
+            Ok(Err(e)) => error_chain(&e),
+            Err(_) => {
+                let secs = MCP_REQUEST_TIMEOUT.as_secs();
+                return Err(Error::msg(format!(
+                    "MCP server {name} did not answer within {secs} s"
+                )));
+            }
+        };
+        Err(Error::msg(format!("MCP server {name} is unreachable: {why}")))
     }
 }
 

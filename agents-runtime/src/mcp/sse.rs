@@ -18,20 +18,35 @@ use rmcp::transport::Transport;
 use sse_stream::SseStream;
 use tokio::sync::mpsc;
 
+use super::http::error_chain;
+
 /// How long the server may take to send the `endpoint` event.
 const ENDPOINT_TIMEOUT: Duration = Duration::from_secs(15);
 /// The largest event accepted from the server.
 const MAX_EVENT_SIZE: usize = 16 << 20;
 /// Messages read ahead of the client.
-const QUEUE: usize = 64;
+const QUEUE: usize = 8;
 
-/// A transport error: what failed, in words.
+/// A transport error: what failed, in words, and the HTTP status that said so, if one did.
 #[derive(Debug)]
-pub(crate) struct SseError(String);
+pub(crate) struct SseError {
+    text: String,
+    pub(crate) status: Option<u16>,
+}
+
+impl SseError {
+    fn new(text: impl Into<String>) -> Self {
+        Self { text: text.into(), status: None }
+    }
+
+    fn status(status: u16, text: String) -> Self {
+        Self { text, status: Some(status) }
+    }
+}
 
 impl fmt::Display for SseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.text)
     }
 }
 
@@ -65,28 +80,29 @@ pub(crate) async fn open(
         .header(ACCEPT, "text/event-stream")
         .send()
         .await
-        .map_err(|e| SseError(format!("SSE error: {}", full_error(&e))))?;
+        .map_err(|e| SseError::new(format!("SSE error: {}", error_chain(&e))))?;
     let status = response.status();
     if !status.is_success() {
-        return Err(SseError(format!("SSE error: Non-200 status code ({})", status.as_u16())));
+        let text = format!("SSE error: Non-200 status code ({})", status.as_u16());
+        return Err(SseError::status(status.as_u16(), text));
     }
     let mut events = SseStream::from_bytes_stream(bounded(response.bytes_stream()));
     let first = tokio::time::timeout(ENDPOINT_TIMEOUT, async {
         while let Some(event) = events.next().await {
-            let event = event.map_err(|e| SseError(format!("SSE error: {e}")))?;
+            let event = event.map_err(|e| SseError::new(format!("SSE error: {e}")))?;
             if event.event.as_deref() == Some("endpoint") {
                 return Ok(event.data.unwrap_or_default());
             }
         }
-        Err(SseError("SSE error: the stream ended before its endpoint event".into()))
+        Err(SseError::new("SSE error: the stream ended before its endpoint event"))
     })
     .await
-    .map_err(|_| SseError("SSE error: no endpoint event within 15 s".into()))??;
+    .map_err(|_| SseError::new("SSE error: no endpoint event within 15 s"))??;
     let endpoint = url
         .join(first.trim())
-        .map_err(|e| SseError(format!("SSE error: invalid endpoint {first:?}: {e}")))?;
+        .map_err(|e| SseError::new(format!("SSE error: invalid endpoint {first:?}: {e}")))?;
     if endpoint.origin() != url.origin() {
-        return Err(SseError(format!(
+        return Err(SseError::new(format!(
             "SSE error: endpoint origin does not match connection origin: {}",
             endpoint.origin().ascii_serialization()
         )));
@@ -131,18 +147,16 @@ impl Transport<RoleClient> for SseTransport {
         });
         async move {
             let request =
-                request.map_err(|e| SseError(format!("a message cannot be sent: {e}")))?;
-            let response = request
-                .send()
-                .await
-                .map_err(|e| SseError(format!("Error POSTing to endpoint: {}", full_error(&e))))?;
+                request.map_err(|e| SseError::new(format!("a message cannot be sent: {e}")))?;
+            let response = request.send().await.map_err(|e| {
+                SseError::new(format!("Error POSTing to endpoint: {}", error_chain(&e)))
+            })?;
             let status = response.status();
             if !status.is_success() {
-                return Err(SseError(format!(
-                    "Error POSTing to endpoint (HTTP {}): {}",
-                    status.as_u16(),
-                    status.canonical_reason().unwrap_or("")
-                )));
+                let reason = status.canonical_reason().unwrap_or("");
+                let text =
+                    format!("Error POSTing to endpoint (HTTP {}): {reason}", status.as_u16());
+                return Err(SseError::status(status.as_u16(), text));
             }
             Ok(())
         }
@@ -159,40 +173,71 @@ impl Transport<RoleClient> for SseTransport {
 }
 
 /// The event stream's bytes, ended with an error once one event grows past
-/// [`MAX_EVENT_SIZE`] (an event ends with a blank line).
+/// [`MAX_EVENT_SIZE`] (an event ends with a blank line; lines end with CR, LF or CRLF).
 fn bounded(
     stream: impl Stream<Item = reqwest::Result<Bytes>> + Send + 'static,
 ) -> impl Stream<Item = Result<Bytes, SseError>> + Send + 'static {
-    let mut in_event = 0usize;
-    let mut last = 0u8;
+    let mut size = EventSize::default();
     stream.map(move |chunk| {
-        let chunk = chunk.map_err(|e| SseError(full_error(&e)))?;
-        for &byte in chunk.iter() {
-            match (last, byte) {
-                (b'\n', b'\n') => in_event = 0,
-                (_, b'\r') => continue,
-                _ => in_event += 1,
-            }
-            last = byte;
-        }
-        if in_event > MAX_EVENT_SIZE {
-            return Err(SseError(format!("an event is larger than {MAX_EVENT_SIZE} bytes")));
+        let chunk = chunk.map_err(|e| SseError::new(error_chain(&e)))?;
+        if !size.add(&chunk) {
+            return Err(SseError::new(format!("an event is larger than {MAX_EVENT_SIZE} bytes")));
         }
         Ok(chunk)
     })
 }
 
-/// An error with its causes, as one line (reqwest's own text leaves out why a request failed).
-pub(crate) fn full_error(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let line = cause.to_string();
-        if !text.contains(&line) {
-            text.push_str(": ");
-            text.push_str(&line);
+/// The size of the event being read, across chunks.
+#[derive(Default)]
+struct EventSize {
+    /// Bytes of the event so far.
+    event: usize,
+    /// Bytes of its current line so far.
+    line: usize,
+    /// The last byte was a CR (a LF right after it ends no other line).
+    after_cr: bool,
+}
+
+impl EventSize {
+    /// Counts `bytes`; `false` once the event is over the bound.
+    fn add(&mut self, bytes: &[u8]) -> bool {
+        for &byte in bytes {
+            let crlf = byte == b'\n' && self.after_cr;
+            self.after_cr = byte == b'\r';
+            match byte {
+                _ if crlf => {}
+                b'\r' | b'\n' if self.line == 0 => self.event = 0,
+                b'\r' | b'\n' => self.line = 0,
+                _ => {
+                    self.line += 1;
+                    self.event += 1;
+                }
+            }
+            if self.event > MAX_EVENT_SIZE {
+                return false;
+            }
         }
-        source = cause.source();
+        true
     }
-    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_measured_one_at_a_time_whatever_the_line_ends() {
+        let line = "a".repeat(MAX_EVENT_SIZE / 2);
+        for end in ["\n", "\r", "\r\n"] {
+            let mut size = EventSize::default();
+            // Many events of half the bound each: each fits.
+            for _ in 0..4 {
+                let event = format!("data:{line}{end}{end}");
+                assert!(size.add(event.as_bytes()), "{end:?}");
+            }
+            // One event of two such lines and more: over the bound.
+            let event = format!("data:{line}{end}data:{line}{end}data:x{end}");
+            assert!(!size.add(event.as_bytes()), "{end:?}");
+        }
+    }
 }

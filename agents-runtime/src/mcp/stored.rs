@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::McpServerOptions;
+use super::types::McpServerOptions;
 use crate::error::{Error, Result};
 use crate::instance::shared::Instance;
 use crate::storage::{decode_value, encode_value};

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use crate::agent::Agent;
-use crate::agent::context::Context;
+use crate::agent::context::{Context, Kept};
 use crate::error::Error;
 use crate::instance::connection::{Connection, ConnectionKey};
 use crate::instance::connections::ConnectionTable;
@@ -331,11 +331,8 @@ impl<A: Agent> Host<A> {
             Some(awake) => (awake.ctx.mcp_clients(), awake.ctx.connections()),
             None => (&self.mcp, &self.asleep),
         };
-        let Some(frame) = mcp.take_broadcast() else { return };
-        for conn in table.iter(None) {
-            if conn.is_protocol_enabled() {
-                let _ = conn.send(frame.clone());
-            }
+        if let Some(frame) = mcp.take_broadcast() {
+            table.broadcast_protocol(&frame, None);
         }
     }
 
@@ -363,7 +360,7 @@ impl<A: Agent> Host<A> {
         if let Some(Awake { agent, ctx, .. }) = self.awake.take() {
             // Nothing is left uncommitted between turns; if it were, it is committed now.
             ctx.commit_turn();
-            (self.asleep, self.mcp) = ctx.into_parts();
+            Kept { connections: self.asleep, mcp: self.mcp } = ctx.into_kept();
             drop(agent);
             // The corks' log and the links they kept for the next turn go too.
             self.instance.corks.trim();
@@ -392,17 +389,17 @@ impl<A: Agent> Host<A> {
             let state = crate::agent::context::load_state::<A>(&self.instance, &self.name)?;
             // Built before the connections move, so a panicking `create` leaves them here.
             let mut agent = A::create();
-            let asleep = std::mem::take(&mut self.asleep);
+            let connections = std::mem::take(&mut self.asleep);
             let mut mcp = std::mem::take(&mut self.mcp);
             // Before `on_start`, as the SDK restores them: connect to the servers on the list.
-            mcp.start(&self.instance);
-            let mut ctx =
-                Context::new(self.directory.clone(), self.instance.clone(), state, asleep, mcp);
+            mcp.start(&self.directory, &self.instance);
+            let kept = Kept { connections, mcp };
+            let mut ctx = Context::new(self.directory.clone(), self.instance.clone(), state, kept);
             let started = caught(agent.on_start(&mut ctx)).await.and_then(|started| started);
             if let Err(e) = started {
                 let error = Error::msg(format!("on_start failed: {e}"));
                 report(&mut agent, &mut ctx, None, error).await;
-                (self.asleep, self.mcp) = ctx.into_parts();
+                Kept { connections: self.asleep, mcp: self.mcp } = ctx.into_kept();
                 return Err(e);
             }
             // The statements of the turn's hooks after `on_start` are their own.
@@ -461,7 +458,9 @@ impl<A: Agent> Host<A> {
         self.instance.alarm.forget();
         let Some(Awake { agent, ctx, .. }) = self.awake.take() else { return };
         tracing::warn!(agent = A::NAME, name = %self.name, "restarting from durable state: {why}");
-        (self.asleep, self.mcp) = ctx.into_parts();
+        Kept { connections: self.asleep, mcp: self.mcp } = ctx.into_kept();
+        // The MCP servers as stored: an add or a removal may have been lost with the writes.
+        self.mcp = McpClients::default();
         drop(agent);
         self.instance.corks.trim();
         let awake = match self.wake().await {
