@@ -4,6 +4,7 @@
 //! leaves memory).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::connection;
 use super::http;
@@ -21,21 +22,23 @@ pub(crate) struct McpClients {
     shared: Option<Arc<Shared>>,
     /// Whether the list was read from storage (on the instance's first start).
     loaded: bool,
+    /// Whether the next broadcast goes out even with no change (after a restart).
+    announce: AtomicBool,
 }
 
 impl McpClients {
     /// The instance starts: on its first start it connects to the servers on its list; when
-    /// it wakes, it tries again the ones that failed (as the SDK does on every start).
+    /// it wakes, it tries again the ones that failed a while ago (as the SDK does on every
+    /// start). A list that cannot be read is read again at the next start.
     pub(crate) fn start(&mut self, directory: &Directory, instance: &Arc<Instance>) {
-        if let Some(shared) = &self.shared {
-            for id in shared.failed() {
-                if let Some((server, generation)) = shared.renew(&id, None) {
-                    connection::connect(shared, server, generation);
+        if self.loaded {
+            if let Some(shared) = &self.shared {
+                for id in shared.failed() {
+                    if let Some((server, generation)) = shared.renew(&id, None) {
+                        connection::connect(shared, server, generation);
+                    }
                 }
             }
-            return;
-        }
-        if self.loaded {
             return;
         }
         let loaded = stored::load(instance).and_then(|servers| {
@@ -43,7 +46,8 @@ impl McpClients {
                 return Ok(());
             }
             let shared = self.shared(directory, instance)?;
-            for server in servers {
+            // Servers added meanwhile (after a load that failed) are listed already.
+            for server in servers.into_iter().filter(|server| !shared.contains(&server.id)) {
                 let generation = shared.insert(server.clone());
                 connection::connect(shared, server, generation);
             }
@@ -58,6 +62,14 @@ impl McpClients {
         }
     }
 
+    /// The instance restarts from what is durable (an add or a removal may have been lost
+    /// with the writes): the servers in memory are forgotten, their connections stop, and
+    /// the list is read again; the next broadcast goes out whatever it holds.
+    pub(crate) fn reset(&mut self) {
+        *self = Self::default();
+        self.announce.store(true, Ordering::Release);
+    }
+
     /// The table, made on first use.
     pub(crate) fn shared(
         &mut self,
@@ -69,7 +81,6 @@ impl McpClients {
             let loopback = directory.limits.mcp_loopback;
             self.shared = Some(Arc::new(Shared::new(instance.clone(), client, loopback)));
         }
-        self.loaded = true;
         Ok(self.shared.as_ref().expect("made above"))
     }
 
@@ -86,9 +97,14 @@ impl McpClients {
         }
     }
 
-    /// The frame to broadcast, if the servers changed since the last one.
+    /// The frame to broadcast, if the servers changed since the last one (or the instance
+    /// restarted).
     pub(crate) fn take_broadcast(&self) -> Option<Message> {
-        self.shared.as_ref()?.take_broadcast()
+        let announce = self.announce.swap(false, Ordering::AcqRel);
+        match &self.shared {
+            Some(shared) => shared.take_broadcast().or_else(|| announce.then(|| shared.frame())),
+            None => announce.then(protocol::mcp_servers),
+        }
     }
 }
 

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use rmcp::model::{ClientCapabilities, ClientConfig, Implementation};
-use rmcp::service::{ClientInitializeError, NotificationContext, RunningService};
+use rmcp::model::{ClientCapabilities, ClientConfig, ClientRequest, Implementation, PingRequest};
+use rmcp::service::{ClientInitializeError, NotificationContext, RunningService, ServiceError};
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::common::client_side_sse::ExponentialBackoff;
 use rmcp::transport::streamable_http_client::{
@@ -36,6 +36,10 @@ const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(15);
 const STREAM_RETRIES: usize = 3;
 /// The least time between two listings a server asks for.
 const RELIST_INTERVAL: Duration = Duration::from_secs(1);
+/// How often a ready server is pinged, to notice one that is gone between requests.
+const PING_INTERVAL: Duration = Duration::from_secs(30);
+/// How long a ping may take before the next one.
+const PING_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The client side of a session: it hears the server's notices that its lists changed.
 #[derive(Clone)]
@@ -163,22 +167,51 @@ async fn run(shared: &Shared, server: StoredServer, generation: u64) {
     tracing::info!(id, name = server.name, url = server.server_url, "MCP server ready");
     let ended = session.waiting();
     tokio::pin!(ended);
-    loop {
+    let mut pings =
+        tokio::time::interval_at(tokio::time::Instant::now() + PING_INTERVAL, PING_INTERVAL);
+    pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let why = loop {
         tokio::select! {
-            _ = &mut ended => break,
+            _ = &mut ended => break "Connection closed by the MCP server".to_owned(),
             Some(()) = relists.recv() => {
+                // A list that cannot be read again keeps the one before.
                 match tokio::time::timeout(DISCOVERY_TIMEOUT, discover(&peer, id)).await {
                     Ok(Ok(found)) => {
                         shared.update(id, generation, |live| found.apply(live));
                     }
-                    Ok(Err(why)) => return fail(shared, &server, generation, why),
+                    Ok(Err(why)) => tracing::warn!(id, "listing the MCP server's lists again failed: {why}"),
                     Err(_) => tracing::warn!(id, "listing the MCP server's lists again timed out"),
                 }
                 tokio::time::sleep(RELIST_INTERVAL).await;
             }
+            _ = pings.tick() => {
+                let ping = ClientRequest::PingRequest(PingRequest::default());
+                if let Ok(Err(e)) = tokio::time::timeout(PING_TIMEOUT, peer.send_request(ping)).await
+                    && is_gone(&e)
+                {
+                    break format!("Connection lost: {}", error_chain(&e));
+                }
+            }
         }
+    };
+    fail(shared, &server, generation, why);
+}
+
+/// Whether a request's error means the session is gone (closed, the server unreachable, the
+/// session unknown to it), not that one request failed (a 429 or a 503 from a gateway).
+pub(crate) fn is_gone(error: &ServiceError) -> bool {
+    let ServiceError::TransportSend(error) = error else {
+        return matches!(error, ServiceError::TransportClosed);
+    };
+    match error.error.downcast_ref::<StreamableHttpError<reqwest::Error>>() {
+        Some(StreamableHttpError::Client(e)) => e.is_connect(),
+        Some(
+            StreamableHttpError::SessionExpired
+            | StreamableHttpError::TransportChannelClosed
+            | StreamableHttpError::UnexpectedEndOfStream,
+        ) => true,
+        _ => false,
     }
-    fail(shared, &server, generation, "Connection closed by the MCP server".to_owned());
 }
 
 fn fail(shared: &Shared, server: &StoredServer, generation: u64, why: String) {

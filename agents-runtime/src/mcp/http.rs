@@ -56,9 +56,15 @@ fn build(loopback: bool) -> Result<reqwest::Client, String> {
     let tls = rustls_platform_verifier::BuilderVerifierExt::with_platform_verifier(tls)
         .map_err(|e| failed(&e))?
         .with_no_client_auth();
+    // Redirects stay on the server's origin: another would get the agent's headers (a token,
+    // say), or a downgrade from https to http.
     let redirects = reqwest::redirect::Policy::custom(move |attempt| {
+        let from = attempt.previous().last().map(Url::origin);
         if attempt.previous().len() >= MAX_REDIRECTS {
             attempt.error("too many redirects")
+        } else if from.is_some_and(|from| from != attempt.url().origin()) {
+            let to = attempt.url().origin().ascii_serialization();
+            attempt.error(format!("a redirect to another origin ({to}) is not followed"))
         } else if let Err(why) = check_host(attempt.url(), loopback) {
             attempt.error(why)
         } else {
@@ -71,6 +77,8 @@ fn build(loopback: bool) -> Result<reqwest::Client, String> {
         .connect_timeout(CONNECT_TIMEOUT)
         .redirect(redirects)
         .dns_resolver(Arc::new(CheckedResolver { loopback }))
+        // A proxy from the environment would resolve the server's name itself, past the check.
+        .no_proxy()
         .build()
         .map_err(|e| failed(&e))
 }
@@ -135,9 +143,10 @@ impl Resolve for CheckedResolver {
 }
 
 /// Addresses an agent may not reach: private (RFC 1918), shared (CGNAT, 100.64/10),
-/// link-local (cloud metadata included), IETF-reserved 192.0.0/24, unspecified, broadcast,
-/// IPv6 unique-local and site-local, and IPv4 through IPv6 (mapped, compatible, NAT64);
-/// loopback too, unless `loopback`.
+/// link-local (cloud metadata included), IETF-reserved 192.0.0/24, benchmarking 198.18/15,
+/// unspecified, multicast, reserved 240/4 (broadcast included), IPv6 unique-local, site-local
+/// and multicast, and IPv4 through IPv6 (mapped, compatible, NAT64, 6to4); loopback too,
+/// unless `loopback`.
 fn is_internal(ip: IpAddr, loopback: bool) -> bool {
     match ip {
         IpAddr::V4(ip) => internal_v4(ip, loopback),
@@ -153,15 +162,18 @@ fn internal_v4(ip: Ipv4Addr, loopback: bool) -> bool {
     ip.is_private()
         || ip.is_link_local()
         || ip.is_unspecified()
-        || ip.is_broadcast()
+        || ip.is_multicast()
+        || a >= 240
         || (a == 100 && (b & 0xc0) == 64)
         || (a == 192 && b == 0 && c == 0)
+        || (a == 198 && (b & 0xfe) == 18)
         || (ip.is_loopback() && !loopback)
 }
 
 fn internal_v6(ip: Ipv6Addr, loopback: bool) -> bool {
     let first = ip.segments()[0];
     ip.is_unspecified()
+        || ip.is_multicast()
         || (first & 0xfe00) == 0xfc00
         || (first & 0xffc0) == 0xfe80
         || (first & 0xffc0) == 0xfec0
@@ -169,16 +181,20 @@ fn internal_v6(ip: Ipv6Addr, loopback: bool) -> bool {
 }
 
 /// The IPv4 address an IPv6 one carries: mapped (`::ffff:a.b.c.d`), compatible
-/// (`::a.b.c.d`, not `::` or `::1`), or NAT64 (`64:ff9b::a.b.c.d`).
+/// (`::a.b.c.d`, not `::` or `::1`), NAT64 (`64:ff9b::a.b.c.d`, and the local-use
+/// `64:ff9b:1::/48`), or 6to4 (`2002:aabb:ccdd::/48`).
 fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     if let Some(v4) = ip.to_ipv4_mapped() {
         return Some(v4);
     }
     let s = ip.segments();
-    let low = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
+    let v4 = |hi: u16, lo: u16| Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8);
+    if s[0] == 0x2002 {
+        return Some(v4(s[1], s[2]));
+    }
     let compatible = s[..6] == [0; 6] && !ip.is_unspecified() && !ip.is_loopback();
-    let nat64 = s[..6] == [0x64, 0xff9b, 0, 0, 0, 0];
-    (compatible || nat64).then_some(low)
+    let nat64 = s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] || s[..3] == [0x64, 0xff9b, 1];
+    (compatible || nat64).then(|| v4(s[6], s[7]))
 }
 
 /// The custom headers of a server, checked: names and values HTTP allows, each name once,
@@ -257,11 +273,25 @@ mod tests {
             "http://[::ffff:10.0.0.1]/mcp",
             "http://[::10.0.0.1]/mcp",
             "http://[64:ff9b::a9fe:a9fe]/mcp",
+            "http://[64:ff9b:1::a00:1]/mcp",
+            "http://[2002:a00:1::]/mcp",
+            "http://224.0.0.1/mcp",
+            "http://240.0.0.1/mcp",
+            "http://198.18.0.1/mcp",
+            "http://[ff02::1]/mcp",
         ] {
             let error = parse_server_url(blocked, true).expect_err(blocked);
             assert!(error.starts_with("Blocked URL"), "{blocked}: {error}");
         }
-        for loopback in ["http://127.0.0.1/mcp", "http://127.1.2.3/mcp", "http://[::1]/mcp"] {
+        // Other spellings of an address are read as the address (`url` parses as browsers do).
+        for loopback in [
+            "http://127.0.0.1/mcp",
+            "http://127.1.2.3/mcp",
+            "http://[::1]/mcp",
+            "http://2130706433/mcp",
+            "http://0x7f.1/mcp",
+            "http://127.0.0.1./mcp",
+        ] {
             let error = parse_server_url(loopback, false).expect_err(loopback);
             assert!(error.starts_with("Blocked URL"), "{loopback}: {error}");
         }

@@ -97,8 +97,15 @@ impl<'a> McpClientManager<'a> {
         let shared = self.clients.shared(self.directory, self.instance)?;
         let (count, existing) = shared.find(name, url, &options);
         if let Some((id, listed)) = existing {
-            if listed.options_match {
+            if listed.options_match && listed.state != McpConnectionState::Failed {
                 return Ok(AddMcpServerResult { id, state: listed.state });
+            }
+            if listed.options_match {
+                // Added again after it failed: it is tried again.
+                if let Some((server, generation)) = shared.renew(&id, None) {
+                    connection::connect(shared, server, generation);
+                }
+                return Ok(AddMcpServerResult { id, state: McpConnectionState::Connecting });
             }
             let server =
                 StoredServer { id, name: name.to_owned(), server_url: url.to_owned(), options };
@@ -271,7 +278,7 @@ impl<'a> McpClientManager<'a> {
                     e.message
                 )));
             }
-            Ok(Err(e @ (ServiceError::TransportSend(_) | ServiceError::TransportClosed))) => {
+            Ok(Err(e)) if connection::is_gone(&e) => {
                 let why = error_chain(&e);
                 if let Some(shared) = self.clients.get() {
                     shared.lose(id, server.generation, format!("Connection lost: {why}"));

@@ -3,6 +3,7 @@
 //! frame built from it, once per change.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use rmcp::RoleClient;
 use rmcp::service::Peer;
@@ -21,6 +22,9 @@ use crate::wire::protocol;
 
 /// The longest error text a client is shown, in characters (as the SDK).
 const MAX_ERROR_CHARS: usize = 500;
+/// How long a failed server waits before a start of the instance tries it again (an
+/// `on_start` that keeps failing starts the instance at every event).
+const RETRY_FAILED_AFTER: Duration = Duration::from_secs(5);
 
 /// The table of servers, shared by the instance and its connection tasks.
 pub(crate) struct Shared {
@@ -76,6 +80,8 @@ pub(crate) struct Live {
     pub(crate) resources: Vec<Value>,
     /// The session, once ready.
     pub(crate) peer: Option<Peer<RoleClient>>,
+    /// When it failed, if it did.
+    failed_at: Option<tokio::time::Instant>,
 }
 
 impl Live {
@@ -89,12 +95,15 @@ impl Live {
             prompts: Vec::new(),
             resources: Vec::new(),
             peer: None,
+            failed_at: None,
         }
     }
 
     /// The connection failed or was lost, for `why`.
     pub(crate) fn fail(&mut self, why: String) {
-        *self = Self { state: McpConnectionState::Failed, error: Some(why), ..Self::new() };
+        let failed_at = Some(tokio::time::Instant::now());
+        *self =
+            Self { state: McpConnectionState::Failed, error: Some(why), failed_at, ..Self::new() };
     }
 }
 
@@ -173,11 +182,18 @@ impl Shared {
         true
     }
 
-    /// The ids of the servers whose connection failed.
+    /// The ids of the servers whose connection failed a while ago (to try again).
     pub(crate) fn failed(&self) -> Vec<String> {
         let table = lock(&self.table);
-        let failed = table.servers.iter().filter(|e| e.live.state == McpConnectionState::Failed);
+        let failed = table.servers.iter().filter(|entry| {
+            entry.live.failed_at.is_some_and(|at| at.elapsed() >= RETRY_FAILED_AFTER)
+        });
         failed.map(|entry| entry.stored.id.clone()).collect()
+    }
+
+    /// Whether server `id` is on the list.
+    pub(crate) fn contains(&self, id: &str) -> bool {
+        lock(&self.table).servers.iter().any(|entry| entry.stored.id == id)
     }
 
     /// Stops every connection (the instance leaves memory, or restarts from storage).
@@ -201,30 +217,50 @@ impl Shared {
         };
         update(&mut entry.live);
         table.changed();
-        if table.broadcast == Broadcast::Due {
-            // Never waited for: a full mailbox has turns queued, and each broadcasts at its end.
-            match self.instance.mailbox.try_send(&self.instance, Event::McpChanged) {
-                Ok(()) => table.broadcast = Broadcast::Asked,
-                Err(Refused::Full(_) | Refused::Closed) => {}
-            }
-        }
-        drop(table);
-        self.news.notify_waiters();
+        self.tell(table);
         true
     }
 
-    /// Connection `generation` of server `id` was lost (a request to it could not be sent):
-    /// its session closes and it is `failed`, for `why`.
-    pub(crate) fn lose(&self, id: &str, generation: u64, why: String) {
-        let lost = self.update(id, generation, |live| live.fail(why));
-        if lost {
+    /// After a change by a connection task: the calls waiting for a server are told, and the
+    /// instance gets an event for the broadcast, one on its way at a time. The event is sent
+    /// with the table unlocked (waking a hibernated instance may drop one, and with it a
+    /// table) and never waited for: a full mailbox has turns queued, and each broadcasts at
+    /// its end.
+    fn tell(&self, mut table: std::sync::MutexGuard<'_, Table>) {
+        let ask = table.broadcast == Broadcast::Due;
+        if ask {
+            table.broadcast = Broadcast::Asked;
+        }
+        drop(table);
+        self.news.notify_waiters();
+        if ask
+            && let Err(Refused::Full(_) | Refused::Closed) =
+                self.instance.mailbox.try_send(&self.instance, Event::McpChanged)
+        {
             let mut table = lock(&self.table);
-            let entry =
-                table.servers.iter_mut().find(|e| e.stored.id == id && e.generation == generation);
-            if let Some(task) = entry.and_then(|entry| entry.task.take()) {
-                task.abort();
+            if table.broadcast == Broadcast::Asked {
+                table.broadcast = Broadcast::Due;
             }
         }
+    }
+
+    /// Connection `generation` of server `id` was lost (a request found the server gone): its
+    /// session closes and it is `failed`, for `why`; the connection's later news is ignored.
+    pub(crate) fn lose(&self, id: &str, generation: u64, why: String) {
+        let mut table = lock(&self.table);
+        let next = table.next_generation();
+        let Some(entry) =
+            table.servers.iter_mut().find(|e| e.stored.id == id && e.generation == generation)
+        else {
+            return;
+        };
+        if let Some(task) = entry.task.take() {
+            task.abort();
+        }
+        entry.generation = next;
+        entry.live.fail(why);
+        table.changed();
+        self.tell(table);
     }
 
     /// Waits for the next change (register first with `enable`, then look, then wait).

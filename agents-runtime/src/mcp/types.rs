@@ -116,7 +116,8 @@ impl McpServerOptions {
 /// connection is made in the background.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AddMcpServerResult {
-    /// The server's id, for [`McpClientManager::remove_server`] and tool calls.
+    /// The server's id, for tool calls and
+    /// [`remove_server`](super::McpClientManager::remove_server).
     pub id: String,
     /// Its state now.
     pub state: McpConnectionState,
@@ -158,13 +159,14 @@ pub struct McpServersState {
     pub tools: Vec<Value>,
 }
 
-/// A tool of a ready server, as [`McpClientManager::list_tools`] lists it.
+/// A tool of a ready server, as
+/// [`McpClientManager::list_tools`](super::McpClientManager::list_tools) lists it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct McpTool {
     /// The id of the server that has it.
     pub server_id: String,
-    /// Its name, for [`McpClientManager::call_tool`].
+    /// Its name, for [`McpClientManager::call_tool`](super::McpClientManager::call_tool).
     pub name: String,
     /// What it does, if the server says.
     pub description: Option<String>,

@@ -456,11 +456,16 @@ impl<A: Agent> Host<A> {
         // its alarms may be gone.
         self.instance.gate.forget_lost();
         self.instance.alarm.forget();
-        let Some(Awake { agent, ctx, .. }) = self.awake.take() else { return };
+        let Some(Awake { agent, ctx, .. }) = self.awake.take() else {
+            // Asleep: its MCP servers are read again from what is durable.
+            self.mcp.reset();
+            self.mcp.start(&self.directory, &self.instance);
+            return;
+        };
         tracing::warn!(agent = A::NAME, name = %self.name, "restarting from durable state: {why}");
         Kept { connections: self.asleep, mcp: self.mcp } = ctx.into_kept();
         // The MCP servers as stored: an add or a removal may have been lost with the writes.
-        self.mcp = McpClients::default();
+        self.mcp.reset();
         drop(agent);
         self.instance.corks.trim();
         let awake = match self.wake().await {
