@@ -201,3 +201,43 @@ async fn an_in_process_call_held_behind_a_lost_write_is_an_error() {
     disk.full.store(false, Ordering::Release);
     assert_eq!(counter.increment().await.expect("acknowledged"), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mcp_server_added_with_a_lost_write_is_forgotten_and_clients_are_told() {
+    let mcp_server = agents_tests::node::McpServer::start().await;
+    let disk = Arc::new(Disk::default());
+    let builder = agents_examples::server().store(disk.clone()).storage_timeout(TIMEOUT);
+    let server = start(builder).await;
+    let mut client = server.connect("/agents/toolbox/disk").await;
+    disk.full.store(true, Ordering::Release);
+    client.send_rpc("1", "addServer", json!(["tools", mcp_server.url("/mcp")])).await;
+    // The answer waited for the write, which is lost: an error, and the instance restarts
+    // from what is durable, where the server never was.
+    let mut frames = Vec::new();
+    let answer = loop {
+        let frame = client.recv_json().await;
+        if frame["type"] == "rpc" {
+            break frame;
+        }
+        frames.push(frame);
+    };
+    assert_eq!(answer["success"], false, "{answer}");
+    let error = answer["error"].as_str().unwrap_or_default();
+    assert!(error.starts_with("Storage failed, the agent restarts"), "{error}");
+    frames.extend(frames_within(&mut client, Duration::from_millis(500)).await);
+    let last_mcp = frames.iter().rev().find(|f| f["type"] == "cf_agent_mcp_servers");
+    let empty = json!({ "prompts": [], "resources": [], "servers": {}, "tools": [] });
+    assert_eq!(last_mcp.map(|f| &f["mcp"]), Some(&empty), "clients end with no server: {frames:?}");
+    disk.full.store(false, Ordering::Release);
+    client.send_rpc("2", "listTools", json!([])).await;
+    let tools = loop {
+        let frame = client.recv_json().await;
+        if frame["type"] == "rpc" && frame["id"] == "2" {
+            break frame;
+        }
+    };
+    assert_eq!(tools["result"], json!([]), "{tools}");
+    let fresh = server.connect("/agents/toolbox/disk").await;
+    assert_eq!(fresh.initial_mcp, Some(empty));
+    server.shut_down().await;
+}

@@ -64,10 +64,12 @@ impl McpClients {
 
     /// The instance restarts from what is durable (an add or a removal may have been lost
     /// with the writes): the servers in memory are forgotten, their connections stop, and
-    /// the list is read again; the next broadcast goes out whatever it holds.
+    /// the list is read again; if it had servers, the next broadcast goes out whatever the
+    /// list holds now.
     pub(crate) fn reset(&mut self) {
+        let had_servers = self.shared.is_some();
         *self = Self::default();
-        self.announce.store(true, Ordering::Release);
+        self.announce.store(had_servers, Ordering::Release);
     }
 
     /// The table, made on first use.

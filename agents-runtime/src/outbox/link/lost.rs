@@ -13,8 +13,8 @@ use crate::wire::{CloseFrame, close_code};
 enum Lost {
     /// An RPC answer: the call gets an error.
     Answer(String),
-    /// A state broadcast: the instance's restart sends the state as it is now.
-    State,
+    /// A state or MCP servers broadcast: the instance's restart sends it as it is now.
+    Protocol,
     /// Anything else (the agent's own messages): the client cannot be told in-band, so the
     /// connection is closed once what was not lost has gone out.
     Other,
@@ -23,7 +23,9 @@ enum Lost {
 fn what_was_lost(message: &crate::Message) -> Lost {
     match protocol::server_frame_kind(message) {
         Some((kind, Some(id))) if kind == "rpc" => Lost::Answer(id),
-        Some((kind, _)) if kind == "cf_agent_state" => Lost::State,
+        Some((kind, _)) if kind == "cf_agent_state" || kind == "cf_agent_mcp_servers" => {
+            Lost::Protocol
+        }
         _ => Lost::Other,
     }
 }
@@ -48,7 +50,7 @@ impl Link {
                     self.written(message.len());
                     let id = match what_was_lost(&message) {
                         Lost::Answer(id) if !answered.contains(&id) => id,
-                        Lost::Answer(_) | Lost::State => continue,
+                        Lost::Answer(_) | Lost::Protocol => continue,
                         Lost::Other => {
                             lost_messages = true;
                             continue;
