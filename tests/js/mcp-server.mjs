@@ -6,12 +6,15 @@
 //   /mcp            streamable HTTP (sessions)
 //   /private/mcp    streamable HTTP that answers 401 without `Authorization: Bearer test-token`
 //   /sse            the older HTTP+SSE transport (GET opens the stream; POST /messages)
+//   /modern/mcp     the stateless protocol (2026-07-28) only, from the v2 SDK
+//                   (@modelcontextprotocol/server): `server/discover`, no `initialize`
 //
 // Its tools: `add` (two numbers), `echo` (a text), `fail` (a tool error), `grow` (adds a tool,
 // and tells the client its tool list changed). A prompt `greet` and a resource `info://server`.
 import { randomUUID } from "node:crypto";
 import { createServer } from "node:http";
 
+import { McpServer as ModernServer, createMcpHandler } from "@modelcontextprotocol/server";
 import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
 import { SSEServerTransport } from "@modelcontextprotocol/sdk/server/sse.js";
 import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
@@ -64,6 +67,39 @@ function mcpServer() {
   return server;
 }
 
+/** The v2 SDK's server, stateless, refusing the 2025 protocol. */
+const modern = createMcpHandler(
+  () => {
+    const server = new ModernServer(
+      { name: "modern-tools", version: "2.0.0" },
+      { instructions: "Stateless tools for the agents-rs tests." },
+    );
+    server.registerTool(
+      "add",
+      { description: "Adds two numbers", inputSchema: z.object({ a: z.number(), b: z.number() }) },
+      async ({ a, b }) => ({ content: [{ type: "text", text: String(a + b) }] }),
+    );
+    return server;
+  },
+  { legacy: "reject" },
+);
+
+/** Serves a Node request with a handler of web-standard `Request` and `Response`. */
+async function serveFetch(handler, req, res) {
+  const chunks = [];
+  for await (const chunk of req) chunks.push(chunk);
+  const body = ["GET", "HEAD"].includes(req.method) ? undefined : Buffer.concat(chunks);
+  const request = new Request(`http://${req.headers.host}${req.url}`, {
+    method: req.method,
+    headers: req.headers,
+    body,
+  });
+  const response = await handler.fetch(request);
+  res.writeHead(response.status, Object.fromEntries(response.headers));
+  if (response.body) for await (const chunk of response.body) res.write(chunk);
+  res.end();
+}
+
 const streamable = new Map();
 const sse = new Map();
 
@@ -97,6 +133,7 @@ async function handleStreamable(req, res) {
 async function handle(req, res) {
   const url = new URL(req.url, "http://localhost");
   if (url.pathname === "/mcp") return handleStreamable(req, res);
+  if (url.pathname === "/modern/mcp") return serveFetch(modern, req, res);
   if (url.pathname === "/private/mcp") {
     if (req.headers.authorization !== "Bearer test-token") {
       res.writeHead(401, { "www-authenticate": 'Bearer realm="test"' });

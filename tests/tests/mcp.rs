@@ -435,3 +435,17 @@ async fn loopback_servers_can_be_refused() {
     assert!(error.contains("Blocked URL: localhost (which resolves to "), "{error}");
     server.shut_down().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_of_the_stateless_protocol_are_reached() {
+    let mcp_server = McpServer::start().await;
+    let server = agents_tests::examples().await;
+    let mut client = server.connect("/agents/toolbox/modern").await;
+    // A 2026-07-28 server that refuses `initialize`: the client starts with `server/discover`.
+    let (id, mcp) = add_ready(&mut client, "modern", &mcp_server.url("/modern/mcp")).await;
+    assert_eq!(mcp["servers"][&id]["instructions"], "Stateless tools for the agents-rs tests.");
+    assert_eq!(tool_names(&mcp), ["add"]);
+    let sum = call(&mut client, "callTool", json!([id, "add", { "a": 40, "b": 2 }])).await;
+    assert_eq!(sum.expect("called")["content"][0]["text"], "42");
+    server.shut_down().await;
+}

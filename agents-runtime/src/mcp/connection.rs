@@ -7,14 +7,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
+use rmcp::model::ProtocolVersion;
 use rmcp::model::{ClientCapabilities, ClientConfig, ClientRequest, Implementation, PingRequest};
 use rmcp::service::{ClientInitializeError, NotificationContext, RunningService, ServiceError};
+use rmcp::service::{ClientLifecycleMode, serve_client_with_lifecycle};
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::common::client_side_sse::ExponentialBackoff;
 use rmcp::transport::streamable_http_client::{
     StreamableHttpClientTransportConfig, StreamableHttpError,
 };
-use rmcp::{ClientHandler, RoleClient, serve_client};
+use rmcp::{ClientHandler, RoleClient};
 use tokio::sync::mpsc;
 
 use super::catalog::discover;
@@ -269,13 +271,17 @@ async fn open(
         backoff.max_delay = Some(Duration::from_secs(4));
         config.retry_config = Arc::new(backoff);
         let transport = StreamableHttpClientTransport::with_client(client.clone(), config);
-        serve_client(listener.clone(), transport).await.map_err(init_failure)
+        serve_client_with_lifecycle(listener.clone(), transport, lifecycle())
+            .await
+            .map_err(init_failure)
     };
     let sse = async {
         let transport = sse::open(client, &url, &headers)
             .await
             .map_err(|e| Failure::of_status(e.to_string(), e.status))?;
-        serve_client(listener.clone(), transport).await.map_err(init_failure)
+        // The SSE transport predates the stateless protocol: `initialize` only.
+        let legacy = ClientLifecycleMode::Initialize;
+        serve_client_with_lifecycle(listener.clone(), transport, legacy).await.map_err(init_failure)
     };
     match server.options.transport {
         McpTransport::StreamableHttp => streamable.await,
@@ -287,11 +293,25 @@ async fn open(
     }
 }
 
+/// The protocol's startup over streamable HTTP: `server/discover` for servers of the
+/// stateless protocol (2026-07-28), and `initialize` for the others, as the SDK negotiates.
+fn lifecycle() -> ClientLifecycleMode {
+    ClientLifecycleMode::Auto {
+        preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+        legacy_version: Some(ProtocolVersion::V_2025_11_25),
+    }
+}
+
 /// Why a session could not be opened, from the transport's typed errors (without the
 /// transport's type name).
 fn init_failure(error: ClientInitializeError) -> Failure {
-    let ClientInitializeError::TransportError { error, context } = error else {
-        return Failure::new(error_chain(&error), Kind::Other);
+    let (error, context) = match error {
+        ClientInitializeError::TransportError { error, context } => (error, context),
+        // `server/discover` refused, then `initialize` failed: why the latter did.
+        ClientInitializeError::LegacyFallbackFailed { fallback, .. } => {
+            return init_failure(*fallback);
+        }
+        other => return Failure::new(error_chain(&other), Kind::Other),
     };
     let inner = error.error.as_ref();
     let (why, status) =
