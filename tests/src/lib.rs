@@ -82,8 +82,6 @@ pub mod node {
 
     use tokio::io::{AsyncBufReadExt, BufReader};
 
-    use crate::WAIT;
-
     /// `{workspace}/{relative}`.
     pub fn project(relative: &str) -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(relative)
@@ -137,16 +135,10 @@ pub mod node {
                 .expect("node runs (Node 20+ must be installed)");
             let stdout = child.stdout.take().expect("piped");
             let mut lines = BufReader::new(stdout).lines();
-            let port = tokio::time::timeout(WAIT, async {
-                while let Some(line) = lines.next_line().await.expect("reads its output") {
-                    if let Some(port) = line.strip_prefix("MCP_SERVER_LISTENING ") {
-                        return port.trim().parse().expect("a port");
-                    }
-                }
-                panic!("the MCP server exited before listening");
+            let port = crate::first_line(&mut lines, "the MCP server listening", |line| {
+                line.strip_prefix("MCP_SERVER_LISTENING ")?.trim().parse().ok()
             })
-            .await
-            .expect("the MCP server listens in time");
+            .await;
             tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
             Self { _child: child, port }
         }
@@ -180,6 +172,24 @@ pub mod node {
     }
 }
 
+/// What `read` finds in the first line of a child's output where it finds something, within
+/// [`WAIT`]; fails, saying `what` it waited for, if the output ends first.
+async fn first_line<T, R: tokio::io::AsyncBufRead + Unpin>(
+    lines: &mut tokio::io::Lines<R>,
+    what: &str,
+    mut read: impl FnMut(&str) -> Option<T>,
+) -> T {
+    let found = tokio::time::timeout(WAIT, async {
+        while let Some(line) = lines.next_line().await.expect("reads the child's output") {
+            if let Some(found) = read(&line) {
+                return found;
+            }
+        }
+        panic!("the child's output ended before {what}");
+    });
+    found.await.unwrap_or_else(|_| panic!("no {what} in time"))
+}
+
 /// The README's example agent, compiled as a doctest so it cannot drift from the API.
 #[doc = include_str!("../../README.md")]
 mod readme {}
@@ -193,7 +203,7 @@ pub mod child {
     use tokio::io::{AsyncBufReadExt, BufReader};
     use tokio::process::{Child, Command};
 
-    use crate::{Endpoint, WAIT};
+    use crate::Endpoint;
 
     /// The examples server running as a child process on a free port, logging at `info`.
     pub struct ChildServer {
@@ -246,17 +256,11 @@ pub mod child {
                 .expect("the examples server starts");
             let stdout = child.stdout.take().expect("piped");
             let mut lines = BufReader::new(stdout).lines();
-            let addr = tokio::time::timeout(WAIT, async {
-                while let Some(line) = lines.next_line().await.expect("reads the log") {
-                    if let Some(rest) = line.split("examples on http://").nth(1) {
-                        let addr = rest.split_whitespace().next().expect("an address");
-                        return addr.parse().expect("a socket address");
-                    }
-                }
-                panic!("the server exited before listening");
+            let addr = crate::first_line(&mut lines, "the server listening", |line| {
+                let rest = line.split("examples on http://").nth(1)?;
+                rest.split_whitespace().next()?.parse().ok()
             })
-            .await
-            .expect("the server listens in time");
+            .await;
             // Keep draining the log, so the child never blocks on a full pipe, and keep it.
             let log = Arc::new(Mutex::new(Vec::new()));
             let kept = log.clone();

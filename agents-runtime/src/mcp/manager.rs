@@ -175,7 +175,8 @@ impl<'a> McpClientManager<'a> {
     pub async fn call_tool(&self, server_id: &str, name: &str, arguments: Value) -> Result<Value> {
         let deadline = Instant::now() + MCP_REQUEST_TIMEOUT;
         let (server, peer) = self.ready(server_id, deadline).await?;
-        if !server.tools.iter().any(|tool| tool["name"] == name) {
+        let listed = self.clients.get().is_some_and(|shared| shared.has_tool(server_id, name));
+        if !listed {
             return Err(Error::msg(format!(
                 "MCP server {} ({server_id}) has no tool named {name:?}",
                 server.name

@@ -114,7 +114,6 @@ pub(crate) struct Snapshot {
     pub(crate) state: McpConnectionState,
     pub(crate) error: Option<String>,
     pub(crate) options_match: bool,
-    pub(crate) tools: Vec<Value>,
     pub(crate) peer: Option<Peer<RoleClient>>,
 }
 
@@ -143,9 +142,7 @@ impl Shared {
         let mut table = lock(&self.table);
         let generation = table.next_generation();
         let entry = table.servers.iter_mut().find(|entry| entry.stored.id == id)?;
-        if let Some(task) = entry.task.take() {
-            task.abort();
-        }
+        entry.stop();
         if let Some(stored) = stored {
             entry.stored = stored;
         }
@@ -160,7 +157,7 @@ impl Shared {
     /// removed or renewed; it is stopped at once if that happened already.
     pub(crate) fn attach(&self, id: &str, generation: u64, task: AbortHandle) {
         let mut table = lock(&self.table);
-        match table.servers.iter_mut().find(|e| e.stored.id == id && e.generation == generation) {
+        match table.current(id, generation) {
             Some(entry) => entry.task = Some(task),
             None => task.abort(),
         }
@@ -172,10 +169,7 @@ impl Shared {
         let Some(at) = table.servers.iter().position(|entry| entry.stored.id == id) else {
             return false;
         };
-        let entry = table.servers.remove(at);
-        if let Some(task) = entry.task {
-            task.abort();
-        }
+        table.servers.remove(at).stop();
         table.changed();
         drop(table);
         self.news.notify_waiters();
@@ -198,11 +192,7 @@ impl Shared {
 
     /// Stops every connection (the instance leaves memory, or restarts from storage).
     pub(crate) fn close_all(&self) {
-        for entry in &mut lock(&self.table).servers {
-            if let Some(task) = entry.task.take() {
-                task.abort();
-            }
-        }
+        lock(&self.table).servers.iter_mut().for_each(Entry::stop);
     }
 
     /// A connection's news: `update` is applied if connection `generation` of server `id` is
@@ -210,9 +200,7 @@ impl Shared {
     /// time) and so are the calls waiting for the server. Returns whether it applied.
     pub(crate) fn update(&self, id: &str, generation: u64, update: impl FnOnce(&mut Live)) -> bool {
         let mut table = lock(&self.table);
-        let Some(entry) =
-            table.servers.iter_mut().find(|e| e.stored.id == id && e.generation == generation)
-        else {
+        let Some(entry) = table.current(id, generation) else {
             return false;
         };
         update(&mut entry.live);
@@ -249,14 +237,10 @@ impl Shared {
     pub(crate) fn lose(&self, id: &str, generation: u64, why: String) {
         let mut table = lock(&self.table);
         let next = table.next_generation();
-        let Some(entry) =
-            table.servers.iter_mut().find(|e| e.stored.id == id && e.generation == generation)
-        else {
+        let Some(entry) = table.current(id, generation) else {
             return;
         };
-        if let Some(task) = entry.task.take() {
-            task.abort();
-        }
+        entry.stop();
         entry.generation = next;
         entry.live.fail(why);
         table.changed();
@@ -293,6 +277,13 @@ impl Shared {
         (table.servers.len(), found)
     }
 
+    /// Whether server `id` listed a tool named `name`.
+    pub(crate) fn has_tool(&self, id: &str, name: &str) -> bool {
+        let table = lock(&self.table);
+        let entry = table.servers.iter().find(|entry| entry.stored.id == id);
+        entry.is_some_and(|entry| entry.live.tools.iter().any(|tool| tool["name"] == name))
+    }
+
     /// Whether a connection is under way.
     pub(crate) fn any_pending(&self) -> bool {
         lock(&self.table).servers.iter().any(|entry| entry.live.state.is_pending())
@@ -325,12 +316,25 @@ fn snapshot(entry: &Entry, options: Option<&super::types::McpServerOptions>) -> 
         state: entry.live.state,
         error: entry.live.error.clone(),
         options_match: options.is_none_or(|options| *options == entry.stored.options),
-        tools: entry.live.tools.clone(),
         peer: entry.live.peer.clone(),
     }
 }
 
+impl Entry {
+    /// Stops its connection's task, if it has one.
+    fn stop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
 impl Table {
+    /// Server `id`, if connection `generation` is its current one.
+    fn current(&mut self, id: &str, generation: u64) -> Option<&mut Entry> {
+        self.servers.iter_mut().find(|e| e.stored.id == id && e.generation == generation)
+    }
+
     fn next_generation(&mut self) -> u64 {
         self.next_generation += 1;
         self.next_generation
