@@ -226,6 +226,11 @@ async fn a_full_disk_is_answered_and_recovered_without_losing_acknowledged_write
     );
     // The storage layer logs the OS reason once per change, not once per attempt (RPC errors
     // are logged apart, within each instance's log budget).
+    // The log is read from the child's pipe by a task of this test: the last lines may still
+    // be on their way.
+    let recovered_line = |log: &[String]| log.iter().any(|line| line.contains("works again"));
+    agents_tests::eventually("the log says storage works again", || recovered_line(&child.log()))
+        .await;
     let log = child.log();
     let storage: Vec<_> = log.iter().filter(|line| line.contains("storage::durability")).collect();
     let reasons = storage.iter().filter(|line| line.contains("No space left on device")).count();
