@@ -67,6 +67,8 @@ mod sync;
 mod wire;
 // Durable storage and the output gate's group commit.
 pub mod storage;
+// Cluster mode: PostgreSQL, nodes and their leases, owners of agents, the fenced store.
+pub mod cluster;
 // Each instance's SQLite database (`ctx.sql()`), in the output gate's group commit.
 mod sql;
 // What an instance sends, and the write side of its sockets.

@@ -3,6 +3,21 @@
 
 pub use agents_runtime::testing::*;
 
+/// A PostgreSQL server of the test's own ([`Postgres::start`]), or `None` after [`skip`]
+/// when PostgreSQL is not installed (which fails under `CI=true`).
+pub fn postgres(check: &str) -> Option<Postgres> {
+    match Postgres::start() {
+        Ok(server) => {
+            ran(check);
+            Some(server)
+        }
+        Err(why) => {
+            skip(check, &format!("{why}; .ci/run installs it"));
+            None
+        }
+    }
+}
+
 /// The examples server with default limits.
 pub async fn examples() -> TestServer {
     start(agents_examples::server()).await

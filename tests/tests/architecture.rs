@@ -65,6 +65,7 @@ const LAYERS: &[&[&str]] = &[
     &["env", "error", "limits", "message", "request", "sync"],
     &["wire"],
     &["storage"],
+    &["cluster"],
     &["sql"],
     &["outbox"],
     &["instance"],
@@ -238,13 +239,26 @@ impl<'ast> Visit<'ast> for FunctionLengths {
     }
 }
 
-/// `#[cfg(test)]` or `#[test]`.
+/// `#[cfg(test)]`, `#[cfg(all(test, ...))]` or `#[test]`.
 fn is_test(attrs: &[syn::Attribute]) -> bool {
     attrs.iter().any(|attr| {
         attr.path().is_ident("test")
             || (attr.path().is_ident("cfg")
-                && attr.parse_args::<syn::Ident>().is_ok_and(|ident| ident == "test"))
+                && attr.parse_args::<syn::Meta>().is_ok_and(|meta| needs_test(&meta)))
     })
+}
+
+/// Whether a `cfg` predicate holds only under `test`.
+fn needs_test(meta: &syn::Meta) -> bool {
+    match meta {
+        syn::Meta::Path(path) => path.is_ident("test"),
+        syn::Meta::List(list) if list.path.is_ident("all") => list
+            .parse_args_with(
+                syn::punctuated::Punctuated::<syn::Meta, syn::Token![,]>::parse_terminated,
+            )
+            .is_ok_and(|all| all.iter().any(needs_test)),
+        _ => false,
+    }
 }
 
 /// A module's path from the crate root (`[]` is `lib.rs`).

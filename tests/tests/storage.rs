@@ -5,6 +5,7 @@
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
+use agents_runtime::cluster::PostgresStore;
 use agents_runtime::prelude::*;
 use agents_runtime::storage::{
     MemoryStore, ScanIter, SledStore, Store, StoreError, WriteBatch, conformance,
@@ -18,6 +19,37 @@ fn sled_passes_the_conformance_suite() {
     let dir = TempDir::new("sled-conformance");
     conformance::check(&SledStore::open(dir.path().join("a")).expect("opens"));
     conformance::check_reopen(|| SledStore::open(dir.path().join("b")).expect("opens"));
+}
+
+/// Opens a [`PostgresStore`] from synchronous code, as `check_reopen` needs.
+fn open_postgres(url: &str) -> Result<PostgresStore, StoreError> {
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+    runtime.block_on(PostgresStore::open(url))
+}
+
+#[test]
+fn postgres_passes_the_conformance_suite() {
+    let Some(server) = agents_tests::postgres("postgres conformance") else { return };
+    conformance::check(&open_postgres(&server.database()).expect("opens"));
+    let url = server.database();
+    conformance::check_reopen(|| open_postgres(&url).expect("opens"));
+}
+
+#[test]
+fn a_postgres_store_that_cannot_connect_is_a_clear_error() {
+    let err = open_postgres("mysql://x").err().expect("refused").to_string();
+    assert!(err.contains("the cluster URL is not valid"), "{err}");
+    // A port nobody listens on (bound, then let go).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("binds")
+        .local_addr()
+        .expect("bound")
+        .port();
+    let err =
+        open_postgres(&format!("postgres://postgres@127.0.0.1:{port}/db")).err().expect("refused");
+    let err = err.to_string();
+    assert!(err.contains("migrating the cluster's tables") && err.contains("refused"), "{err}");
 }
 
 #[test]

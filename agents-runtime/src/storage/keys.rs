@@ -149,6 +149,11 @@ impl InstanceKeys {
         key
     }
 
+    /// The namespace: every key of the instance starts with it.
+    pub(crate) fn namespace(&self) -> &[u8] {
+        &self.namespace
+    }
+
     fn with_kind(&self, kind: u8, rest: &[u8]) -> Vec<u8> {
         let mut key = Vec::with_capacity(self.namespace.len() + 1 + rest.len());
         key.extend_from_slice(&self.namespace);
@@ -179,6 +184,37 @@ pub(crate) fn parse_index_entry(key: &[u8]) -> Option<(u64, &str, &str)> {
     }
     let (agent, name) = (std::str::from_utf8(agent).ok()?, std::str::from_utf8(name).ok()?);
     Some((u64::from_be_bytes(*due), agent, name))
+}
+
+/// The instance a store key belongs to, `(agent, name)`: the one whose namespace holds it, or
+/// whose entry of the index of alarms it is. `None` for any other key, and for names that are
+/// not UTF-8.
+pub(crate) fn instance_of(key: &[u8]) -> Option<(&str, &str)> {
+    match key.first()? {
+        b'i' => {
+            let (agent, name, _) = split_instance(&key[1..])?;
+            Some((agent, name))
+        }
+        &INDEX => parse_index_entry(key).map(|(_, agent, name)| (agent, name)),
+        _ => None,
+    }
+}
+
+/// The length of the namespace a key inside an instance's namespace starts with.
+pub(crate) fn namespace_len(key: &[u8]) -> Option<usize> {
+    let rest = key.strip_prefix(b"i")?;
+    let (_, _, len) = split_instance(rest)?;
+    Some(1 + len)
+}
+
+/// `u16 len | agent | u32 len | name` at the start of `bytes`, and how many bytes that is.
+fn split_instance(bytes: &[u8]) -> Option<(&str, &str, usize)> {
+    let (agent_len, rest) = bytes.split_first_chunk::<2>()?;
+    let (agent, rest) = rest.split_at_checked(usize::from(u16::from_be_bytes(*agent_len)))?;
+    let (name_len, rest) = rest.split_first_chunk::<4>()?;
+    let (name, _) = rest.split_at_checked(usize::try_from(u32::from_be_bytes(*name_len)).ok()?)?;
+    let len = 2 + agent.len() + 4 + name.len();
+    Some((std::str::from_utf8(agent).ok()?, std::str::from_utf8(name).ok()?, len))
 }
 
 #[cfg(test)]
@@ -220,6 +256,19 @@ mod tests {
         assert_eq!(parse_index_entry(&early), Some((5, "r", "z")));
         assert_eq!(parse_index_entry(&late[..late.len() - 1]), None, "a cut entry is refused");
         assert_eq!(parse_index_entry(&a.state()), None);
+    }
+
+    #[test]
+    fn keys_name_their_instance() {
+        let keys = InstanceKeys::new("chat-room", "lobby");
+        for key in [keys.state(), keys.kv("x"), keys.index_entry(7), keys.namespace().to_vec()] {
+            assert_eq!(instance_of(&key), Some(("chat-room", "lobby")), "{key:?}");
+        }
+        assert_eq!(namespace_len(&keys.kv("x")), Some(keys.namespace().len()));
+        assert_eq!(namespace_len(&keys.index_entry(7)), None);
+        assert_eq!(instance_of(b"rw:k"), None);
+        assert_eq!(instance_of(&keys.state()[..5]), None, "a cut namespace names nobody");
+        assert_eq!(instance_of(b""), None);
     }
 
     #[test]

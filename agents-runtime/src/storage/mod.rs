@@ -25,6 +25,6 @@ pub use kv::{ListOptions, MAX_KEY_SIZE, MAX_VALUE_SIZE, Storage, StorageBatch};
 pub use memory::MemoryStore;
 pub use sled_store::SledStore;
 
-pub(crate) use keys::InstanceKeys;
+pub(crate) use keys::{InstanceKeys, instance_of, namespace_len};
 pub use store::{BatchOp, Durability, FORMAT_VERSION, ScanIter, Store, StoreError, WriteBatch};
 pub(crate) use store::{decode_value, encode_value};

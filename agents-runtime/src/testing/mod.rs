@@ -44,6 +44,10 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+mod postgres;
+
+pub use postgres::Postgres;
+
 use crate::client::AgentClient;
 use crate::{ServerBuilder, ServerHandle};
 
