@@ -63,7 +63,7 @@ impl Room {
                 key,
                 id: connection_id(None),
                 uri: "http://127.0.0.1/agents/bench/room".into(),
-                link: LinkHandle::new(link.clone()),
+                link: LinkHandle::new(link.clone()).into(),
             };
             table.insert(Connection::new(parts, instance.clone()));
             links.push(link);

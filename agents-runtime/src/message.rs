@@ -32,6 +32,11 @@ pub enum Message {
 }
 
 impl Message {
+    /// A text message of `bytes` (shared, not copied), if they are UTF-8.
+    pub(crate) fn text_from_bytes(bytes: Bytes) -> Option<Self> {
+        Utf8Bytes::try_from(bytes).ok().map(|text| Message::Text(Text::from_wire(text)))
+    }
+
     /// Serializes `value` to a JSON text message, once.
     pub fn json<T: serde::Serialize + ?Sized>(value: &T) -> serde_json::Result<Self> {
         serde_json::to_string(value).map(Self::from)

@@ -14,6 +14,8 @@ usage: agents-examples [--addr HOST:PORT] [--data-dir DIR] [--hibernate-after DU
                       [--max-unfinished-input BYTES] [--message-timeout DURATION]
                       [--request-head-timeout DURATION] [--max-open-databases N]
                       [--max-sql-database-size BYTES]
+                      [--cluster-url URL [--node-addr HOST:PORT] [--node-id ID]
+                       [--cluster-lease DURATION]]
        agents-examples typescript FILE    (FILE `-` writes to standard output)
 
   --addr HOST:PORT              address to listen on (default 127.0.0.1:8787)
@@ -37,6 +39,14 @@ usage: agents-examples [--addr HOST:PORT] [--data-dir DIR] [--hibernate-after DU
                                 descriptors each (default 256)
   --max-sql-database-size BYTES largest SQL database of one instance, like 1GiB
                                 (default 10 GB)
+  --cluster-url URL             run as a node of a cluster on PostgreSQL, like
+                                postgres://agents@db:5432/agents: agents and their data
+                                live there, and clients may connect to any node
+  --node-addr HOST:PORT         the address other nodes reach this one on (default
+                                --addr)
+  --node-id ID                  this node's id, unique in the cluster (default: made up)
+  --cluster-lease DURATION      how long a node's lease holds: the longest its agents wait
+                                for another node when it dies (default 10s)
   -h, --help                    this text
 
 SIGINT or SIGTERM shuts down gracefully: sockets close with 1001, the store is flushed.";
@@ -52,6 +62,10 @@ struct Options {
     request_head_timeout: Option<Duration>,
     max_open_databases: Option<usize>,
     max_sql_database_size: Option<usize>,
+    cluster: Option<agents_runtime::cluster::ClusterConfig>,
+    node_addr: Option<String>,
+    node_id: Option<String>,
+    cluster_lease: Option<Duration>,
 }
 
 fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Options>, String> {
@@ -66,6 +80,10 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Options>, Stri
         request_head_timeout: None,
         max_open_databases: None,
         max_sql_database_size: None,
+        cluster: None,
+        node_addr: None,
+        node_id: None,
+        cluster_lease: None,
     };
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -123,8 +141,51 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Options>, Stri
                 let bytes = parse_bytes(&text).map_err(|why| format!("{flag}: `{text}` {why}"))?;
                 options.max_sql_database_size = Some(bytes);
             }
+            "--cluster-url" => {
+                let url = value(&flag)?;
+                if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
+                    return Err(format!(
+                        "{flag}: `{url}` is not a URL like postgres://USER@HOST:PORT/DB"
+                    ));
+                }
+                options.cluster = Some(agents_runtime::cluster::ClusterConfig::new(url));
+            }
+            "--node-addr" => {
+                let addr = value(&flag)?;
+                let port = addr.rsplit_once(':').and_then(|(host, port)| {
+                    (!host.is_empty()).then(|| port.parse::<u16>().ok()).flatten()
+                });
+                if port.is_none() {
+                    return Err(format!("{flag}: `{addr}` is not an address like 10.0.0.5:8787"));
+                }
+                options.node_addr = Some(addr);
+            }
+            "--node-id" => options.node_id = Some(value(&flag)?),
+            "--cluster-lease" => {
+                let lease = duration_flag(&flag, &value(&flag)?)?;
+                if lease < Duration::from_millis(300) {
+                    return Err(format!(
+                        "{flag}: a lease shorter than 300ms cannot be renewed in time"
+                    ));
+                }
+                options.cluster_lease = Some(lease);
+            }
             other => return Err(format!("unknown argument `{other}`")),
         }
+    }
+    match &mut options.cluster {
+        Some(config) => {
+            config.node_addr = options.node_addr.take();
+            config.node_id = options.node_id.take();
+            config.lease = options.cluster_lease.take().unwrap_or(config.lease);
+        }
+        None if options.node_addr.is_some()
+            || options.node_id.is_some()
+            || options.cluster_lease.is_some() =>
+        {
+            return Err("--node-addr, --node-id and --cluster-lease need --cluster-url".into());
+        }
+        None => {}
     }
     Ok(Some(options))
 }
@@ -246,6 +307,10 @@ pub async fn run(args: impl Iterator<Item = String>) -> ExitCode {
     if let Some(bytes) = options.max_sql_database_size {
         builder = builder.max_sql_database_size(bytes as u64);
     }
+    let cluster = options.cluster.is_some();
+    if let Some(config) = options.cluster {
+        builder = builder.cluster(config);
+    }
     let server = match builder.bind(options.addr).await {
         Ok(server) => server,
         Err(error) => {
@@ -254,7 +319,15 @@ pub async fn run(args: impl Iterator<Item = String>) -> ExitCode {
         }
     };
     let addr = server.local_addr();
-    tracing::info!("agents-rs examples on http://{addr} (data in {})", options.data_dir.display());
+    match cluster {
+        true => tracing::info!(
+            "agents-rs examples on http://{addr} (a cluster node: data in PostgreSQL)"
+        ),
+        false => tracing::info!(
+            "agents-rs examples on http://{addr} (data in {})",
+            options.data_dir.display()
+        ),
+    }
     tracing::info!("  open http://{addr}/ in a browser for the demo page");
     for agent in server.agents() {
         tracing::info!("  ws://{addr}/agents/{agent}/{{name}}");

@@ -259,6 +259,13 @@ pub mod child {
             Self::start_with(command, data_dir).await
         }
 
+        /// [`start`](Self::start) with more arguments (`--cluster-url` and the like).
+        pub async fn start_args(binary: &str, data_dir: &std::path::Path, args: &[&str]) -> Self {
+            let mut command = Command::new(binary);
+            command.args(args);
+            Self::start_with(command, data_dir).await
+        }
+
         async fn start_with(mut command: Command, data_dir: &std::path::Path) -> Self {
             let mut child = command
                 .args(["--addr", "127.0.0.1:0", "--data-dir"])

@@ -7,13 +7,11 @@
 //! flushes check the fence). The tables are created or migrated at start (`schema.rs`). The
 //! connections run on a runtime of their own (`pg.rs`).
 
-// The server joins a cluster through these in the next step; until then only the tests and
-// `PostgresStore` use them.
-#![cfg_attr(not(test), allow(dead_code))]
-
 mod error;
+pub(crate) mod frames;
 mod node;
 mod ownership;
+pub(crate) mod peers;
 mod pg;
 mod schema;
 mod store;
@@ -26,10 +24,9 @@ use std::time::Duration;
 pub use error::ClusterError;
 pub use store::PostgresStore;
 
-pub(crate) use node::Node;
-#[cfg(test)]
-use node::Standing;
+pub(crate) use node::{Node, Standing};
 pub(crate) use ownership::{Holder, Owner};
+pub(crate) use peers::{GatewayLink, Inbound, OwnerLink};
 
 /// How a server joins a cluster: `ServerBuilder::cluster`.
 #[derive(Clone, Debug)]
@@ -61,6 +58,7 @@ pub(crate) struct Cluster {
     pub(crate) pg: Arc<pg::Pg>,
     pub(crate) node: Arc<Node>,
     pub(crate) store: Arc<PostgresStore>,
+    pub(crate) peers: Arc<peers::Peers>,
 }
 
 impl Cluster {
@@ -73,7 +71,15 @@ impl Cluster {
         let node =
             Node::join(&pg, &id, config.node_addr.as_deref().unwrap_or(addr), config.lease).await?;
         let store = Arc::new(PostgresStore::new(pg.clone(), Some(node.lease.clone())));
-        Ok(Self { pg, node, store })
+        let secret = pg
+            .run("reading the cluster's secret", pg::QUERY_TIMEOUT, |client| async move {
+                let row =
+                    client.query_one("SELECT secret FROM agents_rs_secret LIMIT 1", &[]).await?;
+                Ok(row.get::<_, String>(0))
+            })
+            .await?;
+        let peers = peers::Peers::new(node.id.clone(), secret, node.lease.clone());
+        Ok(Self { pg, node, store, peers })
     }
 
     /// Who this node is now, if its lease holds.
@@ -97,6 +103,11 @@ impl Cluster {
     ) -> Result<bool, ClusterError> {
         let me = self.holder().ok_or_else(fenced)?;
         ownership::release(&self.pg, &me, agent, name, epoch).await
+    }
+
+    /// The node's lease: whether it may act, and changes of where it stands.
+    pub(crate) fn lease(&self) -> &node::Lease {
+        &self.node.lease
     }
 
     /// Leaves the cluster (shutdown).

@@ -63,6 +63,11 @@ impl Lease {
         *self.standing.borrow()
     }
 
+    /// Changes of where the node stands.
+    pub(crate) fn watch(&self) -> watch::Receiver<Standing> {
+        self.standing.subscribe()
+    }
+
     fn hold(&self, incarnation: i64, until: Instant) {
         let until = until.saturating_duration_since(self.base).as_nanos() as u64;
         self.valid_until.store(until, Ordering::Release);

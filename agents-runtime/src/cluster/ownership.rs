@@ -15,8 +15,8 @@ pub(crate) struct Holder {
 /// Who owns an agent, after an attempt to acquire it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Owner {
-    /// This node does, from now on, at this epoch.
-    Acquired { epoch: i64 },
+    /// This node does, from now on, at this epoch, under this incarnation of the node.
+    Acquired { epoch: i64, incarnation: i64 },
     /// A live node does: its id, incarnation and the address other nodes reach it on.
     Other { holder: Holder, addr: String },
 }
@@ -68,7 +68,7 @@ pub(crate) async fn acquire(
             continue;
         };
         if let Some(epoch) = row.get::<_, Option<i64>>(0) {
-            return Ok(Owner::Acquired { epoch });
+            return Ok(Owner::Acquired { epoch, incarnation: inc });
         }
         let holder = Holder { node: row.get(1), incarnation: row.get(2) };
         return Ok(Owner::Other { holder, addr: row.get(3) });

@@ -148,10 +148,14 @@ impl PostgresStore {
         Ok(())
     }
 
-    /// Forgets instance `namespace`: its keys are read from PostgreSQL again. Refused while it
-    /// has writes not committed yet (they need its fence).
-    pub(crate) fn unload(&self, namespace: &[u8]) -> Result<(), ClusterError> {
+    /// Forgets instance `namespace`, loaded at `epoch`: its keys are read from PostgreSQL
+    /// again. Refused while it has writes not committed yet (they need its fence); nothing
+    /// happens if it was loaded again since, at another epoch.
+    pub(crate) fn unload(&self, namespace: &[u8], epoch: i64) -> Result<(), ClusterError> {
         let mut state = lock(&self.state);
+        if state.resident.get(namespace).is_none_or(|resident| resident.epoch != epoch) {
+            return Ok(());
+        }
         let has_writes = |writes: &Writes| {
             writes
                 .range(namespace.to_vec()..)
@@ -444,7 +448,12 @@ impl Store for PostgresStore {
             state.cache.clear();
             state.resident.drain().collect()
         };
+        let holding = self.lease.as_ref().map(|lease| lease.holding());
         for (namespace, resident) in namespaces {
+            // An instance owned under an incarnation that is over is not this node's any more.
+            if holding.is_some_and(|holding| holding != Some(resident.incarnation)) {
+                continue;
+            }
             let end = successor(&namespace);
             let rows = self.read_through(&namespace, end.as_deref())?;
             let mut state = lock(&self.state);

@@ -13,7 +13,8 @@ use crate::instance::shared::Instance;
 use crate::message::Message;
 use crate::outbox::corks::{Append, Batch, CorkMark};
 
-use crate::outbox::{Link, LinkHandle, Outbound, PushError, seal_after};
+use crate::cluster::frames::Target;
+use crate::outbox::{Link, Outbound, Outlet, PushError, RemoteOutlet, seal_after};
 use crate::storage::durability::WriteSeq;
 use crate::sync::lock;
 use crate::wire::{CloseFrame, close_code, is_sendable_close_code, truncate_reason};
@@ -72,8 +73,9 @@ struct Inner<S> {
     closing: AtomicBool,
     readonly: AtomicBool,
     protocol: AtomicBool,
-    /// The link to the socket; dropped with the last handle, which tells the socket task.
-    link: LinkHandle,
+    /// The link to the socket (dropped with the last handle, which tells the socket task), or
+    /// the route to the node that holds it.
+    link: Outlet,
     /// Where the instance's running turn logs frames for this connection.
     cork: CorkMark,
     /// The instance: its name, its output gate (read on every send) and the limits.
@@ -206,6 +208,10 @@ impl<S> Connection<S> {
         if self.is_closing() {
             return Err(ConnectionError::Closed);
         }
+        let link = match &self.inner.link {
+            Outlet::Local(link) => link,
+            Outlet::Remote(_) => return self.push(Cow::Borrowed(message)),
+        };
         let instance = &self.inner.instance;
         let fanout = match fanout {
             Some(fanout) if fanout.batch.holds(&instance.corks) => fanout,
@@ -225,7 +231,7 @@ impl<S> Connection<S> {
         let message = Cow::Borrowed(message);
         let holds_turn = turn.is_some();
         let out = Outbound { message, after, released, budget, mark };
-        let sent = self.inner.link.send_unlogged(out, turn, append);
+        let sent = link.send_unlogged(out, turn, append);
         if sent == Ok(true) && !holds_turn {
             // The batch holds no turn, so the corks are not locked: seal in the new one.
             seal_after(&instance.corks, mark);
@@ -249,7 +255,7 @@ impl<S> Connection<S> {
     /// (`getWebSocketAutoResponseTimestamp`); see
     /// [`Context::set_websocket_auto_response`](crate::Context::set_websocket_auto_response).
     pub fn auto_response_timestamp(&self) -> Option<SystemTime> {
-        self.inner.link.auto_responded_at()
+        self.inner.link.local()?.auto_responded_at()
     }
 
     /// Closes the connection with `code` and `reason` (`connection.close(code, reason)`), after
@@ -265,9 +271,21 @@ impl<S> Connection<S> {
             return Ok(());
         }
         let frame = CloseFrame { code, reason: truncate_reason(reason).to_owned() };
-        let queued = self.inner.link.push_close(frame, self.pending_write());
-        if let Err((PushError::Full, frame)) = queued {
-            self.inner.link.force_close(frame);
+        match &self.inner.link {
+            Outlet::Local(link) => {
+                let queued = link.push_close(frame, self.pending_write());
+                if let Err((PushError::Full, frame)) = queued {
+                    link.force_close(frame);
+                }
+            }
+            Outlet::Remote(remote) => {
+                let _ = remote.route.close(
+                    remote.conn,
+                    frame.code,
+                    &frame.reason,
+                    self.pending_write(),
+                );
+            }
         }
         Ok(())
     }
@@ -302,9 +320,17 @@ impl<S> Connection<S> {
         self.inner.key
     }
 
-    /// The connection's outbox and socket.
-    pub(crate) fn link(&self) -> &Link {
-        &self.inner.link
+    /// The connection's outbox and socket, for a socket on this node.
+    pub(crate) fn link(&self) -> Option<&Link> {
+        self.inner.link.local().map(|link| &***link)
+    }
+
+    /// The route to the socket's node, for a socket on another node (cluster mode).
+    pub(crate) fn remote(&self) -> Option<&RemoteOutlet> {
+        match &self.inner.link {
+            Outlet::Local(_) => None,
+            Outlet::Remote(remote) => Some(remote),
+        }
     }
 
     pub(crate) fn id_arc(&self) -> &Arc<str> {
@@ -314,7 +340,9 @@ impl<S> Connection<S> {
     /// The connect turn begins: the upgrade's 101, held in the link, leaves when this poll
     /// of the turn ends, with the frames the turn sends to this connection meanwhile.
     pub(crate) fn cork_response(&self) {
-        self.inner.link.cork_response(&self.inner.instance.corks, &self.inner.cork);
+        if let Outlet::Local(link) = &self.inner.link {
+            link.cork_response(&self.inner.instance.corks, &self.inner.cork);
+        }
     }
 
     /// The socket is gone: from now on the connection is closing and cannot be sent to.
@@ -335,11 +363,18 @@ impl<S> Connection<S> {
     /// the budget still goes through an empty outbox. Borrowed, it is copied only if queued.
     pub(crate) fn push(&self, message: Cow<'_, Message>) -> Result<(), ConnectionError> {
         let after = self.pending_write();
+        let link = match &self.inner.link {
+            Outlet::Local(link) => link,
+            Outlet::Remote(remote) => {
+                let target = Target::One(remote.conn);
+                return self.sent(remote.route.send(target, message.into_owned(), after));
+            }
+        };
         let instance = &self.inner.instance;
         let released = instance.gate.is_settled(after);
         let budget = self.inner.instance.max_outbox_bytes();
         let out = Outbound { message, after, released, budget, mark: &self.inner.cork };
-        self.sent(self.inner.link.send(out, &instance.corks))
+        self.sent(link.send(out, &instance.corks))
     }
 
     /// What a push's outcome means to the agent: an overflowing outbox closes the connection.
@@ -353,8 +388,8 @@ impl<S> Connection<S> {
 
     /// The client stopped reading: close it out of band, dropping what is queued.
     fn overflow(&self) -> ConnectionError {
-        let (messages, bytes) =
-            (self.inner.link.capacity(), self.inner.instance.max_outbox_bytes());
+        let Outlet::Local(link) = &self.inner.link else { return ConnectionError::Closed };
+        let (messages, bytes) = (link.capacity(), self.inner.instance.max_outbox_bytes());
         if !self.inner.closing.swap(true, Ordering::AcqRel) {
             tracing::warn!(
                 connection = %self.inner.id,
@@ -364,7 +399,7 @@ impl<S> Connection<S> {
                 "closing connection: outbox full, the client is not reading"
             );
         }
-        self.inner.link.force_close(CloseFrame {
+        link.force_close(CloseFrame {
             code: close_code::OUTBOX_FULL,
             reason: "Outbox full: client is not reading".into(),
         });
@@ -471,7 +506,7 @@ mod tests {
             key: 1,
             id: "a".into(),
             uri: "http://x/".into(),
-            link: LinkHandle::new(Arc::new(Link::new(4, None))),
+            link: crate::outbox::LinkHandle::new(Arc::new(Link::new(4, None))).into(),
         };
         let mut instance = Instance::detached();
         Arc::get_mut(&mut instance).expect("not shared yet").set_max_connection_state_size(16);

@@ -5,8 +5,11 @@ use std::collections::hash_map;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 
+use crate::cluster::frames::Target;
 use crate::instance::connection::{Connection, ConnectionKey};
 use crate::message::Message;
+use crate::outbox::{RemoteOutlet, Route};
+use crate::storage::durability::WriteSeq;
 
 /// The connections of one instance. Most instances have one or two (one agent per user or
 /// document): up to [`SMALL`] are kept in a list and found by a scan, with no hash table to
@@ -213,23 +216,40 @@ impl<S> ConnectionTable<S> {
     /// payload; in a turn, encoded once into the instance's cork log); returns how many took
     /// it.
     pub(crate) fn broadcast(&self, message: &Message, without: &[&str]) -> usize {
-        // One hold on the instance's gate and turn for all the connections.
+        // One hold on the instance's gate and turn for all the connections; one frame per
+        // gateway node for the sockets on other nodes.
         let mut fanout = None;
-        self.iter(None)
+        let mut remote = RemoteFanout::default();
+        let sent = self
+            .iter(None)
             .filter(|conn| !without.contains(&conn.id()))
-            .filter(|conn| conn.send_batched(message, &mut fanout).is_ok())
-            .count()
+            .filter(|conn| match conn.remote() {
+                Some(outlet) => remote.add(conn, outlet),
+                None => conn.send_batched(message, &mut fanout).is_ok(),
+            })
+            .count();
+        remote.send(message);
+        sent
     }
 
     /// Sends a protocol frame (state, MCP servers) to every open protocol-enabled connection
     /// but `without`, as [`broadcast`](Self::broadcast) sends.
     pub(crate) fn broadcast_protocol(&self, message: &Message, without: Option<&str>) {
         let mut fanout = None;
+        let mut remote = RemoteFanout::default();
         for conn in self.iter(None) {
             if conn.is_protocol_enabled() && Some(conn.id()) != without {
-                let _ = conn.send_batched(message, &mut fanout);
+                match conn.remote() {
+                    Some(outlet) => {
+                        remote.add(conn, outlet);
+                    }
+                    None => {
+                        let _ = conn.send_batched(message, &mut fanout);
+                    }
+                }
             }
         }
+        remote.send(message);
     }
 
     /// Open connections, all or those carrying `tag`.
@@ -251,6 +271,31 @@ impl<S> ConnectionTable<S> {
             },
         };
         Connections { inner }
+    }
+}
+
+/// A broadcast's sockets on other nodes, by route (a gateway node): one frame each.
+#[derive(Default)]
+struct RemoteFanout {
+    routes: Vec<(Arc<Route>, Vec<u64>)>,
+    after: WriteSeq,
+}
+
+impl RemoteFanout {
+    /// Adds `conn`, whose socket is on another node; `true` (it takes the message).
+    fn add<S>(&mut self, conn: &Connection<S>, outlet: &RemoteOutlet) -> bool {
+        self.after = conn.pending_write();
+        match self.routes.iter_mut().find(|(route, _)| Arc::ptr_eq(route, &outlet.route)) {
+            Some((_, conns)) => conns.push(outlet.conn),
+            None => self.routes.push((outlet.route.clone(), vec![outlet.conn])),
+        }
+        true
+    }
+
+    fn send(self, message: &Message) {
+        for (route, conns) in self.routes {
+            let _ = route.send(Target::Some(conns), message.clone(), self.after);
+        }
     }
 }
 
@@ -341,7 +386,7 @@ mod tests {
                 key,
                 id: format!("id-{key}").into(),
                 uri: "http://127.0.0.1/agents/test/room".into(),
-                link: LinkHandle::new(link),
+                link: LinkHandle::new(link).into(),
             };
             let conn = Connection::new(parts, instance.clone());
             let parity = if key % 2 == 0 { "even" } else { "odd" };
@@ -412,7 +457,7 @@ mod tests {
                 key: key as u64,
                 id: connection_id(None),
                 uri: "http://127.0.0.1/agents/test/room".into(),
-                link: LinkHandle::new(link.clone()),
+                link: LinkHandle::new(link.clone()).into(),
             };
             table.insert(Connection::new(parts, instance.clone()));
         }

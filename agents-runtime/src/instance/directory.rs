@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
+use crate::cluster::Cluster;
 use crate::env::Env;
 use crate::instance::connection::ConnectionKey;
 use crate::instance::event::Event;
@@ -63,6 +64,8 @@ pub(crate) struct Directory {
     pub(crate) awake_instances: AtomicUsize,
     /// Instances asleep with open connections.
     pub(crate) hibernated_instances: AtomicUsize,
+    /// Cluster mode: the node's part of the cluster (PostgreSQL, its lease, its links).
+    pub(crate) cluster: Option<Arc<Cluster>>,
     /// The HTTP client of agents' MCP connections, made on first use (`mcp::http`).
     pub(crate) mcp_http: OnceLock<Result<reqwest::Client, String>>,
     live: Mutex<HashMap<&'static str, Entries>>,
@@ -91,6 +94,7 @@ impl Directory {
         limits: Limits,
         commits: Arc<GroupCommit>,
         databases: Arc<Databases>,
+        cluster: Option<Arc<Cluster>>,
     ) -> Self {
         Self {
             classes,
@@ -98,6 +102,7 @@ impl Directory {
             limits,
             commits,
             databases,
+            cluster,
             runtime: tokio::runtime::Handle::current(),
             wakeups: Arc::default(),
             awake_instances: AtomicUsize::new(0),
@@ -176,6 +181,31 @@ impl Directory {
         }
         tracing::error!(agent = class.name, name, "instance did not accept the event");
         None
+    }
+
+    /// Delivers `event` to instance `name` if it is live here; never starts one. Returns
+    /// whether it was delivered.
+    pub(crate) async fn dispatch_live(
+        &self,
+        class: &'static str,
+        name: &str,
+        event: Event,
+    ) -> bool {
+        let instance =
+            lock(&self.live).get(class).and_then(|instances| instances.get(name)).cloned();
+        match instance {
+            Some(instance) => instance.send(event).await.is_ok(),
+            None => false,
+        }
+    }
+
+    /// Sends every live instance the event `make` builds, without waiting (a full mailbox
+    /// has events coming, whose turns look for themselves).
+    pub(crate) fn tell_all(&self, make: impl Fn() -> Event) {
+        let live: Vec<_> = lock(&self.live).values().flat_map(HashMap::values).cloned().collect();
+        for instance in live {
+            let _ = instance.try_send(make());
+        }
     }
 
     /// Removes an idle instance, only if the table's entry is this instance and nothing is

@@ -4,10 +4,12 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
+use crate::cluster::GatewayLink;
+use crate::cluster::frames::Frame;
 use crate::error::Error;
 use crate::instance::rpc::{Call, CallOutcome};
 use crate::message::Message;
-use crate::outbox::LinkHandle;
+use crate::outbox::Outlet;
 use crate::request::{ConnectionContext, Request, Response};
 
 /// What reaches an instance's mailbox.
@@ -48,14 +50,32 @@ pub(crate) enum Event {
     /// A connection to one of its MCP servers changed state: the end of the turn broadcasts
     /// the new `cf_agent_mcp_servers` frame.
     McpChanged,
+    /// Cluster mode: what the links between nodes bring (boxed: rare next to messages).
+    Cluster(Box<ClusterEvent>),
+}
+
+/// What reaches an instance from the other nodes of a cluster.
+pub(crate) enum ClusterEvent {
+    /// As the owner: a frame from a gateway's link about one of its sockets.
+    FromGateway(Arc<GatewayLink>, Frame),
+    /// As the owner: a gateway's link ended, and its sockets with it.
+    GatewayLost(Arc<GatewayLink>),
+    /// As a gateway: a frame from the owner for this node's sockets.
+    FromOwner(Arc<str>, Frame),
+    /// As a gateway: the link to this owner ended.
+    OwnerLost(Arc<str>),
+    /// The node's lease ran out: whatever it owns is not its own any more.
+    Fenced,
 }
 
 impl Event {
     /// The instance is in a turn that waits for something, ahead of this event: a connect
     /// does not hold its socket's 101 back for its own turn (the socket task writes it now).
     pub(crate) fn heard_late(&self) {
-        if let Event::Connect(request) = self {
-            request.parts.link.release_response();
+        if let Event::Connect(request) = self
+            && let Some(link) = request.parts.link.local()
+        {
+            link.release_response();
         }
     }
 }
@@ -68,7 +88,7 @@ pub(crate) struct ConnectionParts {
     pub(crate) key: ConnectionKey,
     pub(crate) id: Arc<str>,
     pub(crate) uri: Box<str>,
-    pub(crate) link: LinkHandle,
+    pub(crate) link: Outlet,
 }
 
 pub(crate) struct ConnectRequest {

@@ -410,7 +410,7 @@ mod tests {
                 key: 1,
                 id: "c".into(),
                 uri: "/".into(),
-                link: LinkHandle::new(link.clone()),
+                link: LinkHandle::new(link.clone()).into(),
             };
             let conn_ctx = ConnectionContext::new(
                 http::Method::GET,

@@ -10,6 +10,7 @@ pub(crate) mod connection;
 pub(crate) mod connections;
 pub(crate) mod directory;
 pub(crate) mod event;
+pub(crate) mod inbound;
 pub(crate) mod log_budget;
 pub(crate) mod mailbox;
 pub(crate) mod rpc;
@@ -19,5 +20,5 @@ pub(crate) mod tags;
 
 pub(crate) use connection::{ConnectionKey, ConnectionParts, connection_id};
 pub(crate) use directory::{AgentClass, Directory};
-pub(crate) use event::{ConnectRequest, Event};
+pub(crate) use event::{ClusterEvent, ConnectRequest, Event};
 pub(crate) use shared::Instance;

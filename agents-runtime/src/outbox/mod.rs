@@ -17,8 +17,33 @@
 mod link;
 mod open_sockets;
 mod queue;
+mod remote;
 
 pub(crate) use link::{Link, LinkHandle, Next, Outbound, PushError, corks, seal_after};
+pub(crate) use remote::{RemoteOutlet, Route};
+
+/// Where a connection's frames go: its socket's link on this node, or (cluster mode) the
+/// route to the node that holds its socket.
+pub(crate) enum Outlet {
+    Local(LinkHandle),
+    Remote(RemoteOutlet),
+}
+
+impl From<LinkHandle> for Outlet {
+    fn from(link: LinkHandle) -> Self {
+        Outlet::Local(link)
+    }
+}
+
+impl Outlet {
+    /// The socket's link, for a socket on this node.
+    pub(crate) fn local(&self) -> Option<&LinkHandle> {
+        match self {
+            Outlet::Local(link) => Some(link),
+            Outlet::Remote(_) => None,
+        }
+    }
+}
 pub(crate) use open_sockets::{OpenSockets, SocketSlot};
 #[cfg(any(test, feature = "bench"))]
 pub(crate) use queue::Outgoing;

@@ -39,6 +39,8 @@ pub(crate) struct Databases {
     memory: Mutex<HashMap<InstanceName, Arc<Slot>>>,
     /// Databases closed before the names of their files were synced in their directory.
     unsynced: Arc<Mutex<HashSet<PathBuf>>>,
+    /// Why no database is available (cluster mode), if none is.
+    refused: Option<&'static str>,
 }
 
 /// One instance's database, open or not.
@@ -61,7 +63,13 @@ impl Databases {
             clock: AtomicU64::new(0),
             memory: Mutex::default(),
             unsynced: Arc::default(),
+            refused: None,
         }
+    }
+
+    /// No database at all: every statement fails with `why`.
+    pub(crate) fn refusing(limits: SqlLimits, why: &'static str) -> Self {
+        Self { refused: Some(why), ..Self::new(None, limits) }
     }
 
     /// How many databases on disk are open now.
@@ -71,6 +79,9 @@ impl Databases {
 
     /// The database of instance `name` of `agent` (not opened yet).
     pub(crate) fn slot(&self, agent: &'static str, name: &Arc<str>) -> Result<Arc<Slot>, SqlError> {
+        if let Some(why) = self.refused {
+            return Err(SqlError::new(why));
+        }
         let Some(root) = &self.root else {
             let mut memory = lock(&self.memory);
             let slot = memory

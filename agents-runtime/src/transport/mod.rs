@@ -6,6 +6,7 @@ mod assets;
 mod direct;
 mod edge;
 mod io;
+mod link;
 mod listener;
 mod lot;
 mod parked;

@@ -59,6 +59,9 @@ async fn handle<B: Buf>(
     upgrade: Upgrade,
     body: impl Stream<Item = Result<B, warp::Error>> + Send,
 ) -> warp::reply::Response {
+    if uri.path() == crate::cluster::peers::LINK_PATH {
+        return crate::transport::link::accept(&edge, &headers, upgrade);
+    }
     let Some(route) = Route::parse(uri.path()) else {
         // Assets are plain HTTP: an upgrade there is answered like any other unknown path.
         if !upgrade::is_upgrade(&headers)

@@ -234,7 +234,7 @@ impl Opening {
             key,
             id,
             uri: conn_ctx.url().into(),
-            link: LinkHandle::new(link.clone()),
+            link: LinkHandle::new(link.clone()).into(),
         };
         let connect = Event::Connect(Box::new(ConnectRequest { parts, conn_ctx }));
         let dispatched = edge.directory.dispatch(&class, &name, connect).await;

@@ -17,8 +17,10 @@ use crate::instance::shared::Instance;
 use crate::mcp::McpClients;
 use crate::storage::durability::Settled;
 use crate::wire::protocol;
+use cluster::ClusterSide;
 
 mod alarms;
+mod cluster;
 mod panics;
 mod turn;
 
@@ -67,6 +69,7 @@ pub(crate) fn spawn<A: Agent>(directory: Arc<Directory>, instance: Arc<Instance>
         hibernated: None,
         reply: None,
         seen_losses,
+        cluster: None,
     };
     start(host, hosted);
 }
@@ -98,11 +101,12 @@ struct Sleeping<A: Agent> {
     /// Its MCP servers: their connections stay while it hibernates.
     mcp: McpClients,
     seen_losses: usize,
+    cluster: Option<Box<ClusterSide>>,
 }
 
 impl<A: Agent> Sleeper<Instance> for Sleeping<A> {
     fn wake(self: Box<Self>, instance: Arc<Instance>) {
-        let Sleeping { hosted, connections, mcp, seen_losses } = *self;
+        let Sleeping { hosted, connections, mcp, seen_losses, cluster } = *self;
         let directory = hosted.directory().clone();
         let hibernated = Some(Tally::kept(&directory, |directory| &directory.hibernated_instances));
         let host = Host::<A> {
@@ -115,6 +119,7 @@ impl<A: Agent> Sleeper<Instance> for Sleeping<A> {
             hibernated,
             reply: None,
             seen_losses,
+            cluster,
         };
         start(host, hosted);
     }
@@ -139,6 +144,8 @@ struct Host<A: Agent> {
     reply: Option<Reply>,
     /// How many runs of lost writes this instance has looked at.
     seen_losses: usize,
+    /// Cluster mode: whether this node owns the instance, or relays to the node that does.
+    cluster: Option<Box<ClusterSide>>,
 }
 
 /// How often the task yielded with its sends corked since it last waited for an event, and
@@ -221,6 +228,7 @@ impl<A: Agent> Host<A> {
             // would otherwise carry for its whole life.
             mailbox.turn(Box::pin(self.turn(event))).await;
         }
+        self.leave_cluster().await;
         tracing::debug!(agent = A::NAME, name = %self.name, "instance left memory");
     }
 
@@ -233,6 +241,7 @@ impl<A: Agent> Host<A> {
             connections: std::mem::take(&mut self.asleep),
             mcp: std::mem::take(&mut self.mcp),
             seen_losses: self.seen_losses,
+            cluster: self.cluster.take(),
         });
         match self.instance.mailbox.sleep(record) {
             Ok(()) => {
@@ -243,9 +252,10 @@ impl<A: Agent> Host<A> {
                 true
             }
             Err(record) => {
-                let Sleeping { connections, mcp, .. } = *record;
+                let Sleeping { connections, mcp, cluster, .. } = *record;
                 self.asleep = connections;
                 self.mcp = mcp;
+                self.cluster = cluster;
                 false
             }
         }
@@ -274,6 +284,14 @@ impl<A: Agent> Host<A> {
     /// One event as a turn: its hook (a panic goes to `on_error`), the `on_state_changed`
     /// rounds it caused, then its reply once its writes are durable.
     async fn turn(&mut self, event: Event) {
+        // Cluster mode: the turn runs only where the instance is owned.
+        let event = match self.directory.cluster.is_some() {
+            true => match self.place_event(event).await {
+                Some(event) => event,
+                None => return self.broadcast_mcp(),
+            },
+            false => event,
+        };
         if self.directory.commits.loss_count() != self.seen_losses {
             // A restart may come first (its `on_start` may take a while): a connect does not
             // hold its 101 back for it.
@@ -366,7 +384,9 @@ impl<A: Agent> Host<A> {
             self.instance.corks.trim();
             // Their sockets park once idle: no task and no place in tokio's reactor each.
             for conn in self.asleep.every() {
-                conn.link().ask_to_park();
+                if let Some(link) = conn.link() {
+                    link.ask_to_park();
+                }
             }
             self.hibernated =
                 Some(Tally::new(&self.directory, |directory| &directory.hibernated_instances));
@@ -384,7 +404,9 @@ impl<A: Agent> Host<A> {
         if self.awake.is_none() {
             // The parked sockets resume before any hook can send to them.
             for conn in self.asleep.every() {
-                conn.link().stay_awake();
+                if let Some(link) = conn.link() {
+                    link.stay_awake();
+                }
             }
             let state = crate::agent::context::load_state::<A>(&self.instance, &self.name)?;
             // Built before the connections move, so a panicking `create` leaves them here.

@@ -62,6 +62,8 @@ impl<A: Agent> Host<A> {
             Event::StorageLost => {}
             // The turn's end broadcasts what changed.
             Event::McpChanged => {}
+            // `place_event` took it before the turn.
+            Event::Cluster(_) => {}
         }
     }
 
@@ -91,7 +93,9 @@ impl<A: Agent> Host<A> {
     async fn on_message(&mut self, key: ConnectionKey, message: Message) {
         let Some(conn) = self.connection(key) else { return };
         // Out of the mailbox: its socket may read more (see `Link::took_inbound`).
-        conn.link().took_inbound(message.len(), self.directory.limits.max_message_size);
+        if let Some(link) = conn.link() {
+            link.took_inbound(message.len(), self.directory.limits.max_message_size);
+        }
         let awake = match self.wake().await {
             Ok(awake) => awake,
             Err(e) => return self.unheard(key, &message, &e),
@@ -123,7 +127,7 @@ impl<A: Agent> Host<A> {
     /// A message the agent could not hear because it could not start (its `on_start`
     /// failed, or the store is down): an RPC call or a state update is answered with the
     /// reason; anything else is only logged, within the instance's log budget.
-    fn unheard(&self, key: ConnectionKey, message: &Message, error: &Error) {
+    pub(super) fn unheard(&self, key: ConnectionKey, message: &Message, error: &Error) {
         let Some(conn) = self.asleep.get(key) else { return };
         let why = format!("the agent could not start: {error}");
         match message.as_text().and_then(ClientFrame::parse) {

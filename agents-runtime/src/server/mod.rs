@@ -13,6 +13,7 @@ use tokio::net::{TcpListener, ToSocketAddrs};
 
 use crate::agent::Agent;
 use crate::agent::stub::AgentStub;
+use crate::cluster::ClusterConfig;
 use crate::env::Env;
 use crate::error::Error;
 use crate::instance::{AgentClass, Directory};
@@ -23,10 +24,15 @@ use crate::storage::durability::GroupCommit;
 use crate::storage::{MemoryStore, SledStore, Store};
 use crate::transport::{AssetSpec, Assets, Edge};
 
+mod cluster;
+
 /// What the running server holds: the directory of instances and the network edge.
 struct Running {
     edge: Arc<Edge>,
     data_dir: Option<PathBuf>,
+    /// Cluster mode: the way the other nodes' links reach the instances (the links hold it
+    /// weakly: kept alive here).
+    _links: Option<Arc<crate::instance::inbound::Links>>,
 }
 
 impl Running {
@@ -53,10 +59,32 @@ impl Running {
             Ok(()) => tracing::info!("shutdown: store flushed"),
             Err(e) => tracing::error!("shutdown: the final flush failed: {e}"),
         }
+        if let Some(cluster) = &directory.cluster {
+            cluster::leave(cluster).await;
+        }
         // The flusher lets go of the store, so the data directory is free once every other
         // holder (the server itself, the last sockets) is gone.
         directory.commits.stop(directory.limits.close_timeout).await;
     }
+}
+
+/// The classes a server hosts: `given` and every `#[agent]` in the binary, by route name; an
+/// error if two types share a name.
+fn collect_classes(given: Vec<AgentClass>) -> Result<HashMap<&'static str, AgentClass>, Error> {
+    let mut classes: HashMap<&'static str, AgentClass> = HashMap::new();
+    for class in given.into_iter().chain(registry::registered()) {
+        if let Some(existing) = classes.get(class.name) {
+            if (existing.type_id)() != (class.type_id)() {
+                return Err(Error::msg(format!(
+                    "two agents are named `{}`: {} and {}; rename one with #[agent(name = \"...\")]",
+                    class.name, existing.type_name, class.type_name
+                )));
+            }
+            continue;
+        }
+        classes.insert(class.name, class);
+    }
+    Ok(classes)
 }
 
 /// Polls `done` every 10 ms until it holds or `limit` passes; returns whether it held.
@@ -82,6 +110,7 @@ pub struct ServerBuilder {
     data: Data,
     store: Option<Arc<dyn Store>>,
     assets: Vec<AssetSpec>,
+    cluster: Option<ClusterConfig>,
 }
 
 /// Where a server keeps its data: the directory named in [`DEFAULT_DATA_DIR`] unless the
@@ -93,6 +122,11 @@ enum Data {
     Dir(PathBuf),
     InMemory,
 }
+
+/// What a statement says in cluster mode: each node's SQLite databases would not move with
+/// their agents.
+const SQL_IN_A_CLUSTER: &str = "ctx.sql() is not available in cluster mode yet: an agent's SQL database does not move \
+     between nodes; keep its data in ctx.storage() or its state";
 
 /// Where a server keeps its data when its builder names no other place: `./.agents-data`,
 /// relative to the working directory (the examples server's default too). Agents' state,
@@ -169,6 +203,25 @@ impl ServerBuilder {
     /// (another backend, or a store shared with the rest of the program).
     pub fn store(mut self, store: impl Store) -> Self {
         self.store = Some(Arc::new(store));
+        self
+    }
+
+    /// Runs the server as a node of a cluster on PostgreSQL: every node serves every agent's
+    /// sockets, each agent runs on one node at a time (its owner, fenced by PostgreSQL), and
+    /// its data lives in PostgreSQL, so it moves to another node when its owner dies or lets
+    /// it go. The tables are created or migrated when the server binds. See the book's
+    /// cluster chapter.
+    ///
+    /// ```no_run
+    /// # async fn main_() -> agents_runtime::Result<()> {
+    /// use agents_runtime::cluster::ClusterConfig;
+    /// let mut config = ClusterConfig::new("postgres://agents@db.internal/agents");
+    /// config.node_addr = Some("10.0.0.5:8787".into());
+    /// let server = agents_runtime::Server::builder().cluster(config).bind("0.0.0.0:8787").await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn cluster(mut self, config: ClusterConfig) -> Self {
+        self.cluster = Some(config);
         self
     }
 
@@ -370,19 +423,7 @@ impl ServerBuilder {
                 return Err(Error::msg(format!("{what} must be at least {least}")));
             }
         }
-        let mut classes: HashMap<&'static str, AgentClass> = HashMap::new();
-        for class in self.classes.into_iter().chain(registry::registered()) {
-            if let Some(existing) = classes.get(class.name) {
-                if (existing.type_id)() != (class.type_id)() {
-                    return Err(Error::msg(format!(
-                        "two agents are named `{}`: {} and {}; rename one with #[agent(name = \"...\")]",
-                        class.name, existing.type_name, class.type_name
-                    )));
-                }
-                continue;
-            }
-            classes.insert(class.name, class);
-        }
+        let classes = collect_classes(self.classes)?;
         let assets = Assets::build(self.assets)?;
         let data_dir = match self.data {
             Data::Default => Some(PathBuf::from(DEFAULT_DATA_DIR)),
@@ -394,21 +435,40 @@ impl ServerBuilder {
                 Error::msg(format!("cannot create data directory {}: {e}", dir.display()))
             })?;
         }
-        let custom_store = self.store.is_some();
-        let store: Arc<dyn Store> = match (self.store, &data_dir) {
-            (Some(store), _) => store,
-            (None, Some(dir)) => Arc::new(SledStore::open(dir.join("store"))?),
-            (None, None) => Arc::new(MemoryStore::new()),
-        };
-        say_where_data_lives(data_dir.as_deref(), custom_store);
+        if self.cluster.is_some() && self.store.is_some() {
+            return Err(Error::msg(
+                "a cluster keeps its data in PostgreSQL: ServerBuilder::store and cluster exclude each other",
+            ));
+        }
         let listener = crate::transport::bind(addr).await?;
+        let cluster = match &self.cluster {
+            Some(config) => Some(cluster::join(config, listener.local_addr()?).await?),
+            None => None,
+        };
+        let custom_store = self.store.is_some() || cluster.is_some();
+        let store: Arc<dyn Store> = match (self.store, &cluster, &data_dir) {
+            (Some(store), ..) => store,
+            (None, Some(cluster), _) => cluster.store.clone(),
+            (None, None, Some(dir)) => Arc::new(SledStore::open(dir.join("store"))?),
+            (None, None, None) => Arc::new(MemoryStore::new()),
+        };
+        match &cluster {
+            Some(cluster) => say(&format!("data in PostgreSQL (cluster node {})", cluster.node.id)),
+            None => say_where_data_lives(data_dir.as_deref(), custom_store),
+        }
         let commits = Arc::new(GroupCommit::start(store, limits.storage_timeout));
-        let sql_root = data_dir.as_ref().map(|dir| dir.join("sql"));
-        let databases = Arc::new(Databases::new(sql_root, limits.sql));
+        let databases = match &cluster {
+            // An agent's SQL database would stay on the node that wrote it.
+            Some(_) => Databases::refusing(limits.sql, SQL_IN_A_CLUSTER),
+            None => Databases::new(data_dir.as_ref().map(|dir| dir.join("sql")), limits.sql),
+        };
         let env = Env::from_map(self.env);
-        let directory = Arc::new(Directory::new(classes, env, limits, commits, databases));
+        let directory =
+            Arc::new(Directory::new(classes, env, limits, commits, Arc::new(databases), cluster));
+        let links =
+            directory.cluster.as_ref().map(|cluster| cluster::hear_links(cluster, &directory));
         let edge = Arc::new(Edge::new(directory, assets));
-        let running = Arc::new(Running { edge, data_dir });
+        let running = Arc::new(Running { edge, data_dir, _links: links });
         Ok(Server { listener, running })
     }
 }
@@ -437,6 +497,7 @@ impl Server {
             data: Data::Default,
             store: None,
             assets: Vec::new(),
+            cluster: None,
         }
     }
 
@@ -469,12 +530,18 @@ impl Server {
     /// [`shutdown_signal`](crate::shutdown_signal) is the usual `shutdown`: Ctrl-C or SIGTERM.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), Error> {
         let watchdog = tokio::spawn(self.running.directory().clone().restart_after_losses());
+        let fence = self.running.directory().cluster.clone().map(|cluster| {
+            tokio::spawn(cluster::fence_on_lapse(cluster, self.running.directory().clone()))
+        });
         let alarms =
             tokio::spawn(crate::instance::alarm_clock::run(self.running.directory().clone()));
         let served =
             crate::transport::serve(self.listener, self.running.edge.clone(), shutdown).await;
         watchdog.abort();
         alarms.abort();
+        if let Some(fence) = fence {
+            fence.abort();
+        }
         // Even if accepting failed, the open sockets close cleanly and the store is flushed.
         self.running.shut_down().await;
         Ok(served?)
@@ -554,6 +621,11 @@ fn say_where_data_lives(dir: Option<&std::path::Path>, custom_store: bool) {
         (None, false) => "data in memory only: it is lost when the process ends".to_owned(),
         (None, true) => "state and storage in the configured store; SQL in memory only".to_owned(),
     };
+    say(&line);
+}
+
+/// Says `line` in the log, and on stderr as well when no tracing subscriber is set.
+fn say(line: &str) {
     tracing::info!("{line}");
     if !tracing::dispatcher::has_been_set() {
         eprintln!("agents-rs: {line}");

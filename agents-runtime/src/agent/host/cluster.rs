@@ -1,0 +1,398 @@
+//! The host in cluster mode: before a turn it makes sure this node owns the instance
+//! (acquiring it, and loading its data), or else relays its local sockets' events to the node
+//! that does; as the owner it takes the events of sockets on other nodes (gateways), whose
+//! frames go back through a route per gateway.
+//!
+//! An instance whose ownership ends here (the node's lease ran out, or the owner it relayed to
+//! went away) closes its local sockets with 1013, so their clients connect again and find it
+//! wherever it runs now; the agent struct is dropped without committing.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
+
+use super::Host;
+use crate::agent::Agent;
+use crate::agent::context::Kept;
+use crate::cluster::frames::{Frame, Sink, Target};
+use crate::cluster::{GatewayLink, Owner, OwnerLink};
+use crate::error::Error;
+use crate::instance::connection::{Connection, ConnectionKey, ConnectionParts};
+use crate::instance::event::{ClusterEvent, ConnectRequest, Event};
+use crate::instance::rpc::CallOutcome;
+use crate::mcp::McpClients;
+use crate::outbox::{Outlet, RemoteOutlet, Route};
+use crate::request::ConnectionContext;
+use crate::wire::close_code;
+
+/// What the host of an instance knows of its place in the cluster.
+#[derive(Default)]
+pub(super) struct ClusterSide {
+    /// The epoch this node owns the instance at.
+    owned: Option<i64>,
+    /// The owner this node relays the instance's local sockets to.
+    relay: Option<Relaying>,
+    /// As the owner: a route per gateway link with sockets of this instance.
+    routes: Vec<(u64, Arc<Route>)>,
+    /// As the owner: the key of each socket on a gateway, by (link, the gateway's key).
+    remote: HashMap<(u64, u64), ConnectionKey>,
+}
+
+struct Relaying {
+    owner: Arc<OwnerLink>,
+    /// The highest epoch the owner's frames carried: older ones come from a stale owner.
+    epoch: i64,
+}
+
+/// Where an instance's turns run.
+enum Placed {
+    Here,
+    Relayed,
+    Unavailable(String),
+}
+
+impl<A: Agent> Host<A> {
+    /// In cluster mode, what becomes of `event` before it is a turn here: a cluster event is
+    /// handled (a gateway's frame becomes the event it stands for), and an event of this
+    /// node's own goes on only if this node owns the instance (else it is relayed to the
+    /// owner, or answered with why nobody can take it). `Some`: run it as a turn.
+    pub(super) async fn place_event(&mut self, event: Event) -> Option<Event> {
+        self.directory.cluster.as_ref()?;
+        match event {
+            Event::Cluster(event) => self.cluster_event(*event).await,
+            Event::StorageLost | Event::McpChanged => Some(event),
+            event => match self.place().await {
+                Placed::Here => Some(event),
+                Placed::Relayed => {
+                    self.relay(event);
+                    None
+                }
+                Placed::Unavailable(why) => {
+                    self.unavailable(event, &why);
+                    None
+                }
+            },
+        }
+    }
+
+    /// Makes sure this node owns the instance (acquired and loaded) or knows who does.
+    async fn place(&mut self) -> Placed {
+        let Some(cluster) = self.directory.cluster.clone() else { return Placed::Here };
+        let side = self.cluster.get_or_insert_with(Box::default);
+        if side.owned.is_some() {
+            if cluster.lease().holding().is_some()
+                && cluster.store.is_resident(self.instance.keys.namespace())
+            {
+                return Placed::Here;
+            }
+            self.lose("this node's lease ran out");
+        } else if let Some(relay) = &side.relay {
+            if relay.owner.is_open() {
+                return Placed::Relayed;
+            }
+            self.lose("the link to the agent's node ended");
+        }
+        match cluster.acquire(A::NAME, &self.name).await {
+            Ok(Owner::Acquired { epoch, incarnation }) => {
+                let owner = (&cluster.node.id, incarnation, epoch);
+                let namespace = self.instance.keys.namespace();
+                if let Err(e) = cluster.store.load(namespace, owner, (A::NAME, &self.name)).await {
+                    let _ = cluster.release(A::NAME, &self.name, epoch).await;
+                    return Placed::Unavailable(e.to_string());
+                }
+                tracing::debug!(agent = A::NAME, name = %self.name, epoch, "acquired");
+                self.cluster_side().owned = Some(epoch);
+                Placed::Here
+            }
+            Ok(Owner::Other { holder, addr }) => {
+                match cluster.peers.owner(&holder.node, &addr).await {
+                    Ok(owner) => {
+                        self.cluster_side().relay = Some(Relaying { owner, epoch: 0 });
+                        Placed::Relayed
+                    }
+                    Err(e) => {
+                        Placed::Unavailable(format!("the agent runs on node {}: {e}", holder.node))
+                    }
+                }
+            }
+            Err(e) => Placed::Unavailable(e.to_string()),
+        }
+    }
+
+    fn cluster_side(&mut self) -> &mut ClusterSide {
+        self.cluster.get_or_insert_with(Box::default)
+    }
+
+    /// This node's part in the instance ends (`why`): the agent is dropped uncommitted, local
+    /// sockets are closed with 1013 (their clients reconnect), sockets elsewhere forgotten.
+    fn lose(&mut self, why: &str) {
+        if let Some(awake) = self.awake.take() {
+            Kept { connections: self.asleep, mcp: self.mcp } = awake.ctx.into_kept();
+            drop(awake.agent);
+            self.instance.corks.trim();
+        }
+        self.mcp = McpClients::default();
+        self.hibernated = None;
+        let keys: Vec<ConnectionKey> = self.asleep.every().map(Connection::key).collect();
+        for key in keys {
+            if let Some(conn) = self.asleep.remove(key) {
+                if let Some(link) = conn.link() {
+                    link.release_response();
+                    let _ = conn.close(close_code::TRY_AGAIN_LATER, why);
+                }
+                conn.mark_closed();
+            }
+        }
+        tracing::warn!(agent = A::NAME, name = %self.name, "left this node: {why}");
+        *self.cluster_side() = ClusterSide::default();
+    }
+
+    /// Sends a local socket's event to the owner this node relays to.
+    fn relay(&mut self, event: Event) {
+        let (agent, name) = (A::NAME.to_owned(), self.name.to_string());
+        let frame = match event {
+            Event::Connect(request) => {
+                let ConnectRequest { parts, conn_ctx } = *request;
+                let conn = Connection::new(parts, self.instance.clone());
+                if let Some(link) = conn.link() {
+                    link.release_response();
+                }
+                let headers = conn_ctx
+                    .headers()
+                    .iter()
+                    .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
+                    .collect();
+                let frame = Frame::Connect {
+                    agent,
+                    name,
+                    conn: conn.key(),
+                    id: conn.id().to_owned(),
+                    uri: conn_ctx.uri().to_string(),
+                    headers,
+                };
+                self.asleep.insert(conn);
+                frame
+            }
+            Event::Message { key, message } => {
+                let Some(conn) = self.asleep.get(key) else { return };
+                if let Some(link) = conn.link() {
+                    link.took_inbound(message.len(), self.directory.limits.max_message_size);
+                }
+                Frame::Message { agent, name, conn: key, message }
+            }
+            Event::Close { key, code, reason, was_clean } => {
+                let Some(conn) = self.asleep.remove(key) else { return };
+                conn.mark_closed();
+                Frame::Close { agent, name, conn: key, code, reason, clean: was_clean }
+            }
+            Event::Error { key, error } => {
+                Frame::Error { agent, name, conn: key, error: error.to_string() }
+            }
+            // Its owner runs its alarms.
+            Event::Alarm => return,
+            other => {
+                let why = "HTTP requests and calls to an agent that runs on another node are not relayed yet";
+                return self.unavailable(other, why);
+            }
+        };
+        let sent = self
+            .cluster
+            .as_ref()
+            .and_then(|side| side.relay.as_ref())
+            .is_some_and(|relay| relay.owner.send(&frame));
+        if !sent {
+            self.lose("the link to the agent's node ended");
+        }
+    }
+
+    /// Answers an event nobody can take now with `why`.
+    fn unavailable(&mut self, event: Event, why: &str) {
+        tracing::debug!(agent = A::NAME, name = %self.name, "unavailable: {why}");
+        match event {
+            Event::Connect(request) => {
+                let conn =
+                    Connection::<A::ConnectionState>::new(request.parts, self.instance.clone());
+                if let Some(link) = conn.link() {
+                    link.release_response();
+                }
+                let _ = conn.close(close_code::TRY_AGAIN_LATER, why);
+            }
+            Event::Message { key, message } => {
+                self.unheard(key, &message, &Error::msg(why.to_owned()))
+            }
+            Event::Close { key, .. } => {
+                if let Some(conn) = self.asleep.remove(key) {
+                    conn.mark_closed();
+                }
+            }
+            Event::Request { reply, .. } => {
+                let mut response = crate::request::Response::new(why.to_owned().into());
+                *response.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+                let _ = reply.send(response);
+            }
+            Event::Call { reply, .. } => {
+                let _ = reply.send(CallOutcome::Error(why.to_owned()));
+            }
+            _ => {}
+        }
+    }
+
+    /// A cluster event; `Some`: the event a gateway's frame stands for, to run as a turn.
+    async fn cluster_event(&mut self, event: ClusterEvent) -> Option<Event> {
+        match event {
+            ClusterEvent::FromOwner(owner, frame) => {
+                self.owner_frame(&owner, frame);
+                None
+            }
+            ClusterEvent::OwnerLost(owner) => {
+                let relaying = self.cluster.as_ref().and_then(|side| side.relay.as_ref());
+                if relaying.is_some_and(|relay| relay.owner.node == owner) {
+                    self.lose("the link to the agent's node ended");
+                }
+                None
+            }
+            ClusterEvent::Fenced => {
+                if self.cluster.as_ref().is_some_and(|side| side.owned.is_some()) {
+                    self.lose("this node's lease ran out");
+                }
+                None
+            }
+            ClusterEvent::FromGateway(link, frame) => self.gateway_frame(link, frame).await,
+            ClusterEvent::GatewayLost(link) => {
+                self.gateway_lost(&link).await;
+                None
+            }
+        }
+    }
+
+    /// As a gateway: what the owner sends this node's sockets.
+    fn owner_frame(&mut self, owner: &str, frame: Frame) {
+        let Some(relay) = self.cluster.as_mut().and_then(|side| side.relay.as_mut()) else {
+            return;
+        };
+        if &*relay.owner.node != owner {
+            return;
+        }
+        match frame {
+            Frame::Send { epoch, target, message, .. } if epoch >= relay.epoch => {
+                relay.epoch = epoch;
+                let keys = match &target {
+                    Target::One(key) => std::slice::from_ref(key),
+                    Target::Some(keys) => keys.as_slice(),
+                };
+                for key in keys {
+                    if let Some(conn) = self.asleep.get(*key) {
+                        let _ = conn.send(message.clone());
+                    }
+                }
+            }
+            Frame::CloseConn { epoch, conn, code, reason, .. } if epoch >= relay.epoch => {
+                relay.epoch = epoch;
+                if let Some(conn) = self.asleep.get(conn) {
+                    let _ = conn.close(code, &reason);
+                }
+            }
+            Frame::NotOwner { .. } => self.lose("the agent moved to another node"),
+            _ => {}
+        }
+    }
+
+    /// As the owner: a gateway's frame about one of its sockets, as the event it stands for.
+    async fn gateway_frame(&mut self, link: Arc<GatewayLink>, frame: Frame) -> Option<Event> {
+        let (agent, name) = (A::NAME.to_owned(), self.name.to_string());
+        let epoch = match self.place().await {
+            Placed::Here => self.cluster.as_ref().and_then(|side| side.owned)?,
+            _ => {
+                link.answer(&Frame::NotOwner { agent, name });
+                return None;
+            }
+        };
+        let side = self.cluster_side();
+        match frame {
+            Frame::Connect { conn, id, uri, headers, .. } => {
+                let route = match side.routes.iter().find(|(id, _)| *id == link.id) {
+                    Some((_, route)) => route.clone(),
+                    None => {
+                        let sink: Arc<dyn Sink> = link.clone();
+                        let (agent, name) = (A::NAME.into(), self.name.clone());
+                        let route =
+                            Route::new(agent, name, epoch, self.directory.commits.clone(), sink);
+                        self.cluster_side().routes.push((link.id, route.clone()));
+                        route
+                    }
+                };
+                let key = self.directory.next_connection_key();
+                self.cluster_side().remote.insert((link.id, conn), key);
+                let conn_ctx = connection_context(&uri, headers);
+                let link = Outlet::Remote(RemoteOutlet { route, conn });
+                let parts =
+                    ConnectionParts { key, id: id.into(), uri: conn_ctx.url().into(), link };
+                Some(Event::Connect(Box::new(ConnectRequest { parts, conn_ctx })))
+            }
+            Frame::Message { conn, message, .. } => {
+                let key = *side.remote.get(&(link.id, conn))?;
+                Some(Event::Message { key, message })
+            }
+            Frame::Close { conn, code, reason, clean, .. } => {
+                let key = side.remote.remove(&(link.id, conn))?;
+                Some(Event::Close { key, code, reason, was_clean: clean })
+            }
+            Frame::Error { conn, error, .. } => {
+                let key = *side.remote.get(&(link.id, conn))?;
+                Some(Event::Error { key, error: Error::msg(error) })
+            }
+            _ => None,
+        }
+    }
+
+    /// As the owner: a gateway's link ended, and its sockets with it (`on_close`, 1006).
+    async fn gateway_lost(&mut self, link: &GatewayLink) {
+        let side = self.cluster_side();
+        side.routes.retain(|(id, _)| *id != link.id);
+        let keys: Vec<ConnectionKey> =
+            side.remote.iter().filter(|((id, _), _)| *id == link.id).map(|(_, key)| *key).collect();
+        side.remote.retain(|(id, _), _| *id != link.id);
+        for key in keys {
+            let closed = Event::Close {
+                key,
+                code: close_code::ABNORMAL_CLOSURE,
+                reason: "the node holding the socket went away".into(),
+                was_clean: false,
+            };
+            self.handle(closed).await;
+        }
+    }
+
+    /// After the instance left memory: its writes committed, it lets go of its data and of
+    /// its row, so the next event acquires it anywhere.
+    pub(super) async fn leave_cluster(&mut self) {
+        let Some(cluster) = self.directory.cluster.clone() else { return };
+        let Some(epoch) = self.cluster.as_mut().and_then(|side| side.owned.take()) else { return };
+        let last = self.instance.gate.last_write();
+        self.instance.gate.settled(last).await;
+        let namespace = self.instance.keys.namespace();
+        for _ in 0..100 {
+            match cluster.store.unload(namespace, epoch) {
+                Ok(()) => break,
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+            }
+        }
+        if let Err(e) = cluster.release(A::NAME, &self.name, epoch).await {
+            tracing::warn!(agent = A::NAME, name = %self.name, "letting go of the agent failed (its lease will): {e}");
+        }
+    }
+}
+
+/// The upgrade request a gateway saw, as a connect turn reads it.
+fn connection_context(target: &str, headers: Vec<(String, Vec<u8>)>) -> ConnectionContext {
+    let uri: Uri = target.parse().unwrap_or_else(|_| Uri::from_static("/"));
+    let mut map = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::from_bytes(&value))
+        {
+            map.append(name, value);
+        }
+    }
+    ConnectionContext::new(Method::GET, uri, map)
+}
