@@ -2,9 +2,16 @@
 //! own PostgreSQL (`initdb` in a temporary directory) and its own nodes.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use agents_tests::child::ChildServer;
-use agents_tests::{Client, Postgres, TempDir};
+use agents_tests::{Client, Postgres, TempDir, WAIT};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 const SERVER: &str = env!("CARGO_BIN_EXE_examples-server");
 
@@ -12,7 +19,7 @@ const SERVER: &str = env!("CARGO_BIN_EXE_examples-server");
 struct Cluster {
     nodes: Vec<ChildServer>,
     url: String,
-    _dirs: Vec<TempDir>,
+    dirs: Vec<TempDir>,
 }
 
 impl Cluster {
@@ -27,7 +34,7 @@ impl Cluster {
             nodes.push(ChildServer::start_args(SERVER, dir.path(), &args).await);
             dirs.push(dir);
         }
-        Self { nodes, url, _dirs: dirs }
+        Self { nodes, url, dirs }
     }
 
     fn db(&self) -> &str {
@@ -71,7 +78,7 @@ async fn a_chat_room_spans_three_nodes_and_every_message_arrives_once() {
         }
         assert_eq!(seen.len(), 6, "{me} heard every message: {seen:?}");
         assert!(seen.values().all(|&n| n == 1), "{me} heard each once: {seen:?}");
-        client.expect_silence(std::time::Duration::from_millis(200)).await;
+        client.expect_silence(Duration::from_millis(200)).await;
     }
     // A client leaving is heard on every node.
     let (gone, mut client) = clients.remove(0);
@@ -81,4 +88,215 @@ async fn a_chat_room_spans_three_nodes_and_every_message_arrives_once() {
         assert_eq!(leave["type"], "leave");
         assert_eq!(leave["user"], gone.as_str());
     }
+}
+
+/// The node that owns `agent/name` now, by index, if a live one does.
+fn owner(postgres: &Postgres, cluster: &Cluster, agent: &str, name: &str) -> Option<usize> {
+    let node = postgres.psql(
+        cluster.db(),
+        &format!(
+            "SELECT a.owner_node FROM agents_rs_agents a JOIN agents_rs_nodes n
+               ON n.node_id = a.owner_node AND n.incarnation = a.owner_inc AND n.lease_until > now()
+              WHERE a.agent = '{agent}' AND a.name = '{name}'"
+        ),
+    );
+    node.strip_prefix('n')?.parse().ok()
+}
+
+/// What writers saw acknowledged: the highest count (every increment up to it is confirmed),
+/// and how many increments were acknowledged.
+#[derive(Default)]
+struct Acked {
+    max: i64,
+    increments: u64,
+}
+
+/// Calls `increment` on counter `name` through the nodes in turn (the next one when a socket
+/// dies), until `stop`; every acknowledged count goes into `acked`.
+async fn writer(
+    addrs: Arc<Mutex<Vec<SocketAddr>>>,
+    first: usize,
+    name: &'static str,
+    acked: Arc<Mutex<Acked>>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut node = first;
+    while !stop.load(Ordering::Acquire) {
+        let addr = addrs.lock().expect("addrs")[node % 3];
+        node += 1;
+        let url = format!("ws://{addr}/agents/counter/{name}");
+        let Ok(Ok((mut ws, _))) =
+            tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(&url)).await
+        else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        for n in 0u64.. {
+            if stop.load(Ordering::Acquire) {
+                return;
+            }
+            let id = n.to_string();
+            let frame = json!({ "type": "rpc", "id": id, "method": "increment", "args": [] });
+            if ws.send(WsMessage::text(frame.to_string())).await.is_err() {
+                break;
+            }
+            let answered = loop {
+                let Ok(Some(Ok(message))) = tokio::time::timeout(WAIT, ws.next()).await else {
+                    break None;
+                };
+                let WsMessage::Text(text) = message else { continue };
+                let frame: Value = serde_json::from_str(&text).expect("JSON");
+                if frame["type"] == "rpc" && frame["id"] == id.as_str() {
+                    break Some(frame);
+                }
+            };
+            let Some(frame) = answered else { break };
+            match frame["result"].as_i64() {
+                Some(count) if frame["success"] == true => {
+                    let mut acked = acked.lock().expect("acked");
+                    acked.max = acked.max.max(count);
+                    acked.increments += 1;
+                }
+                // Not acknowledged (its node cannot reach the owner yet): try again soon.
+                _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_owner_loses_no_acknowledged_increment() {
+    let Some(postgres) = agents_tests::postgres("cluster owner SIGKILL") else { return };
+    let mut cluster = Cluster::start(&postgres, 3, "1500ms").await;
+    let addrs = Arc::new(Mutex::new(cluster.nodes.iter().map(|n| n.addr).collect::<Vec<_>>()));
+    let acked = Arc::new(Mutex::new(Acked::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..6)
+        .map(|i| tokio::spawn(writer(addrs.clone(), i, "c", acked.clone(), stop.clone())))
+        .collect();
+    for round in 0..4 {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let mut owner_node = None;
+        for _ in 0..200 {
+            owner_node = owner(&postgres, &cluster, "counter", "c");
+            if owner_node.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let victim = owner_node.expect("the counter has a live owner");
+        let before = acked.lock().expect("acked").increments;
+        let dir = TempDir::new("cluster-node");
+        let id = format!("n{victim}");
+        let args = ["--cluster-url", &cluster.url, "--node-id", &id, "--cluster-lease", "1500ms"];
+        // Even rounds restart the node at once (its new incarnation lets its agents go);
+        // odd ones leave it dead, so another node takes over once its lease ran out.
+        let restart_now = round % 2 == 0;
+        if restart_now {
+            let next = ChildServer::start_args(SERVER, dir.path(), &args).await;
+            std::mem::replace(&mut cluster.nodes[victim], next).kill().await;
+            addrs.lock().expect("addrs")[victim] = cluster.nodes[victim].addr;
+        } else {
+            cluster.nodes[victim].child.kill().await.expect("SIGKILL");
+        }
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while acked.lock().expect("acked").increments < before + 20 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "round {round}: no increment acknowledged after the owner died"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if !restart_now {
+            let next = ChildServer::start_args(SERVER, dir.path(), &args).await;
+            cluster.nodes[victim] = next;
+            addrs.lock().expect("addrs")[victim] = cluster.nodes[victim].addr;
+        }
+        cluster.dirs.push(dir);
+    }
+    stop.store(true, Ordering::Release);
+    for writer in writers {
+        writer.await.expect("a writer");
+    }
+    let acked = acked.lock().expect("acked");
+    let client = cluster.nodes[0].server().connect("/agents/counter/c").await;
+    let count = client.initial_state.expect("a state")["count"].as_i64().expect("a count");
+    assert!(
+        count >= acked.max,
+        "the count {count} lost acknowledged increments (up to {})",
+        acked.max
+    );
+    assert!(acked.increments > 60, "increments went on: {}", acked.increments);
+}
+
+/// Sends signal `signal` (`STOP`, `CONT`) to `node`.
+fn signal(node: &ChildServer, signal: &str) {
+    let pid = node.child.id().expect("a running node").to_string();
+    let status = std::process::Command::new("kill").args([&format!("-{signal}"), &pid]).status();
+    assert!(status.expect("runs kill").success(), "kill -{signal} {pid}");
+}
+
+/// Calls `increment` and returns the count it answered.
+async fn increment(client: &mut Client, id: &str) -> i64 {
+    client.send_rpc(id, "increment", json!([])).await;
+    loop {
+        let frame = client.recv_json().await;
+        if frame["type"] == "rpc" && frame["id"] == id {
+            assert_eq!(frame["success"], true, "{frame}");
+            return frame["result"].as_i64().expect("a count");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_owner_is_fenced_and_nothing_it_does_after_reaches_anyone() {
+    let Some(postgres) = agents_tests::postgres("cluster SIGSTOP") else { return };
+    let cluster = Cluster::start(&postgres, 3, "1500ms").await;
+    // Node 0 owns the counter (its first event came there); node 1 relays to it.
+    let mut local = cluster.nodes[0].server().connect("/agents/counter/s").await;
+    let mut relayed = cluster.nodes[1].server().connect("/agents/counter/s").await;
+    for n in 1..=3 {
+        assert_eq!(increment(&mut local, &format!("l{n}")).await, n);
+    }
+    assert_eq!(increment(&mut relayed, "r1").await, 4);
+    // The local socket heard the relayed increment's state (sent before the pause).
+    let state = local.recv_json().await;
+    assert_eq!(state["state"]["count"], 4, "{state}");
+    assert_eq!(owner(&postgres, &cluster, "counter", "s"), Some(0));
+
+    signal(&cluster.nodes[0], "STOP");
+    // What the paused owner will read when it resumes.
+    for n in 0..5 {
+        local.send_rpc(&format!("stale{n}"), "increment", json!([])).await;
+    }
+    // Its lease runs out: node 1 ends its link, and the relayed socket is told to reconnect.
+    let closed = relayed.expect_close().await;
+    assert_eq!(closed.code, 1013, "{closed:?}");
+    let mut moved = cluster.nodes[1].server().connect("/agents/counter/s").await;
+    assert_eq!(increment(&mut moved, "m1").await, 5, "the next owner has every committed write");
+    let owner_now = owner(&postgres, &cluster, "counter", "s");
+    assert!(owner_now.is_some_and(|node| node != 0), "another node owns it: {owner_now:?}");
+
+    signal(&cluster.nodes[0], "CONT");
+    // The stale owner's socket is closed without an answer to what it sent meanwhile.
+    let mut ws = local.into_inner();
+    loop {
+        let next =
+            tokio::time::timeout(WAIT, ws.next()).await.expect("the stale owner closes the socket");
+        match next {
+            Some(Ok(WsMessage::Close(frame))) => {
+                let code = frame.map(|frame| u16::from(frame.code));
+                assert_eq!(code, Some(1013), "closed with 1013");
+                break;
+            }
+            Some(Ok(WsMessage::Text(text))) => panic!("the stale owner sent {text}"),
+            Some(Ok(_)) => {}
+            other => panic!("the socket ended without a close frame: {other:?}"),
+        }
+    }
+    // None of its writes landed: the count goes on from the new owner's.
+    assert_eq!(increment(&mut moved, "m2").await, 6);
+    let fresh = cluster.nodes[2].server().connect("/agents/counter/s").await;
+    assert_eq!(fresh.initial_state.expect("a state")["count"], 6);
 }

@@ -79,6 +79,7 @@ impl Cluster {
             })
             .await?;
         let peers = peers::Peers::new(node.id.clone(), secret, node.lease.clone());
+        pg.spawn(watch_members(pg.clone(), Arc::downgrade(&peers), config.lease));
         Ok(Self { pg, node, store, peers })
     }
 
@@ -113,6 +114,27 @@ impl Cluster {
     /// Leaves the cluster (shutdown).
     pub(crate) async fn leave(&self) -> Result<(), ClusterError> {
         self.node.leave(&self.pg).await
+    }
+}
+
+/// Reads which nodes are live every third of a lease, and ends the links to owners that are
+/// not, until the node's links are gone.
+async fn watch_members(pg: Arc<pg::Pg>, peers: std::sync::Weak<peers::Peers>, lease: Duration) {
+    loop {
+        tokio::time::sleep(lease / 3).await;
+        let Some(peers) = peers.upgrade() else { return };
+        let live = pg
+            .run("reading the live nodes", pg::QUERY_TIMEOUT, |client| async move {
+                let rows = client
+                    .query("SELECT node_id, incarnation FROM agents_rs_nodes WHERE lease_until > now()", &[])
+                    .await?;
+                Ok(rows.into_iter().map(|row| (row.get(0), row.get(1))).collect())
+            })
+            .await;
+        // Without PostgreSQL nothing is known: the links stay as they are.
+        if let Ok(live) = live {
+            peers.keep_live(&live);
+        }
     }
 }
 

@@ -121,7 +121,11 @@ impl Peers {
         tokio::spawn(async move {
             let mut frames = FrameReader::new(reader, read);
             let ended = loop {
-                match frames.next().await {
+                let next = tokio::select! {
+                    next = frames.next() => next,
+                    () = link.out.closed() => Err("this node ended it".to_owned()),
+                };
+                match next {
                     Ok(frame) => match peers.inbound() {
                         Some(inbound) => inbound.gateway_frame(&link, frame).await,
                         None => break "the server is gone".to_owned(),
@@ -137,23 +141,24 @@ impl Peers {
         });
     }
 
-    /// The link to owner `node` at `addr`, dialled if there is none.
+    /// The link to owner `node` (under `incarnation`) at `addr`, dialled if there is none.
     pub(crate) async fn owner(
         self: &Arc<Self>,
         node: &str,
+        incarnation: i64,
         addr: &str,
     ) -> Result<Arc<OwnerLink>, String> {
-        if let Some(link) = self.open_owner(node) {
+        if let Some(link) = self.open_owner(node, incarnation) {
             return Ok(link);
         }
         let _dialing = self.dialing.lock().await;
-        if let Some(link) = self.open_owner(node) {
+        if let Some(link) = self.open_owner(node, incarnation) {
             return Ok(link);
         }
         let (stream, read) = tokio::time::timeout(DIAL_TIMEOUT, self.dial(addr))
             .await
             .map_err(|_| format!("dialling node {node} at {addr} timed out"))??;
-        let link = Arc::new(OwnerLink { node: node.into(), out: Writer::new() });
+        let link = Arc::new(OwnerLink { node: node.into(), incarnation, out: Writer::new() });
         let (reader, writer) = stream.into_split();
         tokio::spawn(link.out.clone().write_to(writer));
         lock(&self.owners).insert(node.to_owned(), link.clone());
@@ -162,7 +167,11 @@ impl Peers {
         tokio::spawn(async move {
             let mut frames = FrameReader::new(reader, read);
             let ended = loop {
-                match frames.next().await {
+                let next = tokio::select! {
+                    next = frames.next() => next,
+                    () = owner.out.closed() => Err("this node ended it".to_owned()),
+                };
+                match next {
                     Ok(frame) => match peers.inbound() {
                         Some(inbound) => inbound.owner_frame(&owner.node, frame).await,
                         None => break "the server is gone".to_owned(),
@@ -185,8 +194,27 @@ impl Peers {
         Ok(link)
     }
 
-    fn open_owner(&self, node: &str) -> Option<Arc<OwnerLink>> {
-        lock(&self.owners).get(node).filter(|link| !link.out.is_closed()).cloned()
+    fn open_owner(&self, node: &str, incarnation: i64) -> Option<Arc<OwnerLink>> {
+        let owners = lock(&self.owners);
+        let link = owners.get(node)?;
+        if link.incarnation != incarnation {
+            // The owner restarted: the old link leads nowhere.
+            link.out.close();
+            return None;
+        }
+        (!link.out.is_closed()).then(|| link.clone())
+    }
+
+    /// Ends the links to owners that are not live any more (`live`: node id and incarnation
+    /// of every node whose lease holds), so the sockets relayed to them find their agents
+    /// again: an owner that stopped (a paused process) keeps its links open, but not its lease.
+    pub(crate) fn keep_live(&self, live: &HashMap<String, i64>) {
+        for link in lock(&self.owners).values() {
+            if live.get(&*link.node) != Some(&link.incarnation) && !link.out.is_closed() {
+                tracing::info!(owner = %link.node, "the owner's lease ran out: its link is ended");
+                link.out.close();
+            }
+        }
     }
 
     /// Connects to `addr` and upgrades to a link: the stream and what was read past the 101.
@@ -237,6 +265,7 @@ impl Peers {
 /// A link this node dialled to an owner: it sends its clients' events on it.
 pub(crate) struct OwnerLink {
     pub(crate) node: Arc<str>,
+    incarnation: i64,
     out: Arc<Writer>,
 }
 
@@ -286,6 +315,8 @@ struct Writer {
     buffer: Mutex<(BytesMut, bool)>,
     ready: Notify,
     closed: AtomicBool,
+    /// The link was closed: its reader stops too.
+    ended: Notify,
 }
 
 impl Writer {
@@ -294,6 +325,7 @@ impl Writer {
             buffer: Mutex::default(),
             ready: Notify::new(),
             closed: AtomicBool::new(false),
+            ended: Notify::new(),
         })
     }
 
@@ -309,11 +341,9 @@ impl Writer {
         let was_empty = buffer.0.is_empty();
         frame.encode(&mut buffer.0);
         if buffer.0.len() > MAX_BUFFERED {
-            buffer.1 = true;
-            self.closed.store(true, Ordering::Release);
             drop(buffer);
             tracing::warn!("a node link is not taking frames: giving up on it");
-            self.ready.notify_one();
+            self.close();
             return false;
         }
         drop(buffer);
@@ -327,6 +357,20 @@ impl Writer {
         lock(&self.buffer).1 = true;
         self.closed.store(true, Ordering::Release);
         self.ready.notify_one();
+        self.ended.notify_waiters();
+    }
+
+    /// Resolves once the link is closed.
+    async fn closed(&self) {
+        loop {
+            let ended = self.ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            if self.is_closed() {
+                return;
+            }
+            ended.await;
+        }
     }
 
     /// Writes what is buffered until the link closes (then shuts the stream down).

@@ -106,7 +106,7 @@ impl<A: Agent> Host<A> {
                 Placed::Here
             }
             Ok(Owner::Other { holder, addr }) => {
-                match cluster.peers.owner(&holder.node, &addr).await {
+                match cluster.peers.owner(&holder.node, holder.incarnation, &addr).await {
                     Ok(owner) => {
                         self.cluster_side().relay = Some(Relaying { owner, epoch: 0 });
                         Placed::Relayed
