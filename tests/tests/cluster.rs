@@ -300,3 +300,188 @@ async fn a_paused_owner_is_fenced_and_nothing_it_does_after_reaches_anyone() {
     let fresh = cluster.nodes[2].server().connect("/agents/counter/s").await;
     assert_eq!(fresh.initial_state.expect("a state")["count"], 6);
 }
+
+/// What a client hears for an increment sent while PostgreSQL is away: an RPC error or a
+/// close with 1013, never nothing.
+async fn refused(mut client: Client, id: &str) -> String {
+    client.send_rpc(id, "increment", json!([])).await;
+    let mut ws = client.into_inner();
+    loop {
+        let next =
+            tokio::time::timeout(WAIT, ws.next()).await.expect("an answer or a close in time");
+        match next {
+            Some(Ok(WsMessage::Text(text))) => {
+                let frame: Value = serde_json::from_str(&text).expect("JSON");
+                if frame["type"] == "rpc" && frame["id"] == id {
+                    assert_eq!(frame["success"], false, "no success without PostgreSQL: {frame}");
+                    return frame["error"].as_str().expect("an error").to_owned();
+                }
+            }
+            Some(Ok(WsMessage::Close(frame))) => {
+                let frame = frame.expect("a close frame with a code");
+                assert_eq!(u16::from(frame.code), 1013, "{frame:?}");
+                return frame.reason.to_string();
+            }
+            Some(Ok(_)) => {}
+            other => panic!("the socket ended without a close frame: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_away_is_an_error_and_service_comes_back_by_itself() {
+    let Some(postgres) = agents_tests::postgres("cluster PostgreSQL away") else { return };
+    let cluster = Cluster::start(&postgres, 3, "1500ms").await;
+    let mut client = cluster.nodes[0].server().connect("/agents/counter/p").await;
+    assert_eq!(increment(&mut client, "a").await, 1);
+    assert_eq!(increment(&mut client, "b").await, 2);
+
+    postgres.stop();
+    let why = refused(client, "c").await;
+    assert!(!why.is_empty(), "the refusal says why");
+    // A new socket, on any node, is refused with a reason too.
+    let closed =
+        cluster.nodes[1].server().connect_raw("/agents/counter/p").await.expect_close().await;
+    assert_eq!(closed.code, 1013, "{closed:?}");
+    assert!(!closed.reason.is_empty(), "the close says why");
+
+    postgres.restart();
+    // Service resumes by itself: the nodes join again, and the counter goes on from what
+    // was committed.
+    let deadline = tokio::time::Instant::now() + WAIT * 2;
+    let count = loop {
+        assert!(tokio::time::Instant::now() < deadline, "service did not come back");
+        let mut client = cluster.nodes[2].server().connect_raw("/agents/counter/p").await;
+        client.send_rpc("d", "increment", json!([])).await;
+        let mut ws = client.into_inner();
+        let answer = loop {
+            match tokio::time::timeout(WAIT, ws.next()).await {
+                Ok(Some(Ok(WsMessage::Text(text)))) => {
+                    let frame: Value = serde_json::from_str(&text).expect("JSON");
+                    if frame["type"] == "rpc" && frame["id"] == "d" {
+                        break Some(frame);
+                    }
+                }
+                Ok(Some(Ok(WsMessage::Close(_)))) | Ok(None) | Ok(Some(Err(_))) | Err(_) => {
+                    break None;
+                }
+                Ok(Some(Ok(_))) => {}
+            }
+        };
+        match answer {
+            Some(frame) if frame["success"] == true => {
+                break frame["result"].as_i64().expect("a count");
+            }
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
+    assert_eq!(count, 3, "every committed increment is there, the refused one is not");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tags_and_presence_are_right_from_every_node() {
+    let Some(postgres) = agents_tests::postgres("cluster tags and presence") else { return };
+    let cluster = Cluster::start(&postgres, 3, "2s").await;
+    let server = |i: usize| cluster.nodes[i].server();
+    let mut admin0 = server(0).connect("/agents/tags-agent/t?role=admin").await;
+    let mut user1 = server(1).connect("/agents/tags-agent/t").await;
+    let mut admin2 = server(2).connect("/agents/tags-agent/t?role=admin").await;
+    for (client, tags) in [(&mut admin0, 2), (&mut user1, 1), (&mut admin2, 2)] {
+        let told = client.recv_json().await;
+        assert_eq!(told["type"], "tags");
+        assert_eq!(told["tags"].as_array().expect("tags").len(), tags, "{told}");
+    }
+    user1.send_text("notify:hi").await;
+    assert_eq!(admin0.recv_text().await, "hi");
+    assert_eq!(admin2.recv_text().await, "hi");
+    user1.send_rpc("n", "notifyAdmins", json!(["again"])).await;
+    let answer = user1.recv_json().await;
+    assert_eq!(
+        answer["result"], 2,
+        "get_connections(tag) finds the admins on both nodes: {answer}"
+    );
+    assert_eq!(admin0.recv_text().await, "again");
+    assert_eq!(admin2.recv_text().await, "again");
+    user1.expect_silence(Duration::from_millis(200)).await;
+
+    // Presence: each join is seen from every node, with the connection states the owner holds.
+    let mut people = Vec::new();
+    for (i, name) in ["ada", "bo", "cy"].into_iter().enumerate() {
+        let mut client = server(i).connect(&format!("/agents/presence-agent/p?name={name}")).await;
+        let own = client.recv_json().await;
+        assert_eq!(own["users"].as_object().expect("users").len(), i + 1, "{own}");
+        for (_, earlier) in people.iter_mut() {
+            let seen: Value = Client::recv_json(earlier).await;
+            assert_eq!(seen["users"].as_object().expect("users").len(), i + 1, "{seen}");
+        }
+        // The joiner hears the broadcast of its own join too.
+        let broadcast = client.recv_json().await;
+        assert_eq!(broadcast["users"].as_object().expect("users").len(), i + 1);
+        people.push((name, client));
+    }
+    let names: Vec<String> = {
+        let (_, last) = people.last_mut().expect("people");
+        last.send_text("ping").await;
+        assert_eq!(last.recv_text().await, "pong");
+        let mut ada = server(0).connect("/agents/presence-agent/p?name=dee").await;
+        let seen = ada.recv_json().await;
+        seen["users"]
+            .as_object()
+            .expect("users")
+            .values()
+            .map(|u| u["name"].as_str().unwrap_or("").to_owned())
+            .collect()
+    };
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["ada", "bo", "cy", "dee"], "{names:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_left_its_node_wakes_on_another_with_its_state() {
+    let Some(postgres) = agents_tests::postgres("cluster wake elsewhere") else { return };
+    let url = postgres.database();
+    let mut nodes = Vec::new();
+    let mut dirs = Vec::new();
+    for i in 0..2 {
+        let dir = TempDir::new("cluster-node");
+        let id = format!("n{i}");
+        let args = [
+            "--cluster-url",
+            &url,
+            "--node-id",
+            &id,
+            "--cluster-lease",
+            "2s",
+            "--hibernate-after",
+            "300ms",
+        ];
+        nodes.push(ChildServer::start_args(SERVER, dir.path(), &args).await);
+        dirs.push(dir);
+    }
+    let mut client = nodes[0].server().connect("/agents/counter/h").await;
+    for n in 1..=3 {
+        assert_eq!(increment(&mut client, &n.to_string()).await, n);
+    }
+    client.close(Some((1000, "done"))).await;
+    // Idle without connections, it leaves node 0's memory and lets go of its row.
+    let db = url.rsplit('/').next().expect("a database");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let owner = postgres.psql(db, "SELECT coalesce(owner_node, '-') FROM agents_rs_agents WHERE agent = 'counter' AND name = 'h'");
+        if owner == "-" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "node 0 still owns it: {owner}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut client = nodes[1].server().connect("/agents/counter/h").await;
+    assert_eq!(
+        client.initial_state.as_ref().expect("a state")["count"],
+        3,
+        "woken on node 1 with its state"
+    );
+    assert_eq!(increment(&mut client, "4").await, 4);
+    let owner = postgres.psql(db, "SELECT owner_node || ':' || epoch FROM agents_rs_agents WHERE agent = 'counter' AND name = 'h'");
+    assert_eq!(owner, "n1:2", "node 1 owns it at the next epoch");
+}
