@@ -10,8 +10,13 @@ import { createElement } from "react";
 import TestRenderer from "react-test-renderer";
 import WebSocket from "ws";
 
-const host = process.env.AGENTS_HOST;
-assert.ok(host, "AGENTS_HOST must name the server, like 127.0.0.1:8787");
+// AGENTS_HOSTS (a comma-separated list: the nodes of a cluster) spreads the clients over
+// several servers in turn, so clients of one agent meet through different nodes.
+const hosts = (process.env.AGENTS_HOSTS ?? process.env.AGENTS_HOST ?? "").split(",").filter(Boolean);
+assert.ok(hosts.length > 0, "AGENTS_HOST must name the server, like 127.0.0.1:8787");
+let turn = 0;
+/** The next server in turn. */
+const nextHost = () => hosts[turn++ % hosts.length];
 // An MCP server (tests/js/mcp-server.mjs) for the Toolbox agent.
 const mcpUrl = process.env.MCP_SERVER_URL;
 assert.ok(mcpUrl, "MCP_SERVER_URL must name an MCP server, like http://127.0.0.1:3000/mcp");
@@ -20,7 +25,7 @@ assert.ok(mcpUrl, "MCP_SERVER_URL must name an MCP server, like http://127.0.0.1
 const room = (prefix) => `${prefix}-${Math.random().toString(36).slice(2, 10)}`;
 
 /** An AgentClient as a front end makes one; Node 20 has no global WebSocket, so `ws` is passed. */
-const client = (options) => new AgentClient({ host, WebSocket, ...options });
+const client = (options) => new AgentClient({ host: nextHost(), WebSocket, ...options });
 
 /** Waits until `check()` is true, failing after `ms`. */
 async function until(check, what, ms = 5000) {
@@ -131,7 +136,7 @@ test("a readonly connection cannot change the state", async () => {
 test("a partysocket reconnect keeps the same _pk connection id", async () => {
   const ids = [];
   const socket = new PartySocket({
-    host,
+    host: nextHost(),
     prefix: "agents",
     party: "tags-agent",
     room: room("pk"),
@@ -195,9 +200,10 @@ test("useAgent's onMcpUpdate receives the MCP servers state", async () => {
   // React renders `useAgent` as a front end would (react-test-renderer: no DOM needed).
   const updates = [];
   const name = room("react");
+  const useHost = nextHost();
   let agent;
   function Toolbox() {
-    agent = useAgent({ agent: "Toolbox", name, host, WebSocket, onMcpUpdate: (mcp) => updates.push(mcp) });
+    agent = useAgent({ agent: "Toolbox", name, host: useHost, WebSocket, onMcpUpdate: (mcp) => updates.push(mcp) });
     return null;
   }
   const renderer = TestRenderer.create(createElement(Toolbox));

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::OnceLock;
 
+use agents_tests::child::ChildServer;
 use agents_tests::node::{McpServer, describe, npm_ci, run};
 
 /// `tests/js`, installed once per test run.
@@ -17,15 +18,19 @@ fn npm_packages() -> &'static Path {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_agents_client_works_unchanged() {
-    let dir = npm_packages();
     let server = agents_tests::start(agents_examples::server()).await;
     // For the tests of the MCP frame (`onMcpUpdate`).
     let mcp_server = McpServer::start().await;
+    run_interop(&server.addr.to_string(), &mcp_server.url("/mcp")).await;
+}
+
+/// Runs `interop.test.mjs` with `hosts` (comma-separated) and `mcp_url`.
+async fn run_interop(hosts: &str, mcp_url: &str) {
     let mut node = tokio::process::Command::new("node");
     node.args(["--test", "--test-reporter=spec", "interop.test.mjs"])
-        .current_dir(dir)
-        .env("AGENTS_HOST", server.addr.to_string())
-        .env("MCP_SERVER_URL", mcp_server.url("/mcp"))
+        .current_dir(npm_packages())
+        .env("AGENTS_HOSTS", hosts)
+        .env("MCP_SERVER_URL", mcp_url)
         .kill_on_drop(true);
     let output = tokio::time::timeout(std::time::Duration::from_secs(120), node.output())
         .await
@@ -33,6 +38,28 @@ async fn the_official_agents_client_works_unchanged() {
         .expect("node runs");
     println!("{}", String::from_utf8_lossy(&output.stdout));
     assert!(output.status.success(), "the Node interop tests failed:\n{}", describe(&output));
+}
+
+/// The same tests through a cluster of three nodes: each client connects to the next node in
+/// turn, so the clients of one agent meet through different nodes and the relay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_agents_client_works_through_any_node_of_a_cluster() {
+    let Some(postgres) = agents_tests::postgres("interop through a cluster") else { return };
+    let url = postgres.database();
+    let mcp_server = McpServer::start().await;
+    let mut nodes = Vec::new();
+    let mut dirs = Vec::new();
+    for i in 0..3 {
+        let dir = agents_tests::TempDir::new("interop-node");
+        let id = format!("n{i}");
+        let args = ["--cluster-url", url.as_str(), "--node-id", &id, "--cluster-lease", "3s"];
+        nodes.push(
+            ChildServer::start_args(env!("CARGO_BIN_EXE_examples-server"), dir.path(), &args).await,
+        );
+        dirs.push(dir);
+    }
+    let hosts: Vec<String> = nodes.iter().map(|node| node.addr.to_string()).collect();
+    run_interop(&hosts.join(","), &mcp_server.url("/mcp")).await;
 }
 
 #[test]

@@ -50,6 +50,31 @@ pub(crate) enum Frame {
     Close { agent: String, name: String, conn: u64, code: u16, reason: String, clean: bool },
     /// Gateway → owner: a client broke the protocol (the gateway closes it; `on_error` runs).
     Error { agent: String, name: String, conn: u64, error: String },
+    /// Gateway → owner: an HTTP request for the agent (`on_request`).
+    Request {
+        agent: String,
+        name: String,
+        id: u64,
+        method: String,
+        uri: String,
+        headers: Vec<(String, Vec<u8>)>,
+        body: Bytes,
+    },
+    /// Gateway → owner: an in-process call (an `AgentStub` on the gateway): method and JSON
+    /// arguments.
+    Call { agent: String, name: String, id: u64, method: String, args: String },
+    /// Owner → gateway: the answer to request `id`.
+    Response {
+        agent: String,
+        name: String,
+        id: u64,
+        status: u16,
+        headers: Vec<(String, Vec<u8>)>,
+        body: Bytes,
+    },
+    /// Owner → gateway: how call `id` ended (`kind`: 0 a value, JSON in `payload`, 1 no
+    /// value, 2 an error, 3 no such method, 4 not callable).
+    Outcome { agent: String, name: String, id: u64, kind: u8, payload: String },
     /// Owner → gateway: a message for some of the gateway's sockets.
     Send { agent: String, name: String, epoch: i64, target: Target, message: Message },
     /// Owner → gateway: close a socket.
@@ -62,9 +87,13 @@ const CONNECT: u8 = 1;
 const MESSAGE: u8 = 2;
 const CLOSE: u8 = 3;
 const ERROR: u8 = 4;
+const REQUEST: u8 = 5;
+const CALL: u8 = 6;
 const SEND: u8 = 10;
 const CLOSE_CONN: u8 = 11;
 const NOT_OWNER: u8 = 12;
+const RESPONSE: u8 = 13;
+const OUTCOME: u8 = 14;
 
 const TEXT: u8 = 0;
 const BINARY: u8 = 1;
@@ -77,6 +106,10 @@ impl Frame {
             | Frame::Message { agent, name, .. }
             | Frame::Close { agent, name, .. }
             | Frame::Error { agent, name, .. }
+            | Frame::Request { agent, name, .. }
+            | Frame::Call { agent, name, .. }
+            | Frame::Response { agent, name, .. }
+            | Frame::Outcome { agent, name, .. }
             | Frame::Send { agent, name, .. }
             | Frame::CloseConn { agent, name, .. }
             | Frame::NotOwner { agent, name } => (agent, name),
@@ -94,11 +127,7 @@ impl Frame {
                 out.put_u64(*conn);
                 string(out, id.as_bytes());
                 string(out, uri.as_bytes());
-                out.put_u32(headers.len() as u32);
-                for (header, value) in headers {
-                    string(out, header.as_bytes());
-                    string(out, value);
-                }
+                self::headers(out, headers);
             }
             Frame::Message { agent, name, conn, message } => {
                 out.put_u8(MESSAGE);
@@ -119,6 +148,37 @@ impl Frame {
                 instance(out, agent, name);
                 out.put_u64(*conn);
                 string(out, error.as_bytes());
+            }
+            Frame::Request { agent, name, id, method, uri, headers, body } => {
+                out.put_u8(REQUEST);
+                instance(out, agent, name);
+                out.put_u64(*id);
+                string(out, method.as_bytes());
+                string(out, uri.as_bytes());
+                self::headers(out, headers);
+                string(out, body);
+            }
+            Frame::Call { agent, name, id, method, args } => {
+                out.put_u8(CALL);
+                instance(out, agent, name);
+                out.put_u64(*id);
+                string(out, method.as_bytes());
+                string(out, args.as_bytes());
+            }
+            Frame::Response { agent, name, id, status, headers, body } => {
+                out.put_u8(RESPONSE);
+                instance(out, agent, name);
+                out.put_u64(*id);
+                out.put_u16(*status);
+                self::headers(out, headers);
+                string(out, body);
+            }
+            Frame::Outcome { agent, name, id, kind, payload } => {
+                out.put_u8(OUTCOME);
+                instance(out, agent, name);
+                out.put_u64(*id);
+                out.put_u8(*kind);
+                string(out, payload.as_bytes());
             }
             Frame::Send { agent, name, epoch, target, message } => {
                 out.put_u8(SEND);
@@ -165,13 +225,39 @@ impl Frame {
             CONNECT => {
                 let conn = take_u64(body)?;
                 let (id, uri) = (take_string(body)?, take_string(body)?);
-                let count = take_u32(body)? as usize;
-                let mut headers = Vec::with_capacity(count.min(256));
-                for _ in 0..count {
-                    headers.push((take_string(body)?, take_bytes(body)?.to_vec()));
-                }
-                Frame::Connect { agent, name, conn, id, uri, headers }
+                Frame::Connect { agent, name, conn, id, uri, headers: take_headers(body)? }
             }
+            REQUEST => Frame::Request {
+                agent,
+                name,
+                id: take_u64(body)?,
+                method: take_string(body)?,
+                uri: take_string(body)?,
+                headers: take_headers(body)?,
+                body: take_bytes(body)?,
+            },
+            CALL => Frame::Call {
+                agent,
+                name,
+                id: take_u64(body)?,
+                method: take_string(body)?,
+                args: take_string(body)?,
+            },
+            RESPONSE => Frame::Response {
+                agent,
+                name,
+                id: take_u64(body)?,
+                status: take_u16(body)?,
+                headers: take_headers(body)?,
+                body: take_bytes(body)?,
+            },
+            OUTCOME => Frame::Outcome {
+                agent,
+                name,
+                id: take_u64(body)?,
+                kind: take_u8(body)?,
+                payload: take_string(body)?,
+            },
             MESSAGE => {
                 Frame::Message { agent, name, conn: take_u64(body)?, message: take_message(body)? }
             }
@@ -225,6 +311,23 @@ fn instance(out: &mut BytesMut, agent: &str, name: &str) {
 fn string(out: &mut BytesMut, bytes: &[u8]) {
     out.put_u32(bytes.len() as u32);
     out.put_slice(bytes);
+}
+
+fn headers(out: &mut BytesMut, headers: &[(String, Vec<u8>)]) {
+    out.put_u32(headers.len() as u32);
+    for (header, value) in headers {
+        string(out, header.as_bytes());
+        string(out, value);
+    }
+}
+
+fn take_headers(body: &mut Bytes) -> Result<Vec<(String, Vec<u8>)>, String> {
+    let count = take_u32(body)? as usize;
+    let mut headers = Vec::with_capacity(count.min(256));
+    for _ in 0..count {
+        headers.push((take_string(body)?, take_bytes(body)?.to_vec()));
+    }
+    Ok(headers)
 }
 
 fn message(out: &mut BytesMut, message: &Message) {
@@ -364,6 +467,39 @@ mod tests {
             conn: 4,
             code: 1013,
             reason: "".into(),
+        });
+        let headers = vec![("content-type".to_owned(), b"text/plain".to_vec())];
+        let body = Bytes::from_static(b"body");
+        round_trip(Frame::Request {
+            agent: agent.clone(),
+            name: name.clone(),
+            id: 1,
+            method: "POST".into(),
+            uri: "/agents/a/b/x?y".into(),
+            headers: headers.clone(),
+            body: body.clone(),
+        });
+        round_trip(Frame::Response {
+            agent: agent.clone(),
+            name: name.clone(),
+            id: 1,
+            status: 201,
+            headers,
+            body,
+        });
+        round_trip(Frame::Call {
+            agent: agent.clone(),
+            name: name.clone(),
+            id: 2,
+            method: "add".into(),
+            args: "[1,2]".into(),
+        });
+        round_trip(Frame::Outcome {
+            agent: agent.clone(),
+            name: name.clone(),
+            id: 2,
+            kind: 0,
+            payload: "3".into(),
         });
         round_trip(Frame::NotOwner { agent, name });
     }

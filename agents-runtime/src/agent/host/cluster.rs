@@ -10,7 +10,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use tokio::sync::oneshot;
 
 use super::Host;
 use crate::agent::Agent;
@@ -20,10 +21,10 @@ use crate::cluster::{GatewayLink, Owner, OwnerLink};
 use crate::error::Error;
 use crate::instance::connection::{Connection, ConnectionKey, ConnectionParts};
 use crate::instance::event::{ClusterEvent, ConnectRequest, Event};
-use crate::instance::rpc::CallOutcome;
+use crate::instance::rpc::{Call, CallOutcome};
 use crate::mcp::McpClients;
 use crate::outbox::{Outlet, RemoteOutlet, Route};
-use crate::request::ConnectionContext;
+use crate::request::{ConnectionContext, Response};
 use crate::wire::close_code;
 
 /// What the host of an instance knows of its place in the cluster.
@@ -37,6 +38,15 @@ pub(super) struct ClusterSide {
     routes: Vec<(u64, Arc<Route>)>,
     /// As the owner: the key of each socket on a gateway, by (link, the gateway's key).
     remote: HashMap<(u64, u64), ConnectionKey>,
+    /// As a gateway: the requests and calls relayed to the owner, by id, waiting for answers.
+    waiting: HashMap<u64, Waiting>,
+    next_id: u64,
+}
+
+/// A relayed request or call's answer, to be sent where it is awaited.
+enum Waiting {
+    Request(oneshot::Sender<Response>),
+    Call(oneshot::Sender<CallOutcome>),
 }
 
 struct Relaying {
@@ -144,6 +154,16 @@ impl<A: Agent> Host<A> {
                 conn.mark_closed();
             }
         }
+        for (_, waiting) in self.cluster_side().waiting.drain() {
+            match waiting {
+                Waiting::Request(reply) => {
+                    let _ = reply.send(unavailable_response(why));
+                }
+                Waiting::Call(reply) => {
+                    let _ = reply.send(CallOutcome::Error(why.to_owned()));
+                }
+            }
+        }
         tracing::warn!(agent = A::NAME, name = %self.name, "left this node: {why}");
         *self.cluster_side() = ClusterSide::default();
     }
@@ -158,11 +178,7 @@ impl<A: Agent> Host<A> {
                 if let Some(link) = conn.link() {
                     link.release_response();
                 }
-                let headers = conn_ctx
-                    .headers()
-                    .iter()
-                    .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
-                    .collect();
+                let headers = headers_of(conn_ctx.headers());
                 let frame = Frame::Connect {
                     agent,
                     name,
@@ -189,12 +205,27 @@ impl<A: Agent> Host<A> {
             Event::Error { key, error } => {
                 Frame::Error { agent, name, conn: key, error: error.to_string() }
             }
+            Event::Request { request, reply } => {
+                let id = self.wait(Waiting::Request(reply));
+                let (parts, body) = request.into_parts();
+                Frame::Request {
+                    agent,
+                    name,
+                    id,
+                    method: parts.method.to_string(),
+                    uri: parts.uri.to_string(),
+                    headers: headers_of(&parts.headers),
+                    body,
+                }
+            }
+            Event::Call { call, reply } => {
+                let args = serde_json::Value::Array(call.args).to_string();
+                let id = self.wait(Waiting::Call(reply));
+                Frame::Call { agent, name, id, method: call.method, args }
+            }
             // Its owner runs its alarms.
             Event::Alarm => return,
-            other => {
-                let why = "HTTP requests and calls to an agent that runs on another node are not relayed yet";
-                return self.unavailable(other, why);
-            }
+            other => return self.unavailable(other, "not an event for another node"),
         };
         let sent = self
             .cluster
@@ -227,9 +258,7 @@ impl<A: Agent> Host<A> {
                 }
             }
             Event::Request { reply, .. } => {
-                let mut response = crate::request::Response::new(why.to_owned().into());
-                *response.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
-                let _ = reply.send(response);
+                let _ = reply.send(unavailable_response(why));
             }
             Event::Call { reply, .. } => {
                 let _ = reply.send(CallOutcome::Error(why.to_owned()));
@@ -294,8 +323,30 @@ impl<A: Agent> Host<A> {
                 }
             }
             Frame::NotOwner { .. } => self.lose("the agent moved to another node"),
+            Frame::Response { id, status, headers, body, .. } => {
+                if let Some(Waiting::Request(reply)) = self.cluster_side().waiting.remove(&id) {
+                    let mut response = Response::new(body);
+                    *response.status_mut() =
+                        StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+                    *response.headers_mut() = header_map(headers);
+                    let _ = reply.send(response);
+                }
+            }
+            Frame::Outcome { id, kind, payload, .. } => {
+                if let Some(Waiting::Call(reply)) = self.cluster_side().waiting.remove(&id) {
+                    let _ = reply.send(outcome_of(kind, payload));
+                }
+            }
             _ => {}
         }
+    }
+
+    /// Keeps `waiting` for its answer; the id the owner answers it by.
+    fn wait(&mut self, waiting: Waiting) -> u64 {
+        let side = self.cluster_side();
+        side.next_id += 1;
+        side.waiting.insert(side.next_id, waiting);
+        side.next_id
     }
 
     /// As the owner: a gateway's frame about one of its sockets, as the event it stands for.
@@ -342,6 +393,35 @@ impl<A: Agent> Host<A> {
                 let key = *side.remote.get(&(link.id, conn))?;
                 Some(Event::Error { key, error: Error::msg(error) })
             }
+            Frame::Request { id, method, uri, headers, body, .. } => {
+                let mut request = crate::request::Request::new(body);
+                *request.method_mut() =
+                    Method::from_bytes(method.as_bytes()).unwrap_or(Method::GET);
+                *request.uri_mut() = uri.parse().unwrap_or_else(|_| Uri::from_static("/"));
+                *request.headers_mut() = header_map(headers);
+                let (reply, answer) = oneshot::channel::<Response>();
+                tokio::spawn(async move {
+                    let Ok(response) = answer.await else { return };
+                    let (parts, body) = response.into_parts();
+                    let status = parts.status.as_u16();
+                    let headers = headers_of(&parts.headers);
+                    link.send(Frame::Response { agent, name, id, status, headers, body });
+                });
+                Some(Event::Request { request: Box::new(request), reply })
+            }
+            Frame::Call { id, method, args, .. } => {
+                let args = match serde_json::from_str(&args) {
+                    Ok(serde_json::Value::Array(args)) => args,
+                    _ => Vec::new(),
+                };
+                let (reply, answer) = oneshot::channel::<CallOutcome>();
+                tokio::spawn(async move {
+                    let Ok(outcome) = answer.await else { return };
+                    let (kind, payload) = outcome_frame(outcome);
+                    link.send(Frame::Outcome { agent, name, id, kind, payload });
+                });
+                Some(Event::Call { call: Call { method, args, stream: None }, reply })
+            }
             _ => None,
         }
     }
@@ -381,6 +461,59 @@ impl<A: Agent> Host<A> {
         if let Err(e) = cluster.release(A::NAME, &self.name, epoch).await {
             tracing::warn!(agent = A::NAME, name = %self.name, "letting go of the agent failed (its lease will): {e}");
         }
+    }
+}
+
+/// A 503 saying `why`.
+fn unavailable_response(why: &str) -> Response {
+    let mut response = Response::new(why.to_owned().into());
+    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    response
+}
+
+/// Headers as a link carries them.
+fn headers_of(headers: &HeaderMap) -> Vec<(String, Vec<u8>)> {
+    headers
+        .iter()
+        .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
+        .collect()
+}
+
+/// Headers from a link (any that are not valid HTTP are dropped).
+fn header_map(headers: Vec<(String, Vec<u8>)>) -> HeaderMap {
+    let mut map = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::from_bytes(&value))
+        {
+            map.append(name, value);
+        }
+    }
+    map
+}
+
+/// A call's outcome as an `Outcome` frame's kind and payload.
+fn outcome_frame(outcome: CallOutcome) -> (u8, String) {
+    match outcome {
+        CallOutcome::Value(Some(value)) => (0, value.to_string()),
+        CallOutcome::Value(None) => (1, String::new()),
+        CallOutcome::Error(message) => (2, message),
+        CallOutcome::NotFound => (3, String::new()),
+        CallOutcome::NotCallable => (4, String::new()),
+        CallOutcome::Streamed => {
+            (2, "a streaming method cannot be called on an agent on another node".into())
+        }
+    }
+}
+
+/// An `Outcome` frame's call outcome.
+fn outcome_of(kind: u8, payload: String) -> CallOutcome {
+    match kind {
+        0 => serde_json::from_str(&payload)
+            .map_or_else(|e| CallOutcome::Error(e.to_string()), |v| CallOutcome::Value(Some(v))),
+        1 => CallOutcome::Value(None),
+        3 => CallOutcome::NotFound,
+        4 => CallOutcome::NotCallable,
+        _ => CallOutcome::Error(payload),
     }
 }
 
