@@ -17,7 +17,7 @@ import { after, before, test } from "node:test";
 
 import { chromium } from "playwright-core";
 
-const { EXAMPLES_SERVER, CHROMIUM, ARTIFACTS, NGINX_PATH } = process.env;
+const { EXAMPLES_SERVER, CHROMIUM, ARTIFACTS, NGINX_PATH, CLUSTER_URL } = process.env;
 assert.ok(EXAMPLES_SERVER && CHROMIUM && ARTIFACTS, "EXAMPLES_SERVER, CHROMIUM and ARTIFACTS");
 
 /** Generous bound on any one wait: a broken page fails instead of hanging. */
@@ -31,8 +31,8 @@ let browser;
  * Starts the examples server on `addr` (port 0 picks one) with the test's data directory and
  * resolves with the address it printed.
  */
-function startServer(addr) {
-  const child = spawn(EXAMPLES_SERVER, ["--addr", addr, "--data-dir", dataDir], {
+function startServer(addr, more = []) {
+  const child = spawn(EXAMPLES_SERVER, ["--addr", addr, "--data-dir", dataDir, ...more], {
     stdio: ["ignore", "pipe", "inherit"],
     env: { ...process.env, RUST_LOG: "info" }, // the address is on an info line
   });
@@ -84,8 +84,8 @@ after(async () => {
   rmSync(dataDir, { recursive: true, force: true });
 });
 
-/** Opens the demo as `name` in room `room`, failing on any page error. */
-async function open(room, name) {
+/** Opens the demo as `name` in room `room` (on `addr`), failing on any page error. */
+async function open(room, name, addr = server.addr) {
   const page = await browser.newPage({ viewport: { width: 1100, height: 720 } });
   page.setDefaultTimeout(WAIT);
   const errors = [];
@@ -96,7 +96,7 @@ async function open(room, name) {
     if (message.type() === "error" && !reconnecting) errors.push(new Error(message.text()));
   });
   page.errors = errors;
-  await page.goto(`http://${server.addr}/?room=${room}&name=${name}`);
+  await page.goto(`http://${addr}/?room=${room}&name=${name}`);
   return page;
 }
 
@@ -195,6 +195,45 @@ test("two pages chat, see presence and share the counter; the page reconnects", 
 
   assert.deepEqual(alice.errors, [], "no page errors");
   await alice.close();
+});
+
+test("through a cluster: pages on two nodes chat, see presence and share the counter", {
+  skip: !CLUSTER_URL && "CLUSTER_URL is not set (the Rust test sets it when PostgreSQL is installed)",
+}, async () => {
+  const nodes = [];
+  try {
+    for (const id of ["n0", "n1"]) {
+      const node = startServer("127.0.0.1:0", ["--cluster-url", CLUSTER_URL, "--node-id", id]);
+      node.addr = await node.listening;
+      nodes.push(node);
+    }
+    const room = `room-${Math.random().toString(36).slice(2, 8)}`;
+    const alice = await open(room, "alice", nodes[0].addr);
+    await expectStatus(alice, "connected");
+    const bob = await open(room, "bob", nodes[1].addr);
+    await expectStatus(bob, "connected");
+    await expectPeople(alice, ["alice (you)", "bob"]);
+    await expectPeople(bob, ["alice", "bob (you)"]);
+    await say(alice, "hello from node 0");
+    await expectChat(bob, "alice: hello from node 0");
+    await say(bob, "hello from node 1");
+    await expectChat(alice, "bob: hello from node 1");
+    await byId(alice, "increment").click();
+    await expectText(bob, "count", "1");
+    await byId(bob, "increment").click();
+    await expectText(alice, "count", "2");
+    mkdirSync(ARTIFACTS, { recursive: true });
+    await bob.screenshot({ path: join(ARTIFACTS, "demo-cluster.png") });
+    await bob.close();
+    await expectPeople(alice, ["alice (you)"]);
+    await expectChat(alice, "bob left");
+    assert.deepEqual(alice.errors, [], "no page errors");
+    await alice.close();
+  } finally {
+    for (const node of nodes) {
+      if (node.child.exitCode === null) await stopServer(node.child);
+    }
+  }
 });
 
 /** A port nothing listens on right now. */

@@ -47,18 +47,22 @@ fn the_demo_page_works_in_chromium() {
             PathBuf::new()
         }
     };
+    // The demo through a cluster of two nodes, on a PostgreSQL of the test's own.
+    let postgres = agents_tests::postgres("the demo page through a cluster");
+    let cluster_url = postgres.as_ref().map(|postgres| postgres.database()).unwrap_or_default();
     let dir = npm_ci("tests/js");
     let artifacts = artifacts();
-    let output = run(
-        Command::new("node")
-            .args(["--test", "--test-reporter=spec", "browser.test.mjs"])
-            .current_dir(&dir)
-            .env("EXAMPLES_SERVER", env!("CARGO_BIN_EXE_examples-server"))
-            .env("CHROMIUM", &chromium)
-            .env("ARTIFACTS", &artifacts)
-            .env("NGINX_PATH", &nginx),
-        "node",
-    );
+    let mut node = Command::new("node");
+    node.args(["--test", "--test-reporter=spec", "browser.test.mjs"])
+        .current_dir(&dir)
+        .env("EXAMPLES_SERVER", env!("CARGO_BIN_EXE_examples-server"))
+        .env("CHROMIUM", &chromium)
+        .env("ARTIFACTS", &artifacts)
+        .env("NGINX_PATH", &nginx);
+    if !cluster_url.is_empty() {
+        node.env("CLUSTER_URL", &cluster_url);
+    }
+    let output = run(&mut node, "node");
     println!("{}", String::from_utf8_lossy(&output.stdout));
     assert!(output.status.success(), "the browser test failed:\n{}", describe(&output));
     let screenshot = artifacts.join("demo.png");
