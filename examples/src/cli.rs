@@ -308,9 +308,13 @@ pub async fn run(args: impl Iterator<Item = String>) -> ExitCode {
         builder = builder.max_sql_database_size(bytes as u64);
     }
     let cluster = options.cluster.is_some();
+    // ANCHOR: cluster
+    // `--cluster-url`, `--node-addr`, `--node-id` and `--cluster-lease` fill a `ClusterConfig`:
+    // `ClusterConfig::new(url)`, then its `node_addr`, `node_id` and `lease` fields.
     if let Some(config) = options.cluster {
         builder = builder.cluster(config);
     }
+    // ANCHOR_END: cluster
     let server = match builder.bind(options.addr).await {
         Ok(server) => server,
         Err(error) => {
@@ -360,6 +364,47 @@ mod tests {
         let options = parse(words).expect("valid flags").expect("not help");
         assert_eq!(options.data_dir.to_str(), Some("/var/lib/agents-examples"));
         assert_eq!(options.addr.to_string(), "127.0.0.1:8787", "behind the reverse proxy");
+    }
+
+    #[test]
+    fn the_cluster_unit_passes_valid_flags() {
+        let unit = include_str!("../deploy/cluster/agents-node@.service");
+        let exec = unit.lines().find_map(|l| l.strip_prefix("ExecStart=")).expect("ExecStart");
+        // systemd fills in the environment file's values and the instance name.
+        let exec = exec
+            .replace("${NODE_ADDR}", "10.0.0.5:8787")
+            .replace("${CLUSTER_URL}", "postgres://agents:pw@db.internal:5432/agents")
+            .replace("%i", "a");
+        let mut words = exec.split_whitespace().map(String::from);
+        assert_eq!(words.next().as_deref(), Some("/usr/local/bin/agents-examples"));
+        let options = parse(words).expect("valid flags").expect("not help");
+        let cluster = options.cluster.expect("a cluster node");
+        assert_eq!(cluster.node_id.as_deref(), Some("a"));
+        assert_eq!(cluster.node_addr.as_deref(), Some("10.0.0.5:8787"));
+        assert_eq!(cluster.lease, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn cluster_flags_are_checked() {
+        let options = parse(args(&["--cluster-url", "postgres://u@h/db", "--cluster-lease", "2s"]))
+            .expect("valid")
+            .expect("not help");
+        let cluster = options.cluster.expect("a cluster node");
+        assert_eq!(
+            (cluster.lease, cluster.node_id, cluster.node_addr),
+            (Duration::from_secs(2), None, None)
+        );
+        let err = |list: &[&str]| parse(args(list)).err().expect("an error");
+        assert!(err(&["--cluster-url", "mysql://x"]).contains("not a URL like postgres://"));
+        assert!(err(&["--node-id", "a"]).contains("need --cluster-url"));
+        assert!(err(&["--node-addr", "h:1"]).contains("need --cluster-url"));
+        let url = "postgres://u@h/db";
+        assert!(err(&["--cluster-url", url, "--node-addr", "nohost"]).contains("not an address"));
+        assert!(err(&["--cluster-url", url, "--node-addr", ":80"]).contains("not an address"));
+        assert!(
+            err(&["--cluster-url", url, "--cluster-lease", "100ms"]).contains("shorter than 300ms")
+        );
+        assert!(err(&["--cluster-url"]).contains("needs a value"));
     }
 
     #[test]

@@ -219,15 +219,14 @@ async fn killing_the_owner_loses_no_acknowledged_increment() {
     for writer in writers {
         writer.await.expect("a writer");
     }
-    let acked = acked.lock().expect("acked");
+    let (max, increments) = {
+        let acked = acked.lock().expect("acked");
+        (acked.max, acked.increments)
+    };
     let client = cluster.nodes[0].server().connect("/agents/counter/c").await;
     let count = client.initial_state.expect("a state")["count"].as_i64().expect("a count");
-    assert!(
-        count >= acked.max,
-        "the count {count} lost acknowledged increments (up to {})",
-        acked.max
-    );
-    assert!(acked.increments > 60, "increments went on: {}", acked.increments);
+    assert!(count >= max, "the count {count} lost acknowledged increments (up to {max})");
+    assert!(increments > 60, "increments went on: {increments}");
 }
 
 /// Sends signal `signal` (`STOP`, `CONT`) to `node`.
@@ -484,4 +483,43 @@ async fn an_agent_that_left_its_node_wakes_on_another_with_its_state() {
     assert_eq!(increment(&mut client, "4").await, 4);
     let owner = postgres.psql(db, "SELECT owner_node || ':' || epoch FROM agents_rs_agents WHERE agent = 'counter' AND name = 'h'");
     assert_eq!(owner, "n1:2", "node 1 owns it at the next epoch");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reminder_of_a_dead_owner_fires_on_another_node() {
+    let Some(postgres) = agents_tests::postgres("cluster alarms after a death") else { return };
+    let cluster = Cluster::start(&postgres, 2, "1500ms").await;
+    let mut client = cluster.nodes[0].server().connect("/agents/reminders/r").await;
+    client.send_rpc("1", "remindIn", json!([1000, "from a dead node"])).await;
+    loop {
+        let frame = client.recv_json().await;
+        if frame["type"] == "rpc" && frame["id"] == "1" {
+            assert_eq!(frame["success"], true, "{frame}");
+            break;
+        }
+    }
+    let mut nodes = cluster.nodes.into_iter();
+    nodes.next().expect("node 0").kill().await;
+    let survivor = nodes.next().expect("node 1");
+    // Node 1 takes the agent over once node 0's lease ran out (until then it refuses with
+    // 1013), and runs the schedule node 0 left due.
+    let deadline = tokio::time::Instant::now() + WAIT * 2;
+    let fired = 'found: loop {
+        assert!(tokio::time::Instant::now() < deadline, "the reminder never fired");
+        let mut ws = survivor.server().connect_raw("/agents/reminders/r").await.into_inner();
+        while let Ok(Some(Ok(message))) = tokio::time::timeout(WAIT, ws.next()).await {
+            let WsMessage::Text(text) = message else { continue };
+            let frame: Value = serde_json::from_str(&text).expect("JSON");
+            let fired = match frame["type"].as_str() {
+                Some("reminder") => frame["text"].clone(),
+                Some("cf_agent_state") => frame["state"]["fired"][0]["text"].clone(),
+                _ => Value::Null,
+            };
+            if !fired.is_null() {
+                break 'found fired;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(fired, "from a dead node");
 }

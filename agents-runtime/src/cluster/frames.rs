@@ -165,6 +165,15 @@ impl Frame {
                 string(out, method.as_bytes());
                 string(out, args.as_bytes());
             }
+            _ => self.encode_owner(out),
+        }
+        let len = (out.len() - start - 4) as u32;
+        out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+    }
+
+    /// [`encode`](Self::encode)'s part for the frames an owner sends.
+    fn encode_owner(&self, out: &mut BytesMut) {
+        match self {
             Frame::Response { agent, name, id, status, headers, body } => {
                 out.put_u8(RESPONSE);
                 instance(out, agent, name);
@@ -211,9 +220,8 @@ impl Frame {
                 out.put_u8(NOT_OWNER);
                 instance(out, agent, name);
             }
+            _ => {}
         }
-        let len = (out.len() - start - 4) as u32;
-        out[start..start + 4].copy_from_slice(&len.to_be_bytes());
     }
 
     /// Decodes one frame's body (without its length).
@@ -243,64 +251,71 @@ impl Frame {
                 method: take_string(body)?,
                 args: take_string(body)?,
             },
-            RESPONSE => Frame::Response {
-                agent,
-                name,
-                id: take_u64(body)?,
-                status: take_u16(body)?,
-                headers: take_headers(body)?,
-                body: take_bytes(body)?,
-            },
-            OUTCOME => Frame::Outcome {
-                agent,
-                name,
-                id: take_u64(body)?,
-                kind: take_u8(body)?,
-                payload: take_string(body)?,
-            },
-            MESSAGE => {
-                Frame::Message { agent, name, conn: take_u64(body)?, message: take_message(body)? }
-            }
-            CLOSE => Frame::Close {
-                agent,
-                name,
-                conn: take_u64(body)?,
-                code: take_u16(body)?,
-                reason: take_string(body)?,
-                clean: take_u8(body)? != 0,
-            },
-            ERROR => Frame::Error { agent, name, conn: take_u64(body)?, error: take_string(body)? },
-            SEND => {
-                let epoch = take_i64(body)?;
-                let target = match take_u8(body)? {
-                    0 => Target::One(take_u64(body)?),
-                    1 => {
-                        let count = take_u32(body)? as usize;
-                        if count * 8 > body.remaining() {
-                            return Err("a target list longer than its frame".into());
-                        }
-                        Target::Some((0..count).map(|_| body.get_u64()).collect())
-                    }
-                    other => return Err(format!("unknown target kind {other}")),
-                };
-                Frame::Send { agent, name, epoch, target, message: take_message(body)? }
-            }
-            CLOSE_CONN => Frame::CloseConn {
-                agent,
-                name,
-                epoch: take_i64(body)?,
-                conn: take_u64(body)?,
-                code: take_u16(body)?,
-                reason: take_string(body)?,
-            },
-            NOT_OWNER => Frame::NotOwner { agent, name },
-            other => return Err(format!("unknown frame kind {other}")),
+            other => decode_owner(other, agent, name, body)?,
         };
         match body.has_remaining() {
             true => Err("bytes after the end of a frame".into()),
             false => Ok(frame),
         }
     }
+}
+
+/// [`Frame::decode`]'s part for the frames an owner sends (`kind`, after the instance).
+fn decode_owner(kind: u8, agent: String, name: String, body: &mut Bytes) -> Result<Frame, String> {
+    Ok(match kind {
+        RESPONSE => Frame::Response {
+            agent,
+            name,
+            id: take_u64(body)?,
+            status: take_u16(body)?,
+            headers: take_headers(body)?,
+            body: take_bytes(body)?,
+        },
+        OUTCOME => Frame::Outcome {
+            agent,
+            name,
+            id: take_u64(body)?,
+            kind: take_u8(body)?,
+            payload: take_string(body)?,
+        },
+        MESSAGE => {
+            Frame::Message { agent, name, conn: take_u64(body)?, message: take_message(body)? }
+        }
+        CLOSE => Frame::Close {
+            agent,
+            name,
+            conn: take_u64(body)?,
+            code: take_u16(body)?,
+            reason: take_string(body)?,
+            clean: take_u8(body)? != 0,
+        },
+        ERROR => Frame::Error { agent, name, conn: take_u64(body)?, error: take_string(body)? },
+        SEND => {
+            let epoch = take_i64(body)?;
+            let target = match take_u8(body)? {
+                0 => Target::One(take_u64(body)?),
+                1 => {
+                    let count = take_u32(body)? as usize;
+                    if count * 8 > body.remaining() {
+                        return Err("a target list longer than its frame".into());
+                    }
+                    Target::Some((0..count).map(|_| body.get_u64()).collect())
+                }
+                other => return Err(format!("unknown target kind {other}")),
+            };
+            Frame::Send { agent, name, epoch, target, message: take_message(body)? }
+        }
+        CLOSE_CONN => Frame::CloseConn {
+            agent,
+            name,
+            epoch: take_i64(body)?,
+            conn: take_u64(body)?,
+            code: take_u16(body)?,
+            reason: take_string(body)?,
+        },
+        NOT_OWNER => Frame::NotOwner { agent, name },
+        other => return Err(format!("unknown frame kind {other}")),
+    })
 }
 
 fn instance(out: &mut BytesMut, agent: &str, name: &str) {

@@ -17,6 +17,12 @@ const REFILL_EVERY: Duration = Duration::from_secs(1);
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
 /// How long past due an entry must be before a sweep sends its instance the event again.
 const OVERDUE_AFTER: Duration = Duration::from_secs(5);
+/// In a cluster, other nodes write the index too, and an owner that dies leaves its entries
+/// due: every node sweeps the overdue ones this often, and wakes their instances (acquiring
+/// the ones nobody live owns).
+const CLUSTER_SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// How long past due an entry must be before a node of a cluster sweeps it up.
+const CLUSTER_OVERDUE_AFTER: Duration = Duration::from_secs(1);
 /// Most instances woken in one pass; the clock yields between passes.
 const PASS: usize = 4096;
 
@@ -30,17 +36,21 @@ pub(crate) async fn run(directory: Arc<Directory>) {
     let mut next_refill = 0;
     let mut next_sweep = 0;
     let mut unknown = HashSet::new();
+    let (sweep_every, overdue_after) = match directory.cluster {
+        Some(_) => (CLUSTER_SWEEP_EVERY, CLUSTER_OVERDUE_AFTER),
+        None => (SWEEP_EVERY, OVERDUE_AFTER),
+    };
     loop {
         let now = now_ms();
         if now >= next_refill {
-            let overdue = (now >= next_sweep).then(|| now.saturating_sub(ms(OVERDUE_AFTER)));
+            let overdue = (now >= next_sweep).then(|| now.saturating_sub(ms(overdue_after)));
             let (store, index) = (directory.commits.store().clone(), wakeups.clone());
             let read = tokio::task::spawn_blocking(move || index.refill(&*store, now, overdue));
             match read.await {
                 Ok(Ok(())) => {
                     next_refill = now + ms(REFILL_EVERY);
                     if overdue.is_some() {
-                        next_sweep = now + ms(SWEEP_EVERY);
+                        next_sweep = now + ms(sweep_every);
                     }
                 }
                 // Tried again at the next refill, not at once.
