@@ -30,8 +30,9 @@ use crate::wire::close_code;
 /// What the host of an instance knows of its place in the cluster.
 #[derive(Default)]
 pub(super) struct ClusterSide {
-    /// The epoch this node owns the instance at.
-    owned: Option<i64>,
+    /// The epoch this node owns the instance at, and the node's incarnation it was acquired
+    /// under: a node that lost its lease and joined again owns nothing it had before.
+    owned: Option<(i64, i64)>,
     /// The owner this node relays the instance's local sockets to.
     relay: Option<Relaying>,
     /// As the owner: a route per gateway link with sockets of this instance.
@@ -112,7 +113,7 @@ impl<A: Agent> Host<A> {
                     return Placed::Unavailable(e.to_string());
                 }
                 tracing::debug!(agent = A::NAME, name = %self.name, epoch, "acquired");
-                self.cluster_side().owned = Some(epoch);
+                self.cluster_side().owned = Some((epoch, incarnation));
                 Placed::Here
             }
             Ok(Owner::Other { holder, addr }) => {
@@ -353,7 +354,7 @@ impl<A: Agent> Host<A> {
     async fn gateway_frame(&mut self, link: Arc<GatewayLink>, frame: Frame) -> Option<Event> {
         let (agent, name) = (A::NAME.to_owned(), self.name.to_string());
         let epoch = match self.place().await {
-            Placed::Here => self.cluster.as_ref().and_then(|side| side.owned)?,
+            Placed::Here => self.cluster.as_ref().and_then(|side| side.owned)?.0,
             _ => {
                 link.answer(&Frame::NotOwner { agent, name });
                 return None;
@@ -448,7 +449,9 @@ impl<A: Agent> Host<A> {
     /// its row, so the next event acquires it anywhere.
     pub(super) async fn leave_cluster(&mut self) {
         let Some(cluster) = self.directory.cluster.clone() else { return };
-        let Some(epoch) = self.cluster.as_mut().and_then(|side| side.owned.take()) else { return };
+        let Some((epoch, _)) = self.cluster.as_mut().and_then(|side| side.owned.take()) else {
+            return;
+        };
         let last = self.instance.gate.last_write();
         self.instance.gate.settled(last).await;
         let namespace = self.instance.keys.namespace();
