@@ -24,7 +24,7 @@ use std::time::Duration;
 pub use error::ClusterError;
 pub use store::PostgresStore;
 
-pub(crate) use node::{Node, Standing};
+pub(crate) use node::{Lease, Node, Standing};
 pub(crate) use ownership::{Holder, Owner};
 pub(crate) use peers::{GatewayLink, Inbound, OwnerLink};
 

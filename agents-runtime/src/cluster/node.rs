@@ -5,7 +5,7 @@
 //! that has not lapsed in PostgreSQL's clock (`lease_until > now()`), so if it lapsed (the
 //! process was stopped, PostgreSQL was away) the node joins again under a new incarnation, and
 //! what it owned under the old one is anyone's to take. The node's own view of its lease runs
-//! on its monotonic clock from when it *sent* the last acknowledged renewal, and ends a margin
+//! on its boot clock from when it *sent* the last acknowledged renewal, and ends a margin
 //! before the lease can have ended in PostgreSQL; past it the node is fenced: it runs no turn,
 //! commits nothing and releases no frame of any agent it owned.
 
@@ -36,25 +36,20 @@ pub(crate) enum Standing {
 
 /// The node's view of its lease: shared by everything that must stop when it ends.
 pub(crate) struct Lease {
-    base: Instant,
-    /// Nanoseconds after `base` until which the lease holds; 0: it does not.
+    /// Until when (nanoseconds of [`boot_clock`]) the lease holds; 0: it does not.
     valid_until: AtomicU64,
     standing: watch::Sender<Standing>,
 }
 
 impl Lease {
     fn new() -> Self {
-        Self {
-            base: Instant::now(),
-            valid_until: AtomicU64::new(0),
-            standing: watch::Sender::new(Standing::Joining),
-        }
+        Self { valid_until: AtomicU64::new(0), standing: watch::Sender::new(Standing::Joining) }
     }
 
     /// The incarnation whose lease holds now, if any.
     pub(crate) fn holding(&self) -> Option<i64> {
         let Standing::Member { incarnation } = *self.standing.borrow() else { return None };
-        let now = self.base.elapsed().as_nanos() as u64;
+        let now = boot_clock();
         (now < self.valid_until.load(Ordering::Acquire)).then_some(incarnation)
     }
 
@@ -68,8 +63,9 @@ impl Lease {
         self.standing.subscribe()
     }
 
-    fn hold(&self, incarnation: i64, until: Instant) {
-        let until = until.saturating_duration_since(self.base).as_nanos() as u64;
+    /// The lease of `incarnation` holds until `trusted` after `sent` (a [`boot_clock`] reading).
+    fn hold(&self, incarnation: i64, sent: u64, trusted: Duration) {
+        let until = sent.saturating_add(u64::try_from(trusted.as_nanos()).unwrap_or(u64::MAX));
         self.valid_until.store(until, Ordering::Release);
         self.standing.send_if_modified(|standing| {
             let next = Standing::Member { incarnation };
@@ -81,6 +77,16 @@ impl Lease {
         self.valid_until.store(0, Ordering::Release);
         self.standing.send_if_modified(|standing| std::mem::replace(standing, next) != next);
     }
+}
+
+/// Nanoseconds of the clock leases are measured on: `CLOCK_BOOTTIME`, which keeps counting
+/// while the process is stopped and while the machine (a VM) is suspended, where the monotonic
+/// clock stops: a node resumed after its lease ran out in PostgreSQL knows it.
+pub(crate) fn boot_clock() -> u64 {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+    let seconds = u64::try_from(now.tv_sec).unwrap_or(0);
+    let nanos = u64::try_from(now.tv_nsec).unwrap_or(0);
+    seconds.saturating_mul(1_000_000_000).saturating_add(nanos)
 }
 
 /// A node of the cluster: who it is, where others reach it, and its lease.
@@ -104,11 +110,11 @@ impl Node {
     ) -> Result<Arc<Self>, ClusterError> {
         let node =
             Arc::new(Self { id: id.into(), addr: addr.into(), ttl, lease: Arc::new(Lease::new()) });
-        let sent = Instant::now();
+        let sent = boot_clock();
         let incarnation = register(pg, &node, None).await?.ok_or_else(|| {
             ClusterError::new("joining the cluster: the node's row was not taken")
         })?;
-        node.lease.hold(incarnation, sent + node.margin_ttl());
+        node.lease.hold(incarnation, sent, node.margin_ttl());
         pg.spawn(renew_forever(pg.clone(), node.clone()));
         Ok(node)
     }
@@ -180,12 +186,13 @@ async fn renew_forever(pg: Arc<Pg>, node: Arc<Node>) {
     let mut outage: Option<String> = None;
     loop {
         let sent = Instant::now();
+        let sent_boot = boot_clock();
         let standing = node.lease.standing();
         let result = match standing {
             Standing::Left | Standing::Replaced => return,
             Standing::Member { incarnation } => renew(&pg, &node, incarnation).await.map(|renewed| {
                 match renewed {
-                    true => node.lease.hold(incarnation, sent + node.margin_ttl()),
+                    true => node.lease.hold(incarnation, sent_boot, node.margin_ttl()),
                     false => {
                         tracing::warn!(node = %node.id, incarnation, "the node's lease lapsed: it fenced itself and joins again");
                         node.lease.end(Standing::Fenced { incarnation });
@@ -196,7 +203,7 @@ async fn renew_forever(pg: Arc<Pg>, node: Arc<Node>) {
                 register(&pg, &node, Some(incarnation)).await.map(|joined| match joined {
                     Some(next) => {
                         tracing::info!(node = %node.id, incarnation = next, "the node joined the cluster again");
-                        node.lease.hold(next, sent + node.margin_ttl());
+                        node.lease.hold(next, sent_boot, node.margin_ttl());
                     }
                     None => {
                         tracing::error!(node = %node.id, "another process took this node id: this node stays fenced; give each node its own --node-id");

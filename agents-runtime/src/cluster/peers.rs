@@ -133,7 +133,7 @@ impl Peers {
                     Err(error) => break error,
                 }
             };
-            tracing::debug!(gateway = %link.gateway, "a gateway's link ended: {ended}");
+            tracing::info!(gateway = %link.gateway, "a gateway's link ended: {ended}");
             link.out.close();
             if let Some(inbound) = peers.inbound() {
                 inbound.gateway_lost(&link).await;
@@ -179,7 +179,7 @@ impl Peers {
                     Err(error) => break error,
                 }
             };
-            tracing::debug!(owner = %owner.node, "the link to an owner ended: {ended}");
+            tracing::info!(owner = %owner.node, "the link to an owner ended: {ended}");
             owner.out.close();
             {
                 let mut owners = lock(&peers.owners);
@@ -197,11 +197,13 @@ impl Peers {
     fn open_owner(&self, node: &str, incarnation: i64) -> Option<Arc<OwnerLink>> {
         let owners = lock(&self.owners);
         let link = owners.get(node)?;
-        if link.incarnation != incarnation {
+        if link.incarnation < incarnation {
             // The owner restarted: the old link leads nowhere.
             link.out.close();
             return None;
         }
+        // (An older incarnation asked for than the link's: the node restarted since the owner
+        // was read. The node now there answers that it does not own the agent.)
         (!link.out.is_closed()).then(|| link.clone())
     }
 
@@ -212,6 +214,15 @@ impl Peers {
         for link in lock(&self.owners).values() {
             if live.get(&*link.node) != Some(&link.incarnation) && !link.out.is_closed() {
                 tracing::info!(owner = %link.node, "the owner's lease ran out: its link is ended");
+                link.out.close();
+            }
+        }
+        // A gateway whose lease ran out (stopped, cut off): its sockets count as gone, and the
+        // agents they were in hear them close.
+        let gateways: Vec<_> = lock(&self.gateways).iter().filter_map(Weak::upgrade).collect();
+        for link in gateways {
+            if !live.contains_key(&*link.gateway) && !link.out.is_closed() {
+                tracing::info!(gateway = %link.gateway, "the gateway's lease ran out: its link is ended");
                 link.out.close();
             }
         }

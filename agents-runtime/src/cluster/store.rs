@@ -39,6 +39,8 @@ pub struct PostgresStore {
     /// In a cluster: the node's lease, which every flush checks. `None`: no fence.
     lease: Option<Arc<Lease>>,
     state: Mutex<State>,
+    /// The last flush failed the fence: retrying cannot help.
+    fenced: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -83,7 +85,7 @@ impl PostgresStore {
     }
 
     pub(crate) fn new(pg: Arc<Pg>, lease: Option<Arc<Lease>>) -> Self {
-        Self { pg, lease, state: Mutex::default() }
+        Self { pg, lease, state: Mutex::default(), fenced: Default::default() }
     }
 
     /// Loads instance `(agent, name)`, acquired by `node` under `incarnation` at `epoch`:
@@ -94,6 +96,12 @@ impl PostgresStore {
         owner: (&Arc<str>, i64, i64),
         instance: (&str, &str),
     ) -> Result<(), ClusterError> {
+        if self.has_writes(namespace) {
+            return Err(ClusterError::new(
+                "this node still holds writes it made when it last owned the agent; they are \
+                 being given up, try again in a moment",
+            ));
+        }
         let (start, end) = (namespace.to_vec(), successor(namespace));
         let rows = self
             .pg
@@ -130,21 +138,6 @@ impl PostgresStore {
         for (key, value) in rows {
             state.cache.insert(key, value);
         }
-        // Writes of this node that are not committed yet (none, unless it owned the instance
-        // a moment ago) are newer than what was read.
-        let overlay: Vec<_> = state
-            .flushing
-            .range(namespace.to_vec()..)
-            .chain(state.pending.range(namespace.to_vec()..))
-            .take_while(|(key, _)| key.starts_with(namespace))
-            .map(|(key, value)| (key.clone(), value.clone()))
-            .collect();
-        for (key, value) in overlay {
-            match value {
-                Some(value) => state.cache.insert(key, value),
-                None => state.cache.remove(&key),
-            };
-        }
         Ok(())
     }
 
@@ -152,20 +145,14 @@ impl PostgresStore {
     /// again. Refused while it has writes not committed yet (they need its fence); nothing
     /// happens if it was loaded again since, at another epoch.
     pub(crate) fn unload(&self, namespace: &[u8], epoch: i64) -> Result<(), ClusterError> {
-        let mut state = lock(&self.state);
-        if state.resident.get(namespace).is_none_or(|resident| resident.epoch != epoch) {
-            return Ok(());
-        }
-        let has_writes = |writes: &Writes| {
-            writes
-                .range(namespace.to_vec()..)
-                .next()
-                .is_some_and(|(key, _)| key.starts_with(namespace))
-        };
-        if has_writes(&state.pending) || has_writes(&state.flushing) {
+        if self.has_writes(namespace) {
             return Err(ClusterError::new(
                 "an agent with writes not committed yet cannot be let go",
             ));
+        }
+        let mut state = lock(&self.state);
+        if state.resident.get(namespace).is_none_or(|resident| resident.epoch != epoch) {
+            return Ok(());
         }
         state.resident.remove(namespace);
         let keys: Vec<Vec<u8>> = state
@@ -180,9 +167,21 @@ impl PostgresStore {
         Ok(())
     }
 
-    /// Whether `namespace` is loaded here.
-    pub(crate) fn is_resident(&self, namespace: &[u8]) -> bool {
-        lock(&self.state).resident.contains_key(namespace)
+    /// Whether `namespace` is loaded here, for the owner at `epoch` under `incarnation`.
+    pub(crate) fn is_resident(&self, namespace: &[u8], epoch: i64, incarnation: i64) -> bool {
+        let state = lock(&self.state);
+        let resident = state.resident.get(namespace);
+        resident.is_some_and(|r| r.epoch == epoch && r.incarnation == incarnation)
+    }
+
+    /// Whether writes inside `namespace` wait to be committed (or are being committed).
+    fn has_writes(&self, namespace: &[u8]) -> bool {
+        let state = lock(&self.state);
+        let within = |writes: &Writes| {
+            let next = writes.range(namespace.to_vec()..).next();
+            next.is_some_and(|(key, _)| key.starts_with(namespace))
+        };
+        within(&state.pending) || within(&state.flushing)
     }
 
     /// Records one write in memory.
@@ -295,7 +294,10 @@ impl PostgresStore {
             tx.commit().await?;
             Ok(Ok(()))
         })?;
-        outcome.map_err(|fenced| StoreError::msg(format!("fenced: {fenced}")))
+        outcome.map_err(|fenced| {
+            self.fenced.store(true, std::sync::atomic::Ordering::Release);
+            StoreError::msg(format!("fenced: {fenced}"))
+        })
     }
 }
 
@@ -429,6 +431,7 @@ impl Store for PostgresStore {
             && lease.holding().is_none()
         {
             self.put_back();
+            self.fenced.store(true, std::sync::atomic::Ordering::Release);
             return Err(StoreError::msg("fenced: this node's lease has run out"));
         }
         let committed = self.commit(&writes, fences);
@@ -439,7 +442,12 @@ impl Store for PostgresStore {
         committed
     }
 
+    fn failed_for_good(&self) -> bool {
+        self.fenced.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     fn recover(&self) -> Result<(), StoreError> {
+        self.fenced.store(false, std::sync::atomic::Ordering::Release);
         // Give up the writes not committed, and read the resident instances again.
         let namespaces: Vec<(Box<[u8]>, Resident)> = {
             let mut state = lock(&self.state);

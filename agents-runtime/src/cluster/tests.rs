@@ -219,7 +219,7 @@ async fn a_cluster_store_reads_its_agents_from_memory_and_writes_only_them() {
     owned(&a, "counter", "c").await;
     a.store.put(&keys.kv("x"), b"1").expect("writes");
     a.store.put(&keys.index_entry(5), b"").expect("writes its index entry");
-    assert!(a.store.is_resident(keys.namespace()));
+    assert!(a.store.is_resident(keys.namespace(), 1, a.holder().expect("a member").incarnation));
     let scanned: Vec<_> =
         a.store.scan_prefix(&keys.kv_prefix()).collect::<Result<_, _>>().expect("scans");
     assert_eq!(scanned, vec![(keys.kv("x"), b"1".to_vec())]);

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
 use super::link::PushError;
+use crate::cluster::Lease;
 use crate::cluster::frames::{Frame, Sink, Target};
 use crate::message::Message;
 use crate::storage::durability::{GroupCommit, Settled, WriteSeq};
@@ -35,6 +36,10 @@ struct Shared {
     agent: Arc<str>,
     name: Arc<str>,
     epoch: i64,
+    /// The node's lease, and the incarnation the instance was acquired under: a frame goes
+    /// out only while that incarnation's lease holds.
+    lease: Arc<Lease>,
+    incarnation: i64,
     queue: Mutex<Queue>,
     more: Notify,
     sink: Arc<dyn Sink>,
@@ -54,12 +59,12 @@ enum Out {
 }
 
 impl Route {
-    /// A route for instance `(agent, name)`, owned at `epoch`, to `sink`; its task runs on
-    /// the current runtime until the route is dropped.
+    /// A route for instance `(agent, name)`, owned at `epoch` under the node's incarnation
+    /// `owner.1` of lease `owner.0`, to `sink`; its task runs on the current runtime until the
+    /// route is dropped.
     pub(crate) fn new(
-        agent: Arc<str>,
-        name: Arc<str>,
-        epoch: i64,
+        (agent, name, epoch): (Arc<str>, Arc<str>, i64),
+        owner: (Arc<Lease>, i64),
         commits: Arc<GroupCommit>,
         sink: Arc<dyn Sink>,
     ) -> Arc<Self> {
@@ -67,6 +72,8 @@ impl Route {
             agent,
             name,
             epoch,
+            lease: owner.0,
+            incarnation: owner.1,
             queue: Mutex::default(),
             more: Notify::new(),
             sink,
@@ -171,7 +178,8 @@ async fn pump(shared: Arc<Shared>, commits: Arc<GroupCommit>) {
                 Frame::CloseConn { agent, name, epoch, conn, code, reason }
             }
         };
-        if !shared.sink.send(frame) {
+        let ours = shared.lease.holding() == Some(shared.incarnation);
+        if !ours || !shared.sink.send(frame) {
             let mut queue = lock(&shared.queue);
             queue.closed = true;
             queue.entries.clear();

@@ -42,12 +42,21 @@ pub(super) fn hear_links(cluster: &Cluster, directory: &Arc<Directory>) -> Arc<L
 /// is not this node's any more.
 pub(super) async fn fence_on_lapse(cluster: Arc<Cluster>, directory: Arc<Directory>) {
     let mut standing = cluster.lease().watch();
+    let mut member = match *standing.borrow() {
+        Standing::Member { incarnation } => Some(incarnation),
+        _ => None,
+    };
     loop {
         if standing.changed().await.is_err() {
             return;
         }
         let now = *standing.borrow_and_update();
-        if matches!(now, Standing::Fenced { .. } | Standing::Replaced) {
+        // A fence the watch folded into the next join shows as a new incarnation.
+        let rejoined = matches!(now, Standing::Member { incarnation } if member.is_some_and(|m| m != incarnation));
+        if let Standing::Member { incarnation } = now {
+            member = Some(incarnation);
+        }
+        if rejoined || matches!(now, Standing::Fenced { .. } | Standing::Replaced) {
             tracing::warn!(node = %cluster.node.id, "fenced: this node's agents are not its own any more");
             cluster.peers.drop_gateways();
             directory.tell_all(|| Event::Cluster(Box::new(ClusterEvent::Fenced)));

@@ -564,7 +564,8 @@ impl Flusher {
                     }
                     Err(why) => {
                         let since = self.failed("flush", why);
-                        if since.elapsed() >= self.give_up_after
+                        let hopeless = self.store.failed_for_good();
+                        if (hopeless || since.elapsed() >= self.give_up_after)
                             && !self.give_up(&mut backoff).await
                         {
                             return;

@@ -74,6 +74,13 @@ pub trait Store: Send + Sync + 'static {
     fn recover(&self) -> Result<(), StoreError> {
         Ok(())
     }
+
+    /// Whether the last failed flush can never succeed however often it is tried, so the
+    /// writes it holds are given up at once rather than after the storage timeout: a cluster
+    /// store whose node no longer owns an agent it holds writes of. The default: never.
+    fn failed_for_good(&self) -> bool {
+        false
+    }
 }
 
 /// A shared store is a store: several servers (or a server and the program around it) can use
@@ -109,6 +116,10 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
 
     fn recover(&self) -> Result<(), StoreError> {
         (**self).recover()
+    }
+
+    fn failed_for_good(&self) -> bool {
+        (**self).failed_for_good()
     }
 }
 

@@ -41,7 +41,7 @@ pub(crate) async fn run(args: &Args) -> Result<Value, String> {
             crate::MAX_SOCKETS
         ));
     }
-    let server = Server::new(args.server_pid()?);
+    let server = Server::new(args.server_pids()?);
     let pid_needed = || "agents needs --server-pid to read the server's memory".to_owned();
     let before = server.rss_bytes()?.ok_or_else(pid_needed)?;
     let (path, _) = target.path_and_query();

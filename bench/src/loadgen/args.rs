@@ -26,7 +26,15 @@ impl Args {
     }
 
     pub(crate) fn target(&self) -> Result<Target, String> {
-        Target::parse(self.flags.get("url").ok_or("--url is required")?)
+        let urls = self.flags.get("url").ok_or("--url is required")?;
+        Target::parse(urls.split(',').next().unwrap_or(urls))
+    }
+
+    /// Every server of `--url`, a comma-separated list (the nodes of a cluster); sockets
+    /// spread over them in turn.
+    pub(crate) fn targets(&self) -> Result<Vec<Target>, String> {
+        let urls = self.flags.get("url").ok_or("--url is required")?;
+        urls.split(',').map(Target::parse).collect()
     }
 
     /// A count flag: a positive integer (`_` separators allowed), or `default`.
@@ -57,10 +65,15 @@ impl Args {
     }
 
     pub(crate) fn server_pid(&self) -> Result<Option<u32>, String> {
-        self.flags
-            .get("server-pid")
+        Ok(self.server_pids()?.first().copied())
+    }
+
+    /// `--server-pid`, a comma-separated list (the nodes of a cluster, whose CPU time adds up).
+    pub(crate) fn server_pids(&self) -> Result<Vec<u32>, String> {
+        let Some(pids) = self.flags.get("server-pid") else { return Ok(Vec::new()) };
+        pids.split(',')
             .map(|pid| pid.parse().map_err(|_| format!("--server-pid: `{pid}` is not a pid")))
-            .transpose()
+            .collect()
     }
 
     pub(crate) fn text(&self, name: &str) -> Option<&str> {

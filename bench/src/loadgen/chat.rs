@@ -25,7 +25,8 @@ const RESYNC: Duration = Duration::from_millis(250);
 
 pub(crate) async fn run(args: &Args) -> Result<Value, String> {
     args.only(&["conns", "senders", "messages", "window"])?;
-    let target = args.target()?;
+    let targets = args.targets()?;
+    let target = targets[0].clone();
     let conns = args.count("conns", 32)?;
     let senders = args.count("senders", conns)?;
     let messages = args.count("messages", 200)?;
@@ -37,13 +38,15 @@ pub(crate) async fn run(args: &Args) -> Result<Value, String> {
     if senders > conns {
         return Err(format!("--senders {senders} is more than --conns {conns}"));
     }
-    let server = Server::new(args.server_pid()?);
+    let server = Server::new(args.server_pids()?);
     let (path, _) = target.path_and_query();
     let path = path.to_owned();
     let sockets = within(
         limit,
         "connecting",
-        connect_all(conns, 64, |i| target.with_path(format!("{path}?username=u{i}"))),
+        connect_all(conns, 64, |i| {
+            targets[i % targets.len()].with_path(format!("{path}?username=u{i}"))
+        }),
     )
     .await?;
 

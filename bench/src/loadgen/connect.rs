@@ -19,7 +19,7 @@ pub(crate) async fn run(args: &Args) -> Result<Value, String> {
     let total = args.count("total", 10_000)?;
     let concurrency = args.count("concurrency", 32)?;
     let limit = args.duration("timeout", Duration::from_secs(180))?;
-    let server = Server::new(args.server_pid()?);
+    let server = Server::new(args.server_pids()?);
     let next = Arc::new(AtomicUsize::new(0));
     let usage_before = server.usage()?;
     let started = Instant::now();

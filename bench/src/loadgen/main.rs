@@ -14,6 +14,8 @@
 //! loadgen pending --url ws://127.0.0.1:PORT --instances 1000 --schedules 1000000
 //! loadgen sql     --url ws://127.0.0.1:PORT/agents/catalog/w --op put --writers 8 --duration 10s
 //! loadgen footprint --url ws://127.0.0.1:PORT/agents/catalog/f --instances 1000
+//! loadgen fanout  --url ws://127.0.0.1:PORT/agents/chat-room/big?announce=false --conns 16000 --send true
+//! loadgen takeover --url ws://127.0.0.1:P1/agents/counter/t,ws://127.0.0.1:P2/agents/counter/t --writers 6
 //! ```
 //!
 //! Every mode takes `--server-pid PID` (server CPU time and RSS come from `/proc/PID`) and
@@ -24,6 +26,7 @@ mod agents;
 mod args;
 mod chat;
 mod client;
+mod cluster;
 mod connect;
 mod idle;
 mod probe;
@@ -67,6 +70,8 @@ fn main() -> ExitCode {
             "pending" => schedules::fill(&args).await,
             "sql" => sql::run(&args).await,
             "footprint" => sql::footprint(&args).await,
+            "fanout" => cluster::fanout(&args).await,
+            "takeover" => cluster::takeover(&args).await,
             other => Err(format!("unknown mode `{other}`")),
         }
     });
@@ -81,7 +86,7 @@ fn main() -> ExitCode {
 
 fn usage(why: &str) -> ExitCode {
     eprintln!(
-        "loadgen: {why}\n\nusage: loadgen chat|idle|connect|storm|agents|rpc|soak|schedules|pending|sql|footprint --url WS_URL [options]"
+        "loadgen: {why}\n\nusage: loadgen chat|idle|connect|storm|agents|rpc|soak|schedules|pending|sql|footprint|fanout|takeover --url WS_URL [options]"
     );
     eprintln!(
         "  chat     --conns N --senders S --messages M [--window W]\n  \
@@ -94,6 +99,8 @@ fn usage(why: &str) -> ExitCode {
          pending  --instances N --schedules K [--concurrency C]\n  \
          sql      --op put|get [--writers W] [--rows N] [--duration 10s]\n  \
          footprint --instances N [--hibernate-wait 4s] [--settle 2s]\n  \
+         fanout   --conns N [--first I] [--send true]   (one room on one gateway; stdin says go)\n  \
+         takeover --writers W [--duration 60s] [--gap 200ms]   (--url: every node, comma-separated)\n  \
          all:     --server-pid PID [--stats-url http://HOST:PORT/agents/bench-stats/x] [--timeout 120s]"
     );
     ExitCode::from(2)

@@ -10,20 +10,39 @@ use tokio::net::TcpStream;
 /// Clock ticks per second of `/proc/PID/stat` (`getconf CLK_TCK`; 100 on Linux).
 const TICKS_PER_SECOND: f64 = 100.0;
 
-/// The server process, if the generator was told its pid.
-#[derive(Clone, Copy)]
+/// The server processes (one, or the nodes of a cluster), if the generator was told their pids.
+#[derive(Clone)]
 pub(crate) struct Server {
-    pid: Option<u32>,
+    pids: Vec<u32>,
 }
 
 impl Server {
-    pub(crate) fn new(pid: Option<u32>) -> Self {
-        Self { pid }
+    pub(crate) fn new(pids: Vec<u32>) -> Self {
+        Self { pids }
     }
 
-    /// What the server has used so far, all threads.
+    /// What the servers have used so far, all threads of all of them.
     pub(crate) fn usage(&self) -> Result<Option<Reading>, String> {
-        let Some(pid) = self.pid else { return Ok(None) };
+        let mut total: Option<Reading> = None;
+        for &pid in &self.pids {
+            let reading = Self::usage_of(pid)?;
+            total = Some(match total {
+                None => reading,
+                Some(sum) => Reading {
+                    user_ticks: sum.user_ticks + reading.user_ticks,
+                    system_ticks: sum.system_ticks + reading.system_ticks,
+                    minor_faults: sum.minor_faults + reading.minor_faults,
+                    threads: sum.threads.zip(reading.threads).map(|(mut a, b)| {
+                        a.extend(b);
+                        a
+                    }),
+                },
+            });
+        }
+        Ok(total)
+    }
+
+    fn usage_of(pid: u32) -> Result<Reading, String> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .map_err(|e| format!("reading /proc/{pid}/stat: {e}"))?;
         // The command name may hold spaces; fields are counted after its closing parenthesis.
@@ -31,12 +50,12 @@ impl Server {
         let fields: Vec<&str> = after.split_whitespace().collect();
         let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
         match (field(7), field(11), field(12)) {
-            (Some(minor_faults), Some(user), Some(system)) => Ok(Some(Reading {
+            (Some(minor_faults), Some(user), Some(system)) => Ok(Reading {
                 user_ticks: user,
                 system_ticks: system,
                 minor_faults,
                 threads: thread_times(pid),
-            })),
+            }),
             _ => Err(format!("/proc/{pid}/stat has no minflt, utime and stime")),
         }
     }
@@ -56,9 +75,16 @@ impl Server {
         }))
     }
 
-    /// The server's resident set size, in bytes.
+    /// The servers' resident set size, in bytes, all of them.
     pub(crate) fn rss_bytes(&self) -> Result<Option<u64>, String> {
-        let Some(pid) = self.pid else { return Ok(None) };
+        let mut total = None;
+        for &pid in &self.pids {
+            *total.get_or_insert(0) += Self::rss_of(pid)?;
+        }
+        Ok(total)
+    }
+
+    fn rss_of(pid: u32) -> Result<u64, String> {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
             .map_err(|e| format!("reading /proc/{pid}/status: {e}"))?;
         let kib = status
@@ -67,7 +93,7 @@ impl Server {
             .and_then(|rest| rest.trim().strip_suffix("kB"))
             .and_then(|kib| kib.trim().parse::<u64>().ok())
             .ok_or_else(|| format!("/proc/{pid}/status has no VmRSS"))?;
-        Ok(Some(kib * 1024))
+        Ok(kib * 1024)
     }
 }
 

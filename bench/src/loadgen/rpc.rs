@@ -26,7 +26,7 @@ pub(crate) async fn run(args: &Args) -> Result<Value, String> {
     let conns = args.count("conns", 4)?;
     let method = args.text("method").unwrap_or("increment").to_owned();
     let limit = args.duration("timeout", Duration::from_secs(180))?;
-    let server = Server::new(args.server_pid()?);
+    let server = Server::new(args.server_pids()?);
     let sockets = within(limit, "connecting", connect_all(conns, 16, |_| target.clone())).await?;
     let pending = Pending::default();
     let (answered, mut answers) = mpsc::unbounded_channel::<Result<u64, String>>();

@@ -67,7 +67,7 @@ pub(crate) async fn run(args: &Args) -> Result<Value, String> {
     let spread = args.duration("spread", Duration::from_secs(10))?;
     let lead = args.duration("lead", Duration::from_secs(20))?;
     let limit = args.duration("timeout", Duration::from_secs(120))?;
-    let server = Server::new(args.server_pid()?);
+    let server = Server::new(args.server_pids()?);
     let sockets = within(limit, "connecting", async {
         connect_all(instances, 256, |i| target.with_path(format!("/agents/reminders/sched{i}")))
             .await

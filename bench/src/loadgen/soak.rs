@@ -62,7 +62,7 @@ pub(crate) async fn run(args: &Args) -> Result<Value, String> {
     let (rooms, members) = (args.count("rooms", 10)?, args.count("members", 10)?);
     let counters = args.count("counters", 20)?;
     let sleepers = args.count("sleepers", 200)?;
-    let server = Server::new(args.server_pid()?);
+    let server = Server::new(args.server_pids()?);
     let pid = args.server_pid()?.ok_or("--server-pid is required")?;
     let counts = Arc::new(Counts::default());
     let end = Instant::now() + duration;

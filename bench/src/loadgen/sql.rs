@@ -88,7 +88,7 @@ pub(crate) async fn run(args: &Args) -> Result<Value, String> {
     let rows = args.count("rows", 10_000)?;
     let duration = args.duration("duration", Duration::from_secs(10))?;
     let limit = args.duration("timeout", Duration::from_secs(300))?;
-    let server = Server::new(args.server_pid()?);
+    let server = Server::new(args.server_pids()?);
     let (path, _) = target.path_and_query();
     let path = path.to_owned();
     let conns = if op == "get" { 1 } else { writers };
@@ -178,7 +178,7 @@ pub(crate) async fn footprint(args: &Args) -> Result<Value, String> {
     let hibernate_wait = args.duration("hibernate-wait", Duration::from_secs(15))?;
     let settle = args.duration("settle", Duration::from_secs(2))?;
     let limit = args.duration("timeout", Duration::from_secs(300))?;
-    let server = Server::new(args.server_pid()?);
+    let server = Server::new(args.server_pids()?);
     let pid_needed = || "footprint needs --server-pid to read the server's memory".to_owned();
     let before = server.rss_bytes()?.ok_or_else(pid_needed)?;
     let (path, _) = target.path_and_query();

@@ -27,7 +27,7 @@ pub(crate) async fn run(args: &Args) -> Result<Value, String> {
     if total > crate::MAX_SOCKETS {
         return Err(format!("--total {total}: one process opens at most {}", crate::MAX_SOCKETS));
     }
-    let server = Server::new(args.server_pid()?);
+    let server = Server::new(args.server_pids()?);
     let (path, _) = target.path_and_query();
     let path = path.to_owned();
     // Every member hears the joins of those who come after it.

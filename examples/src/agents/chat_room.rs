@@ -7,10 +7,12 @@ use serde::{Deserialize, Serialize};
 use crate::now_ms;
 
 // ANCHOR: chat_room
-/// Per-connection state: who is typing on this socket.
+/// Per-connection state: who is typing on this socket, and whether the room hears it come
+/// and go.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct Chatter {
     username: String,
+    announced: bool,
 }
 
 /// What the room sends, as `{"type": "join" | "message" | "leave", "user", "text"?,
@@ -45,10 +47,15 @@ impl ChatRoom {
             conn.close(close_code::POLICY_VIOLATION, "Username too long (at most 64 characters)")?;
             return Ok(());
         }
-        let join = Message::json(&RoomFrame::Join { user: &username, timestamp: now_ms() })?;
-        conn.set_state(Chatter { username })?;
-        // Everyone but the joiner.
-        ctx.broadcast(join, &[conn.id()]);
+        // `?announce=false`: a listener that joins and leaves unannounced (a room of a hundred
+        // thousand sockets would otherwise tell each of them about every other one).
+        let announced = conn_ctx.query("announce").as_deref() != Some("false");
+        if announced {
+            let join = Message::json(&RoomFrame::Join { user: &username, timestamp: now_ms() })?;
+            // Everyone but the joiner.
+            ctx.broadcast(join, &[conn.id()]);
+        }
+        conn.set_state(Chatter { username, announced })?;
         Ok(())
     }
 
@@ -76,7 +83,8 @@ impl ChatRoom {
         _was_clean: bool,
     ) {
         let leave = conn.with_state(|chatter| {
-            let user = chatter?.username.as_str();
+            let chatter = chatter.filter(|chatter| chatter.announced)?;
+            let user = chatter.username.as_str();
             Message::json(&RoomFrame::Leave { user, timestamp: now_ms() }).ok()
         });
         if let Some(leave) = leave {

@@ -72,7 +72,10 @@ impl<A: Agent> Host<A> {
         self.directory.cluster.as_ref()?;
         match event {
             Event::Cluster(event) => self.cluster_event(*event).await,
-            Event::StorageLost | Event::McpChanged => Some(event),
+            // Only the owner has storage and MCP servers to look after.
+            Event::StorageLost | Event::McpChanged => {
+                self.cluster.as_ref().and_then(|side| side.owned).is_some().then_some(event)
+            }
             event => match self.place().await {
                 Placed::Here => Some(event),
                 Placed::Relayed => {
@@ -91,9 +94,10 @@ impl<A: Agent> Host<A> {
     async fn place(&mut self) -> Placed {
         let Some(cluster) = self.directory.cluster.clone() else { return Placed::Here };
         let side = self.cluster.get_or_insert_with(Box::default);
-        if side.owned.is_some() {
-            if cluster.lease().holding().is_some()
-                && cluster.store.is_resident(self.instance.keys.namespace())
+        if let Some((epoch, incarnation)) = side.owned {
+            let namespace = self.instance.keys.namespace();
+            if cluster.lease().holding() == Some(incarnation)
+                && cluster.store.is_resident(namespace, epoch, incarnation)
             {
                 return Placed::Here;
             }
@@ -149,8 +153,14 @@ impl<A: Agent> Host<A> {
         for key in keys {
             if let Some(conn) = self.asleep.remove(key) {
                 if let Some(link) = conn.link() {
+                    // What is queued for it is dropped: it came from a turn this node may no
+                    // longer speak for.
                     link.release_response();
-                    let _ = conn.close(close_code::TRY_AGAIN_LATER, why);
+                    let reason = crate::wire::truncate_reason(why).to_owned();
+                    link.force_close(crate::wire::CloseFrame {
+                        code: close_code::TRY_AGAIN_LATER,
+                        reason,
+                    });
                 }
                 conn.mark_closed();
             }
@@ -240,7 +250,7 @@ impl<A: Agent> Host<A> {
 
     /// Answers an event nobody can take now with `why`.
     fn unavailable(&mut self, event: Event, why: &str) {
-        tracing::debug!(agent = A::NAME, name = %self.name, "unavailable: {why}");
+        tracing::info!(agent = A::NAME, name = %self.name, "unavailable: {why}");
         match event {
             Event::Connect(request) => {
                 let conn =
@@ -353,13 +363,14 @@ impl<A: Agent> Host<A> {
     /// As the owner: a gateway's frame about one of its sockets, as the event it stands for.
     async fn gateway_frame(&mut self, link: Arc<GatewayLink>, frame: Frame) -> Option<Event> {
         let (agent, name) = (A::NAME.to_owned(), self.name.to_string());
-        let epoch = match self.place().await {
-            Placed::Here => self.cluster.as_ref().and_then(|side| side.owned)?.0,
+        let (epoch, incarnation) = match self.place().await {
+            Placed::Here => self.cluster.as_ref().and_then(|side| side.owned)?,
             _ => {
                 link.answer(&Frame::NotOwner { agent, name });
                 return None;
             }
         };
+        let lease = self.directory.cluster.as_ref()?.node.lease.clone();
         let side = self.cluster_side();
         match frame {
             Frame::Connect { conn, id, uri, headers, .. } => {
@@ -367,9 +378,9 @@ impl<A: Agent> Host<A> {
                     Some((_, route)) => route.clone(),
                     None => {
                         let sink: Arc<dyn Sink> = link.clone();
-                        let (agent, name) = (A::NAME.into(), self.name.clone());
-                        let route =
-                            Route::new(agent, name, epoch, self.directory.commits.clone(), sink);
+                        let instance = (A::NAME.into(), self.name.clone(), epoch);
+                        let commits = self.directory.commits.clone();
+                        let route = Route::new(instance, (lease, incarnation), commits, sink);
                         self.cluster_side().routes.push((link.id, route.clone()));
                         route
                     }
@@ -382,12 +393,31 @@ impl<A: Agent> Host<A> {
                     ConnectionParts { key, id: id.into(), uri: conn_ctx.url().into(), link };
                 Some(Event::Connect(Box::new(ConnectRequest { parts, conn_ctx })))
             }
-            Frame::Message { conn, message, .. } => {
-                let key = *side.remote.get(&(link.id, conn))?;
-                Some(Event::Message { key, message })
-            }
+            Frame::Message { conn, message, .. } => match side.remote.get(&(link.id, conn)) {
+                Some(&key) => Some(Event::Message { key, message }),
+                None => {
+                    // A socket this owner does not know (it lost and took the agent again):
+                    // the gateway closes it, and its client connects afresh.
+                    let reason = "the agent moved".to_owned();
+                    link.send(Frame::CloseConn {
+                        agent,
+                        name,
+                        epoch,
+                        conn,
+                        code: close_code::TRY_AGAIN_LATER,
+                        reason,
+                    });
+                    None
+                }
+            },
             Frame::Close { conn, code, reason, clean, .. } => {
                 let key = side.remote.remove(&(link.id, conn))?;
+                if !side.remote.keys().any(|(id, _)| *id == link.id) {
+                    // The gateway's last socket of this instance: its route goes, and the link
+                    // forgets the instance.
+                    side.routes.retain(|(id, _)| *id != link.id);
+                    crate::sync::lock(&link.instances).remove(&(A::NAME, name));
+                }
                 Some(Event::Close { key, code, reason, was_clean: clean })
             }
             Frame::Error { conn, error, .. } => {
@@ -455,11 +485,18 @@ impl<A: Agent> Host<A> {
         let last = self.instance.gate.last_write();
         self.instance.gate.settled(last).await;
         let namespace = self.instance.keys.namespace();
+        let mut unloaded = cluster.store.unload(namespace, epoch);
         for _ in 0..100 {
-            match cluster.store.unload(namespace, epoch) {
-                Ok(()) => break,
-                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+            if unloaded.is_ok() {
+                break;
             }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            unloaded = cluster.store.unload(namespace, epoch);
+        }
+        if let Err(e) = unloaded {
+            // Its writes need its fence: it stays this node's until its lease says otherwise.
+            tracing::warn!(agent = A::NAME, name = %self.name, "keeping the agent: {e}");
+            return;
         }
         if let Err(e) = cluster.release(A::NAME, &self.name, epoch).await {
             tracing::warn!(agent = A::NAME, name = %self.name, "letting go of the agent failed (its lease will): {e}");
