@@ -271,6 +271,30 @@ async fn chat_room_username_defaults_to_anonymous_and_rooms_are_separate() {
 }
 
 #[tokio::test]
+async fn chat_room_listeners_may_join_and_leave_unannounced() {
+    let server = examples().await;
+    let mut ada = server.connect("/agents/chat-room/quiet?username=Ada").await;
+    let mut listener = server.connect("/agents/chat-room/quiet?username=Lu&announce=false").await;
+    // No join for the listener; it hears messages like anyone.
+    ada.send_text("hello").await;
+    assert_eq!(
+        ada.recv_json().await["type"],
+        "message",
+        "the first frame is the message, not a join"
+    );
+    assert_eq!(listener.recv_json().await["text"], "hello");
+    listener.send_text("from a listener").await;
+    assert_eq!(ada.recv_json().await["user"], "Lu");
+    assert_eq!(listener.recv_json().await["user"], "Lu");
+    // Nor a leave.
+    listener.close(Some((1000, ""))).await;
+    ada.expect_silence(std::time::Duration::from_millis(200)).await;
+    // `announce` other than `false` announces.
+    let _bo = server.connect("/agents/chat-room/quiet?username=Bo&announce=yes").await;
+    assert_eq!(ada.recv_json().await["type"], "join");
+}
+
+#[tokio::test]
 async fn chat_room_refuses_a_username_too_long_to_read() {
     let server = examples().await;
     let mut ada = server.connect("/agents/chat-room/long?username=Ada").await;
