@@ -523,3 +523,60 @@ async fn a_reminder_of_a_dead_owner_fires_on_another_node() {
     };
     assert_eq!(fired, "from a dead node");
 }
+
+/// Calls `method` with `args` and returns its result (the call must succeed).
+async fn call(client: &mut Client, id: &str, method: &str, args: Value) -> Value {
+    client.send_rpc(id, method, args).await;
+    loop {
+        let frame = client.recv_json().await;
+        if frame["type"] == "rpc" && frame["id"] == id {
+            assert_eq!(frame["success"], true, "{method}: {frame}");
+            return frame["result"].clone();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agents_sql_database_moves_to_the_next_owner() {
+    let Some(postgres) = agents_tests::postgres("cluster SQL") else { return };
+    let cluster = Cluster::start(&postgres, 2, "1500ms").await;
+    let mut client = cluster.nodes[0].server().connect("/agents/catalog/books").await;
+    call(&mut client, "1", "put", json!(["dune", "Herbert"])).await;
+    call(&mut client, "2", "put", json!(["emma", "Austen"])).await;
+    assert_eq!(call(&mut client, "3", "remove", json!(["emma"])).await, true);
+    let mut nodes = cluster.nodes.into_iter();
+    nodes.next().expect("node 0").kill().await;
+    let survivor = nodes.next().expect("node 1");
+    // Node 1 takes the agent over once node 0's lease ran out, and reads the database as
+    // node 0 committed it.
+    let deadline = tokio::time::Instant::now() + WAIT * 2;
+    let found = loop {
+        assert!(tokio::time::Instant::now() < deadline, "node 1 never took the catalog over");
+        let mut ws = survivor.server().connect_raw("/agents/catalog/books").await.into_inner();
+        let frame = json!({ "type": "rpc", "id": "g", "method": "search", "args": [""] });
+        if ws.send(WsMessage::text(frame.to_string())).await.is_err() {
+            continue;
+        }
+        let mut answer = None;
+        while let Ok(Some(Ok(message))) = tokio::time::timeout(WAIT, ws.next()).await {
+            let WsMessage::Text(text) = message else { continue };
+            let frame: Value = serde_json::from_str(&text).expect("JSON");
+            if frame["type"] == "rpc" && frame["id"] == "g" {
+                answer = Some(frame);
+                break;
+            }
+        }
+        match answer {
+            Some(frame) if frame["success"] == true => break frame["result"].clone(),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    assert_eq!(
+        found,
+        json!([{ "key": "dune", "value": "Herbert" }]),
+        "what was committed, no more"
+    );
+    let mut client = survivor.server().connect("/agents/catalog/books").await;
+    call(&mut client, "4", "put", json!(["odyssey", "Homer"])).await;
+    assert_eq!(call(&mut client, "5", "count", json!([])).await, 2);
+}

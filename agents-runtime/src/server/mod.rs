@@ -123,11 +123,6 @@ enum Data {
     InMemory,
 }
 
-/// What a statement says in cluster mode: each node's SQLite databases would not move with
-/// their agents.
-const SQL_IN_A_CLUSTER: &str = "ctx.sql() is not available in cluster mode yet: an agent's SQL database does not move \
-     between nodes; keep its data in ctx.storage() or its state";
-
 /// Where a server keeps its data when its builder names no other place: `./.agents-data`,
 /// relative to the working directory (the examples server's default too). Agents' state,
 /// storage and SQL databases survive restarts there.
@@ -458,8 +453,8 @@ impl ServerBuilder {
         }
         let commits = Arc::new(GroupCommit::start(store, limits.storage_timeout));
         let databases = match &cluster {
-            // An agent's SQL database would stay on the node that wrote it.
-            Some(_) => Databases::refusing(limits.sql, SQL_IN_A_CLUSTER),
+            // An agent's SQL database moves between nodes with it: its image is in PostgreSQL.
+            Some(cluster) => Databases::in_store(limits.sql, cluster.store.clone()),
             None => Databases::new(data_dir.as_ref().map(|dir| dir.join("sql")), limits.sql),
         };
         let env = Env::from_map(self.env);

@@ -94,7 +94,13 @@ impl Database {
             }
             None => (Connection::open_in_memory().map_err(opening)?, None),
         };
-        let mut db = Self {
+        let mut db = Self::with_connection(conn, file, limits);
+        db.configure().map_err(opening)?;
+        Ok(db)
+    }
+
+    fn with_connection(conn: Connection, file: Option<LogFile>, limits: SqlLimits) -> Self {
+        Self {
             conn,
             file,
             guard: Arc::default(),
@@ -104,9 +110,7 @@ impl Database {
             broken: None,
             ran: 0,
             fresh: true,
-        };
-        db.configure().map_err(opening)?;
-        Ok(db)
+        }
     }
 
     fn configure(&mut self) -> rusqlite::Result<()> {
@@ -225,6 +229,28 @@ impl Database {
     }
 
     /// The size of the database in bytes (`databaseSize`): its pages, this turn's included.
+    /// A database in memory holding `image`, a whole database file (read before the
+    /// connection is configured: SQLite reads it through an `ATTACH`, which the authorizer
+    /// refuses).
+    pub(crate) fn open_image(limits: SqlLimits, image: &[u8]) -> Result<Self, SqlError> {
+        let reading =
+            |e: rusqlite::Error| SqlError::new(format!("cannot read the database's image: {e}"));
+        let mut conn = Connection::open_in_memory().map_err(reading)?;
+        conn.deserialize_read_exact(rusqlite::MAIN_DB, image, image.len(), false)
+            .map_err(reading)?;
+        let mut db = Self::with_connection(conn, None, limits);
+        db.configure().map_err(reading)?;
+        Ok(db)
+    }
+
+    /// The whole database, as a file would hold it.
+    pub(crate) fn image(&mut self) -> Result<Vec<u8>, SqlError> {
+        let image = self.conn.serialize(rusqlite::MAIN_DB);
+        image
+            .map(|image| image.to_vec())
+            .map_err(|e| SqlError::new(format!("cannot copy the database: {e}")))
+    }
+
     pub(crate) fn size(&self) -> Result<u64, SqlError> {
         let read = |name| read_pragma(&self.conn, name);
         let size = read("page_count").and_then(|pages| Ok(pages * read("page_size")?));

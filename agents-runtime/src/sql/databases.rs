@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, Weak};
 use super::SqlError;
 use super::database::Database;
 use crate::limits::SqlLimits;
+use crate::storage::{InstanceKeys, Store, decode_value};
 use crate::sync::lock;
 
 /// The longest a database's path under the data dir may be, in bytes of its escaped name.
@@ -39,8 +40,9 @@ pub(crate) struct Databases {
     memory: Mutex<HashMap<InstanceName, Arc<Slot>>>,
     /// Databases closed before the names of their files were synced in their directory.
     unsynced: Arc<Mutex<HashSet<PathBuf>>>,
-    /// Why no database is available (cluster mode), if none is.
-    refused: Option<&'static str>,
+    /// Cluster mode: each database lives in memory while its instance is awake, and its image
+    /// in this store (so it moves between nodes with its agent).
+    images: Option<Arc<dyn Store>>,
 }
 
 /// One instance's database, open or not.
@@ -50,6 +52,14 @@ pub(crate) struct Slot {
     used: AtomicU64,
     open_count: Arc<AtomicUsize>,
     unsynced: Arc<Mutex<HashSet<PathBuf>>>,
+    /// Cluster mode: where the database's image is kept.
+    pub(crate) image: Option<Image>,
+}
+
+/// Where a database's image is kept: a store and a key.
+pub(crate) struct Image {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) key: Vec<u8>,
 }
 
 impl Databases {
@@ -63,13 +73,15 @@ impl Databases {
             clock: AtomicU64::new(0),
             memory: Mutex::default(),
             unsynced: Arc::default(),
-            refused: None,
+            images: None,
         }
     }
 
-    /// No database at all: every statement fails with `why`.
-    pub(crate) fn refusing(limits: SqlLimits, why: &'static str) -> Self {
-        Self { refused: Some(why), ..Self::new(None, limits) }
+    /// Databases in memory whose images are kept in `store` (cluster mode): a database is read
+    /// from its image when its instance first uses it, and the image is written at each commit
+    /// (behind the output gate, like any write).
+    pub(crate) fn in_store(limits: SqlLimits, store: Arc<dyn Store>) -> Self {
+        Self { images: Some(store), ..Self::new(None, limits) }
     }
 
     /// How many databases on disk are open now.
@@ -79,8 +91,11 @@ impl Databases {
 
     /// The database of instance `name` of `agent` (not opened yet).
     pub(crate) fn slot(&self, agent: &'static str, name: &Arc<str>) -> Result<Arc<Slot>, SqlError> {
-        if let Some(why) = self.refused {
-            return Err(SqlError::new(why));
+        if let Some(store) = &self.images {
+            let key = InstanceKeys::new(agent, name).sql_image();
+            let mut slot = self.new_slot(None);
+            slot.image = Some(Image { store: store.clone(), key });
+            return Ok(Arc::new(slot));
         }
         let Some(root) = &self.root else {
             let mut memory = lock(&self.memory);
@@ -100,6 +115,7 @@ impl Databases {
             used: AtomicU64::new(0),
             open_count: self.open_count.clone(),
             unsynced: self.unsynced.clone(),
+            image: None,
         }
     }
 
@@ -117,7 +133,11 @@ impl Databases {
                 self.admit(slot)?;
             }
             let unsynced = slot.path.as_ref().is_some_and(|path| lock(&self.unsynced).remove(path));
-            match Database::open(slot.path.as_deref(), self.limits, unsynced) {
+            let opened = match &slot.image {
+                Some(image) => restore(image, self.limits),
+                None => Database::open(slot.path.as_deref(), self.limits, unsynced),
+            };
+            match opened {
                 Ok(opened) => *db = Some(opened),
                 Err(e) => {
                     if counted {
@@ -256,6 +276,16 @@ fn escape(name: &str) -> String {
         }
     }
     escaped
+}
+
+/// A database in memory, read from its image if it has one (cluster mode).
+fn restore(image: &Image, limits: SqlLimits) -> Result<Database, SqlError> {
+    let reading =
+        |e: crate::storage::StoreError| SqlError::new(format!("cannot read the database: {e}"));
+    match image.store.get(&image.key).map_err(reading)? {
+        Some(stored) => Database::open_image(limits, decode_value(&stored).map_err(reading)?),
+        None => Database::open(None, limits, false),
+    }
 }
 
 #[cfg(test)]

@@ -48,11 +48,15 @@ impl SqlSession {
     pub(crate) fn end_turn(&self, gate: &OutputGate) {
         let Some(slot) = &self.slot else { return };
         let committed = self.databases.with_open(slot, |db| match db.commit() {
+            // Cluster mode: the database's image goes to the store, as a write of the turn.
+            Ok(true) if slot.image.is_some() => {
+                db.image().map(|image| Some(Committed::Image(image)))
+            }
             // Committed: the flusher syncs the log; if the log cannot be reached (no file
             // descriptor left), a checkpoint makes the commit durable here instead.
             Ok(true) => match db.log() {
-                Ok(log) => Ok(Some(log)),
-                Err(e) => db.checkpoint().map(|()| Some(None)).map_err(|c| {
+                Ok(log) => Ok(Some(Committed::Log(log))),
+                Err(e) => db.checkpoint().map(|()| Some(Committed::Log(None))).map_err(|c| {
                     SqlError::new(format!("the commit cannot be made durable: {e}; {c}"))
                 }),
             },
@@ -60,13 +64,20 @@ impl SqlSession {
             Err(e) => Err(e),
         });
         match committed {
-            Some(Ok(Some(log))) => {
+            Some(Ok(Some(Committed::Log(log)))) => {
                 if let Some(log) = log {
                     gate.files().wrote(&log);
                 }
                 gate.wrote_outside();
                 gate.release();
             }
+            Some(Ok(Some(Committed::Image(image)))) => match keep_image(slot, gate, &image) {
+                Ok(()) => gate.release(),
+                Err(e) => {
+                    tracing::error!(agent = self.agent, name = %self.name, "SQL commit failed: {e}");
+                    gate.fail(&format!("the SQL commit failed: {e}"));
+                }
+            },
             Some(Ok(None)) | None => gate.release(),
             Some(Err(e)) => {
                 tracing::error!(agent = self.agent, name = %self.name, "SQL commit failed: {e}");
@@ -83,6 +94,31 @@ impl SqlSession {
         self.slot = Some(slot.clone());
         Ok(slot)
     }
+}
+
+/// What a commit left to make durable: the database's log (a file the flusher syncs), or
+/// its image (cluster mode: a write to the store).
+enum Committed {
+    Log(Option<Arc<crate::storage::file_syncs::SyncFile>>),
+    Image(Vec<u8>),
+}
+
+/// The largest image of a database a cluster keeps (a PostgreSQL value holds at most 1 GiB).
+const MAX_IMAGE: usize = 256 << 20;
+
+/// Writes `image` where `slot` keeps it, as a write of the turn behind `gate`.
+fn keep_image(slot: &Slot, gate: &OutputGate, image: &[u8]) -> Result<(), SqlError> {
+    let Some(kept) = &slot.image else { return Ok(()) };
+    if image.len() > MAX_IMAGE {
+        return Err(SqlError::new(format!(
+            "in a cluster an agent's SQL database is at most {} MiB ({} MiB now)",
+            MAX_IMAGE >> 20,
+            image.len() >> 20
+        )));
+    }
+    gate.may_write().map_err(|e| SqlError::new(e.to_string()))?;
+    let stored = crate::storage::encode_value(image);
+    gate.wrote(kept.store.put(&kept.key, &stored)).map_err(|e| SqlError::new(e.to_string()))
 }
 
 /// The instance's SQLite database (`this.sql`, `ctx.storage.sql`): see

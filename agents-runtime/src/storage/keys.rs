@@ -29,6 +29,9 @@ const QUEUE_TAIL: u8 = b'Q';
 const WAKE: u8 = b'w';
 /// The kind byte of the MCP servers the instance added (`ctx.mcp()`), by id.
 const MCP_SERVER: u8 = b'm';
+/// The kind byte of the image of the instance's SQL database (cluster mode, where the
+/// database moves between nodes with the agent).
+const SQL_IMAGE: u8 = b'S';
 
 /// The first byte of the index of alarms by due time.
 const INDEX: u8 = b'w';
@@ -132,6 +135,11 @@ impl InstanceKeys {
     /// The prefix of every MCP server.
     pub(crate) fn mcp_server_prefix(&self) -> Vec<u8> {
         self.with_kind(MCP_SERVER, b"")
+    }
+
+    /// Where the image of the instance's SQL database is kept (cluster mode).
+    pub(crate) fn sql_image(&self) -> Vec<u8> {
+        self.with_kind(SQL_IMAGE, b"")
     }
 
     /// Where the instance's due time in the index of alarms is kept.
