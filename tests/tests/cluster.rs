@@ -580,3 +580,57 @@ async fn an_agents_sql_database_moves_to_the_next_owner() {
     call(&mut client, "4", "put", json!(["odyssey", "Homer"])).await;
     assert_eq!(call(&mut client, "5", "count", json!([])).await, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_link_refuses_strangers_and_bad_frames() {
+    let Some(postgres) = agents_tests::postgres("cluster link input") else { return };
+    let cluster = Cluster::start(&postgres, 1, "2s").await;
+    let node = cluster.nodes[0].server();
+    let link = |headers: &str| {
+        format!(
+            "GET /_agents/cluster/link HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\n{headers}\r\n"
+        )
+    };
+    // Without the cluster's secret, or with the wrong one: 403.
+    let (status, _) = node
+        .raw_http(link("Upgrade: agents-rs-link/1\r\nx-agents-node: evil\r\n").as_bytes(), b"")
+        .await;
+    assert_eq!(status, 403);
+    let wrong =
+        "Upgrade: agents-rs-link/1\r\nx-agents-node: evil\r\nAuthorization: Bearer nope\r\n";
+    assert_eq!(node.raw_http(link(wrong).as_bytes(), b"").await.0, 403);
+    // Another protocol: 400.
+    assert_eq!(node.raw_http(link("Upgrade: websocket\r\n").as_bytes(), b"").await.0, 400);
+
+    // With the secret, a link whose frames do not decode is ended, and the node serves on.
+    let secret = postgres.psql(cluster.db(), "SELECT secret FROM agents_rs_secret");
+    let mut stream = tokio::net::TcpStream::connect(node.addr).await.expect("connects");
+    let head = link(&format!(
+        "Upgrade: agents-rs-link/1\r\nx-agents-node: n9\r\nAuthorization: Bearer {secret}\r\n"
+    ));
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream.write_all(head.as_bytes()).await.expect("writes");
+    let mut answer = vec![0u8; 512];
+    let n = stream.read(&mut answer).await.expect("reads the 101");
+    assert!(answer[..n].starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&answer[..n]));
+    // A frame of kind 99, then one claiming to be larger than any frame may be.
+    stream.write_all(&[0, 0, 0, 3, 99, 0, 0]).await.expect("writes");
+    let mut rest = Vec::new();
+    let ended = tokio::time::timeout(WAIT, stream.read_to_end(&mut rest)).await;
+    assert!(ended.is_ok(), "the node ends a link whose frame does not decode");
+    let mut stream = tokio::net::TcpStream::connect(node.addr).await.expect("connects");
+    stream.write_all(head.as_bytes()).await.expect("writes");
+    let _ = stream.read(&mut answer).await.expect("reads the 101");
+    stream.write_all(&[0xff, 0xff, 0xff, 0xff]).await.expect("writes");
+    let ended = tokio::time::timeout(WAIT, stream.read_to_end(&mut rest)).await;
+    assert!(ended.is_ok(), "the node ends a link with an oversized frame");
+    let mut client = node.connect("/agents/counter/after").await;
+    assert_eq!(increment(&mut client, "1").await, 1, "the node serves on");
+}
+
+#[tokio::test]
+async fn outside_a_cluster_the_node_link_is_not_found() {
+    let server = agents_tests::examples().await;
+    let head = "GET /_agents/cluster/link HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: agents-rs-link/1\r\n\r\n";
+    assert_eq!(server.raw_http(head.as_bytes(), b"").await.0, 404);
+}
