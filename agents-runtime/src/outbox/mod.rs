@@ -26,7 +26,8 @@ pub(crate) use remote::{RemoteOutlet, Route};
 /// route to the node that holds its socket.
 pub(crate) enum Outlet {
     Local(LinkHandle),
-    Remote(RemoteOutlet),
+    /// Boxed: every connection carries an outlet, and most are local (one pointer).
+    Remote(Box<RemoteOutlet>),
 }
 
 impl From<LinkHandle> for Outlet {

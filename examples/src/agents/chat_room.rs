@@ -7,13 +7,16 @@ use serde::{Deserialize, Serialize};
 use crate::now_ms;
 
 // ANCHOR: chat_room
-/// Per-connection state: who is typing on this socket, and whether the room hears it come
-/// and go.
+/// Per-connection state: who is typing on this socket.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct Chatter {
     username: String,
-    announced: bool,
 }
+
+/// The tag of a socket that joined with `?announce=false`: a listener the room does not tell
+/// the others about (a room of a hundred thousand sockets would otherwise tell each of them
+/// about every other one).
+const LISTENER: &str = "listener";
 
 /// What the room sends, as `{"type": "join" | "message" | "leave", "user", "text"?,
 /// "timestamp"}`: a typed frame serializes straight to its JSON text, with no `Value` built
@@ -35,6 +38,18 @@ pub struct ChatRoom;
 
 #[agent(connection_state = Chatter)]
 impl ChatRoom {
+    fn connection_tags(
+        &mut self,
+        _ctx: &mut Context<Self>,
+        _conn: &Connection<Chatter>,
+        conn_ctx: &ConnectionContext,
+    ) -> Vec<String> {
+        match conn_ctx.query("announce").as_deref() {
+            Some("false") => vec![LISTENER.to_owned()],
+            _ => Vec::new(),
+        }
+    }
+
     fn on_connect(
         &mut self,
         ctx: &mut Context<Self>,
@@ -47,15 +62,12 @@ impl ChatRoom {
             conn.close(close_code::POLICY_VIOLATION, "Username too long (at most 64 characters)")?;
             return Ok(());
         }
-        // `?announce=false`: a listener that joins and leaves unannounced (a room of a hundred
-        // thousand sockets would otherwise tell each of them about every other one).
-        let announced = conn_ctx.query("announce").as_deref() != Some("false");
-        if announced {
+        if !is_listener(conn) {
             let join = Message::json(&RoomFrame::Join { user: &username, timestamp: now_ms() })?;
             // Everyone but the joiner.
             ctx.broadcast(join, &[conn.id()]);
         }
-        conn.set_state(Chatter { username, announced })?;
+        conn.set_state(Chatter { username })?;
         Ok(())
     }
 
@@ -82,14 +94,20 @@ impl ChatRoom {
         _reason: &str,
         _was_clean: bool,
     ) {
+        if is_listener(conn) {
+            return;
+        }
         let leave = conn.with_state(|chatter| {
-            let chatter = chatter.filter(|chatter| chatter.announced)?;
-            let user = chatter.username.as_str();
+            let user = chatter?.username.as_str();
             Message::json(&RoomFrame::Leave { user, timestamp: now_ms() }).ok()
         });
         if let Some(leave) = leave {
             ctx.broadcast(leave, &[]);
         }
     }
+}
+/// Whether `conn` joined with `?announce=false`.
+fn is_listener(conn: &Connection<Chatter>) -> bool {
+    conn.tags().iter().any(|tag| &**tag == LISTENER)
 }
 // ANCHOR_END: chat_room

@@ -388,7 +388,7 @@ impl<A: Agent> Host<A> {
                 let key = self.directory.next_connection_key();
                 self.cluster_side().remote.insert((link.id, conn), key);
                 let conn_ctx = connection_context(&uri, headers);
-                let link = Outlet::Remote(RemoteOutlet { route, conn });
+                let link = Outlet::Remote(Box::new(RemoteOutlet { route, conn }));
                 let parts =
                     ConnectionParts { key, id: id.into(), uri: conn_ctx.url().into(), link };
                 Some(Event::Connect(Box::new(ConnectRequest { parts, conn_ctx })))
