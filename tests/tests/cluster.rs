@@ -634,3 +634,56 @@ async fn outside_a_cluster_the_node_link_is_not_found() {
     let head = "GET /_agents/cluster/link HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: agents-rs-link/1\r\n\r\n";
     assert_eq!(server.raw_http(head.as_bytes(), b"").await.0, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hibernated_agent_is_woken_through_another_node_with_its_state() {
+    let Some(postgres) = agents_tests::postgres("cluster hibernation") else { return };
+    let url = postgres.database();
+    let mut nodes = Vec::new();
+    let mut dirs = Vec::new();
+    for i in 0..2 {
+        let dir = TempDir::new("cluster-node");
+        let id = format!("n{i}");
+        let args = [
+            "--cluster-url",
+            &url,
+            "--node-id",
+            &id,
+            "--cluster-lease",
+            "2s",
+            "--hibernate-after",
+            "300ms",
+        ];
+        nodes.push(ChildServer::start_args(SERVER, dir.path(), &args).await);
+        dirs.push(dir);
+    }
+    let path = "/agents/hibernating-counter/h";
+    let mut a = nodes[0].server().connect(path).await;
+    for n in 1..=2 {
+        a.send_text("count").await;
+        let reply = a.recv_json_skipping_state().await;
+        assert_eq!(
+            (reply["counter"].as_u64(), reply["local"].as_u64()),
+            (Some(n), Some(n)),
+            "{reply}"
+        );
+    }
+    // Idle past `hibernate_after`: the agent leaves memory on node 0, its socket stays open.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let mut b = nodes[1].server().connect(path).await;
+    assert_eq!(b.initial_state.as_ref().expect("a state")["counter"], 2, "woken with its state");
+    b.send_text("count").await;
+    let reply = b.recv_json_skipping_state().await;
+    assert_eq!(reply["counter"], 3, "{reply}");
+    assert_eq!(reply["local"], 1, "the in-memory count started over: the agent had hibernated");
+    // Node 0 still owns it, and its own socket came through the hibernation.
+    let db = url.rsplit('/').next().expect("a database");
+    let owner = postgres
+        .psql(db, "SELECT owner_node FROM agents_rs_agents WHERE agent = 'hibernating-counter'");
+    assert_eq!(owner, "n0");
+    let mut heard = Vec::new();
+    while !heard.iter().any(|state: &Value| state["state"]["counter"] == 3) {
+        assert!(heard.len() < 4, "node 0's socket never heard the count of 3: {heard:?}");
+        heard.push(a.recv_json().await);
+    }
+}

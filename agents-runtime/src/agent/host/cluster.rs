@@ -424,35 +424,7 @@ impl<A: Agent> Host<A> {
                 let key = *side.remote.get(&(link.id, conn))?;
                 Some(Event::Error { key, error: Error::msg(error) })
             }
-            Frame::Request { id, method, uri, headers, body, .. } => {
-                let mut request = crate::request::Request::new(body);
-                *request.method_mut() =
-                    Method::from_bytes(method.as_bytes()).unwrap_or(Method::GET);
-                *request.uri_mut() = uri.parse().unwrap_or_else(|_| Uri::from_static("/"));
-                *request.headers_mut() = header_map(headers);
-                let (reply, answer) = oneshot::channel::<Response>();
-                tokio::spawn(async move {
-                    let Ok(response) = answer.await else { return };
-                    let (parts, body) = response.into_parts();
-                    let status = parts.status.as_u16();
-                    let headers = headers_of(&parts.headers);
-                    link.send(Frame::Response { agent, name, id, status, headers, body });
-                });
-                Some(Event::Request { request: Box::new(request), reply })
-            }
-            Frame::Call { id, method, args, .. } => {
-                let args = match serde_json::from_str(&args) {
-                    Ok(serde_json::Value::Array(args)) => args,
-                    _ => Vec::new(),
-                };
-                let (reply, answer) = oneshot::channel::<CallOutcome>();
-                tokio::spawn(async move {
-                    let Ok(outcome) = answer.await else { return };
-                    let (kind, payload) = outcome_frame(outcome);
-                    link.send(Frame::Outcome { agent, name, id, kind, payload });
-                });
-                Some(Event::Call { call: Call { method, args, stream: None }, reply })
-            }
+            frame @ (Frame::Request { .. } | Frame::Call { .. }) => answered_on(link, frame),
             _ => None,
         }
     }
@@ -501,6 +473,41 @@ impl<A: Agent> Host<A> {
         if let Err(e) = cluster.release(A::NAME, &self.name, epoch).await {
             tracing::warn!(agent = A::NAME, name = %self.name, "letting go of the agent failed (its lease will): {e}");
         }
+    }
+}
+
+/// A gateway's HTTP request or call, as the event whose answer goes back on `link`.
+fn answered_on(link: Arc<GatewayLink>, frame: Frame) -> Option<Event> {
+    match frame {
+        Frame::Request { agent, name, id, method, uri, headers, body } => {
+            let mut request = crate::request::Request::new(body);
+            *request.method_mut() = Method::from_bytes(method.as_bytes()).unwrap_or(Method::GET);
+            *request.uri_mut() = uri.parse().unwrap_or_else(|_| Uri::from_static("/"));
+            *request.headers_mut() = header_map(headers);
+            let (reply, answer) = oneshot::channel::<Response>();
+            tokio::spawn(async move {
+                let Ok(response) = answer.await else { return };
+                let (parts, body) = response.into_parts();
+                let status = parts.status.as_u16();
+                let headers = headers_of(&parts.headers);
+                link.send(Frame::Response { agent, name, id, status, headers, body });
+            });
+            Some(Event::Request { request: Box::new(request), reply })
+        }
+        Frame::Call { agent, name, id, method, args } => {
+            let args = match serde_json::from_str(&args) {
+                Ok(serde_json::Value::Array(args)) => args,
+                _ => Vec::new(),
+            };
+            let (reply, answer) = oneshot::channel::<CallOutcome>();
+            tokio::spawn(async move {
+                let Ok(outcome) = answer.await else { return };
+                let (kind, payload) = outcome_frame(outcome);
+                link.send(Frame::Outcome { agent, name, id, kind, payload });
+            });
+            Some(Event::Call { call: Call { method, args, stream: None }, reply })
+        }
+        _ => None,
     }
 }
 
