@@ -24,13 +24,19 @@ struct Cluster {
 
 impl Cluster {
     async fn start(postgres: &Postgres, n: usize, lease: &str) -> Self {
+        Self::start_with(postgres, n, lease, &[]).await
+    }
+
+    /// [`start`](Self::start), each node with the arguments `more` too.
+    async fn start_with(postgres: &Postgres, n: usize, lease: &str, more: &[&str]) -> Self {
         let url = postgres.database();
         let mut nodes = Vec::new();
         let mut dirs = Vec::new();
         for i in 0..n {
             let dir = TempDir::new("cluster-node");
             let id = format!("n{i}");
-            let args = ["--cluster-url", &url, "--node-id", &id, "--cluster-lease", lease];
+            let mut args = vec!["--cluster-url", &url, "--node-id", &id, "--cluster-lease", lease];
+            args.extend_from_slice(more);
             nodes.push(ChildServer::start_args(SERVER, dir.path(), &args).await);
             dirs.push(dir);
         }
@@ -439,25 +445,8 @@ async fn tags_and_presence_are_right_from_every_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_that_left_its_node_wakes_on_another_with_its_state() {
     let Some(postgres) = agents_tests::postgres("cluster wake elsewhere") else { return };
-    let url = postgres.database();
-    let mut nodes = Vec::new();
-    let mut dirs = Vec::new();
-    for i in 0..2 {
-        let dir = TempDir::new("cluster-node");
-        let id = format!("n{i}");
-        let args = [
-            "--cluster-url",
-            &url,
-            "--node-id",
-            &id,
-            "--cluster-lease",
-            "2s",
-            "--hibernate-after",
-            "300ms",
-        ];
-        nodes.push(ChildServer::start_args(SERVER, dir.path(), &args).await);
-        dirs.push(dir);
-    }
+    let cluster = Cluster::start_with(&postgres, 2, "2s", &["--hibernate-after", "300ms"]).await;
+    let (url, nodes) = (&cluster.url, &cluster.nodes);
     let mut client = nodes[0].server().connect("/agents/counter/h").await;
     for n in 1..=3 {
         assert_eq!(increment(&mut client, &n.to_string()).await, n);
@@ -638,25 +627,8 @@ async fn outside_a_cluster_the_node_link_is_not_found() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hibernated_agent_is_woken_through_another_node_with_its_state() {
     let Some(postgres) = agents_tests::postgres("cluster hibernation") else { return };
-    let url = postgres.database();
-    let mut nodes = Vec::new();
-    let mut dirs = Vec::new();
-    for i in 0..2 {
-        let dir = TempDir::new("cluster-node");
-        let id = format!("n{i}");
-        let args = [
-            "--cluster-url",
-            &url,
-            "--node-id",
-            &id,
-            "--cluster-lease",
-            "2s",
-            "--hibernate-after",
-            "300ms",
-        ];
-        nodes.push(ChildServer::start_args(SERVER, dir.path(), &args).await);
-        dirs.push(dir);
-    }
+    let cluster = Cluster::start_with(&postgres, 2, "2s", &["--hibernate-after", "300ms"]).await;
+    let (url, nodes) = (&cluster.url, &cluster.nodes);
     let path = "/agents/hibernating-counter/h";
     let mut a = nodes[0].server().connect(path).await;
     for n in 1..=2 {
