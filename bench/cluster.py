@@ -105,9 +105,8 @@ class Node:
             raise RuntimeError(f"a node exited with {self.process.wait()}")
         # Keep reading its log, so it never blocks on a full pipe.
         subprocess.Popen(["cat"], stdin=self.process.stdout, stdout=self.log)
+        # taskset and prlimit exec the server: the process is the server.
         self.pid = self.process.pid
-        if nofile or core is not None:
-            self.pid = child_pid(self.process.pid)
 
     def url(self, path):
         return f"ws://127.0.0.1:{self.port}{path}"
@@ -123,11 +122,6 @@ class Node:
     def close(self):
         stop(self.process)
         shutil.rmtree(self.data, ignore_errors=True)
-
-
-def child_pid(pid):
-    """The server's own pid under taskset/prlimit (they exec, so it is the same process)."""
-    return pid
 
 
 def loadgen(mode, urls, pids=(), core=LOADGEN_CORE, **flags):

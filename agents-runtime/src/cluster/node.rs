@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::error::ClusterError;
-use super::pg::Pg;
+use super::pg::{Lane, Pg};
 
 /// Where a node stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -159,7 +159,7 @@ impl Node {
 /// lease holds) is left alone and `None` returned.
 async fn register(pg: &Pg, node: &Node, rejoin: Option<i64>) -> Result<Option<i64>, ClusterError> {
     let (id, addr, ttl) = (node.id.to_string(), node.addr.to_string(), node.ttl.as_secs_f64());
-    pg.run_lease("joining the cluster", super::pg::QUERY_TIMEOUT, move |client| async move {
+    pg.run_on(Lane::Lease, "joining the cluster", super::pg::QUERY_TIMEOUT, move |client| async move {
         let first = rejoin.is_none();
         let last = rejoin.unwrap_or(-1);
         let row = client
@@ -238,15 +238,20 @@ async fn renew_forever(pg: Arc<Pg>, node: Arc<Node>) {
 async fn renew(pg: &Pg, node: &Node, incarnation: i64) -> Result<bool, ClusterError> {
     let (id, ttl) = (node.id.to_string(), node.ttl.as_secs_f64());
     // A renewal that takes longer than the lease is trusted is useless: give up then.
-    pg.run_lease("renewing the node's lease", node.margin_ttl(), move |client| async move {
-        let renewed = client
-            .execute(
-                "UPDATE agents_rs_nodes SET lease_until = now() + make_interval(secs => $3)
+    pg.run_on(
+        Lane::Lease,
+        "renewing the node's lease",
+        node.margin_ttl(),
+        move |client| async move {
+            let renewed = client
+                .execute(
+                    "UPDATE agents_rs_nodes SET lease_until = now() + make_interval(secs => $3)
                   WHERE node_id = $1 AND incarnation = $2 AND lease_until > now()",
-                &[&id, &incarnation, &ttl],
-            )
-            .await?;
-        Ok(renewed == 1)
-    })
+                    &[&id, &incarnation, &ttl],
+                )
+                .await?;
+            Ok(renewed == 1)
+        },
+    )
     .await
 }

@@ -119,20 +119,7 @@ impl Peers {
         tokio::spawn(link.out.clone().write_to(writer));
         let peers = self.clone();
         tokio::spawn(async move {
-            let mut frames = FrameReader::new(reader, read);
-            let ended = loop {
-                let next = tokio::select! {
-                    next = frames.next() => next,
-                    () = link.out.closed() => Err("this node ended it".to_owned()),
-                };
-                match next {
-                    Ok(frame) => match peers.inbound() {
-                        Some(inbound) => inbound.gateway_frame(&link, frame).await,
-                        None => break "the server is gone".to_owned(),
-                    },
-                    Err(error) => break error,
-                }
-            };
+            let ended = peers.read_link(reader, read, &link.out, Side::Gateway(&link)).await;
             tracing::info!(gateway = %link.gateway, "a gateway's link ended: {ended}");
             link.out.close();
             if let Some(inbound) = peers.inbound() {
@@ -165,20 +152,7 @@ impl Peers {
         let peers = self.clone();
         let owner = link.clone();
         tokio::spawn(async move {
-            let mut frames = FrameReader::new(reader, read);
-            let ended = loop {
-                let next = tokio::select! {
-                    next = frames.next() => next,
-                    () = owner.out.closed() => Err("this node ended it".to_owned()),
-                };
-                match next {
-                    Ok(frame) => match peers.inbound() {
-                        Some(inbound) => inbound.owner_frame(&owner.node, frame).await,
-                        None => break "the server is gone".to_owned(),
-                    },
-                    Err(error) => break error,
-                }
-            };
+            let ended = peers.read_link(reader, read, &owner.out, Side::Owner(&owner.node)).await;
             tracing::info!(owner = %owner.node, "the link to an owner ended: {ended}");
             owner.out.close();
             {
@@ -192,6 +166,34 @@ impl Peers {
             }
         });
         Ok(link)
+    }
+
+    /// Hands each frame a link brings to the server, waiting for its delivery (a full mailbox
+    /// holds the link back), until the link ends or this node ends it (`out` closed); why it
+    /// ended.
+    async fn read_link(
+        &self,
+        reader: impl AsyncRead + Unpin,
+        read: Vec<u8>,
+        out: &Writer,
+        from: Side<'_>,
+    ) -> String {
+        let mut frames = FrameReader::new(reader, read);
+        loop {
+            let next = tokio::select! {
+                next = frames.next() => next,
+                () = out.closed() => Err("this node ended it".to_owned()),
+            };
+            let frame = match next {
+                Ok(frame) => frame,
+                Err(error) => return error,
+            };
+            let Some(inbound) = self.inbound() else { return "the server is gone".to_owned() };
+            match from {
+                Side::Gateway(link) => inbound.gateway_frame(link, frame).await,
+                Side::Owner(node) => inbound.owner_frame(node, frame).await,
+            }
+        }
     }
 
     fn open_owner(&self, node: &str, incarnation: i64) -> Option<Arc<OwnerLink>> {
@@ -271,6 +273,13 @@ impl Peers {
             link.out.close();
         }
     }
+}
+
+/// Which end of a link this node reads: frames from a gateway, or from an owner.
+#[derive(Clone, Copy)]
+enum Side<'a> {
+    Gateway(&'a Arc<GatewayLink>),
+    Owner(&'a Arc<str>),
 }
 
 /// A link this node dialled to an owner: it sends its clients' events on it.

@@ -19,6 +19,15 @@ use super::error::ClusterError;
 /// How long a connection may take to open, and a query to answer, before it is an error.
 pub(crate) const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Which connections a query takes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Lane {
+    /// The pool's.
+    Pool,
+    /// The lease's own connection, so renewals never wait behind other queries.
+    Lease,
+}
+
 /// A pool of connections to one PostgreSQL database, on a runtime of its own.
 pub(crate) struct Pg {
     pool: Pool,
@@ -57,14 +66,13 @@ impl Pg {
         F: FnOnce(deadpool_postgres::Object) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, tokio_postgres::Error>> + Send + 'static,
     {
-        let task =
-            self.runtime.handle.spawn(Self::with_client(self.pool.clone(), doing, timeout, work));
-        task.await.map_err(|e| ClusterError::new(format!("{doing}: the task failed: {e}")))?
+        self.run_on(Lane::Pool, doing, timeout, work).await
     }
 
-    /// [`run`](Self::run) on the lease's own connection.
-    pub(crate) async fn run_lease<T, F, Fut>(
+    /// [`run`](Self::run) on `lane`: the pool, or the lease's own connection.
+    pub(crate) async fn run_on<T, F, Fut>(
         &self,
+        lane: Lane,
         doing: &'static str,
         timeout: Duration,
         work: F,
@@ -74,8 +82,11 @@ impl Pg {
         F: FnOnce(deadpool_postgres::Object) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, tokio_postgres::Error>> + Send + 'static,
     {
-        let task =
-            self.runtime.handle.spawn(Self::with_client(self.lease.clone(), doing, timeout, work));
+        let pool = match lane {
+            Lane::Pool => self.pool.clone(),
+            Lane::Lease => self.lease.clone(),
+        };
+        let task = self.runtime.handle.spawn(Self::with_client(pool, doing, timeout, work));
         task.await.map_err(|e| ClusterError::new(format!("{doing}: the task failed: {e}")))?
     }
 

@@ -6,40 +6,10 @@ use super::*;
 use crate::storage::{InstanceKeys, Store};
 use crate::testing::Postgres;
 
-/// The test's PostgreSQL, or `None` (said on stderr) where it is not installed; under
-/// `CI=true` a missing PostgreSQL fails the test.
+/// The test's PostgreSQL, or `None` (said, and counted, where it is not installed; under
+/// `CI=true` a missing PostgreSQL fails the test).
 fn postgres(test: &str) -> Option<Postgres> {
-    let skips = std::env::current_exe()
-        .ok()
-        .and_then(|exe| Some(exe.parent()?.parent()?.join("skipped-checks")))
-        .map(|dir| dir.join(format!("cluster-{test}")));
-    match Postgres::start() {
-        Ok(server) => {
-            if let Some(file) = &skips {
-                let _ = std::fs::remove_file(file);
-            }
-            Some(server)
-        }
-        Err(why) => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "{test} must run under CI: {why}"
-            );
-            use std::io::Write;
-            let _ = writeln!(std::io::stderr(), "SKIPPED cluster::{test}: {why}");
-            // Counted with the integration tests' skips (`target/<profile>/skipped-checks`).
-            let exe = std::env::current_exe().expect("the test binary");
-            if let Some(dir) = exe.parent().and_then(|deps| deps.parent()) {
-                let dir = dir.join("skipped-checks");
-                let _ = std::fs::create_dir_all(&dir);
-                let _ = std::fs::write(
-                    dir.join(format!("cluster-{test}")),
-                    format!("cluster::{test}: {why}\n"),
-                );
-            }
-            None
-        }
-    }
+    crate::testing::postgres(&format!("cluster::{test}"))
 }
 
 const LEASE: Duration = Duration::from_millis(900);
@@ -61,6 +31,12 @@ fn lapse(server: &Postgres, url: &str, node: &str) {
         db,
         &format!("UPDATE agents_rs_nodes SET lease_until = now() - interval '1 second' WHERE node_id = '{node}'"),
     );
+}
+
+/// Flushes `cluster`'s store from a blocking thread, as the group commit does.
+async fn flush(cluster: &Cluster) -> Result<(), crate::storage::StoreError> {
+    let store = cluster.store.clone();
+    tokio::task::spawn_blocking(move || store.flush()).await.expect("joins")
 }
 
 async fn owned(cluster: &Cluster, agent: &str, name: &str) -> i64 {
@@ -144,8 +120,7 @@ async fn a_stale_owner_commits_nothing() {
     let keys = InstanceKeys::new("counter", "c");
     assert_eq!(owned(&a, "counter", "c").await, 1);
     a.store.put(&keys.state(), b"1").expect("writes");
-    let store = a.store.clone();
-    tokio::task::spawn_blocking(move || store.flush()).await.expect("joins").expect("commits");
+    flush(&a).await.expect("commits");
 
     // a's lease lapses in PostgreSQL while a still trusts it (a stall shorter than its margin
     // cannot do this; an operator's UPDATE can): b takes the agent over.
@@ -156,12 +131,10 @@ async fn a_stale_owner_commits_nothing() {
 
     // a's write fails the fence, and nothing of it lands.
     a.store.put(&keys.state(), b"stale").expect("writes in memory");
-    let store = a.store.clone();
-    let error = tokio::task::spawn_blocking(move || store.flush()).await.expect("joins");
+    let error = flush(&a).await;
     let error = error.expect_err("a stale owner's commit fails");
     assert!(error.to_string().contains("fenced"), "{error}");
-    let store = b.store.clone();
-    tokio::task::spawn_blocking(move || store.flush()).await.expect("joins").expect("commits");
+    flush(&b).await.expect("commits");
     let db = url.rsplit('/').next().expect("a database");
     let value = server.psql(db, "SELECT encode(value, 'escape') FROM agents_rs_data");
     assert_eq!(value, "2", "only the owner's write landed");
@@ -190,8 +163,7 @@ async fn postgres_away_fences_the_node_and_it_comes_back() {
     let first = a.holder().expect("a member").incarnation;
     server.stop();
     a.store.put(&keys.state(), b"1").expect("writes in memory");
-    let store = a.store.clone();
-    let error = tokio::task::spawn_blocking(move || store.flush()).await.expect("joins");
+    let error = flush(&a).await;
     assert!(error.is_err(), "a commit without PostgreSQL fails");
     crate::testing::eventually("the lease runs out", || a.holder().is_none()).await;
     crate::testing::eventually("the node fences itself", || {
@@ -229,8 +201,7 @@ async fn a_cluster_store_reads_its_agents_from_memory_and_writes_only_them() {
     let error = a.store.put(&other.index_entry(5), b"").expect_err("not owned");
     assert!(error.to_string().contains("not owned"), "{error}");
     assert!(a.store.unload(keys.namespace(), 1).is_err(), "writes not committed keep it loaded");
-    let store = a.store.clone();
-    tokio::task::spawn_blocking(move || store.flush()).await.expect("joins").expect("commits");
+    flush(&a).await.expect("commits");
     a.store.unload(keys.namespace(), 1).expect("lets go");
     // Read from PostgreSQL now (on a blocking thread: such a read waits for it).
     let store = a.store.clone();

@@ -4,7 +4,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use super::TempDir;
+use super::temp_dir::TempDir;
 
 /// A PostgreSQL server of a test's own, stopped and removed on drop.
 ///
